@@ -1,0 +1,163 @@
+// Package hostif connects the node's own network stack to the router.
+//
+// A TUN device ("tortie0", from golang.zx2c4.com/wireguard/tun, with virtio
+// offloads so the kernel hands over TCP superframes that it splits) carries
+// IPv4 packets between the kernel and the router. The kernel routes the
+// cluster's pod CIDRs to tortie0, so the node reaches its pods (kubelet
+// probes), host-originated traffic to remote pods is tunnelled by the router,
+// and natively routed traffic from other nodes reaches local pods. Remote
+// blocks that are routed natively get a kernel route via the remote node, as
+// Calico programs them, so the router's native sends leave on the underlay.
+package hostif
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+
+	"github.com/vishvananda/netlink"
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// RouteProtocol marks the kernel routes tortie owns (see "ip route show proto 201").
+const RouteProtocol = netlink.RouteProtocol(201)
+
+// Config describes the host side.
+type Config struct {
+	Name         string         // TUN name, e.g. tortie0
+	MTU          int            // pod MTU
+	TunnelAddr   netip.Addr     // optional /32 on the TUN (Calico's tunnel address)
+	ClusterCIDRs []netip.Prefix // routed to the TUN
+	Underlay     string         // underlay interface, for native routes
+}
+
+// Host is the TUN device plus the kernel state around it.
+type Host struct {
+	tun.Device
+	cfg  Config
+	link netlink.Link
+}
+
+// Create makes the TUN in the current network namespace and programs the
+// kernel: TUN up with its MTU and address, cluster CIDRs routed to it,
+// forwarding on, reverse-path filtering off on the TUN (pod sources arrive
+// there although the kernel routes them back through it too).
+func Create(cfg Config) (*Host, error) {
+	dev, err := tun.CreateTUN(cfg.Name, cfg.MTU)
+	if err != nil {
+		return nil, fmt.Errorf("hostif: create TUN %s: %w", cfg.Name, err)
+	}
+	go func() {
+		for range dev.Events() { // the device blocks if nobody listens
+		}
+	}()
+	h := &Host{Device: dev, cfg: cfg}
+	if err := h.program(); err != nil {
+		dev.Close()
+		return nil, err
+	}
+	return h, nil
+}
+
+func (h *Host) program() error {
+	link, err := netlink.LinkByName(h.cfg.Name)
+	if err != nil {
+		return err
+	}
+	h.link = link
+	if err := netlink.LinkSetUp(link); err != nil {
+		return fmt.Errorf("hostif: %s up: %w", h.cfg.Name, err)
+	}
+	if h.cfg.TunnelAddr.IsValid() {
+		if err := h.SetTunnelAddr(h.cfg.TunnelAddr); err != nil {
+			return err
+		}
+	}
+	if err := h.SyncClusterRoutes(h.cfg.ClusterCIDRs, h.cfg.MTU); err != nil {
+		return err
+	}
+	for path, v := range map[string]string{
+		"/proc/sys/net/ipv4/ip_forward":                           "1",
+		"/proc/sys/net/ipv4/conf/" + h.cfg.Name + "/rp_filter":    "0",
+		"/proc/sys/net/ipv4/conf/all/rp_filter":                   "0",
+		"/proc/sys/net/ipv4/conf/" + h.cfg.Name + "/accept_local": "1",
+	} {
+		if err := os.WriteFile(path, []byte(v), 0o644); err != nil {
+			return fmt.Errorf("hostif: sysctl %s: %w", path, err)
+		}
+	}
+	return nil
+}
+
+// SetTunnelAddr places this node's tunnel address on the TUN.
+func (h *Host) SetTunnelAddr(a netip.Addr) error {
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}}
+	if err := netlink.AddrReplace(h.link, addr); err != nil {
+		return fmt.Errorf("hostif: tunnel address %s: %w", a, err)
+	}
+	return nil
+}
+
+// SyncClusterRoutes makes the kernel route exactly these pod ranges (the
+// IP pools) to the TUN, with the pod MTU; stale ones are removed.
+func (h *Host) SyncClusterRoutes(cidrs []netip.Prefix, mtu int) error {
+	var want []*netlink.Route
+	for _, p := range cidrs {
+		want = append(want, &netlink.Route{Dst: ipnet(p), Scope: netlink.SCOPE_LINK, MTU: mtu})
+	}
+	return syncRoutes(h.link.Attrs().Index, want)
+}
+
+// NativeRoute is a remote block reached natively through a node.
+type NativeRoute struct {
+	Prefix netip.Prefix
+	Via    netip.Addr
+}
+
+// SyncNativeRoutes makes the kernel's tortie routes via other nodes equal to
+// want: "<block> via <node> dev <underlay> onlink", as Calico programs
+// CrossSubnet and native BGP routes. Routes of ours not in want are removed.
+func (h *Host) SyncNativeRoutes(want []NativeRoute) error {
+	ul, err := netlink.LinkByName(h.cfg.Underlay)
+	if err != nil {
+		return fmt.Errorf("hostif: underlay %s: %w", h.cfg.Underlay, err)
+	}
+	var routes []*netlink.Route
+	for _, w := range want {
+		routes = append(routes, &netlink.Route{Dst: ipnet(w.Prefix), Gw: w.Via.AsSlice(), Flags: int(netlink.FLAG_ONLINK)})
+	}
+	return syncRoutes(ul.Attrs().Index, routes)
+}
+
+// syncRoutes makes tortie's routes (RouteProtocol) out of one link exactly
+// want: each is replaced, and ours that are not wanted are deleted.
+func syncRoutes(link int, want []*netlink.Route) error {
+	keep := map[string]bool{}
+	var errs []error
+	for _, r := range want {
+		r.LinkIndex, r.Protocol = link, RouteProtocol
+		if err := netlink.RouteReplace(r); err != nil {
+			errs = append(errs, fmt.Errorf("hostif: route %s: %w", r, err))
+		}
+		keep[r.Dst.String()] = true
+	}
+	have, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: RouteProtocol, LinkIndex: link},
+		netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_OIF)
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		return errors.Join(append(errs, err)...)
+	}
+	for _, r := range have {
+		if r.Dst != nil && !keep[r.Dst.String()] {
+			if err := netlink.RouteDel(&r); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func ipnet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Masked().Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}

@@ -1,0 +1,63 @@
+// Package testutil holds helpers shared by tortie's tests: skipping tests
+// that need root, throwaway network namespaces, and polling with a deadline
+// instead of sleeping.
+package testutil
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// RequireRoot skips t unless it runs as root (network namespaces, TAP
+// devices and raw sockets need it).
+func RequireRoot(tb testing.TB) {
+	tb.Helper()
+	if os.Geteuid() != 0 {
+		tb.Skip("needs root (network namespaces, TAP devices, raw sockets)")
+	}
+}
+
+// Run runs a command and fails the test with its output on error.
+func Run(tb testing.TB, name string, args ...string) string {
+	tb.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		tb.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+var nsSeq atomic.Int32
+
+// Netns creates a named network namespace with loopback up and removes it
+// when the test ends. It returns the name; the path is /var/run/netns/<name>.
+func Netns(tb testing.TB) string {
+	tb.Helper()
+	RequireRoot(tb)
+	name := fmt.Sprintf("tt-%d-%d", os.Getpid(), nsSeq.Add(1))
+	Run(tb, "ip", "netns", "add", name)
+	tb.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	Run(tb, "ip", "-n", name, "link", "set", "lo", "up")
+	return name
+}
+
+// NetnsPath is where ip-netns keeps a named namespace.
+func NetnsPath(name string) string { return "/var/run/netns/" + name }
+
+// WaitFor polls cond every few milliseconds until it holds or the timeout
+// passes, then fails the test with what.
+func WaitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -1,0 +1,72 @@
+package header
+
+import (
+	"encoding/binary"
+	"math/bits"
+)
+
+// Checksum returns the 16-bit one's complement sum of b added to initial, not
+// yet complemented (RFC 1071 §4.1). The sum is byte-order independent
+// (RFC 1071 §2(B)): b is summed as little-endian 64-bit words with the
+// carries kept apart, 32 bytes per round, then folded to 16 bits and
+// swapped to network order once at the end.
+func Checksum(b []byte, initial uint32) uint16 {
+	var sum, carries, c uint64
+	for len(b) >= 32 {
+		sum, c = bits.Add64(sum, binary.LittleEndian.Uint64(b[0:8]), 0)
+		carries += c
+		sum, c = bits.Add64(sum, binary.LittleEndian.Uint64(b[8:16]), 0)
+		carries += c
+		sum, c = bits.Add64(sum, binary.LittleEndian.Uint64(b[16:24]), 0)
+		carries += c
+		sum, c = bits.Add64(sum, binary.LittleEndian.Uint64(b[24:32]), 0)
+		carries += c
+		b = b[32:]
+	}
+	for len(b) >= 8 {
+		sum, c = bits.Add64(sum, binary.LittleEndian.Uint64(b[0:8]), 0)
+		carries += c
+		b = b[8:]
+	}
+	var tail uint64
+	if len(b) >= 4 {
+		tail += uint64(binary.LittleEndian.Uint32(b[0:4]))
+		b = b[4:]
+	}
+	if len(b) >= 2 {
+		tail += uint64(binary.LittleEndian.Uint16(b[0:2]))
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		tail += uint64(b[0]) // at an even offset: the low byte of a little-endian word
+	}
+	sum, c = bits.Add64(sum, tail, 0)
+	carries += c
+	// Each carry out of bit 63 is worth 1 in one's complement arithmetic.
+	sum, c = bits.Add64(sum, carries, 0)
+	sum += c
+	// Fold 64 -> 16 bits (still little-endian), then to network order.
+	s := (sum & 0xffffffff) + (sum >> 32)
+	s = (s & 0xffff) + (s >> 16)
+	s = (s & 0xffff) + (s >> 16)
+	s = (s & 0xffff) + (s >> 16)
+	total := uint64(bits.ReverseBytes16(uint16(s))) + uint64(initial)
+	for total>>16 != 0 {
+		total = (total & 0xffff) + (total >> 16)
+	}
+	return uint16(total)
+}
+
+// UpdateChecksum16 returns the header checksum hc after one 16-bit word of the
+// covered data changed from old to new, following RFC 1624 eqn. 3:
+//
+//	HC' = ~(~HC + ~m + m')
+//
+// which, unlike the older RFC 1141 form, never yields 0x0000 from a non-zero
+// sum (the -0 problem described in RFC 1624 §3).
+func UpdateChecksum16(hc, old, new uint16) uint16 {
+	sum := uint32(^hc) + uint32(^old) + uint32(new)
+	sum = (sum & 0xffff) + (sum >> 16)
+	sum = (sum & 0xffff) + (sum >> 16)
+	return ^uint16(sum)
+}

@@ -1,0 +1,189 @@
+package header
+
+import (
+	"encoding/binary"
+	"net/netip"
+)
+
+// IPv4 header layout (RFC 791 §3.1):
+//
+//	 0                   1                   2                   3
+//	 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+//	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//	|Version|  IHL  |Type of Service|          Total Length         |
+//	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//	|         Identification        |Flags|      Fragment Offset    |
+//	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//	|  Time to Live |    Protocol   |         Header Checksum       |
+//	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//	|                       Source Address                          |
+//	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//	|                    Destination Address                        |
+//	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//	|                    Options                    |    Padding    |
+//	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+const (
+	IPv4MinLen = 20
+	IPv4MaxLen = 65535
+
+	ipv4VerIHL   = 0
+	ipv4TOS      = 1
+	ipv4TotalLen = 2
+	ipv4ID       = 4
+	ipv4FlagsOff = 6
+	ipv4TTL      = 8
+	ipv4Protocol = 9
+	ipv4Checksum = 10
+	ipv4Src      = 12
+	ipv4Dst      = 16
+
+	IPv4FlagDF      = 0x4000
+	IPv4FlagMF      = 0x2000
+	IPv4FragOffMask = 0x1fff
+	ProtocolICMP    = 1
+	ProtocolIPIP    = 4
+	ProtocolTCP     = 6
+	ProtocolUDP     = 17
+	IPv4DefaultTTL  = 64
+	ipv4OptEnd      = 0
+	ipv4OptNOP      = 1
+)
+
+// IPv4Status is the outcome of validating an IPv4 header.
+type IPv4Status uint8
+
+const (
+	IPv4OK          IPv4Status = iota
+	IPv4TooShort               // fewer than 20 bytes
+	IPv4BadVersion             // version field is not 4
+	IPv4Malformed              // IHL < 5, IHL beyond total length, total length beyond the bytes read, bad options
+	IPv4BadChecksum            // header checksum does not verify
+)
+
+// IPv4 is a view of an IPv4 packet (header and payload).
+type IPv4 []byte
+
+// Check validates the header of b against the n bytes actually present and
+// returns the packet trimmed to its total length (link-layer padding removed).
+// Every getter on the returned view is safe once Check returned IPv4OK.
+// Options are walked so that a malformed option list is rejected
+// (RFC 791 §3.1, RFC 1812 §5.2.4.1 allow silently discarding such packets).
+func (b IPv4) Check() (IPv4, IPv4Status) {
+	if len(b) < IPv4MinLen {
+		return nil, IPv4TooShort
+	}
+	if b[0]>>4 != 4 {
+		return nil, IPv4BadVersion
+	}
+	hl := int(b[0]&0xf) * 4
+	tl := int(binary.BigEndian.Uint16(b[ipv4TotalLen:]))
+	if hl < IPv4MinLen || hl > tl || tl > len(b) {
+		return nil, IPv4Malformed
+	}
+	if Checksum(b[:hl], 0) != 0xffff {
+		return nil, IPv4BadChecksum
+	}
+	if hl > IPv4MinLen && !validOptions(b[IPv4MinLen:hl]) {
+		return nil, IPv4Malformed
+	}
+	return b[:tl], IPv4OK
+}
+
+// validOptions walks an option list: single-byte END and NOP, and TLV options
+// whose length covers at least their own two bytes and stays inside the list.
+func validOptions(o []byte) bool {
+	for i := 0; i < len(o); {
+		switch o[i] {
+		case ipv4OptEnd:
+			return true
+		case ipv4OptNOP:
+			i++
+		default:
+			if i+1 >= len(o) {
+				return false
+			}
+			l := int(o[i+1])
+			if l < 2 || i+l > len(o) {
+				return false
+			}
+			i += l
+		}
+	}
+	return true
+}
+
+func (b IPv4) HeaderLen() int        { return int(b[ipv4VerIHL]&0xf) * 4 }
+func (b IPv4) TOS() uint8            { return b[ipv4TOS] }
+func (b IPv4) TotalLen() int         { return int(binary.BigEndian.Uint16(b[ipv4TotalLen:])) }
+func (b IPv4) ID() uint16            { return binary.BigEndian.Uint16(b[ipv4ID:]) }
+func (b IPv4) FlagsFrag() uint16     { return binary.BigEndian.Uint16(b[ipv4FlagsOff:]) }
+func (b IPv4) DF() bool              { return b.FlagsFrag()&IPv4FlagDF != 0 }
+func (b IPv4) MF() bool              { return b.FlagsFrag()&IPv4FlagMF != 0 }
+func (b IPv4) FragOffset() int       { return int(b.FlagsFrag()&IPv4FragOffMask) * 8 }
+func (b IPv4) TTL() uint8            { return b[ipv4TTL] }
+func (b IPv4) Protocol() uint8       { return b[ipv4Protocol] }
+func (b IPv4) Checksum() uint16      { return binary.BigEndian.Uint16(b[ipv4Checksum:]) }
+func (b IPv4) Src() [4]byte          { return [4]byte(b[ipv4Src : ipv4Src+4]) }
+func (b IPv4) Dst() [4]byte          { return [4]byte(b[ipv4Dst : ipv4Dst+4]) }
+func (b IPv4) SrcU32() uint32        { return binary.BigEndian.Uint32(b[ipv4Src:]) }
+func (b IPv4) DstU32() uint32        { return binary.BigEndian.Uint32(b[ipv4Dst:]) }
+func (b IPv4) SrcAddr() netip.Addr   { return netip.AddrFrom4(b.Src()) }
+func (b IPv4) DstAddr() netip.Addr   { return netip.AddrFrom4(b.Dst()) }
+func (b IPv4) Payload() []byte       { return b[b.HeaderLen():] }
+func (b IPv4) SetTotalLen(n int)     { binary.BigEndian.PutUint16(b[ipv4TotalLen:], uint16(n)) }
+func (b IPv4) SetFlagsFrag(v uint16) { binary.BigEndian.PutUint16(b[ipv4FlagsOff:], v) }
+func (b IPv4) SetChecksum(c uint16)  { binary.BigEndian.PutUint16(b[ipv4Checksum:], c) }
+
+// IsFirstFragment reports whether the packet carries the start of its payload
+// (offset 0); only then do transport headers (ports, ICMP type) exist in it.
+func (b IPv4) IsFirstFragment() bool { return b.FlagsFrag()&IPv4FragOffMask == 0 }
+
+// IsFragment reports whether the packet is any fragment of a larger datagram.
+func (b IPv4) IsFragment() bool { return b.FlagsFrag()&(IPv4FlagMF|IPv4FragOffMask) != 0 }
+
+// DecTTL decrements the TTL and patches the checksum incrementally
+// (RFC 1624): TTL shares a 16-bit word with the protocol field.
+func (b IPv4) DecTTL() {
+	old := uint16(b[ipv4TTL])<<8 | uint16(b[ipv4Protocol])
+	b[ipv4TTL]--
+	b.SetChecksum(UpdateChecksum16(b.Checksum(), old, old-0x100))
+}
+
+// ComputeChecksum fills the header checksum from scratch.
+func (b IPv4) ComputeChecksum() {
+	b.SetChecksum(0)
+	b.SetChecksum(^Checksum(b[:b.HeaderLen()], 0))
+}
+
+// IPv4Fields describe a header without options for Encode.
+type IPv4Fields struct {
+	TOS       uint8
+	TotalLen  int
+	ID        uint16
+	FlagsFrag uint16
+	TTL       uint8
+	Protocol  uint8
+	Src, Dst  [4]byte
+}
+
+// Encode writes a 20-byte header (no options) including its checksum.
+func (b IPv4) Encode(f *IPv4Fields) {
+	b[ipv4VerIHL] = 0x45
+	b[ipv4TOS] = f.TOS
+	binary.BigEndian.PutUint16(b[ipv4TotalLen:], uint16(f.TotalLen))
+	binary.BigEndian.PutUint16(b[ipv4ID:], f.ID)
+	binary.BigEndian.PutUint16(b[ipv4FlagsOff:], f.FlagsFrag)
+	b[ipv4TTL] = f.TTL
+	b[ipv4Protocol] = f.Protocol
+	copy(b[ipv4Src:], f.Src[:])
+	copy(b[ipv4Dst:], f.Dst[:])
+	b.ComputeChecksum()
+}
+
+// IPv4 address classes used by the martian and ICMP rules of RFC 1812.
+func IsZeroNet(a uint32) bool   { return a>>24 == 0 }      // 0.0.0.0/8
+func IsLoopback(a uint32) bool  { return a>>24 == 127 }    // 127.0.0.0/8
+func IsLinkLocal(a uint32) bool { return a>>16 == 0xa9fe } // 169.254.0.0/16
+func IsMulticast(a uint32) bool { return a>>28 == 0xe }    // 224.0.0.0/4
+func IsClassE(a uint32) bool    { return a>>28 == 0xf }    // 240.0.0.0/4, includes broadcast
+func IsBroadcast(a uint32) bool { return a == 0xffffffff } // limited broadcast

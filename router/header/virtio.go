@@ -1,0 +1,79 @@
+package header
+
+import "encoding/binary"
+
+// The virtio-net header (virtio spec §5.1.6, Linux include/uapi/linux/
+// virtio_net.h) precedes every frame on a TAP opened with IFF_VNET_HDR. It
+// carries what the sending stack left for "hardware" to do: finish a
+// checksum, or segment a TCP superframe.
+//
+//	0      1         2         4         6           8            10
+//	+------+---------+---------+---------+-----------+------------+
+//	|flags |gso_type | hdr_len |gso_size |csum_start |csum_offset |
+//	+------+---------+---------+---------+-----------+------------+
+//
+// Multi-byte fields are in the host's byte order (little-endian here).
+const (
+	VirtioNetHdrLen = 10
+
+	VirtioNetHdrFNeedsCsum = 1
+
+	VirtioGSONone  = 0
+	VirtioGSOTCPv4 = 1
+	VirtioGSOUDP   = 3
+	VirtioGSOTCPv6 = 4
+	VirtioGSOUDPL4 = 5
+	VirtioGSOECN   = 0x80
+)
+
+// VirtioNetHdr is a view of the 10-byte header. Callers check the length.
+type VirtioNetHdr []byte
+
+func (v VirtioNetHdr) Flags() uint8    { return v[0] }
+func (v VirtioNetHdr) GSOType() uint8  { return v[1] }
+func (v VirtioNetHdr) HdrLen() int     { return int(binary.LittleEndian.Uint16(v[2:4])) }
+func (v VirtioNetHdr) GSOSize() int    { return int(binary.LittleEndian.Uint16(v[4:6])) }
+func (v VirtioNetHdr) CsumStart() int  { return int(binary.LittleEndian.Uint16(v[6:8])) }
+func (v VirtioNetHdr) CsumOffset() int { return int(binary.LittleEndian.Uint16(v[8:10])) }
+func (v VirtioNetHdr) Clear()          { clear(v[:VirtioNetHdrLen]) }
+func (v VirtioNetHdr) NeedsCsum() bool { return v[0]&VirtioNetHdrFNeedsCsum != 0 }
+
+// Encode writes every field.
+func (v VirtioNetHdr) Encode(flags, gsoType uint8, hdrLen, gsoSize, csumStart, csumOffset int) {
+	v[0], v[1] = flags, gsoType
+	binary.LittleEndian.PutUint16(v[2:4], uint16(hdrLen))
+	binary.LittleEndian.PutUint16(v[4:6], uint16(gsoSize))
+	binary.LittleEndian.PutUint16(v[6:8], uint16(csumStart))
+	binary.LittleEndian.PutUint16(v[8:10], uint16(csumOffset))
+}
+
+// TCP header fields used by segmentation and coalescing (RFC 9293 §3.1).
+const (
+	TCPMinLen  = 20
+	TCPFlagFIN = 0x01
+	TCPFlagSYN = 0x02
+	TCPFlagRST = 0x04
+	TCPFlagPSH = 0x08
+	TCPFlagACK = 0x10
+	TCPFlagURG = 0x20
+	TCPFlagECE = 0x40
+	TCPFlagCWR = 0x80
+)
+
+// TCP is a view of a TCP header and payload.
+type TCP []byte
+
+func (t TCP) HeaderLen() int       { return int(t[12]>>4) * 4 }
+func (t TCP) Seq() uint32          { return binary.BigEndian.Uint32(t[4:8]) }
+func (t TCP) SetSeq(s uint32)      { binary.BigEndian.PutUint32(t[4:8], s) }
+func (t TCP) Flags() uint8         { return t[13] }
+func (t TCP) SetFlags(f uint8)     { t[13] = f }
+func (t TCP) SetChecksum(c uint16) { binary.BigEndian.PutUint16(t[16:18], c) }
+
+// PseudoHeaderSum is the RFC 793 pseudo-header sum (source, destination,
+// protocol, length), not yet complemented.
+func PseudoHeaderSum(src, dst [4]byte, proto uint8, length int) uint32 {
+	return uint32(src[0])<<8 | uint32(src[1]) + (uint32(src[2])<<8 | uint32(src[3])) +
+		(uint32(dst[0])<<8 | uint32(dst[1])) + (uint32(dst[2])<<8 | uint32(dst[3])) +
+		uint32(proto) + uint32(length)
+}
