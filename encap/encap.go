@@ -1,0 +1,152 @@
+// Package encap holds the wire formats tortie uses between nodes, exactly as
+// Calico puts them on the wire: IPIP (IP protocol 4, RFC 2003) and VXLAN
+// (UDP 4789, VNI 4096, RFC 7348) with Calico's VTEP MACs, plus the rules that
+// choose between them and native routing (CrossSubnet) and the MTU they
+// leave for pods. Writers put outer headers into the headroom in front of a
+// packet; nothing here copies the packet or allocates.
+package encap
+
+import (
+	"crypto/sha1"
+	"fmt"
+	"net/netip"
+
+	"github.com/tortie-net/tortie/fib"
+	"github.com/tortie-net/tortie/router/header"
+)
+
+const (
+	// VNI is the VXLAN network identifier Calico uses.
+	VNI = 4096
+	// OverheadIPIP and OverheadVXLAN are the bytes each adds on an IPv4 underlay.
+	OverheadIPIP  = header.IPv4MinLen
+	OverheadVXLAN = header.IPv4MinLen + header.UDPLen + header.VXLANLen + header.EthernetLen
+)
+
+// Overhead returns the bytes a mode adds to each packet.
+func Overhead(m fib.Mode) int {
+	switch m {
+	case fib.ModeIPIP:
+		return OverheadIPIP
+	case fib.ModeVXLAN:
+		return OverheadVXLAN
+	}
+	return 0
+}
+
+// PodMTU is the MTU pods get on an underlay of underlayMTU: what is left
+// after the largest overhead in use (1480 IPIP, 1450 VXLAN on 1500).
+func PodMTU(underlayMTU int, m fib.Mode) int { return underlayMTU - Overhead(m) }
+
+// VTEPMAC is the MAC of a node's VXLAN tunnel endpoint as Calico derives it:
+// 0x66 followed by the first five bytes of sha1(node name).
+func VTEPMAC(nodeName string) header.MAC {
+	sum := sha1.Sum([]byte(nodeName))
+	return header.MAC{0x66, sum[0], sum[1], sum[2], sum[3], sum[4]}
+}
+
+// ModeFor applies Calico's CrossSubnet rule: with crossSubnet set, a peer
+// whose underlay address lies inside our node's configured address CIDR is
+// reached natively, everyone else through the tunnel. Without it, the pool's
+// mode applies to every peer.
+func ModeFor(poolMode fib.Mode, crossSubnet bool, ours netip.Prefix, peer netip.Addr) fib.Mode {
+	if poolMode == fib.ModeNative || !crossSubnet {
+		return poolMode
+	}
+	if ours.Masked().Contains(peer) {
+		return fib.ModeNative
+	}
+	return poolMode
+}
+
+// CrossSubnetWarning explains the common surprise of a node address
+// recorded as a /32: every peer is then "outside the subnet" and tunnelled.
+func CrossSubnetWarning(ours netip.Prefix) string {
+	if ours.Bits() == 32 {
+		return fmt.Sprintf("node address %s is a /32: CrossSubnet will tunnel to every peer; configure the address with its subnet (e.g. /24)", ours)
+	}
+	return ""
+}
+
+// PutIPIP writes the outer header for the inner packet at buf[start:end]
+// into buf[start-20:start] and returns where the outer packet begins.
+// RFC 2003 §3.1: TOS and DF are copied from the inner header.
+func PutIPIP(buf []byte, start, end int, src, dst [4]byte) int {
+	inner := header.IPv4(buf[start:end])
+	o := start - OverheadIPIP
+	header.IPv4(buf[o:]).Encode(&header.IPv4Fields{
+		TOS: inner.TOS(), TotalLen: end - o, FlagsFrag: inner.FlagsFrag() & header.IPv4FlagDF,
+		TTL: header.IPv4DefaultTTL, Protocol: header.ProtocolIPIP, Src: src, Dst: dst,
+	})
+	return o
+}
+
+// VXLANTunnel is the fixed part of a VXLAN encapsulation from this node.
+type VXLANTunnel struct {
+	VNI     uint32
+	SrcMAC  header.MAC // our VTEP MAC
+	SrcAddr [4]byte    // our underlay address
+}
+
+// Put writes outer IPv4, UDP, VXLAN and inner Ethernet headers in front of
+// the inner packet at buf[start:end] and returns where the outer packet
+// begins. The UDP checksum is zero, as Linux sends VXLAN over IPv4; the
+// outer DF bit is clear, as Linux's default.
+func (t *VXLANTunnel) Put(buf []byte, start, end int, dstMAC header.MAC, dst [4]byte) int {
+	inner := header.IPv4(buf[start:end])
+	v := t.PutInner(buf, start, dstMAC)
+	u := v - header.UDPLen
+	header.UDP(buf[u:]).Encode(SourcePort(inner), header.VXLANPort, end-u, 0)
+	o := u - header.IPv4MinLen
+	header.IPv4(buf[o:]).Encode(&header.IPv4Fields{
+		TotalLen: end - o, TTL: header.IPv4DefaultTTL, Protocol: header.ProtocolUDP, Src: t.SrcAddr, Dst: dst,
+	})
+	return o
+}
+
+// PutInner writes only the VXLAN header and inner Ethernet header in front
+// of the inner packet at buf[start:] and returns where the VXLAN header
+// begins: the UDP payload, for a sender whose socket adds IPv4 and UDP.
+func (t *VXLANTunnel) PutInner(buf []byte, start int, dstMAC header.MAC) int {
+	e := start - header.EthernetLen
+	header.Ethernet(buf[e:]).Encode(dstMAC, t.SrcMAC, header.EtherTypeIPv4)
+	v := e - header.VXLANLen
+	header.VXLAN(buf[v:]).Encode(t.VNI)
+	return v
+}
+
+// Decap checks a received VXLAN payload (after the outer UDP header) and
+// returns the offset of the inner IPv4 packet: the I flag must be set, the
+// VNI ours, the inner destination MAC our VTEP's and the inner type IPv4.
+func (t *VXLANTunnel) Decap(payload []byte) (int, bool) {
+	if len(payload) < header.VXLANLen+header.EthernetLen {
+		return 0, false
+	}
+	v := header.VXLAN(payload)
+	if v.Flags()&header.VXLANFlagI == 0 || v.VNI() != t.VNI {
+		return 0, false
+	}
+	eth := header.Ethernet(payload[header.VXLANLen:])
+	if !eth.DstIs(&t.SrcMAC) || eth.Type() != header.EtherTypeIPv4 {
+		return 0, false
+	}
+	return header.VXLANLen + header.EthernetLen, true
+}
+
+// SourcePort derives the UDP source port from the inner flow so that ECMP
+// and receive-side scaling spread flows (RFC 7348 §5), in the range Linux
+// uses for its own VXLAN devices (32768-60999). Ports are read only from
+// first fragments.
+func SourcePort(ip header.IPv4) uint16 {
+	h := ip.SrcU32()*0x9e3779b1 ^ ip.DstU32()*0x85ebca77 ^ uint32(ip.Protocol())*0xc2b2ae3d
+	if ip.IsFirstFragment() && (ip.Protocol() == header.ProtocolTCP || ip.Protocol() == header.ProtocolUDP) &&
+		len(ip) >= ip.HeaderLen()+4 {
+		p := ip.Payload()
+		h ^= (uint32(p[0])<<24 | uint32(p[1])<<16 | uint32(p[2])<<8 | uint32(p[3])) * 0x27d4eb2f
+	}
+	h ^= h >> 15
+	h *= 0x2c1b3c6d
+	h ^= h >> 12
+	const lo, hi = 32768, 61000
+	return uint16((uint64(h)*(hi-lo))>>32 + lo)
+}

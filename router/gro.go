@@ -1,0 +1,137 @@
+package router
+
+import (
+	"bytes"
+	"encoding/binary"
+
+	"github.com/tortie-net/tortie/router/header"
+)
+
+// podOut is a frame waiting in the batch for an offload port.
+type podOut struct {
+	p          *Port
+	buf        []byte
+	start, end int
+}
+
+// queuePod holds a frame for an offload port until the batch ends, so that
+// consecutive segments of one TCP flow can be written as one superframe.
+func (w *worker) queuePod(p *Port, buf []byte, start, end int) {
+	if len(w.podQ) == cap(w.podQ) {
+		w.flushPods()
+	}
+	w.podQ = append(w.podQ, podOut{p, buf, start, end})
+}
+
+// tcpSeg is what coalescing compares about one queued frame.
+type tcpSeg struct {
+	ip      header.IPv4
+	tcp     header.TCP
+	payload int
+}
+
+// asSeg returns the frame as a TCP segment that may be coalesced: plain
+// IPv4 without options, not a fragment, TCP with data and at most ACK|PSH.
+func asSeg(frame []byte) (tcpSeg, bool) {
+	if len(frame) < header.EthernetLen+header.IPv4MinLen+header.TCPMinLen {
+		return tcpSeg{}, false
+	}
+	ip := header.IPv4(frame[header.EthernetLen:])
+	if ip[0] != 0x45 || ip.Protocol() != header.ProtocolTCP || ip.IsFragment() || ip.TotalLen() != len(ip) {
+		return tcpSeg{}, false
+	}
+	tcp := header.TCP(ip[header.IPv4MinLen:])
+	thl := tcp.HeaderLen()
+	if thl < header.TCPMinLen || thl > len(tcp) || tcp.Flags()&^(header.TCPFlagACK|header.TCPFlagPSH) != 0 || len(tcp) == thl {
+		return tcpSeg{}, false
+	}
+	return tcpSeg{ip, tcp, len(tcp) - thl}, true
+}
+
+// follows reports whether b continues a in the same flow, so that their
+// payloads may be joined: same addresses, ports, TOS, TTL, DF, ACK number,
+// header length and options (timestamps included), and b's sequence number
+// right after a's data. a must not carry PSH: it ends a burst.
+func follows(a, b tcpSeg) bool {
+	return a.tcp.Flags()&header.TCPFlagPSH == 0 &&
+		bytes.Equal(a.ip[12:20], b.ip[12:20]) && // addresses
+		a.ip[1] == b.ip[1] && a.ip[8] == b.ip[8] && a.ip.DF() == b.ip.DF() &&
+		bytes.Equal(a.tcp[0:4], b.tcp[0:4]) && // ports
+		bytes.Equal(a.tcp[8:12], b.tcp[8:12]) && // acknowledgment number
+		a.tcp.HeaderLen() == b.tcp.HeaderLen() &&
+		bytes.Equal(a.tcp[header.TCPMinLen:a.tcp.HeaderLen()], b.tcp[header.TCPMinLen:b.tcp.HeaderLen()]) &&
+		b.tcp.Seq() == a.tcp.Seq()+uint32(a.payload)
+}
+
+// flushPods writes the queued frames, joining runs of segments of one flow
+// to the same port into superframes: the pod's kernel takes one 64 KB
+// frame with a GSO header where it would take dozens of writes.
+func (w *worker) flushPods() {
+	q := w.podQ
+	for i := 0; i < len(q); {
+		first, ok := asSeg(q[i].buf[q[i].start:q[i].end])
+		j := i + 1
+		if ok {
+			last, total := first, len(first.ip)
+			for j < len(q) && q[j].p == q[i].p && last.payload == first.payload {
+				s, ok := asSeg(q[j].buf[q[j].start:q[j].end])
+				if !ok || s.payload > first.payload || total+s.payload > header.IPv4MaxLen || !follows(last, s) {
+					break
+				}
+				last, total = s, total+s.payload
+				j++
+			}
+		}
+		if j == i+1 {
+			w.writePort(q[i].p, q[i].buf, q[i].start, q[i].end)
+		} else {
+			w.writeSuper(q[i:j], first)
+		}
+		i = j
+	}
+	clear(w.podQ)
+	w.podQ = w.podQ[:0]
+}
+
+// writeSuper joins the payloads of run (segments of one flow, in order)
+// after the first segment's headers and writes the result with a GSO
+// header: CHECKSUM_PARTIAL over the TCP segment, TCPv4 with the first
+// segment's payload size as MSS.
+func (w *worker) writeSuper(run []podOut, first tcpSeg) {
+	if w.groBuf == nil {
+		w.groBuf = make([]byte, Headroom+header.VirtioNetHdrLen+header.EthernetLen+header.IPv4MaxLen)
+	}
+	start := Headroom + header.VirtioNetHdrLen
+	hdrs := header.EthernetLen + header.IPv4MinLen + first.tcp.HeaderLen()
+	n := copy(w.groBuf[start:], run[0].buf[run[0].start:run[0].end])
+	var flags uint8
+	for _, o := range run[1:] {
+		frame := o.buf[o.start:o.end]
+		n += copy(w.groBuf[start+n:], frame[hdrs:])
+		flags |= frame[header.EthernetLen+header.IPv4MinLen+13]
+	}
+	super := w.groBuf[start : start+n]
+	ip := header.IPv4(super[header.EthernetLen:])
+	ip.SetTotalLen(n - header.EthernetLen)
+	ip.ComputeChecksum()
+	tcp := header.TCP(ip[header.IPv4MinLen:])
+	tcp.SetFlags(tcp.Flags() | flags&header.TCPFlagPSH)
+	ps := header.PseudoHeaderSum(ip.Src(), ip.Dst(), header.ProtocolTCP, len(tcp))
+	for ps>>16 != 0 {
+		ps = ps&0xffff + ps>>16
+	}
+	binary.BigEndian.PutUint16(tcp[16:18], uint16(ps))
+	csumStart := header.EthernetLen + header.IPv4MinLen
+	header.VirtioNetHdr(w.groBuf[Headroom:]).Encode(header.VirtioNetHdrFNeedsCsum, header.VirtioGSOTCPv4,
+		hdrs, first.payload, csumStart, 16)
+	p := run[0].p
+	w.one[0] = w.groBuf[:start+n]
+	if _, err := p.dev.Write(w.one, Headroom); err != nil {
+		w.drops[DropTxError] += uint64(len(run))
+		return
+	}
+	p.TxPackets.Add(uint64(len(run)))
+	p.TxBytes.Add(uint64(n))
+	w.r.offload.groFrames.Add(1)
+	w.r.offload.groSegments.Add(uint64(len(run)))
+}

@@ -1,0 +1,123 @@
+package router
+
+import (
+	"github.com/tortie-net/tortie/router/header"
+)
+
+// segBatch is how many segments of superframes a worker holds before it
+// sends what is queued and reuses the buffers.
+const segBatch = 64
+
+// fromPodOffload handles a frame that starts with a virtio-net header.
+// The header is the pod kernel's word on what is left to do; its lengths
+// are checked against the frame itself, never trusted (hdr_len is ignored).
+func (w *worker) fromPodOffload(p *Port, buf []byte, off, end int) {
+	if end-off < header.VirtioNetHdrLen+header.EthernetLen {
+		w.drop(DropTooShort)
+		return
+	}
+	h := header.VirtioNetHdr(buf[off:])
+	frame := off + header.VirtioNetHdrLen
+	switch h.GSOType() &^ header.VirtioGSOECN {
+	case header.VirtioGSONone:
+		if h.NeedsCsum() && !finishChecksum(buf[frame:end], h.CsumStart(), h.CsumOffset()) {
+			w.drop(DropBadOffload)
+			return
+		}
+		w.fromPod(p, buf, frame, end)
+	case header.VirtioGSOTCPv4:
+		w.segmentTCP(p, buf[frame:end], h.GSOSize())
+	default:
+		w.drop(DropBadOffload)
+	}
+}
+
+// finishChecksum does what a NIC does for CHECKSUM_PARTIAL: the field at
+// start+offset holds the pseudo-header sum; the checksum of everything from
+// start on is computed over it and stored, complemented.
+func finishChecksum(frame []byte, start, offset int) bool {
+	at := start + offset
+	if start < header.EthernetLen || at+2 > len(frame) {
+		return false
+	}
+	sum := ^header.Checksum(frame[start:], 0)
+	frame[at], frame[at+1] = byte(sum>>8), byte(sum)
+	return true
+}
+
+// segmentTCP cuts a TCPv4 superframe (Ethernet + IPv4 + TCP + payload up
+// to 64 KB) into segments of at most mss payload bytes, as a NIC's TSO
+// would: headers copied, IP length, ID and checksum per segment, TCP
+// sequence numbers advanced, FIN and PSH only on the last segment, CWR only
+// on the first, full TCP checksums. Each segment then takes the ordinary
+// path from the pod.
+func (w *worker) segmentTCP(p *Port, frame []byte, mss int) {
+	if len(frame) < header.EthernetLen+header.IPv4MinLen || header.Ethernet(frame).Type() != header.EtherTypeIPv4 {
+		w.drop(DropBadOffload)
+		return
+	}
+	ip := header.IPv4(frame[header.EthernetLen:])
+	hl := int(ip[0]&0xf) * 4
+	if ip[0]>>4 != 4 || hl < header.IPv4MinLen || ip.TotalLen() > len(ip) || hl+header.TCPMinLen > ip.TotalLen() ||
+		ip.Protocol() != header.ProtocolTCP || mss <= 0 {
+		w.drop(DropBadOffload)
+		return
+	}
+	ip = ip[:ip.TotalLen()]
+	tcp := header.TCP(ip[hl:])
+	thl := tcp.HeaderLen()
+	if thl < header.TCPMinLen || thl > len(tcp) {
+		w.drop(DropBadOffload)
+		return
+	}
+	payload := tcp[thl:]
+	hdrs := header.EthernetLen + hl + thl
+	if hdrs+mss > maxFrameFor(w.r) {
+		w.drop(DropBadOffload)
+		return
+	}
+	if w.segBufs == nil {
+		w.segBufs = make([][]byte, segBatch)
+		for i := range w.segBufs {
+			w.segBufs[i] = make([]byte, Headroom+maxFrameFor(w.r))
+		}
+	}
+	flags, seq, id := tcp.Flags(), tcp.Seq(), ip.ID()
+	w.r.offload.tsoFrames.Add(1)
+	w.r.offload.tsoSegments.Add(uint64((len(payload) + mss - 1) / mss))
+	src, dst := ip.Src(), ip.Dst()
+	for i, o := 0, 0; o < len(payload) || (o == 0 && len(payload) == 0); i, o = i+1, o+mss {
+		if w.segUsed == len(w.segBufs) {
+			w.flushUnder()
+			w.flushHost()
+			w.flushPods()
+			w.segUsed = 0
+		}
+		sb := w.segBufs[w.segUsed]
+		w.segUsed++
+		chunk := payload[o:min(o+mss, len(payload))]
+		n := copy(sb[Headroom:], frame[:hdrs])
+		n += copy(sb[Headroom+n:], chunk)
+		seg := sb[Headroom : Headroom+n]
+		sip := header.IPv4(seg[header.EthernetLen:])
+		sip.SetTotalLen(hl + thl + len(chunk))
+		sip[4], sip[5] = byte((id+uint16(i))>>8), byte(id+uint16(i))
+		sip.ComputeChecksum()
+		st := header.TCP(sip[hl:])
+		st.SetSeq(seq + uint32(o))
+		f := flags
+		if o+mss < len(payload) {
+			f &^= header.TCPFlagFIN | header.TCPFlagPSH
+		}
+		if i > 0 {
+			f &^= header.TCPFlagCWR
+		}
+		st.SetFlags(f)
+		st.SetChecksum(0)
+		st.SetChecksum(^header.Checksum(st, header.PseudoHeaderSum(src, dst, header.ProtocolTCP, len(st))))
+		w.fromPod(p, sb, Headroom, Headroom+n)
+		if len(payload) == 0 {
+			break
+		}
+	}
+}

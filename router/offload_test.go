@@ -1,0 +1,349 @@
+package router
+
+import (
+	"encoding/binary"
+	"github.com/tortie-net/tortie/internal/testutil"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/tortie-net/tortie/encap"
+	"github.com/tortie-net/tortie/fib"
+	"github.com/tortie-net/tortie/router/header"
+	"github.com/tortie-net/tortie/router/routertest"
+)
+
+var (
+	podC = [4]byte{10, 244, 1, 4}
+	macC = header.MAC{2, 0, 0, 0, 0, 0xc}
+)
+
+// withOffloadPort adds pod C, whose device carries virtio-net headers.
+func withOffloadPort(t testing.TB, h *harness) (*Port, *routertest.Device) {
+	dev := routertest.NewDevice()
+	p, err := h.r.AddPort(PortConfig{Name: "c", Addr: netip.AddrFrom4(podC), MAC: macC, Offload: true}, dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, dev
+}
+
+// tcpSuper builds a virtio-net header plus a TCP superframe from pod C, the
+// way a pod's kernel hands one over: IP header complete, TCP checksum field
+// holding only the pseudo-header sum, NEEDS_CSUM and GSO TCPv4.
+func tcpSuper(dst [4]byte, payload, mss int, flags uint8) []byte {
+	f := make([]byte, header.VirtioNetHdrLen+14+20+20+payload)
+	frame := f[header.VirtioNetHdrLen:]
+	header.Ethernet(frame).Encode(GatewayMAC, macC, header.EtherTypeIPv4)
+	ip := header.IPv4(frame[14:])
+	ip.Encode(&header.IPv4Fields{TotalLen: 40 + payload, ID: 100, FlagsFrag: header.IPv4FlagDF, TTL: 64, Protocol: header.ProtocolTCP, Src: podC, Dst: dst})
+	tcp := header.TCP(ip[20:])
+	binary.BigEndian.PutUint16(tcp[0:], 40000)
+	binary.BigEndian.PutUint16(tcp[2:], 5201)
+	tcp.SetSeq(1000)
+	tcp[12] = 5 << 4
+	tcp.SetFlags(flags)
+	for i := 40; i < len(ip); i++ {
+		ip[i] = byte(i * 7)
+	}
+	ps := header.PseudoHeaderSum(podC, dst, header.ProtocolTCP, 20+payload)
+	for ps>>16 != 0 {
+		ps = ps&0xffff + ps>>16
+	}
+	tcp.SetChecksum(uint16(ps))
+	gso := uint8(header.VirtioGSOTCPv4)
+	if payload <= mss {
+		gso = header.VirtioGSONone
+	}
+	header.VirtioNetHdr(f).Encode(header.VirtioNetHdrFNeedsCsum, gso, 54, mss, 34, 16)
+	return f
+}
+
+func tcpChecksumOK(ip header.IPv4) bool {
+	return header.Checksum(ip.Payload(), header.PseudoHeaderSum(ip.Src(), ip.Dst(), header.ProtocolTCP, len(ip.Payload()))) == 0xffff
+}
+
+func (h *harness) fromOffload(p *Port, frames ...[]byte) {
+	h.w.begin()
+	for i, f := range frames {
+		b := h.w.bufs[i%len(h.w.bufs)]
+		if len(b) < Headroom+len(f) {
+			b = make([]byte, Headroom+len(f))
+		}
+		n := copy(b[Headroom:], f)
+		h.w.fromPodOffload(p, b, Headroom, Headroom+n)
+	}
+	h.w.flush()
+}
+
+func TestTSOSegmentation(t *testing.T) {
+	h := newHarness(t)
+	pC, _ := withOffloadPort(t, h)
+	h.fromOffload(pC, tcpSuper(remoteV, 3000, 1000, header.TCPFlagACK|header.TCPFlagPSH|header.TCPFlagCWR))
+	sent := h.u.Take()
+	if len(sent) != 3 {
+		t.Fatalf("%d segments sent (drops %v)", len(sent), h.drops())
+	}
+	if o := h.r.Stats().Offload; o.TSOFrames != 1 || o.TSOSegments != 3 {
+		t.Fatalf("offload counters %+v", o)
+	}
+	for i, s := range sent {
+		validChecksum(t, s.Pkt)
+		inner := header.IPv4(s.Pkt[encap.OverheadVXLAN:])
+		validChecksum(t, inner)
+		tcp := header.TCP(inner.Payload())
+		if inner.TotalLen() != 1040 || inner.ID() != uint16(100+i) || inner.TTL() != 63 || tcp.Seq() != uint32(1000+1000*i) {
+			t.Fatalf("segment %d: len %d id %d ttl %d seq %d", i, inner.TotalLen(), inner.ID(), inner.TTL(), tcp.Seq())
+		}
+		wantPSH, wantCWR := i == 2, i == 0
+		if (tcp.Flags()&header.TCPFlagPSH != 0) != wantPSH || (tcp.Flags()&header.TCPFlagCWR != 0) != wantCWR {
+			t.Fatalf("segment %d flags %#x", i, tcp.Flags())
+		}
+		if !tcpChecksumOK(inner) {
+			t.Fatalf("segment %d: bad TCP checksum", i)
+		}
+	}
+	// An uneven tail, and a superframe to a local plain port.
+	h.fromOffload(pC, tcpSuper(podB, 2500, 1000, header.TCPFlagACK))
+	out := h.devB.Take()
+	if len(out) != 3 || len(out[2]) != 14+40+500 {
+		t.Fatalf("pod B got %d frames", len(out))
+	}
+	for _, f := range out {
+		if !tcpChecksumOK(header.IPv4(f[14:])) {
+			t.Fatal("bad TCP checksum on local delivery")
+		}
+	}
+}
+
+func TestPartialChecksumFinished(t *testing.T) {
+	h := newHarness(t)
+	pC, _ := withOffloadPort(t, h)
+	h.fromOffload(pC, tcpSuper(podB, 600, 1400, header.TCPFlagACK)) // fits: NEEDS_CSUM only
+	out := h.devB.Take()
+	if len(out) != 1 || !tcpChecksumOK(header.IPv4(out[0][14:])) {
+		t.Fatalf("pod B got %d frames, checksum finished: %v", len(out), len(out) == 1 && tcpChecksumOK(header.IPv4(out[0][14:])))
+	}
+}
+
+func TestOffloadPortWritesHeader(t *testing.T) {
+	h := newHarness(t)
+	_, devC := withOffloadPort(t, h)
+	h.fromPodA(eth(header.EtherTypeIPv4, pkt{src: podA, dst: podC, payload: 20}.ip()))
+	out := devC.Take()
+	if len(out) != 1 || len(out[0]) != header.VirtioNetHdrLen+14+40 {
+		t.Fatalf("offload port got %d frames", len(out))
+	}
+	for _, b := range out[0][:header.VirtioNetHdrLen] {
+		if b != 0 {
+			t.Fatalf("virtio header not zero: %x", out[0][:10])
+		}
+	}
+	if header.Ethernet(out[0][10:]).Dst() != macC {
+		t.Fatal("frame after the header is not for pod C")
+	}
+}
+
+func TestBadOffload(t *testing.T) {
+	for name, mutate := range map[string]func([]byte){
+		"gso udp":               func(f []byte) { f[1] = header.VirtioGSOUDP },
+		"checksum beyond frame": func(f []byte) { binary.LittleEndian.PutUint16(f[6:], 60000) },
+		"gso without tcp":       func(f []byte) { f[10+14+9] = header.ProtocolUDP },
+		"zero mss":              func(f []byte) { binary.LittleEndian.PutUint16(f[4:], 0) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t)
+			pC, _ := withOffloadPort(t, h)
+			f := tcpSuper(remoteV, 3000, 1000, header.TCPFlagACK)
+			if name == "checksum beyond frame" {
+				f = tcpSuper(remoteV, 100, 1000, header.TCPFlagACK)
+			}
+			mutate(f)
+			h.fromOffload(pC, f)
+			if d := h.drops(); d["bad_offload"] != 1 || len(h.u.Take()) != 0 {
+				t.Fatalf("drops %v", d)
+			}
+		})
+	}
+}
+
+func TestSegmentationAllocatesNothing(t *testing.T) {
+	h := newHarness(t)
+	pC, _ := withOffloadPort(t, h)
+	h.u.Discard = true
+	f := tcpSuper(remoteV, 8000, 1400, header.TCPFlagACK)
+	h.fromOffload(pC, f) // first superframe allocates the segment buffers
+	if n := testing.AllocsPerRun(100, func() { h.fromOffload(pC, f) }); n != 0 {
+		t.Fatalf("%v allocations per superframe", n)
+	}
+}
+
+// FuzzFromPodOffload: any virtio-net header and frame: no panic, and the
+// segments that leave are no larger than the tunnel allows.
+func FuzzFromPodOffload(f *testing.F) {
+	f.Add(tcpSuper(remoteV, 3000, 1000, header.TCPFlagACK))
+	f.Add(tcpSuper(podB, 100, 1400, header.TCPFlagACK))
+	h := newHarness(&testing.T{})
+	pC, _ := withOffloadPort(&testing.T{}, h)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) > 65000 {
+			return
+		}
+		h.fromOffload(pC, b)
+		for _, s := range h.u.Take() {
+			if len(s.Pkt) > 1500 {
+				t.Fatalf("%d-byte packet on a 1500 underlay", len(s.Pkt))
+			}
+		}
+		h.devA.Take()
+		h.devB.Take()
+		h.host.Take()
+	})
+}
+
+// seg is one TCP segment from a remote pod to pod C, as decapsulated.
+func seg(seq uint32, payload int, flags uint8, sport uint16) []byte {
+	ip := make([]byte, 20+32+payload)
+	header.IPv4(ip).Encode(&header.IPv4Fields{TotalLen: len(ip), TTL: 64, Protocol: header.ProtocolTCP, FlagsFrag: header.IPv4FlagDF, Src: remoteV, Dst: podC})
+	tcp := header.TCP(ip[20:])
+	binary.BigEndian.PutUint16(tcp[0:], sport)
+	binary.BigEndian.PutUint16(tcp[2:], 5201)
+	tcp.SetSeq(seq)
+	binary.BigEndian.PutUint32(tcp[8:], 777)
+	tcp[12] = 8 << 4 // 32-byte header: timestamps
+	copy(tcp[20:], []byte{1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 7})
+	tcp.SetFlags(flags)
+	for i := 52; i < len(ip); i++ {
+		ip[i] = byte(seq) + byte(i)
+	}
+	tcp.SetChecksum(0)
+	tcp.SetChecksum(^header.Checksum(tcp, header.PseudoHeaderSum(remoteV, podC, 6, len(tcp))))
+	return vxlanPayload(ourVTEP, 4096, ip)
+}
+
+func TestGROCoalescesOneFlow(t *testing.T) {
+	h := newHarness(t)
+	_, devC := withOffloadPort(t, h)
+	ack, push := uint8(header.TCPFlagACK), uint8(header.TCPFlagACK|header.TCPFlagPSH)
+	batch := [][]byte{
+		seg(1000, 1000, ack, 1), seg(2000, 1000, ack, 1), seg(3000, 500, push, 1), // one superframe
+		seg(9000, 1000, ack, 1), // a gap: on its own
+		seg(5000, 100, ack, 2),  // another flow
+	}
+	h.w.begin()
+	for i, p := range batch {
+		n := copy(h.w.bufs[i][Headroom:], p)
+		h.w.fromVXLAN(nodeB, h.w.bufs[i], Headroom, Headroom+n)
+	}
+	h.w.flush()
+	out := devC.Take()
+	if len(out) != 3 {
+		t.Fatalf("pod C got %d writes, want 3 (drops %v)", len(out), h.drops())
+	}
+	v := header.VirtioNetHdr(out[0])
+	ip := header.IPv4(out[0][header.VirtioNetHdrLen+14:])
+	if v.GSOType() != header.VirtioGSOTCPv4 || v.GSOSize() != 1000 || !v.NeedsCsum() || v.CsumStart() != 34 || v.CsumOffset() != 16 ||
+		v.HdrLen() != 14+20+32 || ip.TotalLen() != 20+32+2500 || ip.TTL() != 63 {
+		t.Fatalf("superframe header %x, ip length %d", out[0][:10], ip.TotalLen())
+	}
+	validChecksum(t, ip)
+	tcp := header.TCP(ip.Payload())
+	if tcp.Seq() != 1000 || tcp.Flags() != push {
+		t.Fatalf("superframe seq %d flags %#x", tcp.Seq(), tcp.Flags())
+	}
+	// The payload is the three segments' data in order.
+	want := append(append(append([]byte{}, seg(1000, 1000, ack, 1)[22+52:]...), seg(2000, 1000, ack, 1)[22+52:]...), seg(3000, 500, push, 1)[22+52:]...)
+	if string(tcp[32:]) != string(want) {
+		t.Fatal("coalesced payload differs")
+	}
+	// Checksum as the receiving stack will finish it: field holds the
+	// pseudo-header sum, the rest is summed over the segment.
+	if header.Checksum(tcp, 0) == 0 {
+		t.Fatal("implausible partial checksum")
+	}
+	for _, f := range out[1:] {
+		if header.VirtioNetHdr(f).GSOType() != header.VirtioGSONone {
+			t.Fatal("a lone segment was written with a GSO header")
+		}
+	}
+	if o := h.r.Stats().Offload; o.GROFrames != 1 || o.GROSegments != 3 {
+		t.Fatalf("offload counters %+v", o)
+	}
+	if s := h.r.Stats(); s.Ports[len(s.Ports)-1].TxPackets != 5 {
+		t.Fatalf("tx counted %d packets, want 5 segments", s.Ports[len(s.Ports)-1].TxPackets)
+	}
+}
+
+// gsoRecorder is an in-memory GSOSender.
+type gsoRecorder struct {
+	sends []struct {
+		n, seg int
+		dst    [4]byte
+	}
+}
+
+func (g *gsoRecorder) SendGSO(p []byte, seg int, dst [4]byte, _ uint32) error {
+	g.sends = append(g.sends, struct {
+		n, seg int
+		dst    [4]byte
+	}{len(p), seg, dst})
+	return nil
+}
+func (g *gsoRecorder) MTU() (int, error) { return 1500, nil }
+
+// TestGSORuns: the segments of a superframe to one VXLAN peer leave in one
+// UDP GSO send; a different size or peer starts a new run.
+func TestGSORuns(t *testing.T) {
+	h := newHarness(t)
+	g := &gsoRecorder{}
+	h.r.SetGSO(g)
+	pC, _ := withOffloadPort(t, h)
+	h.fromOffload(pC, tcpSuper(remoteV, 2500, 1000, header.TCPFlagACK))
+	h.fromPodA(eth(header.EtherTypeIPv4, pkt{src: podA, dst: remoteV, payload: 10}.ip()))
+	if len(g.sends) != 2 {
+		t.Fatalf("%d sends: %+v", len(g.sends), g.sends)
+	}
+	seg := header.VXLANLen + header.EthernetLen + 20 + 20 + 1000
+	if s := g.sends[0]; s.seg != seg || s.n != 2*seg+seg-500 || s.dst != nodeB {
+		t.Fatalf("first run %+v, want 3 datagrams of %d (last 500 shorter) to n2", s, seg)
+	}
+	if len(h.u.Take()) != 0 {
+		t.Fatal("VXLAN also went through the raw socket")
+	}
+}
+
+// TestGROMessageSplit: a receive message holding three datagrams (UDP
+// GRO) is handled as three VXLAN packets, and they reach pod C as one
+// coalesced superframe.
+func TestGROMessageSplit(t *testing.T) {
+	h := newHarness(t)
+	_, devC := withOffloadPort(t, h)
+	rx := routertest.NewReceiver(fib.ModeVXLAN)
+	h.r.AttachUnderlay(rx)
+	a, b, c := seg(1000, 1000, header.TCPFlagACK, 1), seg(2000, 1000, header.TCPFlagACK, 1), seg(3000, 1000, header.TCPFlagACK, 1)
+	rx.InjectGRO(nodeB, append(append(append([]byte{}, a...), b...), c...), len(a))
+	var out [][]byte
+	testutil.WaitFor(t, 5*time.Second, "a write to pod C", func() bool { out = devC.Take(); return len(out) > 0 })
+	if len(out) != 1 || header.VirtioNetHdr(out[0]).GSOType() != header.VirtioGSOTCPv4 {
+		t.Fatalf("pod C got %d writes (drops %v)", len(out), h.drops())
+	}
+	if ip := header.IPv4(out[0][header.VirtioNetHdrLen+14:]); ip.TotalLen() != 52+3000 {
+		t.Fatalf("superframe of %d bytes", ip.TotalLen())
+	}
+}
+
+// BenchmarkSuperframeVXLAN: one 64 KB TCP superframe from a pod, segmented
+// into MSS-sized segments, each encapsulated in VXLAN and queued as one UDP
+// GSO run (the in-memory underlay discards it).
+func BenchmarkSuperframeVXLAN(b *testing.B) {
+	h := newHarness(b)
+	pC, _ := withOffloadPort(b, h)
+	h.u.Discard = true
+	f := tcpSuper(remoteV, 64000, 1398, header.TCPFlagACK)
+	h.fromOffload(pC, f)
+	b.SetBytes(64000)
+	b.ReportAllocs()
+	for b.Loop() {
+		h.fromOffload(pC, f)
+	}
+}

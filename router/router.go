@@ -1,0 +1,474 @@
+// Package router is tortie's forwarding core: it reads frames from pod ports,
+// packets from the host TUN and encapsulated packets from the underlay, routes
+// each through the FIB, and writes it out, encapsulating toward other nodes.
+//
+// One goroutine reads each input in batches and carries every packet of the
+// batch to its output itself: no channels on the per-packet path, no locks
+// (the FIB and port table are immutable snapshots behind atomic pointers), and
+// no allocation. Buffers carry Headroom bytes in front of every packet so that
+// outer headers are written in place.
+package router
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"go.uber.org/zap"
+
+	"github.com/tortie-net/tortie/encap"
+	"github.com/tortie-net/tortie/fib"
+	"github.com/tortie-net/tortie/router/header"
+)
+
+const (
+	// Headroom is left free before every packet read, enough for the
+	// outer IPv4 + UDP + VXLAN + inner Ethernet headers (50 bytes) or the
+	// 10-byte virtio-net header the host TUN needs.
+	Headroom = 64
+	// tunOffset is the offset handed to the host TUN's Write.
+	tunOffset = 16
+	// maxPacket is the largest buffer any input needs.
+	maxPacket = 65535
+)
+
+// Gateway is the address every pod routes through, and GatewayMAC the MAC
+// tortie answers for it with (the address and MAC Calico uses).
+var (
+	Gateway    = [4]byte{169, 254, 1, 1}
+	GatewayMAC = header.MAC{0xee, 0xee, 0xee, 0xee, 0xee, 0xee}
+)
+
+// Device is a batch-shaped packet device: pod TAPs carry Ethernet frames,
+// the host TUN carries IPv4 packets. Read fills bufs[i][offset:offset+sizes[i]];
+// Write sends bufs[i][offset:] for every i. Both may be called concurrently
+// from different goroutines (one reader, several writers).
+type Device interface {
+	Read(bufs [][]byte, sizes []int, offset int) (int, error)
+	Write(bufs [][]byte, offset int) (int, error)
+	BatchSize() int
+	Close() error
+}
+
+// UnderlaySender sends complete IPv4 packets (outer header included, or the
+// inner packet itself when routed natively) to underlay next hops.
+type UnderlaySender interface {
+	// Send sends pkts[i] toward dsts[i]. It returns how many were sent before
+	// the first failure, and that failure.
+	Send(pkts [][]byte, dsts [][4]byte) (int, error)
+	// MTU re-reads the underlay's MTU (after EMSGSIZE).
+	MTU() (int, error)
+}
+
+// UnderlayReceiver reads encapsulated packets addressed to this node. For
+// VXLAN, bufs[i][offset:offset+sizes[i]] is the UDP payload; for IPIP it is
+// the whole outer IPv4 packet. srcs[i] is the outer source address.
+type UnderlayReceiver interface {
+	// segs[i] > 0 says message i holds several datagrams of that size
+	// (UDP GRO), the last possibly shorter.
+	Recv(bufs [][]byte, sizes, segs []int, srcs [][4]byte, offset int) (int, error)
+	Mode() fib.Mode
+	BatchSize() int
+	Close() error
+}
+
+// Config is what the router needs to know about its node.
+type Config struct {
+	NodeAddr    [4]byte    // underlay address: outer source, ICMP source
+	TunnelAddr  [4]byte    // this node's tunnel address (may be zero)
+	VTEPMAC     header.MAC // our VXLAN VTEP MAC
+	VNI         uint32     // VXLAN network identifier (Calico: 4096)
+	UnderlayMTU int        // initial path MTU toward other nodes
+	ICMPRate    float64    // ICMP errors per second (default 1000)
+	ICMPBurst   float64    // ICMP burst (default 50)
+	ARPRate     float64    // gateway ARP replies per second per port (default 100)
+	ARPBurst    float64    // (default 20)
+	Logger      *zap.Logger
+}
+
+// Counters are a port's traffic counters.
+type Counters struct {
+	RxPackets, RxBytes, TxPackets, TxBytes atomic.Uint64
+}
+
+// PortStats is a copy of a port's counters.
+type PortStats struct {
+	Name                                   string
+	RxPackets, RxBytes, TxPackets, TxBytes uint64
+}
+
+func (c *Counters) snapshot(name string) PortStats {
+	return PortStats{name, c.RxPackets.Load(), c.RxBytes.Load(), c.TxPackets.Load(), c.TxBytes.Load()}
+}
+
+// PortConfig describes a pod port.
+type PortConfig struct {
+	Name       string
+	Addr       netip.Addr // the pod's only legitimate source address
+	MAC        header.MAC // the pod interface's MAC, destination of frames to the pod
+	AllowSpoof bool       // skip the source check (opt-in exemption)
+	// Offload: the device carries a virtio-net header before every frame
+	// (TAP with IFF_VNET_HDR), and may deliver partial checksums and TCP
+	// superframes, which the router finishes and segments.
+	Offload bool
+}
+
+// Port is a pod port attached to the router.
+type Port struct {
+	ID   uint32
+	cfg  PortConfig
+	addr [4]byte
+	dev  Device
+	Counters
+	done chan struct{}
+}
+
+// Config returns what the port was attached with.
+func (p *Port) Config() PortConfig { return p.cfg }
+
+// Router forwards between pod ports, the host and the underlay.
+type Router struct {
+	cfg     Config
+	log     *zap.Logger
+	fib     *fib.FIB
+	sender  UnderlaySender
+	pathMTU atomic.Int32
+	tunnel  atomic.Uint32 // our tunnel address: decapsulated packets may reach the host only for it
+	gso     GSOSender     // VXLAN with UDP segmentation offload (nil: raw socket)
+	vxlan   encap.VXLANTunnel
+
+	mu      sync.Mutex // serialises port table edits
+	ports   atomic.Pointer[[]*Port]
+	nextID  uint32
+	host    atomic.Pointer[hostPort]
+	drops   [NumDropReasons]atomic.Uint64
+	offload offloadCounters
+	icmp    sharedBucket
+	readers sync.WaitGroup
+	closed  atomic.Bool
+	closers []func() error
+}
+
+type hostPort struct {
+	dev Device
+	Counters
+}
+
+// New makes a router over f, sending to the underlay through sender.
+func New(cfg Config, f *fib.FIB, sender UnderlaySender) *Router {
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.VNI == 0 {
+		cfg.VNI = 4096
+	}
+	if cfg.UnderlayMTU == 0 {
+		cfg.UnderlayMTU = 1500
+	}
+	if cfg.ICMPRate == 0 {
+		cfg.ICMPRate, cfg.ICMPBurst = 1000, 50
+	}
+	if cfg.ARPRate == 0 {
+		cfg.ARPRate, cfg.ARPBurst = 100, 20
+	}
+	r := &Router{cfg: cfg, log: cfg.Logger, fib: f, sender: sender,
+		vxlan: encap.VXLANTunnel{VNI: cfg.VNI, SrcMAC: cfg.VTEPMAC, SrcAddr: cfg.NodeAddr}}
+	r.icmp.b = newBucket(cfg.ICMPRate, cfg.ICMPBurst)
+	r.pathMTU.Store(int32(cfg.UnderlayMTU))
+	r.SetTunnelAddr(cfg.TunnelAddr)
+	empty := []*Port{}
+	r.ports.Store(&empty)
+	return r
+}
+
+// SetTunnelAddr changes this node's tunnel address (assigned by IPAM after
+// start, when the first encapsulated pool appears).
+func (r *Router) SetTunnelAddr(a [4]byte) {
+	r.tunnel.Store(uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3]))
+}
+
+// FIB returns the router's FIB.
+func (r *Router) FIB() *fib.FIB { return r.fib }
+
+// PathMTU is the current underlay MTU toward other nodes.
+func (r *Router) PathMTU() int { return int(r.pathMTU.Load()) }
+
+// AddPort attaches a pod device, installs the pod's /32 in the FIB and
+// starts reading from it.
+func (r *Router) AddPort(cfg PortConfig, dev Device) (*Port, error) {
+	if !cfg.Addr.Is4() {
+		return nil, fmt.Errorf("router: port %q: %v is not an IPv4 address", cfg.Name, cfg.Addr)
+	}
+	if r.closed.Load() {
+		return nil, errors.New("router: closed")
+	}
+	r.mu.Lock()
+	old := *r.ports.Load()
+	p := &Port{cfg: cfg, addr: cfg.Addr.As4(), dev: dev, done: make(chan struct{})}
+	// Reuse the first free slot so IDs stay dense.
+	p.ID = uint32(len(old))
+	for i, q := range old {
+		if q == nil {
+			p.ID = uint32(i)
+			break
+		}
+	}
+	next := append([]*Port(nil), old...)
+	if int(p.ID) == len(next) {
+		next = append(next, p)
+	} else {
+		next[p.ID] = p
+	}
+	r.ports.Store(&next)
+	r.mu.Unlock()
+	err := r.fib.Update(func(tx fib.Tx) error {
+		return tx.Set(fib.Route{Prefix: netip.PrefixFrom(cfg.Addr, 32), Source: fib.SourceEndpoint,
+			NextHop: fib.NextHop{Kind: fib.KindLocal, Port: p.ID}})
+	})
+	if err != nil {
+		r.dropPort(p)
+		return nil, err
+	}
+	// The worker's buffers are allocated here, not in the goroutine: once
+	// AddPort returns, the port's reader allocates nothing more.
+	w := r.portWorker(p)
+	r.spawn(func() {
+		defer close(p.done)
+		r.readPort(p, w)
+	})
+	return p, nil
+}
+
+// RemovePort withdraws the pod's route, closes its device and waits for its
+// reader to stop.
+func (r *Router) RemovePort(p *Port) error {
+	_ = r.fib.Update(func(tx fib.Tx) error {
+		tx.Delete(fib.SourceEndpoint, netip.PrefixFrom(p.cfg.Addr, 32))
+		return nil
+	})
+	r.dropPort(p)
+	err := p.dev.Close()
+	<-p.done
+	return err
+}
+
+func (r *Router) dropPort(p *Port) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old := *r.ports.Load()
+	next := append([]*Port(nil), old...)
+	if int(p.ID) < len(next) && next[p.ID] == p {
+		next[p.ID] = nil
+	}
+	r.ports.Store(&next)
+}
+
+// Ports returns the attached pod ports.
+func (r *Router) Ports() []*Port {
+	var out []*Port
+	for _, p := range *r.ports.Load() {
+		if p != nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// AttachHost connects the node's own stack (a TUN carrying IPv4 packets).
+func (r *Router) AttachHost(dev Device) {
+	h := &hostPort{dev: dev}
+	r.host.Store(h)
+	r.closers = append(r.closers, dev.Close)
+	w := r.newWorker(dev.BatchSize(), maxPacket)
+	r.spawn(func() { r.readHost(h, w) })
+}
+
+// AttachUnderlay starts reading encapsulated packets from rx.
+func (r *Router) AttachUnderlay(rx UnderlayReceiver) {
+	r.closers = append(r.closers, rx.Close)
+	w := r.newWorker(rx.BatchSize(), maxPacket)
+	r.spawn(func() { r.readUnderlay(rx, w) })
+}
+
+// spawn starts a reader goroutine that Close waits for.
+func (r *Router) spawn(read func()) {
+	r.readers.Add(1)
+	go func() {
+		defer r.readers.Done()
+		read()
+	}()
+}
+
+// lowerPathMTU takes a smaller underlay MTU, read after the underlay
+// refused a packet's size: later packets are fragmented or refused with
+// ICMP up front.
+func (r *Router) lowerPathMTU(mtu int) {
+	if mtu < 68 || int32(mtu) >= r.pathMTU.Load() {
+		return
+	}
+	r.pathMTU.Store(int32(mtu))
+	r.log.Info("underlay path MTU lowered", zap.Int("mtu", mtu))
+}
+
+// Close stops every reader and closes every device.
+func (r *Router) Close() error {
+	r.closed.Store(true)
+	var errs []error
+	for _, c := range r.closers {
+		errs = append(errs, c())
+	}
+	for _, p := range r.Ports() {
+		errs = append(errs, r.RemovePort(p))
+	}
+	r.readers.Wait()
+	return errors.Join(errs...)
+}
+
+// offloadCounters say how much the virtio-net offloads save.
+type offloadCounters struct {
+	tsoFrames, tsoSegments, groFrames, groSegments atomic.Uint64
+}
+
+// OffloadStats is a copy of the offload counters: superframes from pods
+// segmented (and the segments they became), superframes written to pods
+// (and the segments they carried).
+type OffloadStats struct {
+	TSOFrames, TSOSegments, GROFrames, GROSegments uint64
+}
+
+// Stats is a snapshot of the router's counters.
+type Stats struct {
+	Offload OffloadStats
+	Drops   map[string]uint64
+	Ports   []PortStats
+	Host    PortStats
+	FIBSize int
+	PathMTU int
+}
+
+// Stats copies every counter.
+func (r *Router) Stats() Stats {
+	s := Stats{Drops: map[string]uint64{}, FIBSize: r.fib.Load().Len(), PathMTU: r.PathMTU(),
+		Offload: OffloadStats{r.offload.tsoFrames.Load(), r.offload.tsoSegments.Load(), r.offload.groFrames.Load(), r.offload.groSegments.Load()}}
+	for i := range r.drops {
+		s.Drops[DropReason(i).String()] = r.drops[i].Load()
+	}
+	for _, p := range r.Ports() {
+		s.Ports = append(s.Ports, p.snapshot(p.cfg.Name))
+	}
+	if h := r.host.Load(); h != nil {
+		s.Host = h.snapshot("host")
+	}
+	return s
+}
+
+// Drops returns the counter of one reason.
+func (r *Router) Drops(d DropReason) uint64 { return r.drops[d].Load() }
+
+func isClosed(err error) bool {
+	return errors.Is(err, os.ErrClosed)
+}
+
+// portWorker sizes a pod port's buffers.
+func (r *Router) portWorker(p *Port) *worker {
+	batch, size := p.dev.BatchSize(), maxFrameFor(r)
+	if p.cfg.Offload {
+		// Superframes are up to 64 KB: fewer, larger buffers.
+		batch, size = min(batch, 8), header.VirtioNetHdrLen+header.EthernetLen+header.IPv4MaxLen
+	}
+	return r.newWorker(batch, size)
+}
+
+func (r *Router) readPort(p *Port, w *worker) {
+	for {
+		n, err := p.dev.Read(w.bufs, w.sizes, Headroom)
+		if err != nil {
+			if isClosed(err) || r.closed.Load() {
+				return
+			}
+			r.log.Warn("pod port read failed", zap.String("port", p.cfg.Name), zap.Error(err))
+			return
+		}
+		w.begin()
+		var bytes uint64
+		for i := 0; i < n; i++ {
+			bytes += uint64(w.sizes[i])
+			if p.cfg.Offload {
+				w.fromPodOffload(p, w.bufs[i], Headroom, Headroom+w.sizes[i])
+			} else {
+				w.fromPod(p, w.bufs[i], Headroom, Headroom+w.sizes[i])
+			}
+		}
+		p.RxPackets.Add(uint64(n))
+		p.RxBytes.Add(bytes)
+		w.flush()
+	}
+}
+
+// maxFrameFor sizes pod read buffers: a pod's frames are bounded by its MTU,
+// which never exceeds the underlay's; a jumbo margin keeps truncation visible
+// as a malformed drop rather than silent.
+func maxFrameFor(r *Router) int { return max(r.cfg.UnderlayMTU, 1500) + header.EthernetLen + 256 }
+
+func (r *Router) readHost(h *hostPort, w *worker) {
+	for {
+		n, err := h.dev.Read(w.bufs, w.sizes, Headroom)
+		if err != nil {
+			if isClosed(err) || r.closed.Load() {
+				return
+			}
+			// The TUN reports malformed offload metadata as an error for
+			// that read only; keep going.
+			w.begin()
+			w.drop(DropMalformed)
+			w.flush()
+			continue
+		}
+		w.begin()
+		var bytes uint64
+		for i := 0; i < n; i++ {
+			bytes += uint64(w.sizes[i])
+			w.fromHost(w.bufs[i], Headroom, Headroom+w.sizes[i])
+		}
+		h.RxPackets.Add(uint64(n))
+		h.RxBytes.Add(bytes)
+		w.flush()
+	}
+}
+
+func (r *Router) readUnderlay(rx UnderlayReceiver, w *worker) {
+	srcs := make([][4]byte, len(w.bufs))
+	segs := make([]int, len(w.bufs))
+	mode := rx.Mode()
+	for {
+		n, err := rx.Recv(w.bufs, w.sizes, segs, srcs, Headroom)
+		if err != nil {
+			if isClosed(err) || r.closed.Load() {
+				return
+			}
+			r.log.Warn("underlay read failed", zap.Stringer("mode", mode), zap.Error(err))
+			return
+		}
+		w.begin()
+		for i := 0; i < n; i++ {
+			if mode == fib.ModeVXLAN {
+				// Datagrams of a GRO message are handled where they lie:
+				// writes in front of one touch only its own VXLAN header
+				// room, and frames are written in the order they came.
+				end, step := Headroom+w.sizes[i], w.sizes[i]
+				if segs[i] > 0 {
+					step = segs[i]
+				}
+				for d := Headroom; d < end; d += step {
+					w.fromVXLAN(srcs[i], w.bufs[i], d, min(d+step, end))
+				}
+			} else {
+				w.fromIPIP(w.bufs[i], Headroom, Headroom+w.sizes[i])
+			}
+		}
+		w.flush()
+	}
+}

@@ -1,0 +1,553 @@
+package router
+
+import (
+	"errors"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tortie-net/tortie/encap"
+	"github.com/tortie-net/tortie/fib"
+	"github.com/tortie-net/tortie/router/header"
+)
+
+// origin says where a packet entered; it decides TTL handling and what may
+// be forwarded where.
+type origin uint8
+
+const (
+	fromPod    origin = iota // a pod port: routed hop, TTL decremented
+	fromHost                 // the host stack already routed it: no decrement
+	fromTunnel               // decapsulated: delivered to local pods only
+	fromSelf                 // an ICMP error we generated
+)
+
+const icmpQuoteMax = 576 // RFC 1812 §4.3.2.3: the error must not exceed 576 bytes
+
+// worker carries one input's batches to their outputs. Everything it needs
+// per packet is allocated once, in newWorker.
+type worker struct {
+	r     *Router
+	bufs  [][]byte
+	sizes []int
+	one   [][]byte // a one-element batch for pod writes
+
+	tab   *fib.Table
+	ports []*Port
+
+	under      [][]byte
+	underDst   [][4]byte
+	underInner []int // offset of the inner packet in under[i], for EMSGSIZE
+	hostOut    [][]byte
+
+	icmpBufs [][]byte
+	icmpUsed int
+	fragBufs [][]byte // allocated on first fragmentation
+	fragUsed int
+	segBufs  [][]byte // allocated on the first TCP superframe
+	segUsed  int
+	podQ     []podOut // frames for offload ports, coalesced at flush
+	gso      gsoRun   // VXLAN datagrams gathered for one UDP GSO send
+	groBuf   []byte   // allocated on the first coalesced superframe
+
+	drops    [NumDropReasons]uint64
+	flushing bool
+	arp      bucket
+	arpInit  bool
+}
+
+func (r *Router) newWorker(batch, bufSize int) *worker {
+	if batch < 1 {
+		batch = 1
+	}
+	w := &worker{r: r, one: make([][]byte, 1)}
+	w.bufs = make([][]byte, batch)
+	for i := range w.bufs {
+		w.bufs[i] = make([]byte, Headroom+bufSize)
+	}
+	w.sizes = make([]int, batch)
+	q := 2*batch + 64
+	w.under = make([][]byte, 0, q)
+	w.underDst = make([][4]byte, 0, q)
+	w.underInner = make([]int, 0, q)
+	w.hostOut = make([][]byte, 0, q)
+	w.podQ = make([]podOut, 0, q)
+	w.icmpBufs = make([][]byte, batch)
+	for i := range w.icmpBufs {
+		w.icmpBufs[i] = make([]byte, Headroom+icmpQuoteMax)
+	}
+	w.arp = newBucket(r.cfg.ARPRate, r.cfg.ARPBurst)
+	return w
+}
+
+// begin loads the snapshots a batch is routed with.
+func (w *worker) begin() {
+	w.tab = w.r.fib.Load()
+	w.ports = *w.r.ports.Load()
+}
+
+func (w *worker) drop(d DropReason) { w.drops[d]++ }
+
+// flush sends everything queued and publishes the batch's drop counts.
+func (w *worker) flush() {
+	w.flushUnder()
+	w.flushHost()
+	w.flushPods()
+	w.icmpUsed, w.fragUsed, w.segUsed = 0, 0, 0
+	for i, n := range w.drops {
+		if n != 0 {
+			w.r.drops[i].Add(n)
+			w.drops[i] = 0
+		}
+	}
+}
+
+// ipv4Drop maps a validation failure to its drop reason.
+func ipv4Drop(st header.IPv4Status) DropReason {
+	switch st {
+	case header.IPv4TooShort:
+		return DropTooShort
+	case header.IPv4BadVersion:
+		return DropBadVersion
+	case header.IPv4BadChecksum:
+		return DropBadChecksum
+	}
+	return DropMalformed
+}
+
+// fromPod handles one Ethernet frame from a pod at buf[off:end].
+func (w *worker) fromPod(p *Port, buf []byte, off, end int) {
+	if end-off < header.EthernetLen {
+		w.drop(DropTooShort)
+		return
+	}
+	eth := header.Ethernet(buf[off:end])
+	switch eth.Type() {
+	case header.EtherTypeARP:
+		w.arpFromPod(p, buf, off, end)
+		return
+	case header.EtherTypeIPv4:
+	case header.EtherTypeIPv6:
+		w.drop(DropIPv6)
+		return
+	default:
+		w.drop(DropUnsupportedEther)
+		return
+	}
+	start := off + header.EthernetLen
+	ip, st := header.IPv4(buf[start:end]).Check()
+	if st != header.IPv4OK {
+		w.drop(ipv4Drop(st))
+		return
+	}
+	if !p.cfg.AllowSpoof && ip.Src() != p.addr {
+		w.drop(DropSpoofedSource)
+		return
+	}
+	// Pods may not originate tunnel traffic: a forged IPIP or VXLAN packet
+	// would otherwise be taken for a node's by a peer.
+	if ip.Protocol() == header.ProtocolIPIP ||
+		(ip.Protocol() == header.ProtocolUDP && ip.IsFirstFragment() && len(ip) >= ip.HeaderLen()+header.UDPLen &&
+			header.UDP(ip.Payload()).DstPort() == header.VXLANPort) {
+		w.drop(DropPodEncap)
+		return
+	}
+	w.forward(fromPod, buf, start, start+len(ip))
+}
+
+// arpFromPod answers who-has 169.254.1.1 with GatewayMAC, and ignores the rest.
+func (w *worker) arpFromPod(p *Port, buf []byte, off, end int) {
+	a := header.ARP(buf[off+header.EthernetLen : end])
+	if !a.IsValid() {
+		w.drop(DropMalformed)
+		return
+	}
+	if a.Op() != header.ARPRequest || a.TPA() != Gateway {
+		w.drop(DropARPIgnored)
+		return
+	}
+	if !w.arp.allow(time.Now().UnixNano()) {
+		w.drop(DropARPRateLimited)
+		return
+	}
+	requester := a.SHA()
+	a.TurnIntoReply(GatewayMAC, Gateway)
+	header.Ethernet(buf[off:]).Encode(requester, GatewayMAC, header.EtherTypeARP)
+	w.writePort(p, buf, off, off+header.EthernetLen+header.ARPLen)
+}
+
+// fromHost handles one IP packet from the host TUN.
+func (w *worker) fromHost(buf []byte, off, end int) {
+	if end-off >= 1 && buf[off]>>4 == 6 {
+		w.drop(DropIPv6)
+		return
+	}
+	ip, st := header.IPv4(buf[off:end]).Check()
+	if st != header.IPv4OK {
+		w.drop(ipv4Drop(st))
+		return
+	}
+	w.forward(fromHost, buf, off, off+len(ip))
+}
+
+// fromVXLAN handles one UDP payload received on port 4789 from src.
+func (w *worker) fromVXLAN(src [4]byte, buf []byte, off, end int) {
+	if !w.tab.IsNode(src) {
+		w.drop(DropUnknownNode)
+		return
+	}
+	inner, ok := w.r.vxlan.Decap(buf[off:end])
+	if !ok {
+		w.drop(DropDecapFailed)
+		return
+	}
+	start := off + inner
+	ip, st := header.IPv4(buf[start:end]).Check()
+	if st != header.IPv4OK {
+		w.drop(ipv4Drop(st))
+		return
+	}
+	w.forward(fromTunnel, buf, start, start+len(ip))
+}
+
+// fromIPIP handles one whole outer IPv4 packet of protocol 4.
+func (w *worker) fromIPIP(buf []byte, off, end int) {
+	outer, st := header.IPv4(buf[off:end]).Check()
+	if st != header.IPv4OK || outer.Protocol() != header.ProtocolIPIP || outer.IsFragment() {
+		// The kernel reassembles before raw delivery; anything else is broken.
+		w.drop(DropDecapFailed)
+		return
+	}
+	if !w.tab.IsNode(outer.Src()) {
+		w.drop(DropUnknownNode)
+		return
+	}
+	start := off + outer.HeaderLen()
+	ip, st := header.IPv4(buf[start : off+len(outer)]).Check()
+	if st != header.IPv4OK {
+		w.drop(ipv4Drop(st))
+		return
+	}
+	w.forward(fromTunnel, buf, start, start+len(ip))
+}
+
+// martian applies RFC 1812 §5.3.7 and §4.2.2.11 to a packet being forwarded:
+// such addresses are never valid on the wire between routers.
+func martian(src, dst uint32) bool {
+	return header.IsZeroNet(src) || header.IsLoopback(src) || header.IsMulticast(src) || header.IsClassE(src) ||
+		header.IsLinkLocal(src) ||
+		header.IsZeroNet(dst) || header.IsLoopback(dst) || header.IsLinkLocal(dst)
+}
+
+// forward routes the validated IPv4 packet at buf[start:end].
+func (w *worker) forward(o origin, buf []byte, start, end int) {
+	ip := header.IPv4(buf[start:end])
+	src, dst := ip.SrcU32(), ip.DstU32()
+	if o != fromSelf && martian(src, dst) {
+		w.drop(DropMartian)
+		return
+	}
+	if header.IsMulticast(dst) || header.IsClassE(dst) {
+		w.drop(DropNotUnicast)
+		return
+	}
+	nh := w.tab.Lookup(dst)
+	if nh == nil && o == fromTunnel {
+		w.drop(DropDecapNotLocal)
+		return
+	}
+	if nh == nil {
+		w.drop(DropNoRoute)
+		w.icmpError(o, ip, header.ICMPDestUnreach, header.ICMPCodeNetUnreach, 0)
+		return
+	}
+	switch nh.Kind {
+	case fib.KindLocal:
+		if nh.Port >= uint32(len(w.ports)) || w.ports[nh.Port] == nil {
+			w.drop(DropNoPort)
+			return
+		}
+		if (o == fromPod || o == fromTunnel) && !w.decTTL(o, ip) {
+			return
+		}
+		p := w.ports[nh.Port]
+		header.Ethernet(buf[start-header.EthernetLen:]).Encode(p.cfg.MAC, GatewayMAC, header.EtherTypeIPv4)
+		if p.cfg.Offload {
+			w.queuePod(p, buf, start-header.EthernetLen, end)
+		} else {
+			w.writePort(p, buf, start-header.EthernetLen, end)
+		}
+	case fib.KindRemote:
+		if o == fromTunnel {
+			w.drop(DropDecapNotLocal) // never relay: we are not an open tunnel endpoint
+			return
+		}
+		if o == fromPod && !w.decTTL(o, ip) {
+			return
+		}
+		w.encap(o, nh, buf, start, end)
+	case fib.KindHost:
+		switch {
+		case o == fromHost:
+			w.drop(DropHostLoop)
+			return
+		case o == fromTunnel && (dst != w.r.tunnel.Load() || dst == 0):
+			w.drop(DropDecapNotLocal)
+			return
+		}
+		w.hostOut = append(w.hostOut, buf[start-tunOffset:end])
+		if len(w.hostOut) == cap(w.hostOut) {
+			w.flushHost()
+		}
+	case fib.KindBlackhole:
+		w.drop(DropBlackhole)
+	default:
+		w.drop(DropNoRoute)
+	}
+}
+
+// decTTL implements RFC 1812 §5.3.1: a packet whose TTL would reach zero is
+// discarded with an ICMP time exceeded; otherwise TTL drops by one and the
+// checksum is patched incrementally.
+func (w *worker) decTTL(o origin, ip header.IPv4) bool {
+	if ip.TTL() <= 1 {
+		w.drop(DropTTLExceeded)
+		w.icmpError(o, ip, header.ICMPTimeExceeded, header.ICMPCodeTTLExceeded, 0)
+		return false
+	}
+	ip.DecTTL()
+	return true
+}
+
+func (w *worker) writePort(p *Port, buf []byte, start, end int) {
+	if p.cfg.Offload {
+		// A plain frame: an all-zero virtio-net header in the headroom.
+		start -= header.VirtioNetHdrLen
+		header.VirtioNetHdr(buf[start:]).Clear()
+	}
+	w.one[0] = buf[:end]
+	if _, err := p.dev.Write(w.one, start); err != nil {
+		w.drop(DropTxError)
+		return
+	}
+	p.TxPackets.Add(1)
+	p.TxBytes.Add(uint64(end - start))
+}
+
+func (w *worker) flushHost() {
+	if len(w.hostOut) == 0 {
+		return
+	}
+	h := w.r.host.Load()
+	if h == nil {
+		w.drops[DropTxError] += uint64(len(w.hostOut))
+	} else {
+		var bytes uint64
+		for _, b := range w.hostOut {
+			bytes += uint64(len(b) - tunOffset)
+		}
+		if _, err := h.dev.Write(w.hostOut, tunOffset); err != nil {
+			w.drops[DropTxError]++
+		}
+		h.TxPackets.Add(uint64(len(w.hostOut)))
+		h.TxBytes.Add(bytes)
+	}
+	clear(w.hostOut)
+	w.hostOut = w.hostOut[:0]
+}
+
+// encap sends the packet at buf[start:end] toward a remote node.
+func (w *worker) encap(o origin, nh *fib.NextHop, buf []byte, start, end int) {
+	ip := header.IPv4(buf[start:end])
+	tunnelMTU := int(w.r.pathMTU.Load()) - encap.Overhead(nh.Mode)
+	if len(ip) > tunnelMTU {
+		if ip.DF() {
+			w.drop(DropFragNeeded)
+			w.icmpError(o, ip, header.ICMPDestUnreach, header.ICMPCodeFragNeeded, uint32(tunnelMTU))
+			return
+		}
+		w.fragment(nh, ip, tunnelMTU)
+		return
+	}
+	w.encapFitted(nh, buf, start, end)
+}
+
+// encapFitted writes the outer headers in front of a packet known to fit.
+func (w *worker) encapFitted(nh *fib.NextHop, buf []byte, start, end int) {
+	o, dst := start, header.IPv4(buf[start:end]).Dst()
+	switch nh.Mode {
+	case fib.ModeIPIP:
+		o, dst = encap.PutIPIP(buf, start, end, w.r.cfg.NodeAddr, nh.Node), nh.Node
+	case fib.ModeVXLAN:
+		if w.r.gso != nil {
+			v := w.r.vxlan.PutInner(buf, start, nh.VTEPMAC)
+			w.gsoAppend(buf, v, end, nh.Node, header.IPv4(buf[start:end]))
+			return
+		}
+		o, dst = w.r.vxlan.Put(buf, start, end, nh.VTEPMAC, nh.Node), nh.Node
+	}
+	if len(w.under) == cap(w.under) {
+		if w.flushing {
+			// Only ICMP errors raised while flushing get here, and their
+			// number is bounded by icmpBufs; the queue has room for them.
+			w.drop(DropTxError)
+			return
+		}
+		w.flushUnder()
+	}
+	w.under = append(w.under, buf[o:end])
+	w.underDst = append(w.underDst, dst)
+	w.underInner = append(w.underInner, start-o)
+}
+
+// fragment splits a too-big packet without DF into fragments of at most mtu
+// bytes (RFC 791 §3.2) and encapsulates each. Options whose copy flag is
+// clear are turned into NOPs in all but the first fragment, so every
+// fragment keeps the same header length.
+func (w *worker) fragment(nh *fib.NextHop, ip header.IPv4, mtu int) {
+	hl := ip.HeaderLen()
+	per := (mtu - hl) &^ 7
+	if per < 8 {
+		w.drop(DropMTUExceeded)
+		return
+	}
+	if w.fragBufs == nil {
+		w.fragBufs = make([][]byte, 64)
+		for i := range w.fragBufs {
+			w.fragBufs[i] = make([]byte, Headroom+header.IPv4MaxLen)
+		}
+	}
+	payload := ip[hl:]
+	baseOff := ip.FlagsFrag() & header.IPv4FragOffMask
+	mf := ip.MF()
+	df := ip.FlagsFrag() & header.IPv4FlagDF
+	for off := 0; off < len(payload); off += per {
+		if w.fragUsed == len(w.fragBufs) {
+			if w.flushing {
+				w.drop(DropTxError)
+				return
+			}
+			w.flushUnder()
+			w.fragUsed = 0
+		}
+		fb := w.fragBufs[w.fragUsed]
+		w.fragUsed++
+		chunk := payload[off:min(off+per, len(payload))]
+		f := header.IPv4(fb[Headroom : Headroom+hl+len(chunk)])
+		copy(f, ip[:hl])
+		copy(f[hl:], chunk)
+		if off > 0 {
+			for i := header.IPv4MinLen; i < hl; {
+				t := f[i]
+				if t == 0 {
+					break
+				}
+				if t == 1 {
+					i++
+					continue
+				}
+				l := int(f[i+1])
+				if t&0x80 == 0 {
+					for j := i; j < i+l; j++ {
+						f[j] = 1
+					}
+				}
+				i += l
+			}
+		}
+		flags := df | (baseOff + uint16(off/8))
+		if off+len(chunk) < len(payload) || mf {
+			flags |= header.IPv4FlagMF
+		}
+		f.SetTotalLen(len(f))
+		f.SetFlagsFrag(flags)
+		f.ComputeChecksum()
+		w.encapFitted(nh, fb, Headroom, Headroom+len(f))
+	}
+}
+
+func (w *worker) flushUnder() {
+	if w.r.gso != nil {
+		w.flushGSO()
+	}
+	w.flushing = true
+	defer func() { w.flushing = false }()
+	for sent := 0; sent < len(w.under); {
+		n, err := w.r.sender.Send(w.under[sent:], w.underDst[sent:])
+		sent += n
+		if err == nil {
+			break
+		}
+		failed := sent
+		sent++
+		if errors.Is(err, syscall.EMSGSIZE) {
+			w.learnMTU(failed)
+			continue
+		}
+		w.drop(DropTxError)
+		w.r.log.Debug("underlay send failed", zap.Error(err))
+	}
+	clear(w.under)
+	w.under = w.under[:0]
+	w.underDst = w.underDst[:0]
+	w.underInner = w.underInner[:0]
+}
+
+// learnMTU handles EMSGSIZE for under[i]: the underlay's MTU shrank at run
+// time. Lower the path MTU for everyone and, for a DF packet, tell its
+// sender (fault 14); the next packets are fragmented or refused up front.
+func (w *worker) learnMTU(i int) {
+	w.drop(DropMTUExceeded)
+	mtu, err := w.r.sender.MTU()
+	if err != nil || mtu < 68 {
+		return
+	}
+	w.r.lowerPathMTU(mtu)
+	pkt := w.under[i]
+	inner := header.IPv4(pkt[w.underInner[i]:])
+	if inner.DF() {
+		// underInner is the outer header length: the tunnel's whole overhead.
+		overhead := w.underInner[i]
+		// The inner packet's origin is unknown here; treat it as a pod's
+		// so that the error is generated under the usual rules.
+		w.icmpError(fromPod, inner, header.ICMPDestUnreach, header.ICMPCodeFragNeeded, uint32(mtu-overhead))
+	}
+}
+
+// icmpError sends an ICMP error about orig back to its source, following
+// RFC 1812 §4.3.2.7: never about an ICMP error, a non-first fragment, a
+// multicast or broadcast destination, or a source that does not name a
+// single host; rate-limited by a token bucket.
+func (w *worker) icmpError(o origin, orig header.IPv4, typ, code uint8, mtu uint32) {
+	if o == fromSelf || !orig.IsFirstFragment() {
+		return
+	}
+	src, dst := orig.SrcU32(), orig.DstU32()
+	if header.IsZeroNet(src) || header.IsLoopback(src) || header.IsMulticast(src) || header.IsClassE(src) ||
+		header.IsMulticast(dst) || header.IsClassE(dst) {
+		return
+	}
+	if orig.Protocol() == header.ProtocolICMP {
+		p := orig.Payload()
+		if len(p) < 1 || header.IsICMPError(p[0]) {
+			return
+		}
+	}
+	if w.icmpUsed == len(w.icmpBufs) || !w.r.icmp.allow() {
+		w.drop(DropICMPRateLimited)
+		return
+	}
+	b := w.icmpBufs[w.icmpUsed]
+	w.icmpUsed++
+	quote := min(len(orig), icmpQuoteMax-header.IPv4MinLen-header.ICMPHeaderLen)
+	total := header.IPv4MinLen + header.ICMPHeaderLen + quote
+	pkt := b[Headroom : Headroom+total]
+	copy(pkt[header.IPv4MinLen+header.ICMPHeaderLen:], orig[:quote])
+	header.ICMP(pkt[header.IPv4MinLen:]).EncodeError(typ, code, mtu&0xffff)
+	header.IPv4(pkt).Encode(&header.IPv4Fields{
+		TotalLen: total, TTL: header.IPv4DefaultTTL, Protocol: header.ProtocolICMP,
+		Src: w.r.cfg.NodeAddr, Dst: orig.Src(),
+	})
+	w.forward(fromSelf, b, Headroom, Headroom+total)
+}

@@ -1,0 +1,302 @@
+// Package underlay is tortie's batched socket I/O toward other nodes.
+//
+// Sender writes complete IPv4 packets through one IPPROTO_RAW socket with
+// sendmmsg: the router builds the outer IPIP or VXLAN headers itself (so the
+// VXLAN source port can carry flow entropy, as Linux's own VXLAN does), and
+// natively routed packets go out as they are, routed by the node's kernel.
+// VXLANReceiver reads UDP port 4789 with recvmmsg; IPIPReceiver reads IP
+// protocol 4 from a raw socket with recvmmsg. All three sit on Go's poller,
+// so no goroutine blocks a thread while idle.
+package underlay
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tortie-net/tortie/fib"
+	"github.com/tortie-net/tortie/router/header"
+)
+
+// BatchSize is how many packets one sendmmsg/recvmmsg call carries at most.
+const BatchSize = 64
+
+// batch holds the message vectors of one direction, allocated once.
+type batch struct {
+	msgs  []unix.Mmsghdr
+	iovs  []unix.Iovec
+	names []unix.RawSockaddrInet4
+}
+
+func newBatch(n int) batch {
+	b := batch{msgs: make([]unix.Mmsghdr, n), iovs: make([]unix.Iovec, n), names: make([]unix.RawSockaddrInet4, n)}
+	for i := range b.msgs {
+		b.msgs[i].Hdr.Iov = &b.iovs[i]
+		b.msgs[i].Hdr.SetIovlen(1)
+		b.msgs[i].Hdr.Name = (*byte)(unsafe.Pointer(&b.names[i]))
+		b.msgs[i].Hdr.Namelen = unix.SizeofSockaddrInet4
+	}
+	return b
+}
+
+// socketBuffer is the send or receive buffer each underlay socket asks for.
+const socketBuffer = 8 << 20
+
+// setBuffer sizes a socket buffer. The FORCE option (root) passes over
+// net.core.rmem_max/wmem_max, which would otherwise cap it near 200 KiB and
+// make bursts overflow; the plain option is the fallback.
+func setBuffer(fd, force, plain int) {
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, force, socketBuffer) != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, plain, socketBuffer)
+	}
+}
+
+func socketFile(domain, typ, proto int, name string) (*os.File, syscall.RawConn, error) {
+	fd, err := unix.Socket(domain, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, proto)
+	if err != nil {
+		return nil, nil, fmt.Errorf("underlay: %s socket: %w", name, err)
+	}
+	f := os.NewFile(uintptr(fd), name)
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, rc, nil
+}
+
+// Sender sends complete IPv4 packets with sendmmsg.
+type Sender struct {
+	f      *os.File
+	rc     syscall.RawConn
+	ifname string
+	b      batch
+	// per-call state for the poller callback, set before each call
+	n, sent int
+	err     error
+	writeFn func(fd uintptr) bool
+}
+
+// NewSender opens the raw send socket. ifname is the underlay interface whose
+// MTU is re-read after EMSGSIZE.
+func NewSender(ifname string) (*Sender, error) {
+	f, rc, err := socketFile(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW, "underlay-raw")
+	if err != nil {
+		return nil, err
+	}
+	fd := int(f.Fd())
+	// Large send buffer: a batch of VXLAN superframes must not block.
+	setBuffer(fd, unix.SO_SNDBUFFORCE, unix.SO_SNDBUF)
+	s := &Sender{f: f, rc: rc, ifname: ifname, b: newBatch(BatchSize)}
+	s.writeFn = s.write
+	return s, nil
+}
+
+func (s *Sender) write(fd uintptr) bool {
+	r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&s.b.msgs[0])), uintptr(s.n), 0, 0, 0)
+	if e == unix.EAGAIN {
+		return false
+	}
+	if e != 0 {
+		s.err = e
+		return true
+	}
+	s.sent = int(r)
+	return true
+}
+
+// Send sends pkts[i] to dsts[i], in batches of BatchSize, and reports how
+// many went before the first failure.
+func (s *Sender) Send(pkts [][]byte, dsts [][4]byte) (int, error) {
+	total := 0
+	for total < len(pkts) {
+		n := min(len(pkts)-total, len(s.b.msgs))
+		for i := 0; i < n; i++ {
+			p := pkts[total+i]
+			s.b.iovs[i].Base = &p[0]
+			s.b.iovs[i].SetLen(len(p))
+			s.b.names[i].Family = unix.AF_INET
+			s.b.names[i].Addr = dsts[total+i]
+		}
+		s.n, s.sent, s.err = n, 0, nil
+		if err := s.rc.Write(s.writeFn); err != nil {
+			return total, err
+		}
+		if s.err != nil {
+			return total, s.err
+		}
+		total += s.sent
+		if s.sent < n {
+			// sendmmsg stops early only on an error it reports on the
+			// next call; make that call now so the caller sees it.
+			continue
+		}
+	}
+	for i := range s.b.iovs {
+		s.b.iovs[i].Base = nil
+	}
+	return total, nil
+}
+
+// MTU reads the underlay interface's current MTU.
+func (s *Sender) MTU() (int, error) { return InterfaceMTU(s.ifname) }
+
+// Close closes the socket.
+func (s *Sender) Close() error { return s.f.Close() }
+
+// InterfaceMTU returns the MTU of the named interface.
+func InterfaceMTU(name string) (int, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return 0, err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFMTU, ifr); err != nil {
+		return 0, fmt.Errorf("underlay: MTU of %s: %w", name, err)
+	}
+	return int(ifr.Uint32()), nil
+}
+
+// Receiver reads a socket with recvmmsg; it implements router.UnderlayReceiver.
+type Receiver struct {
+	closed atomic.Bool
+	gro    bool     // UDP_GRO: a message may hold several datagrams of one size
+	oobs   [][]byte // per-message control buffers (GRO only)
+	f      *os.File
+	rc     syscall.RawConn
+	b      batch
+	mode   fib.Mode
+	n, got int
+	err    error
+	readFn func(fd uintptr) bool
+}
+
+func newReceiver(f *os.File, rc syscall.RawConn, mode fib.Mode) *Receiver {
+	r := &Receiver{f: f, rc: rc, b: newBatch(BatchSize), mode: mode}
+	r.readFn = r.read
+	return r
+}
+
+func (r *Receiver) read(fd uintptr) bool {
+	n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.b.msgs[0])), uintptr(r.n), unix.MSG_DONTWAIT, 0, 0)
+	if e == unix.EAGAIN {
+		return false
+	}
+	if e != 0 {
+		r.err = e
+		return true
+	}
+	r.got = int(n)
+	return true
+}
+
+// Recv fills bufs[i][offset:offset+sizes[i]] and srcs[i] for each message.
+// With UDP GRO, a message may hold several datagrams of segs[i] bytes each
+// (the last may be shorter); segs[i] is 0 for a single datagram.
+func (r *Receiver) Recv(bufs [][]byte, sizes, segs []int, srcs [][4]byte, offset int) (int, error) {
+	n := min(len(bufs), len(r.b.msgs))
+	for i := 0; i < n; i++ {
+		b := bufs[i][offset:]
+		r.b.iovs[i].Base = &b[0]
+		r.b.iovs[i].SetLen(len(b))
+		r.b.msgs[i].Hdr.Namelen = unix.SizeofSockaddrInet4
+		r.b.msgs[i].Len = 0
+		if r.gro {
+			r.b.msgs[i].Hdr.Control = &r.oobs[i][0]
+			r.b.msgs[i].Hdr.SetControllen(len(r.oobs[i]))
+		}
+	}
+	r.n, r.got, r.err = n, 0, nil
+	for r.got == 0 {
+		if err := r.rc.Read(r.readFn); err != nil {
+			if r.closed.Load() {
+				return 0, os.ErrClosed
+			}
+			return 0, err
+		}
+		if r.err != nil {
+			if r.err == unix.EINTR {
+				r.err = nil
+				continue
+			}
+			return 0, r.err
+		}
+	}
+	for i := 0; i < r.got; i++ {
+		sizes[i] = int(r.b.msgs[i].Len)
+		srcs[i] = r.b.names[i].Addr
+		segs[i] = 0
+		if r.gro {
+			segs[i] = groSize(r.oobs[i][:r.b.msgs[i].Hdr.Controllen])
+		}
+	}
+	return r.got, nil
+}
+
+func (r *Receiver) Mode() fib.Mode { return r.mode }
+func (r *Receiver) BatchSize() int { return len(r.b.msgs) }
+func (r *Receiver) Close() error {
+	r.closed.Store(true)
+	return r.f.Close()
+}
+
+// groSize finds the UDP_GRO segment size in a message's control data.
+func groSize(oob []byte) int {
+	for len(oob) >= unix.SizeofCmsghdr {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		l := int(h.Len)
+		if l < unix.SizeofCmsghdr || l > len(oob) {
+			return 0
+		}
+		if h.Level == unix.SOL_UDP && h.Type == unix.UDP_GRO && l >= unix.CmsgLen(4) {
+			return int(*(*int32)(unsafe.Pointer(&oob[unix.CmsgLen(0)])))
+		}
+		oob = oob[min(unix.CmsgSpace(l-unix.CmsgLen(0)), len(oob)):]
+	}
+	return 0
+}
+
+// ListenVXLAN binds UDP port 4789 on addr (the node's underlay address).
+func ListenVXLAN(addr netip.Addr) (*Receiver, error) {
+	f, rc, err := socketFile(unix.AF_INET, unix.SOCK_DGRAM, unix.IPPROTO_UDP, "underlay-vxlan")
+	if err != nil {
+		return nil, err
+	}
+	fd := int(f.Fd())
+	setBuffer(fd, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF)
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: header.VXLANPort, Addr: addr.As4()}); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("underlay: bind %s:%d: %w", addr, header.VXLANPort, err)
+	}
+	r := newReceiver(f, rc, fib.ModeVXLAN)
+	// UDP GRO: runs of datagrams of one flow (a sender's GSO run) arrive in
+	// one message instead of being cut apart by the kernel.
+	if unix.SetsockoptInt(fd, unix.SOL_UDP, unix.UDP_GRO, 1) == nil {
+		r.gro = true
+		r.oobs = make([][]byte, len(r.b.msgs))
+		for i := range r.oobs {
+			r.oobs[i] = make([]byte, unix.CmsgSpace(4)*2)
+		}
+	}
+	return r, nil
+}
+
+// ListenIPIP opens a raw socket for IP protocol 4. The kernel delivers the
+// whole outer packet, header included.
+func ListenIPIP() (*Receiver, error) {
+	f, rc, err := socketFile(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_IPIP, "underlay-ipip")
+	if err != nil {
+		return nil, err
+	}
+	setBuffer(int(f.Fd()), unix.SO_RCVBUFFORCE, unix.SO_RCVBUF)
+	return newReceiver(f, rc, fib.ModeIPIP), nil
+}
