@@ -1,0 +1,281 @@
+// Package config reads a tortied node configuration file (YAML or JSON) and
+// turns it into validated, typed settings. Until IPAM and BGP exist, the
+// file also carries the other nodes' pod blocks (the static route source).
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/tortie-net/tortie/encap"
+	"github.com/tortie-net/tortie/fib"
+	"github.com/tortie-net/tortie/router/header"
+)
+
+// File is the on-disk shape.
+type File struct {
+	// NodeName names this node; the VXLAN VTEP MAC derives from it.
+	NodeName string `json:"nodeName"`
+	// Address is the node's underlay address with its subnet, e.g. 10.0.1.1/24.
+	Address string `json:"address"`
+	// Interface is the underlay NIC (default eth0).
+	Interface string `json:"interface,omitempty"`
+	// Encapsulation toward other nodes: native, ipip or vxlan.
+	Encapsulation string `json:"encapsulation"`
+	// CrossSubnet routes natively to nodes inside Address's subnet.
+	CrossSubnet bool `json:"crossSubnet,omitempty"`
+	// PodCIDR is this node's pod block (blackholed for unused addresses).
+	PodCIDR string `json:"podCIDR"`
+	// ClusterCIDRs are all pod ranges of the cluster, routed to the host TUN.
+	ClusterCIDRs []string `json:"clusterCIDRs"`
+	// TunnelAddress is this node's tunnel address (Calico's vxlan.calico /
+	// tunl0 address), placed on the host TUN. Optional.
+	TunnelAddress string `json:"tunnelAddress,omitempty"`
+	// MTU of the underlay (0: read from Interface). Pods get it minus the overhead.
+	UnderlayMTU int `json:"underlayMTU,omitempty"`
+	// Socket is the root-only unix socket of the control API.
+	Socket string `json:"socket,omitempty"`
+	// MetricsAddress serves /metrics, /healthz and /readyz ("" = off).
+	MetricsAddress string `json:"metricsAddress,omitempty"`
+	// HostInterface names the host TUN (default tortie0).
+	HostInterface string `json:"hostInterface,omitempty"`
+	// Nodes are the other nodes and their pod blocks.
+	Nodes []Node `json:"nodes,omitempty"`
+	// LogLevel: debug, info, warn, error.
+	LogLevel string `json:"logLevel,omitempty"`
+	// Datastore, when set, makes IP pools, IPAM blocks and nodes in etcd
+	// the source of pod addresses and routes; encapsulation then comes from
+	// each pool, and podCIDR, clusterCIDRs and nodes are not used.
+	Datastore *Datastore `json:"datastore,omitempty"`
+	// Labels of this node, for pools' nodeSelector.
+	Labels map[string]string `json:"labels,omitempty"`
+	// StateDir keeps the endpoint state file (default /var/lib/tortie).
+	StateDir string `json:"stateDir,omitempty"`
+	// PodOffload gives pod TAPs virtio-net headers with checksum and TCP
+	// segmentation offload (default true): pods hand over 64 KB TCP
+	// superframes that tortie segments itself.
+	PodOffload *bool `json:"podOffload,omitempty"`
+	// CPUs bounds the OS threads running Go code in tortied (GOMAXPROCS;
+	// 0 = every CPU). Forwarding runs to completion in one goroutine per
+	// input, so on a machine shared with the pods' own work (or, in a lab,
+	// with other "nodes"), fewer threads mean fewer cross-CPU wake-ups:
+	// measured here, TCP through a node rose 30% with 1 on 2 CPUs.
+	CPUs int `json:"cpus,omitempty"`
+}
+
+// Offload reports whether pod TAPs get offloads.
+func (f *File) Offload() bool { return f.PodOffload == nil || *f.PodOffload }
+
+// Datastore says where cluster state lives.
+type Datastore struct {
+	// EtcdEndpoints of an etcd cluster (e.g. http://10.0.1.1:2379).
+	EtcdEndpoints []string `json:"etcdEndpoints,omitempty"`
+	// Embedded runs a single-member etcd inside this tortied.
+	Embedded *EmbeddedEtcd `json:"embedded,omitempty"`
+	// RouteSource says where other nodes' routes come from: "datastore"
+	// (default; derived from IPAM blocks, for clusters without BGP such as
+	// VXLAN-only ones) or "bgp" (an embedded BGP speaker, configured by the
+	// BGPConfiguration and BGPPeer resources, as Calico's BIRD).
+	RouteSource string `json:"routeSource,omitempty"`
+	// BGPMaxPrefixes is the prefix limit of BGP peers that set none
+	// (default 20000).
+	BGPMaxPrefixes uint32 `json:"bgpMaxPrefixes,omitempty"`
+}
+
+// Route sources.
+const (
+	RouteSourceDatastore = "datastore"
+	RouteSourceBGP       = "bgp"
+)
+
+// EmbeddedEtcd configures the in-process etcd member.
+type EmbeddedEtcd struct {
+	DataDir   string `json:"dataDir"`
+	ClientURL string `json:"clientURL"`
+	PeerURL   string `json:"peerURL"`
+}
+
+// Node is another node of the cluster.
+type Node struct {
+	Name          string `json:"name"`
+	Address       string `json:"address"`
+	PodCIDR       string `json:"podCIDR"`
+	TunnelAddress string `json:"tunnelAddress,omitempty"`
+}
+
+// Config is a validated File.
+type Config struct {
+	File
+	Addr       netip.Prefix
+	Mode       fib.Mode
+	PodCIDR    netip.Prefix
+	Cluster    []netip.Prefix
+	TunnelAddr netip.Addr
+	VTEPMAC    header.MAC
+	Peers      []Peer
+	Warnings   []string
+}
+
+// Peer is a validated Node with the mode chosen for it.
+type Peer struct {
+	Name       string
+	Addr       netip.Addr
+	PodCIDR    netip.Prefix
+	TunnelAddr netip.Addr
+	Mode       fib.Mode
+	VTEPMAC    header.MAC
+}
+
+// Load reads and validates a file.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(b)
+}
+
+// Parse validates YAML or JSON bytes.
+func Parse(b []byte) (*Config, error) {
+	var f File
+	if err := yaml.UnmarshalStrict(b, &f); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return f.Validate()
+}
+
+// Validate checks every field and derives the typed settings.
+func (f File) Validate() (*Config, error) {
+	c := &Config{File: f}
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf("config: "+format, a...)) }
+	if c.NodeName == "" {
+		bad("nodeName is required")
+	}
+	if c.Interface == "" {
+		c.Interface = "eth0"
+	}
+	if c.HostInterface == "" {
+		c.HostInterface = "tortie0"
+	}
+	if c.Socket == "" {
+		c.Socket = "/run/tortie/tortied.sock"
+	}
+	var err error
+	if c.Addr, err = netip.ParsePrefix(f.Address); err != nil || !c.Addr.Addr().Is4() {
+		bad("address %q: want an IPv4 address with its prefix length, e.g. 10.0.1.1/24", f.Address)
+	}
+	if c.StateDir == "" {
+		c.StateDir = "/var/lib/tortie"
+	}
+	if c.CPUs < 0 {
+		bad("cpus %d: want 0 (every CPU) or more", c.CPUs)
+	}
+	c.VTEPMAC = encap.VTEPMAC(c.NodeName)
+	if c.Mode, err = fib.ParseMode(f.Encapsulation); err != nil {
+		bad("%v", err)
+	}
+	if d := f.Datastore; d != nil {
+		if len(d.EtcdEndpoints) == 0 && d.Embedded == nil {
+			bad("datastore: set etcdEndpoints, embedded, or both")
+		}
+		if e := d.Embedded; e != nil && (e.DataDir == "" || e.ClientURL == "" || e.PeerURL == "") {
+			bad("datastore.embedded: dataDir, clientURL and peerURL are required")
+		}
+		if f.PodCIDR != "" || len(f.Nodes) > 0 {
+			bad("podCIDR and nodes are static settings: with a datastore, IP pools and IPAM provide them")
+		}
+		switch d.RouteSource {
+		case "":
+			c.Datastore.RouteSource = RouteSourceDatastore
+		case RouteSourceDatastore, RouteSourceBGP:
+		default:
+			bad("datastore.routeSource %q: want datastore or bgp", d.RouteSource)
+		}
+		if err := errors.Join(errs...); err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+	if c.PodCIDR, err = netip.ParsePrefix(f.PodCIDR); err != nil || !c.PodCIDR.Addr().Is4() {
+		bad("podCIDR %q: want an IPv4 prefix", f.PodCIDR)
+	}
+	for _, s := range f.ClusterCIDRs {
+		p, err := netip.ParsePrefix(s)
+		if err != nil || !p.Addr().Is4() {
+			bad("clusterCIDRs: %q is not an IPv4 prefix", s)
+			continue
+		}
+		c.Cluster = append(c.Cluster, p.Masked())
+	}
+	if len(c.Cluster) == 0 && c.PodCIDR.IsValid() {
+		c.Cluster = []netip.Prefix{c.PodCIDR.Masked()}
+	}
+	if f.TunnelAddress != "" {
+		if c.TunnelAddr, err = netip.ParseAddr(f.TunnelAddress); err != nil || !c.TunnelAddr.Is4() {
+			bad("tunnelAddress %q is not an IPv4 address", f.TunnelAddress)
+		}
+	}
+	if f.UnderlayMTU != 0 && (f.UnderlayMTU < 576 || f.UnderlayMTU > 65535) {
+		bad("underlayMTU %d out of range 576-65535", f.UnderlayMTU)
+	}
+	if c.CrossSubnet {
+		if w := encap.CrossSubnetWarning(c.Addr); w != "" {
+			c.Warnings = append(c.Warnings, w)
+		}
+	}
+	for i, n := range f.Nodes {
+		p := Peer{Name: n.Name, VTEPMAC: encap.VTEPMAC(n.Name)}
+		if n.Name == "" || n.Name == c.NodeName {
+			bad("nodes[%d]: name %q must be set and differ from nodeName", i, n.Name)
+		}
+		if p.Addr, err = netip.ParseAddr(n.Address); err != nil || !p.Addr.Is4() {
+			bad("nodes[%d] (%s): address %q is not an IPv4 address", i, n.Name, n.Address)
+		}
+		if p.PodCIDR, err = netip.ParsePrefix(n.PodCIDR); err != nil || !p.PodCIDR.Addr().Is4() {
+			bad("nodes[%d] (%s): podCIDR %q is not an IPv4 prefix", i, n.Name, n.PodCIDR)
+		}
+		if n.TunnelAddress != "" {
+			if p.TunnelAddr, err = netip.ParseAddr(n.TunnelAddress); err != nil {
+				bad("nodes[%d] (%s): tunnelAddress %q", i, n.Name, n.TunnelAddress)
+			}
+		}
+		p.Mode = encap.ModeFor(c.Mode, c.CrossSubnet, c.Addr, p.Addr)
+		c.Peers = append(c.Peers, p)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Routes returns the FIB routes the file implies: the default to the host
+// and, without a datastore, our block blackholed, our tunnel address to the
+// host, and each peer's block (and tunnel address) via that peer.
+func (c *Config) Routes() []fib.Route {
+	def := fib.Route{Prefix: netip.MustParsePrefix("0.0.0.0/0"), NextHop: fib.NextHop{Kind: fib.KindHost}, Source: fib.SourceHost}
+	if c.Datastore != nil {
+		return []fib.Route{def} // blocks, tunnel addresses and peers come from the datastore
+	}
+	rs := []fib.Route{def, {Prefix: c.PodCIDR.Masked(), NextHop: fib.NextHop{Kind: fib.KindBlackhole}, Source: fib.SourceHost}}
+	if c.TunnelAddr.IsValid() {
+		rs = append(rs, fib.Route{Prefix: netip.PrefixFrom(c.TunnelAddr, 32), NextHop: fib.NextHop{Kind: fib.KindHost}, Source: fib.SourceHost})
+	}
+	for _, p := range c.Peers {
+		nh := fib.NextHop{Kind: fib.KindRemote, Node: p.Addr.As4(), Mode: p.Mode, VTEPMAC: p.VTEPMAC, NodeName: p.Name}
+		rs = append(rs, fib.Route{Prefix: p.PodCIDR.Masked(), NextHop: nh, Source: fib.SourceStatic})
+		if p.TunnelAddr.IsValid() && !p.PodCIDR.Contains(p.TunnelAddr) {
+			rs = append(rs, fib.Route{Prefix: netip.PrefixFrom(p.TunnelAddr, 32), NextHop: nh, Source: fib.SourceStatic})
+		}
+	}
+	return rs
+}
+
+// PodMTU is the MTU pods get on an underlay of underlayMTU.
+func (c *Config) PodMTU(underlayMTU int) int {
+	return encap.PodMTU(underlayMTU, c.Mode)
+}

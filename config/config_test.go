@@ -1,0 +1,87 @@
+package config
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/tortie-net/tortie/fib"
+)
+
+const sample = `
+nodeName: node1
+address: 10.0.1.1/24
+encapsulation: vxlan
+crossSubnet: true
+podCIDR: 10.244.1.0/24
+clusterCIDRs: [10.244.0.0/16]
+nodes:
+  - {name: node2, address: 10.0.1.2, podCIDR: 10.244.2.0/24}
+  - {name: node3, address: 10.0.2.3, podCIDR: 10.244.3.0/24}
+`
+
+func TestParse(t *testing.T) {
+	c, err := Parse([]byte(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Peers[0].Mode != fib.ModeNative || c.Peers[1].Mode != fib.ModeVXLAN {
+		t.Fatalf("CrossSubnet modes: %v %v", c.Peers[0].Mode, c.Peers[1].Mode)
+	}
+	if c.PodMTU(1500) != 1450 || len(c.Routes()) != 4 || c.Socket == "" {
+		t.Fatalf("derived settings wrong: %+v", c)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"nodeName: a\naddress: 10.0.0.1\nencapsulation: vxlan\npodCIDR: 10.1.0.0/24", "prefix length"},
+		{"nodeName: a\naddress: 10.0.0.1/24\nencapsulation: gre\npodCIDR: 10.1.0.0/24", "unknown encapsulation"},
+		{"nodeName: a\naddress: 10.0.0.1/24\nencapsulation: vxlan\npodCIDR: 10.1.0.0/24\nbogus: 1", "unknown field"},
+		{"nodeName: a\naddress: 10.0.0.1/24\nencapsulation: vxlan\npodCIDR: 10.1.0.0/24\nnodes: [{name: a, address: x, podCIDR: y}]", "must be set and differ"},
+		{"{", "config"},
+	} {
+		if _, err := Parse([]byte(c.in)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Parse(%q) = %v, want error containing %q", c.in, err, c.want)
+		}
+	}
+}
+
+func TestSlash32Warning(t *testing.T) {
+	c, err := Parse([]byte(strings.Replace(sample, "10.0.1.1/24", "10.0.1.1/32", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Warnings) != 1 || c.Peers[0].Mode != fib.ModeVXLAN {
+		t.Fatalf("a /32 node address must warn and tunnel: %v", c.Warnings)
+	}
+}
+
+func TestDatastoreMode(t *testing.T) {
+	c, err := Parse([]byte("nodeName: n1\naddress: 10.0.1.1/24\ndatastore: {etcdEndpoints: [http://10.0.1.1:2379]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.VTEPMAC.String() == "00:00:00:00:00:00" || c.StateDir == "" || len(c.Routes()) != 1 {
+		t.Fatalf("defaults not derived: %+v", c)
+	}
+	if _, err := Parse([]byte("nodeName: n1\naddress: 10.0.1.1/24\npodCIDR: 10.1.0.0/24\ndatastore: {etcdEndpoints: [x]}\n")); err == nil {
+		t.Fatal("static settings accepted with a datastore")
+	}
+	if _, err := Parse([]byte("nodeName: n1\naddress: 10.0.1.1/24\ndatastore: {}\n")); err == nil {
+		t.Fatal("empty datastore section accepted")
+	}
+}
+
+// The example in the repository stays a valid configuration.
+func TestExampleConfig(t *testing.T) {
+	c, err := Load("../examples/tortied.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Datastore == nil || c.Datastore.RouteSource != RouteSourceBGP {
+		t.Fatalf("example: %+v", c.Datastore)
+	}
+	if _, err := Parse([]byte("nodeName: a\naddress: 10.0.1.1/24\ndatastore: {etcdEndpoints: [http://x:2379], routeSource: ospf}\n")); err == nil {
+		t.Fatal("routeSource ospf accepted")
+	}
+}

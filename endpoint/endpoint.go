@@ -1,0 +1,255 @@
+// Package endpoint manages pod endpoints: for each pod it creates the TAP
+// device that is the pod's eth0 inside the pod's network namespace,
+// configures it the way Calico configures a pod (a /32 address,
+// "169.254.1.1 dev eth0 scope link", "default via 169.254.1.1"), and attaches
+// it to the router, which installs the pod's /32 in the FIB.
+package endpoint
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"sort"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"go.uber.org/zap"
+
+	"github.com/tortie-net/tortie/nsutil"
+	"github.com/tortie-net/tortie/router"
+	"github.com/tortie-net/tortie/router/header"
+	"github.com/tortie-net/tortie/tap"
+)
+
+// Spec asks for one pod endpoint.
+type Spec struct {
+	Name       string     `json:"name"`
+	Netns      string     `json:"netns"`
+	Address    netip.Addr `json:"address"`
+	IfName     string     `json:"ifName,omitempty"` // default eth0
+	MTU        int        `json:"mtu,omitempty"`    // default: the manager's
+	AllowSpoof bool       `json:"allowSpoof,omitempty"`
+	// What the CNI plugin knows about the attachment.
+	ContainerID  string `json:"containerID,omitempty"`
+	Network      string `json:"network,omitempty"`
+	Handle       string `json:"handle,omitempty"`
+	PodNamespace string `json:"podNamespace,omitempty"`
+	PodName      string `json:"podName,omitempty"`
+}
+
+// Info describes an attached endpoint.
+type Info struct {
+	Spec
+	MAC  string `json:"mac"`
+	MTU  int    `json:"mtu"`
+	Port uint32 `json:"port"`
+}
+
+// Manager owns the node's pod endpoints.
+type Manager struct {
+	log *zap.Logger
+	r   *router.Router
+	mtu int
+	// state is the endpoint state file ("" keeps no state, and TAPs are
+	// not persistent: they vanish with the daemon).
+	state string
+	// Offload opens pod TAPs with virtio-net headers and checksum/TSO
+	// offload (set before the first Add).
+	Offload bool
+
+	mu  sync.Mutex
+	eps map[string]*entry
+}
+
+type entry struct {
+	info Info
+	port *router.Port
+	dev  *tap.Device
+}
+
+// New returns a manager that gives pods mtu and attaches them to r. With a
+// state file, pod TAPs are persistent and the endpoints survive restarts.
+func New(log *zap.Logger, r *router.Router, mtu int, stateFile string) *Manager {
+	return &Manager{log: log, r: r, mtu: mtu, state: stateFile, eps: map[string]*entry{}}
+}
+
+// MTU is the MTU given to pods added now.
+func (m *Manager) MTU() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.mtu
+}
+
+// SetMTU changes the MTU given to pods added from now on.
+func (m *Manager) SetMTU(mtu int) {
+	m.mu.Lock()
+	m.mtu = mtu
+	m.mu.Unlock()
+}
+
+// ErrExists is returned when an endpoint name or address is taken.
+var ErrExists = errors.New("endpoint exists")
+
+// Add creates and attaches a pod endpoint. On failure nothing is left behind.
+func (m *Manager) Add(s Spec) (Info, error) {
+	if s.Name == "" {
+		return Info{}, errors.New("endpoint: name is required")
+	}
+	if !s.Address.Is4() {
+		return Info{}, fmt.Errorf("endpoint %s: address %v is not IPv4", s.Name, s.Address)
+	}
+	if s.IfName == "" {
+		s.IfName = "eth0"
+	}
+	if len(s.IfName) > 15 {
+		return Info{}, fmt.Errorf("endpoint %s: interface name %q longer than 15 bytes", s.Name, s.IfName)
+	}
+	if _, err := os.Stat(s.Netns); err != nil {
+		return Info{}, fmt.Errorf("endpoint %s: network namespace: %w", s.Name, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range m.eps {
+		if e.info.Name == s.Name {
+			return Info{}, fmt.Errorf("%w: name %s", ErrExists, s.Name)
+		}
+		if e.info.Address == s.Address {
+			return Info{}, fmt.Errorf("%w: address %s is used by %s", ErrExists, s.Address, e.info.Name)
+		}
+	}
+	if s.MTU == 0 {
+		s.MTU = m.mtu
+	}
+	e, err := m.attach(s)
+	if err != nil {
+		return Info{}, err
+	}
+	m.eps[s.Name] = e
+	if err := m.save(); err != nil {
+		m.log.Error("endpoint state not saved", zap.Error(err))
+	}
+	m.log.Info("endpoint added", zap.String("name", s.Name), zap.Stringer("address", s.Address), zap.String("netns", s.Netns))
+	return e.info, nil
+}
+
+// attach opens (or re-opens) the pod's TAP inside its namespace, makes its
+// configuration what the spec says, and attaches it to the router.
+func (m *Manager) attach(s Spec) (*entry, error) {
+	var (
+		dev *tap.Device
+		mac net.HardwareAddr
+	)
+	err := nsutil.Do(s.Netns, func() (err error) {
+		if m.Offload {
+			dev, err = tap.CreateOffload(s.IfName, m.state != "")
+		} else {
+			dev, err = tap.Create(s.IfName, m.state != "")
+		}
+		if err != nil {
+			return err
+		}
+		mac, err = configure(s)
+		return err
+	})
+	if err != nil {
+		if dev != nil {
+			_ = dev.Unpersist()
+			dev.Close()
+		}
+		return nil, fmt.Errorf("endpoint %s: %w", s.Name, err)
+	}
+	port, err := m.r.AddPort(router.PortConfig{Name: s.Name, Addr: s.Address, MAC: header.MAC(mac), AllowSpoof: s.AllowSpoof,
+		Offload: dev.Offload}, dev)
+	if err != nil {
+		_ = dev.Unpersist()
+		dev.Close()
+		return nil, fmt.Errorf("endpoint %s: %w", s.Name, err)
+	}
+	return &entry{info: Info{Spec: s, MAC: mac.String(), MTU: s.MTU, Port: port.ID}, port: port, dev: dev}, nil
+}
+
+// configure makes the pod side of a TAP what the spec says; it runs inside
+// the pod's namespace, with a netlink handle opened there, and is
+// idempotent, so a re-attached TAP is checked and repaired the same way.
+func configure(s Spec) (net.HardwareAddr, error) {
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	link, err := h.LinkByName(s.IfName)
+	if err != nil {
+		return nil, err
+	}
+	if err := h.LinkSetMTU(link, s.MTU); err != nil {
+		return nil, fmt.Errorf("set MTU %d: %w", s.MTU, err)
+	}
+	// IPv6 is off on pod ports until tortie routes it; this keeps router
+	// solicitations and MLD reports off the wire.
+	_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+s.IfName+"/disable_ipv6", []byte("1"), 0o644)
+	if err := h.LinkSetUp(link); err != nil {
+		return nil, err
+	}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: s.Address.AsSlice(), Mask: net.CIDRMask(32, 32)}}
+	if err := h.AddrReplace(link, addr); err != nil {
+		return nil, fmt.Errorf("add address %s: %w", s.Address, err)
+	}
+	gw := net.IP(router.Gateway[:])
+	if err := h.RouteReplace(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: &net.IPNet{IP: gw, Mask: net.CIDRMask(32, 32)}, Scope: netlink.SCOPE_LINK}); err != nil {
+		return nil, fmt.Errorf("add route to gateway: %w", err)
+	}
+	if err := h.RouteReplace(&netlink.Route{LinkIndex: link.Attrs().Index, Gw: gw}); err != nil {
+		return nil, fmt.Errorf("add default route: %w", err)
+	}
+	link, err = h.LinkByName(s.IfName)
+	if err != nil {
+		return nil, err
+	}
+	return link.Attrs().HardwareAddr, nil
+}
+
+// Delete detaches and removes an endpoint. Unknown names are not an error.
+func (m *Manager) Delete(name string) error {
+	m.mu.Lock()
+	e, ok := m.eps[name]
+	delete(m.eps, name)
+	m.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	m.log.Info("endpoint deleted", zap.String("name", name))
+	// Without the persistent flag, closing the descriptor removes the TAP.
+	_ = e.dev.Unpersist()
+	if err := m.r.RemovePort(e.port); err != nil && !errors.Is(err, os.ErrClosed) {
+		return fmt.Errorf("endpoint %s: %w", name, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.save()
+}
+
+// Get returns one endpoint.
+func (m *Manager) Get(name string) (Info, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.eps[name]
+	if !ok {
+		return Info{}, false
+	}
+	return e.info, true
+}
+
+// List returns every endpoint, sorted by name.
+func (m *Manager) List() []Info {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Info, 0, len(m.eps))
+	for _, e := range m.eps {
+		out = append(out, e.info)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return slices.Clip(out)
+}
