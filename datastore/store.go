@@ -1,0 +1,220 @@
+// Package datastore is tortie's cluster state store: a small key-value
+// interface with compare-and-swap writes, implemented on etcd v3 (the engine
+// Calico uses for the same data) and, for fast unit tests, in memory.
+//
+// Every write that depends on what was read names the revision it read, so
+// concurrent writers never overwrite each other: the loser gets ErrConflict
+// and retries from a fresh read.
+package datastore
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+)
+
+var (
+	// ErrNotFound: the key does not exist.
+	ErrNotFound = errors.New("datastore: not found")
+	// ErrExists: Create found the key already there.
+	ErrExists = errors.New("datastore: already exists")
+	// ErrConflict: the key changed since the revision the caller read.
+	ErrConflict = errors.New("datastore: revision conflict")
+	// ErrUnavailable wraps failures to reach the store; callers must never
+	// take it for "not found".
+	ErrUnavailable = errors.New("datastore: unavailable")
+)
+
+// KV is one key, its value and the revision that last modified it.
+type KV struct {
+	Key   string
+	Value []byte
+	Rev   int64
+}
+
+// EventType says what happened to a key.
+type EventType uint8
+
+const (
+	EventPut EventType = iota
+	EventDelete
+)
+
+// Event is one change seen by Watch.
+type Event struct {
+	Type EventType
+	KV   KV
+}
+
+// Store is the interface the rest of tortie uses.
+type Store interface {
+	Get(ctx context.Context, key string) (KV, error)
+	// List returns every key under prefix and the store revision it read at.
+	List(ctx context.Context, prefix string) ([]KV, int64, error)
+	// Create writes key only if it does not exist.
+	Create(ctx context.Context, key string, value []byte) (int64, error)
+	// Update writes key only if its revision is still rev.
+	Update(ctx context.Context, key string, value []byte, rev int64) (int64, error)
+	// Put writes key unconditionally.
+	Put(ctx context.Context, key string, value []byte) (int64, error)
+	// Delete removes key; with rev > 0 only if its revision is still rev.
+	Delete(ctx context.Context, key string, rev int64) error
+	// Watch streams changes under prefix after revision rev until ctx ends;
+	// rev 0 means from whenever the watch is established (racy: callers
+	// that must not miss a change pass the revision of their last read).
+	// The channel closes when the watch ends (ctx done or store error).
+	Watch(ctx context.Context, prefix string, rev int64) <-chan Event
+	Close() error
+}
+
+// Memory is an in-memory Store for tests.
+type Memory struct {
+	mu       sync.Mutex
+	rev      int64
+	kv       map[string]KV
+	watchers map[*memWatch]struct{}
+	// Down makes every call fail with ErrUnavailable (an unreachable store).
+	Down bool
+}
+
+type memWatch struct {
+	prefix string
+	ch     chan Event
+}
+
+// NewMemory returns an empty store.
+func NewMemory() *Memory {
+	return &Memory{kv: map[string]KV{}, watchers: map[*memWatch]struct{}{}}
+}
+
+func (m *Memory) notify(e Event) {
+	for w := range m.watchers {
+		if strings.HasPrefix(e.KV.Key, w.prefix) {
+			select {
+			case w.ch <- e:
+			default: // a stuck watcher loses events; tests keep up
+			}
+		}
+	}
+}
+
+func (m *Memory) Get(_ context.Context, key string) (KV, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.Down {
+		return KV{}, ErrUnavailable
+	}
+	kv, ok := m.kv[key]
+	if !ok {
+		return KV{}, ErrNotFound
+	}
+	return kv, nil
+}
+
+func (m *Memory) List(_ context.Context, prefix string) ([]KV, int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.Down {
+		return nil, 0, ErrUnavailable
+	}
+	var out []KV
+	for k, v := range m.kv {
+		if strings.HasPrefix(k, prefix) {
+			out = append(out, v)
+		}
+	}
+	return out, m.rev, nil
+}
+
+func (m *Memory) write(key string, value []byte, check func(KV, bool) error) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.Down {
+		return 0, ErrUnavailable
+	}
+	cur, ok := m.kv[key]
+	if err := check(cur, ok); err != nil {
+		return 0, err
+	}
+	m.rev++
+	kv := KV{Key: key, Value: append([]byte(nil), value...), Rev: m.rev}
+	m.kv[key] = kv
+	m.notify(Event{Type: EventPut, KV: kv})
+	return m.rev, nil
+}
+
+func (m *Memory) Create(_ context.Context, key string, value []byte) (int64, error) {
+	return m.write(key, value, func(_ KV, ok bool) error {
+		if ok {
+			return ErrExists
+		}
+		return nil
+	})
+}
+
+func (m *Memory) Update(_ context.Context, key string, value []byte, rev int64) (int64, error) {
+	return m.write(key, value, func(cur KV, ok bool) error {
+		if !ok {
+			return ErrNotFound
+		}
+		if cur.Rev != rev {
+			return ErrConflict
+		}
+		return nil
+	})
+}
+
+func (m *Memory) Put(_ context.Context, key string, value []byte) (int64, error) {
+	return m.write(key, value, func(KV, bool) error { return nil })
+}
+
+func (m *Memory) Delete(_ context.Context, key string, rev int64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.Down {
+		return ErrUnavailable
+	}
+	cur, ok := m.kv[key]
+	if !ok {
+		return ErrNotFound
+	}
+	if rev > 0 && cur.Rev != rev {
+		return ErrConflict
+	}
+	delete(m.kv, key)
+	m.rev++
+	m.notify(Event{Type: EventDelete, KV: KV{Key: key, Rev: m.rev}})
+	return nil
+}
+
+func (m *Memory) Watch(ctx context.Context, prefix string, _ int64) <-chan Event {
+	w := &memWatch{prefix: prefix, ch: make(chan Event, 1024)}
+	m.mu.Lock()
+	m.watchers[w] = struct{}{}
+	m.mu.Unlock()
+	out := make(chan Event)
+	go func() {
+		defer close(out)
+		defer func() {
+			m.mu.Lock()
+			delete(m.watchers, w)
+			m.mu.Unlock()
+		}()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e := <-w.ch:
+				select {
+				case out <- e:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out
+}
+
+func (m *Memory) Close() error { return nil }

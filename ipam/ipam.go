@@ -1,0 +1,452 @@
+// Package ipam hands out pod addresses the way Calico's IPAM does: an IP
+// pool is carved into blocks (default /26); a node claims blocks with
+// affinity and allocates from them, claims another when full (up to a
+// limit), and otherwise borrows single addresses from other nodes' blocks.
+// Each allocation is recorded under a handle (one per container), released
+// addresses wait out a cooldown before reuse, and every write is a
+// compare-and-swap on the datastore, so any number of nodes and concurrent
+// CNI ADDs never hand out one address twice.
+package ipam
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/tortie-net/tortie/datastore"
+	"github.com/tortie-net/tortie/resources"
+)
+
+const (
+	blockPrefix    = resources.Prefix + "ipam/blocks/"
+	affinityPrefix = resources.Prefix + "ipam/affinities/"
+	handlePrefix   = resources.Prefix + "ipam/handles/"
+	maxAttempts    = 100
+)
+
+// ErrExhausted: no pool selecting the node has a free address.
+var ErrExhausted = errors.New("ipam: no free address in the pools that select this node")
+
+// TunnelHandlePrefix starts the IPAM handle of a node's tunnel address
+// (the rest is the node name).
+const TunnelHandlePrefix = "tortie-tunnel-addr-"
+
+// Block is one allocation block.
+type Block struct {
+	CIDR     string  `json:"cidr"`
+	Affinity string  `json:"affinity,omitempty"` // "host:<node>"
+	Allocs   []Alloc `json:"allocations"`
+}
+
+// Alloc is one address of a block.
+type Alloc struct {
+	Handle   string `json:"handle,omitempty"`
+	Node     string `json:"node,omitempty"`     // the node the address serves
+	Released int64  `json:"released,omitempty"` // unix ms of the last release
+}
+
+// Prefix parses the block's CIDR.
+func (b *Block) Prefix() netip.Prefix { return netip.MustParsePrefix(b.CIDR) }
+
+// AffinityNode returns the node holding the block's affinity, if any.
+func (b *Block) AffinityNode() string { return strings.TrimPrefix(b.Affinity, "host:") }
+
+// Addr returns the address of ordinal i.
+func (b *Block) Addr(i int) netip.Addr {
+	a := b.Prefix().Addr()
+	for ; i > 0; i-- {
+		a = a.Next()
+	}
+	return a
+}
+
+// InUse counts allocated addresses.
+func (b *Block) InUse() int {
+	n := 0
+	for _, a := range b.Allocs {
+		if a.Handle != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// Handle records the addresses of one container (or other owner).
+type Handle struct {
+	ID   string   `json:"id"`
+	Node string   `json:"node"`
+	IPs  []string `json:"ips"`
+	// Attrs describe the owner (netns, interface, pod), enough to rebuild a
+	// node's endpoints when its own state is lost.
+	Attrs map[string]string `json:"attrs,omitempty"`
+}
+
+type affinity struct {
+	State string `json:"state"` // pending | confirmed
+}
+
+// IPAM allocates from the pools in a datastore.
+type IPAM struct {
+	S                datastore.Store
+	Cooldown         time.Duration // before a released address is reused (default 60s)
+	MaxBlocksPerNode int           // default 20
+	StrictAffinity   bool          // never borrow
+	Now              func() time.Time
+}
+
+func (m *IPAM) now() time.Time {
+	if m.Now != nil {
+		return m.Now()
+	}
+	return time.Now()
+}
+
+func blockKey(cidr string) string { return blockPrefix + strings.ReplaceAll(cidr, "/", "-") }
+func affinityKey(node, cidr string) string {
+	return affinityPrefix + node + "/" + strings.ReplaceAll(cidr, "/", "-")
+}
+
+// Request asks for one address.
+type Request struct {
+	Handle     string
+	Node       string
+	NodeLabels map[string]string
+	Pools      []string // pool names or CIDRs to restrict to (empty: all that select the node)
+	Attrs      map[string]string
+}
+
+// Assign returns the address recorded for req.Handle, or allocates one.
+func (m *IPAM) Assign(ctx context.Context, req Request) (netip.Addr, error) {
+	if req.Handle == "" || req.Node == "" {
+		return netip.Addr{}, errors.New("ipam: handle and node are required")
+	}
+	if h, err := m.GetHandle(ctx, req.Handle); err == nil && len(h.IPs) > 0 {
+		return netip.ParseAddr(h.IPs[0])
+	} else if err != nil && !errors.Is(err, datastore.ErrNotFound) {
+		return netip.Addr{}, err
+	}
+	pools, err := m.pools(ctx, req)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		addr, err := m.tryAssign(ctx, req, pools)
+		if errors.Is(err, datastore.ErrConflict) || errors.Is(err, datastore.ErrExists) {
+			continue // somebody else wrote first: read again
+		}
+		if err != nil {
+			return netip.Addr{}, err
+		}
+		h := Handle{ID: req.Handle, Node: req.Node, IPs: []string{addr.String()}, Attrs: req.Attrs}
+		b, _ := json.Marshal(h)
+		if _, err := m.S.Put(ctx, handlePrefix+req.Handle, b); err != nil {
+			_ = m.Release(ctx, req.Handle)
+			return netip.Addr{}, err
+		}
+		return addr, nil
+	}
+	return netip.Addr{}, fmt.Errorf("ipam: gave up after %d conflicting attempts", maxAttempts)
+}
+
+func (m *IPAM) pools(ctx context.Context, req Request) ([]*resources.IPPool, error) {
+	all, err := resources.Client{S: m.S}.Pools(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []*resources.IPPool
+	for _, p := range all {
+		if p.Spec.Disabled || !p.Selects(req.NodeLabels) {
+			continue
+		}
+		if len(req.Pools) > 0 {
+			ok := false
+			for _, want := range req.Pools {
+				ok = ok || want == p.Metadata.Name || want == p.Spec.CIDR
+			}
+			if !ok {
+				continue
+			}
+		}
+		out = append(out, p)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("ipam: no enabled IP pool selects node %s%s", req.Node, poolsHint(req.Pools))
+	}
+	return out, nil
+}
+
+func poolsHint(p []string) string {
+	if len(p) == 0 {
+		return ""
+	}
+	return " among " + strings.Join(p, ", ")
+}
+
+func inPools(pfx netip.Prefix, pools []*resources.IPPool) bool {
+	for _, p := range pools {
+		if p.Prefix().Contains(pfx.Addr()) {
+			return true
+		}
+	}
+	return false
+}
+
+// tryAssign makes one pass: affine blocks, then a new block, then borrowing.
+func (m *IPAM) tryAssign(ctx context.Context, req Request, pools []*resources.IPPool) (netip.Addr, error) {
+	blocks, err := m.listBlocks(ctx)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	affine := 0
+	for _, kb := range blocks {
+		if kb.b.AffinityNode() != req.Node {
+			continue
+		}
+		affine++
+		if !inPools(kb.b.Prefix(), pools) {
+			continue
+		}
+		if a, ok, err := m.allocIn(ctx, kb, req); ok || err != nil {
+			return a, err
+		}
+	}
+	maxBlocks := m.MaxBlocksPerNode
+	if maxBlocks == 0 {
+		maxBlocks = 20
+	}
+	if affine < maxBlocks {
+		claimed, err := m.claim(ctx, req.Node, pools, blocks)
+		if err != nil {
+			return netip.Addr{}, err
+		}
+		if claimed {
+			return netip.Addr{}, datastore.ErrConflict // allocate from it on the next pass
+		}
+	}
+	if !m.StrictAffinity {
+		for _, kb := range blocks {
+			if kb.b.AffinityNode() == req.Node || !inPools(kb.b.Prefix(), pools) {
+				continue
+			}
+			if a, ok, err := m.allocIn(ctx, kb, req); ok || err != nil {
+				return a, err
+			}
+		}
+	}
+	return netip.Addr{}, ErrExhausted
+}
+
+type keyedBlock struct {
+	b   *Block
+	rev int64
+}
+
+func (m *IPAM) listBlocks(ctx context.Context) ([]keyedBlock, error) {
+	kvs, _, err := m.S.List(ctx, blockPrefix)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]keyedBlock, 0, len(kvs))
+	for _, kv := range kvs {
+		var b Block
+		if err := json.Unmarshal(kv.Value, &b); err != nil {
+			return nil, fmt.Errorf("ipam: corrupt block %s: %w", kv.Key, err)
+		}
+		out = append(out, keyedBlock{&b, kv.Rev})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].b.Prefix().Addr().Less(out[j].b.Prefix().Addr()) })
+	return out, nil
+}
+
+// allocIn takes the lowest free ordinal of a block with compare-and-swap.
+func (m *IPAM) allocIn(ctx context.Context, kb keyedBlock, req Request) (netip.Addr, bool, error) {
+	cooldown := m.Cooldown
+	if cooldown == 0 {
+		cooldown = 60 * time.Second
+	}
+	now := m.now().UnixMilli()
+	for i, a := range kb.b.Allocs {
+		if a.Handle != "" || (a.Released != 0 && now-a.Released < cooldown.Milliseconds()) {
+			continue
+		}
+		kb.b.Allocs[i] = Alloc{Handle: req.Handle, Node: req.Node}
+		v, _ := json.Marshal(kb.b)
+		if _, err := m.S.Update(ctx, blockKey(kb.b.CIDR), v, kb.rev); err != nil {
+			return netip.Addr{}, false, err
+		}
+		return kb.b.Addr(i), true, nil
+	}
+	return netip.Addr{}, false, nil
+}
+
+// claim creates the first free block of the pools with affinity to node:
+// a pending affinity, then the block (create-if-absent), then confirmed.
+func (m *IPAM) claim(ctx context.Context, node string, pools []*resources.IPPool, blocks []keyedBlock) (bool, error) {
+	taken := map[netip.Prefix]bool{}
+	for _, kb := range blocks {
+		taken[kb.b.Prefix()] = true
+	}
+	for _, p := range pools {
+		pfx := p.Prefix()
+		size := 1 << (32 - p.Spec.BlockSize)
+		for a := pfx.Addr(); pfx.Contains(a); {
+			bp := netip.PrefixFrom(a, p.Spec.BlockSize)
+			next := advance(a, size)
+			if !taken[bp] {
+				return true, m.createBlock(ctx, node, bp, size)
+			}
+			if !next.IsValid() {
+				break
+			}
+			a = next
+		}
+	}
+	return false, nil
+}
+
+func advance(a netip.Addr, n int) netip.Addr {
+	b := a.As4()
+	v := uint64(b[0])<<24 | uint64(b[1])<<16 | uint64(b[2])<<8 | uint64(b[3])
+	v += uint64(n)
+	if v > 0xffffffff {
+		return netip.Addr{}
+	}
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+func (m *IPAM) createBlock(ctx context.Context, node string, bp netip.Prefix, size int) error {
+	cidr := bp.String()
+	pending, _ := json.Marshal(affinity{State: "pending"})
+	if _, err := m.S.Create(ctx, affinityKey(node, cidr), pending); err != nil && !errors.Is(err, datastore.ErrExists) {
+		return err
+	}
+	b, _ := json.Marshal(Block{CIDR: cidr, Affinity: "host:" + node, Allocs: make([]Alloc, size)})
+	if _, err := m.S.Create(ctx, blockKey(cidr), b); err != nil {
+		_ = m.S.Delete(ctx, affinityKey(node, cidr), 0)
+		return err // ErrExists: another node won the block; the caller rereads
+	}
+	confirmed, _ := json.Marshal(affinity{State: "confirmed"})
+	_, err := m.S.Put(ctx, affinityKey(node, cidr), confirmed)
+	return err
+}
+
+// GetHandle reads a handle record.
+func (m *IPAM) GetHandle(ctx context.Context, id string) (Handle, error) {
+	kv, err := m.S.Get(ctx, handlePrefix+id)
+	if err != nil {
+		return Handle{}, err
+	}
+	var h Handle
+	if err := json.Unmarshal(kv.Value, &h); err != nil {
+		return Handle{}, fmt.Errorf("ipam: corrupt handle %s: %w", id, err)
+	}
+	return h, nil
+}
+
+// Release frees every address of a handle. An unknown handle is not an
+// error. Blocks are the truth: addresses held under the handle are found
+// and freed even if the handle record was lost.
+func (m *IPAM) Release(ctx context.Context, handle string) error {
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		blocks, err := m.listBlocks(ctx)
+		if err != nil {
+			return err
+		}
+		conflict := false
+		for _, kb := range blocks {
+			changed := false
+			for i, a := range kb.b.Allocs {
+				if a.Handle == handle {
+					kb.b.Allocs[i] = Alloc{Released: m.now().UnixMilli()}
+					changed = true
+				}
+			}
+			if !changed {
+				continue
+			}
+			v, _ := json.Marshal(kb.b)
+			if _, err := m.S.Update(ctx, blockKey(kb.b.CIDR), v, kb.rev); errors.Is(err, datastore.ErrConflict) {
+				conflict = true
+			} else if err != nil {
+				return err
+			}
+		}
+		if conflict {
+			continue
+		}
+		if err := m.S.Delete(ctx, handlePrefix+handle, 0); err != nil && !errors.Is(err, datastore.ErrNotFound) {
+			return err
+		}
+		return nil
+	}
+	return fmt.Errorf("ipam: release of %s gave up after %d conflicts", handle, maxAttempts)
+}
+
+// Blocks lists every block.
+func (m *IPAM) Blocks(ctx context.Context) ([]*Block, error) {
+	kbs, err := m.listBlocks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Block, len(kbs))
+	for i, kb := range kbs {
+		out[i] = kb.b
+	}
+	return out, nil
+}
+
+// Handles lists every handle record.
+func (m *IPAM) Handles(ctx context.Context) ([]Handle, error) {
+	kvs, _, err := m.S.List(ctx, handlePrefix)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Handle, 0, len(kvs))
+	for _, kv := range kvs {
+		var h Handle
+		if json.Unmarshal(kv.Value, &h) == nil {
+			out = append(out, h)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// GC releases the handles of node that keep does not vouch for (leaked by
+// a runtime that never called DEL), and removes empty blocks whose
+// affinity node no longer exists. It returns the released handles.
+func (m *IPAM) GC(ctx context.Context, node string, keep func(handle string) bool, liveNodes map[string]bool) ([]string, error) {
+	blocks, err := m.listBlocks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var released []string
+	for _, kb := range blocks {
+		for _, a := range kb.b.Allocs {
+			if a.Handle != "" && a.Node == node && !seen[a.Handle] && !keep(a.Handle) {
+				seen[a.Handle] = true
+				if err := m.Release(ctx, a.Handle); err != nil {
+					return released, err
+				}
+				released = append(released, a.Handle)
+			}
+		}
+	}
+	if liveNodes != nil {
+		for _, kb := range blocks {
+			owner := kb.b.AffinityNode()
+			if owner != "" && !liveNodes[owner] && kb.b.InUse() == 0 {
+				if err := m.S.Delete(ctx, blockKey(kb.b.CIDR), kb.rev); err == nil {
+					_ = m.S.Delete(ctx, affinityKey(owner, kb.b.CIDR), 0)
+				}
+			}
+		}
+	}
+	return released, nil
+}

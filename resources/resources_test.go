@@ -1,0 +1,160 @@
+package resources
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tortie-net/tortie/datastore"
+)
+
+const manifest = `
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata:
+  name: default-ipv4-ippool
+spec:
+  cidr: 192.168.0.0/16
+  vxlanMode: Always
+  natOutgoing: true
+---
+apiVersion: tortie.io/v1
+kind: Node
+metadata:
+  name: n1
+  labels: {route-reflector: "true"}
+spec:
+  bgp: {ipv4Address: 10.0.1.1/24}
+`
+
+func TestApplyAndList(t *testing.T) {
+	c := Client{datastore.NewMemory()}
+	objs, err := Decode(strings.NewReader(manifest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Apply(context.Background(), objs); err != nil {
+		t.Fatal(err)
+	}
+	pools, _ := c.Pools(context.Background())
+	if len(pools) != 1 || pools[0].Spec.BlockSize != 26 || pools[0].Spec.IPIPMode != ModeNever || !pools[0].Spec.NATOutgoing {
+		t.Fatalf("pool defaults: %+v", pools)
+	}
+	nodes, _ := c.Nodes(context.Background())
+	if len(nodes) != 1 || nodes[0].Metadata.Labels["route-reflector"] != "true" {
+		t.Fatalf("nodes: %+v", nodes)
+	}
+}
+
+func TestRejected(t *testing.T) {
+	pool := func(name, spec string) string {
+		return "apiVersion: tortie.io/v1\nkind: IPPool\nmetadata: {name: " + name + "}\nspec: " + spec + "\n"
+	}
+	for _, c := range []struct{ in, want string }{
+		{pool("a", "{cidr: 10.0.0.0/8, blockSize: 19}"), "out of range 20-32"},
+		{pool("a", "{cidr: 10.0.0.0/8, blockSize: 33}"), "out of range 20-32"},
+		{pool("a", "{cidr: 10.0.0.0/8, ipipMode: Always, vxlanMode: CrossSubnet}"), "cannot both"},
+		{pool("a", "{cidr: 10.0.0.0/8, ipipMode: Sometimes}"), "want Never, Always or CrossSubnet"},
+		{pool("a", "{cidr: 10.0.0.1/8}"), "host bits"},
+		{pool("a", "{cidr: fd00::/64}"), "only IPv4"},
+		{pool("a", "{cidr: 10.0.0.0/24, blockSize: 22}"), "larger than the pool"},
+		{pool("a", "{cidr: 10.0.0.0/8, nodeSelector: \"zone ==\"}"), "nodeSelector"},
+		{pool("a", "{cidr: 10.0.0.0/8, bogus: 1}"), "unknown field"},
+		{pool("a", "{cidr: 10.0.0.0/16}") + "---\n" + pool("b", "{cidr: 10.0.128.0/17}"), "overlaps"},
+		{pool("x", "{cidr: 10.1.0.0/16}") + "---\n" + pool("y", "{cidr: 10.2.0.0/16, blockSize: 40}"), "out of range"},
+		{"apiVersion: v1\nkind: IPPool", "apiVersion"},
+		{"apiVersion: tortie.io/v1\nkind: Pod", "unknown kind"},
+		{"{{{", "document 1"},
+	} {
+		c2 := Client{datastore.NewMemory()}
+		objs, err := Decode(strings.NewReader(c.in))
+		if err == nil {
+			err = c2.Apply(context.Background(), objs)
+		}
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v, want error with %q", c.in, err, c.want)
+		}
+		// Nothing half-written.
+		if pools, _ := c2.Pools(context.Background()); len(pools) != 0 {
+			t.Errorf("%q: %d pools written despite the error", c.in, len(pools))
+		}
+	}
+}
+
+func TestOverlapWithStored(t *testing.T) {
+	c := Client{datastore.NewMemory()}
+	ctx := context.Background()
+	objs, _ := Decode(strings.NewReader("apiVersion: tortie.io/v1\nkind: IPPool\nmetadata: {name: a}\nspec: {cidr: 10.244.0.0/16}\n"))
+	if err := c.Apply(ctx, objs); err != nil {
+		t.Fatal(err)
+	}
+	objs, _ = Decode(strings.NewReader("apiVersion: tortie.io/v1\nkind: IPPool\nmetadata: {name: b}\nspec: {cidr: 10.244.1.0/24}\n"))
+	if err := c.Apply(ctx, objs); err == nil || !strings.Contains(err.Error(), "overlaps") {
+		t.Fatalf("overlap with a stored pool: %v", err)
+	}
+	// Re-applying the same pool with new settings is fine; a new CIDR is not.
+	objs, _ = Decode(strings.NewReader("apiVersion: tortie.io/v1\nkind: IPPool\nmetadata: {name: a}\nspec: {cidr: 10.244.0.0/16, disabled: true}\n"))
+	if err := c.Apply(ctx, objs); err != nil {
+		t.Fatal(err)
+	}
+	objs, _ = Decode(strings.NewReader("apiVersion: tortie.io/v1\nkind: IPPool\nmetadata: {name: a}\nspec: {cidr: 10.245.0.0/16}\n"))
+	if err := c.Apply(ctx, objs); err == nil {
+		t.Fatal("changing a pool's CIDR was accepted")
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add(manifest)
+	f.Fuzz(func(t *testing.T, in string) {
+		objs, err := Decode(strings.NewReader(in))
+		if err == nil {
+			for _, o := range objs {
+				_ = o.Validate()
+			}
+		}
+	})
+}
+
+func TestBGPResources(t *testing.T) {
+	f, err := os.Open("../examples/bgp.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	objs, err := Decode(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		if err := o.Validate(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conf := objs[0].(*BGPConfiguration)
+	if conf.MeshEnabled() || conf.ASN() != 64512 || conf.MeshRestartTime() != 120*time.Second {
+		t.Fatalf("configuration %+v", conf.Spec)
+	}
+	tor := objs[2].(*BGPPeer)
+	if tor.Spec.Password.Value != "change-me" || tor.Spec.KeepaliveTime.Duration != 30*time.Second || tor.Global() {
+		t.Fatalf("peer %+v", tor.Spec)
+	}
+	for doc, want := range map[string]string{
+		"kind: BGPPeer\nmetadata: {name: x}\nspec: {asNumber: 65001}":                                                            "peerIP (with asNumber) or spec.peerSelector is required",
+		"kind: BGPPeer\nmetadata: {name: x}\nspec: {peerIP: 10.0.0.1}":                                                           "asNumber is required",
+		"kind: BGPPeer\nmetadata: {name: x}\nspec: {peerIP: nope, asNumber: 1}":                                                  "is not an IPv4 address",
+		"kind: BGPPeer\nmetadata: {name: x}\nspec: {peerSelector: \"a ==\", node: n1}":                                           "peerSelector",
+		"kind: BGPPeer\nmetadata: {name: x}\nspec: {peerIP: 10.0.0.1, asNumber: 1, password: {secretKeyRef: {name: s, key: k}}}": "tortie has no Kubernetes secrets",
+		"kind: BGPConfiguration\nmetadata: {name: default}\nspec: {listenPort: 70000}":                                           "listenPort",
+		"kind: Node\nmetadata: {name: n}\nspec: {bgp: {ipv4Address: 10.0.0.1/24, routeReflectorClusterID: x}}":                   "routeReflectorClusterID",
+	} {
+		objs, err := Decode(strings.NewReader("apiVersion: projectcalico.org/v3\n" + doc))
+		if err == nil {
+			err = objs[0].Validate()
+		}
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: got %v, want %q", doc, err, want)
+		}
+	}
+}
