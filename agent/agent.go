@@ -1,0 +1,381 @@
+// Package agent is what a tortie node does with a datastore: it registers
+// the node, follows pools, nodes and blocks (through dsync), keeps the
+// kernel's routes to the host TUN and the pod MTU in line with the pools,
+// takes a tunnel address from IPAM when a pool encapsulates, and restores
+// the node's pods after a restart, releasing the addresses of pods whose
+// namespace is gone.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tortie-net/tortie/api"
+	"github.com/tortie-net/tortie/bgp"
+	"github.com/tortie-net/tortie/cni"
+	"github.com/tortie-net/tortie/datastore"
+	"github.com/tortie-net/tortie/dsync"
+	"github.com/tortie-net/tortie/endpoint"
+	"github.com/tortie-net/tortie/fib"
+	"github.com/tortie-net/tortie/hostif"
+	"github.com/tortie-net/tortie/ipam"
+	"github.com/tortie-net/tortie/natout"
+	"github.com/tortie-net/tortie/peering"
+	"github.com/tortie-net/tortie/resources"
+	"github.com/tortie-net/tortie/router"
+	"github.com/tortie-net/tortie/router/header"
+)
+
+// Agent ties the datastore to the node's dataplane.
+type Agent struct {
+	Node        string
+	Labels      map[string]string
+	Addr        netip.Prefix
+	VTEPMAC     header.MAC
+	UnderlayMTU int
+	Store       datastore.Store
+	IPAM        *ipam.IPAM
+	FIB         *fib.FIB
+	Router      *router.Router
+	Host        *hostif.Host
+	Endpoints   *endpoint.Manager
+	Log         *zap.Logger
+
+	// BGP makes BGP the source of other nodes' routes (a speaker is
+	// started after the first full sync); otherwise they are derived from
+	// the datastore.
+	BGP *BGPOptions
+
+	Syncer *dsync.Syncer
+
+	mu     sync.Mutex
+	tunnel netip.Addr
+
+	bgpMu    sync.Mutex
+	speaker  *bgp.Speaker
+	bgpLocal peering.Local
+	kernelMu sync.Mutex
+}
+
+// BGPOptions tune the speaker.
+type BGPOptions struct {
+	StateFile          string // routes kept across a planned restart
+	DefaultMaxPrefixes uint32
+}
+
+// TunnelHandle is the IPAM handle of a node's tunnel address.
+func TunnelHandle(node string) string { return ipam.TunnelHandlePrefix + node }
+
+// Start registers the node (retrying until the datastore answers) and
+// starts following the datastore. It returns once registered.
+func (a *Agent) Start(ctx context.Context) error {
+	a.Syncer = &dsync.Syncer{Store: a.Store, Me: a.Node, MyAddr: a.Addr, FIB: a.FIB, Log: a.Log.Named("dsync"), OnSync: a.onSync,
+		BGP: a.BGP != nil}
+	backoff := 100 * time.Millisecond
+	for {
+		err := a.register(ctx)
+		if err == nil {
+			break
+		}
+		a.Log.Warn("node registration failed; retrying", zap.Error(err), zap.Duration("retry", backoff))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+	go a.Syncer.Run(ctx)
+	go a.reclaim(ctx, time.Minute)
+	return nil
+}
+
+// reclaim periodically removes empty blocks whose node is no longer
+// registered (IPAM leaks after node deletion). Any node may do it: the
+// deletes are compare-and-swap, so a block that gains an address meanwhile
+// is kept.
+func (a *Agent) reclaim(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s := a.Syncer.Snapshot()
+		if s == nil {
+			continue
+		}
+		live := map[string]bool{}
+		for _, n := range s.Nodes {
+			live[n.Metadata.Name] = true
+		}
+		if _, err := a.IPAM.GC(ctx, a.Node, func(string) bool { return true }, live); err != nil {
+			a.Log.Warn("reclaiming blocks of deleted nodes", zap.Error(err))
+		}
+	}
+}
+
+func (a *Agent) register(ctx context.Context) error {
+	n := &resources.Node{Metadata: resources.Meta{Name: a.Node, Labels: a.Labels}, Spec: resources.NodeSpec{
+		BGP:                &resources.NodeBGPSpec{IPv4Address: a.Addr.String()},
+		VXLANTunnelMACAddr: a.VTEPMAC.String(),
+	}}
+	a.mu.Lock()
+	if a.tunnel.IsValid() {
+		n.Spec.IPv4VXLANTunnelAddr = a.tunnel.String()
+		n.Spec.BGP.IPv4IPIPTunnelAddr = a.tunnel.String()
+	}
+	a.mu.Unlock()
+	// What an operator set on the node (labels such as route-reflector,
+	// an AS number, a route-reflector cluster ID) survives re-registration;
+	// labels from the config file win over stored ones of the same key.
+	rc := resources.Client{S: a.Store}
+	nodes, err := rc.Nodes(ctx)
+	if err != nil {
+		return err
+	}
+	for _, old := range nodes {
+		if old.Metadata.Name != a.Node {
+			continue
+		}
+		labels := map[string]string{}
+		for k, v := range old.Metadata.Labels {
+			labels[k] = v
+		}
+		for k, v := range a.Labels {
+			labels[k] = v
+		}
+		n.Metadata.Labels = labels
+		if old.Spec.BGP != nil {
+			n.Spec.BGP.ASNumber = old.Spec.BGP.ASNumber
+			n.Spec.BGP.RouteReflectorClusterID = old.Spec.BGP.RouteReflectorClusterID
+		}
+	}
+	return rc.PutNode(ctx, n)
+}
+
+// Ready says whether CNI ADD can be served: synced, and the store answers.
+func (a *Agent) Ready(ctx context.Context) error {
+	if a.Syncer == nil || !a.Syncer.Ready() {
+		return errors.New("the datastore has not been synced yet")
+	}
+	// The store bounds the call with its own timeout.
+	if _, err := a.Store.Get(ctx, resources.Prefix+"nodes/"+a.Node); err != nil {
+		return fmt.Errorf("the datastore does not answer (no etcd quorum, or etcd out of reach): %w", err)
+	}
+	return nil
+}
+
+// onSync applies a snapshot to the kernel side of the node.
+func (a *Agent) onSync(s *dsync.Snapshot) {
+	var cluster, nat []netip.Prefix
+	for _, p := range s.Pools {
+		cluster = append(cluster, p.Prefix())
+		if p.Spec.NATOutgoing {
+			nat = append(nat, p.Prefix())
+		}
+	}
+	if err := natout.Sync(nat, cluster); err != nil {
+		a.Log.Warn("natOutgoing rules", zap.Error(err))
+	}
+	podMTU := a.UnderlayMTU - s.MaxOverhead()
+	a.Endpoints.SetMTU(podMTU)
+	if err := a.Host.SyncClusterRoutes(cluster, podMTU); err != nil {
+		a.Log.Warn("kernel routes to the host TUN", zap.Error(err))
+	}
+	a.syncNativeRoutes()
+	if a.BGP != nil {
+		a.syncBGP(s)
+	}
+	if s.MaxOverhead() > 0 {
+		a.ensureTunnelAddr()
+	}
+}
+
+// syncNativeRoutes gives the kernel a route for every natively routed
+// remote prefix in the FIB (from the datastore or BGP), so that what tortie
+// sends through the raw socket, and what the node itself sends, goes to
+// the right neighbour.
+func (a *Agent) syncNativeRoutes() {
+	a.kernelMu.Lock()
+	defer a.kernelMu.Unlock()
+	var native []hostif.NativeRoute
+	for _, r := range a.FIB.Load().Routes() {
+		if (r.Source == fib.SourceDatastore || r.Source == fib.SourceBGP) && r.NextHop.Kind == fib.KindRemote && r.NextHop.Mode == fib.ModeNative {
+			native = append(native, hostif.NativeRoute{Prefix: r.Prefix, Via: netip.AddrFrom4(r.NextHop.Node)})
+		}
+	}
+	if err := a.Host.SyncNativeRoutes(native); err != nil {
+		a.Log.Warn("kernel routes to natively routed prefixes", zap.Error(err))
+	}
+}
+
+// syncBGP starts the speaker at the first sync and keeps its sessions and
+// advertisements in line with the datastore.
+func (a *Agent) syncBGP(s *dsync.Snapshot) {
+	plan, err := peering.For(a.Node, s)
+	if err != nil {
+		a.Log.Warn("BGP plan", zap.Error(err))
+		return
+	}
+	for _, w := range plan.Warnings {
+		a.Log.Warn(w)
+	}
+	a.bgpMu.Lock()
+	defer a.bgpMu.Unlock()
+	if a.speaker == nil {
+		sp, err := bgp.Start(bgp.Config{
+			RouterID: a.Addr.Addr(), ASN: plan.Local.ASN, ListenPort: plan.Local.ListenPort, ListenAddr: a.Addr.Addr(),
+			StateFile: a.BGP.StateFile, DefaultMaxPrefixes: a.BGP.DefaultMaxPrefixes, FIB: a.FIB,
+			Resolve: func(p netip.Prefix, nh netip.Addr) (fib.NextHop, bool) {
+				return a.Syncer.Snapshot().Resolve(a.Addr, p, nh)
+			},
+			OnChange: a.syncNativeRoutes,
+			Log:      a.Log.Named("bgp"),
+		})
+		if err != nil {
+			a.Log.Error("BGP speaker not started", zap.Error(err))
+			return
+		}
+		a.speaker, a.bgpLocal = sp, plan.Local
+		a.Log.Info("BGP speaker running", zap.Uint32("asn", plan.Local.ASN), zap.Int("port", plan.Local.ListenPort),
+			zap.String("clusterID", plan.Local.ClusterID), zap.Bool("restarting", sp.Restarting()))
+	} else if plan.Local.ASN != a.bgpLocal.ASN || plan.Local.ListenPort != a.bgpLocal.ListenPort {
+		a.Log.Warn("BGP AS number or listen port changed: takes effect at the next restart of tortied",
+			zap.Uint32("asn", plan.Local.ASN), zap.Int("port", plan.Local.ListenPort))
+	}
+	a.bgpLocal.ClusterID = plan.Local.ClusterID
+	if err := a.speaker.SetPeers(plan.Peers); err != nil {
+		a.Log.Warn("BGP peers", zap.Error(err))
+	}
+	if err := a.speaker.Advertise(plan.Advertise); err != nil {
+		a.Log.Warn("BGP advertisements", zap.Error(err))
+	}
+	a.speaker.Reresolve()
+}
+
+// BGPStatus reports the speaker for the API.
+func (a *Agent) BGPStatus() (api.BGPStatus, error) {
+	a.bgpMu.Lock()
+	sp, local := a.speaker, a.bgpLocal
+	a.bgpMu.Unlock()
+	st := api.BGPStatus{Peers: []bgp.PeerStatus{}, Advertised: []string{}}
+	if sp == nil {
+		return st, nil
+	}
+	peers, err := sp.Status()
+	if err != nil {
+		return st, err
+	}
+	st.Running, st.ASN, st.RouterID, st.ClusterID, st.Restarting = true, local.ASN, a.Addr.Addr().String(), local.ClusterID, sp.Restarting()
+	if peers != nil {
+		st.Peers = peers
+	}
+	for _, p := range sp.Advertised() {
+		st.Advertised = append(st.Advertised, p.String())
+	}
+	st.Counters = sp.Counters()
+	return st, nil
+}
+
+// Stop ends the BGP speaker: planned (a restart) keeps peers' copies of our
+// routes through graceful restart; otherwise sessions end with a CEASE.
+func (a *Agent) Stop(planned bool) {
+	a.bgpMu.Lock()
+	sp := a.speaker
+	a.speaker = nil
+	a.bgpMu.Unlock()
+	if sp != nil {
+		sp.Stop(planned)
+	}
+}
+
+// ensureTunnelAddr takes the node's tunnel address from IPAM (as Calico
+// does for vxlan.calico and tunl0) and puts it on the host TUN.
+func (a *Agent) ensureTunnelAddr() {
+	a.mu.Lock()
+	have := a.tunnel.IsValid()
+	a.mu.Unlock()
+	if have {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	addr, err := a.IPAM.Assign(ctx, ipam.Request{Handle: TunnelHandle(a.Node), Node: a.Node, NodeLabels: a.Labels})
+	if err != nil {
+		a.Log.Warn("no tunnel address yet", zap.Error(err))
+		return
+	}
+	if err := a.Host.SetTunnelAddr(addr); err != nil {
+		a.Log.Warn("tunnel address", zap.Error(err))
+		return
+	}
+	a.Router.SetTunnelAddr(addr.As4())
+	_ = a.FIB.Update(func(tx fib.Tx) error {
+		return tx.Set(fib.Route{Prefix: netip.PrefixFrom(addr, 32), Source: fib.SourceHost, NextHop: fib.NextHop{Kind: fib.KindHost}})
+	})
+	a.mu.Lock()
+	a.tunnel = addr
+	a.mu.Unlock()
+	if err := a.register(ctx); err != nil {
+		a.Log.Warn("node tunnel address not recorded", zap.Error(err))
+	}
+	a.Log.Info("tunnel address assigned", zap.Stringer("address", addr))
+}
+
+// Restore re-attaches the endpoints of a previous run from the state file,
+// or, if it is corrupt or of another version, from the IPAM handles of this
+// node. Pods whose namespace is gone have their addresses released once the
+// datastore answers.
+func (a *Agent) Restore(ctx context.Context, stateFile string) {
+	specs, err := endpoint.LoadState(stateFile)
+	if err != nil {
+		a.Log.Warn("endpoint state not trusted; rebuilding from the datastore", zap.Error(err))
+		specs = a.specsFromIPAM(ctx)
+	}
+	gone := a.Endpoints.Restore(specs)
+	if len(gone) == 0 {
+		return
+	}
+	go func() {
+		for _, s := range gone {
+			for ctx.Err() == nil {
+				if err := a.IPAM.Release(ctx, s.Handle); err == nil {
+					a.Log.Info("released the address of a pod that is gone", zap.String("endpoint", s.Name), zap.Stringer("address", s.Address))
+					break
+				}
+				time.Sleep(time.Second)
+			}
+		}
+	}()
+}
+
+func (a *Agent) specsFromIPAM(ctx context.Context) []endpoint.Spec {
+	for ctx.Err() == nil {
+		hs, err := a.IPAM.Handles(ctx)
+		if err != nil {
+			a.Log.Warn("reading IPAM handles", zap.Error(err))
+			time.Sleep(time.Second)
+			continue
+		}
+		var specs []endpoint.Spec
+		for _, h := range hs {
+			if h.Node != a.Node {
+				continue
+			}
+			if s, ok := cni.SpecFromHandle(h); ok {
+				specs = append(specs, s)
+			}
+		}
+		return specs
+	}
+	return nil
+}

@@ -1,0 +1,391 @@
+// Package cni is the daemon side of tortie's CNI plugin: the tortie-cni
+// binary (package cni/plugin) validates what the container runtime gives it
+// and forwards each command here over tortied's unix socket; this package
+// allocates the address (IPAM), creates or removes the pod endpoint, and
+// answers CHECK by really inspecting the pod's interface, addresses, routes
+// and MTU, the FIB and the IPAM record.
+package cni
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"go.uber.org/zap"
+
+	"github.com/tortie-net/tortie/datastore"
+	"github.com/tortie-net/tortie/endpoint"
+	"github.com/tortie-net/tortie/fib"
+	"github.com/tortie-net/tortie/ipam"
+	"github.com/tortie-net/tortie/nsutil"
+	"github.com/tortie-net/tortie/router"
+)
+
+// CNI error codes (CNI spec, "Error" section); 100 and up are tortie's.
+const (
+	CodeUnknownContainer = 3
+	CodeInvalidEnv       = 4
+	CodeIOFailure        = 5
+	CodeInvalidConfig    = 7
+	CodeTryAgainLater    = 11
+	CodeNotAvailable     = 50
+	CodeExhausted        = 100
+	CodeCheckFailed      = 101
+)
+
+// Error is a failure with a CNI error code.
+type Error struct {
+	Code uint   `json:"code"`
+	Msg  string `json:"msg"`
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+func coded(code uint, format string, a ...any) *Error {
+	return &Error{Code: code, Msg: fmt.Sprintf(format, a...)}
+}
+
+// Attachment names one container's interface on a network.
+type Attachment struct {
+	ContainerID string `json:"containerID"`
+	IfName      string `json:"ifName"`
+}
+
+// Request is what the plugin sends for ADD, DEL and CHECK.
+type Request struct {
+	Attachment
+	Network      string   `json:"network"`
+	Netns        string   `json:"netns"`
+	PodNamespace string   `json:"podNamespace,omitempty"`
+	PodName      string   `json:"podName,omitempty"`
+	Pools        []string `json:"pools,omitempty"`
+	MTU          int      `json:"mtu,omitempty"`
+}
+
+// Result is what ADD returns, enough for the plugin's CNI result.
+type Result struct {
+	IfName  string `json:"ifName"`
+	MAC     string `json:"mac"`
+	Sandbox string `json:"sandbox"`
+	Address string `json:"address"` // a.b.c.d/32
+	Gateway string `json:"gateway"`
+	MTU     int    `json:"mtu"`
+}
+
+// GCRequest lists the attachments the runtime still has on a network.
+type GCRequest struct {
+	Network string       `json:"network"`
+	Valid   []Attachment `json:"valid"`
+}
+
+// EndpointName is the endpoint (and port) name of an attachment.
+func EndpointName(containerID, ifName string) string {
+	id := containerID
+	if len(id) > 12 {
+		id = id[:12]
+	}
+	return id + "-" + ifName
+}
+
+// HandleID is the IPAM handle of an attachment, as Calico names it.
+func HandleID(network, containerID string) string { return network + "." + containerID }
+
+// Service serves the CNI commands for one node.
+type Service struct {
+	Node       string
+	NodeLabels map[string]string
+	Endpoints  *endpoint.Manager
+	IPAM       *ipam.IPAM
+	Router     *router.Router
+	// Ready says whether the datastore is reachable and synced.
+	Ready func(context.Context) error
+	Log   *zap.Logger
+
+	// ipamLock serialises this node's IPAM writes, as Calico's host-wide
+	// IPAM lock does: concurrent ADDs on one node would otherwise race each
+	// other on the same affine block and multiply datastore round trips.
+	ipamLock hostLock
+}
+
+// hostLock is a mutex whose wait is bounded by a context.
+type hostLock struct {
+	once sync.Once
+	ch   chan struct{}
+}
+
+func (l *hostLock) acquire(ctx context.Context) error {
+	l.once.Do(func() { l.ch = make(chan struct{}, 1) })
+	select {
+	case l.ch <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return coded(CodeTryAgainLater, "other address assignments on this node are still in progress (%v); try again later", ctx.Err())
+	}
+}
+
+func (l *hostLock) release() { <-l.ch }
+
+func validate(r Request, needNetns bool) *Error {
+	switch {
+	case r.ContainerID == "":
+		return coded(CodeInvalidEnv, "CNI_CONTAINERID is empty")
+	case r.IfName == "":
+		return coded(CodeInvalidEnv, "CNI_IFNAME is empty")
+	case len(r.IfName) > 15 || strings.ContainsAny(r.IfName, "/ :") || r.IfName == "." || r.IfName == "..":
+		return coded(CodeInvalidEnv, "CNI_IFNAME %q is not a valid interface name", r.IfName)
+	case r.Network == "":
+		return coded(CodeInvalidConfig, "the network configuration has no name")
+	case needNetns && r.Netns == "":
+		return coded(CodeInvalidEnv, "CNI_NETNS is empty")
+	}
+	return nil
+}
+
+func (s *Service) storeErr(op string, err error) error {
+	if errors.Is(err, datastore.ErrUnavailable) {
+		return coded(CodeTryAgainLater, "%s: the datastore is unreachable (%v); try again later", op, err)
+	}
+	if errors.Is(err, ipam.ErrExhausted) {
+		return coded(CodeExhausted, "%s: %v", op, err)
+	}
+	return coded(CodeIOFailure, "%s: %v", op, err)
+}
+
+// Add allocates an address and attaches the pod. On failure nothing is
+// left: the address is released and the interface removed.
+func (s *Service) Add(ctx context.Context, r Request) (Result, error) {
+	if e := validate(r, true); e != nil {
+		return Result{}, e
+	}
+	name := EndpointName(r.ContainerID, r.IfName)
+	if info, ok := s.Endpoints.Get(name); ok && info.ContainerID == r.ContainerID {
+		return result(info), nil // a retried ADD
+	}
+	handle := HandleID(r.Network, r.ContainerID)
+	addr, err := s.assign(ctx, ipam.Request{Handle: handle, Node: s.Node, NodeLabels: s.NodeLabels, Pools: r.Pools,
+		Attrs: map[string]string{"netns": r.Netns, "ifName": r.IfName, "containerID": r.ContainerID, "network": r.Network,
+			"namespace": r.PodNamespace, "pod": r.PodName}})
+	if err != nil {
+		return Result{}, err
+	}
+	info, err := s.Endpoints.Add(endpoint.Spec{
+		Name: name, Netns: r.Netns, Address: addr, IfName: r.IfName, MTU: r.MTU,
+		ContainerID: r.ContainerID, Network: r.Network, Handle: handle, PodNamespace: r.PodNamespace, PodName: r.PodName,
+	})
+	if err != nil {
+		if rerr := s.release(context.WithoutCancel(ctx), handle); rerr != nil {
+			s.Log.Error("rollback: address not released", zap.String("handle", handle), zap.Error(rerr))
+		}
+		return Result{}, coded(CodeIOFailure, "attaching the pod failed (address %s released): %v", addr, err)
+	}
+	return result(info), nil
+}
+
+// assign checks the datastore and allocates under the node's IPAM lock.
+func (s *Service) assign(ctx context.Context, req ipam.Request) (netip.Addr, error) {
+	if err := s.ipamLock.acquire(ctx); err != nil {
+		return netip.Addr{}, err
+	}
+	defer s.ipamLock.release()
+	if err := s.Ready(ctx); err != nil {
+		return netip.Addr{}, coded(CodeTryAgainLater, "tortied cannot assign addresses now: %v; try again later", err)
+	}
+	addr, err := s.IPAM.Assign(ctx, req)
+	if err != nil {
+		return netip.Addr{}, s.storeErr("IP address assignment", err)
+	}
+	return addr, nil
+}
+
+// release frees a handle's addresses under the node's IPAM lock.
+func (s *Service) release(ctx context.Context, handle string) error {
+	if err := s.ipamLock.acquire(ctx); err != nil {
+		return err
+	}
+	defer s.ipamLock.release()
+	return s.IPAM.Release(ctx, handle)
+}
+
+func result(info endpoint.Info) Result {
+	return Result{IfName: info.IfName, MAC: info.MAC, Sandbox: info.Netns, Address: info.Address.String() + "/32",
+		Gateway: netip.AddrFrom4(router.Gateway).String(), MTU: info.MTU}
+}
+
+// Del removes the pod's endpoint and releases its address. A missing
+// endpoint, interface or namespace is success.
+func (s *Service) Del(ctx context.Context, r Request) error {
+	if e := validate(r, false); e != nil {
+		return e
+	}
+	if err := s.Endpoints.Delete(EndpointName(r.ContainerID, r.IfName)); err != nil {
+		s.Log.Warn("endpoint removal", zap.Error(err))
+	}
+	if err := s.release(ctx, HandleID(r.Network, r.ContainerID)); err != nil {
+		var ce *Error
+		if errors.As(err, &ce) {
+			return err
+		}
+		return s.storeErr("releasing the address", err)
+	}
+	return nil
+}
+
+// Check verifies the attachment end to end.
+func (s *Service) Check(ctx context.Context, r Request) error {
+	if e := validate(r, true); e != nil {
+		return e
+	}
+	info, ok := s.Endpoints.Get(EndpointName(r.ContainerID, r.IfName))
+	if !ok {
+		return coded(CodeUnknownContainer, "no endpoint for container %s interface %s", r.ContainerID, r.IfName)
+	}
+	var problems []string
+	if info.Netns != r.Netns {
+		problems = append(problems, fmt.Sprintf("endpoint is in %s, runtime says %s", info.Netns, r.Netns))
+	}
+	if err := nsutil.Do(r.Netns, func() error { return checkPodSide(info) }); err != nil {
+		problems = append(problems, err.Error())
+	}
+	nh := s.Router.FIB().Load().Lookup(fib.AddrU32(info.Address))
+	if nh == nil || nh.Kind != fib.KindLocal || nh.Port != info.Port {
+		problems = append(problems, fmt.Sprintf("FIB does not route %s to this pod's port", info.Address))
+	}
+	h, err := s.IPAM.GetHandle(ctx, info.Handle)
+	switch {
+	case errors.Is(err, datastore.ErrUnavailable):
+		problems = append(problems, "datastore unreachable: IPAM record not verified")
+	case err != nil:
+		problems = append(problems, fmt.Sprintf("IPAM handle %s: %v", info.Handle, err))
+	case len(h.IPs) == 0 || h.IPs[0] != info.Address.String():
+		problems = append(problems, fmt.Sprintf("IPAM handle %s holds %v, not %s", info.Handle, h.IPs, info.Address))
+	}
+	if len(problems) > 0 {
+		return coded(CodeCheckFailed, "CHECK failed for %s: %s", info.Name, strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// checkPodSide runs inside the pod's namespace.
+func checkPodSide(info endpoint.Info) error {
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	link, err := h.LinkByName(info.IfName)
+	if err != nil {
+		return fmt.Errorf("interface %s: %v", info.IfName, err)
+	}
+	var problems []string
+	if _, ok := link.(*netlink.Tuntap); !ok && link.Type() != "tuntap" {
+		problems = append(problems, fmt.Sprintf("%s is a %s, not tortie's TAP", info.IfName, link.Type()))
+	}
+	if link.Attrs().OperState != netlink.OperUp && link.Attrs().Flags&net.FlagUp == 0 {
+		problems = append(problems, info.IfName+" is down")
+	}
+	if link.Attrs().MTU != info.MTU {
+		problems = append(problems, fmt.Sprintf("MTU %d, want %d", link.Attrs().MTU, info.MTU))
+	}
+	if link.Attrs().HardwareAddr.String() != info.MAC {
+		problems = append(problems, fmt.Sprintf("MAC %s, want %s", link.Attrs().HardwareAddr, info.MAC))
+	}
+	addrs, err := h.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return err
+	}
+	found := false
+	for _, a := range addrs {
+		ones, _ := a.Mask.Size()
+		found = found || (a.IP.Equal(info.Address.AsSlice()) && ones == 32)
+	}
+	if !found {
+		problems = append(problems, fmt.Sprintf("address %s/32 missing", info.Address))
+	}
+	routes, err := h.RouteList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return err
+	}
+	gw := net.IP(router.Gateway[:])
+	var linkRoute, defRoute bool
+	for _, r := range routes {
+		if r.Dst != nil && r.Dst.IP.Equal(gw) && r.Scope == netlink.SCOPE_LINK {
+			linkRoute = true
+		}
+		if (r.Dst == nil || r.Dst.String() == "0.0.0.0/0") && r.Gw.Equal(gw) {
+			defRoute = true
+		}
+	}
+	if !linkRoute {
+		problems = append(problems, "route 169.254.1.1 scope link missing")
+	}
+	if !defRoute {
+		problems = append(problems, "default route via 169.254.1.1 missing")
+	}
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// SpecFromHandle rebuilds an endpoint spec from the attributes CNI ADD
+// stored with the IPAM handle (used when the state file is lost).
+func SpecFromHandle(h ipam.Handle) (endpoint.Spec, bool) {
+	a := h.Attrs
+	if a["netns"] == "" || a["containerID"] == "" || len(h.IPs) == 0 {
+		return endpoint.Spec{}, false
+	}
+	ip, err := netip.ParseAddr(h.IPs[0])
+	if err != nil {
+		return endpoint.Spec{}, false
+	}
+	return endpoint.Spec{Name: EndpointName(a["containerID"], a["ifName"]), Netns: a["netns"], Address: ip, IfName: a["ifName"],
+		ContainerID: a["containerID"], Network: a["network"], Handle: h.ID, PodNamespace: a["namespace"], PodName: a["pod"]}, true
+}
+
+// Status reports whether ADD can be served.
+func (s *Service) Status(ctx context.Context) error {
+	if err := s.Ready(ctx); err != nil {
+		return coded(CodeNotAvailable, "tortied cannot serve ADD: %v", err)
+	}
+	return nil
+}
+
+// GC removes attachments of the network that the runtime no longer lists,
+// and releases addresses of this node leaked under that network's handles.
+func (s *Service) GC(ctx context.Context, r GCRequest) error {
+	if r.Network == "" {
+		return coded(CodeInvalidConfig, "the network configuration has no name")
+	}
+	valid := map[Attachment]bool{}
+	validIDs := map[string]bool{}
+	for _, a := range r.Valid {
+		valid[a] = true
+		validIDs[a.ContainerID] = true
+	}
+	for _, info := range s.Endpoints.List() {
+		if info.Network == r.Network && !valid[Attachment{info.ContainerID, info.IfName}] {
+			s.Log.Info("GC: removing stale attachment", zap.String("endpoint", info.Name))
+			if err := s.Del(ctx, Request{Attachment: Attachment{info.ContainerID, info.IfName}, Network: r.Network}); err != nil {
+				return err
+			}
+		}
+	}
+	prefix := r.Network + "."
+	if err := s.ipamLock.acquire(ctx); err != nil {
+		return err
+	}
+	defer s.ipamLock.release()
+	_, err := s.IPAM.GC(ctx, s.Node, func(h string) bool {
+		id, ours := strings.CutPrefix(h, prefix)
+		return !ours || validIDs[id]
+	}, nil)
+	if err != nil {
+		return s.storeErr("IPAM garbage collection", err)
+	}
+	return nil
+}

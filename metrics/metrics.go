@@ -1,0 +1,75 @@
+// Package metrics exports the router's counters to Prometheus. Counters are
+// read from the router at scrape time; nothing on the packet path knows
+// about Prometheus.
+package metrics
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tortie-net/tortie/router"
+)
+
+var (
+	dropsDesc = prometheus.NewDesc("tortie_router_drops_total", "Packets dropped by the router, by reason.", []string{"reason"}, nil)
+	rxPkts    = prometheus.NewDesc("tortie_port_rx_packets_total", "Packets received on a port.", []string{"port"}, nil)
+	rxBytes   = prometheus.NewDesc("tortie_port_rx_bytes_total", "Bytes received on a port.", []string{"port"}, nil)
+	txPkts    = prometheus.NewDesc("tortie_port_tx_packets_total", "Packets sent on a port.", []string{"port"}, nil)
+	txBytes   = prometheus.NewDesc("tortie_port_tx_bytes_total", "Bytes sent on a port.", []string{"port"}, nil)
+	fibDesc   = prometheus.NewDesc("tortie_fib_routes", "Routes in the current FIB snapshot.", nil, nil)
+	mtuDesc   = prometheus.NewDesc("tortie_underlay_path_mtu_bytes", "Current underlay path MTU.", nil, nil)
+	offDesc   = prometheus.NewDesc("tortie_offload_total", "Pod TCP superframes segmented (tso) or coalesced (gro), and the segments involved.", []string{"kind", "unit"}, nil)
+)
+
+type collector struct{ r *router.Router }
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{dropsDesc, rxPkts, rxBytes, txPkts, txBytes, fibDesc, mtuDesc, offDesc} {
+		ch <- d
+	}
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.r.Stats()
+	for reason, n := range s.Drops {
+		ch <- prometheus.MustNewConstMetric(dropsDesc, prometheus.CounterValue, float64(n), reason)
+	}
+	for _, p := range append(s.Ports, s.Host) {
+		ch <- prometheus.MustNewConstMetric(rxPkts, prometheus.CounterValue, float64(p.RxPackets), p.Name)
+		ch <- prometheus.MustNewConstMetric(rxBytes, prometheus.CounterValue, float64(p.RxBytes), p.Name)
+		ch <- prometheus.MustNewConstMetric(txPkts, prometheus.CounterValue, float64(p.TxPackets), p.Name)
+		ch <- prometheus.MustNewConstMetric(txBytes, prometheus.CounterValue, float64(p.TxBytes), p.Name)
+	}
+	ch <- prometheus.MustNewConstMetric(fibDesc, prometheus.GaugeValue, float64(s.FIBSize))
+	ch <- prometheus.MustNewConstMetric(mtuDesc, prometheus.GaugeValue, float64(s.PathMTU))
+	for _, o := range []struct {
+		kind, unit string
+		v          uint64
+	}{{"tso", "superframes", s.Offload.TSOFrames}, {"tso", "segments", s.Offload.TSOSegments},
+		{"gro", "superframes", s.Offload.GROFrames}, {"gro", "segments", s.Offload.GROSegments}} {
+		ch <- prometheus.MustNewConstMetric(offDesc, prometheus.CounterValue, float64(o.v), o.kind, o.unit)
+	}
+}
+
+// Handler serves /metrics for r, plus /healthz and /readyz (ready reports
+// whether ready() holds).
+func Handler(r *router.Router, ready func() bool, bgpSrc BGPSource) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collector{r}, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	if bgpSrc != nil {
+		reg.MustRegister(bgpCollector{bgpSrc})
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return mux
+}
