@@ -1,0 +1,211 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tortie-net/tortie/lab"
+)
+
+func readCounter(ns, name string) (uint64, error) {
+	out, err := exec.Command("ip", "netns", "exec", ns, "cat", "/sys/class/net/eth0/statistics/"+name).Output()
+	if err != nil {
+		return 0, fmt.Errorf("reading %s in %s: %w", name, ns, err)
+	}
+	return strconv.ParseUint(strings.TrimSpace(string(out)), 10, 64)
+}
+
+// busy returns the time all CPUs spent not idle, in USER_HZ ticks.
+func busy() (uint64, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	f := strings.Fields(strings.SplitN(string(b), "\n", 2)[0])
+	var total, idle uint64
+	for i, s := range f[1:] {
+		v, _ := strconv.ParseUint(s, 10, 64)
+		total += v
+		if i == 3 || i == 4 { // idle, iowait
+			idle += v
+		}
+	}
+	return total - idle, nil
+}
+
+// PPSResult is one packets-per-second measurement.
+type PPSResult struct {
+	Offered, Delivered float64 // per second
+	LossPct            float64
+	CPUNsPerPacket     float64
+}
+
+// PPS floods UDP frames of frameSize bytes (without FCS) from one pod to
+// another with trafgen for d and counts what the receiving pod's interface
+// got. The UDP source port varies per frame, so flows spread as real
+// traffic does.
+func PPS(ctx context.Context, l *lab.Lab, from, to string, frameSize int, d time.Duration) (PPSResult, error) {
+	src, dst := l.Pod(from), l.Pod(to)
+	if src == nil || dst == nil {
+		return PPSResult{}, fmt.Errorf("no pods %s and %s", from, to)
+	}
+	fill := frameSize - 14 - 20 - 8
+	if fill < 0 {
+		return PPSResult{}, fmt.Errorf("frame size %d is below the 42-byte Ethernet+IPv4+UDP headers", frameSize)
+	}
+	macOut, err := exec.Command("ip", "netns", "exec", src.Netns, "cat", "/sys/class/net/eth0/address").Output()
+	if err != nil {
+		return PPSResult{}, err
+	}
+	conf := fmt.Sprintf("{ eth(da=ee:ee:ee:ee:ee:ee, sa=%s, type=0x0800), ipv4(saddr=%s, daddr=%s, ttl=64), udp(sp=drnd(), dp=9), fill(0x00, %d) }\n",
+		strings.TrimSpace(string(macOut)), src.Address, dst.Address, fill)
+	f, err := os.CreateTemp("", "trafgen-*.cfg")
+	if err != nil {
+		return PPSResult{}, err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.WriteString(conf); err != nil {
+		return PPSResult{}, err
+	}
+	f.Close()
+	counters := func() (tx, drop, rx uint64, err error) {
+		if tx, err = readCounter(src.Netns, "tx_packets"); err != nil {
+			return
+		}
+		if drop, err = readCounter(src.Netns, "tx_dropped"); err != nil {
+			return
+		}
+		rx, err = readCounter(dst.Netns, "rx_packets")
+		return
+	}
+	tx0, drop0, rx0, err := counters()
+	if err != nil {
+		return PPSResult{}, err
+	}
+	b0, _ := busy()
+	// trafgen signals its whole process group when it stops: give it its
+	// own, and stop it the way it expects, with SIGINT.
+	gen := exec.Command("ip", "netns", "exec", src.Netns, "trafgen", "--dev", "eth0", "--conf", f.Name(), "--cpus", "1", "-q")
+	var genOut strings.Builder
+	gen.Stdout, gen.Stderr = &genOut, &genOut
+	gen.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	start := time.Now()
+	if err := gen.Start(); err != nil {
+		return PPSResult{}, fmt.Errorf("trafgen: %w", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- gen.Wait() }()
+	select {
+	case err := <-exited:
+		return PPSResult{}, fmt.Errorf("trafgen stopped early: %v: %s", err, genOut.String())
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+	_ = syscall.Kill(-gen.Process.Pid, syscall.SIGINT)
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		_ = syscall.Kill(-gen.Process.Pid, syscall.SIGKILL)
+		<-exited
+	}
+	elapsed := time.Since(start)
+	if ctx.Err() != nil {
+		return PPSResult{}, ctx.Err()
+	}
+	b1, _ := busy()
+	// Let what is in flight arrive: poll until the receiver's count settles.
+	_, _, rxPrev, _ := counters()
+	for i := 0; i < 50; i++ {
+		time.Sleep(20 * time.Millisecond)
+		_, _, rx, _ := counters()
+		if rx == rxPrev {
+			break
+		}
+		rxPrev = rx
+	}
+	tx1, drop1, rx1, err := counters()
+	if err != nil {
+		return PPSResult{}, err
+	}
+	secs := elapsed.Seconds()
+	offered := float64((tx1 - tx0) + (drop1 - drop0))
+	delivered := float64(rx1 - rx0)
+	r := PPSResult{Offered: offered / secs, Delivered: delivered / secs}
+	if offered > 0 {
+		r.LossPct = max(0, 100*(1-delivered/offered)) // frames in flight at the start can make it a hair negative
+	}
+	if delivered > 0 {
+		r.CPUNsPerPacket = float64(b1-b0) * 1e7 / delivered // USER_HZ is 100: one tick is 10 ms
+	}
+	return r, nil
+}
+
+// TCP runs iperf3 from n1p1 to n2p1 with 1 or 2 streams.
+func TCP(ctx context.Context, l *lab.Lab, streams int, d time.Duration) (lab.IperfResult, error) {
+	return l.IperfWith(ctx, "n1p1", "n2p1", lab.IperfOptions{Duration: d, Streams: streams})
+}
+
+var pctRe = regexp.MustCompile(`percentile (\d+\.\d+) =\s+([\d.]+)`)
+
+// Latency measures one-way UDP latency (half the round trip) between n1p1
+// and n2p1 with sockperf ping-pong; with loaded set, a TCP stream between
+// the other two pods runs meanwhile. It returns p50 and p99 in µs.
+func Latency(ctx context.Context, l *lab.Lab, d time.Duration, loaded bool) (p50, p99 float64, err error) {
+	dst := l.Pod("n2p1")
+	srv := exec.CommandContext(ctx, "ip", "netns", "exec", dst.Netns, "sockperf", "server", "-i", dst.Address, "-p", "11111")
+	if err := srv.Start(); err != nil {
+		return 0, 0, fmt.Errorf("sockperf server: %w", err)
+	}
+	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ss, _ := exec.Command("ip", "netns", "exec", dst.Netns, "ss", "-Hlun", "sport", "= :11111").Output()
+		if strings.Contains(string(ss), ":11111") {
+			break
+		}
+		if time.Now().After(deadline) {
+			return 0, 0, fmt.Errorf("sockperf server did not listen")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	loadDone := make(chan error, 1)
+	if loaded {
+		go func() {
+			_, err := l.IperfWith(ctx, "n1p2", "n2p2", lab.IperfOptions{Duration: d + 2*time.Second, Port: 5202})
+			loadDone <- err
+		}()
+		// Give the stream a moment to reach full speed before measuring.
+		time.Sleep(time.Second)
+	}
+	src := l.Pod("n1p1")
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", src.Netns, "sockperf", "ping-pong", "-i", dst.Address, "-p", "11111",
+		"-t", strconv.Itoa(max(1, int(d.Seconds())))).CombinedOutput()
+	if loaded {
+		if lerr := <-loadDone; lerr != nil && err == nil {
+			err = fmt.Errorf("load stream: %w", lerr)
+		}
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("sockperf: %v: %s", err, out)
+	}
+	for _, m := range pctRe.FindAllStringSubmatch(string(out), -1) {
+		v, _ := strconv.ParseFloat(m[2], 64)
+		switch m[1] {
+		case "50.000":
+			p50 = v
+		case "99.000":
+			p99 = v
+		}
+	}
+	if p50 == 0 {
+		return 0, 0, fmt.Errorf("no percentiles in sockperf output: %s", out)
+	}
+	return p50, p99, nil
+}

@@ -1,0 +1,173 @@
+package bench
+
+import (
+	"fmt"
+	"image"
+	"image/color"
+	"image/draw"
+	"image/png"
+	"os"
+	"strings"
+
+	"golang.org/x/image/font"
+	"golang.org/x/image/font/basicfont"
+	"golang.org/x/image/math/fixed"
+)
+
+// shown are the metrics of the table and the chart, in order, with units.
+var shown = []struct{ metric, label, unit string }{
+	{MetricPPS, "64-byte frames delivered", "pps"},
+	{MetricLoss, "loss at that offered load", "%"},
+	{MetricCPU, "CPU per delivered packet", "ns"},
+	{MetricTCP1, "TCP, 1 stream", "Gbit/s"},
+	{MetricTCP2, "TCP, 2 streams", "Gbit/s"},
+	{MetricRetrans, "TCP retransmits (1 stream)", ""},
+	{MetricLatP50, "latency p50, idle", "µs"},
+	{MetricLatP99, "latency p99, idle", "µs"},
+	{MetricLoadP50, "latency p50, under load", "µs"},
+	{MetricLoadP99, "latency p99, under load", "µs"},
+	{MetricPodMTU, "pod MTU", "bytes"},
+}
+
+func (r *Report) value(setup, metric string) (float64, bool) {
+	for _, m := range r.Measurements {
+		if m.Setup == setup && m.Metric == metric {
+			return m.Median, true
+		}
+	}
+	return 0, false
+}
+
+func (r *Report) setups() []string {
+	var out []string
+	for _, s := range Setups {
+		for _, m := range r.Measurements {
+			if m.Setup == s.Name {
+				out = append(out, s.Name)
+				break
+			}
+		}
+	}
+	return out
+}
+
+func format(v float64) string {
+	switch {
+	case v > -0.005 && v < 0.005:
+		return "0"
+
+	case v >= 1e6:
+		return fmt.Sprintf("%.2fM", v/1e6)
+	case v >= 1e4:
+		return fmt.Sprintf("%.0fk", v/1e3)
+	case v >= 100:
+		return fmt.Sprintf("%.0f", v)
+	default:
+		return fmt.Sprintf("%.2f", v)
+	}
+}
+
+// Markdown renders the medians per setup and the tortie/kernel ratios.
+func (r *Report) Markdown() string {
+	var b strings.Builder
+	setups := r.setups()
+	fmt.Fprintf(&b, "Measured %s on %d CPUs, Linux %s; %s per measurement, median of %d; %d-byte frames.\n\n",
+		r.Date.Format("2006-01-02 15:04 MST"), r.CPUs, r.Kernel, r.Duration, r.Reps, r.FrameSize)
+	b.WriteString("| metric |")
+	for _, s := range setups {
+		fmt.Fprintf(&b, " %s |", s)
+	}
+	b.WriteString("\n|---|")
+	for range setups {
+		b.WriteString("---:|")
+	}
+	b.WriteString("\n")
+	for _, m := range shown {
+		row := fmt.Sprintf("| %s (%s) |", m.label, m.unit)
+		if m.unit == "" {
+			row = fmt.Sprintf("| %s |", m.label)
+		}
+		any := false
+		for _, s := range setups {
+			if v, ok := r.value(s, m.metric); ok {
+				row += " " + format(v) + " |"
+				any = true
+			} else {
+				row += " – |"
+			}
+		}
+		if any {
+			b.WriteString(row + "\n")
+		}
+	}
+	if len(r.Ratios) > 0 {
+		b.WriteString("\n| tortie / kernel | metric | ratio |\n|---|---|---:|\n")
+		for _, x := range r.Ratios {
+			fmt.Fprintf(&b, "| %s / %s | %s | %.2f× |\n", x.Setup, x.Reference, x.Metric, x.Ratio)
+		}
+	}
+	b.WriteString("\nNotes:\n")
+	for _, n := range r.Notes {
+		fmt.Fprintf(&b, "- %s\n", n)
+	}
+	return b.String()
+}
+
+var palette = map[bool]color.RGBA{true: {0x5b, 0x7f, 0xa6, 0xff}, false: {0xe0, 0x8a, 0x2c, 0xff}} // kernel blue, tortie orange
+
+func isKernel(setup string) bool { return strings.HasPrefix(setup, "kernel") }
+
+// Chart draws one panel per headline metric with a bar per setup: kernel
+// in blue, tortie in orange, value at the bar's end.
+func (r *Report) Chart(path string) error {
+	metrics := []struct{ metric, title string }{
+		{MetricPPS, "64-byte frames delivered per second (higher is better)"},
+		{MetricTCP1, "TCP Gbit/s, 1 stream (higher is better)"},
+		{MetricTCP2, "TCP Gbit/s, 2 streams (higher is better)"},
+		{MetricCPU, "CPU ns per delivered packet (lower is better)"},
+		{MetricLatP99, "latency p99 in microseconds, idle (lower is better)"},
+	}
+	setups := r.setups()
+	const width, left, barH, gap, pad = 900, 130, 16, 4, 28
+	panelH := pad + len(setups)*(barH+gap) + 12
+	height := 40 + len(metrics)*panelH
+	img := image.NewRGBA(image.Rect(0, 0, width, height))
+	draw.Draw(img, img.Bounds(), image.NewUniform(color.White), image.Point{}, draw.Src)
+	text := func(x, y int, s string, c color.Color) {
+		d := font.Drawer{Dst: img, Src: image.NewUniform(c), Face: basicfont.Face7x13, Dot: fixed.P(x, y)}
+		d.DrawString(s)
+	}
+	text(10, 20, fmt.Sprintf("tortie vs the Linux kernel, same machine, same run (%d CPUs, %s, median of %d)", r.CPUs, r.Duration, r.Reps), color.Black)
+	y := 40
+	for _, m := range metrics {
+		text(10, y+16, m.title, color.Black)
+		var top float64
+		for _, s := range setups {
+			if v, ok := r.value(s, m.metric); ok && v > top {
+				top = v
+			}
+		}
+		by := y + pad
+		for _, s := range setups {
+			text(10, by+12, s, color.Gray{0x40})
+			if v, ok := r.value(s, m.metric); ok && top > 0 {
+				w := int(float64(width-left-90) * v / top)
+				draw.Draw(img, image.Rect(left, by, left+max(w, 1), by+barH), image.NewUniform(palette[isKernel(s)]), image.Point{}, draw.Src)
+				text(left+w+6, by+12, format(v), color.Black)
+			} else {
+				text(left, by+12, "not measured", color.Gray{0x80})
+			}
+			by += barH + gap
+		}
+		y += panelH
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := png.Encode(f, img); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

@@ -1,0 +1,61 @@
+// Command tortie-bench builds the same two-node topology with the Linux
+// kernel's dataplane and with tortie, measures both in one run, and writes
+// results.json, results.md and chart.png.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tortie-net/tortie/bench"
+)
+
+func main() {
+	var o bench.Options
+	setups := flag.String("setups", "", "comma-separated setups (default all): kernel-native, kernel-vxlan, tortie-native, tortie-ipip, tortie-vxlan")
+	tests := flag.String("tests", "pps,tcp,latency", "comma-separated tests: pps, tcp, latency")
+	flag.DurationVar(&o.Duration, "duration", 5*time.Second, "length of each measurement")
+	flag.IntVar(&o.Reps, "reps", 3, "repetitions (medians are reported)")
+	flag.IntVar(&o.FrameSize, "frame-size", 60, "frame size for the pps test, without the 4-byte FCS")
+	flag.StringVar(&o.OutDir, "out", "bench/out", "output directory")
+	flag.StringVar(&o.Tortied, "tortied", "", "tortied binary (default: next to tortie-bench)")
+	render := flag.String("render", "", "only re-render results.md and chart.png from this results.json into --out")
+	flag.Parse()
+	if *render != "" {
+		rep, err := bench.Load(*render)
+		if err == nil {
+			err = rep.Write(o.OutDir)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "tortie-bench:", err)
+			os.Exit(1)
+		}
+		fmt.Print(rep.Markdown())
+		return
+	}
+	if *setups != "" {
+		o.Setups = strings.Split(*setups, ",")
+	}
+	o.Tests = strings.Split(*tests, ",")
+	if o.Tortied == "" {
+		self, _ := os.Executable()
+		o.Tortied = filepath.Join(filepath.Dir(self), "tortied")
+	}
+	o.Log = func(format string, a ...any) { fmt.Fprintf(os.Stderr, format+"\n", a...) }
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	rep, err := bench.Run(ctx, o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tortie-bench:", err)
+		os.Exit(1)
+	}
+	fmt.Print(rep.Markdown())
+	fmt.Printf("\nwritten to %s/{results.json,results.md,chart.png}\n", o.OutDir)
+}

@@ -1,0 +1,195 @@
+// Command tortie-lab builds, checks and removes netns labs of tortie nodes
+// and pods on one machine.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tortie-net/tortie/lab"
+)
+
+const usage = `usage: tortie-lab COMMAND [flags]
+
+commands:
+  up     [--name tl] [--nodes 3] [--pods 2] [--mode vxlan] [--subnets N] [--kernel-nodes N]
+         build a lab and start tortied on every node; modes: native, ipip, vxlan,
+         ipip-crosssubnet, vxlan-crosssubnet
+  check  [--name tl]             ping every pod from every pod, nodes to their pods and back
+  iperf  [--name tl] [-t 3] [-R] FROM TO   TCP throughput between two pods (iperf3)
+  exec   [--name tl] TARGET -- CMD...      run a command in a node (n1) or pod (n1p2)
+  show   [--name tl]             print what the lab holds
+  down   [--name tl]             remove everything the lab created (also after a crash)
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	cmd, args := os.Args[1], os.Args[2:]
+	fs := flag.NewFlagSet(cmd, flag.ExitOnError)
+	fs.Usage = func() { fmt.Fprint(os.Stderr, usage) }
+	name := fs.String("name", "tl", "lab name (namespace prefix, at most 6 characters)")
+	var err error
+	switch cmd {
+	case "up":
+		o := lab.Options{}
+		fs.IntVar(&o.Nodes, "nodes", 3, "number of nodes")
+		fs.IntVar(&o.Pods, "pods", 2, "pods per node")
+		fs.StringVar(&o.Mode, "mode", "vxlan", "native, ipip, vxlan, ipip-crosssubnet or vxlan-crosssubnet")
+		fs.IntVar(&o.Subnets, "subnets", 0, "underlay subnets (1 or 2; default 2 for crosssubnet modes)")
+		fs.IntVar(&o.KernelNodes, "kernel-nodes", 0, "make the last N nodes Calico-style kernel nodes")
+		fs.IntVar(&o.UnderlayMTU, "mtu", 1500, "underlay MTU")
+		fs.StringVar(&o.Tortied, "tortied", "", "tortied binary (default: next to tortie-lab)")
+		fs.StringVar(&o.LogLevel, "log-level", "info", "tortied log level")
+		fs.BoolVar(&o.Static, "static", false, "peers in each node's config file instead of a datastore, pool and CNI")
+		fs.BoolVar(&o.BGP, "bgp", false, "nodes learn each other's blocks over BGP (embedded speaker, node-to-node mesh)")
+		fs.IntVar(&o.BirdNodes, "bird-nodes", 0, "make the last N nodes Calico-style kernel nodes running BIRD 2 (native mode; implies --bgp)")
+		_ = fs.Parse(args)
+		o.Name = *name
+		if o.Tortied == "" {
+			self, _ := os.Executable()
+			o.Tortied = filepath.Join(filepath.Dir(self), "tortied")
+		}
+		var l *lab.Lab
+		if l, err = lab.Up(o); err == nil {
+			show(l)
+		}
+	case "check":
+		_ = fs.Parse(args)
+		err = check(*name)
+	case "iperf":
+		secs := fs.Int("t", 3, "seconds")
+		rev := fs.Bool("R", false, "reverse (TO sends to FROM)")
+		_ = fs.Parse(args)
+		if fs.NArg() != 2 {
+			fs.Usage()
+			os.Exit(2)
+		}
+		err = iperf(*name, fs.Arg(0), fs.Arg(1), time.Duration(*secs)*time.Second, *rev)
+	case "exec":
+		_ = fs.Parse(args)
+		rest := fs.Args()
+		if len(rest) > 0 && rest[0] == "--" {
+			rest = rest[1:]
+		}
+		if len(rest) >= 2 && rest[1] == "--" {
+			rest = append(rest[:1], rest[2:]...)
+		}
+		if len(rest) < 2 {
+			fs.Usage()
+			os.Exit(2)
+		}
+		err = execIn(*name, rest[0], rest[1:])
+	case "show":
+		_ = fs.Parse(args)
+		var l *lab.Lab
+		if l, err = lab.Load(*name); err == nil {
+			show(l)
+		}
+	case "down":
+		_ = fs.Parse(args)
+		err = lab.Down(*name)
+	default:
+		fs.Usage()
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tortie-lab:", err)
+		os.Exit(1)
+	}
+}
+
+func show(l *lab.Lab) {
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	defer tw.Flush()
+	fmt.Fprintf(tw, "lab %s: mode %s, %d subnet(s), fabric namespace %s\n", l.Name, l.Mode, l.Subnets, l.Fabric)
+	if l.Datastore {
+		fmt.Fprintf(tw, "datastore: etcd embedded in n1's tortied at %s; pods attached through tortie-cni (network %s)\n", l.EtcdURL, lab.NetworkName)
+	} else {
+		fmt.Fprintln(tw, "static: each node's config file lists its peers")
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "NODE\tDATAPLANE\tUNDERLAY\tPOD CIDR\tTUNNEL ADDR\tNAMESPACE\tSOCKET")
+	for _, n := range l.Nodes {
+		dp := "tortie"
+		if n.Kernel {
+			dp = "kernel (Calico-style)"
+		}
+		block, tunnel := n.PodCIDR, n.TunnelAddr
+		if l.Datastore {
+			block, tunnel = "IPAM blocks", "from IPAM"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, dp, n.Address, block, tunnel, n.Netns, n.Socket)
+	}
+	fmt.Fprintln(tw, "\nPOD\tNODE\tADDRESS\tNAMESPACE")
+	for _, p := range l.Pods() {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.Name, p.Node, p.Address, p.Netns)
+	}
+}
+
+func check(name string) error {
+	l, err := lab.Load(name)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	ps := l.Check(context.Background())
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "FROM\tTO\tADDRESS\tTTL\tRESULT")
+	for _, p := range ps {
+		res := "ok"
+		if !p.OK {
+			res = "FAIL"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", p.From, p.To, p.ToAddr, p.TTL, res)
+	}
+	tw.Flush()
+	failed := lab.Failed(ps)
+	fmt.Printf("\n%d/%d probes passed in %v\n", len(ps)-len(failed), len(ps), time.Since(start).Round(time.Millisecond))
+	for _, p := range failed {
+		fmt.Printf("\n--- %s -> %s (%s):\n%s\n", p.From, p.To, p.ToAddr, p.Output)
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("%d probes failed", len(failed))
+	}
+	return nil
+}
+
+func iperf(name, from, to string, d time.Duration, rev bool) error {
+	l, err := lab.Load(name)
+	if err != nil {
+		return err
+	}
+	r, err := l.Iperf(context.Background(), from, to, d, 0, rev)
+	if err != nil {
+		return err
+	}
+	dir := from + " -> " + to
+	if rev {
+		dir = to + " -> " + from
+	}
+	fmt.Printf("iperf3 TCP %s: %.2f Gbit/s, %d retransmits, %d MB\n", dir, r.BitsPerSecond/1e9, r.Retransmits, r.Received>>20)
+	return nil
+}
+
+func execIn(name, target string, argv []string) error {
+	l, err := lab.Load(name)
+	if err != nil {
+		return err
+	}
+	ns, err := l.Target(target)
+	if err != nil {
+		return err
+	}
+	c := exec.Command("ip", append([]string{"netns", "exec", ns}, argv...)...)
+	c.Stdin, c.Stdout, c.Stderr = os.Stdin, os.Stdout, os.Stderr
+	return c.Run()
+}
