@@ -1,0 +1,66 @@
+package test
+
+import (
+	"context"
+	"encoding/json"
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tortie-net/tortie/bench"
+	"github.com/tortie-net/tortie/internal/testutil"
+)
+
+// TestBenchHarness runs the benchmark end to end on a very short setting
+// and checks only that it produces a well-formed result: JSON with every
+// metric for both setups and the ratios, a Markdown table, a PNG chart.
+// How fast anything is never decides this test.
+func TestBenchHarness(t *testing.T) {
+	testutil.RequireRoot(t)
+	out := t.TempDir()
+	rep, err := bench.Run(context.Background(), bench.Options{
+		Setups: []string{"kernel-vxlan", "tortie-vxlan"}, Tests: []string{"pps", "tcp", "latency"},
+		Duration: time.Second, Reps: 1, OutDir: out, Tortied: filepath.Join(binDir, "tortied"), Log: t.Logf,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(out, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back bench.Report
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatalf("results.json: %v", err)
+	}
+	for _, setup := range []string{"kernel-vxlan", "tortie-vxlan"} {
+		for _, metric := range []string{bench.MetricPPS, bench.MetricLoss, bench.MetricCPU, bench.MetricTCP1, bench.MetricTCP2, bench.MetricLatP50, bench.MetricPodMTU} {
+			found := false
+			for _, m := range back.Measurements {
+				found = found || (m.Setup == setup && m.Metric == metric && len(m.Values) == 1)
+			}
+			if !found {
+				t.Errorf("no %s for %s", metric, setup)
+			}
+		}
+	}
+	if len(rep.Ratios) == 0 {
+		t.Error("no tortie/kernel ratios")
+	}
+	md, _ := os.ReadFile(filepath.Join(out, "results.md"))
+	if !strings.Contains(string(md), "| tortie-vxlan / kernel-vxlan | pps_64B |") {
+		t.Errorf("results.md lacks the ratio table:\n%s", md)
+	}
+	f, err := os.Open(filepath.Join(out, "chart.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil || img.Bounds().Dx() < 400 {
+		t.Fatalf("chart.png: %v", err)
+	}
+}
