@@ -82,15 +82,43 @@ func (w *worker) flushPods() {
 				j++
 			}
 		}
-		if j == i+1 {
-			w.writePort(q[i].p, q[i].buf, q[i].start, q[i].end)
-		} else {
+		switch {
+		case j > i+1:
+			w.flushPlain() // frames leave in the order they came
 			w.writeSuper(q[i:j], first)
+		case q[i].p.plain != nil:
+			if w.plainTo != q[i].p {
+				w.flushPlain()
+				w.plainTo = q[i].p
+			}
+			w.plain = append(w.plain, q[i].buf[q[i].start:q[i].end])
+		default:
+			w.flushPlain()
+			w.writePort(q[i].p, q[i].buf, q[i].start, q[i].end)
 		}
 		i = j
 	}
+	w.flushPlain()
 	clear(w.podQ)
 	w.podQ = w.podQ[:0]
+}
+
+// flushPlain writes the plain frames queued for one port in one call.
+func (w *worker) flushPlain() {
+	if len(w.plain) == 0 {
+		return
+	}
+	p := w.plainTo
+	n, _ := p.plain.WritePlain(w.plain)
+	var bytes uint64
+	for _, f := range w.plain[:n] {
+		bytes += uint64(len(f) + header.VirtioNetHdrLen)
+	}
+	p.TxPackets.Add(uint64(n))
+	p.TxBytes.Add(bytes)
+	w.drops[DropTxError] += uint64(len(w.plain) - n)
+	clear(w.plain)
+	w.plain, w.plainTo = w.plain[:0], nil
 }
 
 // writeSuper joins the payloads of run (segments of one flow, in order)

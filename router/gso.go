@@ -24,15 +24,32 @@ const (
 	gsoMaxSegments = 64
 )
 
-// gsoRun is the run of datagrams a worker is gathering.
+// gsoRun is the run of datagrams a worker is gathering. A run starts in
+// place, where its first datagram lies; datagrams that follow it directly
+// in the same buffer (segments of a superframe laid out back to back) join
+// it there, and the first one that does not moves the run into buf.
 type gsoRun struct {
-	buf    []byte
-	n      int
+	buf    []byte // the run, once it left its place
+	n      int    // bytes of the run in buf
+	ext    []byte // the run in place (nil once moved)
 	seg    int
 	count  int
 	dst    [4]byte
 	hash   uint32
 	closed bool // a shorter datagram ended the run
+}
+
+func (g *gsoRun) len() int {
+	if g.ext != nil {
+		return len(g.ext)
+	}
+	return g.n
+}
+
+// follows reports whether b starts right where the in-place run ends.
+func (g *gsoRun) follows(b []byte) bool {
+	l := len(g.ext)
+	return cap(g.ext) > l && len(b) > 0 && &g.ext[:l+1][l] == &b[0]
 }
 
 // gsoAppend adds one VXLAN datagram (buf[v:end], inner packet ip) for dst
@@ -41,16 +58,26 @@ type gsoRun struct {
 func (w *worker) gsoAppend(buf []byte, v, end int, dst [4]byte, ip header.IPv4) {
 	g := &w.gso
 	size := end - v
-	if g.count > 0 && (g.dst != dst || g.closed || size > g.seg || g.n+size > gsoMaxBytes || g.count == gsoMaxSegments) {
+	if g.count > 0 && (g.dst != dst || g.closed || size > g.seg || g.len()+size > gsoMaxBytes || g.count == gsoMaxSegments) {
 		w.flushGSO()
 	}
-	if g.buf == nil {
-		g.buf = make([]byte, gsoMaxBytes)
-	}
-	if g.count == 0 {
+	d := buf[v:end]
+	switch {
+	case g.count == 0:
 		g.dst, g.seg, g.hash = dst, size, uint32(encap.SourcePort(ip))
+		g.ext = d
+	case g.ext != nil && g.follows(d):
+		g.ext = g.ext[:len(g.ext)+size]
+	default:
+		if g.buf == nil {
+			g.buf = make([]byte, gsoMaxBytes)
+		}
+		if g.ext != nil {
+			g.n = copy(g.buf, g.ext)
+			g.ext = nil
+		}
+		g.n += copy(g.buf[g.n:], d)
 	}
-	g.n += copy(g.buf[g.n:], buf[v:end])
 	g.count++
 	g.closed = size < g.seg
 }
@@ -62,7 +89,11 @@ func (w *worker) flushGSO() {
 	if g.count == 0 {
 		return
 	}
-	err := w.r.gso.SendGSO(g.buf[:g.n], g.seg, g.dst, g.hash)
+	run := g.ext
+	if run == nil {
+		run = g.buf[:g.n]
+	}
+	err := w.r.gso.SendGSO(run, g.seg, g.dst, g.hash)
 	switch {
 	case err == nil:
 	case errors.Is(err, syscall.EMSGSIZE) || errors.Is(err, syscall.EINVAL):
@@ -73,5 +104,5 @@ func (w *worker) flushGSO() {
 	default:
 		w.drops[DropTxError] += uint64(g.count)
 	}
-	g.n, g.count, g.closed = 0, 0, false
+	g.n, g.ext, g.count, g.closed = 0, nil, 0, false
 }

@@ -1,6 +1,8 @@
 package router
 
 import (
+	"github.com/tortie-net/tortie/encap"
+	"github.com/tortie-net/tortie/fib"
 	"github.com/tortie-net/tortie/router/header"
 )
 
@@ -76,7 +78,12 @@ func (w *worker) segmentTCP(p *Port, frame []byte, mss int) {
 		w.drop(DropBadOffload)
 		return
 	}
-	if w.segBufs == nil {
+	backToBack := w.backToBack(ip.DstU32(), hl+thl+mss)
+	if backToBack && w.segArea == nil {
+		w.segArea = make([]byte, Headroom+segBatch*(header.VXLANLen+maxFrameFor(w.r)))
+		w.areaPos = Headroom
+	}
+	if !backToBack && w.segBufs == nil {
 		w.segBufs = make([][]byte, segBatch)
 		for i := range w.segBufs {
 			w.segBufs[i] = make([]byte, Headroom+maxFrameFor(w.r))
@@ -87,18 +94,30 @@ func (w *worker) segmentTCP(p *Port, frame []byte, mss int) {
 	w.r.offload.tsoSegments.Add(uint64((len(payload) + mss - 1) / mss))
 	src, dst := ip.Src(), ip.Dst()
 	for i, o := 0, 0; o < len(payload) || (o == 0 && len(payload) == 0); i, o = i+1, o+mss {
-		if w.segUsed == len(w.segBufs) {
-			w.flushUnder()
-			w.flushHost()
-			w.flushPods()
-			w.segUsed = 0
-		}
-		sb := w.segBufs[w.segUsed]
-		w.segUsed++
 		chunk := payload[o:min(o+mss, len(payload))]
-		n := copy(sb[Headroom:], frame[:hdrs])
-		n += copy(sb[Headroom+n:], chunk)
-		seg := sb[Headroom : Headroom+n]
+		var sb []byte
+		at := Headroom
+		if backToBack {
+			// Each segment right behind the one before, with exactly the
+			// room its VXLAN header takes: the datagrams form the UDP GSO
+			// run where they lie.
+			if w.areaPos+header.VXLANLen+hdrs+mss > len(w.segArea) {
+				w.flushSegments()
+				w.areaPos = Headroom
+			}
+			sb, at = w.segArea, w.areaPos+header.VXLANLen
+			w.areaPos = at + hdrs + len(chunk)
+		} else {
+			if w.segUsed == len(w.segBufs) {
+				w.flushSegments()
+				w.segUsed = 0
+			}
+			sb = w.segBufs[w.segUsed]
+			w.segUsed++
+		}
+		n := copy(sb[at:], frame[:hdrs])
+		n += copy(sb[at+n:], chunk)
+		seg := sb[at : at+n]
 		sip := header.IPv4(seg[header.EthernetLen:])
 		sip.SetTotalLen(hl + thl + len(chunk))
 		sip[4], sip[5] = byte((id+uint16(i))>>8), byte(id+uint16(i))
@@ -115,9 +134,30 @@ func (w *worker) segmentTCP(p *Port, frame []byte, mss int) {
 		st.SetFlags(f)
 		st.SetChecksum(0)
 		st.SetChecksum(^header.Checksum(st, header.PseudoHeaderSum(src, dst, header.ProtocolTCP, len(st))))
-		w.fromPod(p, sb, Headroom, Headroom+n)
+		w.fromPod(p, sb, at, at+n)
 		if len(payload) == 0 {
 			break
 		}
 	}
+}
+
+// flushSegments sends everything queued, so segment buffers can be reused.
+func (w *worker) flushSegments() {
+	w.flushUnder()
+	w.flushHost()
+	w.flushPods()
+}
+
+// backToBack says whether segments of a superframe to dst, of ipLen bytes
+// each, go out as VXLAN over UDP GSO without fragmentation. Then nothing
+// writes in front of a segment but its own VXLAN and inner Ethernet
+// headers, and segments may lie back to back. The lookup is the one each
+// segment's forwarding makes, on the same FIB snapshot.
+func (w *worker) backToBack(dst uint32, ipLen int) bool {
+	if w.r.gso == nil {
+		return false
+	}
+	nh := w.tab.Lookup(dst)
+	return nh != nil && nh.Kind == fib.KindRemote && nh.Mode == fib.ModeVXLAN &&
+		ipLen <= int(w.r.pathMTU.Load())-encap.Overhead(fib.ModeVXLAN)
 }

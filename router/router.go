@@ -122,8 +122,20 @@ type Port struct {
 	cfg  PortConfig
 	addr [4]byte
 	dev  Device
+	// plain, when the device has it, writes queued plain frames of an
+	// offload port as one batch.
+	plain PlainWriter
 	Counters
 	done chan struct{}
+}
+
+// PlainWriter is a pod device with virtio-net headers that supplies the
+// all-zero header of a plain frame (nothing left to do) itself. Frames
+// queued back to back in one buffer, as the datagrams of a GRO read lie,
+// can then be written as one batch without headers written in front of
+// them, which would overwrite the tail of the frame before.
+type PlainWriter interface {
+	WritePlain(frames [][]byte) (int, error)
 }
 
 // Config returns what the port was attached with.
@@ -208,6 +220,9 @@ func (r *Router) AddPort(cfg PortConfig, dev Device) (*Port, error) {
 	r.mu.Lock()
 	old := *r.ports.Load()
 	p := &Port{cfg: cfg, addr: cfg.Addr.As4(), dev: dev, done: make(chan struct{})}
+	if pw, ok := dev.(PlainWriter); ok && cfg.Offload {
+		p.plain = pw
+	}
 	// Reuse the first free slot so IDs stay dense.
 	p.ID = uint32(len(old))
 	for i, q := range old {

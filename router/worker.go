@@ -47,9 +47,13 @@ type worker struct {
 	fragUsed int
 	segBufs  [][]byte // allocated on the first TCP superframe
 	segUsed  int
+	segArea  []byte // segments bound for VXLAN over UDP GSO, back to back
+	areaPos  int
 	podQ     []podOut // frames for offload ports, coalesced at flush
-	gso      gsoRun   // VXLAN datagrams gathered for one UDP GSO send
-	groBuf   []byte   // allocated on the first coalesced superframe
+	plain    [][]byte // plain frames for plainTo, written as one batch
+	plainTo  *Port
+	gso      gsoRun // VXLAN datagrams gathered for one UDP GSO send
+	groBuf   []byte // allocated on the first coalesced superframe
 
 	drops    [NumDropReasons]uint64
 	flushing bool
@@ -73,6 +77,7 @@ func (r *Router) newWorker(batch, bufSize int) *worker {
 	w.underInner = make([]int, 0, q)
 	w.hostOut = make([][]byte, 0, q)
 	w.podQ = make([]podOut, 0, q)
+	w.plain = make([][]byte, 0, q)
 	w.icmpBufs = make([][]byte, batch)
 	for i := range w.icmpBufs {
 		w.icmpBufs[i] = make([]byte, Headroom+icmpQuoteMax)
@@ -94,7 +99,10 @@ func (w *worker) flush() {
 	w.flushUnder()
 	w.flushHost()
 	w.flushPods()
-	w.icmpUsed, w.fragUsed, w.segUsed = 0, 0, 0
+	if w.r.gso != nil {
+		w.flushGSO() // nothing should be left; the buffers are about to be reused
+	}
+	w.icmpUsed, w.fragUsed, w.segUsed, w.areaPos = 0, 0, 0, Headroom
 	for i, n := range w.drops {
 		if n != 0 {
 			w.r.drops[i].Add(n)
