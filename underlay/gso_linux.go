@@ -73,7 +73,8 @@ func NewGSOSender(local netip.Addr, n int, ifname string) (*GSOSender, error) {
 }
 
 func (s *gsoSock) send(fd uintptr) bool {
-	_, _, e := unix.Syscall(unix.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&s.msg)), 0)
+	// Raw: the socket is non-blocking, so the call never waits; see the package comment.
+	_, _, e := unix.RawSyscall(unix.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&s.msg)), 0)
 	if e == unix.EAGAIN {
 		return false
 	}
