@@ -124,37 +124,43 @@ func (w *worker) flushPlain() {
 // writeSuper joins the payloads of run (segments of one flow, in order)
 // after the first segment's headers and writes the result with a GSO
 // header: CHECKSUM_PARTIAL over the TCP segment, TCPv4 with the first
-// segment's payload size as MSS.
+// segment's payload size as MSS. Where the device gathers, the payloads
+// are written from where they lie; otherwise they are copied together.
 func (w *worker) writeSuper(run []podOut, first tcpSeg) {
-	if w.groBuf == nil {
-		w.groBuf = make([]byte, Headroom+header.VirtioNetHdrLen+header.EthernetLen+header.IPv4MaxLen)
-	}
-	start := Headroom + header.VirtioNetHdrLen
-	hdrs := header.EthernetLen + header.IPv4MinLen + first.tcp.HeaderLen()
-	n := copy(w.groBuf[start:], run[0].buf[run[0].start:run[0].end])
-	var flags uint8
-	for _, o := range run[1:] {
-		frame := o.buf[o.start:o.end]
-		n += copy(w.groBuf[start+n:], frame[hdrs:])
-		flags |= frame[header.EthernetLen+header.IPv4MinLen+13]
-	}
-	super := w.groBuf[start : start+n]
-	ip := header.IPv4(super[header.EthernetLen:])
-	ip.SetTotalLen(n - header.EthernetLen)
-	ip.ComputeChecksum()
-	tcp := header.TCP(ip[header.IPv4MinLen:])
-	tcp.SetFlags(tcp.Flags() | flags&header.TCPFlagPSH)
-	ps := header.PseudoHeaderSum(ip.Src(), ip.Dst(), header.ProtocolTCP, len(tcp))
-	for ps>>16 != 0 {
-		ps = ps&0xffff + ps>>16
-	}
-	binary.BigEndian.PutUint16(tcp[16:18], uint16(ps))
-	csumStart := header.EthernetLen + header.IPv4MinLen
-	header.VirtioNetHdr(w.groBuf[Headroom:]).Encode(header.VirtioNetHdrFNeedsCsum, header.VirtioGSOTCPv4,
-		hdrs, first.payload, csumStart, 16)
 	p := run[0].p
-	w.one[0] = w.groBuf[:start+n]
-	if _, err := p.dev.Write(w.one, Headroom); err != nil {
+	hdrs := header.EthernetLen + header.IPv4MinLen + first.tcp.HeaderLen()
+	var flags uint8
+	n := run[0].end - run[0].start
+	for _, o := range run[1:] {
+		n += o.end - o.start - hdrs
+		flags |= o.buf[o.start+header.EthernetLen+header.IPv4MinLen+13]
+	}
+	var err error
+	if p.vec != nil && len(run)+1 <= min(p.maxVec, cap(w.vec)) {
+		// The first segment's headers become the superframe's, in place.
+		super := run[0].buf[run[0].start:run[0].end]
+		w.superHeaders(super, n, hdrs, flags, first.payload)
+		w.vec = append(w.vec[:0], w.vnet[:], super)
+		for _, o := range run[1:] {
+			w.vec = append(w.vec, o.buf[o.start+hdrs:o.end])
+		}
+		err = p.vec.WriteVec(w.vec)
+		clear(w.vec)
+	} else {
+		if w.groBuf == nil {
+			w.groBuf = make([]byte, Headroom+header.VirtioNetHdrLen+header.EthernetLen+header.IPv4MaxLen)
+		}
+		start := Headroom + header.VirtioNetHdrLen
+		at := start + copy(w.groBuf[start:], run[0].buf[run[0].start:run[0].end])
+		for _, o := range run[1:] {
+			at += copy(w.groBuf[at:], o.buf[o.start+hdrs:o.end])
+		}
+		w.superHeaders(w.groBuf[start:at], n, hdrs, flags, first.payload)
+		copy(w.groBuf[Headroom:], w.vnet[:])
+		w.one[0] = w.groBuf[:at]
+		_, err = p.dev.Write(w.one, Headroom)
+	}
+	if err != nil {
 		w.drops[DropTxError] += uint64(len(run))
 		return
 	}
@@ -162,4 +168,22 @@ func (w *worker) writeSuper(run []podOut, first tcpSeg) {
 	p.TxBytes.Add(uint64(n))
 	w.r.offload.groFrames.Add(1)
 	w.r.offload.groSegments.Add(uint64(len(run)))
+}
+
+// superHeaders rewrites the headers at the front of frame for a superframe
+// of n bytes and fills w.vnet: IP length and checksum, PSH if any segment
+// had it, the TCP checksum field holding the pseudo-header sum.
+func (w *worker) superHeaders(frame []byte, n, hdrs int, flags uint8, mss int) {
+	ip := header.IPv4(frame[header.EthernetLen:])
+	ip.SetTotalLen(n - header.EthernetLen)
+	ip.ComputeChecksum()
+	tcp := header.TCP(ip[header.IPv4MinLen:])
+	tcp.SetFlags(tcp.Flags() | flags&header.TCPFlagPSH)
+	ps := header.PseudoHeaderSum(ip.Src(), ip.Dst(), header.ProtocolTCP, n-header.EthernetLen-header.IPv4MinLen)
+	for ps>>16 != 0 {
+		ps = ps&0xffff + ps>>16
+	}
+	binary.BigEndian.PutUint16(tcp[16:18], uint16(ps))
+	csumStart := header.EthernetLen + header.IPv4MinLen
+	header.VirtioNetHdr(w.vnet[:]).Encode(header.VirtioNetHdrFNeedsCsum, header.VirtioGSOTCPv4, hdrs, mss, csumStart, 16)
 }

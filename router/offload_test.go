@@ -21,7 +21,10 @@ var (
 
 // withOffloadPort adds pod C, whose device carries virtio-net headers.
 func withOffloadPort(t testing.TB, h *harness) (*Port, *routertest.Device) {
-	dev := routertest.NewDevice()
+	return withOffloadDevice(t, h, routertest.NewDevice())
+}
+
+func withOffloadDevice(t testing.TB, h *harness, dev *routertest.Device) (*Port, *routertest.Device) {
 	p, err := h.r.AddPort(PortConfig{Name: "c", Addr: netip.AddrFrom4(podC), MAC: macC, Offload: true}, dev)
 	if err != nil {
 		t.Fatal(err)
@@ -222,56 +225,64 @@ func seg(seq uint32, payload int, flags uint8, sport uint16) []byte {
 	return vxlanPayload(ourVTEP, 4096, ip)
 }
 
+// TestGROCoalescesOneFlow: consecutive segments of one flow reach the pod
+// as one superframe, gathered from where they lie or copied together.
 func TestGROCoalescesOneFlow(t *testing.T) {
-	h := newHarness(t)
-	_, devC := withOffloadPort(t, h)
-	ack, push := uint8(header.TCPFlagACK), uint8(header.TCPFlagACK|header.TCPFlagPSH)
-	batch := [][]byte{
-		seg(1000, 1000, ack, 1), seg(2000, 1000, ack, 1), seg(3000, 500, push, 1), // one superframe
-		seg(9000, 1000, ack, 1), // a gap: on its own
-		seg(5000, 100, ack, 2),  // another flow
-	}
-	h.w.begin()
-	for i, p := range batch {
-		n := copy(h.w.bufs[i][Headroom:], p)
-		h.w.fromVXLAN(nodeB, h.w.bufs[i], Headroom, Headroom+n)
-	}
-	h.w.flush()
-	out := devC.Take()
-	if len(out) != 3 {
-		t.Fatalf("pod C got %d writes, want 3 (drops %v)", len(out), h.drops())
-	}
-	v := header.VirtioNetHdr(out[0])
-	ip := header.IPv4(out[0][header.VirtioNetHdrLen+14:])
-	if v.GSOType() != header.VirtioGSOTCPv4 || v.GSOSize() != 1000 || !v.NeedsCsum() || v.CsumStart() != 34 || v.CsumOffset() != 16 ||
-		v.HdrLen() != 14+20+32 || ip.TotalLen() != 20+32+2500 || ip.TTL() != 63 {
-		t.Fatalf("superframe header %x, ip length %d", out[0][:10], ip.TotalLen())
-	}
-	validChecksum(t, ip)
-	tcp := header.TCP(ip.Payload())
-	if tcp.Seq() != 1000 || tcp.Flags() != push {
-		t.Fatalf("superframe seq %d flags %#x", tcp.Seq(), tcp.Flags())
-	}
-	// The payload is the three segments' data in order.
-	want := append(append(append([]byte{}, seg(1000, 1000, ack, 1)[22+52:]...), seg(2000, 1000, ack, 1)[22+52:]...), seg(3000, 500, push, 1)[22+52:]...)
-	if string(tcp[32:]) != string(want) {
-		t.Fatal("coalesced payload differs")
-	}
-	// Checksum as the receiving stack will finish it: field holds the
-	// pseudo-header sum, the rest is summed over the segment.
-	if header.Checksum(tcp, 0) == 0 {
-		t.Fatal("implausible partial checksum")
-	}
-	for _, f := range out[1:] {
-		if header.VirtioNetHdr(f).GSOType() != header.VirtioGSONone {
-			t.Fatal("a lone segment was written with a GSO header")
-		}
-	}
-	if o := h.r.Stats().Offload; o.GROFrames != 1 || o.GROSegments != 3 {
-		t.Fatalf("offload counters %+v", o)
-	}
-	if s := h.r.Stats(); s.Ports[len(s.Ports)-1].TxPackets != 5 {
-		t.Fatalf("tx counted %d packets, want 5 segments", s.Ports[len(s.Ports)-1].TxPackets)
+	for _, gather := range []bool{true, false} {
+		t.Run(map[bool]string{true: "gathered", false: "copied"}[gather], func(t *testing.T) {
+			h := newHarness(t)
+			dev := routertest.NewDevice()
+			dev.NoVec = !gather
+			_, devC := withOffloadDevice(t, h, dev)
+			ack, push := uint8(header.TCPFlagACK), uint8(header.TCPFlagACK|header.TCPFlagPSH)
+			batch := [][]byte{
+				seg(1000, 1000, ack, 1), seg(2000, 1000, ack, 1), seg(3000, 500, push, 1), // one superframe
+				seg(9000, 1000, ack, 1), // a gap: on its own
+				seg(5000, 100, ack, 2),  // another flow
+			}
+			h.w.begin()
+			for i, p := range batch {
+				n := copy(h.w.bufs[i][Headroom:], p)
+				h.w.fromVXLAN(nodeB, h.w.bufs[i], Headroom, Headroom+n)
+			}
+			h.w.flush()
+			out := devC.Take()
+			if len(out) != 3 {
+				t.Fatalf("pod C got %d writes, want 3 (drops %v)", len(out), h.drops())
+			}
+			v := header.VirtioNetHdr(out[0])
+			ip := header.IPv4(out[0][header.VirtioNetHdrLen+14:])
+			if v.GSOType() != header.VirtioGSOTCPv4 || v.GSOSize() != 1000 || !v.NeedsCsum() || v.CsumStart() != 34 || v.CsumOffset() != 16 ||
+				v.HdrLen() != 14+20+32 || ip.TotalLen() != 20+32+2500 || ip.TTL() != 63 {
+				t.Fatalf("superframe header %x, ip length %d", out[0][:10], ip.TotalLen())
+			}
+			validChecksum(t, ip)
+			tcp := header.TCP(ip.Payload())
+			if tcp.Seq() != 1000 || tcp.Flags() != push {
+				t.Fatalf("superframe seq %d flags %#x", tcp.Seq(), tcp.Flags())
+			}
+			// The payload is the three segments' data in order.
+			want := append(append(append([]byte{}, seg(1000, 1000, ack, 1)[22+52:]...), seg(2000, 1000, ack, 1)[22+52:]...), seg(3000, 500, push, 1)[22+52:]...)
+			if string(tcp[32:]) != string(want) {
+				t.Fatal("coalesced payload differs")
+			}
+			// Checksum as the receiving stack will finish it: field holds the
+			// pseudo-header sum, the rest is summed over the segment.
+			if header.Checksum(tcp, 0) == 0 {
+				t.Fatal("implausible partial checksum")
+			}
+			for _, f := range out[1:] {
+				if header.VirtioNetHdr(f).GSOType() != header.VirtioGSONone {
+					t.Fatal("a lone segment was written with a GSO header")
+				}
+			}
+			if o := h.r.Stats().Offload; o.GROFrames != 1 || o.GROSegments != 3 {
+				t.Fatalf("offload counters %+v", o)
+			}
+			if s := h.r.Stats(); s.Ports[len(s.Ports)-1].TxPackets != 5 {
+				t.Fatalf("tx counted %d packets, want 5 segments", s.Ports[len(s.Ports)-1].TxPackets)
+			}
+		})
 	}
 }
 

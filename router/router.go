@@ -125,6 +125,10 @@ type Port struct {
 	// plain, when the device has it, writes queued plain frames of an
 	// offload port as one batch.
 	plain PlainWriter
+	// vec, when the device has it, writes a coalesced superframe gathered
+	// from the segments where they lie.
+	vec    VectorWriter
+	maxVec int
 	Counters
 	done chan struct{}
 }
@@ -136,6 +140,14 @@ type Port struct {
 // them, which would overwrite the tail of the frame before.
 type PlainWriter interface {
 	WritePlain(frames [][]byte) (int, error)
+}
+
+// VectorWriter is a pod device that writes one frame gathered from several
+// slices (a TAP's writev), so a coalesced superframe needs no copy.
+type VectorWriter interface {
+	// MaxVec is the most slices one WriteVec takes (0: none now).
+	MaxVec() int
+	WriteVec(parts [][]byte) error
 }
 
 // Config returns what the port was attached with.
@@ -222,6 +234,9 @@ func (r *Router) AddPort(cfg PortConfig, dev Device) (*Port, error) {
 	p := &Port{cfg: cfg, addr: cfg.Addr.As4(), dev: dev, done: make(chan struct{})}
 	if pw, ok := dev.(PlainWriter); ok && cfg.Offload {
 		p.plain = pw
+	}
+	if vw, ok := dev.(VectorWriter); ok && cfg.Offload && vw.MaxVec() >= 3 {
+		p.vec, p.maxVec = vw, vw.MaxVec()
 	}
 	// Reuse the first free slot so IDs stay dense.
 	p.ID = uint32(len(old))

@@ -54,6 +54,8 @@ type worker struct {
 	plainTo  *Port
 	gso      gsoRun // VXLAN datagrams gathered for one UDP GSO send
 	groBuf   []byte // allocated on the first coalesced superframe
+	vnet     [header.VirtioNetHdrLen]byte
+	vec      [][]byte // the parts of one gathered superframe
 
 	drops    [NumDropReasons]uint64
 	flushing bool
@@ -78,6 +80,7 @@ func (r *Router) newWorker(batch, bufSize int) *worker {
 	w.hostOut = make([][]byte, 0, q)
 	w.podQ = make([]podOut, 0, q)
 	w.plain = make([][]byte, 0, q)
+	w.vec = make([][]byte, 0, gsoMaxSegments+2)
 	w.icmpBufs = make([][]byte, batch)
 	for i := range w.icmpBufs {
 		w.icmpBufs[i] = make([]byte, Headroom+icmpQuoteMax)

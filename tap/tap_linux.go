@@ -308,6 +308,41 @@ func (d *Device) WritePlain(frames [][]byte) (int, error) {
 	return d.writeRing(frames, 0, true)
 }
 
+// MaxVec is the most slices one WriteVec takes: 0 without io_uring.
+func (d *Device) MaxVec() int {
+	if d.wring == nil {
+		return 0
+	}
+	return len(d.iov)
+}
+
+// WriteVec writes one frame gathered from parts (at most MaxVec of them).
+func (d *Device) WriteVec(parts [][]byte) error {
+	d.wmu.Lock()
+	defer d.wmu.Unlock()
+	if d.closed.Load() || d.wring == nil {
+		return os.ErrClosed
+	}
+	if len(parts) > len(d.iov) {
+		return fmt.Errorf("tap: %d parts for one frame, at most %d", len(parts), len(d.iov))
+	}
+	v := d.iov[:len(parts)]
+	for i, b := range parts {
+		v[i].Base = unsafe.SliceData(b)
+		v[i].SetLen(len(b))
+	}
+	d.written, d.werr = 0, nil
+	err := d.wring.Writev(d.wfd, v, 0)
+	if err == nil {
+		err = d.wring.Submit(d.wresFn)
+	}
+	clear(v)
+	if err != nil {
+		return err
+	}
+	return d.werr
+}
+
 func (d *Device) writeRing(bufs [][]byte, offset int, vnet bool) (int, error) {
 	d.wmu.Lock()
 	defer d.wmu.Unlock()

@@ -148,6 +148,13 @@ func TestBatchedWriteDelivers(t *testing.T) {
 	if w, err := d.Write(withHdr, 32); err != nil || w != len(withHdr) {
 		t.Fatalf("Write: %d, %v", w, err)
 	}
+	// One more, gathered from three slices.
+	if d.MaxVec() >= 3 {
+		f := frame(n)
+		if err := d.WriteVec([][]byte{make([]byte, 10), f[:20], f[20:]}); err != nil {
+			t.Fatalf("WriteVec: %v", err)
+		}
+	}
 	buf := make([]byte, 64)
 	for i := 0; i < n; i++ {
 		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -157,6 +164,13 @@ func TestBatchedWriteDelivers(t *testing.T) {
 		}
 		if seq := int(binary.BigEndian.Uint32(buf[:m])); seq != i {
 			t.Fatalf("datagram %d arrived where %d was due", seq, i)
+		}
+	}
+	if d.MaxVec() >= 3 {
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		m, _, err := conn.ReadFromUDP(buf)
+		if err != nil || binary.BigEndian.Uint32(buf[:m]) != n {
+			t.Fatalf("the gathered frame: %v % x", err, buf[:max(m, 0)])
 		}
 	}
 }

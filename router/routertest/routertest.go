@@ -21,6 +21,7 @@ type Device struct {
 	plains  int
 	Batch   int
 	Discard bool // drop written frames instead of recording them (for benchmarks)
+	NoVec   bool // refuse gathered writes (MaxVec 0), as a device without them
 }
 
 // NewDevice returns an empty device with a batch size of 16.
@@ -87,6 +88,31 @@ func (d *Device) WritePlain(frames [][]byte) (int, error) {
 		}
 	}
 	return len(frames), nil
+}
+
+// MaxVec is how many parts WriteVec takes: 64, or 0 with NoVec.
+func (d *Device) MaxVec() int {
+	if d.NoVec {
+		return 0
+	}
+	return 64
+}
+
+// WriteVec records the frame gathered from parts (router.VectorWriter).
+func (d *Device) WriteVec(parts [][]byte) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return os.ErrClosed
+	}
+	if !d.Discard {
+		var f []byte
+		for _, p := range parts {
+			f = append(f, p...)
+		}
+		d.out = append(d.out, f)
+	}
+	return nil
 }
 
 // PlainWrites says how many WritePlain calls there were.
