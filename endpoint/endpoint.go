@@ -187,6 +187,9 @@ func configure(s Spec) (net.HardwareAddr, error) {
 	if err := h.LinkSetMTU(link, s.MTU); err != nil {
 		return nil, fmt.Errorf("set MTU %d: %w", s.MTU, err)
 	}
+	// A superframe the pod's kernel hands over should fit one UDP GSO send
+	// toward a VXLAN peer. Only a tuning: kernels that refuse it still work.
+	_ = h.LinkSetGSOMaxSegs(link, router.SuperframeSegments(s.MTU))
 	// IPv6 is off on pod ports until tortie routes it; this keeps router
 	// solicitations and MLD reports off the wire.
 	_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+s.IfName+"/disable_ipv6", []byte("1"), 0o644)

@@ -24,6 +24,13 @@ const (
 	gsoMaxSegments = 64
 )
 
+// SuperframeSegments is how many segments a pod's TCP superframe should
+// have at most for a pod MTU of mtu: as many VXLAN datagrams as one UDP GSO
+// send carries. Larger superframes leave in two sends, the second short.
+func SuperframeSegments(mtu int) int {
+	return min(gsoMaxSegments, gsoMaxBytes/(mtu+header.EthernetLen+header.VXLANLen))
+}
+
 // gsoRun is the run of datagrams a worker is gathering. A run starts in
 // place, where its first datagram lies; datagrams that follow it directly
 // in the same buffer (segments of a superframe laid out back to back) join

@@ -442,3 +442,21 @@ func TestGSORunInPlace(t *testing.T) {
 		t.Fatalf("%d payload bytes in %d runs, want %d", total, len(g.sends), payload)
 	}
 }
+
+// A superframe of SuperframeSegments segments, as the pod's TAP is told to
+// hand over at most, leaves in exactly one UDP GSO send.
+func TestSuperframeFitsOneSend(t *testing.T) {
+	h := newHarness(t)
+	g := &gsoRecorder{}
+	h.r.SetGSO(g)
+	pC, _ := withOffloadPort(t, h)
+	const mss = 1398 // pod MTU 1450 with TCP timestamps
+	n := SuperframeSegments(1450)
+	if n != 44 {
+		t.Fatalf("SuperframeSegments(1450) = %d, want 44", n)
+	}
+	h.fromOffload(pC, tcpSuper(remoteV, n*mss, mss, header.TCPFlagACK))
+	if len(g.sends) != 1 || len(g.sends[0].data) != n*g.sends[0].seg {
+		t.Fatalf("%d sends for one superframe of %d segments", len(g.sends), n)
+	}
+}

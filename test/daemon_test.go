@@ -24,6 +24,10 @@ func TestOperatorViews(t *testing.T) {
 	l := up(t, lab.Options{Name: "to1", Nodes: 2, Pods: 2, Mode: "ipip", Static: true})
 	n1 := l.Nodes[0]
 	ping(t, l, "n1p1", l.Pod("n2p1").Address)
+	// The pod's TAP hands over superframes that fit one UDP GSO send.
+	if out, _ := exec.Command("ip", "-d", "-n", l.Pod("n1p1").Netns, "link", "show", "eth0").CombinedOutput(); !strings.Contains(string(out), "gso_max_segs 43 ") {
+		t.Errorf("pod eth0 (MTU 1480) should have gso_max_segs 43:\n%s", out)
+	}
 	ctl := func(args ...string) string {
 		out, err := exec.Command(filepath.Join(binDir, "tortiectl"), append([]string{"--socket", n1.Socket}, args...)...).CombinedOutput()
 		if err != nil {
