@@ -20,7 +20,7 @@ var (
 	txBytes   = prometheus.NewDesc("tortie_port_tx_bytes_total", "Bytes sent on a port.", []string{"port"}, nil)
 	fibDesc   = prometheus.NewDesc("tortie_fib_routes", "Routes in the current FIB snapshot.", nil, nil)
 	mtuDesc   = prometheus.NewDesc("tortie_underlay_path_mtu_bytes", "Current underlay path MTU.", nil, nil)
-	offDesc   = prometheus.NewDesc("tortie_offload_total", "Pod TCP superframes segmented (tso) or coalesced (gro), and the segments involved.", []string{"kind", "unit"}, nil)
+	offDesc   = prometheus.NewDesc("tortie_offload_total", "TCP superframes from pods and the host segmented (tso), or coalesced toward pods (gro), and the segments involved.", []string{"kind", "unit"}, nil)
 )
 
 type collector struct{ r *router.Router }

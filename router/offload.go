@@ -14,7 +14,20 @@ const segBatch = 64
 // The header is the pod kernel's word on what is left to do; its lengths
 // are checked against the frame itself, never trusted (hdr_len is ignored).
 func (w *worker) fromPodOffload(p *Port, buf []byte, off, end int) {
-	if end-off < header.VirtioNetHdrLen+header.EthernetLen {
+	w.fromOffload(p, header.EthernetLen, buf, off, end)
+}
+
+// fromHostOffload handles an IPv4 packet from the host TUN behind a
+// virtio-net header, as fromPodOffload does a pod's frame.
+func (w *worker) fromHostOffload(buf []byte, off, end int) {
+	w.fromOffload(nil, 0, buf, off, end)
+}
+
+// fromOffload finishes what a virtio-net header says is left to do for a
+// frame from p (nil: the host) whose IPv4 header starts at l2, and passes
+// the packet or its segments on.
+func (w *worker) fromOffload(p *Port, l2 int, buf []byte, off, end int) {
+	if end-off < header.VirtioNetHdrLen+l2 {
 		w.drop(DropTooShort)
 		return
 	}
@@ -22,24 +35,34 @@ func (w *worker) fromPodOffload(p *Port, buf []byte, off, end int) {
 	frame := off + header.VirtioNetHdrLen
 	switch h.GSOType() &^ header.VirtioGSOECN {
 	case header.VirtioGSONone:
-		if h.NeedsCsum() && !finishChecksum(buf[frame:end], h.CsumStart(), h.CsumOffset()) {
+		if h.NeedsCsum() && !finishChecksum(buf[frame:end], l2, h.CsumStart(), h.CsumOffset()) {
 			w.drop(DropBadOffload)
 			return
 		}
-		w.fromPod(p, buf, frame, end)
+		w.fromPodOrHost(p, buf, frame, end)
 	case header.VirtioGSOTCPv4:
-		w.segmentTCP(p, buf[frame:end], h.GSOSize())
+		w.segmentTCP(p, l2, buf[frame:end], h.GSOSize())
 	default:
 		w.drop(DropBadOffload)
 	}
 }
 
+// fromPodOrHost takes a frame from pod p, or a packet from the host if p is nil.
+func (w *worker) fromPodOrHost(p *Port, buf []byte, off, end int) {
+	if p == nil {
+		w.fromHost(buf, off, end)
+		return
+	}
+	w.fromPod(p, buf, off, end)
+}
+
 // finishChecksum does what a NIC does for CHECKSUM_PARTIAL: the field at
 // start+offset holds the pseudo-header sum; the checksum of everything from
-// start on is computed over it and stored, complemented.
-func finishChecksum(frame []byte, start, offset int) bool {
+// start on is computed over it and stored, complemented. The checksummed
+// part may not begin before the IPv4 header, at l2.
+func finishChecksum(frame []byte, l2, start, offset int) bool {
 	at := start + offset
-	if start < header.EthernetLen || at+2 > len(frame) {
+	if start < l2 || at+2 > len(frame) {
 		return false
 	}
 	sum := ^header.Checksum(frame[start:], 0)
@@ -47,18 +70,18 @@ func finishChecksum(frame []byte, start, offset int) bool {
 	return true
 }
 
-// segmentTCP cuts a TCPv4 superframe (Ethernet + IPv4 + TCP + payload up
-// to 64 KB) into segments of at most mss payload bytes, as a NIC's TSO
+// segmentTCP cuts a TCPv4 superframe (l2 bytes of Ethernet, or none from
+// the host, + IPv4 + TCP + payload up to 64 KB) into segments of at most mss payload bytes, as a NIC's TSO
 // would: headers copied, IP length, ID and checksum per segment, TCP
 // sequence numbers advanced, FIN and PSH only on the last segment, CWR only
 // on the first, full TCP checksums. Each segment then takes the ordinary
-// path from the pod.
-func (w *worker) segmentTCP(p *Port, frame []byte, mss int) {
-	if len(frame) < header.EthernetLen+header.IPv4MinLen || header.Ethernet(frame).Type() != header.EtherTypeIPv4 {
+// path from the pod p, or from the host if p is nil.
+func (w *worker) segmentTCP(p *Port, l2 int, frame []byte, mss int) {
+	if len(frame) < l2+header.IPv4MinLen || (l2 > 0 && header.Ethernet(frame).Type() != header.EtherTypeIPv4) {
 		w.drop(DropBadOffload)
 		return
 	}
-	ip := header.IPv4(frame[header.EthernetLen:])
+	ip := header.IPv4(frame[l2:])
 	hl := int(ip[0]&0xf) * 4
 	if ip[0]>>4 != 4 || hl < header.IPv4MinLen || ip.TotalLen() > len(ip) || hl+header.TCPMinLen > ip.TotalLen() ||
 		ip.Protocol() != header.ProtocolTCP || mss <= 0 {
@@ -73,12 +96,15 @@ func (w *worker) segmentTCP(p *Port, frame []byte, mss int) {
 		return
 	}
 	payload := tcp[thl:]
-	hdrs := header.EthernetLen + hl + thl
+	hdrs := l2 + hl + thl
 	if hdrs+mss > maxFrameFor(w.r) {
 		w.drop(DropBadOffload)
 		return
 	}
 	backToBack := w.backToBack(ip.DstU32(), hl+thl+mss)
+	// In front of each segment lying back to back: its VXLAN header, and
+	// the inner Ethernet header a host packet does not have yet.
+	room := header.VXLANLen + header.EthernetLen - l2
 	if backToBack && w.segArea == nil {
 		w.segArea = make([]byte, Headroom+segBatch*(header.VXLANLen+maxFrameFor(w.r)))
 		w.areaPos = Headroom
@@ -99,13 +125,13 @@ func (w *worker) segmentTCP(p *Port, frame []byte, mss int) {
 		at := Headroom
 		if backToBack {
 			// Each segment right behind the one before, with exactly the
-			// room its VXLAN header takes: the datagrams form the UDP GSO
+			// room its encapsulation takes: the datagrams form the UDP GSO
 			// run where they lie.
-			if w.areaPos+header.VXLANLen+hdrs+mss > len(w.segArea) {
+			if w.areaPos+room+hdrs+mss > len(w.segArea) {
 				w.flushSegments()
 				w.areaPos = Headroom
 			}
-			sb, at = w.segArea, w.areaPos+header.VXLANLen
+			sb, at = w.segArea, w.areaPos+room
 			w.areaPos = at + hdrs + len(chunk)
 		} else {
 			if w.segUsed == len(w.segBufs) {
@@ -118,7 +144,7 @@ func (w *worker) segmentTCP(p *Port, frame []byte, mss int) {
 		n := copy(sb[at:], frame[:hdrs])
 		n += copy(sb[at+n:], chunk)
 		seg := sb[at : at+n]
-		sip := header.IPv4(seg[header.EthernetLen:])
+		sip := header.IPv4(seg[l2:])
 		sip.SetTotalLen(hl + thl + len(chunk))
 		sip[4], sip[5] = byte((id+uint16(i))>>8), byte(id+uint16(i))
 		sip.ComputeChecksum()
@@ -134,7 +160,7 @@ func (w *worker) segmentTCP(p *Port, frame []byte, mss int) {
 		st.SetFlags(f)
 		st.SetChecksum(0)
 		st.SetChecksum(^header.Checksum(st, header.PseudoHeaderSum(src, dst, header.ProtocolTCP, len(st))))
-		w.fromPod(p, sb, at, at+n)
+		w.fromPodOrHost(p, sb, at, at+n)
 		if len(payload) == 0 {
 			break
 		}

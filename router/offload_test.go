@@ -303,6 +303,13 @@ func (g *gsoRecorder) SendGSO(p []byte, seg int, dst [4]byte, _ uint32) error {
 }
 func (g *gsoRecorder) MTU() (int, error) { return 1500, nil }
 
+// take forgets the sends so far and says how many there were.
+func (g *gsoRecorder) take() int {
+	n := len(g.sends)
+	g.sends = nil
+	return n
+}
+
 // TestGSORuns: the segments of a superframe to one VXLAN peer leave in one
 // UDP GSO send; a different size or peer starts a new run.
 func TestGSORuns(t *testing.T) {
@@ -459,4 +466,95 @@ func TestSuperframeFitsOneSend(t *testing.T) {
 	if len(g.sends) != 1 || len(g.sends[0].data) != n*g.sends[0].seg {
 		t.Fatalf("%d sends for one superframe of %d segments", len(g.sends), n)
 	}
+}
+
+// hostSuper is tcpSuper as the host TUN hands it over: a virtio-net header
+// and the IPv4 packet, no Ethernet header.
+func hostSuper(dst [4]byte, payload, mss int, flags uint8) []byte {
+	f := tcpSuper(dst, payload, mss, flags)
+	v := header.VirtioNetHdr(f)
+	out := append(f[:header.VirtioNetHdrLen:header.VirtioNetHdrLen], f[header.VirtioNetHdrLen+header.EthernetLen:]...)
+	header.VirtioNetHdr(out).Encode(header.VirtioNetHdrFNeedsCsum, v.GSOType(), 40, mss, 20, 16)
+	return out
+}
+
+func (h *harness) fromHostOffload(frames ...[]byte) {
+	h.w.begin()
+	for _, f := range frames {
+		b := make([]byte, Headroom+len(f))
+		n := copy(b[Headroom:], f)
+		h.w.fromHostOffload(b, Headroom, Headroom+n)
+	}
+	h.w.flush()
+}
+
+// TestHostSuperframes: the host's TCP superframes and partial checksums
+// are finished as a pod's are, with the host's rules (no TTL decrement),
+// whether they go to a local pod or out as an in-place UDP GSO run.
+func TestHostSuperframes(t *testing.T) {
+	h := newHarness(t)
+	g := &gsoRecorder{}
+	h.r.SetGSO(g)
+	h.fromHostOffload(hostSuper(podB, 2500, 1000, header.TCPFlagACK|header.TCPFlagPSH))
+	out := h.devB.Take()
+	if len(out) != 3 || len(out[2]) != 14+40+500 {
+		t.Fatalf("pod B got %d frames (drops %v)", len(out), h.drops())
+	}
+	for i, f := range out {
+		ip := header.IPv4(f[14:])
+		if !tcpChecksumOK(ip) || ip.TTL() != 64 || ip.ID() != uint16(100+i) {
+			t.Fatalf("segment %d: checksum ok %v, TTL %d, ID %d", i, tcpChecksumOK(ip), ip.TTL(), ip.ID())
+		}
+	}
+	h.fromHostOffload(hostSuper(podB, 600, 1400, header.TCPFlagACK))
+	if out := h.devB.Take(); len(out) != 1 || !tcpChecksumOK(header.IPv4(out[0][14:])) {
+		t.Fatalf("partial checksum: pod B got %d frames", len(out))
+	}
+
+	const payload, mss = 40 * 1398, 1398
+	h.fromHostOffload(hostSuper(remoteV, payload, mss, header.TCPFlagACK))
+	if h.w.gso.buf != nil {
+		t.Error("the run was copied into the gathering buffer")
+	}
+	if len(g.sends) != 1 || len(g.sends[0].data) != 40*g.sends[0].seg {
+		t.Fatalf("%d sends for one superframe of 40 segments", len(g.sends))
+	}
+	s := g.sends[0]
+	for d := 0; d < len(s.data); d += s.seg {
+		v := s.data[d : d+s.seg]
+		if header.VXLAN(v).VNI() != 4096 || header.Ethernet(v[header.VXLANLen:]).Type() != header.EtherTypeIPv4 {
+			t.Fatalf("datagram at %d: bad VXLAN or inner Ethernet header", d)
+		}
+		if ip := header.IPv4(v[header.VXLANLen+header.EthernetLen:]); !tcpChecksumOK(ip[:ip.TotalLen()]) {
+			t.Fatalf("datagram at %d: bad TCP checksum", d)
+		}
+	}
+
+	before := h.drops()["bad_offload"]
+	bad := hostSuper(podB, 2500, 1000, header.TCPFlagACK)
+	bad[1] = 5 // GSO UDP: not ours to cut
+	h.fromHostOffload(bad)
+	if got := h.drops()["bad_offload"]; got != before+1 {
+		t.Fatalf("bad_offload %d, want %d", got, before+1)
+	}
+}
+
+// FuzzFromHostOffload: any virtio-net header and packet from the host: no
+// panic, and each is forwarded or counted.
+func FuzzFromHostOffload(f *testing.F) {
+	f.Add(hostSuper(remoteV, 3000, 1000, header.TCPFlagACK))
+	f.Add(hostSuper(podB, 100, 1400, header.TCPFlagACK))
+	h := newHarness(&testing.T{})
+	h.r.SetGSO(&gsoRecorder{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) > 65000 {
+			return
+		}
+		before := h.totalDrops()
+		h.fromHostOffload(b)
+		out := len(h.u.Take()) + len(h.devA.Take()) + len(h.devB.Take()) + len(h.host.Take())
+		if out == 0 && h.totalDrops() == before && h.r.gso.(*gsoRecorder).take() == 0 {
+			t.Fatalf("packet neither forwarded nor counted: %x", b)
+		}
+	})
 }

@@ -177,8 +177,15 @@ type Router struct {
 }
 
 type hostPort struct {
-	dev Device
+	dev  Device
+	vnet bool // packets come behind a virtio-net header
 	Counters
+}
+
+// VnetDevice is a host device that may deliver each packet behind a
+// virtio-net header (checksums left to finish, TCP superframes to cut).
+type VnetDevice interface {
+	VnetHdr() bool
 }
 
 // New makes a router over f, sending to the underlay through sender.
@@ -307,12 +314,17 @@ func (r *Router) Ports() []*Port {
 	return out
 }
 
-// AttachHost connects the node's own stack (a TUN carrying IPv4 packets).
+// AttachHost connects the node's own stack (a TUN carrying IPv4 packets;
+// behind a virtio-net header each if dev is a VnetDevice that says so).
 func (r *Router) AttachHost(dev Device) {
 	h := &hostPort{dev: dev}
+	size := maxPacket
+	if v, ok := dev.(VnetDevice); ok && v.VnetHdr() {
+		h.vnet, size = true, header.VirtioNetHdrLen+maxPacket
+	}
 	r.host.Store(h)
 	r.closers = append(r.closers, dev.Close)
-	w := r.newWorker(dev.BatchSize(), maxPacket)
+	w := r.newWorker(dev.BatchSize(), size)
 	r.spawn(func() { r.readHost(h, w) })
 }
 
@@ -363,7 +375,7 @@ type offloadCounters struct {
 }
 
 // OffloadStats is a copy of the offload counters: superframes from pods
-// segmented (and the segments they became), superframes written to pods
+// and the host segmented (and the segments they became), superframes written to pods
 // (and the segments they carried).
 type OffloadStats struct {
 	TSOFrames, TSOSegments, GROFrames, GROSegments uint64
@@ -461,7 +473,11 @@ func (r *Router) readHost(h *hostPort, w *worker) {
 		var bytes uint64
 		for i := 0; i < n; i++ {
 			bytes += uint64(w.sizes[i])
-			w.fromHost(w.bufs[i], Headroom, Headroom+w.sizes[i])
+			if h.vnet {
+				w.fromHostOffload(w.bufs[i], Headroom, Headroom+w.sizes[i])
+			} else {
+				w.fromHost(w.bufs[i], Headroom, Headroom+w.sizes[i])
+			}
 		}
 		h.RxPackets.Add(uint64(n))
 		h.RxBytes.Add(bytes)

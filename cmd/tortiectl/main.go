@@ -221,7 +221,7 @@ func run(c *api.Client, output string, args []string) error {
 			}
 			o := s.Offload
 			fmt.Fprintf(tw, "\nOFFLOAD\tSUPERFRAMES\tSEGMENTS\n")
-			fmt.Fprintf(tw, "tso (from pods, segmented)\t%d\t%d\n", o.TSOFrames, o.TSOSegments)
+			fmt.Fprintf(tw, "tso (from pods and host, segmented)\t%d\t%d\n", o.TSOFrames, o.TSOSegments)
 			fmt.Fprintf(tw, "gro (to pods, coalesced)\t%d\t%d\n", o.GROFrames, o.GROSegments)
 			fmt.Fprintln(tw, "\nDROP REASON\tPACKETS")
 			reasons := make([]string, 0, len(s.Drops))
