@@ -8,6 +8,14 @@
 // and natively routed traffic from other nodes reaches local pods. Remote
 // blocks that are routed natively get a kernel route via the remote node, as
 // Calico programs them, so the router's native sends leave on the underlay.
+//
+// Reads do not go through the TUN library, which reads one packet per
+// system call: natively routed traffic from other nodes arrives here one
+// packet at a time. The Host reads its descriptor in batches instead
+// (io_uring, through the tap package) and hands the router each packet
+// behind its virtio-net header; the router finishes checksums and cuts
+// superframes as it does for pods. Writes stay with the library, which
+// coalesces TCP segments into superframes for the kernel.
 package hostif
 
 import (
@@ -18,8 +26,14 @@ import (
 	"os"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/tortie-net/tortie/tap"
 )
+
+// txQueueLen is the TUN's queue toward tortied, in packets.
+const txQueueLen = 2000
 
 // RouteProtocol marks the kernel routes tortie owns (see "ip route show proto 201").
 const RouteProtocol = netlink.RouteProtocol(201)
@@ -38,6 +52,7 @@ type Host struct {
 	tun.Device
 	cfg  Config
 	link netlink.Link
+	rx   *tap.Device // batched reads, virtio-net header included (nil: the library's)
 }
 
 // Create makes the TUN in the current network namespace and programs the
@@ -58,7 +73,67 @@ func Create(cfg Config) (*Host, error) {
 		dev.Close()
 		return nil, err
 	}
+	if dev.BatchSize() > 1 { // the library turned the virtio-net header on
+		h.rx, err = batchedReader(dev.File())
+		if err != nil {
+			dev.Close()
+			return nil, err
+		}
+	}
 	return h, nil
+}
+
+// batchedReader reads f's packets in batches. The kernel is told to hand
+// over only what the router finishes: partial checksums and TCPv4
+// superframes (not TCPv6 or UDP ones, which the library would accept).
+func batchedReader(f *os.File) (*tap.Device, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.IoctlSetInt(int(fd), unix.TUNSETOFFLOAD, unix.TUN_F_CSUM|unix.TUN_F_TSO4)
+	}); err != nil {
+		return nil, err
+	}
+	if serr != nil {
+		return nil, fmt.Errorf("hostif: TUN offloads: %w", serr)
+	}
+	return tap.FromFile(f)
+}
+
+// VnetHdr says whether Read hands over each packet behind its virtio-net
+// header.
+func (h *Host) VnetHdr() bool { return h.rx != nil }
+
+// Read reads a batch of packets: all that are queued, up to len(bufs).
+func (h *Host) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if h.rx == nil {
+		return h.Device.Read(bufs, sizes, offset)
+	}
+	return h.rx.Read(bufs, sizes, offset)
+}
+
+// BatchSize is the most packets one Read returns.
+func (h *Host) BatchSize() int {
+	if h.rx == nil {
+		return h.Device.BatchSize()
+	}
+	return h.rx.BatchSize()
+}
+
+// Close closes the TUN; a Read in progress returns os.ErrClosed.
+func (h *Host) Close() error {
+	if h.rx != nil {
+		h.rx.Close() // the descriptor is the library's too: it closes it once more
+		err := h.Device.Close()
+		if errors.Is(err, os.ErrClosed) {
+			err = nil
+		}
+		return err
+	}
+	return h.Device.Close()
 }
 
 func (h *Host) program() error {
@@ -67,6 +142,12 @@ func (h *Host) program() error {
 		return err
 	}
 	h.link = link
+	// Natively routed packets from other nodes wait in the TUN's queue for
+	// tortied, one per TCP segment: the default 500 drops a few windows'
+	// bursts (TCP retransmits), where a NIC's ring holds them.
+	if err := netlink.LinkSetTxQLen(link, txQueueLen); err != nil {
+		return fmt.Errorf("hostif: %s queue length: %w", h.cfg.Name, err)
+	}
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("hostif: %s up: %w", h.cfg.Name, err)
 	}
