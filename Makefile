@@ -88,7 +88,7 @@ bench: deps build
 # A short run of every fuzz target.
 fuzz:
 	@for spec in router/header:FuzzIPv4Check router/header:FuzzARP fib:FuzzFIB encap:FuzzDecap \
-		router:FuzzFromPod router:FuzzFromUnderlay router:FuzzFromPodOffload selector:FuzzParse resources:FuzzDecode \
+		router:FuzzFromPod router:FuzzFromUnderlay router:FuzzFromPodOffload router:FuzzFromHostOffload selector:FuzzParse resources:FuzzDecode \
 		bgp:FuzzMessage; do \
 		pkg=$${spec%%:*}; fn=$${spec##*:}; \
 		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime 20s ./$$pkg/ || exit 1; \
