@@ -52,7 +52,8 @@ type Host struct {
 	tun.Device
 	cfg  Config
 	link netlink.Link
-	rx   *tap.Device // batched reads, virtio-net header included (nil: the library's)
+	rx   *tap.Device // batched reads of the same descriptor
+	vnet bool        // packets come behind a virtio-net header
 }
 
 // Create makes the TUN in the current network namespace and programs the
@@ -73,67 +74,59 @@ func Create(cfg Config) (*Host, error) {
 		dev.Close()
 		return nil, err
 	}
-	if dev.BatchSize() > 1 { // the library turned the virtio-net header on
-		h.rx, err = batchedReader(dev.File())
-		if err != nil {
-			dev.Close()
-			return nil, err
-		}
+	// The library turns the virtio-net header on where the kernel has it
+	// (and then reads in batches of more than one).
+	h.vnet = dev.BatchSize() > 1
+	if h.rx, err = batchedReader(dev.File(), h.vnet); err != nil {
+		dev.Close()
+		return nil, err
 	}
 	return h, nil
 }
 
-// batchedReader reads f's packets in batches. The kernel is told to hand
-// over only what the router finishes: partial checksums and TCPv4
-// superframes (not TCPv6 or UDP ones, which the library would accept).
-func batchedReader(f *os.File) (*tap.Device, error) {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.IoctlSetInt(int(fd), unix.TUNSETOFFLOAD, unix.TUN_F_CSUM|unix.TUN_F_TSO4)
-	}); err != nil {
-		return nil, err
-	}
-	if serr != nil {
-		return nil, fmt.Errorf("hostif: TUN offloads: %w", serr)
+// batchedReader reads f's packets in batches. With the virtio-net header,
+// the kernel is told to hand over only what the router finishes: partial
+// checksums and TCPv4 superframes (not TCPv6 or UDP ones, which the
+// library would accept).
+func batchedReader(f *os.File, vnet bool) (*tap.Device, error) {
+	if vnet {
+		rc, err := f.SyscallConn()
+		if err != nil {
+			return nil, err
+		}
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.IoctlSetInt(int(fd), unix.TUNSETOFFLOAD, unix.TUN_F_CSUM|unix.TUN_F_TSO4)
+		}); err != nil {
+			return nil, err
+		}
+		if serr != nil {
+			return nil, fmt.Errorf("hostif: TUN offloads: %w", serr)
+		}
 	}
 	return tap.FromFile(f)
 }
 
 // VnetHdr says whether Read hands over each packet behind its virtio-net
 // header.
-func (h *Host) VnetHdr() bool { return h.rx != nil }
+func (h *Host) VnetHdr() bool { return h.vnet }
 
 // Read reads a batch of packets: all that are queued, up to len(bufs).
 func (h *Host) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	if h.rx == nil {
-		return h.Device.Read(bufs, sizes, offset)
-	}
 	return h.rx.Read(bufs, sizes, offset)
 }
 
 // BatchSize is the most packets one Read returns.
-func (h *Host) BatchSize() int {
-	if h.rx == nil {
-		return h.Device.BatchSize()
-	}
-	return h.rx.BatchSize()
-}
+func (h *Host) BatchSize() int { return h.rx.BatchSize() }
 
-// Close closes the TUN; a Read in progress returns os.ErrClosed.
+// Close closes the TUN; a Read in progress returns os.ErrClosed. The
+// descriptor is the library's too, and it closes it once more.
 func (h *Host) Close() error {
-	if h.rx != nil {
-		h.rx.Close() // the descriptor is the library's too: it closes it once more
-		err := h.Device.Close()
-		if errors.Is(err, os.ErrClosed) {
-			err = nil
-		}
+	h.rx.Close()
+	if err := h.Device.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
 		return err
 	}
-	return h.Device.Close()
+	return nil
 }
 
 func (h *Host) program() error {

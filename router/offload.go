@@ -10,23 +10,12 @@ import (
 // sends what is queued and reuses the buffers.
 const segBatch = 64
 
-// fromPodOffload handles a frame that starts with a virtio-net header.
-// The header is the pod kernel's word on what is left to do; its lengths
-// are checked against the frame itself, never trusted (hdr_len is ignored).
-func (w *worker) fromPodOffload(p *Port, buf []byte, off, end int) {
-	w.fromOffload(p, header.EthernetLen, buf, off, end)
-}
-
-// fromHostOffload handles an IPv4 packet from the host TUN behind a
-// virtio-net header, as fromPodOffload does a pod's frame.
-func (w *worker) fromHostOffload(buf []byte, off, end int) {
-	w.fromOffload(nil, 0, buf, off, end)
-}
-
-// fromOffload finishes what a virtio-net header says is left to do for a
-// frame from p (nil: the host) whose IPv4 header starts at l2, and passes
-// the packet or its segments on.
-func (w *worker) fromOffload(p *Port, l2 int, buf []byte, off, end int) {
+// fromOffload handles a frame from pod p, or a packet from the host if p
+// is nil, that starts with a virtio-net header. The header is the sending
+// kernel's word on what is left to do; its lengths are checked against the
+// frame itself, never trusted (hdr_len is ignored).
+func (w *worker) fromOffload(p *Port, buf []byte, off, end int) {
+	l2 := linkHeaderLen(p)
 	if end-off < header.VirtioNetHdrLen+l2 {
 		w.drop(DropTooShort)
 		return
@@ -41,10 +30,19 @@ func (w *worker) fromOffload(p *Port, l2 int, buf []byte, off, end int) {
 		}
 		w.fromPodOrHost(p, buf, frame, end)
 	case header.VirtioGSOTCPv4:
-		w.segmentTCP(p, l2, buf[frame:end], h.GSOSize())
+		w.segmentTCP(p, buf[frame:end], h.GSOSize())
 	default:
 		w.drop(DropBadOffload)
 	}
+}
+
+// linkHeaderLen is where the IPv4 header starts in what p sends: after the
+// Ethernet header of a pod's frame; at once in the host's packets (p nil).
+func linkHeaderLen(p *Port) int {
+	if p == nil {
+		return 0
+	}
+	return header.EthernetLen
 }
 
 // fromPodOrHost takes a frame from pod p, or a packet from the host if p is nil.
@@ -70,13 +68,14 @@ func finishChecksum(frame []byte, l2, start, offset int) bool {
 	return true
 }
 
-// segmentTCP cuts a TCPv4 superframe (l2 bytes of Ethernet, or none from
-// the host, + IPv4 + TCP + payload up to 64 KB) into segments of at most mss payload bytes, as a NIC's TSO
-// would: headers copied, IP length, ID and checksum per segment, TCP
+// segmentTCP cuts a TCPv4 superframe (Ethernet, none from the host, +
+// IPv4 + TCP + payload up to 64 KB) into segments of at most mss payload
+// bytes, as a NIC's TSO would: headers copied, IP length, ID and checksum per segment, TCP
 // sequence numbers advanced, FIN and PSH only on the last segment, CWR only
 // on the first, full TCP checksums. Each segment then takes the ordinary
 // path from the pod p, or from the host if p is nil.
-func (w *worker) segmentTCP(p *Port, l2 int, frame []byte, mss int) {
+func (w *worker) segmentTCP(p *Port, frame []byte, mss int) {
+	l2 := linkHeaderLen(p)
 	if len(frame) < l2+header.IPv4MinLen || (l2 > 0 && header.Ethernet(frame).Type() != header.EtherTypeIPv4) {
 		w.drop(DropBadOffload)
 		return

@@ -75,7 +75,7 @@ func (h *harness) fromOffload(p *Port, frames ...[]byte) {
 			b = make([]byte, Headroom+len(f))
 		}
 		n := copy(b[Headroom:], f)
-		h.w.fromPodOffload(p, b, Headroom, Headroom+n)
+		h.w.fromOffload(p, b, Headroom, Headroom+n)
 	}
 	h.w.flush()
 }
@@ -483,7 +483,7 @@ func (h *harness) fromHostOffload(frames ...[]byte) {
 	for _, f := range frames {
 		b := make([]byte, Headroom+len(f))
 		n := copy(b[Headroom:], f)
-		h.w.fromHostOffload(b, Headroom, Headroom+n)
+		h.w.fromOffload(nil, b, Headroom, Headroom+n)
 	}
 	h.w.flush()
 }

@@ -375,8 +375,8 @@ type offloadCounters struct {
 }
 
 // OffloadStats is a copy of the offload counters: superframes from pods
-// and the host segmented (and the segments they became), superframes written to pods
-// (and the segments they carried).
+// and the host segmented (and the segments they became), superframes
+// written to pods (and the segments they carried).
 type OffloadStats struct {
 	TSOFrames, TSOSegments, GROFrames, GROSegments uint64
 }
@@ -439,7 +439,7 @@ func (r *Router) readPort(p *Port, w *worker) {
 		for i := 0; i < n; i++ {
 			bytes += uint64(w.sizes[i])
 			if p.cfg.Offload {
-				w.fromPodOffload(p, w.bufs[i], Headroom, Headroom+w.sizes[i])
+				w.fromOffload(p, w.bufs[i], Headroom, Headroom+w.sizes[i])
 			} else {
 				w.fromPod(p, w.bufs[i], Headroom, Headroom+w.sizes[i])
 			}
@@ -474,7 +474,7 @@ func (r *Router) readHost(h *hostPort, w *worker) {
 		for i := 0; i < n; i++ {
 			bytes += uint64(w.sizes[i])
 			if h.vnet {
-				w.fromHostOffload(w.bufs[i], Headroom, Headroom+w.sizes[i])
+				w.fromOffload(nil, w.bufs[i], Headroom, Headroom+w.sizes[i])
 			} else {
 				w.fromHost(w.bufs[i], Headroom, Headroom+w.sizes[i])
 			}
