@@ -7,25 +7,26 @@ import (
 
 // Checksum returns the 16-bit one's complement sum of b added to initial, not
 // yet complemented (RFC 1071 §4.1). The sum is byte-order independent
-// (RFC 1071 §2(B)): b is summed as little-endian 64-bit words with the
-// carries kept apart, 32 bytes per round, then folded to 16 bits and
-// swapped to network order once at the end.
+// (RFC 1071 §2(B)): b is summed as little-endian 64-bit words, each carry
+// out fed into the next addition (one add-with-carry chain, 64 bytes per
+// round), then folded to 16 bits and swapped to network order once at the
+// end.
 func Checksum(b []byte, initial uint32) uint16 {
-	var sum, carries, c uint64
-	for len(b) >= 32 {
-		sum, c = bits.Add64(sum, binary.LittleEndian.Uint64(b[0:8]), 0)
-		carries += c
-		sum, c = bits.Add64(sum, binary.LittleEndian.Uint64(b[8:16]), 0)
-		carries += c
-		sum, c = bits.Add64(sum, binary.LittleEndian.Uint64(b[16:24]), 0)
-		carries += c
-		sum, c = bits.Add64(sum, binary.LittleEndian.Uint64(b[24:32]), 0)
-		carries += c
-		b = b[32:]
+	var sum, c uint64
+	for len(b) >= 64 {
+		w := b[:64:64]
+		sum, c = bits.Add64(sum, binary.LittleEndian.Uint64(w[0:]), c)
+		sum, c = bits.Add64(sum, binary.LittleEndian.Uint64(w[8:]), c)
+		sum, c = bits.Add64(sum, binary.LittleEndian.Uint64(w[16:]), c)
+		sum, c = bits.Add64(sum, binary.LittleEndian.Uint64(w[24:]), c)
+		sum, c = bits.Add64(sum, binary.LittleEndian.Uint64(w[32:]), c)
+		sum, c = bits.Add64(sum, binary.LittleEndian.Uint64(w[40:]), c)
+		sum, c = bits.Add64(sum, binary.LittleEndian.Uint64(w[48:]), c)
+		sum, c = bits.Add64(sum, binary.LittleEndian.Uint64(w[56:]), c)
+		b = b[64:]
 	}
 	for len(b) >= 8 {
-		sum, c = bits.Add64(sum, binary.LittleEndian.Uint64(b[0:8]), 0)
-		carries += c
+		sum, c = bits.Add64(sum, binary.LittleEndian.Uint64(b), c)
 		b = b[8:]
 	}
 	var tail uint64
@@ -40,10 +41,10 @@ func Checksum(b []byte, initial uint32) uint16 {
 	if len(b) == 1 {
 		tail += uint64(b[0]) // at an even offset: the low byte of a little-endian word
 	}
-	sum, c = bits.Add64(sum, tail, 0)
-	carries += c
-	// Each carry out of bit 63 is worth 1 in one's complement arithmetic.
-	sum, c = bits.Add64(sum, carries, 0)
+	sum, c = bits.Add64(sum, tail, c)
+	// The last carry out of bit 63 is worth 1 in one's complement
+	// arithmetic; adding it cannot carry again unless sum was all ones.
+	sum, c = bits.Add64(sum, 0, c)
 	sum += c
 	// Fold 64 -> 16 bits (still little-endian), then to network order.
 	s := (sum & 0xffffffff) + (sum >> 32)
