@@ -1,6 +1,6 @@
 // Package config reads a tortied node configuration file (YAML or JSON) and
-// turns it into validated, typed settings. Until IPAM and BGP exist, the
-// file also carries the other nodes' pod blocks (the static route source).
+// turns it into validated, typed settings. Without a datastore, the file
+// also carries the other nodes' pod blocks (the static route source).
 package config
 
 import (
@@ -11,6 +11,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/tortie-net/tortie/cpuset"
 	"github.com/tortie-net/tortie/encap"
 	"github.com/tortie-net/tortie/fib"
 	"github.com/tortie-net/tortie/router/header"
@@ -65,6 +66,13 @@ type File struct {
 	// with other "nodes"), fewer threads mean fewer cross-CPU wake-ups:
 	// measured here, TCP through a node rose 30% with 1 on 2 CPUs.
 	CPUs int `json:"cpus,omitempty"`
+	// CPUSet pins every tortied thread to these CPUs, a Linux CPU list
+	// such as "2" or "2-3" (default: no pinning). Without cpus, tortied
+	// runs as many threads as the list names CPUs. A node that gives its
+	// vRouter cores of its own keeps forwarding on warm caches, away from
+	// the pods' work; in a Kubernetes pod the kubelet's static CPU manager
+	// does the same through the cgroup's cpuset.
+	CPUSet string `json:"cpuSet,omitempty"`
 }
 
 // Offload reports whether pod TAPs get offloads.
@@ -118,6 +126,8 @@ type Config struct {
 	VTEPMAC    header.MAC
 	Peers      []Peer
 	Warnings   []string
+	// Pin is the parsed CPUSet, nil when tortied is not pinned.
+	Pin *cpuset.Set
 }
 
 // Peer is a validated Node with the mode chosen for it.
@@ -174,6 +184,13 @@ func (f File) Validate() (*Config, error) {
 	}
 	if c.CPUs < 0 {
 		bad("cpus %d: want 0 (every CPU) or more", c.CPUs)
+	}
+	if f.CPUSet != "" {
+		if set, err := cpuset.Parse(f.CPUSet); err != nil {
+			bad("cpuSet: %v", err)
+		} else {
+			c.Pin = &set
+		}
 	}
 	c.VTEPMAC = encap.VTEPMAC(c.NodeName)
 	if c.Mode, err = fib.ParseMode(f.Encapsulation); err != nil {

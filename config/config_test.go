@@ -30,6 +30,13 @@ func TestParse(t *testing.T) {
 	if c.PodMTU(1500) != 1450 || len(c.Routes()) != 4 || c.Socket == "" {
 		t.Fatalf("derived settings wrong: %+v", c)
 	}
+	if c.Pin != nil {
+		t.Fatalf("pinned to %s without cpuSet", c.Pin)
+	}
+	c, err = Parse([]byte(sample + "cpuSet: 0,2-3\n"))
+	if err != nil || c.Pin == nil || c.Pin.String() != "0,2-3" || c.Pin.Count() != 3 {
+		t.Fatalf("cpuSet 0,2-3: %v %v", c.Pin, err)
+	}
 }
 
 func TestParseErrors(t *testing.T) {
@@ -39,6 +46,7 @@ func TestParseErrors(t *testing.T) {
 		{"nodeName: a\naddress: 10.0.0.1/24\nencapsulation: vxlan\npodCIDR: 10.1.0.0/24\nbogus: 1", "unknown field"},
 		{"nodeName: a\naddress: 10.0.0.1/24\nencapsulation: vxlan\npodCIDR: 10.1.0.0/24\nnodes: [{name: a, address: x, podCIDR: y}]", "must be set and differ"},
 		{"{", "config"},
+		{"nodeName: a\naddress: 10.0.0.1/24\nencapsulation: vxlan\npodCIDR: 10.1.0.0/24\ncpuSet: 3-1", "cpuSet: CPU list \"3-1\": range 3-1 runs backwards"},
 	} {
 		if _, err := Parse([]byte(c.in)); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Parse(%q) = %v, want error containing %q", c.in, err, c.want)

@@ -19,6 +19,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -27,6 +29,7 @@ import (
 
 	"github.com/tortie-net/tortie/api"
 	"github.com/tortie-net/tortie/config"
+	"github.com/tortie-net/tortie/cpuset"
 	"github.com/tortie-net/tortie/encap"
 	"github.com/tortie-net/tortie/endpoint"
 	"github.com/tortie-net/tortie/fib"
@@ -396,6 +399,17 @@ func (l *Lab) peers(self *Node) []config.Node {
 	return out
 }
 
+// nodeCPU is the CPU for the i-th node's tortied: the CPUs this process
+// may use, taken in turn.
+func nodeCPU(i int) string {
+	set, err := cpuset.Current(0)
+	if err != nil || set.Count() == 0 {
+		return ""
+	}
+	cpus := set.CPUs()
+	return strconv.Itoa(cpus[max(i, 0)%len(cpus)])
+}
+
 func (l *Lab) startTortied(o Options, n *Node) error {
 	dir := Dir(l.Name)
 	n.Socket = filepath.Join(dir, n.Name+".sock")
@@ -407,8 +421,11 @@ func (l *Lab) startTortied(o Options, n *Node) error {
 		Socket: n.Socket, MetricsAddress: n.Metrics, Nodes: l.peers(n), LogLevel: o.LogLevel,
 		StateDir: filepath.Join(dir, n.Name+"-state"),
 		// Every node of a lab shares this machine's CPUs with the others
-		// and with the pods: one thread each, as a node's share.
-		CPUs: 1,
+		// and with the pods: one thread each, as a node's share, pinned to
+		// a CPU of its own where there are enough, as a node would give
+		// its vRouter a core.
+		CPUs:   1,
+		CPUSet: nodeCPU(slices.Index(l.Nodes, n)),
 	}
 	if l.Datastore {
 		cfg.PodCIDR, cfg.ClusterCIDRs, cfg.TunnelAddress, cfg.Nodes, cfg.Encapsulation, cfg.CrossSubnet = "", nil, "", nil, "", false

@@ -2,17 +2,20 @@ package test
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tortie-net/tortie/api"
+	"github.com/tortie-net/tortie/cpuset"
 	"github.com/tortie-net/tortie/endpoint"
 	"github.com/tortie-net/tortie/internal/nsdial"
 	"github.com/tortie-net/tortie/internal/testutil"
@@ -27,6 +30,28 @@ func TestOperatorViews(t *testing.T) {
 	// The pod's TAP hands over superframes that fit one UDP GSO send.
 	if out, _ := exec.Command("ip", "-d", "-n", l.Pod("n1p1").Netns, "link", "show", "eth0").CombinedOutput(); !strings.Contains(string(out), "gso_max_segs 43 ") {
 		t.Errorf("pod eth0 (MTU 1480) should have gso_max_segs 43:\n%s", out)
+	}
+	// Each node's tortied runs, every thread of it, on a CPU of its own.
+	mine, err := cpuset.Current(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range l.Nodes {
+		want := mine.CPUs()[i%mine.Count()]
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", n.PID))
+		for _, task := range tasks {
+			tid, _ := strconv.Atoi(filepath.Base(task))
+			got, err := cpuset.Current(tid)
+			if err != nil && !errors.Is(err, syscall.ESRCH) {
+				t.Fatal(err)
+			}
+			if err == nil && got.String() != strconv.Itoa(want) {
+				t.Errorf("%s: thread %d of tortied runs on CPUs %s, want %d", n.Name, tid, got, want)
+			}
+		}
+		if len(tasks) == 0 {
+			t.Errorf("%s: no threads of tortied (pid %d)", n.Name, n.PID)
+		}
 	}
 	ctl := func(args ...string) string {
 		out, err := exec.Command(filepath.Join(binDir, "tortiectl"), append([]string{"--socket", n1.Socket}, args...)...).CombinedOutput()

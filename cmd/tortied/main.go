@@ -27,6 +27,7 @@ import (
 	"github.com/tortie-net/tortie/bgp"
 	"github.com/tortie-net/tortie/cni"
 	"github.com/tortie-net/tortie/config"
+	"github.com/tortie-net/tortie/cpuset"
 	"github.com/tortie-net/tortie/datastore"
 	"github.com/tortie-net/tortie/encap"
 	"github.com/tortie-net/tortie/endpoint"
@@ -80,6 +81,15 @@ func run(cfgPath string) error {
 	defer log.Sync()
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
+	}
+	if cfg.Pin != nil {
+		if err := cpuset.Pin(*cfg.Pin); err != nil {
+			return err
+		}
+		if cfg.CPUs == 0 {
+			runtime.GOMAXPROCS(cfg.Pin.Count())
+		}
+		log.Info("pinned to CPUs", zap.Stringer("cpus", cfg.Pin))
 	}
 	if cfg.CPUs > 0 {
 		runtime.GOMAXPROCS(cfg.CPUs)

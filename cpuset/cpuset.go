@@ -1,0 +1,155 @@
+// Package cpuset reads Linux CPU lists ("0-3,6", as in cpuset cgroups and
+// taskset -c) and pins every thread of the running process to such a set:
+// the placement a node gives its vRouter, so that forwarding keeps its
+// caches and does not chase the pods' work from CPU to CPU.
+package cpuset
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// maxCPU is one past the highest CPU number a set may name.
+const maxCPU = 1024
+
+// Set is a set of CPU numbers.
+type Set struct{ mask unix.CPUSet }
+
+// Parse reads a CPU list: comma-separated CPU numbers and inclusive
+// ranges, e.g. "0", "2-3", "0,4-7". It rejects an empty list, reversed
+// ranges and numbers of 1024 or more.
+func Parse(s string) (Set, error) {
+	var set Set
+	if strings.TrimSpace(s) == "" {
+		return set, errors.New("empty CPU list")
+	}
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := cpuNumber(lo)
+		if err != nil {
+			return Set{}, fmt.Errorf("CPU list %q: %w", s, err)
+		}
+		b := a
+		if isRange {
+			if b, err = cpuNumber(hi); err != nil {
+				return Set{}, fmt.Errorf("CPU list %q: %w", s, err)
+			}
+			if b < a {
+				return Set{}, fmt.Errorf("CPU list %q: range %s runs backwards", s, part)
+			}
+		}
+		for c := a; c <= b; c++ {
+			set.mask.Set(c)
+		}
+	}
+	return set, nil
+}
+
+func cpuNumber(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	switch {
+	case err != nil || s == "" || s[0] == '+' || s[0] == '-':
+		return 0, fmt.Errorf("%q is not a CPU number", s)
+	case n >= maxCPU:
+		return 0, fmt.Errorf("CPU %d: the highest is %d", n, maxCPU-1)
+	}
+	return n, nil
+}
+
+// Count is how many CPUs the set holds.
+func (s Set) Count() int { return s.mask.Count() }
+
+// CPUs lists the set's CPU numbers in ascending order.
+func (s Set) CPUs() []int {
+	var cpus []int
+	for c := 0; c < maxCPU; c++ {
+		if s.mask.IsSet(c) {
+			cpus = append(cpus, c)
+		}
+	}
+	return cpus
+}
+
+// String prints the set as a CPU list, ranges joined: "0-2,5".
+func (s Set) String() string {
+	var b strings.Builder
+	for c := 0; c < maxCPU; c++ {
+		if !s.mask.IsSet(c) {
+			continue
+		}
+		end := c
+		for end+1 < maxCPU && s.mask.IsSet(end+1) {
+			end++
+		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.Itoa(c))
+		if end > c {
+			b.WriteByte('-')
+			b.WriteString(strconv.Itoa(end))
+		}
+		c = end
+	}
+	return b.String()
+}
+
+// Pin confines every thread of this process to s. Threads started later
+// inherit the mask from the thread that starts them; Pin goes over the
+// process's threads until a pass finds none it has not pinned, so a thread
+// started while it runs is not missed.
+func Pin(s Set) error {
+	pinned := map[int]bool{}
+	for {
+		tids, err := threads()
+		if err != nil {
+			return err
+		}
+		fresh := false
+		for _, tid := range tids {
+			if pinned[tid] {
+				continue
+			}
+			fresh = true
+			pinned[tid] = true
+			err := unix.SchedSetaffinity(tid, &s.mask)
+			switch {
+			case errors.Is(err, unix.ESRCH): // the thread ended
+			case errors.Is(err, unix.EINVAL):
+				return fmt.Errorf("pin to CPUs %s: none of them is online", s)
+			case err != nil:
+				return fmt.Errorf("pin thread %d to CPUs %s: %w", tid, s, err)
+			}
+		}
+		if !fresh {
+			return nil
+		}
+	}
+}
+
+// Current returns the CPUs thread tid (0: the calling thread) may run on.
+func Current(tid int) (Set, error) {
+	var s Set
+	err := unix.SchedGetaffinity(tid, &s.mask)
+	return s, err
+}
+
+func threads() ([]int, error) {
+	ents, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return nil, err
+	}
+	tids := make([]int, 0, len(ents))
+	for _, e := range ents {
+		if tid, err := strconv.Atoi(e.Name()); err == nil {
+			tids = append(tids, tid)
+		}
+	}
+	return tids, nil
+}
