@@ -87,8 +87,8 @@ bench: deps build
 
 # A short run of every fuzz target.
 fuzz:
-	@for spec in router/header:FuzzIPv4Check router/header:FuzzARP fib:FuzzFIB encap:FuzzDecap \
-		router:FuzzFromPod router:FuzzFromUnderlay router:FuzzFromPodOffload router:FuzzFromHostOffload selector:FuzzParse resources:FuzzDecode \
+	@for spec in router/header:FuzzIPv4Check router/header:FuzzARP router/header:FuzzChecksum fib:FuzzFIB encap:FuzzDecap \
+		router:FuzzFromPod router:FuzzFromUnderlay router:FuzzFromPodOffload router:FuzzFromHostOffload selector:FuzzParse cpuset:FuzzParse resources:FuzzDecode \
 		bgp:FuzzMessage; do \
 		pkg=$${spec%%:*}; fn=$${spec##*:}; \
 		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime 20s ./$$pkg/ || exit 1; \
