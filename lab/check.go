@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os/exec"
 	"regexp"
@@ -168,6 +169,9 @@ func (l *Lab) IperfWith(ctx context.Context, from, to string, o IperfOptions) (I
 	}
 	if dstAddr == "" {
 		return IperfResult{}, fmt.Errorf("%s is not a pod", to)
+	}
+	if _, err := exec.LookPath("iperf3"); err != nil {
+		return IperfResult{}, errors.New("iperf3 not installed (make deps installs it)")
 	}
 	srv := exec.CommandContext(ctx, "ip", "netns", "exec", dstNS, "iperf3", "-s", "-1", "-B", dstAddr, "-p", port)
 	if err := srv.Start(); err != nil {
