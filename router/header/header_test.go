@@ -189,3 +189,21 @@ func BenchmarkIPv4Check(b *testing.B) {
 		}
 	}
 }
+
+// TestHeaderSum: the IPv4 header sum agrees with Checksum for every header
+// length IPv4 allows, on random and carry-heavy headers.
+func TestHeaderSum(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 5))
+	for i := range 5000 {
+		h := make([]byte, 4*(5+i%11))
+		for j := range h {
+			h[j] = byte(r.Uint32())
+			if i%4 == 0 {
+				h[j] = 0xff
+			}
+		}
+		if got, want := headerSum(h), Checksum(h, 0); got != want {
+			t.Fatalf("% x: headerSum=%#x Checksum=%#x", h, got, want)
+		}
+	}
+}

@@ -80,7 +80,7 @@ func (b IPv4) Check() (IPv4, IPv4Status) {
 	if hl < IPv4MinLen || hl > tl || tl > len(b) {
 		return nil, IPv4Malformed
 	}
-	if Checksum(b[:hl], 0) != 0xffff {
+	if headerSum(b[:hl]) != 0xffff {
 		return nil, IPv4BadChecksum
 	}
 	if hl > IPv4MinLen && !validOptions(b[IPv4MinLen:hl]) {
@@ -152,7 +152,22 @@ func (b IPv4) DecTTL() {
 // ComputeChecksum fills the header checksum from scratch.
 func (b IPv4) ComputeChecksum() {
 	b.SetChecksum(0)
-	b.SetChecksum(^Checksum(b[:b.HeaderLen()], 0))
+	b.SetChecksum(^headerSum(b[:b.HeaderLen()]))
+}
+
+// headerSum is Checksum(h, 0) for an IPv4 header, whose length is a
+// multiple of 4 bytes and at most 60: 32-bit words added into 64 bits
+// cannot overflow, so there is no carry to keep, and the words are read in
+// network order, so there is nothing to swap.
+func headerSum(h []byte) uint16 {
+	var sum uint64
+	for ; len(h) >= 4; h = h[4:] {
+		sum += uint64(binary.BigEndian.Uint32(h))
+	}
+	sum = sum&0xffffffff + sum>>32
+	sum = sum&0xffff + sum>>16
+	sum = sum&0xffff + sum>>16
+	return uint16(sum&0xffff + sum>>16)
 }
 
 // IPv4Fields describe a header without options for Encode.
