@@ -3,13 +3,13 @@ package router
 import (
 	"bytes"
 	"encoding/binary"
-	"github.com/tortie-net/tortie/internal/testutil"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/tortie-net/tortie/encap"
 	"github.com/tortie-net/tortie/fib"
+	"github.com/tortie-net/tortie/internal/testutil"
 	"github.com/tortie-net/tortie/router/header"
 	"github.com/tortie-net/tortie/router/routertest"
 )
