@@ -67,6 +67,8 @@ func tcpChecksumOK(ip header.IPv4) bool {
 	return header.Checksum(ip.Payload(), header.PseudoHeaderSum(ip.Src(), ip.Dst(), header.ProtocolTCP, len(ip.Payload()))) == 0xffff
 }
 
+// fromOffload runs frames from pod p, or from the host if p is nil, each
+// behind its virtio-net header, through one batch.
 func (h *harness) fromOffload(p *Port, frames ...[]byte) {
 	h.w.begin()
 	for i, f := range frames {
@@ -478,16 +480,6 @@ func hostSuper(dst [4]byte, payload, mss int, flags uint8) []byte {
 	return out
 }
 
-func (h *harness) fromHostOffload(frames ...[]byte) {
-	h.w.begin()
-	for _, f := range frames {
-		b := make([]byte, Headroom+len(f))
-		n := copy(b[Headroom:], f)
-		h.w.fromOffload(nil, b, Headroom, Headroom+n)
-	}
-	h.w.flush()
-}
-
 // TestHostSuperframes: the host's TCP superframes and partial checksums
 // are finished as a pod's are, with the host's rules (no TTL decrement),
 // whether they go to a local pod or out as an in-place UDP GSO run.
@@ -495,7 +487,7 @@ func TestHostSuperframes(t *testing.T) {
 	h := newHarness(t)
 	g := &gsoRecorder{}
 	h.r.SetGSO(g)
-	h.fromHostOffload(hostSuper(podB, 2500, 1000, header.TCPFlagACK|header.TCPFlagPSH))
+	h.fromOffload(nil, hostSuper(podB, 2500, 1000, header.TCPFlagACK|header.TCPFlagPSH))
 	out := h.devB.Take()
 	if len(out) != 3 || len(out[2]) != 14+40+500 {
 		t.Fatalf("pod B got %d frames (drops %v)", len(out), h.drops())
@@ -506,13 +498,13 @@ func TestHostSuperframes(t *testing.T) {
 			t.Fatalf("segment %d: checksum ok %v, TTL %d, ID %d", i, tcpChecksumOK(ip), ip.TTL(), ip.ID())
 		}
 	}
-	h.fromHostOffload(hostSuper(podB, 600, 1400, header.TCPFlagACK))
+	h.fromOffload(nil, hostSuper(podB, 600, 1400, header.TCPFlagACK))
 	if out := h.devB.Take(); len(out) != 1 || !tcpChecksumOK(header.IPv4(out[0][14:])) {
 		t.Fatalf("partial checksum: pod B got %d frames", len(out))
 	}
 
 	const payload, mss = 40 * 1398, 1398
-	h.fromHostOffload(hostSuper(remoteV, payload, mss, header.TCPFlagACK))
+	h.fromOffload(nil, hostSuper(remoteV, payload, mss, header.TCPFlagACK))
 	if h.w.gso.buf != nil {
 		t.Error("the run was copied into the gathering buffer")
 	}
@@ -533,7 +525,7 @@ func TestHostSuperframes(t *testing.T) {
 	before := h.drops()["bad_offload"]
 	bad := hostSuper(podB, 2500, 1000, header.TCPFlagACK)
 	bad[1] = 5 // GSO UDP: not ours to cut
-	h.fromHostOffload(bad)
+	h.fromOffload(nil, bad)
 	if got := h.drops()["bad_offload"]; got != before+1 {
 		t.Fatalf("bad_offload %d, want %d", got, before+1)
 	}
@@ -551,7 +543,7 @@ func FuzzFromHostOffload(f *testing.F) {
 			return
 		}
 		before := h.totalDrops()
-		h.fromHostOffload(b)
+		h.fromOffload(nil, b)
 		out := len(h.u.Take()) + len(h.devA.Take()) + len(h.devB.Take()) + len(h.host.Take())
 		if out == 0 && h.totalDrops() == before && h.r.gso.(*gsoRecorder).take() == 0 {
 			t.Fatalf("packet neither forwarded nor counted: %x", b)
