@@ -76,26 +76,24 @@ func (s Set) CPUs() []int {
 	return cpus
 }
 
-// String prints the set as a CPU list, ranges joined: "0-2,5".
+// String prints the set as a CPU list, runs of CPUs joined: "0-2,5".
 func (s Set) String() string {
 	var b strings.Builder
-	for c := 0; c < maxCPU; c++ {
-		if !s.mask.IsSet(c) {
-			continue
-		}
-		end := c
-		for end+1 < maxCPU && s.mask.IsSet(end+1) {
-			end++
+	cpus := s.CPUs()
+	for i := 0; i < len(cpus); {
+		j := i
+		for j+1 < len(cpus) && cpus[j+1] == cpus[j]+1 {
+			j++
 		}
 		if b.Len() > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString(strconv.Itoa(c))
-		if end > c {
+		b.WriteString(strconv.Itoa(cpus[i]))
+		if j > i {
 			b.WriteByte('-')
-			b.WriteString(strconv.Itoa(end))
+			b.WriteString(strconv.Itoa(cpus[j]))
 		}
-		c = end
+		i = j + 1
 	}
 	return b.String()
 }
