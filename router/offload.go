@@ -70,10 +70,10 @@ func finishChecksum(frame []byte, l2, start, offset int) bool {
 
 // segmentTCP cuts a TCPv4 superframe (Ethernet, none from the host, +
 // IPv4 + TCP + payload up to 64 KB) into segments of at most mss payload
-// bytes, as a NIC's TSO would: headers copied, IP length, ID and checksum per segment, TCP
-// sequence numbers advanced, FIN and PSH only on the last segment, CWR only
-// on the first, full TCP checksums. Each segment then takes the ordinary
-// path from the pod p, or from the host if p is nil.
+// bytes, as a NIC's TSO would: headers copied, IP length, ID and checksum
+// per segment, TCP sequence numbers advanced, FIN and PSH only on the last
+// segment, CWR only on the first, full TCP checksums. Each segment then
+// takes the ordinary path from the pod p, or from the host if p is nil.
 func (w *worker) segmentTCP(p *Port, frame []byte, mss int) {
 	l2 := linkHeaderLen(p)
 	if len(frame) < l2+header.IPv4MinLen || (l2 > 0 && header.Ethernet(frame).Type() != header.EtherTypeIPv4) {
