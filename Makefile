@@ -87,7 +87,7 @@ bench: deps build
 
 # A short run of every fuzz target.
 fuzz:
-	@for spec in router/header:FuzzIPv4Check router/header:FuzzARP router/header:FuzzChecksum fib:FuzzFIB encap:FuzzDecap \
+	@for spec in header:FuzzIPv4Check header:FuzzARP header:FuzzChecksum fib:FuzzFIB encap:FuzzDecap \
 		router:FuzzFromPod router:FuzzFromUnderlay router:FuzzFromPodOffload router:FuzzFromHostOffload selector:FuzzParse cpuset:FuzzParse resources:FuzzDecode \
 		bgp:FuzzMessage; do \
 		pkg=$${spec%%:*}; fn=$${spec##*:}; \

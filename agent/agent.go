@@ -23,13 +23,13 @@ import (
 	"github.com/tortie-net/tortie/dsync"
 	"github.com/tortie-net/tortie/endpoint"
 	"github.com/tortie-net/tortie/fib"
+	"github.com/tortie-net/tortie/header"
 	"github.com/tortie-net/tortie/hostif"
 	"github.com/tortie-net/tortie/ipam"
 	"github.com/tortie-net/tortie/natout"
 	"github.com/tortie-net/tortie/peering"
 	"github.com/tortie-net/tortie/resources"
 	"github.com/tortie-net/tortie/router"
-	"github.com/tortie-net/tortie/router/header"
 )
 
 // Agent ties the datastore to the node's dataplane.

@@ -14,7 +14,7 @@ import (
 	"github.com/tortie-net/tortie/cpuset"
 	"github.com/tortie-net/tortie/encap"
 	"github.com/tortie-net/tortie/fib"
-	"github.com/tortie-net/tortie/router/header"
+	"github.com/tortie-net/tortie/header"
 )
 
 // File is the on-disk shape.

@@ -19,9 +19,9 @@ import (
 	"github.com/tortie-net/tortie/datastore"
 	"github.com/tortie-net/tortie/encap"
 	"github.com/tortie-net/tortie/fib"
+	"github.com/tortie-net/tortie/header"
 	"github.com/tortie-net/tortie/ipam"
 	"github.com/tortie-net/tortie/resources"
-	"github.com/tortie-net/tortie/router/header"
 )
 
 // Snapshot is the cluster as last read.

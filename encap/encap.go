@@ -12,7 +12,7 @@ import (
 	"net/netip"
 
 	"github.com/tortie-net/tortie/fib"
-	"github.com/tortie-net/tortie/router/header"
+	"github.com/tortie-net/tortie/header"
 )
 
 const (

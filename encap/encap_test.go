@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/tortie-net/tortie/fib"
-	"github.com/tortie-net/tortie/router/header"
+	"github.com/tortie-net/tortie/header"
 )
 
 func TestVTEPMACMatchesCalico(t *testing.T) {

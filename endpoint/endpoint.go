@@ -18,9 +18,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
 
+	"github.com/tortie-net/tortie/header"
 	"github.com/tortie-net/tortie/nsutil"
 	"github.com/tortie-net/tortie/router"
-	"github.com/tortie-net/tortie/router/header"
 	"github.com/tortie-net/tortie/tap"
 )
 

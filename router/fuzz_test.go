@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/tortie-net/tortie/encap"
-	"github.com/tortie-net/tortie/router/header"
+	"github.com/tortie-net/tortie/header"
 )
 
 // outputs counts everything the harness's doubles received and checks the

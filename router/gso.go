@@ -5,7 +5,7 @@ import (
 	"syscall"
 
 	"github.com/tortie-net/tortie/encap"
-	"github.com/tortie-net/tortie/router/header"
+	"github.com/tortie-net/tortie/header"
 )
 
 // GSOSender sends runs of equal-sized VXLAN datagrams (VXLAN header and

@@ -3,7 +3,7 @@ package router
 import (
 	"github.com/tortie-net/tortie/encap"
 	"github.com/tortie-net/tortie/fib"
-	"github.com/tortie-net/tortie/router/header"
+	"github.com/tortie-net/tortie/header"
 )
 
 // segBatch is how many segments of superframes a worker holds before it

@@ -9,8 +9,8 @@ import (
 
 	"github.com/tortie-net/tortie/encap"
 	"github.com/tortie-net/tortie/fib"
+	"github.com/tortie-net/tortie/header"
 	"github.com/tortie-net/tortie/internal/testutil"
-	"github.com/tortie-net/tortie/router/header"
 	"github.com/tortie-net/tortie/router/routertest"
 )
 

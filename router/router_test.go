@@ -12,7 +12,7 @@ import (
 
 	"github.com/tortie-net/tortie/encap"
 	"github.com/tortie-net/tortie/fib"
-	"github.com/tortie-net/tortie/router/header"
+	"github.com/tortie-net/tortie/header"
 	"github.com/tortie-net/tortie/router/routertest"
 )
 

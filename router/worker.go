@@ -9,7 +9,7 @@ import (
 
 	"github.com/tortie-net/tortie/encap"
 	"github.com/tortie-net/tortie/fib"
-	"github.com/tortie-net/tortie/router/header"
+	"github.com/tortie-net/tortie/header"
 )
 
 // origin says where a packet entered; it decides TTL handling and what may

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tortie-net/tortie/header"
 	"github.com/tortie-net/tortie/internal/testutil"
 	"github.com/tortie-net/tortie/nsutil"
-	"github.com/tortie-net/tortie/router/header"
 )
 
 // podTAP makes an offload TAP "eth0" with 10.9.0.1/24 in a fresh namespace

@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tortie-net/tortie/header"
 	"github.com/tortie-net/tortie/internal/testutil"
 	"github.com/tortie-net/tortie/lab"
 	"github.com/tortie-net/tortie/nsutil"
-	"github.com/tortie-net/tortie/router/header"
 )
 
 // capture runs tshark in the fabric namespace on br0 until it has count

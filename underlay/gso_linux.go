@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/tortie-net/tortie/router/header"
+	"github.com/tortie-net/tortie/header"
 )
 
 // GSOSender sends VXLAN through UDP sockets with UDP generic segmentation

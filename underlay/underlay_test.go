@@ -6,9 +6,9 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/tortie-net/tortie/header"
 	"github.com/tortie-net/tortie/internal/testutil"
 	"github.com/tortie-net/tortie/nsutil"
-	"github.com/tortie-net/tortie/router/header"
 )
 
 // TestLoopback sends VXLAN and IPIP packets built by hand through the raw
