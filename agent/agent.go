@@ -57,6 +57,12 @@ type Agent struct {
 	mu     sync.Mutex
 	tunnel netip.Addr
 
+	// routed is what the kernel routes to the host TUN since the last
+	// successful sync; routedCh is closed and replaced when it changes.
+	routedMu sync.Mutex
+	routed   []netip.Prefix
+	routedCh chan struct{}
+
 	bgpMu    sync.Mutex
 	speaker  *bgp.Speaker
 	bgpLocal peering.Local
@@ -162,6 +168,9 @@ func (a *Agent) register(ctx context.Context) error {
 	return rc.PutNode(ctx, n)
 }
 
+// Synced reports whether the first full sync of the datastore is done.
+func (a *Agent) Synced() bool { return a.Syncer != nil && a.Syncer.Ready() }
+
 // Ready says whether CNI ADD can be served: synced, and the store answers.
 func (a *Agent) Ready(ctx context.Context) error {
 	if a.Syncer == nil || !a.Syncer.Ready() {
@@ -190,6 +199,8 @@ func (a *Agent) onSync(s *dsync.Snapshot) {
 	a.Endpoints.SetMTU(podMTU)
 	if err := a.Host.SyncClusterRoutes(cluster, podMTU); err != nil {
 		a.Log.Warn("kernel routes to the host TUN", zap.Error(err))
+	} else {
+		a.setRouted(cluster)
 	}
 	a.syncNativeRoutes()
 	if a.BGP != nil {
@@ -197,6 +208,43 @@ func (a *Agent) onSync(s *dsync.Snapshot) {
 	}
 	if s.MaxOverhead() > 0 {
 		a.ensureTunnelAddr()
+	}
+}
+
+func (a *Agent) setRouted(cidrs []netip.Prefix) {
+	a.routedMu.Lock()
+	defer a.routedMu.Unlock()
+	a.routed = cidrs
+	if a.routedCh != nil {
+		close(a.routedCh)
+	}
+	a.routedCh = make(chan struct{})
+}
+
+// WaitRouted returns once the node's kernel routes addr to the host TUN (a
+// synced pool contains it), or an error when ctx ends first. The CNI
+// service calls it so that ADD never succeeds before the node can reach
+// the new pod.
+func (a *Agent) WaitRouted(ctx context.Context, addr netip.Addr) error {
+	for {
+		a.routedMu.Lock()
+		covered := false
+		for _, p := range a.routed {
+			covered = covered || p.Contains(addr)
+		}
+		if a.routedCh == nil {
+			a.routedCh = make(chan struct{})
+		}
+		changed := a.routedCh
+		a.routedMu.Unlock()
+		if covered {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no IP pool containing %s is routed to the host interface yet", addr)
+		case <-changed:
+		}
 	}
 }
 

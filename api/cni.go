@@ -1,150 +1,55 @@
 package api
 
-import (
-	"context"
-	"net/http"
-	"strings"
-
-	"github.com/tortie-net/tortie/cni"
-	"github.com/tortie-net/tortie/ipam"
-	"github.com/tortie-net/tortie/resources"
+// CNI error codes (CNI spec, "Error" section); 100 and up are tortie's.
+const (
+	CodeUnknownContainer = 3
+	CodeInvalidEnv       = 4
+	CodeIOFailure        = 5
+	CodeDecodingFailure  = 6
+	CodeInvalidConfig    = 7
+	CodeTryAgainLater    = 11
+	CodeNotAvailable     = 50
+	CodeExhausted        = 100
+	CodeCheckFailed      = 101
 )
 
-func (s *Server) cniRoutes(mux *http.ServeMux) {
-	cmd := func(path string, run func(context.Context, cni.Request) (any, error)) {
-		mux.HandleFunc("POST "+path, func(w http.ResponseWriter, r *http.Request) {
-			var req cni.Request
-			if err := decode(r, &req); err != nil {
-				fail(w, http.StatusBadRequest, &cni.Error{Code: cni.CodeInvalidConfig, Msg: "bad request: " + err.Error()})
-				return
-			}
-			out, err := run(r.Context(), req)
-			if err != nil {
-				fail(w, http.StatusUnprocessableEntity, err)
-				return
-			}
-			reply(w, http.StatusOK, out)
-		})
-	}
-	cmd("/v1/cni/add", func(ctx context.Context, r cni.Request) (any, error) { return s.CNI.Add(ctx, r) })
-	cmd("/v1/cni/del", func(ctx context.Context, r cni.Request) (any, error) { return struct{}{}, s.CNI.Del(ctx, r) })
-	cmd("/v1/cni/check", func(ctx context.Context, r cni.Request) (any, error) { return struct{}{}, s.CNI.Check(ctx, r) })
-	mux.HandleFunc("GET /v1/cni/status", func(w http.ResponseWriter, r *http.Request) {
-		if err := s.CNI.Status(r.Context()); err != nil {
-			fail(w, http.StatusServiceUnavailable, err)
-			return
-		}
-		reply(w, http.StatusOK, struct{}{})
-	})
-	mux.HandleFunc("POST /v1/cni/gc", func(w http.ResponseWriter, r *http.Request) {
-		var req cni.GCRequest
-		if err := decode(r, &req); err != nil {
-			fail(w, http.StatusBadRequest, &cni.Error{Code: cni.CodeInvalidConfig, Msg: "bad request: " + err.Error()})
-			return
-		}
-		if err := s.CNI.GC(r.Context(), req); err != nil {
-			fail(w, http.StatusUnprocessableEntity, err)
-			return
-		}
-		reply(w, http.StatusOK, struct{}{})
-	})
+// CNIError is a failure with a CNI error code.
+type CNIError struct {
+	Code uint   `json:"code"`
+	Msg  string `json:"msg"`
 }
 
-func (s *Server) resourceRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("POST /v1/apply", func(w http.ResponseWriter, r *http.Request) {
-		objs, err := resources.Decode(r.Body)
-		if err != nil {
-			fail(w, http.StatusBadRequest, err)
-			return
-		}
-		if err := s.Resources.Apply(r.Context(), objs); err != nil {
-			fail(w, http.StatusUnprocessableEntity, err)
-			return
-		}
-		reply(w, http.StatusOK, map[string]int{"applied": len(objs)})
-	})
-	mux.HandleFunc("GET /v1/resources/{kind}", func(w http.ResponseWriter, r *http.Request) {
-		kind, err := resources.KindOf(r.PathValue("kind"))
-		if err != nil {
-			fail(w, http.StatusNotFound, err)
-			return
-		}
-		var out any
-		switch kind {
-		case resources.KindIPPool:
-			out, err = s.Resources.Pools(r.Context())
-		case resources.KindNode:
-			out, err = s.Resources.Nodes(r.Context())
-		case resources.KindBGPConfiguration:
-			out, err = s.Resources.BGPConfigurations(r.Context())
-		case resources.KindBGPPeer:
-			out, err = s.Resources.BGPPeers(r.Context())
-		}
-		if err != nil {
-			fail(w, http.StatusServiceUnavailable, err)
-			return
-		}
-		reply(w, http.StatusOK, out)
-	})
-	mux.HandleFunc("DELETE /v1/resources/{kind}/{name}", func(w http.ResponseWriter, r *http.Request) {
-		kind, err := resources.KindOf(r.PathValue("kind"))
-		if err == nil {
-			err = s.Resources.Delete(r.Context(), kind, r.PathValue("name"))
-		}
-		if err != nil {
-			fail(w, http.StatusUnprocessableEntity, err)
-			return
-		}
-		reply(w, http.StatusOK, struct{}{})
-	})
-	mux.HandleFunc("GET /v1/ipam", func(w http.ResponseWriter, r *http.Request) {
-		blocks, err := s.IPAM.Blocks(r.Context())
-		if err != nil {
-			fail(w, http.StatusServiceUnavailable, err)
-			return
-		}
-		handles, err := s.IPAM.Handles(r.Context())
-		if err != nil {
-			fail(w, http.StatusServiceUnavailable, err)
-			return
-		}
-		reply(w, http.StatusOK, IPAMView{Blocks: blocks, Handles: handles})
-	})
+func (e *CNIError) Error() string { return e.Msg }
+
+// Attachment names one container's interface on a network.
+type Attachment struct {
+	ContainerID string `json:"containerID"`
+	IfName      string `json:"ifName"`
 }
 
-// IPAMView is what GET /v1/ipam returns.
-type IPAMView struct {
-	Blocks  []*ipam.Block `json:"blocks"`
-	Handles []ipam.Handle `json:"handles"`
+// CNIRequest is what the plugin sends for ADD, DEL and CHECK.
+type CNIRequest struct {
+	Attachment
+	Network      string   `json:"network"`
+	Netns        string   `json:"netns"`
+	PodNamespace string   `json:"podNamespace,omitempty"`
+	PodName      string   `json:"podName,omitempty"`
+	Pools        []string `json:"pools,omitempty"`
+	MTU          int      `json:"mtu,omitempty"`
 }
 
-// CNIAdd and the other CNI calls forward a plugin command.
-func (c *Client) CNIAdd(r cni.Request) (out cni.Result, err error) {
-	err = c.do("POST", "/v1/cni/add", r, &out)
-	return
-}
-func (c *Client) CNIDel(r cni.Request) error   { return c.do("POST", "/v1/cni/del", r, nil) }
-func (c *Client) CNICheck(r cni.Request) error { return c.do("POST", "/v1/cni/check", r, nil) }
-func (c *Client) CNIStatus() error             { return c.do("GET", "/v1/cni/status", nil, nil) }
-func (c *Client) CNIGC(r cni.GCRequest) error  { return c.do("POST", "/v1/cni/gc", r, nil) }
-
-// Apply sends resource manifests (YAML or JSON) to tortied.
-func (c *Client) Apply(manifest string) (n int, err error) {
-	var out map[string]int
-	err = c.doRaw("POST", "/v1/apply", strings.NewReader(manifest), &out)
-	return out["applied"], err
+// CNIResult is what ADD returns, enough for the plugin's CNI result.
+type CNIResult struct {
+	IfName  string `json:"ifName"`
+	MAC     string `json:"mac"`
+	Sandbox string `json:"sandbox"`
+	Address string `json:"address"` // a.b.c.d/32
+	Gateway string `json:"gateway"`
+	MTU     int    `json:"mtu"`
 }
 
-// Get lists resources of a kind (raw JSON objects).
-func (c *Client) Get(kind string, out any) error { return c.do("GET", "/v1/resources/"+kind, nil, out) }
-
-// DeleteResource removes one resource.
-func (c *Client) DeleteResource(kind, name string) error {
-	return c.do("DELETE", "/v1/resources/"+kind+"/"+name, nil, nil)
-}
-
-// IPAM returns blocks and handles.
-func (c *Client) IPAM() (out IPAMView, err error) {
-	err = c.do("GET", "/v1/ipam", nil, &out)
-	return
+// GCRequest lists the attachments the runtime still has on a network.
+type GCRequest struct {
+	Network string       `json:"network"`
+	Valid   []Attachment `json:"valid"`
 }

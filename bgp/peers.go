@@ -11,6 +11,8 @@ import (
 
 	api "github.com/osrg/gobgp/v4/api"
 	"go.uber.org/zap"
+
+	wire "github.com/tortie-net/tortie/api"
 )
 
 // SetPeers makes the speaker's sessions exactly peers: new ones are added,
@@ -106,18 +108,7 @@ func (s *Speaker) apiPeer(p Peer, restarting bool) *api.Peer {
 }
 
 // PeerStatus is one row of `tortiectl node status`.
-type PeerStatus struct {
-	Address  string    `json:"peerAddress"`
-	Type     string    `json:"peerType"`
-	Name     string    `json:"name,omitempty"`
-	ASN      uint32    `json:"asNumber"`
-	State    string    `json:"state"` // up, start, down (as BIRD says)
-	Since    time.Time `json:"since,omitzero"`
-	Info     string    `json:"info"`
-	Received uint64    `json:"prefixesReceived"`
-	Accepted uint64    `json:"prefixesAccepted"`
-	RRClient bool      `json:"routeReflectorClient,omitempty"`
-}
+type PeerStatus = wire.PeerStatus
 
 // Status lists every configured session, sorted by address.
 func (s *Speaker) Status() ([]PeerStatus, error) {

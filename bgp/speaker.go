@@ -42,6 +42,7 @@ import (
 	"github.com/osrg/gobgp/v4/pkg/server"
 	"go.uber.org/zap"
 
+	wire "github.com/tortie-net/tortie/api"
 	"github.com/tortie-net/tortie/fib"
 )
 
@@ -112,14 +113,7 @@ type Config struct {
 }
 
 // Counters of the route pipeline.
-type Counters struct {
-	BestPathEvents uint64 `json:"bestPathEvents"`
-	Drains         uint64 `json:"drains"`
-	Installed      uint64 `json:"installed"`
-	Unresolved     uint64 `json:"unresolved"`
-	OverLimit      uint64 `json:"overLimit"`
-	StaleSwept     uint64 `json:"staleSwept"`
-}
+type Counters = wire.BGPCounters
 
 // Speaker is a running BGP speaker.
 type Speaker struct {

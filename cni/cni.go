@@ -14,10 +14,12 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
 
+	"github.com/tortie-net/tortie/api"
 	"github.com/tortie-net/tortie/datastore"
 	"github.com/tortie-net/tortie/endpoint"
 	"github.com/tortie-net/tortie/fib"
@@ -28,59 +30,32 @@ import (
 
 // CNI error codes (CNI spec, "Error" section); 100 and up are tortie's.
 const (
-	CodeUnknownContainer = 3
-	CodeInvalidEnv       = 4
-	CodeIOFailure        = 5
-	CodeInvalidConfig    = 7
-	CodeTryAgainLater    = 11
-	CodeNotAvailable     = 50
-	CodeExhausted        = 100
-	CodeCheckFailed      = 101
+	CodeUnknownContainer = api.CodeUnknownContainer
+	CodeInvalidEnv       = api.CodeInvalidEnv
+	CodeIOFailure        = api.CodeIOFailure
+	CodeInvalidConfig    = api.CodeInvalidConfig
+	CodeTryAgainLater    = api.CodeTryAgainLater
+	CodeNotAvailable     = api.CodeNotAvailable
+	CodeExhausted        = api.CodeExhausted
+	CodeCheckFailed      = api.CodeCheckFailed
 )
 
-// Error is a failure with a CNI error code.
-type Error struct {
-	Code uint   `json:"code"`
-	Msg  string `json:"msg"`
-}
-
-func (e *Error) Error() string { return e.Msg }
+// The CNI commands' wire types live in package api.
+type (
+	// Error is a failure with a CNI error code.
+	Error = api.CNIError
+	// Attachment names one container's interface on a network.
+	Attachment = api.Attachment
+	// Request is what the plugin sends for ADD, DEL and CHECK.
+	Request = api.CNIRequest
+	// Result is what ADD returns.
+	Result = api.CNIResult
+	// GCRequest lists the attachments the runtime still has on a network.
+	GCRequest = api.GCRequest
+)
 
 func coded(code uint, format string, a ...any) *Error {
 	return &Error{Code: code, Msg: fmt.Sprintf(format, a...)}
-}
-
-// Attachment names one container's interface on a network.
-type Attachment struct {
-	ContainerID string `json:"containerID"`
-	IfName      string `json:"ifName"`
-}
-
-// Request is what the plugin sends for ADD, DEL and CHECK.
-type Request struct {
-	Attachment
-	Network      string   `json:"network"`
-	Netns        string   `json:"netns"`
-	PodNamespace string   `json:"podNamespace,omitempty"`
-	PodName      string   `json:"podName,omitempty"`
-	Pools        []string `json:"pools,omitempty"`
-	MTU          int      `json:"mtu,omitempty"`
-}
-
-// Result is what ADD returns, enough for the plugin's CNI result.
-type Result struct {
-	IfName  string `json:"ifName"`
-	MAC     string `json:"mac"`
-	Sandbox string `json:"sandbox"`
-	Address string `json:"address"` // a.b.c.d/32
-	Gateway string `json:"gateway"`
-	MTU     int    `json:"mtu"`
-}
-
-// GCRequest lists the attachments the runtime still has on a network.
-type GCRequest struct {
-	Network string       `json:"network"`
-	Valid   []Attachment `json:"valid"`
 }
 
 // EndpointName is the endpoint (and port) name of an attachment.
@@ -104,7 +79,11 @@ type Service struct {
 	Router     *router.Router
 	// Ready says whether the datastore is reachable and synced.
 	Ready func(context.Context) error
-	Log   *zap.Logger
+	// Routed returns once the node's kernel routes addr to tortie (its
+	// pool is synced and routed to the host interface), or fails when ctx
+	// ends first. nil: no wait.
+	Routed func(ctx context.Context, addr netip.Addr) error
+	Log    *zap.Logger
 
 	// ipamLock serialises this node's IPAM writes, as Calico's host-wide
 	// IPAM lock does: concurrent ADDs on one node would otherwise race each
@@ -183,8 +162,27 @@ func (s *Service) Add(ctx context.Context, r Request) (Result, error) {
 		}
 		return Result{}, coded(CodeIOFailure, "attaching the pod failed (address %s released): %v", addr, err)
 	}
+	// A kubelet probes the pod right after ADD: succeed only once the node
+	// itself can reach it, which needs the kernel's route to its pool.
+	if s.Routed != nil {
+		wctx, cancel := context.WithTimeout(ctx, routedWait)
+		err := s.Routed(wctx, addr)
+		cancel()
+		if err != nil {
+			if derr := s.Endpoints.Delete(name); derr != nil {
+				s.Log.Error("rollback: endpoint not removed", zap.String("endpoint", name), zap.Error(derr))
+			}
+			if rerr := s.release(context.WithoutCancel(ctx), handle); rerr != nil {
+				s.Log.Error("rollback: address not released", zap.String("handle", handle), zap.Error(rerr))
+			}
+			return Result{}, coded(CodeTryAgainLater, "the node cannot route to %s yet (address released): %v; try again later", addr, err)
+		}
+	}
 	return result(info), nil
 }
+
+// routedWait bounds how long ADD waits for the node's route to a new pod.
+const routedWait = 10 * time.Second
 
 // assign checks the datastore and allocates under the node's IPAM lock.
 func (s *Service) assign(ctx context.Context, req ipam.Request) (netip.Addr, error) {
@@ -368,9 +366,9 @@ func (s *Service) GC(ctx context.Context, r GCRequest) error {
 		validIDs[a.ContainerID] = true
 	}
 	for _, info := range s.Endpoints.List() {
-		if info.Network == r.Network && !valid[Attachment{info.ContainerID, info.IfName}] {
+		if info.Network == r.Network && !valid[Attachment{ContainerID: info.ContainerID, IfName: info.IfName}] {
 			s.Log.Info("GC: removing stale attachment", zap.String("endpoint", info.Name))
-			if err := s.Del(ctx, Request{Attachment: Attachment{info.ContainerID, info.IfName}, Network: r.Network}); err != nil {
+			if err := s.Del(ctx, Request{Attachment: Attachment{ContainerID: info.ContainerID, IfName: info.IfName}, Network: r.Network}); err != nil {
 				return err
 			}
 		}

@@ -1,17 +1,15 @@
 package datastore
 
 import (
-	"net"
-
-	"google.golang.org/grpc"
-
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 )
 
 // Etcd is a Store on an etcd v3 cluster.

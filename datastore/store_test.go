@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	. "github.com/tortie-net/tortie/datastore"
-	"github.com/tortie-net/tortie/datastore/etcdtest"
 	"sync"
 	"testing"
 	"time"
+
+	. "github.com/tortie-net/tortie/datastore"
+	"github.com/tortie-net/tortie/datastore/etcdtest"
 )
 
 // contract is what every Store must do.

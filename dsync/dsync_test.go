@@ -2,7 +2,6 @@ package dsync
 
 import (
 	"context"
-	"github.com/tortie-net/tortie/internal/testutil"
 	"net/netip"
 	"strings"
 	"testing"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/tortie-net/tortie/datastore"
 	"github.com/tortie-net/tortie/fib"
+	"github.com/tortie-net/tortie/internal/testutil"
 	"github.com/tortie-net/tortie/ipam"
 	"github.com/tortie-net/tortie/resources"
 )

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"slices"
 	"sort"
@@ -18,35 +17,18 @@ import (
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
 
+	"github.com/tortie-net/tortie/api"
 	"github.com/tortie-net/tortie/header"
 	"github.com/tortie-net/tortie/nsutil"
 	"github.com/tortie-net/tortie/router"
 	"github.com/tortie-net/tortie/tap"
 )
 
-// Spec asks for one pod endpoint.
-type Spec struct {
-	Name       string     `json:"name"`
-	Netns      string     `json:"netns"`
-	Address    netip.Addr `json:"address"`
-	IfName     string     `json:"ifName,omitempty"` // default eth0
-	MTU        int        `json:"mtu,omitempty"`    // default: the manager's
-	AllowSpoof bool       `json:"allowSpoof,omitempty"`
-	// What the CNI plugin knows about the attachment.
-	ContainerID  string `json:"containerID,omitempty"`
-	Network      string `json:"network,omitempty"`
-	Handle       string `json:"handle,omitempty"`
-	PodNamespace string `json:"podNamespace,omitempty"`
-	PodName      string `json:"podName,omitempty"`
-}
+// Spec asks for a pod endpoint (the API's wire type; also the state file's record).
+type Spec = api.EndpointSpec
 
 // Info describes an attached endpoint.
-type Info struct {
-	Spec
-	MAC  string `json:"mac"`
-	MTU  int    `json:"mtu"`
-	Port uint32 `json:"port"`
-}
+type Info = api.EndpointInfo
 
 // Manager owns the node's pod endpoints.
 type Manager struct {
@@ -168,7 +150,7 @@ func (m *Manager) attach(s Spec) (*entry, error) {
 		dev.Close()
 		return nil, fmt.Errorf("endpoint %s: %w", s.Name, err)
 	}
-	return &entry{info: Info{Spec: s, MAC: mac.String(), MTU: s.MTU, Port: port.ID}, port: port, dev: dev}, nil
+	return &entry{info: Info{EndpointSpec: s, MAC: mac.String(), MTU: s.MTU, Port: port.ID}, port: port, dev: dev}, nil
 }
 
 // configure makes the pod side of a TAP what the spec says; it runs inside

@@ -31,7 +31,7 @@ func (m *Manager) save() error {
 	}
 	st := stateFile{Version: stateVersion}
 	for _, e := range m.eps {
-		st.Endpoints = append(st.Endpoints, e.info.Spec)
+		st.Endpoints = append(st.Endpoints, e.info.EndpointSpec)
 	}
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {

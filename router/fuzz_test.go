@@ -1,12 +1,12 @@
 package router
 
 import (
-	"github.com/tortie-net/tortie/internal/testutil"
 	"testing"
 	"time"
 
 	"github.com/tortie-net/tortie/encap"
 	"github.com/tortie-net/tortie/header"
+	"github.com/tortie-net/tortie/internal/testutil"
 )
 
 // outputs counts everything the harness's doubles received and checks the

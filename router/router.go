@@ -19,6 +19,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tortie-net/tortie/api"
 	"github.com/tortie-net/tortie/encap"
 	"github.com/tortie-net/tortie/fib"
 	"github.com/tortie-net/tortie/header"
@@ -95,13 +96,10 @@ type Counters struct {
 }
 
 // PortStats is a copy of a port's counters.
-type PortStats struct {
-	Name                                   string
-	RxPackets, RxBytes, TxPackets, TxBytes uint64
-}
+type PortStats = api.PortStats
 
 func (c *Counters) snapshot(name string) PortStats {
-	return PortStats{name, c.RxPackets.Load(), c.RxBytes.Load(), c.TxPackets.Load(), c.TxBytes.Load()}
+	return PortStats{Name: name, RxPackets: c.RxPackets.Load(), RxBytes: c.RxBytes.Load(), TxPackets: c.TxPackets.Load(), TxBytes: c.TxBytes.Load()}
 }
 
 // PortConfig describes a pod port.
@@ -377,24 +375,16 @@ type offloadCounters struct {
 // OffloadStats is a copy of the offload counters: superframes from pods
 // and the host segmented (and the segments they became), superframes
 // written to pods (and the segments they carried).
-type OffloadStats struct {
-	TSOFrames, TSOSegments, GROFrames, GROSegments uint64
-}
+type OffloadStats = api.OffloadStats
 
 // Stats is a snapshot of the router's counters.
-type Stats struct {
-	Offload OffloadStats
-	Drops   map[string]uint64
-	Ports   []PortStats
-	Host    PortStats
-	FIBSize int
-	PathMTU int
-}
+type Stats = api.Counters
 
 // Stats copies every counter.
 func (r *Router) Stats() Stats {
 	s := Stats{Drops: map[string]uint64{}, FIBSize: r.fib.Load().Len(), PathMTU: r.PathMTU(),
-		Offload: OffloadStats{r.offload.tsoFrames.Load(), r.offload.tsoSegments.Load(), r.offload.groFrames.Load(), r.offload.groSegments.Load()}}
+		Offload: OffloadStats{TSOFrames: r.offload.tsoFrames.Load(), TSOSegments: r.offload.tsoSegments.Load(),
+			GROFrames: r.offload.groFrames.Load(), GROSegments: r.offload.groSegments.Load()}}
 	for i := range r.drops {
 		s.Drops[DropReason(i).String()] = r.drops[i].Load()
 	}

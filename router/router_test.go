@@ -2,7 +2,6 @@ package router
 
 import (
 	"encoding/binary"
-	"github.com/tortie-net/tortie/internal/testutil"
 	"net/netip"
 	"testing"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/tortie-net/tortie/encap"
 	"github.com/tortie-net/tortie/fib"
 	"github.com/tortie-net/tortie/header"
+	"github.com/tortie-net/tortie/internal/testutil"
 	"github.com/tortie-net/tortie/router/routertest"
 )
 

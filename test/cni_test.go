@@ -441,3 +441,35 @@ func TestAddLatency(t *testing.T) {
 	slices.Sort(d)
 	t.Logf("CNI ADD latency over %d pods: p50 %v, p99 %v, max %v", len(d), d[len(d)/2], d[len(d)*99/100], d[len(d)-1])
 }
+
+// TestAddRightAfterNewPool takes addresses from pools created a moment
+// before the ADD: ADD must not succeed before the node's kernel routes the
+// new pool to tortie (a kubelet probes the pod right after ADD).
+func TestAddRightAfterNewPool(t *testing.T) {
+	l := up(t, lab.Options{Name: "tnp", Nodes: 1, Pods: 0, Mode: "vxlan"})
+	n1 := l.Nodes[0]
+	cn := l.CNI()
+	for i := range 10 {
+		name := fmt.Sprintf("fresh-%d", i)
+		if err := l.Apply(fmt.Sprintf("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: %s}\n"+
+			"spec: {cidr: 10.%d.0.0/16, vxlanMode: Always}\n", name, 50+i)); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(map[string]any{"cniVersion": "1.0.0", "name": lab.NetworkName,
+			"plugins": []any{map[string]any{"type": "tortie", "socket": n1.Socket, "ipam": map[string]any{"pools": []string{name}}}}})
+		list, err := libcni.NetworkConfFromBytes(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := newPod(t, name)
+		res, err := cn.AddNetworkList(context.Background(), list, p.Runtime())
+		if err != nil {
+			t.Fatalf("ADD from the new pool %s: %v", name, err)
+		}
+		r, _ := current.NewResultFromResult(res)
+		ip := r.IPs[0].Address.IP.String()
+		if out, err := exec.Command("ip", "netns", "exec", n1.Netns, "ping", "-c", "1", "-W", "2", ip).CombinedOutput(); err != nil {
+			t.Fatalf("ADD succeeded but the node cannot reach %s from pool %s: %s", ip, name, out)
+		}
+	}
+}

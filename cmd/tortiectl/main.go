@@ -17,7 +17,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tortie-net/tortie/api"
-	"github.com/tortie-net/tortie/endpoint"
 )
 
 const usage = `usage: tortiectl [--socket PATH] [-o table|json] COMMAND
@@ -140,13 +139,18 @@ func run(c *api.Client, output string, args []string) error {
 		return emit(v, func() {
 			fmt.Fprintln(tw, "BLOCK\tAFFINITY\tIN USE\tBORROWED BY OTHERS")
 			for _, b := range v.Blocks {
-				borrowed := 0
+				owner := strings.TrimPrefix(b.Affinity, "host:")
+				inUse, borrowed := 0, 0
 				for _, a := range b.Allocs {
-					if a.Handle != "" && a.Node != b.AffinityNode() {
+					if a.Handle == "" {
+						continue
+					}
+					inUse++
+					if a.Node != owner {
 						borrowed++
 					}
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\n", b.CIDR, dash(b.AffinityNode()), b.InUse(), len(b.Allocs), borrowed)
+				fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\n", b.CIDR, dash(owner), inUse, len(b.Allocs), borrowed)
 			}
 			fmt.Fprintln(tw, "\nHANDLE\tNODE\tADDRESS")
 			for _, h := range v.Handles {
@@ -241,7 +245,7 @@ func run(c *api.Client, output string, args []string) error {
 			if err != nil {
 				return err
 			}
-			info, err := c.AddEndpoint(endpoint.Spec{Name: args[2], Netns: args[3], Address: addr})
+			info, err := c.AddEndpoint(api.EndpointSpec{Name: args[2], Netns: args[3], Address: addr})
 			if err != nil {
 				return err
 			}

@@ -18,7 +18,6 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/tortie-net/tortie/api"
-	"github.com/tortie-net/tortie/cni"
 )
 
 // DefaultSocket is tortied's control socket unless the config names another.
@@ -75,10 +74,10 @@ func k8sArgs(s string) (ns, pod string) {
 	return
 }
 
-func request(c *NetConf, a *skel.CmdArgs) cni.Request {
+func request(c *NetConf, a *skel.CmdArgs) api.CNIRequest {
 	ns, pod := k8sArgs(a.Args)
-	return cni.Request{
-		Attachment: cni.Attachment{ContainerID: a.ContainerID, IfName: a.IfName},
+	return api.CNIRequest{
+		Attachment: api.Attachment{ContainerID: a.ContainerID, IfName: a.IfName},
 		Network:    c.Name, Netns: a.Netns, PodNamespace: ns, PodName: pod, Pools: c.IPAM.Pools, MTU: c.MTU,
 	}
 }
@@ -86,7 +85,7 @@ func request(c *NetConf, a *skel.CmdArgs) cni.Request {
 // asCNIError turns a daemon error into a CNI error with its code; an
 // unreachable daemon is "try again later" (or "not available" for STATUS).
 func asCNIError(err error, unreachable uint) error {
-	var ce *cni.Error
+	var ce *api.CNIError
 	if errors.As(err, &ce) {
 		return types.NewError(ce.Code, ce.Msg, "")
 	}
@@ -158,9 +157,9 @@ func cmdGC(a *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	req := cni.GCRequest{Network: c.Name}
+	req := api.GCRequest{Network: c.Name}
 	for _, v := range c.ValidAttachments {
-		req.Valid = append(req.Valid, cni.Attachment{ContainerID: v.ContainerID, IfName: v.IfName})
+		req.Valid = append(req.Valid, api.Attachment{ContainerID: v.ContainerID, IfName: v.IfName})
 	}
 	if err := api.NewClient(c.Socket).CNIGC(req); err != nil {
 		return asCNIError(err, types.ErrTryAgainLater)

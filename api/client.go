@@ -1,0 +1,154 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Client talks to a tortied socket. It is safe for concurrent use.
+type Client struct {
+	Socket string
+	hc     *http.Client
+}
+
+// NewClient returns a client for the socket at path.
+func NewClient(path string) *Client {
+	return &Client{Socket: path, hc: &http.Client{
+		Timeout: 30 * time.Second,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}},
+	}}
+}
+
+func (c *Client) do(method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	return c.doRaw(method, path, body, out)
+}
+
+func (c *Client) doRaw(method, path string, body io.Reader, out any) error {
+	req, err := http.NewRequest(method, "http://tortied"+path, body)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("tortied at %s is not reachable: %w", c.Socket, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 300 {
+		var e Error
+		if json.Unmarshal(b, &e) == nil && e.Error != "" {
+			if e.Code != 0 {
+				return &CNIError{Code: e.Code, Msg: e.Error}
+			}
+			return errors.New(e.Error)
+		}
+		return fmt.Errorf("tortied: %s", resp.Status)
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
+
+// AddEndpoint attaches a pod endpoint.
+func (c *Client) AddEndpoint(s EndpointSpec) (info EndpointInfo, err error) {
+	err = c.do("POST", "/v1/endpoints", s, &info)
+	return
+}
+
+// DeleteEndpoint removes a pod endpoint.
+func (c *Client) DeleteEndpoint(name string) error {
+	return c.do("DELETE", "/v1/endpoints/"+name, nil, nil)
+}
+
+// Endpoints lists the node's pod endpoints.
+func (c *Client) Endpoints() (out []EndpointInfo, err error) {
+	err = c.do("GET", "/v1/endpoints", nil, &out)
+	return
+}
+
+// Routes lists the FIB.
+func (c *Client) Routes() (out []Route, err error) {
+	err = c.do("GET", "/v1/routes", nil, &out)
+	return
+}
+
+// Counters returns the router's counters.
+func (c *Client) Counters() (out Counters, err error) {
+	err = c.do("GET", "/v1/counters", nil, &out)
+	return
+}
+
+// BGP reports the BGP speaker and its sessions.
+func (c *Client) BGP() (out BGPStatus, err error) {
+	err = c.do("GET", "/v1/bgp", nil, &out)
+	return
+}
+
+// Status summarises the node.
+func (c *Client) Status() (out Status, err error) {
+	err = c.do("GET", "/v1/status", nil, &out)
+	return
+}
+
+// CNIAdd forwards a plugin's ADD.
+func (c *Client) CNIAdd(r CNIRequest) (out CNIResult, err error) {
+	err = c.do("POST", "/v1/cni/add", r, &out)
+	return
+}
+
+// CNIDel forwards a plugin's DEL.
+func (c *Client) CNIDel(r CNIRequest) error { return c.do("POST", "/v1/cni/del", r, nil) }
+
+// CNICheck forwards a plugin's CHECK.
+func (c *Client) CNICheck(r CNIRequest) error { return c.do("POST", "/v1/cni/check", r, nil) }
+
+// CNIStatus forwards a plugin's STATUS.
+func (c *Client) CNIStatus() error { return c.do("GET", "/v1/cni/status", nil, nil) }
+
+// CNIGC forwards a plugin's GC.
+func (c *Client) CNIGC(r GCRequest) error { return c.do("POST", "/v1/cni/gc", r, nil) }
+
+// Apply sends resource manifests (YAML or JSON) to tortied and returns how
+// many objects were applied.
+func (c *Client) Apply(manifest string) (n int, err error) {
+	var out map[string]int
+	err = c.doRaw("POST", "/v1/apply", strings.NewReader(manifest), &out)
+	return out["applied"], err
+}
+
+// Get lists resources of a kind, decoded into out (raw JSON objects).
+func (c *Client) Get(kind string, out any) error { return c.do("GET", "/v1/resources/"+kind, nil, out) }
+
+// DeleteResource removes one resource.
+func (c *Client) DeleteResource(kind, name string) error {
+	return c.do("DELETE", "/v1/resources/"+kind+"/"+name, nil, nil)
+}
+
+// IPAM returns blocks and handles.
+func (c *Client) IPAM() (out IPAMView, err error) {
+	err = c.do("GET", "/v1/ipam", nil, &out)
+	return
+}

@@ -1,0 +1,151 @@
+package api
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Error is the body of every failed request. Code is a CNI error code when
+// the request was a CNI command.
+type Error struct {
+	Error string `json:"error"`
+	Code  uint   `json:"code,omitempty"`
+}
+
+// Route is a FIB route as the API shows it.
+type Route struct {
+	Prefix   string `json:"prefix"`
+	Kind     string `json:"kind"`
+	Source   string `json:"source"`
+	Mode     string `json:"mode,omitempty"`
+	Node     string `json:"node,omitempty"`
+	NodeName string `json:"nodeName,omitempty"`
+	Port     string `json:"port,omitempty"`
+}
+
+// Status summarises the node.
+type Status struct {
+	Node        string `json:"node"`
+	Address     string `json:"address"`
+	Mode        string `json:"mode"`
+	CrossSubnet bool   `json:"crossSubnet"`
+	PodMTU      int    `json:"podMTU"`
+	PathMTU     int    `json:"pathMTU"`
+	FIBRoutes   int    `json:"fibRoutes"`
+	Endpoints   int    `json:"endpoints"`
+	VTEPMAC     string `json:"vtepMAC"`
+	Ready       bool   `json:"ready"`
+}
+
+// EndpointSpec asks for a pod endpoint: a TAP named IfName in the pod's
+// network namespace, routed for Address. It is also the record the daemon
+// keeps in its state file.
+type EndpointSpec struct {
+	Name       string     `json:"name"`
+	Netns      string     `json:"netns"`
+	Address    netip.Addr `json:"address"`
+	IfName     string     `json:"ifName,omitempty"` // default eth0
+	MTU        int        `json:"mtu,omitempty"`    // default: the node's pod MTU
+	AllowSpoof bool       `json:"allowSpoof,omitempty"`
+	// What the CNI plugin knows about the attachment.
+	ContainerID  string `json:"containerID,omitempty"`
+	Network      string `json:"network,omitempty"`
+	Handle       string `json:"handle,omitempty"`
+	PodNamespace string `json:"podNamespace,omitempty"`
+	PodName      string `json:"podName,omitempty"`
+}
+
+// EndpointInfo describes an attached endpoint.
+type EndpointInfo struct {
+	EndpointSpec
+	MAC  string `json:"mac"`
+	MTU  int    `json:"mtu"`
+	Port uint32 `json:"port"`
+}
+
+// PortStats are one port's packet and byte counters.
+type PortStats struct {
+	Name                                   string
+	RxPackets, RxBytes, TxPackets, TxBytes uint64
+}
+
+// OffloadStats say how much segmentation and coalescing the router did.
+type OffloadStats struct {
+	TSOFrames, TSOSegments, GROFrames, GROSegments uint64
+}
+
+// Counters is a snapshot of the router's counters: drops by reason, ports,
+// the host, offload work, the FIB's size and the path MTU.
+type Counters struct {
+	Offload OffloadStats
+	Drops   map[string]uint64
+	Ports   []PortStats
+	Host    PortStats
+	FIBSize int
+	PathMTU int
+}
+
+// PeerStatus is one BGP session as `tortiectl node status` shows it.
+type PeerStatus struct {
+	Address  string    `json:"peerAddress"`
+	Type     string    `json:"peerType"`
+	Name     string    `json:"name,omitempty"`
+	ASN      uint32    `json:"asNumber"`
+	State    string    `json:"state"` // up, start, down (as BIRD says)
+	Since    time.Time `json:"since,omitzero"`
+	Info     string    `json:"info"`
+	Received uint64    `json:"prefixesReceived"`
+	Accepted uint64    `json:"prefixesAccepted"`
+	RRClient bool      `json:"routeReflectorClient,omitempty"`
+}
+
+// BGPCounters count the speaker's work between its best-path events and
+// the FIB.
+type BGPCounters struct {
+	BestPathEvents uint64 `json:"bestPathEvents"`
+	Drains         uint64 `json:"drains"`
+	Installed      uint64 `json:"installed"`
+	Unresolved     uint64 `json:"unresolved"`
+	OverLimit      uint64 `json:"overLimit"`
+	StaleSwept     uint64 `json:"staleSwept"`
+}
+
+// BGPStatus is what `tortiectl node status` shows.
+type BGPStatus struct {
+	Running    bool         `json:"running"`
+	ASN        uint32       `json:"asNumber,omitempty"`
+	RouterID   string       `json:"routerID,omitempty"`
+	ClusterID  string       `json:"routeReflectorClusterID,omitempty"`
+	Restarting bool         `json:"restarting,omitempty"`
+	Peers      []PeerStatus `json:"peers"`
+	Advertised []string     `json:"advertised"`
+	Counters   BGPCounters  `json:"counters"`
+}
+
+// IPAMAlloc is one address of an IPAM block.
+type IPAMAlloc struct {
+	Handle   string `json:"handle,omitempty"`
+	Node     string `json:"node,omitempty"`     // the node the address serves
+	Released int64  `json:"released,omitempty"` // unix ms of the last release
+}
+
+// IPAMBlock is an IPAM block as stored (Calico's shape).
+type IPAMBlock struct {
+	CIDR     string      `json:"cidr"`
+	Affinity string      `json:"affinity,omitempty"` // "host:<node>"
+	Allocs   []IPAMAlloc `json:"allocations"`
+}
+
+// IPAMHandle indexes the addresses of one owner (a pod, a tunnel).
+type IPAMHandle struct {
+	ID    string            `json:"id"`
+	Node  string            `json:"node"`
+	IPs   []string          `json:"ips"`
+	Attrs map[string]string `json:"attrs,omitempty"`
+}
+
+// IPAMView is what GET /v1/ipam returns.
+type IPAMView struct {
+	Blocks  []IPAMBlock  `json:"blocks"`
+	Handles []IPAMHandle `json:"handles"`
+}

@@ -1,0 +1,328 @@
+// Package node assembles one tortie node from its configuration: the FIB,
+// the router and its devices (host TUN, underlay sockets), the endpoint
+// manager, the datastore and its agent, the control API and the metrics
+// server.
+//
+// Its life has three steps, and nothing crosses them: New constructs and
+// configures everything (files, devices and sockets are opened, but no
+// goroutine of ours is started, so nothing can be read while it is still
+// being set); Run starts the readers, restores the pods, serves the API and
+// blocks until its context ends; Close releases what New opened.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tortie-net/tortie/agent"
+	"github.com/tortie-net/tortie/api"
+	"github.com/tortie-net/tortie/apiserver"
+	"github.com/tortie-net/tortie/bgp"
+	"github.com/tortie-net/tortie/cni"
+	"github.com/tortie-net/tortie/config"
+	"github.com/tortie-net/tortie/datastore"
+	"github.com/tortie-net/tortie/encap"
+	"github.com/tortie-net/tortie/endpoint"
+	"github.com/tortie-net/tortie/fib"
+	"github.com/tortie-net/tortie/hostif"
+	"github.com/tortie-net/tortie/ipam"
+	"github.com/tortie-net/tortie/metrics"
+	"github.com/tortie-net/tortie/resources"
+	"github.com/tortie-net/tortie/router"
+	"github.com/tortie-net/tortie/underlay"
+)
+
+// Node is one constructed tortie node. Its methods are not safe for
+// concurrent use: New, then Run once, then Close.
+type Node struct {
+	cfg         *config.Config
+	log         *zap.Logger
+	underlayMTU int
+	podMTU      int
+	stateFile   string
+
+	fib       *fib.FIB
+	router    *router.Router
+	host      *hostif.Host
+	receivers []router.UnderlayReceiver
+	endpoints *endpoint.Manager
+	agent     *agent.Agent // nil without a datastore
+	api       *apiserver.Server
+	apiLn     net.Listener
+	metricsLn net.Listener // nil: no metrics server
+
+	closers []func() // in the order things were opened
+}
+
+// New constructs the node described by cfg. It opens the devices, sockets
+// and the datastore, but starts no goroutine of its own.
+func New(cfg *config.Config, log *zap.Logger) (n *Node, err error) {
+	n = &Node{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			n.Close()
+			n = nil
+		}
+	}()
+	if n.underlayMTU = cfg.UnderlayMTU; n.underlayMTU == 0 {
+		if n.underlayMTU, err = underlay.InterfaceMTU(cfg.Interface); err != nil {
+			return nil, err
+		}
+	}
+	n.podMTU = cfg.PodMTU(n.underlayMTU)
+	n.stateFile = filepath.Join(cfg.StateDir, "endpoints.json")
+	withStore := cfg.Datastore != nil
+
+	if n.fib, err = staticFIB(cfg); err != nil {
+		return nil, err
+	}
+	sender, err := underlay.NewSender(cfg.Interface)
+	if err != nil {
+		return nil, err
+	}
+	n.closers = append(n.closers, func() { sender.Close() })
+	rcfg := router.Config{
+		NodeAddr:    cfg.Addr.Addr().As4(),
+		VTEPMAC:     cfg.VTEPMAC,
+		VNI:         encap.VNI,
+		UnderlayMTU: n.underlayMTU,
+		Logger:      log.Named("router"),
+	}
+	if cfg.TunnelAddr.IsValid() {
+		rcfg.TunnelAddr = cfg.TunnelAddr.As4()
+	}
+	n.router = router.New(rcfg, n.fib, sender)
+	n.closers = append(n.closers, func() { n.router.Close() })
+	if withStore || cfg.Mode == fib.ModeVXLAN {
+		// VXLAN leaves through UDP sockets with segmentation offload. With a
+		// datastore every pool chooses its encapsulation: be ready for both.
+		g, err := underlay.NewGSOSender(cfg.Addr.Addr(), 8, cfg.Interface)
+		if err != nil {
+			return nil, err
+		}
+		n.closers = append(n.closers, func() { g.Close() })
+		n.router.SetGSO(g)
+		rx, err := underlay.ListenVXLAN(cfg.Addr.Addr())
+		if err != nil {
+			return nil, err
+		}
+		n.receivers = append(n.receivers, rx)
+	}
+	if withStore || cfg.Mode == fib.ModeIPIP {
+		rx, err := underlay.ListenIPIP()
+		if err != nil {
+			return nil, err
+		}
+		n.receivers = append(n.receivers, rx)
+	}
+
+	var cluster []netip.Prefix
+	if !withStore {
+		cluster = cfg.Cluster
+	}
+	if n.host, err = hostif.Create(hostif.Config{Name: cfg.HostInterface, MTU: n.podMTU, TunnelAddr: cfg.TunnelAddr,
+		ClusterCIDRs: cluster, Underlay: cfg.Interface}); err != nil {
+		return nil, err
+	}
+	if !withStore {
+		var native []hostif.NativeRoute
+		for _, p := range cfg.Peers {
+			if p.Mode == fib.ModeNative {
+				native = append(native, hostif.NativeRoute{Prefix: p.PodCIDR, Via: p.Addr})
+			}
+		}
+		if err := n.host.SyncNativeRoutes(native); err != nil {
+			return nil, err
+		}
+	}
+
+	n.endpoints = endpoint.New(log.Named("endpoint"), n.router, n.podMTU, n.stateFile)
+	n.endpoints.Offload = cfg.Offload()
+	n.api = &apiserver.Server{Endpoints: n.endpoints, Router: n.router, Status: n.status}
+	if withStore {
+		store, closeStore, err := openStore(cfg, log)
+		if err != nil {
+			return nil, err
+		}
+		n.closers = append(n.closers, closeStore)
+		ipm := &ipam.IPAM{S: store}
+		n.agent = &agent.Agent{Node: cfg.NodeName, Labels: cfg.Labels, Addr: cfg.Addr, VTEPMAC: cfg.VTEPMAC,
+			UnderlayMTU: n.underlayMTU, Store: store, IPAM: ipm, FIB: n.fib, Router: n.router, Host: n.host,
+			Endpoints: n.endpoints, Log: log.Named("agent")}
+		if cfg.Datastore.RouteSource == config.RouteSourceBGP {
+			n.agent.BGP = &agent.BGPOptions{StateFile: filepath.Join(cfg.StateDir, "bgp-routes.json"),
+				DefaultMaxPrefixes: cfg.Datastore.BGPMaxPrefixes}
+			n.api.BGP = n.agent.BGPStatus
+		}
+		n.api.CNI = &cni.Service{Node: cfg.NodeName, NodeLabels: cfg.Labels, Endpoints: n.endpoints, IPAM: ipm,
+			Router: n.router, Ready: n.agent.Ready, Routed: n.agent.WaitRouted, Log: log.Named("cni")}
+		n.api.Resources = &resources.Client{S: store}
+		n.api.IPAM = ipm
+	}
+	if n.apiLn, err = apiserver.Listen(cfg.Socket); err != nil {
+		return nil, err
+	}
+	n.closers = append(n.closers, func() { n.apiLn.Close() })
+	if cfg.MetricsAddress != "" {
+		if n.metricsLn, err = net.Listen("tcp", cfg.MetricsAddress); err != nil {
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
+		n.closers = append(n.closers, func() { n.metricsLn.Close() })
+	}
+	return n, nil
+}
+
+// staticFIB is a FIB holding the routes of the configuration file.
+func staticFIB(cfg *config.Config) (*fib.FIB, error) {
+	f := fib.New()
+	err := f.Update(func(tx fib.Tx) error {
+		var host, static []fib.Route
+		for _, r := range cfg.Routes() {
+			if r.Source == fib.SourceHost {
+				host = append(host, r)
+			} else {
+				static = append(static, r)
+			}
+		}
+		if err := tx.ReplaceSource(fib.SourceHost, host); err != nil {
+			return err
+		}
+		return tx.ReplaceSource(fib.SourceStatic, static)
+	})
+	return f, err
+}
+
+// Run starts forwarding, restores the pods of a previous run, follows the
+// datastore, serves the API and metrics, and returns when ctx ends. A
+// planned stop leaves the pods' persistent TAPs for the next run.
+func (n *Node) Run(ctx context.Context) error {
+	n.router.AttachHost(n.host)
+	for _, rx := range n.receivers {
+		n.router.AttachUnderlay(rx)
+	}
+	if n.agent != nil {
+		if n.agent.BGP != nil {
+			// A planned stop is a graceful restart for our peers: no CEASE.
+			defer n.agent.Stop(true)
+		}
+		// Pods come back first: forwarding must not wait for the datastore.
+		n.agent.Restore(ctx, n.stateFile)
+		go func() {
+			if err := n.agent.Start(ctx); err != nil && ctx.Err() == nil {
+				n.log.Error("agent", zap.Error(err))
+			}
+		}()
+	} else {
+		specs, err := endpoint.LoadState(n.stateFile)
+		if err != nil {
+			n.log.Warn("endpoint state not trusted", zap.Error(err))
+		}
+		n.endpoints.Restore(specs)
+	}
+	apiSrv := apiserver.Serve(ctx, n.apiLn, n.api.Handler())
+	defer apiSrv.Close()
+	if n.metricsLn != nil {
+		var bgpSrc metrics.BGPSource
+		if n.api.BGP != nil {
+			bgpSrc = func() ([]bgp.PeerStatus, bgp.Counters, bool) {
+				st, err := n.api.BGP()
+				return st.Peers, st.Counters, err == nil && st.Running
+			}
+		}
+		ms := &http.Server{Handler: metrics.Handler(n.router, n.ready, bgpSrc), ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := ms.Serve(n.metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				n.log.Error("metrics server", zap.Error(err))
+			}
+		}()
+		defer ms.Close()
+	}
+	n.logStart()
+	<-ctx.Done()
+	n.log.Info("shutting down; pod interfaces stay for the next start")
+	n.endpoints.Detach()
+	return nil
+}
+
+// Close releases what New opened, newest first. It is safe to call after a
+// failed New and after Run.
+func (n *Node) Close() {
+	for i := len(n.closers) - 1; i >= 0; i-- {
+		n.closers[i]()
+	}
+	n.closers = nil
+}
+
+// ready says whether the node serves CNI: at once without a datastore,
+// after the first full sync with one.
+func (n *Node) ready() bool {
+	return n.agent == nil || n.agent.Synced()
+}
+
+// mode says how the node encapsulates, as the API and the log show it.
+func (n *Node) mode() string {
+	if n.cfg.Datastore != nil {
+		return "per IP pool; routes from " + n.cfg.Datastore.RouteSource
+	}
+	return n.cfg.Mode.String()
+}
+
+func (n *Node) status() api.Status {
+	podMTU := n.endpoints.MTU()
+	if podMTU <= 0 {
+		podMTU = n.podMTU
+	}
+	return api.Status{Node: n.cfg.NodeName, Address: n.cfg.Addr.String(), Mode: n.mode(), CrossSubnet: n.cfg.CrossSubnet,
+		PodMTU: podMTU, PathMTU: n.router.PathMTU(), FIBRoutes: n.fib.Load().Len(), Endpoints: len(n.endpoints.List()),
+		VTEPMAC: n.cfg.VTEPMAC.String(), Ready: n.ready()}
+}
+
+func (n *Node) logStart() {
+	fields := []zap.Field{zap.String("node", n.cfg.NodeName), zap.Stringer("address", n.cfg.Addr),
+		zap.Bool("datastore", n.cfg.Datastore != nil), zap.String("mode", n.mode()),
+		zap.Int("underlayMTU", n.underlayMTU), zap.String("socket", n.cfg.Socket), zap.Int("routes", n.fib.Load().Len())}
+	if n.cfg.Datastore == nil {
+		fields = append(fields, zap.Bool("crossSubnet", n.cfg.CrossSubnet))
+	}
+	n.log.Info("tortied running", fields...)
+}
+
+// openStore starts the embedded etcd member if configured and connects to
+// the datastore; the returned func closes both.
+func openStore(cfg *config.Config, log *zap.Logger) (datastore.Store, func(), error) {
+	d := cfg.Datastore
+	endpoints := d.EtcdEndpoints
+	var member *datastore.Embedded
+	if e := d.Embedded; e != nil {
+		var err error
+		if member, err = datastore.StartEmbedded(e.DataDir, cfg.NodeName, e.ClientURL, e.PeerURL); err != nil {
+			return nil, nil, err
+		}
+		log.Info("embedded etcd running", zap.String("clientURL", e.ClientURL))
+		if len(endpoints) == 0 {
+			endpoints = []string{e.ClientURL}
+		}
+	}
+	store, err := datastore.DialEtcd(datastore.EtcdConfig{Endpoints: endpoints,
+		Logger: log.Named("etcd").WithOptions(zap.IncreaseLevel(zap.WarnLevel))})
+	if err != nil {
+		if member != nil {
+			member.Close()
+		}
+		return nil, nil, err
+	}
+	return store, func() {
+		store.Close()
+		if member != nil {
+			member.Close()
+		}
+	}, nil
+}
