@@ -11,8 +11,8 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/tortie-net/tortie/calico"
 	"github.com/tortie-net/tortie/cpuset"
-	"github.com/tortie-net/tortie/encap"
 	"github.com/tortie-net/tortie/fib"
 	"github.com/tortie-net/tortie/header"
 )
@@ -192,7 +192,7 @@ func (f File) Validate() (*Config, error) {
 			c.Pin = &set
 		}
 	}
-	c.VTEPMAC = encap.VTEPMAC(c.NodeName)
+	c.VTEPMAC = calico.VTEPMAC(c.NodeName)
 	if c.Mode, err = fib.ParseMode(f.Encapsulation); err != nil {
 		bad("%v", err)
 	}
@@ -241,12 +241,12 @@ func (f File) Validate() (*Config, error) {
 		bad("underlayMTU %d out of range 576-65535", f.UnderlayMTU)
 	}
 	if c.CrossSubnet {
-		if w := encap.CrossSubnetWarning(c.Addr); w != "" {
+		if w := calico.CrossSubnetWarning(c.Addr); w != "" {
 			c.Warnings = append(c.Warnings, w)
 		}
 	}
 	for i, n := range f.Nodes {
-		p := Peer{Name: n.Name, VTEPMAC: encap.VTEPMAC(n.Name)}
+		p := Peer{Name: n.Name, VTEPMAC: calico.VTEPMAC(n.Name)}
 		if n.Name == "" || n.Name == c.NodeName {
 			bad("nodes[%d]: name %q must be set and differ from nodeName", i, n.Name)
 		}
@@ -261,7 +261,7 @@ func (f File) Validate() (*Config, error) {
 				bad("nodes[%d] (%s): tunnelAddress %q", i, n.Name, n.TunnelAddress)
 			}
 		}
-		p.Mode = encap.ModeFor(c.Mode, c.CrossSubnet, c.Addr, p.Addr)
+		p.Mode = calico.ModeFor(c.Mode, c.CrossSubnet, c.Addr, p.Addr)
 		c.Peers = append(c.Peers, p)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -294,5 +294,5 @@ func (c *Config) Routes() []fib.Route {
 
 // PodMTU is the MTU pods get on an underlay of underlayMTU.
 func (c *Config) PodMTU(underlayMTU int) int {
-	return encap.PodMTU(underlayMTU, c.Mode)
+	return calico.PodMTU(underlayMTU, c.Mode)
 }

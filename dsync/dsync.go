@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tortie-net/tortie/calico"
 	"github.com/tortie-net/tortie/datastore"
 	"github.com/tortie-net/tortie/encap"
 	"github.com/tortie-net/tortie/fib"
@@ -89,7 +90,7 @@ func NodeVTEP(n *resources.Node) header.MAC {
 			return mac
 		}
 	}
-	return encap.VTEPMAC(n.Metadata.Name)
+	return calico.VTEPMAC(n.Metadata.Name)
 }
 
 // Resolve turns a route to prefix via the node at addr into a next hop:
@@ -107,7 +108,7 @@ func (s *Snapshot) via(myAddr netip.Prefix, pfx netip.Prefix, addr netip.Addr, n
 	if p := s.PoolOf(pfx); p != nil {
 		mode, cross = PoolMode(p)
 	}
-	h := fib.NextHop{Kind: fib.KindRemote, Node: addr.As4(), Mode: encap.ModeFor(mode, cross, myAddr, addr)}
+	h := fib.NextHop{Kind: fib.KindRemote, Node: addr.As4(), Mode: calico.ModeFor(mode, cross, myAddr, addr)}
 	if n != nil {
 		h.NodeName, h.VTEPMAC = n.Metadata.Name, NodeVTEP(n)
 	} else if h.Mode == fib.ModeVXLAN {

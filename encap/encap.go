@@ -1,16 +1,12 @@
 // Package encap holds the wire formats tortie uses between nodes, exactly as
 // Calico puts them on the wire: IPIP (IP protocol 4, RFC 2003) and VXLAN
-// (UDP 4789, VNI 4096, RFC 7348) with Calico's VTEP MACs, plus the rules that
-// choose between them and native routing (CrossSubnet) and the MTU they
-// leave for pods. Writers put outer headers into the headroom in front of a
-// packet; nothing here copies the packet or allocates.
+// (UDP 4789, VNI 4096, RFC 7348), and the bytes each adds. Writers put outer
+// headers into the headroom in front of a packet; nothing here copies the
+// packet or allocates. Which of them reaches a peer is Calico's rule, in
+// package calico.
 package encap
 
 import (
-	"crypto/sha1"
-	"fmt"
-	"net/netip"
-
 	"github.com/tortie-net/tortie/fib"
 	"github.com/tortie-net/tortie/header"
 )
@@ -32,40 +28,6 @@ func Overhead(m fib.Mode) int {
 		return OverheadVXLAN
 	}
 	return 0
-}
-
-// PodMTU is the MTU pods get on an underlay of underlayMTU: what is left
-// after the largest overhead in use (1480 IPIP, 1450 VXLAN on 1500).
-func PodMTU(underlayMTU int, m fib.Mode) int { return underlayMTU - Overhead(m) }
-
-// VTEPMAC is the MAC of a node's VXLAN tunnel endpoint as Calico derives it:
-// 0x66 followed by the first five bytes of sha1(node name).
-func VTEPMAC(nodeName string) header.MAC {
-	sum := sha1.Sum([]byte(nodeName))
-	return header.MAC{0x66, sum[0], sum[1], sum[2], sum[3], sum[4]}
-}
-
-// ModeFor applies Calico's CrossSubnet rule: with crossSubnet set, a peer
-// whose underlay address lies inside our node's configured address CIDR is
-// reached natively, everyone else through the tunnel. Without it, the pool's
-// mode applies to every peer.
-func ModeFor(poolMode fib.Mode, crossSubnet bool, ours netip.Prefix, peer netip.Addr) fib.Mode {
-	if poolMode == fib.ModeNative || !crossSubnet {
-		return poolMode
-	}
-	if ours.Masked().Contains(peer) {
-		return fib.ModeNative
-	}
-	return poolMode
-}
-
-// CrossSubnetWarning explains the common surprise of a node address
-// recorded as a /32: every peer is then "outside the subnet" and tunnelled.
-func CrossSubnetWarning(ours netip.Prefix) string {
-	if ours.Bits() == 32 {
-		return fmt.Sprintf("node address %s is a /32: CrossSubnet will tunnel to every peer; configure the address with its subnet (e.g. /24)", ours)
-	}
-	return ""
 }
 
 // PutIPIP writes the outer header for the inner packet at buf[start:end]

@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tortie-net/tortie/api"
+	"github.com/tortie-net/tortie/calico"
 	"github.com/tortie-net/tortie/config"
 	"github.com/tortie-net/tortie/cpuset"
 	"github.com/tortie-net/tortie/encap"
@@ -499,7 +500,7 @@ func (l *Lab) buildKernelNode(o Options, n *Node) error {
 		steps = append(steps,
 			[]string{"ip", "-n", n.Netns, "link", "add", "vxlan.calico", "type", "vxlan", "id", fmt.Sprint(encap.VNI),
 				"dstport", "4789", "local", n.Addr(), "dev", "eth0", "nolearning"},
-			[]string{"ip", "-n", n.Netns, "link", "set", "vxlan.calico", "address", encap.VTEPMAC(n.Name).String(),
+			[]string{"ip", "-n", n.Netns, "link", "set", "vxlan.calico", "address", calico.VTEPMAC(n.Name).String(),
 				"mtu", fmt.Sprint(o.UnderlayMTU - encap.OverheadVXLAN), "up"},
 			[]string{"ip", "-n", n.Netns, "addr", "add", n.TunnelAddr + "/32", "dev", "vxlan.calico"})
 	}
@@ -509,9 +510,9 @@ func (l *Lab) buildKernelNode(o Options, n *Node) error {
 		if m == n {
 			continue
 		}
-		switch encap.ModeFor(mode, l.CrossSubnet, me, netip.MustParseAddr(m.Addr())) {
+		switch calico.ModeFor(mode, l.CrossSubnet, me, netip.MustParseAddr(m.Addr())) {
 		case fib.ModeVXLAN:
-			vtep := encap.VTEPMAC(m.Name).String()
+			vtep := calico.VTEPMAC(m.Name).String()
 			steps = append(steps,
 				[]string{"ip", "-n", n.Netns, "neigh", "replace", m.TunnelAddr, "lladdr", vtep, "dev", "vxlan.calico", "nud", "permanent"},
 				[]string{"bridge", "-n", n.Netns, "fdb", "append", vtep, "dst", m.Addr(), "dev", "vxlan.calico"},
@@ -562,7 +563,7 @@ func (l *Lab) Stop(n *Node, kill bool) error {
 // PodMTU is the MTU the lab's pods get.
 func (l *Lab) PodMTU(underlay int) int {
 	m, _ := fib.ParseMode(l.Encap)
-	return encap.PodMTU(underlay, m)
+	return calico.PodMTU(underlay, m)
 }
 
 // CaliName is Calico's host-side interface name for a pod: "cali" and the
