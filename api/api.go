@@ -64,6 +64,18 @@ type Server struct {
 	IPAM *ipam.IPAM
 	// BGP reports the speaker (nil: BGP is not the route source).
 	BGP func() (BGPStatus, error)
+	// Invalid lists the datastore records that do not decode (nil: no
+	// datastore).
+	Invalid func(context.Context) ([]InvalidRecord, error)
+}
+
+// InvalidRecord is a datastore record tortied skips because it does not
+// decode or validate.
+type InvalidRecord struct {
+	Key      string `json:"key"`
+	Kind     string `json:"kind"`
+	Error    string `json:"error"`
+	Revision int64  `json:"revision"`
 }
 
 // BGPStatus is what `tortiectl node status` shows.
@@ -153,6 +165,18 @@ func (s *Server) Handler() http.Handler {
 			return
 		}
 		reply(w, 200, st)
+	})
+	mux.HandleFunc("GET /v1/invalid", func(w http.ResponseWriter, r *http.Request) {
+		if s.Invalid == nil {
+			reply(w, 200, []InvalidRecord{})
+			return
+		}
+		recs, err := s.Invalid(r.Context())
+		if err != nil {
+			fail(w, http.StatusServiceUnavailable, err)
+			return
+		}
+		reply(w, 200, recs)
 	})
 	mux.HandleFunc("GET /v1/counters", func(w http.ResponseWriter, r *http.Request) { reply(w, 200, s.Router.Stats()) })
 	return mux
@@ -288,5 +312,11 @@ func (c *Client) BGP() (out BGPStatus, err error) {
 
 func (c *Client) Status() (out Status, err error) {
 	err = c.do("GET", "/v1/status", nil, &out)
+	return
+}
+
+// InvalidRecords lists the datastore records tortied skips as invalid.
+func (c *Client) InvalidRecords() (out []InvalidRecord, err error) {
+	err = c.do("GET", "/v1/invalid", nil, &out)
 	return
 }

@@ -46,7 +46,7 @@ func handles(t *testing.T, n *lab.Node) map[string]string {
 	}
 	out := map[string]string{}
 	for _, h := range v.Handles {
-		out[h.ID] = h.IPs[0]
+		out[h.ID] = h.IPs[0].String()
 	}
 	return out
 }

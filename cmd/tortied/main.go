@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -191,15 +192,19 @@ func run(cfgPath string) error {
 	eps.Offload = cfg.Offload()
 	srv := &api.Server{Endpoints: eps, Router: r}
 	ready := func() bool { return true }
+	var extraMetrics []prometheus.Collector
 	if withStore {
 		store, stop, err := openStore(ctx, cfg, log)
 		if err != nil {
 			return err
 		}
 		defer stop()
-		ipm := &ipam.IPAM{S: store}
+		invalid := resources.NewInvalid(log.Named("datastore"))
+		ipm := &ipam.IPAM{S: store, Invalid: invalid}
 		ag := &agent.Agent{Node: cfg.NodeName, Labels: cfg.Labels, Addr: cfg.Addr, VTEPMAC: cfg.VTEPMAC, UnderlayMTU: ulMTU,
-			Store: store, IPAM: ipm, FIB: f, Router: r, Host: host, Endpoints: eps, Log: log.Named("agent")}
+			Store: store, IPAM: ipm, FIB: f, Router: r, Host: host, Endpoints: eps, Log: log.Named("agent"), Invalid: invalid}
+		srv.Invalid = ag.InvalidRecords
+		extraMetrics = append(extraMetrics, metrics.InvalidRecords(invalid.Counts))
 		if cfg.Datastore.RouteSource == config.RouteSourceBGP {
 			ag.BGP = &agent.BGPOptions{StateFile: filepath.Join(cfg.StateDir, "bgp-routes.json"), DefaultMaxPrefixes: cfg.Datastore.BGPMaxPrefixes}
 			srv.BGP = ag.BGPStatus
@@ -215,7 +220,7 @@ func run(cfgPath string) error {
 		}()
 		srv.CNI = &cni.Service{Node: cfg.NodeName, NodeLabels: cfg.Labels, Endpoints: eps, IPAM: ipm, Router: r,
 			Ready: ag.Ready, Log: log.Named("cni")}
-		srv.Resources = &resources.Client{S: store}
+		srv.Resources = &resources.Client{S: store, Invalid: invalid}
 		srv.IPAM = ipm
 		ready = func() bool { return ag.Syncer != nil && ag.Syncer.Ready() }
 	} else {
@@ -251,7 +256,7 @@ func run(cfgPath string) error {
 				return st.Peers, st.Counters, err == nil && st.Running
 			}
 		}
-		ms := &http.Server{Handler: metrics.Handler(r, ready, bgpSrc), ReadHeaderTimeout: 5 * time.Second}
+		ms := &http.Server{Handler: metrics.Handler(r, ready, bgpSrc, extraMetrics...), ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := ms.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("metrics server", zap.Error(err))
