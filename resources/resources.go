@@ -391,17 +391,24 @@ func decodeStored[T any, P object[T]](kv datastore.KV) (P, error) {
 // DecodeStored decodes the stored record kv of kind (IPPool, Node,
 // BGPConfiguration or BGPPeer): a valid object or an error, never both.
 func DecodeStored(kind string, kv datastore.KV) (Object, error) {
+	var o Object
+	var err error
 	switch kind {
 	case KindIPPool:
-		return decodeStored[IPPool](kv)
+		o, err = decodeStored[IPPool](kv)
 	case KindNode:
-		return decodeStored[Node](kv)
+		o, err = decodeStored[Node](kv)
 	case KindBGPConfiguration:
-		return decodeStored[BGPConfiguration](kv)
+		o, err = decodeStored[BGPConfiguration](kv)
 	case KindBGPPeer:
-		return decodeStored[BGPPeer](kv)
+		o, err = decodeStored[BGPPeer](kv)
+	default:
+		err = fmt.Errorf("unknown kind %q", kind)
 	}
-	return nil, fmt.Errorf("unknown kind %q", kind)
+	if err != nil {
+		return nil, err
+	}
+	return o, nil
 }
 
 func list[T any, P object[T]](ctx context.Context, c Client, kind string) ([]P, int64, error) {
