@@ -32,7 +32,7 @@ func TestInvalidBlocksSkipped(t *testing.T) {
 		return string(b)
 	}
 	put(blockPrefix+"10.9.0.0-26", `{"cidr":"10.9.0.0/26","affinity":"host:a","allocations":[{"hand`) // truncated
-	put(blockPrefix+"10.9.0.64-26", full("10.9.0.64/26", 3))                                      // too few slots
+	put(blockPrefix+"10.9.0.64-26", full("10.9.0.64/26", 3))                                          // too few slots
 	put(blockPrefix+"10.9.0.128-26", `{"cidr":"garbage","allocations":[]}`)
 	put(blockPrefix+"garbage", `{"cidr":"10.300.0.0/26"}`)
 	put(blockPrefix+"10.9.1.0-26", full("10.9.0.192/26", 64)) // stored under another CIDR
