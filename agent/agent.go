@@ -46,6 +46,9 @@ type Agent struct {
 	Host        *hostif.Host
 	Endpoints   *endpoint.Manager
 	Log         *zap.Logger
+	// Invalid collects the stored records that do not decode (shared with
+	// IPAM and the API); nil: not collected.
+	Invalid *resources.Invalid
 
 	// BGP makes BGP the source of other nodes' routes (a speaker is
 	// started after the first full sync); otherwise they are derived from
@@ -56,6 +59,8 @@ type Agent struct {
 
 	mu     sync.Mutex
 	tunnel netip.Addr
+	// The encapsulations the node record carries the tunnel address for.
+	tunnelIPIP, tunnelVXLAN bool
 
 	// routed is what the kernel routes to the host TUN since the last
 	// successful sync; routedCh is closed and replaced when it changes.
@@ -82,7 +87,7 @@ func TunnelHandle(node string) string { return ipam.TunnelHandlePrefix + node }
 // starts following the datastore. It returns once registered.
 func (a *Agent) Start(ctx context.Context) error {
 	a.Syncer = &dsync.Syncer{Store: a.Store, Me: a.Node, MyAddr: a.Addr, FIB: a.FIB, Log: a.Log.Named("dsync"), OnSync: a.onSync,
-		BGP: a.BGP != nil}
+		BGP: a.BGP != nil, Invalid: a.Invalid}
 	backoff := 100 * time.Millisecond
 	for {
 		err := a.register(ctx)
@@ -131,19 +136,21 @@ func (a *Agent) reclaim(ctx context.Context, every time.Duration) {
 
 func (a *Agent) register(ctx context.Context) error {
 	n := &resources.Node{Metadata: resources.Meta{Name: a.Node, Labels: a.Labels}, Spec: resources.NodeSpec{
-		BGP:                &resources.NodeBGPSpec{IPv4Address: a.Addr.String()},
-		VXLANTunnelMACAddr: a.VTEPMAC.String(),
+		BGP:                &resources.NodeBGPSpec{IPv4Address: a.Addr},
+		VXLANTunnelMACAddr: resources.MAC(a.VTEPMAC),
 	}}
 	a.mu.Lock()
-	if a.tunnel.IsValid() {
-		n.Spec.IPv4VXLANTunnelAddr = a.tunnel.String()
-		n.Spec.BGP.IPv4IPIPTunnelAddr = a.tunnel.String()
+	if a.tunnel.IsValid() && a.tunnelVXLAN {
+		n.Spec.IPv4VXLANTunnelAddr = a.tunnel
+	}
+	if a.tunnel.IsValid() && a.tunnelIPIP {
+		n.Spec.BGP.IPv4IPIPTunnelAddr = a.tunnel
 	}
 	a.mu.Unlock()
 	// What an operator set on the node (labels such as route-reflector,
 	// an AS number, a route-reflector cluster ID) survives re-registration;
 	// labels from the config file win over stored ones of the same key.
-	rc := resources.Client{S: a.Store}
+	rc := resources.Client{S: a.Store, Invalid: a.Invalid}
 	nodes, err := rc.Nodes(ctx)
 	if err != nil {
 		return err
@@ -206,9 +213,31 @@ func (a *Agent) onSync(s *dsync.Snapshot) {
 	if a.BGP != nil {
 		a.syncBGP(s)
 	}
-	if s.MaxOverhead() > 0 {
-		a.ensureTunnelAddr()
+	labels := a.Labels
+	if me := s.Node(a.Node); me != nil {
+		labels = me.Metadata.Labels
 	}
+	ipip, vxlan, pools := TunnelNeeds(s.Pools, labels)
+	a.ensureTunnelAddr(ipip, vxlan, pools, labels)
+}
+
+// TunnelNeeds says, as Calico's tunnel address allocator does, which
+// tunnel addresses a node with these labels needs: IPIP when an enabled
+// pool selecting it has ipipMode other than Never, VXLAN likewise for
+// vxlanMode. pools names those pools (the address comes from one of them).
+func TunnelNeeds(all []*resources.IPPool, labels map[string]string) (ipip, vxlan bool, pools []string) {
+	on := func(m string) bool { return m != "" && m != resources.ModeNever }
+	for _, p := range all {
+		if p.Spec.Disabled || !p.Selects(labels) {
+			continue
+		}
+		i, v := on(p.Spec.IPIPMode), on(p.Spec.VXLANMode)
+		ipip, vxlan = ipip || i, vxlan || v
+		if i || v {
+			pools = append(pools, p.Metadata.Name)
+		}
+	}
+	return ipip, vxlan, pools
 }
 
 func (a *Agent) setRouted(cidrs []netip.Prefix) {
@@ -347,36 +376,75 @@ func (a *Agent) Stop(planned bool) {
 }
 
 // ensureTunnelAddr takes the node's tunnel address from IPAM (as Calico
-// does for vxlan.calico and tunl0) and puts it on the host TUN.
-func (a *Agent) ensureTunnelAddr() {
+// does for vxlan.calico and tunl0) when a pool encapsulates, puts it on the
+// host TUN, and records it in the node for the encapsulations in use
+// (ipv4IPIPTunnelAddr only with an IPIP pool, ipv4VXLANTunnelAddr only
+// with a VXLAN pool). An address no longer needed stays on the TUN (a pod
+// must not get it while it is there) but leaves the node record.
+func (a *Agent) ensureTunnelAddr(ipip, vxlan bool, pools []string, labels map[string]string) {
 	a.mu.Lock()
-	have := a.tunnel.IsValid()
+	have, recorded := a.tunnel.IsValid(), a.tunnelIPIP == ipip && a.tunnelVXLAN == vxlan
 	a.mu.Unlock()
-	if have {
+	if (have || !(ipip || vxlan)) && recorded {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	addr, err := a.IPAM.Assign(ctx, ipam.Request{Handle: TunnelHandle(a.Node), Node: a.Node, NodeLabels: a.Labels})
-	if err != nil {
-		a.Log.Warn("no tunnel address yet", zap.Error(err))
-		return
+	if !have && (ipip || vxlan) {
+		addr, err := a.IPAM.Assign(ctx, ipam.Request{Handle: TunnelHandle(a.Node), Node: a.Node, NodeLabels: labels, Pools: pools})
+		if err != nil {
+			a.Log.Warn("no tunnel address yet", zap.Error(err))
+			return
+		}
+		if err := a.Host.SetTunnelAddr(addr); err != nil {
+			a.Log.Warn("tunnel address", zap.Error(err))
+			return
+		}
+		a.Router.SetTunnelAddr(addr.As4())
+		_ = a.FIB.Update(func(tx fib.Tx) error {
+			return tx.Set(fib.Route{Prefix: netip.PrefixFrom(addr, 32), Source: fib.SourceHost, NextHop: fib.NextHop{Kind: fib.KindHost}})
+		})
+		a.mu.Lock()
+		a.tunnel = addr
+		a.mu.Unlock()
+		a.Log.Info("tunnel address assigned", zap.Stringer("address", addr), zap.Bool("ipip", ipip), zap.Bool("vxlan", vxlan))
 	}
-	if err := a.Host.SetTunnelAddr(addr); err != nil {
-		a.Log.Warn("tunnel address", zap.Error(err))
-		return
-	}
-	a.Router.SetTunnelAddr(addr.As4())
-	_ = a.FIB.Update(func(tx fib.Tx) error {
-		return tx.Set(fib.Route{Prefix: netip.PrefixFrom(addr, 32), Source: fib.SourceHost, NextHop: fib.NextHop{Kind: fib.KindHost}})
-	})
 	a.mu.Lock()
-	a.tunnel = addr
+	a.tunnelIPIP, a.tunnelVXLAN = ipip, vxlan
 	a.mu.Unlock()
 	if err := a.register(ctx); err != nil {
 		a.Log.Warn("node tunnel address not recorded", zap.Error(err))
+		a.mu.Lock()
+		a.tunnelIPIP, a.tunnelVXLAN = !ipip, !vxlan // try again at the next sync
+		a.mu.Unlock()
 	}
-	a.Log.Info("tunnel address assigned", zap.Stringer("address", addr))
+}
+
+// InvalidRecords reads every record once, so that kinds the node does not
+// follow (IPAM handles and affinities) are checked too, and returns those
+// that do not decode.
+func (a *Agent) InvalidRecords(ctx context.Context) ([]api.InvalidRecord, error) {
+	rc := resources.Client{S: a.Store, Invalid: a.Invalid}
+	if _, err := rc.Pools(ctx); err != nil {
+		return nil, err
+	}
+	if _, err := rc.Nodes(ctx); err != nil {
+		return nil, err
+	}
+	if _, err := rc.BGPConfigurations(ctx); err != nil {
+		return nil, err
+	}
+	if _, err := rc.BGPPeers(ctx); err != nil {
+		return nil, err
+	}
+	if err := a.IPAM.CheckRecords(ctx); err != nil {
+		return nil, err
+	}
+	out := []api.InvalidRecord{}
+	for _, r := range a.Invalid.List() {
+		out = append(out, api.InvalidRecord{Key: r.Key, Kind: r.Kind, Error: r.Error, Revision: r.Rev})
+	}
+	return out, nil
 }
 
 // Restore re-attaches the endpoints of a previous run from the state file,

@@ -152,3 +152,9 @@ func (c *Client) IPAM() (out IPAMView, err error) {
 	err = c.do("GET", "/v1/ipam", nil, &out)
 	return
 }
+
+// InvalidRecords lists the datastore records tortied skips as invalid.
+func (c *Client) InvalidRecords() (out []InvalidRecord, err error) {
+	err = c.do("GET", "/v1/invalid", nil, &out)
+	return
+}

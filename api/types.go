@@ -149,3 +149,12 @@ type IPAMView struct {
 	Blocks  []IPAMBlock  `json:"blocks"`
 	Handles []IPAMHandle `json:"handles"`
 }
+
+// InvalidRecord is a datastore record tortied skips because it does not
+// decode or validate.
+type InvalidRecord struct {
+	Key      string `json:"key"`
+	Kind     string `json:"kind"`
+	Error    string `json:"error"`
+	Revision int64  `json:"revision"`
+}

@@ -116,14 +116,18 @@ func (s *Server) resourceRoutes(mux *http.ServeMux) {
 func ipamView(blocks []*ipam.Block, handles []ipam.Handle) api.IPAMView {
 	v := api.IPAMView{Blocks: []api.IPAMBlock{}, Handles: []api.IPAMHandle{}}
 	for _, b := range blocks {
-		ab := api.IPAMBlock{CIDR: b.CIDR, Affinity: b.Affinity, Allocs: make([]api.IPAMAlloc, len(b.Allocs))}
+		ab := api.IPAMBlock{CIDR: b.CIDR.String(), Affinity: b.Affinity, Allocs: make([]api.IPAMAlloc, len(b.Allocs))}
 		for i, a := range b.Allocs {
 			ab.Allocs[i] = api.IPAMAlloc{Handle: a.Handle, Node: a.Node, Released: a.Released}
 		}
 		v.Blocks = append(v.Blocks, ab)
 	}
 	for _, h := range handles {
-		v.Handles = append(v.Handles, api.IPAMHandle{ID: h.ID, Node: h.Node, IPs: h.IPs, Attrs: h.Attrs})
+		ah := api.IPAMHandle{ID: h.ID, Node: h.Node, IPs: make([]string, len(h.IPs)), Attrs: h.Attrs}
+		for i, ip := range h.IPs {
+			ah.IPs[i] = ip.String()
+		}
+		v.Handles = append(v.Handles, ah)
 	}
 	return v
 }

@@ -40,6 +40,9 @@ type Server struct {
 	IPAM *ipam.IPAM
 	// BGP reports the speaker (nil: BGP is not the route source).
 	BGP func() (api.BGPStatus, error)
+	// Invalid lists the datastore records that do not decode (nil: no
+	// datastore).
+	Invalid func(context.Context) ([]api.InvalidRecord, error)
 }
 
 // fail replies with err, keeping a CNI code if it has one.
@@ -110,6 +113,18 @@ func (s *Server) Handler() http.Handler {
 			return
 		}
 		reply(w, 200, st)
+	})
+	mux.HandleFunc("GET /v1/invalid", func(w http.ResponseWriter, r *http.Request) {
+		if s.Invalid == nil {
+			reply(w, 200, []api.InvalidRecord{})
+			return
+		}
+		recs, err := s.Invalid(r.Context())
+		if err != nil {
+			fail(w, http.StatusServiceUnavailable, err)
+			return
+		}
+		reply(w, 200, recs)
 	})
 	mux.HandleFunc("GET /v1/counters", func(w http.ResponseWriter, r *http.Request) { reply(w, 200, s.Router.Stats()) })
 	return mux

@@ -259,7 +259,7 @@ func (s *Service) Check(ctx context.Context, r Request) error {
 		problems = append(problems, "datastore unreachable: IPAM record not verified")
 	case err != nil:
 		problems = append(problems, fmt.Sprintf("IPAM handle %s: %v", info.Handle, err))
-	case len(h.IPs) == 0 || h.IPs[0] != info.Address.String():
+	case len(h.IPs) == 0 || h.IPs[0] != info.Address:
 		problems = append(problems, fmt.Sprintf("IPAM handle %s holds %v, not %s", info.Handle, h.IPs, info.Address))
 	}
 	if len(problems) > 0 {
@@ -337,11 +337,7 @@ func SpecFromHandle(h ipam.Handle) (endpoint.Spec, bool) {
 	if a["netns"] == "" || a["containerID"] == "" || len(h.IPs) == 0 {
 		return endpoint.Spec{}, false
 	}
-	ip, err := netip.ParseAddr(h.IPs[0])
-	if err != nil {
-		return endpoint.Spec{}, false
-	}
-	return endpoint.Spec{Name: EndpointName(a["containerID"], a["ifName"]), Netns: a["netns"], Address: ip, IfName: a["ifName"],
+	return endpoint.Spec{Name: EndpointName(a["containerID"], a["ifName"]), Netns: a["netns"], Address: h.IPs[0], IfName: a["ifName"],
 		ContainerID: a["containerID"], Network: a["network"], Handle: h.ID, PodNamespace: a["namespace"], PodName: a["pod"]}, true
 }
 

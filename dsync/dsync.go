@@ -84,11 +84,8 @@ func (s *Snapshot) MaxOverhead() int {
 // NodeVTEP returns a node's VTEP MAC: the one it recorded, or Calico's
 // derivation from its name.
 func NodeVTEP(n *resources.Node) header.MAC {
-	if m := n.Spec.VXLANTunnelMACAddr; m != "" {
-		var mac header.MAC
-		if _, err := fmt.Sscanf(m, "%02x:%02x:%02x:%02x:%02x:%02x", &mac[0], &mac[1], &mac[2], &mac[3], &mac[4], &mac[5]); err == nil {
-			return mac
-		}
+	if m := n.Spec.VXLANTunnelMACAddr; m != (resources.MAC{}) {
+		return header.MAC(m)
 	}
 	return calico.VTEPMAC(n.Metadata.Name)
 }
@@ -183,6 +180,9 @@ type Syncer struct {
 	Log    *zap.Logger
 	// BGP says other nodes' routes come from BGP, not from the datastore.
 	BGP bool
+	// Invalid collects stored records that do not decode (nil: not
+	// collected); they are skipped and the rest is applied.
+	Invalid *resources.Invalid
 	// OnSync runs after each applied snapshot (kernel routes, tunnel
 	// address, MTU); it must not block for long.
 	OnSync func(*Snapshot)
@@ -207,7 +207,7 @@ func (s *Syncer) Snapshot() *Snapshot {
 }
 
 func (s *Syncer) read(ctx context.Context) (*Snapshot, error) {
-	rc := resources.Client{S: s.Store}
+	rc := resources.Client{S: s.Store, Invalid: s.Invalid}
 	// The first read gives the revision to watch from: whatever changes
 	// while the rest is read shows up in the watch and triggers a re-list.
 	pools, rev, err := rc.PoolsAt(ctx)
@@ -218,7 +218,7 @@ func (s *Syncer) read(ctx context.Context) (*Snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	blocks, err := (&ipam.IPAM{S: s.Store}).Blocks(ctx)
+	blocks, err := (&ipam.IPAM{S: s.Store, Invalid: s.Invalid}).Blocks(ctx)
 	if err != nil {
 		return nil, err
 	}

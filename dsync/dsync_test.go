@@ -124,3 +124,44 @@ func TestWatchAndUnreachable(t *testing.T) {
 		t.Fatal("an unreachable datastore changed the routes")
 	}
 }
+
+// TestInvalidRecordsDoNotStall: malformed records of every kind, present at
+// the first list and written later, are skipped and reported; the rest of
+// each snapshot and later changes are applied.
+func TestInvalidRecordsDoNotStall(t *testing.T) {
+	s := datastore.NewMemory()
+	apply(t, s, cluster)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	put := func(key, v string) {
+		t.Helper()
+		if _, err := s.Put(ctx, resources.Prefix+key, []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("ippools/bad", `{"apiVersion":"tortie.io/v1","kind":"IPPool","metadata":{"name":"bad"},"spec":{"cidr":"10.300.0.0/16"}}`)
+	put("nodes/bad", `{"apiVersion":"tortie.io/v1","kind":"Node","metadata":{"name":"bad"},"spec":{"bgp":{"ipv4Address":"not-an-ip"}}}`)
+	put("ipam/blocks/10.244.9.0-30", `{"cidr":"10.244.9.0/30","allocations":[{"ha`)
+	if _, err := (&ipam.IPAM{S: s}).Assign(ctx, ipam.Request{Handle: "c1", Node: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	inv := resources.NewInvalid(zap.NewNop())
+	f := fib.New()
+	sy := &Syncer{Store: s, Me: "a", MyAddr: netip.MustParsePrefix("10.0.1.1/24"), FIB: f, Log: zap.NewNop(), Invalid: inv}
+	go sy.Run(ctx)
+	wait := func(what string, cond func() bool) { testutil.WaitFor(t, 5*time.Second, what, cond) }
+	wait("first sync", sy.Ready)
+	if snap := sy.Snapshot(); len(snap.Pools) != 1 || len(snap.Nodes) != 3 || len(snap.Blocks) != 1 || f.Load().Len() != 1 {
+		t.Fatalf("snapshot: %d pools %d nodes %d blocks, %d routes", len(snap.Pools), len(snap.Nodes), len(snap.Blocks), f.Load().Len())
+	}
+	if n := len(inv.List()); n != 3 {
+		t.Fatalf("%d invalid records reported, want 3: %+v", n, inv.List())
+	}
+	put("bgppeers/bad", `{"apiVersion":"tortie.io/v1","kind":"BGPPeer","meta`)
+	put("bgpconfigurations/default", `{"apiVersion":"tortie.io/v1","kind":"BGPConfiguration","metadata":{"name":"default"},"spec":{"asNumber":"x"}}`)
+	if _, err := (&ipam.IPAM{S: s}).Assign(ctx, ipam.Request{Handle: "b1", Node: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	wait("b's block routed after the bad records", func() bool { return f.Load().Len() == 2 })
+	wait("the new bad records reported", func() bool { return len(inv.List()) == 5 })
+}

@@ -38,9 +38,9 @@ const TunnelHandlePrefix = "tortie-tunnel-addr-"
 
 // Block is one allocation block.
 type Block struct {
-	CIDR     string  `json:"cidr"`
-	Affinity string  `json:"affinity,omitempty"` // "host:<node>"
-	Allocs   []Alloc `json:"allocations"`
+	CIDR     netip.Prefix `json:"cidr"`
+	Affinity string       `json:"affinity,omitempty"` // "host:<node>"
+	Allocs   []Alloc      `json:"allocations"`
 }
 
 // Alloc is one address of a block.
@@ -50,15 +50,15 @@ type Alloc struct {
 	Released int64  `json:"released,omitempty"` // unix ms of the last release
 }
 
-// Prefix parses the block's CIDR.
-func (b *Block) Prefix() netip.Prefix { return netip.MustParsePrefix(b.CIDR) }
+// Prefix returns the block's CIDR.
+func (b *Block) Prefix() netip.Prefix { return b.CIDR }
 
 // AffinityNode returns the node holding the block's affinity, if any.
 func (b *Block) AffinityNode() string { return strings.TrimPrefix(b.Affinity, "host:") }
 
 // Addr returns the address of ordinal i.
 func (b *Block) Addr(i int) netip.Addr {
-	a := b.Prefix().Addr()
+	a := b.CIDR.Addr()
 	for ; i > 0; i-- {
 		a = a.Next()
 	}
@@ -78,9 +78,9 @@ func (b *Block) InUse() int {
 
 // Handle records the addresses of one container (or other owner).
 type Handle struct {
-	ID   string   `json:"id"`
-	Node string   `json:"node"`
-	IPs  []string `json:"ips"`
+	ID   string       `json:"id"`
+	Node string       `json:"node"`
+	IPs  []netip.Addr `json:"ips"`
 	// Attrs describe the owner (netns, interface, pod), enough to rebuild a
 	// node's endpoints when its own state is lost.
 	Attrs map[string]string `json:"attrs,omitempty"`
@@ -97,6 +97,10 @@ type IPAM struct {
 	MaxBlocksPerNode int           // default 20
 	StrictAffinity   bool          // never borrow
 	Now              func() time.Time
+	// Invalid collects stored records that do not decode (nil: not
+	// collected). They are skipped: an unreadable block is neither
+	// allocated from nor claimed again.
+	Invalid *resources.Invalid
 }
 
 func (m *IPAM) now() time.Time {
@@ -106,9 +110,20 @@ func (m *IPAM) now() time.Time {
 	return time.Now()
 }
 
-func blockKey(cidr string) string { return blockPrefix + strings.ReplaceAll(cidr, "/", "-") }
-func affinityKey(node, cidr string) string {
-	return affinityPrefix + node + "/" + strings.ReplaceAll(cidr, "/", "-")
+func blockKey(cidr netip.Prefix) string { return blockPrefix + keyCIDR(cidr) }
+func affinityKey(node string, cidr netip.Prefix) string {
+	return affinityPrefix + node + "/" + keyCIDR(cidr)
+}
+func keyCIDR(p netip.Prefix) string { return strings.ReplaceAll(p.String(), "/", "-") }
+
+// cidrOfKey reads the CIDR a block or affinity key ends with.
+func cidrOfKey(s string) (netip.Prefix, bool) {
+	i := strings.LastIndexByte(s, '-')
+	if i < 0 {
+		return netip.Prefix{}, false
+	}
+	p, err := netip.ParsePrefix(s[:i] + "/" + s[i+1:])
+	return p, err == nil && p.Addr().Is4() && p.Masked() == p
 }
 
 // Request asks for one address.
@@ -125,9 +140,20 @@ func (m *IPAM) Assign(ctx context.Context, req Request) (netip.Addr, error) {
 	if req.Handle == "" || req.Node == "" {
 		return netip.Addr{}, errors.New("ipam: handle and node are required")
 	}
-	if h, err := m.GetHandle(ctx, req.Handle); err == nil && len(h.IPs) > 0 {
-		return netip.ParseAddr(h.IPs[0])
-	} else if err != nil && !errors.Is(err, datastore.ErrNotFound) {
+	h, err := m.GetHandle(ctx, req.Handle)
+	switch {
+	case err == nil && len(h.IPs) > 0:
+		return h.IPs[0], nil
+	case errors.Is(err, ErrInvalid):
+		// The handle record is unreadable; the blocks are the truth.
+		a, ok, err := m.heldBy(ctx, req.Handle)
+		if err != nil {
+			return netip.Addr{}, err
+		}
+		if ok {
+			return a, m.putHandle(ctx, Handle{ID: req.Handle, Node: req.Node, IPs: []netip.Addr{a}, Attrs: req.Attrs})
+		}
+	case err != nil && !errors.Is(err, datastore.ErrNotFound):
 		return netip.Addr{}, err
 	}
 	pools, err := m.pools(ctx, req)
@@ -142,9 +168,8 @@ func (m *IPAM) Assign(ctx context.Context, req Request) (netip.Addr, error) {
 		if err != nil {
 			return netip.Addr{}, err
 		}
-		h := Handle{ID: req.Handle, Node: req.Node, IPs: []string{addr.String()}, Attrs: req.Attrs}
-		b, _ := json.Marshal(h)
-		if _, err := m.S.Put(ctx, handlePrefix+req.Handle, b); err != nil {
+		h := Handle{ID: req.Handle, Node: req.Node, IPs: []netip.Addr{addr}, Attrs: req.Attrs}
+		if err := m.putHandle(ctx, h); err != nil {
 			_ = m.Release(ctx, req.Handle)
 			return netip.Addr{}, err
 		}
@@ -153,8 +178,30 @@ func (m *IPAM) Assign(ctx context.Context, req Request) (netip.Addr, error) {
 	return netip.Addr{}, fmt.Errorf("ipam: gave up after %d conflicting attempts", maxAttempts)
 }
 
+func (m *IPAM) putHandle(ctx context.Context, h Handle) error {
+	b, _ := json.Marshal(h)
+	_, err := m.S.Put(ctx, handlePrefix+h.ID, b)
+	return err
+}
+
+// heldBy finds the address a handle holds in the blocks.
+func (m *IPAM) heldBy(ctx context.Context, handle string) (netip.Addr, bool, error) {
+	blocks, _, err := m.listBlocks(ctx)
+	if err != nil {
+		return netip.Addr{}, false, err
+	}
+	for _, kb := range blocks {
+		for i, a := range kb.b.Allocs {
+			if a.Handle == handle {
+				return kb.b.Addr(i), true, nil
+			}
+		}
+	}
+	return netip.Addr{}, false, nil
+}
+
 func (m *IPAM) pools(ctx context.Context, req Request) ([]*resources.IPPool, error) {
-	all, err := resources.Client{S: m.S}.Pools(ctx)
+	all, err := resources.Client{S: m.S, Invalid: m.Invalid}.Pools(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +213,7 @@ func (m *IPAM) pools(ctx context.Context, req Request) ([]*resources.IPPool, err
 		if len(req.Pools) > 0 {
 			ok := false
 			for _, want := range req.Pools {
-				ok = ok || want == p.Metadata.Name || want == p.Spec.CIDR
+				ok = ok || want == p.Metadata.Name || want == p.Spec.CIDR.String()
 			}
 			if !ok {
 				continue
@@ -198,7 +245,7 @@ func inPools(pfx netip.Prefix, pools []*resources.IPPool) bool {
 
 // tryAssign makes one pass: affine blocks, then a new block, then borrowing.
 func (m *IPAM) tryAssign(ctx context.Context, req Request, pools []*resources.IPPool) (netip.Addr, error) {
-	blocks, err := m.listBlocks(ctx)
+	blocks, unreadable, err := m.listBlocks(ctx)
 	if err != nil {
 		return netip.Addr{}, err
 	}
@@ -220,7 +267,7 @@ func (m *IPAM) tryAssign(ctx context.Context, req Request, pools []*resources.IP
 		maxBlocks = 20
 	}
 	if affine < maxBlocks {
-		claimed, err := m.claim(ctx, req.Node, pools, blocks)
+		claimed, err := m.claim(ctx, req.Node, pools, blocks, unreadable)
 		if err != nil {
 			return netip.Addr{}, err
 		}
@@ -246,21 +293,132 @@ type keyedBlock struct {
 	rev int64
 }
 
-func (m *IPAM) listBlocks(ctx context.Context) ([]keyedBlock, error) {
+// ErrInvalid marks a stored IPAM record that does not decode or validate.
+var ErrInvalid = errors.New("invalid record")
+
+// DecodeBlock parses and checks a stored block: a CIDR matching its key, one
+// allocation slot per address, an affinity of the form host:<node>.
+func DecodeBlock(kv datastore.KV) (*Block, error) {
+	var b Block
+	if err := json.Unmarshal(kv.Value, &b); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	p := b.CIDR
+	switch {
+	case !p.IsValid() || !p.Addr().Is4():
+		return nil, fmt.Errorf("%w: cidr %q: want an IPv4 CIDR", ErrInvalid, p)
+	case p.Masked() != p:
+		return nil, fmt.Errorf("%w: cidr %s has host bits set", ErrInvalid, p)
+	case p.Bits() < 20:
+		return nil, fmt.Errorf("%w: cidr %s: blocks are /20 to /32", ErrInvalid, p)
+	case len(b.Allocs) != 1<<(32-p.Bits()):
+		return nil, fmt.Errorf("%w: block %s has %d allocation slots, want %d", ErrInvalid, p, len(b.Allocs), 1<<(32-p.Bits()))
+	case b.Affinity != "" && (!strings.HasPrefix(b.Affinity, "host:") || b.AffinityNode() == ""):
+		return nil, fmt.Errorf("%w: block %s: affinity %q: want host:<node>", ErrInvalid, p, b.Affinity)
+	case blockKey(p) != kv.Key:
+		return nil, fmt.Errorf("%w: block %s is stored under another key", ErrInvalid, p)
+	}
+	return &b, nil
+}
+
+// DecodeHandle parses and checks a stored handle record.
+func DecodeHandle(kv datastore.KV) (Handle, error) {
+	var h Handle
+	if err := json.Unmarshal(kv.Value, &h); err != nil {
+		return Handle{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	switch {
+	case handlePrefix+h.ID != kv.Key:
+		return Handle{}, fmt.Errorf("%w: handle %q is stored under another key", ErrInvalid, h.ID)
+	case h.Node == "":
+		return Handle{}, fmt.Errorf("%w: handle %q has no node", ErrInvalid, h.ID)
+	}
+	for _, a := range h.IPs {
+		if !a.Is4() {
+			return Handle{}, fmt.Errorf("%w: handle %q: %q is not an IPv4 address", ErrInvalid, h.ID, a)
+		}
+	}
+	return h, nil
+}
+
+// Affinity is a node's claim on a block, stored under the node's name and
+// the block's CIDR.
+type Affinity struct {
+	Node  string
+	CIDR  netip.Prefix
+	State string // pending | confirmed
+}
+
+// DecodeAffinity parses and checks a stored affinity record.
+func DecodeAffinity(kv datastore.KV) (Affinity, error) {
+	rest, ok := strings.CutPrefix(kv.Key, affinityPrefix)
+	node, cidr, ok2 := strings.Cut(rest, "/")
+	p, ok3 := cidrOfKey(cidr)
+	if !ok || !ok2 || node == "" || !ok3 {
+		return Affinity{}, fmt.Errorf("%w: key %s: want %s<node>/<cidr>", ErrInvalid, kv.Key, affinityPrefix)
+	}
+	var v affinity
+	if err := json.Unmarshal(kv.Value, &v); err != nil {
+		return Affinity{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if v.State != "pending" && v.State != "confirmed" {
+		return Affinity{}, fmt.Errorf("%w: state %q: want pending or confirmed", ErrInvalid, v.State)
+	}
+	return Affinity{Node: node, CIDR: p, State: v.State}, nil
+}
+
+func invalid(kind string, kv datastore.KV, err error) resources.InvalidRecord {
+	return resources.InvalidRecord{Key: kv.Key, Kind: kind, Error: err.Error(), Rev: kv.Rev}
+}
+
+// listBlocks returns the readable blocks, and the CIDRs of unreadable ones
+// (from their keys): those count as taken, so nobody claims them again
+// while addresses in them may be in use.
+func (m *IPAM) listBlocks(ctx context.Context) ([]keyedBlock, []netip.Prefix, error) {
 	kvs, _, err := m.S.List(ctx, blockPrefix)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	out := make([]keyedBlock, 0, len(kvs))
+	var unreadable []netip.Prefix
+	var bad []resources.InvalidRecord
 	for _, kv := range kvs {
-		var b Block
-		if err := json.Unmarshal(kv.Value, &b); err != nil {
-			return nil, fmt.Errorf("ipam: corrupt block %s: %w", kv.Key, err)
+		b, err := DecodeBlock(kv)
+		if err != nil {
+			bad = append(bad, invalid(resources.KindIPAMBlock, kv, err))
+			if p, ok := cidrOfKey(strings.TrimPrefix(kv.Key, blockPrefix)); ok {
+				unreadable = append(unreadable, p)
+			}
+			continue
 		}
-		out = append(out, keyedBlock{&b, kv.Rev})
+		out = append(out, keyedBlock{b, kv.Rev})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].b.Prefix().Addr().Less(out[j].b.Prefix().Addr()) })
-	return out, nil
+	m.Invalid.Replace(blockPrefix, bad)
+	sort.Slice(out, func(i, j int) bool { return out[i].b.CIDR.Addr().Less(out[j].b.CIDR.Addr()) })
+	return out, unreadable, nil
+}
+
+// CheckRecords reads every IPAM record (blocks, handles, affinities) and
+// reports the invalid ones to m.Invalid.
+func (m *IPAM) CheckRecords(ctx context.Context) error {
+	if _, _, err := m.listBlocks(ctx); err != nil {
+		return err
+	}
+	if _, err := m.Handles(ctx); err != nil {
+		return err
+	}
+	kvs, _, err := m.S.List(ctx, affinityPrefix)
+	if err != nil {
+		return err
+	}
+	var bad []resources.InvalidRecord
+	for _, kv := range kvs {
+		if _, err := DecodeAffinity(kv); err != nil {
+			bad = append(bad, invalid(resources.KindIPAMAffinity, kv, err))
+		}
+	}
+	m.Invalid.Replace(affinityPrefix, bad)
+	return nil
 }
 
 // allocIn takes the lowest free ordinal of a block with compare-and-swap.
@@ -286,10 +444,18 @@ func (m *IPAM) allocIn(ctx context.Context, kb keyedBlock, req Request) (netip.A
 
 // claim creates the first free block of the pools with affinity to node:
 // a pending affinity, then the block (create-if-absent), then confirmed.
-func (m *IPAM) claim(ctx context.Context, node string, pools []*resources.IPPool, blocks []keyedBlock) (bool, error) {
+func (m *IPAM) claim(ctx context.Context, node string, pools []*resources.IPPool, blocks []keyedBlock, unreadable []netip.Prefix) (bool, error) {
 	taken := map[netip.Prefix]bool{}
 	for _, kb := range blocks {
 		taken[kb.b.Prefix()] = true
+	}
+	overlapsUnreadable := func(p netip.Prefix) bool {
+		for _, u := range unreadable {
+			if u.Overlaps(p) {
+				return true
+			}
+		}
+		return false
 	}
 	for _, p := range pools {
 		pfx := p.Prefix()
@@ -297,7 +463,7 @@ func (m *IPAM) claim(ctx context.Context, node string, pools []*resources.IPPool
 		for a := pfx.Addr(); pfx.Contains(a); {
 			bp := netip.PrefixFrom(a, p.Spec.BlockSize)
 			next := advance(a, size)
-			if !taken[bp] {
+			if !taken[bp] && !overlapsUnreadable(bp) {
 				return true, m.createBlock(ctx, node, bp, size)
 			}
 			if !next.IsValid() {
@@ -319,8 +485,7 @@ func advance(a netip.Addr, n int) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
-func (m *IPAM) createBlock(ctx context.Context, node string, bp netip.Prefix, size int) error {
-	cidr := bp.String()
+func (m *IPAM) createBlock(ctx context.Context, node string, cidr netip.Prefix, size int) error {
 	pending, _ := json.Marshal(affinity{State: "pending"})
 	if _, err := m.S.Create(ctx, affinityKey(node, cidr), pending); err != nil && !errors.Is(err, datastore.ErrExists) {
 		return err
@@ -341,10 +506,12 @@ func (m *IPAM) GetHandle(ctx context.Context, id string) (Handle, error) {
 	if err != nil {
 		return Handle{}, err
 	}
-	var h Handle
-	if err := json.Unmarshal(kv.Value, &h); err != nil {
-		return Handle{}, fmt.Errorf("ipam: corrupt handle %s: %w", id, err)
+	h, err := DecodeHandle(kv)
+	if err != nil {
+		m.Invalid.Report(invalid(resources.KindIPAMHandle, kv, err))
+		return Handle{}, fmt.Errorf("ipam: handle %s: %w", id, err)
 	}
+	m.Invalid.Clear(kv.Key)
 	return h, nil
 }
 
@@ -353,7 +520,7 @@ func (m *IPAM) GetHandle(ctx context.Context, id string) (Handle, error) {
 // and freed even if the handle record was lost.
 func (m *IPAM) Release(ctx context.Context, handle string) error {
 	for attempt := 0; attempt < maxAttempts; attempt++ {
-		blocks, err := m.listBlocks(ctx)
+		blocks, _, err := m.listBlocks(ctx)
 		if err != nil {
 			return err
 		}
@@ -387,9 +554,9 @@ func (m *IPAM) Release(ctx context.Context, handle string) error {
 	return fmt.Errorf("ipam: release of %s gave up after %d conflicts", handle, maxAttempts)
 }
 
-// Blocks lists every block.
+// Blocks lists every readable block.
 func (m *IPAM) Blocks(ctx context.Context) ([]*Block, error) {
-	kbs, err := m.listBlocks(ctx)
+	kbs, _, err := m.listBlocks(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -400,19 +567,23 @@ func (m *IPAM) Blocks(ctx context.Context) ([]*Block, error) {
 	return out, nil
 }
 
-// Handles lists every handle record.
+// Handles lists every readable handle record.
 func (m *IPAM) Handles(ctx context.Context) ([]Handle, error) {
 	kvs, _, err := m.S.List(ctx, handlePrefix)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]Handle, 0, len(kvs))
+	var bad []resources.InvalidRecord
 	for _, kv := range kvs {
-		var h Handle
-		if json.Unmarshal(kv.Value, &h) == nil {
-			out = append(out, h)
+		h, err := DecodeHandle(kv)
+		if err != nil {
+			bad = append(bad, invalid(resources.KindIPAMHandle, kv, err))
+			continue
 		}
+		out = append(out, h)
 	}
+	m.Invalid.Replace(handlePrefix, bad)
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
 }
@@ -421,7 +592,7 @@ func (m *IPAM) Handles(ctx context.Context) ([]Handle, error) {
 // a runtime that never called DEL), and removes empty blocks whose
 // affinity node no longer exists. It returns the released handles.
 func (m *IPAM) GC(ctx context.Context, node string, keep func(handle string) bool, liveNodes map[string]bool) ([]string, error) {
-	blocks, err := m.listBlocks(ctx)
+	blocks, _, err := m.listBlocks(ctx)
 	if err != nil {
 		return nil, err
 	}

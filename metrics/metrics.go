@@ -53,11 +53,12 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// Handler serves /metrics for r, plus /healthz and /readyz (ready reports
-// whether ready() holds).
-func Handler(r *router.Router, ready func() bool, bgpSrc BGPSource) http.Handler {
+// Handler serves /metrics for r and the extra collectors, plus /healthz
+// and /readyz (ready reports whether ready() holds).
+func Handler(r *router.Router, ready func() bool, bgpSrc BGPSource, extra ...prometheus.Collector) http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collector{r}, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	reg.MustRegister(extra...)
 	if bgpSrc != nil {
 		reg.MustRegister(bgpCollector{bgpSrc})
 	}

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/tortie-net/tortie/agent"
@@ -49,15 +50,16 @@ type Node struct {
 	podMTU      int
 	stateFile   string
 
-	fib       *fib.FIB
-	router    *router.Router
-	host      *hostif.Host
-	receivers []router.UnderlayReceiver
-	endpoints *endpoint.Manager
-	agent     *agent.Agent // nil without a datastore
-	api       *apiserver.Server
-	apiLn     net.Listener
-	metricsLn net.Listener // nil: no metrics server
+	fib        *fib.FIB
+	router     *router.Router
+	host       *hostif.Host
+	receivers  []router.UnderlayReceiver
+	endpoints  *endpoint.Manager
+	agent      *agent.Agent // nil without a datastore
+	api        *apiserver.Server
+	apiLn      net.Listener
+	metricsLn  net.Listener           // nil: no metrics server
+	collectors []prometheus.Collector // metrics beyond the router's
 
 	closers []func() // in the order things were opened
 }
@@ -153,10 +155,13 @@ func New(cfg *config.Config, log *zap.Logger) (n *Node, err error) {
 			return nil, err
 		}
 		n.closers = append(n.closers, closeStore)
-		ipm := &ipam.IPAM{S: store}
+		invalid := resources.NewInvalid(log.Named("datastore"))
+		ipm := &ipam.IPAM{S: store, Invalid: invalid}
 		n.agent = &agent.Agent{Node: cfg.NodeName, Labels: cfg.Labels, Addr: cfg.Addr, VTEPMAC: cfg.VTEPMAC,
 			UnderlayMTU: n.underlayMTU, Store: store, IPAM: ipm, FIB: n.fib, Router: n.router, Host: n.host,
-			Endpoints: n.endpoints, Log: log.Named("agent")}
+			Endpoints: n.endpoints, Log: log.Named("agent"), Invalid: invalid}
+		n.api.Invalid = n.agent.InvalidRecords
+		n.collectors = append(n.collectors, metrics.InvalidRecords(invalid.Counts))
 		if cfg.Datastore.RouteSource == config.RouteSourceBGP {
 			n.agent.BGP = &agent.BGPOptions{StateFile: filepath.Join(cfg.StateDir, "bgp-routes.json"),
 				DefaultMaxPrefixes: cfg.Datastore.BGPMaxPrefixes}
@@ -164,7 +169,7 @@ func New(cfg *config.Config, log *zap.Logger) (n *Node, err error) {
 		}
 		n.api.CNI = &cni.Service{Node: cfg.NodeName, NodeLabels: cfg.Labels, Endpoints: n.endpoints, IPAM: ipm,
 			Router: n.router, Ready: n.agent.Ready, Routed: n.agent.WaitRouted, Log: log.Named("cni")}
-		n.api.Resources = &resources.Client{S: store}
+		n.api.Resources = &resources.Client{S: store, Invalid: invalid}
 		n.api.IPAM = ipm
 	}
 	if n.apiLn, err = apiserver.Listen(cfg.Socket); err != nil {
@@ -237,7 +242,7 @@ func (n *Node) Run(ctx context.Context) error {
 				return st.Peers, st.Counters, err == nil && st.Running
 			}
 		}
-		ms := &http.Server{Handler: metrics.Handler(n.router, n.ready, bgpSrc), ReadHeaderTimeout: 5 * time.Second}
+		ms := &http.Server{Handler: metrics.Handler(n.router, n.ready, bgpSrc, n.collectors...), ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := ms.Serve(n.metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				n.log.Error("metrics server", zap.Error(err))

@@ -42,10 +42,10 @@ func nodeASN(n *resources.Node, def uint32) uint32 {
 }
 
 func clusterID(n *resources.Node) string {
-	if n.Spec.BGP == nil {
+	if n.Spec.BGP == nil || !n.Spec.BGP.RouteReflectorClusterID.IsValid() {
 		return ""
 	}
-	return n.Spec.BGP.RouteReflectorClusterID
+	return n.Spec.BGP.RouteReflectorClusterID.String()
 }
 
 // For computes node me's plan.
@@ -103,15 +103,11 @@ func For(me string, s *dsync.Snapshot) (Plan, error) {
 			p.TTLSecurity = bp.Spec.TTLSecurity
 			p.MaxPrefixes = bp.Spec.MaxPrefixes
 		}
-		if bp.Spec.PeerIP != "" {
+		if bp.Spec.PeerIP.IsValid() {
 			if !bp.AppliesTo(self) {
 				continue
 			}
-			a, err := netip.ParseAddr(bp.Spec.PeerIP)
-			if err != nil {
-				continue
-			}
-			p := bgp.Peer{Address: a, ASN: bp.Spec.ASNumber, Type: typ, Name: bp.Metadata.Name}
+			p := bgp.Peer{Address: bp.Spec.PeerIP, ASN: bp.Spec.ASNumber, Type: typ, Name: bp.Metadata.Name}
 			common(&p)
 			add(p)
 			continue

@@ -13,7 +13,14 @@ import (
 
 func node(name, addr string, labels map[string]string, cid string) *resources.Node {
 	return &resources.Node{Metadata: resources.Meta{Name: name, Labels: labels},
-		Spec: resources.NodeSpec{BGP: &resources.NodeBGPSpec{IPv4Address: addr, RouteReflectorClusterID: cid}}}
+		Spec: resources.NodeSpec{BGP: &resources.NodeBGPSpec{IPv4Address: netip.MustParsePrefix(addr), RouteReflectorClusterID: parseAddr(cid)}}}
+}
+
+func parseAddr(s string) netip.Addr {
+	if s == "" {
+		return netip.Addr{}
+	}
+	return netip.MustParseAddr(s)
 }
 
 func peers(p Plan) string {
@@ -72,9 +79,9 @@ func TestExplicitPeers(t *testing.T) {
 	s := &dsync.Snapshot{
 		Nodes: []*resources.Node{node("a", "10.0.1.1/24", map[string]string{"rack": "r1"}, ""), node("b", "10.0.1.2/24", nil, "")},
 		BGPPeers: []*resources.BGPPeer{
-			{Metadata: resources.Meta{Name: "tor"}, Spec: resources.BGPPeerSpec{PeerIP: "10.0.1.254", ASNumber: 65001, NodeSelector: "rack == 'r1'",
+			{Metadata: resources.Meta{Name: "tor"}, Spec: resources.BGPPeerSpec{PeerIP: netip.MustParseAddr("10.0.1.254"), ASNumber: 65001, NodeSelector: "rack == 'r1'",
 				Password: &resources.Password{Value: "s3cret"}, MaxPrefixes: 100}},
-			{Metadata: resources.Meta{Name: "core"}, Spec: resources.BGPPeerSpec{PeerIP: "192.0.2.1", ASNumber: 65002}},
+			{Metadata: resources.Meta{Name: "core"}, Spec: resources.BGPPeerSpec{PeerIP: netip.MustParseAddr("192.0.2.1"), ASNumber: 65002}},
 		},
 	}
 	p, _ := For("a", s)
@@ -95,11 +102,11 @@ func TestExplicitPeers(t *testing.T) {
 
 func TestAdvertised(t *testing.T) {
 	s := &dsync.Snapshot{
-		Pools: []*resources.IPPool{{Spec: resources.IPPoolSpec{CIDR: "10.244.0.0/16"}}, {Spec: resources.IPPoolSpec{CIDR: "10.250.0.0/16", DisableBGPExport: true}}},
+		Pools: []*resources.IPPool{{Spec: resources.IPPoolSpec{CIDR: netip.MustParsePrefix("10.244.0.0/16")}}, {Spec: resources.IPPoolSpec{CIDR: netip.MustParsePrefix("10.250.0.0/16"), DisableBGPExport: true}}},
 		Blocks: []*ipam.Block{
-			{CIDR: "10.244.1.0/26", Affinity: "host:a", Allocs: make([]ipam.Alloc, 64)},
-			{CIDR: "10.244.2.0/26", Affinity: "host:b", Allocs: make([]ipam.Alloc, 64)},
-			{CIDR: "10.250.1.0/26", Affinity: "host:a", Allocs: make([]ipam.Alloc, 64)},
+			{CIDR: netip.MustParsePrefix("10.244.1.0/26"), Affinity: "host:a", Allocs: make([]ipam.Alloc, 64)},
+			{CIDR: netip.MustParsePrefix("10.244.2.0/26"), Affinity: "host:b", Allocs: make([]ipam.Alloc, 64)},
+			{CIDR: netip.MustParsePrefix("10.250.1.0/26"), Affinity: "host:a", Allocs: make([]ipam.Alloc, 64)},
 		},
 	}
 	s.Blocks[1].Allocs[5] = ipam.Alloc{Handle: "net.c1", Node: "a"}

@@ -59,14 +59,14 @@ type BGPPeer struct {
 // BGPPeerSpec mirrors Calico's, plus maxPrefixes (a limit Calico leaves to
 // BIRD's configuration).
 type BGPPeerSpec struct {
-	Node           string    `json:"node,omitempty"`
-	NodeSelector   string    `json:"nodeSelector,omitempty"`
-	PeerIP         string    `json:"peerIP,omitempty"`
-	ASNumber       uint32    `json:"asNumber,omitempty"`
-	PeerSelector   string    `json:"peerSelector,omitempty"`
-	Password       *Password `json:"password,omitempty"`
-	MaxRestartTime *Duration `json:"maxRestartTime,omitempty"`
-	KeepaliveTime  *Duration `json:"keepaliveTime,omitempty"`
+	Node           string     `json:"node,omitempty"`
+	NodeSelector   string     `json:"nodeSelector,omitempty"`
+	PeerIP         netip.Addr `json:"peerIP,omitzero"`
+	ASNumber       uint32     `json:"asNumber,omitempty"`
+	PeerSelector   string     `json:"peerSelector,omitempty"`
+	Password       *Password  `json:"password,omitempty"`
+	MaxRestartTime *Duration  `json:"maxRestartTime,omitempty"`
+	KeepaliveTime  *Duration  `json:"keepaliveTime,omitempty"`
 	// TTLSecurity is the number of hops the peer may be away (GTSM,
 	// RFC 5082): packets must arrive with TTL >= 256 - ttlSecurity.
 	TTLSecurity int `json:"ttlSecurity,omitempty"`
@@ -197,13 +197,13 @@ func (p *BGPPeer) Validate() error {
 		bad("spec.nodeSelector: %v", err)
 	}
 	switch {
-	case s.PeerIP != "" && s.PeerSelector != "":
+	case s.PeerIP.IsValid() && s.PeerSelector != "":
 		bad("spec.peerIP and spec.peerSelector cannot both be set")
-	case s.PeerIP == "" && s.PeerSelector == "":
+	case !s.PeerIP.IsValid() && s.PeerSelector == "":
 		bad("spec.peerIP (with asNumber) or spec.peerSelector is required")
-	case s.PeerIP != "":
-		if a, err := netip.ParseAddr(s.PeerIP); err != nil || !a.Is4() {
-			bad("spec.peerIP %q is not an IPv4 address", s.PeerIP)
+	case s.PeerIP.IsValid():
+		if !s.PeerIP.Is4() {
+			bad("spec.peerIP %s is not an IPv4 address", s.PeerIP)
 		}
 		if s.ASNumber == 0 {
 			bad("spec.asNumber is required with spec.peerIP")
@@ -257,13 +257,13 @@ func (p *BGPPeer) setVersion()          { p.APIVersion, p.Kind = APIVersion, Kin
 
 // BGPConfigurations lists every BGPConfiguration.
 func (c Client) BGPConfigurations(ctx context.Context) ([]*BGPConfiguration, error) {
-	out, _, err := list[BGPConfiguration](ctx, c.S, "bgpconfigurations")
+	out, _, err := list[BGPConfiguration](ctx, c, KindBGPConfiguration)
 	return out, err
 }
 
 // BGPPeers lists every BGPPeer.
 func (c Client) BGPPeers(ctx context.Context) ([]*BGPPeer, error) {
-	out, _, err := list[BGPPeer](ctx, c.S, "bgppeers")
+	out, _, err := list[BGPPeer](ctx, c, KindBGPPeer)
 	return out, err
 }
 

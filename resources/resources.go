@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"sort"
 	"strings"
@@ -58,18 +59,18 @@ type IPPool struct {
 
 // IPPoolSpec mirrors Calico's IPPool spec.
 type IPPoolSpec struct {
-	CIDR             string `json:"cidr"`
-	BlockSize        int    `json:"blockSize,omitempty"`
-	IPIPMode         string `json:"ipipMode,omitempty"`
-	VXLANMode        string `json:"vxlanMode,omitempty"`
-	NATOutgoing      bool   `json:"natOutgoing,omitempty"`
-	Disabled         bool   `json:"disabled,omitempty"`
-	DisableBGPExport bool   `json:"disableBGPExport,omitempty"`
-	NodeSelector     string `json:"nodeSelector,omitempty"`
+	CIDR             netip.Prefix `json:"cidr"`
+	BlockSize        int          `json:"blockSize,omitempty"`
+	IPIPMode         string       `json:"ipipMode,omitempty"`
+	VXLANMode        string       `json:"vxlanMode,omitempty"`
+	NATOutgoing      bool         `json:"natOutgoing,omitempty"`
+	Disabled         bool         `json:"disabled,omitempty"`
+	DisableBGPExport bool         `json:"disableBGPExport,omitempty"`
+	NodeSelector     string       `json:"nodeSelector,omitempty"`
 }
 
 // Prefix returns the pool's CIDR (valid after Validate).
-func (p *IPPool) Prefix() netip.Prefix { return netip.MustParsePrefix(p.Spec.CIDR) }
+func (p *IPPool) Prefix() netip.Prefix { return p.Spec.CIDR }
 
 // Selects reports whether the pool serves a node with these labels.
 func (p *IPPool) Selects(labels map[string]string) bool {
@@ -88,25 +89,57 @@ type Node struct {
 // NodeSpec mirrors the parts of Calico's Node spec tortie uses.
 type NodeSpec struct {
 	BGP                 *NodeBGPSpec `json:"bgp,omitempty"`
-	IPv4VXLANTunnelAddr string       `json:"ipv4VXLANTunnelAddr,omitempty"`
-	VXLANTunnelMACAddr  string       `json:"vxlanTunnelMACAddr,omitempty"`
+	IPv4VXLANTunnelAddr netip.Addr   `json:"ipv4VXLANTunnelAddr,omitzero"`
+	VXLANTunnelMACAddr  MAC          `json:"vxlanTunnelMACAddr,omitzero"`
 }
 
 // NodeBGPSpec holds the node's underlay address (with its subnet: the
-// CrossSubnet rule uses it) and BGP settings.
+// CrossSubnet rule uses it) and BGP settings. The addresses are written as
+// text, as in Calico ("10.0.1.1/24").
 type NodeBGPSpec struct {
-	IPv4Address             string `json:"ipv4Address"`
-	IPv4IPIPTunnelAddr      string `json:"ipv4IPIPTunnelAddr,omitempty"`
-	ASNumber                uint32 `json:"asNumber,omitempty"`
-	RouteReflectorClusterID string `json:"routeReflectorClusterID,omitempty"`
+	IPv4Address             netip.Prefix `json:"ipv4Address"`
+	IPv4IPIPTunnelAddr      netip.Addr   `json:"ipv4IPIPTunnelAddr,omitzero"`
+	ASNumber                uint32       `json:"asNumber,omitempty"`
+	RouteReflectorClusterID netip.Addr   `json:"routeReflectorClusterID,omitzero"`
+}
+
+// MAC is a hardware address written as text ("66:f9:37:c3:7e:94"); the
+// zero MAC is written as nothing.
+type MAC [6]byte
+
+// String formats the address as six colon-separated hex bytes.
+func (m MAC) String() string {
+	return fmt.Sprintf("%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5])
+}
+
+// MarshalText writes the address, or nothing for the zero MAC.
+func (m MAC) MarshalText() ([]byte, error) {
+	if m == (MAC{}) {
+		return []byte{}, nil
+	}
+	return []byte(m.String()), nil
+}
+
+// UnmarshalText reads six colon-separated hex bytes ("" is the zero MAC).
+func (m *MAC) UnmarshalText(b []byte) error {
+	if len(b) == 0 {
+		*m = MAC{}
+		return nil
+	}
+	hw, err := net.ParseMAC(string(b))
+	if err != nil || len(hw) != 6 {
+		return fmt.Errorf("%q is not a MAC address such as 66:f9:37:c3:7e:94", b)
+	}
+	copy(m[:], hw)
+	return nil
 }
 
 // Address returns the node's underlay address with its prefix length.
 func (n *Node) Address() (netip.Prefix, error) {
-	if n.Spec.BGP == nil {
+	if n.Spec.BGP == nil || !n.Spec.BGP.IPv4Address.IsValid() {
 		return netip.Prefix{}, fmt.Errorf("node %s has no spec.bgp.ipv4Address", n.Metadata.Name)
 	}
-	return netip.ParsePrefix(n.Spec.BGP.IPv4Address)
+	return n.Spec.BGP.IPv4Address, nil
 }
 
 func checkMode(field, m string) error {
@@ -125,10 +158,10 @@ func (p *IPPool) Validate() error {
 	if err := checkName(p.Metadata.Name); err != nil {
 		bad("%v", err)
 	}
-	pfx, err := netip.ParsePrefix(p.Spec.CIDR)
+	pfx := p.Spec.CIDR
 	switch {
-	case err != nil:
-		bad("spec.cidr %q is not a CIDR", p.Spec.CIDR)
+	case !pfx.IsValid():
+		bad("spec.cidr is required (an IPv4 CIDR such as 10.244.0.0/16)")
 	case !pfx.Addr().Is4():
 		bad("spec.cidr %s: only IPv4 pools are supported", pfx)
 	case pfx.Masked() != pfx:
@@ -139,7 +172,7 @@ func (p *IPPool) Validate() error {
 	}
 	if p.Spec.BlockSize < 20 || p.Spec.BlockSize > 32 {
 		bad("spec.blockSize %d out of range 20-32", p.Spec.BlockSize)
-	} else if err == nil && p.Spec.BlockSize < pfx.Bits() {
+	} else if pfx.IsValid() && p.Spec.BlockSize < pfx.Bits() {
 		bad("spec.blockSize %d is larger than the pool %s", p.Spec.BlockSize, pfx)
 	}
 	if p.Spec.IPIPMode == "" {
@@ -171,9 +204,12 @@ func (n *Node) Validate() error {
 	if a, err := n.Address(); err != nil || !a.Addr().Is4() {
 		errs = append(errs, fmt.Errorf("spec.bgp.ipv4Address: want an IPv4 address with its prefix length, e.g. 10.0.1.1/24"))
 	}
-	if b := n.Spec.BGP; b != nil && b.RouteReflectorClusterID != "" {
-		if a, err := netip.ParseAddr(b.RouteReflectorClusterID); err != nil || !a.Is4() {
-			errs = append(errs, fmt.Errorf("spec.bgp.routeReflectorClusterID %q: want an IPv4 address such as 244.0.0.1", b.RouteReflectorClusterID))
+	if b := n.Spec.BGP; b != nil {
+		if a := b.RouteReflectorClusterID; a.IsValid() && !a.Is4() {
+			errs = append(errs, fmt.Errorf("spec.bgp.routeReflectorClusterID %s: want an IPv4 address such as 244.0.0.1", a))
+		}
+		if a := b.IPv4IPIPTunnelAddr; a.IsValid() && !a.Is4() {
+			errs = append(errs, fmt.Errorf("spec.bgp.ipv4IPIPTunnelAddr %s is not an IPv4 address", a))
 		}
 	}
 	for k := range n.Metadata.Labels {
@@ -181,10 +217,8 @@ func (n *Node) Validate() error {
 			errs = append(errs, fmt.Errorf("metadata.labels: bad key %q", k))
 		}
 	}
-	if t := n.Spec.IPv4VXLANTunnelAddr; t != "" {
-		if a, err := netip.ParseAddr(t); err != nil || !a.Is4() {
-			errs = append(errs, fmt.Errorf("spec.ipv4VXLANTunnelAddr %q is not an IPv4 address", t))
-		}
+	if a := n.Spec.IPv4VXLANTunnelAddr; a.IsValid() && !a.Is4() {
+		errs = append(errs, fmt.Errorf("spec.ipv4VXLANTunnelAddr %s is not an IPv4 address", a))
 	}
 	return wrap(KindNode, n.Metadata.Name, errs)
 }
@@ -269,8 +303,13 @@ func Decode(r io.Reader) ([]Object, error) {
 	return out, nil
 }
 
-// Client reads and writes resources in a datastore.
-type Client struct{ S datastore.Store }
+// Client reads and writes resources in a datastore. Stored records that
+// do not decode or validate are skipped and reported to Invalid (nil: not
+// reported): one bad record never hides the others.
+type Client struct {
+	S       datastore.Store
+	Invalid *Invalid
+}
 
 // Apply validates every object, checks the pools against each other and
 // against those stored, and only then writes them all: invalid input
@@ -325,20 +364,71 @@ func (c Client) Apply(ctx context.Context, objs []Object) error {
 func (p *IPPool) setVersion() { p.APIVersion, p.Kind = APIVersion, KindIPPool }
 func (n *Node) setVersion()   { n.APIVersion, n.Kind = APIVersion, KindNode }
 
-func list[T any](ctx context.Context, s datastore.Store, kind string) ([]*T, int64, error) {
-	kvs, rev, err := s.List(ctx, Prefix+kind+"/")
+type object[T any] interface {
+	*T
+	Object
+}
+
+// kindDirs maps kinds to the datastore directories they are stored in.
+var kindDirs = map[string]string{KindIPPool: "ippools", KindNode: "nodes", KindBGPConfiguration: "bgpconfigurations", KindBGPPeer: "bgppeers"}
+
+// decodeStored parses and validates a stored record of kind T, which must
+// be stored under its own name: every field is typed once, here.
+func decodeStored[T any, P object[T]](kv datastore.KV) (P, error) {
+	p := P(new(T))
+	if err := json.Unmarshal(kv.Value, p); err != nil {
+		return nil, err
+	}
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	if k := p.key(); k != kv.Key {
+		return nil, fmt.Errorf("record named for %s is stored under another key", k)
+	}
+	return p, nil
+}
+
+// DecodeStored decodes the stored record kv of kind (IPPool, Node,
+// BGPConfiguration or BGPPeer): a valid object or an error, never both.
+func DecodeStored(kind string, kv datastore.KV) (Object, error) {
+	var o Object
+	var err error
+	switch kind {
+	case KindIPPool:
+		o, err = decodeStored[IPPool](kv)
+	case KindNode:
+		o, err = decodeStored[Node](kv)
+	case KindBGPConfiguration:
+		o, err = decodeStored[BGPConfiguration](kv)
+	case KindBGPPeer:
+		o, err = decodeStored[BGPPeer](kv)
+	default:
+		err = fmt.Errorf("unknown kind %q", kind)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+func list[T any, P object[T]](ctx context.Context, c Client, kind string) ([]P, int64, error) {
+	prefix := Prefix + kindDirs[kind] + "/"
+	kvs, rev, err := c.S.List(ctx, prefix)
 	if err != nil {
 		return nil, 0, err
 	}
 	sort.Slice(kvs, func(i, j int) bool { return kvs[i].Key < kvs[j].Key })
-	out := make([]*T, 0, len(kvs))
+	out := make([]P, 0, len(kvs))
+	var bad []InvalidRecord
 	for _, kv := range kvs {
-		var v T
-		if err := json.Unmarshal(kv.Value, &v); err != nil {
-			return nil, 0, fmt.Errorf("corrupt %s: %w", kv.Key, err)
+		v, err := decodeStored[T, P](kv)
+		if err != nil {
+			bad = append(bad, InvalidRecord{Key: kv.Key, Kind: kind, Error: err.Error(), Rev: kv.Rev})
+			continue
 		}
-		out = append(out, &v)
+		out = append(out, v)
 	}
+	c.Invalid.Replace(prefix, bad)
 	return out, rev, nil
 }
 
@@ -351,12 +441,12 @@ func (c Client) Pools(ctx context.Context) ([]*IPPool, error) {
 // PoolsAt lists every IPPool and the store revision it read at: a watch
 // from that revision misses nothing that changed afterwards.
 func (c Client) PoolsAt(ctx context.Context) ([]*IPPool, int64, error) {
-	return list[IPPool](ctx, c.S, "ippools")
+	return list[IPPool](ctx, c, KindIPPool)
 }
 
 // Nodes lists every Node.
 func (c Client) Nodes(ctx context.Context) ([]*Node, error) {
-	nodes, _, err := list[Node](ctx, c.S, "nodes")
+	nodes, _, err := list[Node](ctx, c, KindNode)
 	return nodes, err
 }
 
@@ -365,7 +455,7 @@ func (c Client) PutNode(ctx context.Context, n *Node) error { return c.Apply(ctx
 
 // Delete removes a resource of kind by name.
 func (c Client) Delete(ctx context.Context, kind, name string) error {
-	k := map[string]string{KindIPPool: "ippools", KindNode: "nodes", KindBGPConfiguration: "bgpconfigurations", KindBGPPeer: "bgppeers"}[kind]
+	k := kindDirs[kind]
 	if k == "" {
 		return fmt.Errorf("unknown kind %q", kind)
 	}

@@ -30,7 +30,7 @@ spec:
 `
 
 func TestApplyAndList(t *testing.T) {
-	c := Client{datastore.NewMemory()}
+	c := Client{S: datastore.NewMemory()}
 	objs, err := Decode(strings.NewReader(manifest))
 	if err != nil {
 		t.Fatal(err)
@@ -68,7 +68,7 @@ func TestRejected(t *testing.T) {
 		{"apiVersion: tortie.io/v1\nkind: Pod", "unknown kind"},
 		{"{{{", "document 1"},
 	} {
-		c2 := Client{datastore.NewMemory()}
+		c2 := Client{S: datastore.NewMemory()}
 		objs, err := Decode(strings.NewReader(c.in))
 		if err == nil {
 			err = c2.Apply(context.Background(), objs)
@@ -84,7 +84,7 @@ func TestRejected(t *testing.T) {
 }
 
 func TestOverlapWithStored(t *testing.T) {
-	c := Client{datastore.NewMemory()}
+	c := Client{S: datastore.NewMemory()}
 	ctx := context.Background()
 	objs, _ := Decode(strings.NewReader("apiVersion: tortie.io/v1\nkind: IPPool\nmetadata: {name: a}\nspec: {cidr: 10.244.0.0/16}\n"))
 	if err := c.Apply(ctx, objs); err != nil {
@@ -143,11 +143,13 @@ func TestBGPResources(t *testing.T) {
 	for doc, want := range map[string]string{
 		"kind: BGPPeer\nmetadata: {name: x}\nspec: {asNumber: 65001}":                                                            "peerIP (with asNumber) or spec.peerSelector is required",
 		"kind: BGPPeer\nmetadata: {name: x}\nspec: {peerIP: 10.0.0.1}":                                                           "asNumber is required",
-		"kind: BGPPeer\nmetadata: {name: x}\nspec: {peerIP: nope, asNumber: 1}":                                                  "is not an IPv4 address",
+		"kind: BGPPeer\nmetadata: {name: x}\nspec: {peerIP: nope, asNumber: 1}":                                                  `"nope"`,
+		"kind: BGPPeer\nmetadata: {name: x}\nspec: {peerIP: \"fd00::1\", asNumber: 1}":                                           "is not an IPv4 address",
 		"kind: BGPPeer\nmetadata: {name: x}\nspec: {peerSelector: \"a ==\", node: n1}":                                           "peerSelector",
 		"kind: BGPPeer\nmetadata: {name: x}\nspec: {peerIP: 10.0.0.1, asNumber: 1, password: {secretKeyRef: {name: s, key: k}}}": "tortie has no Kubernetes secrets",
 		"kind: BGPConfiguration\nmetadata: {name: default}\nspec: {listenPort: 70000}":                                           "listenPort",
-		"kind: Node\nmetadata: {name: n}\nspec: {bgp: {ipv4Address: 10.0.0.1/24, routeReflectorClusterID: x}}":                   "routeReflectorClusterID",
+		"kind: Node\nmetadata: {name: n}\nspec: {bgp: {ipv4Address: 10.0.0.1/24, routeReflectorClusterID: x}}":                   `"x"`,
+		"kind: Node\nmetadata: {name: n}\nspec: {bgp: {ipv4Address: 10.0.0.1/24, routeReflectorClusterID: \"fd00::1\"}}":         "routeReflectorClusterID",
 	} {
 		objs, err := Decode(strings.NewReader("apiVersion: projectcalico.org/v3\n" + doc))
 		if err == nil {

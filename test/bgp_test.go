@@ -530,7 +530,7 @@ func etcdClient(t *testing.T, l *lab.Lab) datastore.Store {
 func claimBlocks(t *testing.T, s datastore.Store, node string, cidrs []string) {
 	t.Helper()
 	for _, c := range cidrs {
-		b, _ := json.Marshal(ipam.Block{CIDR: c, Affinity: "host:" + node, Allocs: make([]ipam.Alloc, 64)})
+		b, _ := json.Marshal(ipam.Block{CIDR: netip.MustParsePrefix(c), Affinity: "host:" + node, Allocs: make([]ipam.Alloc, 64)})
 		if _, err := s.Put(context.Background(), resources.Prefix+"ipam/blocks/"+strings.ReplaceAll(c, "/", "-"), b); err != nil {
 			t.Fatal(err)
 		}

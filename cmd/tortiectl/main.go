@@ -34,6 +34,7 @@ commands:
   get KIND [-o yaml|json]         list ippools, nodes, bgpconfigurations or bgppeers
   delete KIND NAME                remove a resource
   ipam                            IPAM blocks (affinity, use) and handles
+  invalid                         datastore records skipped because they do not decode
 `
 
 func main() {
@@ -155,6 +156,21 @@ func run(c *api.Client, output string, args []string) error {
 			fmt.Fprintln(tw, "\nHANDLE\tNODE\tADDRESS")
 			for _, h := range v.Handles {
 				fmt.Fprintf(tw, "%s\t%s\t%s\n", h.ID, h.Node, strings.Join(h.IPs, ","))
+			}
+		})
+	case "invalid":
+		recs, err := c.InvalidRecords()
+		if err != nil {
+			return err
+		}
+		return emit(recs, func() {
+			if len(recs) == 0 {
+				fmt.Fprintln(tw, "no invalid datastore records")
+				return
+			}
+			fmt.Fprintln(tw, "KIND\tKEY\tREVISION\tERROR")
+			for _, r := range recs {
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", r.Kind, r.Key, r.Revision, r.Error)
 			}
 		})
 	case "node":

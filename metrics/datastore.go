@@ -1,0 +1,22 @@
+package metrics
+
+import "github.com/prometheus/client_golang/prometheus"
+
+var invalidDesc = prometheus.NewDesc("tortie_datastore_invalid_records_total",
+	"Datastore records skipped because they do not decode or validate, by kind (each revision of a record counted once).", []string{"kind"}, nil)
+
+// InvalidCounts reads the invalid-record counts by kind at scrape time.
+type InvalidCounts func() map[string]uint64
+
+type invalidCollector struct{ counts InvalidCounts }
+
+// InvalidRecords exports tortie_datastore_invalid_records_total from counts.
+func InvalidRecords(counts InvalidCounts) prometheus.Collector { return invalidCollector{counts} }
+
+func (c invalidCollector) Describe(ch chan<- *prometheus.Desc) { ch <- invalidDesc }
+
+func (c invalidCollector) Collect(ch chan<- prometheus.Metric) {
+	for kind, n := range c.counts() {
+		ch <- prometheus.MustNewConstMetric(invalidDesc, prometheus.CounterValue, float64(n), kind)
+	}
+}
