@@ -1,7 +1,9 @@
 package plugin
 
 import (
+	"encoding/json"
 	"errors"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -82,5 +84,39 @@ func TestParsePools(t *testing.T) {
 		if r.Network != "k8s-pod-network" || r.PodNamespace != "ns" || r.PodName != "pod" || nc.Socket != DefaultSocket {
 			t.Errorf("%s: request %+v, socket %s", c.conf, r, nc.Socket)
 		}
+	}
+}
+
+// The example conflist parses as the runtime hands it over (name and
+// cniVersion injected into the plugin's entry) and names no pool, so that
+// any pool selecting the node serves it.
+func TestExampleConflist(t *testing.T) {
+	b, err := os.ReadFile("../../examples/10-tortie.conflist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list struct {
+		CNIVersion string           `json:"cniVersion"`
+		Name       string           `json:"name"`
+		Plugins    []map[string]any `json:"plugins"`
+	}
+	if err := json.Unmarshal(b, &list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Plugins) != 1 || list.Plugins[0]["type"] != "tortie" {
+		t.Fatalf("plugins %v", list.Plugins)
+	}
+	p := list.Plugins[0]
+	p["name"], p["cniVersion"] = list.Name, list.CNIVersion
+	b, _ = json.Marshal(p)
+	c, err := parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pools := c.IPAM.poolList(); len(pools) != 0 {
+		t.Fatalf("the example restricts pools to %q", pools)
+	}
+	if !slices.Contains(IPAMTypes, c.IPAM.Type) {
+		t.Fatalf("the example's ipam.type %q", c.IPAM.Type)
 	}
 }
