@@ -259,9 +259,16 @@ func run(cfgPath string) error {
 		}()
 		defer ms.Close()
 	}
-	log.Info("tortied running", zap.String("node", cfg.NodeName), zap.Stringer("address", cfg.Addr),
-		zap.Bool("datastore", withStore), zap.Stringer("mode", cfg.Mode), zap.Bool("crossSubnet", cfg.CrossSubnet),
-		zap.Int("underlayMTU", ulMTU), zap.String("socket", cfg.Socket), zap.Int("routes", f.Load().Len()))
+	fields := []zap.Field{zap.String("node", cfg.NodeName), zap.Stringer("address", cfg.Addr), zap.Bool("datastore", withStore)}
+	if withStore {
+		// Encapsulation and CrossSubnet are then per IP pool: the static
+		// settings say nothing.
+		fields = append(fields, zap.String("mode", "per IP pool"), zap.String("routeSource", cfg.Datastore.RouteSource))
+	} else {
+		fields = append(fields, zap.Stringer("mode", cfg.Mode), zap.Bool("crossSubnet", cfg.CrossSubnet))
+	}
+	log.Info("tortied running", append(fields, zap.Int("underlayMTU", ulMTU), zap.String("socket", cfg.Socket),
+		zap.Int("routes", f.Load().Len()))...)
 	<-ctx.Done()
 	// A planned stop leaves the pods' persistent TAPs in place for the next run.
 	log.Info("shutting down; pod interfaces stay for the next start")
