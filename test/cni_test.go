@@ -176,8 +176,24 @@ func plugin(t *testing.T, env map[string]string, conf string) (*types.Error, str
 // TestCNIErrors: bad input and failures give the CNI error code for them
 // and a message that says what is wrong; a failed ADD leaves nothing.
 func TestCNIErrors(t *testing.T) {
-	l := up(t, lab.Options{Name: "tn2", Nodes: 1, Pods: 0, Mode: "vxlan"})
+	// Log level info, for the startup line checked below.
+	l := up(t, lab.Options{Name: "tn2", Nodes: 1, Pods: 0, Mode: "vxlan", LogLevel: "info"})
 	n1 := l.Nodes[0]
+	// A datastore node's startup log does not claim the static
+	// encapsulation: it is per IP pool.
+	var running string
+	testutil.WaitFor(t, 10*time.Second, "the startup log line", func() bool {
+		b, _ := os.ReadFile(n1.Log)
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, `"tortied running"`) {
+				running = line
+			}
+		}
+		return running != ""
+	})
+	if !strings.Contains(running, `"mode":"per IP pool"`) || !strings.Contains(running, `"routeSource":"datastore"`) {
+		t.Errorf("startup log: %s", running)
+	}
 	pod := testutil.Netns(t)
 	conf := func(extra string) string {
 		return fmt.Sprintf(`{"cniVersion":"1.1.0","name":"k8s-pod-network","type":"tortie","socket":%q%s}`, n1.Socket, extra)
@@ -208,8 +224,8 @@ func TestCNIErrors(t *testing.T) {
 		{"daemon unreachable", env("ADD"), `{"cniVersion":"1.1.0","name":"n","type":"tortie","socket":"/nonexistent.sock"}`, types.ErrTryAgainLater, "not reachable"},
 		{"status, daemon unreachable", env("STATUS"), `{"cniVersion":"1.1.0","name":"n","type":"tortie","socket":"/nonexistent.sock"}`, types.ErrPluginNotAvailable, "not reachable"},
 		{"no such pool", env("ADD"), conf(`,"ipam":{"pools":["nope"]}`), types.ErrInvalidNetworkConfig, `IP pool "nope" does not exist`},
-		{"no such pool, calico's key", env("ADD"), conf(`,"ipam":{"type":"calico-ipam","ipv4_pools":["default-ipv4-ippool"]}`),
-			types.ErrInvalidNetworkConfig, `IP pool "default-ipv4-ippool" does not exist`},
+		{"no such pool, calico's key", env("ADD"), conf(`,"ipam":{"type":"calico-ipam","ipv4_pools":["elsewhere"]}`),
+			types.ErrInvalidNetworkConfig, `IP pool "elsewhere" does not exist`},
 		{"field of the wrong type", env("ADD"), conf(`,"mtu":"1400"`), types.ErrInvalidNetworkConfig, `field "mtu": got a JSON string, want an integer`},
 		{"unsupported ipam type", env("ADD"), conf(`,"ipam":{"type":"host-local","subnet":"10.9.0.0/24"}`),
 			types.ErrInvalidNetworkConfig, `ipam.type "host-local" is not supported`},
