@@ -82,11 +82,12 @@ bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem ./router/... ./fib/ ./encap/
 	$(BIN)/tortie-bench $(BENCH_FLAGS) --out bench/out
 
-# A run of FUZZTIME for every fuzz target found in the code. New inputs are
-# minimized for at most FUZZMINTIME: with Go's default of 60s the slower
-# targets spend nearly all their time minimizing instead of fuzzing.
+# A run of FUZZTIME for every fuzz target found in the code. A new input is
+# minimized for at most FUZZMINTIME: with Go's default of 60s, the targets
+# that find new coverage often spent their time minimizing, not fuzzing
+# (FuzzFromPodOffload: 7,000 executions in 10s with 2s, 117,000 with 100x).
 FUZZTIME    ?= 20s
-FUZZMINTIME ?= 2s
+FUZZMINTIME ?= 100x
 fuzz:
 	@targets=$$(grep -r --include='*_test.go' --exclude-dir=.git -o '^func Fuzz[A-Za-z0-9_]*' . | \
 		sed 's|/[^/]*:func |:|' | sort); \
