@@ -132,6 +132,11 @@ func (s *Service) storeErr(op string, err error) error {
 	if errors.Is(err, ipam.ErrExhausted) {
 		return coded(CodeExhausted, "%s: %v", op, err)
 	}
+	if errors.Is(err, ipam.ErrNoPool) {
+		// The network names a pool that does not exist, or no pool is meant
+		// for this node: configuration, not I/O.
+		return coded(CodeInvalidConfig, "%s: %v", op, err)
+	}
 	return coded(CodeIOFailure, "%s: %v", op, err)
 }
 

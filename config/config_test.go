@@ -86,8 +86,13 @@ func TestExampleConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Datastore == nil || c.Datastore.RouteSource != RouteSourceBGP {
+	// The example uses the default route source: copying it starts no BGP.
+	if c.Datastore == nil || c.Datastore.RouteSource != RouteSourceDatastore {
 		t.Fatalf("example: %+v", c.Datastore)
+	}
+	def, err := Parse([]byte("nodeName: a\naddress: 10.0.1.1/24\ndatastore: {etcdEndpoints: [http://x:2379]}\n"))
+	if err != nil || def.Datastore.RouteSource != RouteSourceDatastore {
+		t.Fatalf("default route source: %+v %v", def.Datastore, err)
 	}
 	if _, err := Parse([]byte("nodeName: a\naddress: 10.0.1.1/24\ndatastore: {etcdEndpoints: [http://x:2379], routeSource: ospf}\n")); err == nil {
 		t.Fatal("routeSource ospf accepted")

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -31,6 +32,16 @@ const (
 
 // ErrExhausted: no pool selecting the node has a free address.
 var ErrExhausted = errors.New("ipam: no free address in the pools that select this node")
+
+// ErrNoPool: no enabled pool can serve the request, because a pool it names
+// does not exist or because none of the pools selects the node. Assign's
+// error says which, and errors.Is(err, ErrNoPool) holds for both.
+var ErrNoPool = errors.New("ipam: no usable IP pool")
+
+type noPoolError string
+
+func (e noPoolError) Error() string      { return string(e) }
+func (noPoolError) Is(target error) bool { return target == ErrNoPool }
 
 // TunnelHandlePrefix starts the IPAM handle of a node's tunnel address
 // (the rest is the node name).
@@ -205,6 +216,15 @@ func (m *IPAM) pools(ctx context.Context, req Request) ([]*resources.IPPool, err
 	if err != nil {
 		return nil, err
 	}
+	var unknown []string
+	for _, want := range req.Pools {
+		if !slices.ContainsFunc(all, func(p *resources.IPPool) bool { return want == p.Metadata.Name || want == p.Spec.CIDR.String() }) {
+			unknown = append(unknown, fmt.Sprintf("%q", want))
+		}
+	}
+	if len(unknown) > 0 {
+		return nil, noPoolError(fmt.Sprintf("ipam: IP pool %s does not exist (a network names pools by name or CIDR)", strings.Join(unknown, ", ")))
+	}
 	var out []*resources.IPPool
 	for _, p := range all {
 		if p.Spec.Disabled || !p.Selects(req.NodeLabels) {
@@ -222,7 +242,7 @@ func (m *IPAM) pools(ctx context.Context, req Request) ([]*resources.IPPool, err
 		out = append(out, p)
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("ipam: no enabled IP pool selects node %s%s", req.Node, poolsHint(req.Pools))
+		return nil, noPoolError(fmt.Sprintf("ipam: no enabled IP pool selects node %s%s", req.Node, poolsHint(req.Pools)))
 	}
 	return out, nil
 }

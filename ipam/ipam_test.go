@@ -115,8 +115,18 @@ func TestPoolSelection(t *testing.T) {
 		pool("zone-a", "10.1.0.0/24", 26, ", nodeSelector: \"zone == 'a'\"")+pool("off", "10.2.0.0/24", 26, ", disabled: true"))
 	ctx := context.Background()
 	if _, err := m.Assign(ctx, Request{Handle: "x", Node: "n", NodeLabels: map[string]string{"zone": "b"}}); err == nil ||
-		!strings.Contains(err.Error(), "no enabled IP pool selects node n") {
+		!strings.Contains(err.Error(), "no enabled IP pool selects node n") || !errors.Is(err, ErrNoPool) {
 		t.Fatalf("want a clear error, got %v", err)
+	}
+	// A pool that exists nowhere is named as such; one that exists but is
+	// disabled is not "missing".
+	_, err := m.Assign(ctx, Request{Handle: "x", Node: "n", NodeLabels: map[string]string{"zone": "a"}, Pools: []string{"zone-a", "nope"}})
+	if !errors.Is(err, ErrNoPool) || !strings.Contains(err.Error(), `IP pool "nope" does not exist`) {
+		t.Fatalf("unknown pool: %v", err)
+	}
+	_, err = m.Assign(ctx, Request{Handle: "x", Node: "n", NodeLabels: map[string]string{"zone": "a"}, Pools: []string{"10.2.0.0/24"}})
+	if !errors.Is(err, ErrNoPool) || !strings.Contains(err.Error(), "no enabled IP pool selects node n among 10.2.0.0/24") {
+		t.Fatalf("disabled pool: %v", err)
 	}
 	a, err := m.Assign(ctx, Request{Handle: "y", Node: "n", NodeLabels: map[string]string{"zone": "a"}})
 	if err != nil || !netip.MustParsePrefix("10.1.0.0/24").Contains(a) {

@@ -292,12 +292,16 @@ func (n *Node) status() api.Status {
 
 func (n *Node) logStart() {
 	fields := []zap.Field{zap.String("node", n.cfg.NodeName), zap.Stringer("address", n.cfg.Addr),
-		zap.Bool("datastore", n.cfg.Datastore != nil), zap.String("mode", n.mode()),
-		zap.Int("underlayMTU", n.underlayMTU), zap.String("socket", n.cfg.Socket), zap.Int("routes", n.fib.Load().Len())}
-	if n.cfg.Datastore == nil {
-		fields = append(fields, zap.Bool("crossSubnet", n.cfg.CrossSubnet))
+		zap.Bool("datastore", n.cfg.Datastore != nil)}
+	if n.cfg.Datastore != nil {
+		// Encapsulation and CrossSubnet are then per IP pool: the static
+		// settings say nothing.
+		fields = append(fields, zap.String("mode", "per IP pool"), zap.String("routeSource", n.cfg.Datastore.RouteSource))
+	} else {
+		fields = append(fields, zap.Stringer("mode", n.cfg.Mode), zap.Bool("crossSubnet", n.cfg.CrossSubnet))
 	}
-	n.log.Info("tortied running", fields...)
+	n.log.Info("tortied running", append(fields, zap.Int("underlayMTU", n.underlayMTU), zap.String("socket", n.cfg.Socket),
+		zap.Int("routes", n.fib.Load().Len()))...)
 }
 
 // openStore starts the embedded etcd member if configured and connects to

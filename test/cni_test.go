@@ -176,8 +176,24 @@ func plugin(t *testing.T, env map[string]string, conf string) (*types.Error, str
 // TestCNIErrors: bad input and failures give the CNI error code for them
 // and a message that says what is wrong; a failed ADD leaves nothing.
 func TestCNIErrors(t *testing.T) {
-	l := up(t, lab.Options{Name: "tn2", Nodes: 1, Pods: 0, Mode: "vxlan"})
+	// Log level info, for the startup line checked below.
+	l := up(t, lab.Options{Name: "tn2", Nodes: 1, Pods: 0, Mode: "vxlan", LogLevel: "info"})
 	n1 := l.Nodes[0]
+	// A datastore node's startup log does not claim the static
+	// encapsulation: it is per IP pool.
+	var running string
+	testutil.WaitFor(t, 10*time.Second, "the startup log line", func() bool {
+		b, _ := os.ReadFile(n1.Log)
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, `"tortied running"`) {
+				running = line
+			}
+		}
+		return running != ""
+	})
+	if !strings.Contains(running, `"mode":"per IP pool"`) || !strings.Contains(running, `"routeSource":"datastore"`) {
+		t.Errorf("startup log: %s", running)
+	}
 	pod := testutil.Netns(t)
 	conf := func(extra string) string {
 		return fmt.Sprintf(`{"cniVersion":"1.1.0","name":"k8s-pod-network","type":"tortie","socket":%q%s}`, n1.Socket, extra)
@@ -207,7 +223,12 @@ func TestCNIErrors(t *testing.T) {
 		{"no name", env("ADD"), `{"cniVersion":"1.1.0","type":"tortie"}`, types.ErrInvalidNetworkConfig, "name"},
 		{"daemon unreachable", env("ADD"), `{"cniVersion":"1.1.0","name":"n","type":"tortie","socket":"/nonexistent.sock"}`, types.ErrTryAgainLater, "not reachable"},
 		{"status, daemon unreachable", env("STATUS"), `{"cniVersion":"1.1.0","name":"n","type":"tortie","socket":"/nonexistent.sock"}`, types.ErrPluginNotAvailable, "not reachable"},
-		{"no such pool", env("ADD"), conf(`,"ipam":{"pools":["nope"]}`), 5, "no enabled IP pool selects node n1 among nope"},
+		{"no such pool", env("ADD"), conf(`,"ipam":{"pools":["nope"]}`), types.ErrInvalidNetworkConfig, `IP pool "nope" does not exist`},
+		{"no such pool, calico's key", env("ADD"), conf(`,"ipam":{"type":"calico-ipam","ipv4_pools":["elsewhere"]}`),
+			types.ErrInvalidNetworkConfig, `IP pool "elsewhere" does not exist`},
+		{"field of the wrong type", env("ADD"), conf(`,"mtu":"1400"`), types.ErrInvalidNetworkConfig, `field "mtu": got a JSON string, want an integer`},
+		{"unsupported ipam type", env("ADD"), conf(`,"ipam":{"type":"host-local","subnet":"10.9.0.0/24"}`),
+			types.ErrInvalidNetworkConfig, `ipam.type "host-local" is not supported`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -220,14 +241,14 @@ func TestCNIErrors(t *testing.T) {
 			}
 		})
 	}
-	// Pool exhaustion: a 4-address pool.
+	// Pool exhaustion: a 4-address pool, named with calico-ipam's key.
 	if _, err := api.NewClient(n1.Socket).Apply("apiVersion: tortie.io/v1\nkind: IPPool\nmetadata: {name: tiny}\nspec: {cidr: 10.245.0.0/30, blockSize: 30}\n"); err != nil {
 		t.Fatal(err)
 	}
 	before := len(handles(t, n1))
 	for i := 0; i < 5; i++ {
 		ns := testutil.Netns(t)
-		e, _ := plugin(t, env("ADD", "CNI_NETNS", "/var/run/netns/"+ns, "CNI_CONTAINERID", fmt.Sprint("tiny", i)), conf(`,"ipam":{"pools":["tiny"]}`))
+		e, _ := plugin(t, env("ADD", "CNI_NETNS", "/var/run/netns/"+ns, "CNI_CONTAINERID", fmt.Sprint("tiny", i)), conf(`,"ipam":{"type":"calico-ipam","ipv4_pools":["tiny"]}`))
 		if i < 4 && e != nil {
 			t.Fatalf("ADD %d in the tiny pool: %v", i, e)
 		}

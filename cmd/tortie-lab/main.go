@@ -4,42 +4,30 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"text/tabwriter"
 	"time"
 
 	"github.com/tortie-net/tortie/lab"
 )
 
-const usage = `usage: tortie-lab COMMAND [flags]
+// command is one tortie-lab command: its flags are defined on a flag set
+// by setup, which returns what runs once they are parsed. Help is printed
+// from the flag set, so it lists every flag there is.
+type command struct {
+	name, args, doc string
+	setup           func(fs *flag.FlagSet, name *string) func() error
+}
 
-commands:
-  up     [--name tl] [--nodes 3] [--pods 2] [--mode vxlan] [--subnets N] [--kernel-nodes N]
-         build a lab and start tortied on every node; modes: native, ipip, vxlan,
-         ipip-crosssubnet, vxlan-crosssubnet
-  check  [--name tl]             ping every pod from every pod, nodes to their pods and back
-  iperf  [--name tl] [-t 3] [-R] FROM TO   TCP throughput between two pods (iperf3)
-  exec   [--name tl] TARGET -- CMD...      run a command in a node (n1) or pod (n1p2)
-  show   [--name tl]             print what the lab holds
-  down   [--name tl]             remove everything the lab created (also after a crash)
-`
-
-func main() {
-	if len(os.Args) < 2 {
-		fmt.Fprint(os.Stderr, usage)
-		os.Exit(2)
-	}
-	cmd, args := os.Args[1], os.Args[2:]
-	fs := flag.NewFlagSet(cmd, flag.ExitOnError)
-	fs.Usage = func() { fmt.Fprint(os.Stderr, usage) }
-	name := fs.String("name", "tl", "lab name (namespace prefix, at most 6 characters)")
-	var err error
-	switch cmd {
-	case "up":
+var commands = []command{
+	{"up", "", "build a lab and start tortied on every node", func(fs *flag.FlagSet, name *string) func() error {
 		o := lab.Options{}
 		fs.IntVar(&o.Nodes, "nodes", 3, "number of nodes")
 		fs.IntVar(&o.Pods, "pods", 2, "pods per node")
@@ -48,60 +36,122 @@ func main() {
 		fs.IntVar(&o.KernelNodes, "kernel-nodes", 0, "make the last N nodes Calico-style kernel nodes")
 		fs.IntVar(&o.UnderlayMTU, "mtu", 1500, "underlay MTU")
 		fs.StringVar(&o.Tortied, "tortied", "", "tortied binary (default: next to tortie-lab)")
-		fs.StringVar(&o.LogLevel, "log-level", "info", "tortied log level")
+		fs.StringVar(&o.LogLevel, "log-level", "info", "tortied log level: debug, info, warn or error")
 		fs.BoolVar(&o.Static, "static", false, "peers in each node's config file instead of a datastore, pool and CNI")
 		fs.BoolVar(&o.BGP, "bgp", false, "nodes learn each other's blocks over BGP (embedded speaker, node-to-node mesh)")
 		fs.IntVar(&o.BirdNodes, "bird-nodes", 0, "make the last N nodes Calico-style kernel nodes running BIRD 2 (native mode; implies --bgp)")
-		_ = fs.Parse(args)
-		o.Name = *name
-		if o.Tortied == "" {
-			self, _ := os.Executable()
-			o.Tortied = filepath.Join(filepath.Dir(self), "tortied")
+		return func() error {
+			o.Name = *name
+			if o.Tortied == "" {
+				self, _ := os.Executable()
+				o.Tortied = filepath.Join(filepath.Dir(self), "tortied")
+			}
+			l, err := lab.Up(o)
+			if err == nil {
+				show(l)
+			}
+			return err
 		}
-		var l *lab.Lab
-		if l, err = lab.Up(o); err == nil {
-			show(l)
-		}
-	case "check":
-		_ = fs.Parse(args)
-		err = check(*name)
-	case "iperf":
+	}},
+	{"check", "", "ping every pod from every pod, nodes to their pods and back", func(_ *flag.FlagSet, name *string) func() error {
+		return func() error { return check(*name) }
+	}},
+	{"iperf", "FROM TO", "TCP throughput between two pods (iperf3)", func(fs *flag.FlagSet, name *string) func() error {
 		secs := fs.Int("t", 3, "seconds")
 		rev := fs.Bool("R", false, "reverse (TO sends to FROM)")
-		_ = fs.Parse(args)
-		if fs.NArg() != 2 {
-			fs.Usage()
-			os.Exit(2)
+		return func() error {
+			if fs.NArg() != 2 {
+				return errUsage
+			}
+			return iperf(*name, fs.Arg(0), fs.Arg(1), time.Duration(*secs)*time.Second, *rev)
 		}
-		err = iperf(*name, fs.Arg(0), fs.Arg(1), time.Duration(*secs)*time.Second, *rev)
-	case "exec":
-		_ = fs.Parse(args)
-		rest := fs.Args()
-		if len(rest) > 0 && rest[0] == "--" {
-			rest = rest[1:]
+	}},
+	{"exec", "TARGET -- CMD...", "run a command in a node (n1) or pod (n1p2)", func(fs *flag.FlagSet, name *string) func() error {
+		return func() error {
+			rest := fs.Args()
+			if len(rest) > 0 && rest[0] == "--" {
+				rest = rest[1:]
+			}
+			if len(rest) >= 2 && rest[1] == "--" {
+				rest = append(rest[:1], rest[2:]...)
+			}
+			if len(rest) < 2 {
+				return errUsage
+			}
+			return execIn(*name, rest[0], rest[1:])
 		}
-		if len(rest) >= 2 && rest[1] == "--" {
-			rest = append(rest[:1], rest[2:]...)
+	}},
+	{"show", "", "print what the lab holds", func(_ *flag.FlagSet, name *string) func() error {
+		return func() error {
+			l, err := lab.Load(*name)
+			if err == nil {
+				show(l)
+			}
+			return err
 		}
-		if len(rest) < 2 {
-			fs.Usage()
-			os.Exit(2)
+	}},
+	{"down", "", "remove everything the lab created (also after a crash)", func(_ *flag.FlagSet, name *string) func() error {
+		return func() error { return lab.Down(*name) }
+	}},
+}
+
+// errUsage: the arguments do not fit the command; its help follows.
+var errUsage = errors.New("usage")
+
+// flagSet returns c's flag set (with the common --name) and its run function.
+func (c command) flagSet(out io.Writer) (*flag.FlagSet, func() error) {
+	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	name := fs.String("name", "tl", "lab name (namespace prefix, at most 6 characters)")
+	run := c.setup(fs, name)
+	fs.Usage = func() {
+		fmt.Fprintf(out, "usage: tortie-lab %s [flags]", c.name)
+		if c.args != "" {
+			fmt.Fprint(out, " "+c.args)
 		}
-		err = execIn(*name, rest[0], rest[1:])
-	case "show":
-		_ = fs.Parse(args)
-		var l *lab.Lab
-		if l, err = lab.Load(*name); err == nil {
-			show(l)
-		}
-	case "down":
-		_ = fs.Parse(args)
-		err = lab.Down(*name)
-	default:
-		fs.Usage()
+		fmt.Fprintf(out, "\n\n%s\n\nflags:\n", c.doc)
+		fs.PrintDefaults()
+	}
+	return fs, run
+}
+
+// usage lists the commands.
+func usage(out io.Writer) {
+	fmt.Fprint(out, "usage: tortie-lab COMMAND [flags]\n\ncommands:\n")
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	for _, c := range commands {
+		fmt.Fprintf(tw, "  %s %s\t%s\n", c.name, c.args, c.doc)
+	}
+	tw.Flush()
+	fmt.Fprint(out, "\n`tortie-lab COMMAND --help` lists the command's flags.\n")
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		usage(os.Stderr)
 		os.Exit(2)
 	}
-	if err != nil {
+	i := slices.IndexFunc(commands, func(c command) bool { return c.name == os.Args[1] })
+	if i < 0 {
+		if h := os.Args[1]; h == "-h" || h == "--help" || h == "help" {
+			usage(os.Stdout)
+			return
+		}
+		usage(os.Stderr)
+		os.Exit(2)
+	}
+	fs, run := commands[i].flagSet(os.Stderr)
+	if err := fs.Parse(os.Args[2:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		os.Exit(2) // the flag package printed the error and the help
+	}
+	if err := run(); err != nil {
+		if errors.Is(err, errUsage) {
+			fs.Usage()
+			os.Exit(2)
+		}
 		fmt.Fprintln(os.Stderr, "tortie-lab:", err)
 		os.Exit(1)
 	}
