@@ -68,6 +68,7 @@ type Embedded struct {
 	URL    string
 	cfg    EmbeddedConfig
 	defrag sync.Mutex // one defragmentation at a time
+	closed sync.Once
 	stop   chan struct{}
 	done   chan struct{}
 }
@@ -203,18 +204,20 @@ func (m *Embedded) housekeep() {
 // watch streams (other nodes keep theirs open) for several seconds; after
 // one second the member's raft is stopped hard instead, which is safe (the
 // WAL is synced before every commit, as a kill -9 would find it) and keeps
-// a planned restart of the node short.
+// a planned restart of the node short. Calls after the first do nothing.
 func (m *Embedded) Close() {
-	close(m.stop)
-	<-m.done
-	done := make(chan struct{})
-	go func() {
-		m.e.Close()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(time.Second):
-		m.e.Server.HardStop()
-	}
+	m.closed.Do(func() {
+		close(m.stop)
+		<-m.done
+		done := make(chan struct{})
+		go func() {
+			m.e.Close()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(time.Second):
+			m.e.Server.HardStop()
+		}
+	})
 }
