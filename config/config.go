@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strconv"
+	"strings"
+	"time"
 
 	"sigs.k8s.io/yaml"
 
@@ -80,8 +83,16 @@ func (f *File) Offload() bool { return f.PodOffload == nil || *f.PodOffload }
 
 // Datastore says where cluster state lives.
 type Datastore struct {
-	// EtcdEndpoints of an etcd cluster (e.g. http://10.0.1.1:2379).
+	// EtcdEndpoints of an etcd cluster (e.g. https://10.0.1.1:2379).
 	EtcdEndpoints []string `json:"etcdEndpoints,omitempty"`
+	// EtcdCACertFile, EtcdCertFile and EtcdKeyFile are the PEM files of
+	// this node's TLS client of etcd, as Calico names them: the authority
+	// that signed the members' certificates, and this node's client
+	// certificate and key (both or neither) for members that require
+	// client certificates. They need https endpoints.
+	EtcdCACertFile string `json:"etcdCACertFile,omitempty"`
+	EtcdCertFile   string `json:"etcdCertFile,omitempty"`
+	EtcdKeyFile    string `json:"etcdKeyFile,omitempty"`
 	// Embedded runs a single-member etcd inside this tortied.
 	Embedded *EmbeddedEtcd `json:"embedded,omitempty"`
 	// RouteSource says where other nodes' routes come from: "datastore"
@@ -102,9 +113,33 @@ const (
 
 // EmbeddedEtcd configures the in-process etcd member.
 type EmbeddedEtcd struct {
-	DataDir   string `json:"dataDir"`
+	DataDir string `json:"dataDir"`
+	// ClientURL and PeerURL are where the member serves clients and
+	// peers; https URLs need certFile, keyFile and trustedCAFile, and then
+	// every client and peer must present a certificate of that CA.
 	ClientURL string `json:"clientURL"`
 	PeerURL   string `json:"peerURL"`
+	// CertFile and KeyFile are the member's certificate (with the URLs'
+	// addresses among its names, and the server and client extended key
+	// usages) and key; TrustedCAFile is the CA clients' and peers'
+	// certificates must be signed by (etcd's --cert-file, --key-file and
+	// --trusted-ca-file, with --client-cert-auth).
+	CertFile      string `json:"certFile,omitempty"`
+	KeyFile       string `json:"keyFile,omitempty"`
+	TrustedCAFile string `json:"trustedCAFile,omitempty"`
+	// AutoCompactionMode is "periodic" (default) or "revision", and
+	// AutoCompactionRetention the history kept: a duration such as "1h"
+	// (the default) in periodic mode, a number of revisions in revision
+	// mode; "0" keeps every revision (the database then grows forever).
+	AutoCompactionMode      string `json:"autoCompactionMode,omitempty"`
+	AutoCompactionRetention string `json:"autoCompactionRetention,omitempty"`
+	// DefragInterval is how often the member defragments its database
+	// when compaction has left at least half of it free (default "1h";
+	// "0": never).
+	DefragInterval string `json:"defragInterval,omitempty"`
+	// QuotaBackendBytes is the size at which etcd refuses writes
+	// (default 0: etcd's 2 GiB).
+	QuotaBackendBytes int64 `json:"quotaBackendBytes,omitempty"`
 }
 
 // Node is another node of the cluster.
@@ -128,6 +163,9 @@ type Config struct {
 	Warnings   []string
 	// Pin is the parsed CPUSet, nil when tortied is not pinned.
 	Pin *cpuset.Set
+	// DefragInterval is the embedded member's parsed defragInterval:
+	// 0 for the default, negative for never.
+	DefragInterval time.Duration
 }
 
 // Peer is a validated Node with the mode chosen for it.
@@ -200,9 +238,13 @@ func (f File) Validate() (*Config, error) {
 		if len(d.EtcdEndpoints) == 0 && d.Embedded == nil {
 			bad("datastore: set etcdEndpoints, embedded, or both")
 		}
-		if e := d.Embedded; e != nil && (e.DataDir == "" || e.ClientURL == "" || e.PeerURL == "") {
-			bad("datastore.embedded: dataDir, clientURL and peerURL are required")
+		if e := d.Embedded; e != nil {
+			if e.DataDir == "" || e.ClientURL == "" || e.PeerURL == "" {
+				bad("datastore.embedded: dataDir, clientURL and peerURL are required")
+			}
+			c.DefragInterval = validateEmbedded(e, d, bad)
 		}
+		validateClientTLS(d, bad)
 		if f.PodCIDR != "" || len(f.Nodes) > 0 {
 			bad("podCIDR and nodes are static settings: with a datastore, IP pools and IPAM provide them")
 		}
@@ -268,6 +310,88 @@ func (f File) Validate() (*Config, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// validateEmbedded checks the embedded member's TLS and housekeeping and
+// returns its parsed defragmentation interval.
+func validateEmbedded(e *EmbeddedEtcd, d *Datastore, bad func(string, ...any)) time.Duration {
+	tlsURLs := 0
+	for _, u := range []string{e.ClientURL, e.PeerURL} {
+		switch {
+		case strings.HasPrefix(u, "https://"):
+			tlsURLs++
+		case u != "" && !strings.HasPrefix(u, "http://"):
+			bad("datastore.embedded: URL %q: want http:// or https://", u)
+		}
+	}
+	files := e.CertFile != "" || e.KeyFile != "" || e.TrustedCAFile != ""
+	switch {
+	case tlsURLs > 0 && (e.CertFile == "" || e.KeyFile == "" || e.TrustedCAFile == ""):
+		bad("datastore.embedded: https URLs need certFile, keyFile and trustedCAFile (clients and peers must present a certificate of that CA)")
+	case tlsURLs == 0 && files:
+		bad("datastore.embedded: certFile, keyFile and trustedCAFile need https clientURL and peerURL")
+	case tlsURLs == 1:
+		bad("datastore.embedded: clientURL and peerURL must both be http or both https")
+	}
+	if strings.HasPrefix(e.ClientURL, "https://") && (d.EtcdCertFile == "" || d.EtcdKeyFile == "") {
+		bad("datastore: the embedded member requires client certificates: set etcdCertFile and etcdKeyFile (and etcdCACertFile)")
+	}
+	switch e.AutoCompactionMode {
+	case "", "periodic":
+		if r := e.AutoCompactionRetention; r != "" {
+			if _, err := strconv.Atoi(r); err != nil {
+				if d, err := time.ParseDuration(r); err != nil || d < 0 {
+					bad("datastore.embedded.autoCompactionRetention %q: want a duration such as 1h (periodic mode)", r)
+				}
+			}
+		}
+	case "revision":
+		if n, err := strconv.ParseInt(e.AutoCompactionRetention, 10, 64); err != nil || n < 0 {
+			bad("datastore.embedded.autoCompactionRetention %q: want a number of revisions (revision mode)", e.AutoCompactionRetention)
+		}
+	default:
+		bad("datastore.embedded.autoCompactionMode %q: want periodic or revision", e.AutoCompactionMode)
+	}
+	if e.QuotaBackendBytes < 0 {
+		bad("datastore.embedded.quotaBackendBytes %d: want 0 (etcd's default) or more", e.QuotaBackendBytes)
+	}
+	switch e.DefragInterval {
+	case "":
+		return 0
+	case "0":
+		return -1
+	}
+	iv, err := time.ParseDuration(e.DefragInterval)
+	if err != nil || iv <= 0 {
+		bad("datastore.embedded.defragInterval %q: want a duration such as 1h, or 0 for never", e.DefragInterval)
+	}
+	return iv
+}
+
+// validateClientTLS checks the node's etcd client files against the
+// endpoints it will use.
+func validateClientTLS(d *Datastore, bad func(string, ...any)) {
+	if (d.EtcdCertFile == "") != (d.EtcdKeyFile == "") {
+		bad("datastore: set both etcdCertFile and etcdKeyFile, or neither")
+	}
+	endpoints := d.EtcdEndpoints
+	if len(endpoints) == 0 && d.Embedded != nil {
+		endpoints = []string{d.Embedded.ClientURL}
+	}
+	var https, plain int
+	for _, ep := range endpoints {
+		if strings.HasPrefix(ep, "https://") {
+			https++
+		} else {
+			plain++
+		}
+	}
+	if https > 0 && plain > 0 {
+		bad("datastore.etcdEndpoints: all https or none")
+	}
+	if https == 0 && (d.EtcdCACertFile != "" || d.EtcdCertFile != "" || d.EtcdKeyFile != "") {
+		bad("datastore: etcdCACertFile, etcdCertFile and etcdKeyFile need https etcd endpoints")
+	}
 }
 
 // Routes returns the FIB routes the file implies: the default to the host

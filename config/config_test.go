@@ -98,3 +98,40 @@ func TestExampleConfig(t *testing.T) {
 		t.Fatal("routeSource ospf accepted")
 	}
 }
+
+func TestDatastoreTLSAndCompaction(t *testing.T) {
+	const head = "nodeName: n1\naddress: 10.0.1.1/24\ndatastore:\n"
+	const member = "  embedded: {dataDir: /d, clientURL: https://10.0.1.1:2379, peerURL: https://10.0.1.1:2380, certFile: m.crt, keyFile: m.key, trustedCAFile: ca.crt"
+	const client = "  etcdCACertFile: ca.crt\n  etcdCertFile: n1.crt\n  etcdKeyFile: n1.key\n"
+	c, err := Parse([]byte(head + client + member + ", autoCompactionRetention: 30m, defragInterval: 10m, quotaBackendBytes: 8589934592}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DefragInterval.Minutes() != 10 || c.Datastore.EtcdCertFile != "n1.crt" || c.Datastore.Embedded.TrustedCAFile != "ca.crt" {
+		t.Fatalf("parsed: %+v %+v", c.Datastore, c.DefragInterval)
+	}
+	if c, err := Parse([]byte(head + client + member + ", defragInterval: \"0\"}\n")); err != nil || c.DefragInterval >= 0 {
+		t.Fatalf("defragInterval 0 means never: %v %v", c, err)
+	}
+	if _, err := Parse([]byte(head + "  etcdEndpoints: [https://e1:2379]\n  etcdCACertFile: ca.crt\n")); err != nil {
+		t.Fatalf("CA only, for members that do not ask for client certificates: %v", err)
+	}
+	for _, tc := range []struct{ in, want string }{
+		{head + member + "}\n", "requires client certificates"},
+		{head + client + "  embedded: {dataDir: /d, clientURL: https://10.0.1.1:2379, peerURL: https://10.0.1.1:2380}\n", "need certFile, keyFile and trustedCAFile"},
+		{head + "  embedded: {dataDir: /d, clientURL: http://10.0.1.1:2379, peerURL: http://10.0.1.1:2380, certFile: m.crt}\n", "need https clientURL"},
+		{head + client + "  embedded: {dataDir: /d, clientURL: https://10.0.1.1:2379, peerURL: http://10.0.1.1:2380, certFile: m.crt, keyFile: m.key, trustedCAFile: ca.crt}\n", "both be http or both https"},
+		{head + "  etcdEndpoints: [http://e1:2379]\n  etcdCACertFile: ca.crt\n", "need https etcd endpoints"},
+		{head + "  etcdEndpoints: [https://e1:2379, http://e2:2379]\n", "all https or none"},
+		{head + "  etcdEndpoints: [https://e1:2379]\n  etcdCertFile: n1.crt\n", "both etcdCertFile and etcdKeyFile"},
+		{head + client + member + ", autoCompactionMode: hourly}\n", "want periodic or revision"},
+		{head + client + member + ", autoCompactionMode: revision, autoCompactionRetention: 1h}\n", "number of revisions"},
+		{head + client + member + ", autoCompactionRetention: soon}\n", "want a duration"},
+		{head + client + member + ", defragInterval: often}\n", "defragInterval"},
+		{head + client + member + ", quotaBackendBytes: -1}\n", "quotaBackendBytes"},
+	} {
+		if _, err := Parse([]byte(tc.in)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Parse(%q) = %v, want error containing %q", tc.in, err, tc.want)
+		}
+	}
+}

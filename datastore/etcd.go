@@ -2,9 +2,11 @@ package datastore
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -28,6 +30,8 @@ type EtcdConfig struct {
 	// Dial, if set, opens connections to the members (tests reach a lab's
 	// etcd from inside a namespace through it).
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// TLS names the CA, certificate and key files for https endpoints.
+	TLS ClientTLS
 }
 
 // DialEtcd connects to etcd. It does not wait for the cluster: calls fail
@@ -38,6 +42,13 @@ func DialEtcd(cfg EtcdConfig) (*Etcd, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
+	}
+	var tlsCfg *tls.Config
+	if !cfg.TLS.IsZero() || anyHTTPS(cfg.Endpoints) {
+		var err error
+		if tlsCfg, err = cfg.TLS.Config(); err != nil {
+			return nil, err
+		}
 	}
 	var dialOpts []grpc.DialOption
 	if cfg.Dial != nil {
@@ -51,11 +62,21 @@ func DialEtcd(cfg EtcdConfig) (*Etcd, error) {
 		AutoSyncInterval:     30 * time.Second,
 		Logger:               cfg.Logger,
 		DialOptions:          dialOpts,
+		TLS:                  tlsCfg,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	return &Etcd{c: c, timeout: cfg.Timeout}, nil
+}
+
+func anyHTTPS(endpoints []string) bool {
+	for _, ep := range endpoints {
+		if strings.HasPrefix(ep, "https://") {
+			return true
+		}
+	}
+	return false
 }
 
 func (e *Etcd) ctx(ctx context.Context) (context.Context, context.CancelFunc) {

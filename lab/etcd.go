@@ -10,8 +10,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/tortie-net/tortie/internal/nsdial"
 )
 
 // startEtcdCluster runs n etcd members in the fabric namespace, on the
@@ -23,7 +21,7 @@ func (l *Lab) startEtcdCluster(n int) error {
 	var initial []string
 	for i := 1; i <= n; i++ {
 		m := &EtcdMember{Name: fmt.Sprintf("m%d", i),
-			ClientURL: fmt.Sprintf("http://10.0.1.254:%d", 2379+i*10000), PeerURL: fmt.Sprintf("http://10.0.1.254:%d", 2380+i*10000)}
+			ClientURL: fmt.Sprintf("%s://10.0.1.254:%d", l.etcdScheme(), 2379+i*10000), PeerURL: fmt.Sprintf("%s://10.0.1.254:%d", l.etcdScheme(), 2380+i*10000)}
 		l.Etcd = append(l.Etcd, m)
 		initial = append(initial, m.Name+"="+m.PeerURL)
 	}
@@ -52,10 +50,18 @@ func (l *Lab) startMember(m *EtcdMember, initial string) error {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command("ip", "netns", "exec", l.Fabric, "etcd", "--name", m.Name, "--data-dir", dir,
+	args := []string{"netns", "exec", l.Fabric, "etcd", "--name", m.Name, "--data-dir", dir,
 		"--listen-client-urls", m.ClientURL, "--advertise-client-urls", m.ClientURL,
 		"--listen-peer-urls", m.PeerURL, "--initial-advertise-peer-urls", m.PeerURL,
-		"--initial-cluster", initial, "--initial-cluster-state", state, "--initial-cluster-token", "tortie-lab-"+l.Name)
+		"--initial-cluster", initial, "--initial-cluster-state", state, "--initial-cluster-token", "tortie-lab-" + l.Name,
+		// What the README asks of an external cluster.
+		"--auto-compaction-mode", "periodic", "--auto-compaction-retention", "1h"}
+	if l.EtcdTLS {
+		f := l.etcdFiles(etcdMemberCert)
+		args = append(args, "--cert-file", f.Cert, "--key-file", f.Key, "--trusted-ca-file", f.CA, "--client-cert-auth",
+			"--peer-cert-file", f.Cert, "--peer-key-file", f.Key, "--peer-trusted-ca-file", f.CA, "--peer-client-cert-auth")
+	}
+	cmd := exec.Command("ip", args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -68,7 +74,10 @@ func (l *Lab) startMember(m *EtcdMember, initial string) error {
 
 // waitMember polls the member's health endpoint from inside the fabric.
 func (l *Lab) waitMember(m *EtcdMember, timeout time.Duration) error {
-	hc := nsdial.HTTPClient("/var/run/netns/"+l.Fabric, 2*time.Second)
+	hc, err := l.etcdHTTPClient(2 * time.Second)
+	if err != nil {
+		return err
+	}
 	deadline := time.Now().Add(timeout)
 	for {
 		resp, err := hc.Get(m.ClientURL + "/health")

@@ -75,6 +75,11 @@ type Options struct {
 	// etcd-server binary) in the fabric namespace instead of the etcd
 	// embedded in n1, so that members can be stopped and started.
 	EtcdMembers int
+	// EtcdTLS runs the lab's etcd (the member in n1 or the external
+	// cluster) on TLS only, with client-certificate authentication on its
+	// client and peer URLs; every node's tortied uses a client
+	// certificate of the lab's CA (see EtcdClientFiles).
+	EtcdTLS bool
 }
 
 // Lab is what Up built; it is saved as JSON in the state directory.
@@ -93,6 +98,7 @@ type Lab struct {
 	Tortied     string        `json:"tortied"`
 	LogLevel    string        `json:"logLevel,omitempty"`
 	Etcd        []*EtcdMember `json:"etcd,omitempty"`
+	EtcdTLS     bool          `json:"etcdTLS,omitempty"`
 }
 
 // EtcdMember is one member of an external lab etcd cluster.
@@ -196,6 +202,9 @@ func Up(o Options) (l *Lab, err error) {
 	if o.UnderlayMTU == 0 {
 		o.UnderlayMTU = 1500
 	}
+	if o.EtcdTLS && (o.Static || o.KernelNodes > 0) {
+		return nil, errors.New("etcd TLS needs a datastore lab (not static, no kernel nodes)")
+	}
 	if _, err := os.Stat(Dir(o.Name)); err == nil {
 		return nil, fmt.Errorf("lab %q exists: run down first", o.Name)
 	}
@@ -212,7 +221,7 @@ func Up(o Options) (l *Lab, err error) {
 		o.BGP = true
 	}
 	l = &Lab{Name: o.Name, Mode: o.Mode, Encap: enc, CrossSubnet: cross, Subnets: o.Subnets, Fabric: o.Name + "-fab", Datastore: !o.Static,
-		Tortied: o.Tortied, LogLevel: o.LogLevel, BGP: o.BGP && !o.Static}
+		Tortied: o.Tortied, LogLevel: o.LogLevel, BGP: o.BGP && !o.Static, EtcdTLS: o.EtcdTLS}
 	if l.Datastore {
 		if err := l.prepareCNI(o); err != nil {
 			return nil, err
@@ -256,12 +265,17 @@ func Up(o Options) (l *Lab, err error) {
 	if err := l.buildFabric(o); err != nil {
 		return l, err
 	}
+	if l.Datastore && o.EtcdTLS {
+		if err := l.makePKI(); err != nil {
+			return l, err
+		}
+	}
 	if l.Datastore && o.EtcdMembers > 0 {
 		if err := l.startEtcdCluster(o.EtcdMembers); err != nil {
 			return l, err
 		}
 	} else if l.Datastore {
-		l.EtcdURL = "http://" + l.Nodes[0].Addr() + ":2379"
+		l.EtcdURL = l.etcdScheme() + "://" + l.Nodes[0].Addr() + ":2379"
 	}
 	for i, n := range l.Nodes {
 		if err := l.buildNode(o, n); err != nil {
@@ -431,6 +445,10 @@ func (l *Lab) startTortied(o Options, n *Node) error {
 	if l.Datastore {
 		cfg.PodCIDR, cfg.ClusterCIDRs, cfg.TunnelAddress, cfg.Nodes, cfg.Encapsulation, cfg.CrossSubnet = "", nil, "", nil, "", false
 		cfg.Datastore = &config.Datastore{EtcdEndpoints: []string{l.EtcdURL}}
+		if l.EtcdTLS {
+			f := l.etcdFiles(n.Name)
+			cfg.Datastore.EtcdCACertFile, cfg.Datastore.EtcdCertFile, cfg.Datastore.EtcdKeyFile = f.CA, f.Cert, f.Key
+		}
 		if l.BGP {
 			cfg.Datastore.RouteSource = config.RouteSourceBGP
 		}
@@ -441,7 +459,11 @@ func (l *Lab) startTortied(o Options, n *Node) error {
 			}
 		} else if n == l.Nodes[0] {
 			cfg.Datastore.Embedded = &config.EmbeddedEtcd{DataDir: filepath.Join(dir, "etcd"), ClientURL: l.EtcdURL,
-				PeerURL: "http://" + n.Addr() + ":2380"}
+				PeerURL: l.etcdScheme() + "://" + n.Addr() + ":2380"}
+			if l.EtcdTLS {
+				f := l.etcdFiles(etcdMemberCert)
+				cfg.Datastore.Embedded.CertFile, cfg.Datastore.Embedded.KeyFile, cfg.Datastore.Embedded.TrustedCAFile = f.Cert, f.Key, f.CA
+			}
 		}
 	}
 	b, err := yaml.Marshal(cfg)

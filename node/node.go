@@ -312,7 +312,12 @@ func openStore(cfg *config.Config, log *zap.Logger) (datastore.Store, func(), er
 	var member *datastore.Embedded
 	if e := d.Embedded; e != nil {
 		var err error
-		if member, err = datastore.StartEmbedded(e.DataDir, cfg.NodeName, e.ClientURL, e.PeerURL); err != nil {
+		if member, err = datastore.StartEmbedded(datastore.EmbeddedConfig{
+			Dir: e.DataDir, Name: cfg.NodeName, ClientURL: e.ClientURL, PeerURL: e.PeerURL,
+			CertFile: e.CertFile, KeyFile: e.KeyFile, CAFile: e.TrustedCAFile,
+			CompactionMode: e.AutoCompactionMode, CompactionRetention: e.AutoCompactionRetention,
+			DefragInterval: cfg.DefragInterval, QuotaBytes: e.QuotaBackendBytes, Logger: log.Named("etcd"),
+		}); err != nil {
 			return nil, nil, err
 		}
 		log.Info("embedded etcd running", zap.String("clientURL", e.ClientURL))
@@ -321,6 +326,7 @@ func openStore(cfg *config.Config, log *zap.Logger) (datastore.Store, func(), er
 		}
 	}
 	store, err := datastore.DialEtcd(datastore.EtcdConfig{Endpoints: endpoints,
+		TLS:    datastore.ClientTLS{CAFile: d.EtcdCACertFile, CertFile: d.EtcdCertFile, KeyFile: d.EtcdKeyFile},
 		Logger: log.Named("etcd").WithOptions(zap.IncreaseLevel(zap.WarnLevel))})
 	if err != nil {
 		if member != nil {

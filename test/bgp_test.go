@@ -515,9 +515,10 @@ func TestMeshConvergence(t *testing.T) {
 func etcdClient(t *testing.T, l *lab.Lab) datastore.Store {
 	t.Helper()
 	ns := "/var/run/netns/" + l.Nodes[0].Netns
+	f := l.EtcdClientFiles()
 	s, err := datastore.DialEtcd(datastore.EtcdConfig{Endpoints: []string{l.EtcdURL}, Dial: func(ctx context.Context, addr string) (net.Conn, error) {
 		return nsdial.Dial(ctx, ns, addr)
-	}})
+	}, TLS: datastore.ClientTLS{CAFile: f.CA, CertFile: f.Cert, KeyFile: f.Key}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,6 +40,7 @@ var commands = []command{
 		fs.BoolVar(&o.Static, "static", false, "peers in each node's config file instead of a datastore, pool and CNI")
 		fs.BoolVar(&o.BGP, "bgp", false, "nodes learn each other's blocks over BGP (embedded speaker, node-to-node mesh)")
 		fs.IntVar(&o.BirdNodes, "bird-nodes", 0, "make the last N nodes Calico-style kernel nodes running BIRD 2 (native mode; implies --bgp)")
+		fs.BoolVar(&o.EtcdTLS, "etcd-tls", false, "run the lab's etcd on TLS only, with client certificates of a lab CA")
 		return func() error {
 			o.Name = *name
 			if o.Tortied == "" {
@@ -162,7 +163,14 @@ func show(l *lab.Lab) {
 	defer tw.Flush()
 	fmt.Fprintf(tw, "lab %s: mode %s, %d subnet(s), fabric namespace %s\n", l.Name, l.Mode, l.Subnets, l.Fabric)
 	if l.Datastore {
-		fmt.Fprintf(tw, "datastore: etcd embedded in n1's tortied at %s; pods attached through tortie-cni (network %s)\n", l.EtcdURL, lab.NetworkName)
+		where := "embedded in n1's tortied"
+		if len(l.Etcd) > 0 {
+			where = fmt.Sprintf("cluster of %d members in the fabric", len(l.Etcd))
+		}
+		fmt.Fprintf(tw, "datastore: etcd %s at %s; pods attached through tortie-cni (network %s)\n", where, l.EtcdURL, lab.NetworkName)
+		if f := l.EtcdClientFiles(); f.Cert != "" {
+			fmt.Fprintf(tw, "etcd TLS only: CA %s, client certificate %s, key %s\n", f.CA, f.Cert, f.Key)
+		}
 	} else {
 		fmt.Fprintln(tw, "static: each node's config file lists its peers")
 	}

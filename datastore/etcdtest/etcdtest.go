@@ -23,17 +23,41 @@ func FreePort(tb testing.TB) int {
 // Start runs a one-member etcd for the test and returns a client of it.
 func Start(tb testing.TB) *datastore.Etcd {
 	tb.Helper()
-	cu := fmt.Sprintf("http://127.0.0.1:%d", FreePort(tb))
-	pu := fmt.Sprintf("http://127.0.0.1:%d", FreePort(tb))
-	m, err := datastore.StartEmbedded(tb.TempDir(), "test", cu, pu)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(m.Close)
-	c, err := datastore.DialEtcd(datastore.EtcdConfig{Endpoints: []string{cu}})
+	m := StartMember(tb, datastore.EmbeddedConfig{})
+	c, err := datastore.DialEtcd(datastore.EtcdConfig{Endpoints: []string{m.URL}})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { c.Close() })
 	return c
+}
+
+// StartMember runs a one-member etcd configured by cfg, filling in what
+// it leaves empty: a temporary directory, a name, and loopback URLs on
+// free ports (https when cfg names a certificate). It is closed when the
+// test ends.
+func StartMember(tb testing.TB, cfg datastore.EmbeddedConfig) *datastore.Embedded {
+	tb.Helper()
+	scheme := "http"
+	if cfg.CertFile != "" {
+		scheme = "https"
+	}
+	if cfg.Dir == "" {
+		cfg.Dir = tb.TempDir()
+	}
+	if cfg.Name == "" {
+		cfg.Name = "test"
+	}
+	if cfg.ClientURL == "" {
+		cfg.ClientURL = fmt.Sprintf("%s://127.0.0.1:%d", scheme, FreePort(tb))
+	}
+	if cfg.PeerURL == "" {
+		cfg.PeerURL = fmt.Sprintf("%s://127.0.0.1:%d", scheme, FreePort(tb))
+	}
+	m, err := datastore.StartEmbedded(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(m.Close)
+	return m
 }
