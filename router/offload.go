@@ -179,7 +179,7 @@ func (w *worker) flushSegments() {
 // headers, and segments may lie back to back. The lookup is the one each
 // segment's forwarding makes, on the same FIB snapshot.
 func (w *worker) backToBack(dst uint32, ipLen int) bool {
-	if w.r.gso == nil {
+	if w.gsoOut == nil {
 		return false
 	}
 	nh := w.tab.Lookup(dst)

@@ -288,44 +288,19 @@ func TestGROCoalescesOneFlow(t *testing.T) {
 	}
 }
 
-// gsoRecorder is an in-memory GSOSender.
-type gsoRecorder struct {
-	sends []gsoSend
-}
-
-type gsoSend struct {
-	n, seg int
-	dst    [4]byte
-	data   []byte
-}
-
-func (g *gsoRecorder) SendGSO(p []byte, seg int, dst [4]byte, _ uint32) error {
-	g.sends = append(g.sends, gsoSend{len(p), seg, dst, append([]byte(nil), p...)})
-	return nil
-}
-func (g *gsoRecorder) MTU() (int, error) { return 1500, nil }
-
-// take forgets the sends so far and says how many there were.
-func (g *gsoRecorder) take() int {
-	n := len(g.sends)
-	g.sends = nil
-	return n
-}
-
 // TestGSORuns: the segments of a superframe to one VXLAN peer leave in one
 // UDP GSO send; a different size or peer starts a new run.
 func TestGSORuns(t *testing.T) {
-	h := newHarness(t)
-	g := &gsoRecorder{}
-	h.r.SetGSO(g)
+	h := newGSOHarness(t)
 	pC, _ := withOffloadPort(t, h)
 	h.fromOffload(pC, tcpSuper(remoteV, 2500, 1000, header.TCPFlagACK))
 	h.fromPodA(eth(header.EtherTypeIPv4, pkt{src: podA, dst: remoteV, payload: 10}.ip()))
-	if len(g.sends) != 2 {
-		t.Fatalf("%d sends: %+v", len(g.sends), g.sends)
+	sends := h.gso.Take()
+	if len(sends) != 2 {
+		t.Fatalf("%d sends: %+v", len(sends), sends)
 	}
 	seg := header.VXLANLen + header.EthernetLen + 20 + 20 + 1000
-	if s := g.sends[0]; s.seg != seg || s.n != 2*seg+seg-500 || s.dst != nodeB {
+	if s := sends[0]; s.Seg != seg || len(s.Data) != 2*seg+seg-500 || s.Dst != nodeB {
 		t.Fatalf("first run %+v, want 3 datagrams of %d (last 500 shorter) to n2", s, seg)
 	}
 	if len(h.u.Take()) != 0 {
@@ -415,9 +390,7 @@ func TestPlainFramesBatched(t *testing.T) {
 // gathering copy), and every datagram of the runs is a whole VXLAN packet:
 // VNI, inner IPv4 and TCP checksums, consecutive sequence numbers.
 func TestGSORunInPlace(t *testing.T) {
-	h := newHarness(t)
-	g := &gsoRecorder{}
-	h.r.SetGSO(g)
+	h := newGSOHarness(t)
 	pC, _ := withOffloadPort(t, h)
 	const payload, mss = 64000, 1398
 	h.fromOffload(pC, tcpSuper(remoteV, payload, mss, header.TCPFlagACK|header.TCPFlagPSH))
@@ -425,12 +398,13 @@ func TestGSORunInPlace(t *testing.T) {
 		t.Error("the run was copied into the gathering buffer")
 	}
 	next, total := uint32(0), 0
-	for _, s := range g.sends {
-		if s.dst != nodeB {
-			t.Fatalf("run to %v", s.dst)
+	sends := h.gso.Take()
+	for _, s := range sends {
+		if s.Dst != nodeB {
+			t.Fatalf("run to %v", s.Dst)
 		}
-		for d := 0; d < len(s.data); d += s.seg {
-			v := s.data[d:min(d+s.seg, len(s.data))]
+		for d := 0; d < len(s.Data); d += s.Seg {
+			v := s.Data[d:min(d+s.Seg, len(s.Data))]
 			if vni := header.VXLAN(v).VNI(); vni != 4096 {
 				t.Fatalf("datagram at %d: VNI %d", total, vni)
 			}
@@ -448,16 +422,14 @@ func TestGSORunInPlace(t *testing.T) {
 		}
 	}
 	if total != payload {
-		t.Fatalf("%d payload bytes in %d runs, want %d", total, len(g.sends), payload)
+		t.Fatalf("%d payload bytes in %d runs, want %d", total, len(sends), payload)
 	}
 }
 
 // A superframe of SuperframeSegments segments, as the pod's TAP is told to
 // hand over at most, leaves in exactly one UDP GSO send.
 func TestSuperframeFitsOneSend(t *testing.T) {
-	h := newHarness(t)
-	g := &gsoRecorder{}
-	h.r.SetGSO(g)
+	h := newGSOHarness(t)
 	pC, _ := withOffloadPort(t, h)
 	const mss = 1398 // pod MTU 1450 with TCP timestamps
 	n := SuperframeSegments(1450)
@@ -465,8 +437,8 @@ func TestSuperframeFitsOneSend(t *testing.T) {
 		t.Fatalf("SuperframeSegments(1450) = %d, want 44", n)
 	}
 	h.fromOffload(pC, tcpSuper(remoteV, n*mss, mss, header.TCPFlagACK))
-	if len(g.sends) != 1 || len(g.sends[0].data) != n*g.sends[0].seg {
-		t.Fatalf("%d sends for one superframe of %d segments", len(g.sends), n)
+	if sends := h.gso.Take(); len(sends) != 1 || len(sends[0].Data) != n*sends[0].Seg {
+		t.Fatalf("%d sends for one superframe of %d segments", len(sends), n)
 	}
 }
 
@@ -484,9 +456,7 @@ func hostSuper(dst [4]byte, payload, mss int, flags uint8) []byte {
 // are finished as a pod's are, with the host's rules (no TTL decrement),
 // whether they go to a local pod or out as an in-place UDP GSO run.
 func TestHostSuperframes(t *testing.T) {
-	h := newHarness(t)
-	g := &gsoRecorder{}
-	h.r.SetGSO(g)
+	h := newGSOHarness(t)
 	h.fromOffload(nil, hostSuper(podB, 2500, 1000, header.TCPFlagACK|header.TCPFlagPSH))
 	out := h.devB.Take()
 	if len(out) != 3 || len(out[2]) != 14+40+500 {
@@ -508,12 +478,13 @@ func TestHostSuperframes(t *testing.T) {
 	if h.w.gso.buf != nil {
 		t.Error("the run was copied into the gathering buffer")
 	}
-	if len(g.sends) != 1 || len(g.sends[0].data) != 40*g.sends[0].seg {
-		t.Fatalf("%d sends for one superframe of 40 segments", len(g.sends))
+	sends := h.gso.Take()
+	if len(sends) != 1 || len(sends[0].Data) != 40*sends[0].Seg {
+		t.Fatalf("%d sends for one superframe of 40 segments", len(sends))
 	}
-	s := g.sends[0]
-	for d := 0; d < len(s.data); d += s.seg {
-		v := s.data[d : d+s.seg]
+	s := sends[0]
+	for d := 0; d < len(s.Data); d += s.Seg {
+		v := s.Data[d : d+s.Seg]
 		if header.VXLAN(v).VNI() != 4096 || header.Ethernet(v[header.VXLANLen:]).Type() != header.EtherTypeIPv4 {
 			t.Fatalf("datagram at %d: bad VXLAN or inner Ethernet header", d)
 		}
@@ -536,8 +507,7 @@ func TestHostSuperframes(t *testing.T) {
 func FuzzFromHostOffload(f *testing.F) {
 	f.Add(hostSuper(remoteV, 3000, 1000, header.TCPFlagACK))
 	f.Add(hostSuper(podB, 100, 1400, header.TCPFlagACK))
-	h := newHarness(&testing.T{})
-	h.r.SetGSO(&gsoRecorder{})
+	h := newGSOHarness(&testing.T{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if len(b) > 65000 {
 			return
@@ -545,7 +515,7 @@ func FuzzFromHostOffload(f *testing.F) {
 		before := h.totalDrops()
 		h.fromOffload(nil, b)
 		out := len(h.u.Take()) + len(h.devA.Take()) + len(h.devB.Take()) + len(h.host.Take())
-		if out == 0 && h.totalDrops() == before && h.r.gso.(*gsoRecorder).take() == 0 {
+		if out == 0 && h.totalDrops() == before && len(h.gso.Take()) == 0 {
 			t.Fatalf("packet neither forwarded nor counted: %x", b)
 		}
 	})

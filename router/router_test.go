@@ -36,6 +36,7 @@ type harness struct {
 	t          testing.TB
 	r          *Router
 	u          *routertest.Underlay
+	gso        *routertest.GSO // nil: VXLAN leaves through u
 	host       *routertest.Device
 	devA, devB *routertest.Device
 	pA, pB     *Port
@@ -43,6 +44,17 @@ type harness struct {
 }
 
 func newHarness(t testing.TB) *harness {
+	t.Helper()
+	return newHarnessWith(t, nil)
+}
+
+// newGSOHarness is newHarness with VXLAN sent as UDP GSO runs to h.gso.
+func newGSOHarness(t testing.TB) *harness {
+	t.Helper()
+	return newHarnessWith(t, &routertest.GSO{})
+}
+
+func newHarnessWith(t testing.TB, gso *routertest.GSO) *harness {
 	t.Helper()
 	f := fib.New()
 	pfx := func(s string) netip.Prefix { return netip.MustParsePrefix(s) }
@@ -64,8 +76,8 @@ func newHarness(t testing.TB) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, u: &routertest.Underlay{}, host: routertest.NewDevice(), devA: routertest.NewDevice(), devB: routertest.NewDevice()}
-	h.r = New(Config{NodeAddr: nodeA, VTEPMAC: ourVTEP, UnderlayMTU: 1500}, f, h.u)
+	h := &harness{t: t, u: &routertest.Underlay{}, gso: gso, host: routertest.NewDevice(), devA: routertest.NewDevice(), devB: routertest.NewDevice()}
+	h.r = New(Config{NodeAddr: nodeA, VTEPMAC: ourVTEP, UnderlayMTU: 1500}, f, testUnderlay(h.u, gso))
 	h.r.AttachHost(h.host)
 	if h.pA, err = h.r.AddPort(PortConfig{Name: "a", Addr: netip.AddrFrom4(podA), MAC: macA}, h.devA); err != nil {
 		t.Fatal(err)
@@ -76,6 +88,15 @@ func newHarness(t testing.TB) *harness {
 	t.Cleanup(func() { h.r.Close() })
 	h.w = h.r.newWorker(8, maxPacket)
 	return h
+}
+
+// testUnderlay opens each worker's senders on the doubles u and, if set, gso.
+func testUnderlay(u *routertest.Underlay, gso *routertest.GSO) Underlay {
+	ul := Underlay{Sender: func() UnderlaySender { return u.NewSender() }}
+	if gso != nil {
+		ul.GSO = func() GSOSender { return gso.NewWriter() }
+	}
+	return ul
 }
 
 type pkt struct {
@@ -390,7 +411,7 @@ func TestFragmentWithoutDF(t *testing.T) {
 
 func TestPathMTULearnt(t *testing.T) {
 	h := newHarness(t)
-	h.u.MTUNow = 1400 // the underlay shrank under us
+	h.u.SetMTU(1400) // the underlay shrank under us
 	h.fromPodA(eth(header.EtherTypeIPv4, pkt{src: podA, dst: remoteV, payload: 1400, flags: header.IPv4FlagDF}.ip()))
 	if h.r.PathMTU() != 1400 || h.r.Drops(DropMTUExceeded) != 1 {
 		t.Fatalf("path MTU %d, drops %v", h.r.PathMTU(), h.drops())

@@ -36,6 +36,10 @@ type worker struct {
 	tab   *fib.Table
 	ports []*Port
 
+	// The worker's own senders to the underlay (see Underlay).
+	sender UnderlaySender
+	gsoOut GSOSender // nil: VXLAN leaves through sender
+
 	under      [][]byte
 	underDst   [][4]byte
 	underInner []int // offset of the inner packet in under[i], for EMSGSIZE
@@ -67,7 +71,10 @@ func (r *Router) newWorker(batch, bufSize int) *worker {
 	if batch < 1 {
 		batch = 1
 	}
-	w := &worker{r: r, one: make([][]byte, 1)}
+	w := &worker{r: r, one: make([][]byte, 1), sender: r.ul.Sender()}
+	if r.ul.GSO != nil {
+		w.gsoOut = r.ul.GSO()
+	}
 	w.bufs = make([][]byte, batch)
 	for i := range w.bufs {
 		w.bufs[i] = make([]byte, Headroom+bufSize)
@@ -102,7 +109,7 @@ func (w *worker) flush() {
 	w.flushUnder()
 	w.flushHost()
 	w.flushPods()
-	if w.r.gso != nil {
+	if w.gsoOut != nil {
 		w.flushGSO() // nothing should be left; the buffers are about to be reused
 	}
 	w.icmpUsed, w.fragUsed, w.segUsed, w.areaPos = 0, 0, 0, Headroom
@@ -391,7 +398,7 @@ func (w *worker) encapFitted(nh *fib.NextHop, buf []byte, start, end int) {
 	case fib.ModeIPIP:
 		o, dst = encap.PutIPIP(buf, start, end, w.r.cfg.NodeAddr, nh.Node), nh.Node
 	case fib.ModeVXLAN:
-		if w.r.gso != nil {
+		if w.gsoOut != nil {
 			v := w.r.vxlan.PutInner(buf, start, nh.VTEPMAC)
 			w.gsoAppend(buf, v, end, nh.Node, header.IPv4(buf[start:end]))
 			return
@@ -479,13 +486,13 @@ func (w *worker) fragment(nh *fib.NextHop, ip header.IPv4, mtu int) {
 }
 
 func (w *worker) flushUnder() {
-	if w.r.gso != nil {
+	if w.gsoOut != nil {
 		w.flushGSO()
 	}
 	w.flushing = true
 	defer func() { w.flushing = false }()
 	for sent := 0; sent < len(w.under); {
-		n, err := w.r.sender.Send(w.under[sent:], w.underDst[sent:])
+		n, err := w.sender.Send(w.under[sent:], w.underDst[sent:])
 		sent += n
 		if err == nil {
 			break
@@ -510,7 +517,7 @@ func (w *worker) flushUnder() {
 // sender (fault 14); the next packets are fragmented or refused up front.
 func (w *worker) learnMTU(i int) {
 	w.drop(DropMTUExceeded)
-	mtu, err := w.r.sender.MTU()
+	mtu, err := w.sender.MTU()
 	if err != nil || mtu < 68 {
 		return
 	}

@@ -134,6 +134,17 @@ func run(cfgPath string) error {
 		return err
 	}
 	defer sender.Close()
+	// Each router worker gets its own writers on the shared sockets.
+	ul := router.Underlay{Sender: func() router.UnderlaySender { return sender.NewWriter() }}
+	if withStore || cfg.Mode == fib.ModeVXLAN {
+		// VXLAN leaves through UDP sockets with segmentation offload.
+		g, err := underlay.NewGSOSender(cfg.Addr.Addr(), 8, cfg.Interface)
+		if err != nil {
+			return err
+		}
+		defer g.Close()
+		ul.GSO = func() router.GSOSender { return g.NewWriter() }
+	}
 	r := router.New(router.Config{
 		NodeAddr:    cfg.Addr.Addr().As4(),
 		TunnelAddr:  tunnelAddr(cfg),
@@ -141,7 +152,7 @@ func run(cfgPath string) error {
 		VNI:         encap.VNI,
 		UnderlayMTU: ulMTU,
 		Logger:      log.Named("router"),
-	}, f, sender)
+	}, f, ul)
 	defer r.Close()
 
 	host, err := hostif.Create(hostif.Config{Name: cfg.HostInterface, MTU: podMTU, TunnelAddr: cfg.TunnelAddr,
@@ -160,15 +171,6 @@ func run(cfgPath string) error {
 		if err := host.SyncNativeRoutes(native); err != nil {
 			return err
 		}
-	}
-	if withStore || cfg.Mode == fib.ModeVXLAN {
-		// VXLAN leaves through UDP sockets with segmentation offload.
-		g, err := underlay.NewGSOSender(cfg.Addr.Addr(), 8, cfg.Interface)
-		if err != nil {
-			return err
-		}
-		defer g.Close()
-		r.SetGSO(g)
 	}
 	// With a datastore every pool chooses its encapsulation: listen for both.
 	if withStore || cfg.Mode == fib.ModeVXLAN {
