@@ -219,7 +219,7 @@ func run(cfgPath string) error {
 			Ready: ag.Ready, Log: log.Named("cni")}
 		srv.Resources = &resources.Client{S: store}
 		srv.IPAM = ipm
-		ready = func() bool { return ag.Syncer != nil && ag.Syncer.Ready() }
+		ready = ag.Synced
 	} else {
 		specs, err := endpoint.LoadState(stateFile)
 		if err != nil {
