@@ -162,13 +162,15 @@ type Port struct {
 // all-zero header of a plain frame (nothing left to do) itself. Frames
 // queued back to back in one buffer, as the datagrams of a GRO read lie,
 // can then be written as one batch without headers written in front of
-// them, which would overwrite the tail of the frame before.
+// them, which would overwrite the tail of the frame before. WritePlain
+// must be safe for concurrent use, as Device.Write is.
 type PlainWriter interface {
 	WritePlain(frames [][]byte) (int, error)
 }
 
 // VectorWriter is a pod device that writes one frame gathered from several
-// slices (a TAP's writev), so a coalesced superframe needs no copy.
+// slices (a TAP's writev), so a coalesced superframe needs no copy. Both
+// methods must be safe for concurrent use, as Device.Write is.
 type VectorWriter interface {
 	// MaxVec is the most slices one WriteVec takes (0: none now).
 	MaxVec() int
