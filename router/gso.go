@@ -33,11 +33,14 @@ func SuperframeSegments(mtu int) int {
 	return min(gsoMaxSegments, gsoMaxBytes/(mtu+header.EthernetLen+header.VXLANLen))
 }
 
-// gsoRun is the run of datagrams a worker is gathering. A run starts in
-// place, where its first datagram lies; datagrams that follow it directly
-// in the same buffer (segments of a superframe laid out back to back) join
-// it there, and the first one that does not moves the run into buf.
+// gsoRun is the run of datagrams a worker is gathering, and the worker's
+// own GSO sender it leaves by (nil: no GSO, VXLAN goes to the underlay
+// queue). A run starts in place, where its first datagram lies; datagrams
+// that follow it directly in the same buffer (segments of a superframe
+// laid out back to back) join it there, and the first one that does not
+// moves the run into buf.
 type gsoRun struct {
+	send   GSOSender
 	buf    []byte // the run, once it left its place
 	n      int    // bytes of the run in buf
 	ext    []byte // the run in place (nil once moved)
@@ -102,12 +105,12 @@ func (w *worker) flushGSO() {
 	if run == nil {
 		run = g.buf[:g.n]
 	}
-	err := w.gsoOut.SendGSO(run, g.seg, g.dst, g.hash)
+	err := g.send.SendGSO(run, g.seg, g.dst, g.hash)
 	switch {
 	case err == nil:
 	case errors.Is(err, syscall.EMSGSIZE) || errors.Is(err, syscall.EINVAL):
 		w.drops[DropMTUExceeded] += uint64(g.count)
-		if mtu, merr := w.gsoOut.MTU(); merr == nil {
+		if mtu, merr := g.send.MTU(); merr == nil {
 			w.r.lowerPathMTU(mtu)
 		}
 	default:

@@ -67,9 +67,9 @@ func tcpChecksumOK(ip header.IPv4) bool {
 	return header.Checksum(ip.Payload(), header.PseudoHeaderSum(ip.Src(), ip.Dst(), header.ProtocolTCP, len(ip.Payload()))) == 0xffff
 }
 
-// fromOffload runs frames from pod p, or from the host if p is nil, each
+// fromOffload runs frames that came in on in (a pod port or the host), each
 // behind its virtio-net header, through one batch.
-func (h *harness) fromOffload(p *Port, frames ...[]byte) {
+func (h *harness) fromOffload(in ingress, frames ...[]byte) {
 	h.w.begin()
 	for i, f := range frames {
 		b := h.w.bufs[i%len(h.w.bufs)]
@@ -77,7 +77,7 @@ func (h *harness) fromOffload(p *Port, frames ...[]byte) {
 			b = make([]byte, Headroom+len(f))
 		}
 		n := copy(b[Headroom:], f)
-		h.w.fromOffload(p, b, Headroom, Headroom+n)
+		h.w.fromOffload(in, b, Headroom, Headroom+n)
 	}
 	h.w.flush()
 }
@@ -85,7 +85,7 @@ func (h *harness) fromOffload(p *Port, frames ...[]byte) {
 func TestTSOSegmentation(t *testing.T) {
 	h := newHarness(t)
 	pC, _ := withOffloadPort(t, h)
-	h.fromOffload(pC, tcpSuper(remoteV, 3000, 1000, header.TCPFlagACK|header.TCPFlagPSH|header.TCPFlagCWR))
+	h.fromOffload(podIngress(pC), tcpSuper(remoteV, 3000, 1000, header.TCPFlagACK|header.TCPFlagPSH|header.TCPFlagCWR))
 	sent := h.u.Take()
 	if len(sent) != 3 {
 		t.Fatalf("%d segments sent (drops %v)", len(sent), h.drops())
@@ -110,7 +110,7 @@ func TestTSOSegmentation(t *testing.T) {
 		}
 	}
 	// An uneven tail, and a superframe to a local plain port.
-	h.fromOffload(pC, tcpSuper(podB, 2500, 1000, header.TCPFlagACK))
+	h.fromOffload(podIngress(pC), tcpSuper(podB, 2500, 1000, header.TCPFlagACK))
 	out := h.devB.Take()
 	if len(out) != 3 || len(out[2]) != 14+40+500 {
 		t.Fatalf("pod B got %d frames", len(out))
@@ -125,7 +125,7 @@ func TestTSOSegmentation(t *testing.T) {
 func TestPartialChecksumFinished(t *testing.T) {
 	h := newHarness(t)
 	pC, _ := withOffloadPort(t, h)
-	h.fromOffload(pC, tcpSuper(podB, 600, 1400, header.TCPFlagACK)) // fits: NEEDS_CSUM only
+	h.fromOffload(podIngress(pC), tcpSuper(podB, 600, 1400, header.TCPFlagACK)) // fits: NEEDS_CSUM only
 	out := h.devB.Take()
 	if len(out) != 1 || !tcpChecksumOK(header.IPv4(out[0][14:])) {
 		t.Fatalf("pod B got %d frames, checksum finished: %v", len(out), len(out) == 1 && tcpChecksumOK(header.IPv4(out[0][14:])))
@@ -165,7 +165,7 @@ func TestBadOffload(t *testing.T) {
 				f = tcpSuper(remoteV, 100, 1000, header.TCPFlagACK)
 			}
 			mutate(f)
-			h.fromOffload(pC, f)
+			h.fromOffload(podIngress(pC), f)
 			if d := h.drops(); d["bad_offload"] != 1 || len(h.u.Take()) != 0 {
 				t.Fatalf("drops %v", d)
 			}
@@ -178,8 +178,8 @@ func TestSegmentationAllocatesNothing(t *testing.T) {
 	pC, _ := withOffloadPort(t, h)
 	h.u.Discard = true
 	f := tcpSuper(remoteV, 8000, 1400, header.TCPFlagACK)
-	h.fromOffload(pC, f) // first superframe allocates the segment buffers
-	if n := testing.AllocsPerRun(100, func() { h.fromOffload(pC, f) }); n != 0 {
+	h.fromOffload(podIngress(pC), f) // first superframe allocates the segment buffers
+	if n := testing.AllocsPerRun(100, func() { h.fromOffload(podIngress(pC), f) }); n != 0 {
 		t.Fatalf("%v allocations per superframe", n)
 	}
 }
@@ -195,7 +195,7 @@ func FuzzFromPodOffload(f *testing.F) {
 		if len(b) > 65000 {
 			return
 		}
-		h.fromOffload(pC, b)
+		h.fromOffload(podIngress(pC), b)
 		for _, s := range h.u.Take() {
 			if len(s.Pkt) > 1500 {
 				t.Fatalf("%d-byte packet on a 1500 underlay", len(s.Pkt))
@@ -293,7 +293,7 @@ func TestGROCoalescesOneFlow(t *testing.T) {
 func TestGSORuns(t *testing.T) {
 	h := newGSOHarness(t)
 	pC, _ := withOffloadPort(t, h)
-	h.fromOffload(pC, tcpSuper(remoteV, 2500, 1000, header.TCPFlagACK))
+	h.fromOffload(podIngress(pC), tcpSuper(remoteV, 2500, 1000, header.TCPFlagACK))
 	h.fromPodA(eth(header.EtherTypeIPv4, pkt{src: podA, dst: remoteV, payload: 10}.ip()))
 	sends := h.gso.Take()
 	if len(sends) != 2 {
@@ -336,11 +336,11 @@ func BenchmarkSuperframeVXLAN(b *testing.B) {
 	pC, _ := withOffloadPort(b, h)
 	h.u.Discard = true
 	f := tcpSuper(remoteV, 64000, 1398, header.TCPFlagACK)
-	h.fromOffload(pC, f)
+	h.fromOffload(podIngress(pC), f)
 	b.SetBytes(64000)
 	b.ReportAllocs()
 	for b.Loop() {
-		h.fromOffload(pC, f)
+		h.fromOffload(podIngress(pC), f)
 	}
 }
 
@@ -393,7 +393,7 @@ func TestGSORunInPlace(t *testing.T) {
 	h := newGSOHarness(t)
 	pC, _ := withOffloadPort(t, h)
 	const payload, mss = 64000, 1398
-	h.fromOffload(pC, tcpSuper(remoteV, payload, mss, header.TCPFlagACK|header.TCPFlagPSH))
+	h.fromOffload(podIngress(pC), tcpSuper(remoteV, payload, mss, header.TCPFlagACK|header.TCPFlagPSH))
 	if h.w.gso.buf != nil {
 		t.Error("the run was copied into the gathering buffer")
 	}
@@ -436,7 +436,7 @@ func TestSuperframeFitsOneSend(t *testing.T) {
 	if n != 44 {
 		t.Fatalf("SuperframeSegments(1450) = %d, want 44", n)
 	}
-	h.fromOffload(pC, tcpSuper(remoteV, n*mss, mss, header.TCPFlagACK))
+	h.fromOffload(podIngress(pC), tcpSuper(remoteV, n*mss, mss, header.TCPFlagACK))
 	if sends := h.gso.Take(); len(sends) != 1 || len(sends[0].Data) != n*sends[0].Seg {
 		t.Fatalf("%d sends for one superframe of %d segments", len(sends), n)
 	}
@@ -457,7 +457,7 @@ func hostSuper(dst [4]byte, payload, mss int, flags uint8) []byte {
 // whether they go to a local pod or out as an in-place UDP GSO run.
 func TestHostSuperframes(t *testing.T) {
 	h := newGSOHarness(t)
-	h.fromOffload(nil, hostSuper(podB, 2500, 1000, header.TCPFlagACK|header.TCPFlagPSH))
+	h.fromOffload(hostIngress, hostSuper(podB, 2500, 1000, header.TCPFlagACK|header.TCPFlagPSH))
 	out := h.devB.Take()
 	if len(out) != 3 || len(out[2]) != 14+40+500 {
 		t.Fatalf("pod B got %d frames (drops %v)", len(out), h.drops())
@@ -468,13 +468,13 @@ func TestHostSuperframes(t *testing.T) {
 			t.Fatalf("segment %d: checksum ok %v, TTL %d, ID %d", i, tcpChecksumOK(ip), ip.TTL(), ip.ID())
 		}
 	}
-	h.fromOffload(nil, hostSuper(podB, 600, 1400, header.TCPFlagACK))
+	h.fromOffload(hostIngress, hostSuper(podB, 600, 1400, header.TCPFlagACK))
 	if out := h.devB.Take(); len(out) != 1 || !tcpChecksumOK(header.IPv4(out[0][14:])) {
 		t.Fatalf("partial checksum: pod B got %d frames", len(out))
 	}
 
 	const payload, mss = 40 * 1398, 1398
-	h.fromOffload(nil, hostSuper(remoteV, payload, mss, header.TCPFlagACK))
+	h.fromOffload(hostIngress, hostSuper(remoteV, payload, mss, header.TCPFlagACK))
 	if h.w.gso.buf != nil {
 		t.Error("the run was copied into the gathering buffer")
 	}
@@ -496,7 +496,7 @@ func TestHostSuperframes(t *testing.T) {
 	before := h.drops()["bad_offload"]
 	bad := hostSuper(podB, 2500, 1000, header.TCPFlagACK)
 	bad[1] = 5 // GSO UDP: not ours to cut
-	h.fromOffload(nil, bad)
+	h.fromOffload(hostIngress, bad)
 	if got := h.drops()["bad_offload"]; got != before+1 {
 		t.Fatalf("bad_offload %d, want %d", got, before+1)
 	}
@@ -513,7 +513,7 @@ func FuzzFromHostOffload(f *testing.F) {
 			return
 		}
 		before := h.totalDrops()
-		h.fromOffload(nil, b)
+		h.fromOffload(hostIngress, b)
 		out := len(h.u.Take()) + len(h.devA.Take()) + len(h.devB.Take()) + len(h.host.Take())
 		if out == 0 && h.totalDrops() == before && len(h.gso.Take()) == 0 {
 			t.Fatalf("packet neither forwarded nor counted: %x", b)

@@ -471,7 +471,7 @@ func (r *Router) readPort(p *Port, w *worker) {
 		for i := 0; i < n; i++ {
 			bytes += uint64(w.sizes[i])
 			if p.cfg.Offload {
-				w.fromOffload(p, w.bufs[i], Headroom, Headroom+w.sizes[i])
+				w.fromOffload(podIngress(p), w.bufs[i], Headroom, Headroom+w.sizes[i])
 			} else {
 				w.fromPod(p, w.bufs[i], Headroom, Headroom+w.sizes[i])
 			}
@@ -506,7 +506,7 @@ func (r *Router) readHost(h *hostPort, w *worker) {
 		for i := 0; i < n; i++ {
 			bytes += uint64(w.sizes[i])
 			if h.vnet {
-				w.fromOffload(nil, w.bufs[i], Headroom, Headroom+w.sizes[i])
+				w.fromOffload(hostIngress, w.bufs[i], Headroom, Headroom+w.sizes[i])
 			} else {
 				w.fromHost(w.bufs[i], Headroom, Headroom+w.sizes[i])
 			}
