@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -55,7 +56,10 @@ type Agent struct {
 	// the datastore.
 	BGP *BGPOptions
 
-	Syncer *dsync.Syncer
+	// syncer follows the datastore. Start makes it on its own goroutine
+	// while Ready and the API read it on others: it is published through
+	// the atomic pointer, never as a plain field.
+	syncer atomic.Pointer[dsync.Syncer]
 
 	mu     sync.Mutex
 	tunnel netip.Addr
@@ -86,8 +90,11 @@ func TunnelHandle(node string) string { return ipam.TunnelHandlePrefix + node }
 // Start registers the node (retrying until the datastore answers) and
 // starts following the datastore. It returns once registered.
 func (a *Agent) Start(ctx context.Context) error {
-	a.Syncer = &dsync.Syncer{Store: a.Store, Me: a.Node, MyAddr: a.Addr, FIB: a.FIB, Log: a.Log.Named("dsync"), OnSync: a.onSync,
+	sy := &dsync.Syncer{Store: a.Store, Me: a.Node, MyAddr: a.Addr, FIB: a.FIB, Log: a.Log.Named("dsync"), OnSync: a.onSync,
 		BGP: a.BGP != nil, Invalid: a.Invalid}
+	if !a.syncer.CompareAndSwap(nil, sy) {
+		return errors.New("agent: started twice")
+	}
 	backoff := 100 * time.Millisecond
 	for {
 		err := a.register(ctx)
@@ -102,7 +109,7 @@ func (a *Agent) Start(ctx context.Context) error {
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
-	go a.Syncer.Run(ctx)
+	go sy.Run(ctx)
 	go a.reclaim(ctx, time.Minute)
 	return nil
 }
@@ -120,7 +127,7 @@ func (a *Agent) reclaim(ctx context.Context, every time.Duration) {
 			return
 		case <-t.C:
 		}
-		s := a.Syncer.Snapshot()
+		s := a.syncer.Load().Snapshot()
 		if s == nil {
 			continue
 		}
@@ -175,12 +182,17 @@ func (a *Agent) register(ctx context.Context) error {
 	return rc.PutNode(ctx, n)
 }
 
-// Synced reports whether the first full sync of the datastore is done.
-func (a *Agent) Synced() bool { return a.Syncer != nil && a.Syncer.Ready() }
+// Synced says whether the first full sync with the datastore is done. It
+// is safe for concurrent use, before, during and after Start.
+func (a *Agent) Synced() bool {
+	sy := a.syncer.Load()
+	return sy != nil && sy.Ready()
+}
 
 // Ready says whether CNI ADD can be served: synced, and the store answers.
+// It is safe for concurrent use, before, during and after Start.
 func (a *Agent) Ready(ctx context.Context) error {
-	if a.Syncer == nil || !a.Syncer.Ready() {
+	if !a.Synced() {
 		return errors.New("the datastore has not been synced yet")
 	}
 	// The store bounds the call with its own timeout.
@@ -313,7 +325,7 @@ func (a *Agent) syncBGP(s *dsync.Snapshot) {
 			RouterID: a.Addr.Addr(), ASN: plan.Local.ASN, ListenPort: plan.Local.ListenPort, ListenAddr: a.Addr.Addr(),
 			StateFile: a.BGP.StateFile, DefaultMaxPrefixes: a.BGP.DefaultMaxPrefixes, FIB: a.FIB,
 			Resolve: func(p netip.Prefix, nh netip.Addr) (fib.NextHop, bool) {
-				return a.Syncer.Snapshot().Resolve(a.Addr, p, nh)
+				return a.syncer.Load().Snapshot().Resolve(a.Addr, p, nh)
 			},
 			OnChange: a.syncNativeRoutes,
 			Log:      a.Log.Named("bgp"),

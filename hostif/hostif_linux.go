@@ -48,6 +48,11 @@ type Config struct {
 }
 
 // Host is the TUN device plus the kernel state around it.
+//
+// Concurrency: Read is owned by one reader (the router's host worker) and
+// is not safe for concurrent use. Write (the TUN library's, which takes
+// its own lock around its coalescing tables), BatchSize, VnetHdr and Close
+// are safe for concurrent use, as are the kernel-programming methods.
 type Host struct {
 	tun.Device
 	cfg  Config

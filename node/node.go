@@ -53,7 +53,8 @@ type Node struct {
 	fib        *fib.FIB
 	router     *router.Router
 	host       *hostif.Host
-	receivers  []router.UnderlayReceiver
+	receivers  []router.UnderlayReceiver // the router closes them once attached
+	attached   bool
 	endpoints  *endpoint.Manager
 	agent      *agent.Agent // nil without a datastore
 	api        *apiserver.Server
@@ -91,6 +92,23 @@ func New(cfg *config.Config, log *zap.Logger) (n *Node, err error) {
 		return nil, err
 	}
 	n.closers = append(n.closers, func() { sender.Close() })
+	// Each router worker gets its own writers on the shared sockets.
+	ul := router.Underlay{Sender: func() router.UnderlaySender { return sender.NewWriter() }}
+	if withStore || cfg.Mode == fib.ModeVXLAN {
+		// VXLAN leaves through UDP sockets with segmentation offload. With a
+		// datastore every pool chooses its encapsulation: be ready for both.
+		g, err := underlay.NewGSOSender(cfg.Addr.Addr(), 8, cfg.Interface)
+		if err != nil {
+			return nil, err
+		}
+		n.closers = append(n.closers, func() { g.Close() })
+		ul.GSO = func() router.GSOSender { return g.NewWriter() }
+		rx, err := underlay.ListenVXLAN(cfg.Addr.Addr())
+		if err != nil {
+			return nil, err
+		}
+		n.receivers = append(n.receivers, rx)
+	}
 	rcfg := router.Config{
 		NodeAddr:    cfg.Addr.Addr().As4(),
 		VTEPMAC:     cfg.VTEPMAC,
@@ -101,23 +119,8 @@ func New(cfg *config.Config, log *zap.Logger) (n *Node, err error) {
 	if cfg.TunnelAddr.IsValid() {
 		rcfg.TunnelAddr = cfg.TunnelAddr.As4()
 	}
-	n.router = router.New(rcfg, n.fib, sender)
+	n.router = router.New(rcfg, n.fib, ul)
 	n.closers = append(n.closers, func() { n.router.Close() })
-	if withStore || cfg.Mode == fib.ModeVXLAN {
-		// VXLAN leaves through UDP sockets with segmentation offload. With a
-		// datastore every pool chooses its encapsulation: be ready for both.
-		g, err := underlay.NewGSOSender(cfg.Addr.Addr(), 8, cfg.Interface)
-		if err != nil {
-			return nil, err
-		}
-		n.closers = append(n.closers, func() { g.Close() })
-		n.router.SetGSO(g)
-		rx, err := underlay.ListenVXLAN(cfg.Addr.Addr())
-		if err != nil {
-			return nil, err
-		}
-		n.receivers = append(n.receivers, rx)
-	}
 	if withStore || cfg.Mode == fib.ModeIPIP {
 		rx, err := underlay.ListenIPIP()
 		if err != nil {
@@ -213,6 +216,7 @@ func (n *Node) Run(ctx context.Context) error {
 	for _, rx := range n.receivers {
 		n.router.AttachUnderlay(rx)
 	}
+	n.attached = true
 	if n.agent != nil {
 		if n.agent.BGP != nil {
 			// A planned stop is a graceful restart for our peers: no CEASE.
@@ -260,6 +264,11 @@ func (n *Node) Run(ctx context.Context) error {
 // Close releases what New opened, newest first. It is safe to call after a
 // failed New and after Run.
 func (n *Node) Close() {
+	if !n.attached {
+		for _, rx := range n.receivers {
+			rx.Close()
+		}
+	}
 	for i := len(n.closers) - 1; i >= 0; i-- {
 		n.closers[i]()
 	}

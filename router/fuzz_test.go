@@ -136,9 +136,7 @@ func BenchmarkPerPacket(b *testing.B) {
 				if i&7 == 7 {
 					// Drop the queue without the sender's cost: only the
 					// per-packet work is measured here.
-					w.under = w.under[:0]
-					w.underDst = w.underDst[:0]
-					w.underInner = w.underInner[:0]
+					w.under.reset()
 				}
 			}
 		})

@@ -14,13 +14,29 @@ type podOut struct {
 	start, end int
 }
 
-// queuePod holds a frame for an offload port until the batch ends, so that
-// consecutive segments of one TCP flow can be written as one superframe.
+// podQueue holds the frames for offload ports until the batch ends, so
+// that consecutive segments of one TCP flow can be written as one
+// superframe, with what coalescing needs.
+type podQueue struct {
+	frames  []podOut
+	plain   [][]byte // plain frames for plainTo, written as one batch
+	plainTo *Port
+	groBuf  []byte // allocated on the first superframe copied together
+	vnet    [header.VirtioNetHdrLen]byte
+	vec     [][]byte // the parts of one gathered superframe
+}
+
+func newPodQueue(n int) podQueue {
+	return podQueue{frames: make([]podOut, 0, n), plain: make([][]byte, 0, n), vec: make([][]byte, 0, gsoMaxSegments+2)}
+}
+
+// queuePod holds a frame for an offload port until the batch ends.
 func (w *worker) queuePod(p *Port, buf []byte, start, end int) {
-	if len(w.podQ) == cap(w.podQ) {
+	q := &w.pods
+	if len(q.frames) == cap(q.frames) {
 		w.flushPods()
 	}
-	w.podQ = append(w.podQ, podOut{p, buf, start, end})
+	q.frames = append(q.frames, podOut{p, buf, start, end})
 }
 
 // tcpSeg is what coalescing compares about one queued frame.
@@ -67,7 +83,8 @@ func follows(a, b tcpSeg) bool {
 // to the same port into superframes: the pod's kernel takes one 64 KB
 // frame with a GSO header where it would take dozens of writes.
 func (w *worker) flushPods() {
-	q := w.podQ
+	pq := &w.pods
+	q := pq.frames
 	for i := 0; i < len(q); {
 		first, ok := asSeg(q[i].buf[q[i].start:q[i].end])
 		j := i + 1
@@ -87,11 +104,11 @@ func (w *worker) flushPods() {
 			w.flushPlain() // frames leave in the order they came
 			w.writeSuper(q[i:j], first)
 		case q[i].p.plain != nil:
-			if w.plainTo != q[i].p {
+			if pq.plainTo != q[i].p {
 				w.flushPlain()
-				w.plainTo = q[i].p
+				pq.plainTo = q[i].p
 			}
-			w.plain = append(w.plain, q[i].buf[q[i].start:q[i].end])
+			pq.plain = append(pq.plain, q[i].buf[q[i].start:q[i].end])
 		default:
 			w.flushPlain()
 			w.writePort(q[i].p, q[i].buf, q[i].start, q[i].end)
@@ -99,26 +116,27 @@ func (w *worker) flushPods() {
 		i = j
 	}
 	w.flushPlain()
-	clear(w.podQ)
-	w.podQ = w.podQ[:0]
+	clear(pq.frames)
+	pq.frames = pq.frames[:0]
 }
 
 // flushPlain writes the plain frames queued for one port in one call.
 func (w *worker) flushPlain() {
-	if len(w.plain) == 0 {
+	q := &w.pods
+	if len(q.plain) == 0 {
 		return
 	}
-	p := w.plainTo
-	n, _ := p.plain.WritePlain(w.plain)
+	p := q.plainTo
+	n, _ := p.plain.WritePlain(q.plain)
 	var bytes uint64
-	for _, f := range w.plain[:n] {
+	for _, f := range q.plain[:n] {
 		bytes += uint64(len(f) + header.VirtioNetHdrLen)
 	}
 	p.TxPackets.Add(uint64(n))
 	p.TxBytes.Add(bytes)
-	w.drops[DropTxError] += uint64(len(w.plain) - n)
-	clear(w.plain)
-	w.plain, w.plainTo = w.plain[:0], nil
+	w.drops[DropTxError] += uint64(len(q.plain) - n)
+	clear(q.plain)
+	q.plain, q.plainTo = q.plain[:0], nil
 }
 
 // writeSuper joins the payloads of run (segments of one flow, in order)
@@ -127,6 +145,7 @@ func (w *worker) flushPlain() {
 // segment's payload size as MSS. Where the device gathers, the payloads
 // are written from where they lie; otherwise they are copied together.
 func (w *worker) writeSuper(run []podOut, first tcpSeg) {
+	q := &w.pods
 	p := run[0].p
 	hdrs := header.EthernetLen + header.IPv4MinLen + first.tcp.HeaderLen()
 	var flags uint8
@@ -136,28 +155,28 @@ func (w *worker) writeSuper(run []podOut, first tcpSeg) {
 		flags |= o.buf[o.start+header.EthernetLen+header.IPv4MinLen+13]
 	}
 	var err error
-	if p.vec != nil && len(run)+1 <= min(p.maxVec, cap(w.vec)) {
+	if p.vec != nil && len(run)+1 <= min(p.maxVec, cap(q.vec)) {
 		// The first segment's headers become the superframe's, in place.
 		super := run[0].buf[run[0].start:run[0].end]
-		w.superHeaders(super, n, hdrs, flags, first.payload)
-		w.vec = append(w.vec[:0], w.vnet[:], super)
+		q.superHeaders(super, n, hdrs, flags, first.payload)
+		q.vec = append(q.vec[:0], q.vnet[:], super)
 		for _, o := range run[1:] {
-			w.vec = append(w.vec, o.buf[o.start+hdrs:o.end])
+			q.vec = append(q.vec, o.buf[o.start+hdrs:o.end])
 		}
-		err = p.vec.WriteVec(w.vec)
-		clear(w.vec)
+		err = p.vec.WriteVec(q.vec)
+		clear(q.vec)
 	} else {
-		if w.groBuf == nil {
-			w.groBuf = make([]byte, Headroom+header.VirtioNetHdrLen+header.EthernetLen+header.IPv4MaxLen)
+		if q.groBuf == nil {
+			q.groBuf = make([]byte, Headroom+header.VirtioNetHdrLen+header.EthernetLen+header.IPv4MaxLen)
 		}
 		start := Headroom + header.VirtioNetHdrLen
-		at := start + copy(w.groBuf[start:], run[0].buf[run[0].start:run[0].end])
+		at := start + copy(q.groBuf[start:], run[0].buf[run[0].start:run[0].end])
 		for _, o := range run[1:] {
-			at += copy(w.groBuf[at:], o.buf[o.start+hdrs:o.end])
+			at += copy(q.groBuf[at:], o.buf[o.start+hdrs:o.end])
 		}
-		w.superHeaders(w.groBuf[start:at], n, hdrs, flags, first.payload)
-		copy(w.groBuf[Headroom:], w.vnet[:])
-		w.one[0] = w.groBuf[:at]
+		q.superHeaders(q.groBuf[start:at], n, hdrs, flags, first.payload)
+		copy(q.groBuf[Headroom:], q.vnet[:])
+		w.one[0] = q.groBuf[:at]
 		_, err = p.dev.Write(w.one, Headroom)
 	}
 	if err != nil {
@@ -171,9 +190,9 @@ func (w *worker) writeSuper(run []podOut, first tcpSeg) {
 }
 
 // superHeaders rewrites the headers at the front of frame for a superframe
-// of n bytes and fills w.vnet: IP length and checksum, PSH if any segment
+// of n bytes and fills q.vnet: IP length and checksum, PSH if any segment
 // had it, the TCP checksum field holding the pseudo-header sum.
-func (w *worker) superHeaders(frame []byte, n, hdrs int, flags uint8, mss int) {
+func (q *podQueue) superHeaders(frame []byte, n, hdrs int, flags uint8, mss int) {
 	ip := header.IPv4(frame[header.EthernetLen:])
 	ip.SetTotalLen(n - header.EthernetLen)
 	ip.ComputeChecksum()
@@ -185,5 +204,5 @@ func (w *worker) superHeaders(frame []byte, n, hdrs int, flags uint8, mss int) {
 	}
 	binary.BigEndian.PutUint16(tcp[16:18], uint16(ps))
 	csumStart := header.EthernetLen + header.IPv4MinLen
-	header.VirtioNetHdr(w.vnet[:]).Encode(header.VirtioNetHdrFNeedsCsum, header.VirtioGSOTCPv4, hdrs, mss, csumStart, 16)
+	header.VirtioNetHdr(q.vnet[:]).Encode(header.VirtioNetHdrFNeedsCsum, header.VirtioGSOTCPv4, hdrs, mss, csumStart, 16)
 }

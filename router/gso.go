@@ -10,14 +10,16 @@ import (
 
 // GSOSender sends runs of equal-sized VXLAN datagrams (VXLAN header and
 // inner frame; the kernel adds outer IPv4 and UDP) to one node in one call.
+//
+// Concurrency: a GSOSender is owned by one worker and need not be safe for
+// concurrent use; every worker gets its own from Underlay.GSO.
 type GSOSender interface {
+	// SendGSO sends payload as datagrams of segSize bytes (the last may
+	// be shorter) to dst; hash picks the source port.
 	SendGSO(payload []byte, segSize int, dst [4]byte, hash uint32) error
+	// MTU re-reads the underlay's MTU (after EMSGSIZE).
 	MTU() (int, error)
 }
-
-// SetGSO routes VXLAN through s instead of the raw socket. Call before
-// traffic flows.
-func (r *Router) SetGSO(s GSOSender) { r.gso = s }
 
 const (
 	gsoMaxBytes    = 65000 // what one UDP GSO send may carry
@@ -31,11 +33,14 @@ func SuperframeSegments(mtu int) int {
 	return min(gsoMaxSegments, gsoMaxBytes/(mtu+header.EthernetLen+header.VXLANLen))
 }
 
-// gsoRun is the run of datagrams a worker is gathering. A run starts in
-// place, where its first datagram lies; datagrams that follow it directly
-// in the same buffer (segments of a superframe laid out back to back) join
-// it there, and the first one that does not moves the run into buf.
+// gsoRun is the run of datagrams a worker is gathering, and the worker's
+// own GSO sender it leaves by (nil: no GSO, VXLAN goes to the underlay
+// queue). A run starts in place, where its first datagram lies; datagrams
+// that follow it directly in the same buffer (segments of a superframe
+// laid out back to back) join it there, and the first one that does not
+// moves the run into buf.
 type gsoRun struct {
+	send   GSOSender
 	buf    []byte // the run, once it left its place
 	n      int    // bytes of the run in buf
 	ext    []byte // the run in place (nil once moved)
@@ -100,12 +105,12 @@ func (w *worker) flushGSO() {
 	if run == nil {
 		run = g.buf[:g.n]
 	}
-	err := w.r.gso.SendGSO(run, g.seg, g.dst, g.hash)
+	err := g.send.SendGSO(run, g.seg, g.dst, g.hash)
 	switch {
 	case err == nil:
 	case errors.Is(err, syscall.EMSGSIZE) || errors.Is(err, syscall.EINVAL):
 		w.drops[DropMTUExceeded] += uint64(g.count)
-		if mtu, merr := w.r.gso.MTU(); merr == nil {
+		if mtu, merr := g.send.MTU(); merr == nil {
 			w.r.lowerPathMTU(mtu)
 		}
 	default:

@@ -10,12 +10,34 @@ import (
 // sends what is queued and reuses the buffers.
 const segBatch = 64
 
-// fromOffload handles a frame from pod p, or a packet from the host if p
-// is nil, that starts with a virtio-net header. The header is the sending
-// kernel's word on what is left to do; its lengths are checked against the
-// frame itself, never trusted (hdr_len is ignored).
-func (w *worker) fromOffload(p *Port, buf []byte, off, end int) {
-	l2 := linkHeaderLen(p)
+// ingress names what a packet with a virtio-net header came in on: a pod's
+// port (an Ethernet frame) or the host (an IPv4 packet).
+type ingress struct {
+	host bool
+	pod  *Port // when !host
+}
+
+// hostIngress is the host's TUN.
+var hostIngress = ingress{host: true}
+
+// podIngress is pod port p.
+func podIngress(p *Port) ingress { return ingress{pod: p} }
+
+// linkHeaderLen is where the IPv4 header starts in what comes in: after
+// the Ethernet header of a pod's frame; at once in the host's packets.
+func (in ingress) linkHeaderLen() int {
+	if in.host {
+		return 0
+	}
+	return header.EthernetLen
+}
+
+// fromOffload handles a frame or packet that starts with a virtio-net
+// header. The header is the sending kernel's word on what is left to do;
+// its lengths are checked against the frame itself, never trusted
+// (hdr_len is ignored).
+func (w *worker) fromOffload(in ingress, buf []byte, off, end int) {
+	l2 := in.linkHeaderLen()
 	if end-off < header.VirtioNetHdrLen+l2 {
 		w.drop(DropTooShort)
 		return
@@ -28,30 +50,21 @@ func (w *worker) fromOffload(p *Port, buf []byte, off, end int) {
 			w.drop(DropBadOffload)
 			return
 		}
-		w.fromPodOrHost(p, buf, frame, end)
+		w.fromIngress(in, buf, frame, end)
 	case header.VirtioGSOTCPv4:
-		w.segmentTCP(p, buf[frame:end], h.GSOSize())
+		w.segmentTCP(in, buf[frame:end], h.GSOSize())
 	default:
 		w.drop(DropBadOffload)
 	}
 }
 
-// linkHeaderLen is where the IPv4 header starts in what p sends: after the
-// Ethernet header of a pod's frame; at once in the host's packets (p nil).
-func linkHeaderLen(p *Port) int {
-	if p == nil {
-		return 0
-	}
-	return header.EthernetLen
-}
-
-// fromPodOrHost takes a frame from pod p, or a packet from the host if p is nil.
-func (w *worker) fromPodOrHost(p *Port, buf []byte, off, end int) {
-	if p == nil {
+// fromIngress takes a frame from a pod, or a packet from the host.
+func (w *worker) fromIngress(in ingress, buf []byte, off, end int) {
+	if in.host {
 		w.fromHost(buf, off, end)
 		return
 	}
-	w.fromPod(p, buf, off, end)
+	w.fromPod(in.pod, buf, off, end)
 }
 
 // finishChecksum does what a NIC does for CHECKSUM_PARTIAL: the field at
@@ -73,9 +86,9 @@ func finishChecksum(frame []byte, l2, start, offset int) bool {
 // bytes, as a NIC's TSO would: headers copied, IP length, ID and checksum
 // per segment, TCP sequence numbers advanced, FIN and PSH only on the last
 // segment, CWR only on the first, full TCP checksums. Each segment then
-// takes the ordinary path from the pod p, or from the host if p is nil.
-func (w *worker) segmentTCP(p *Port, frame []byte, mss int) {
-	l2 := linkHeaderLen(p)
+// takes the ordinary path from where the superframe came in.
+func (w *worker) segmentTCP(in ingress, frame []byte, mss int) {
+	l2 := in.linkHeaderLen()
 	if len(frame) < l2+header.IPv4MinLen || (l2 > 0 && header.Ethernet(frame).Type() != header.EtherTypeIPv4) {
 		w.drop(DropBadOffload)
 		return
@@ -159,7 +172,7 @@ func (w *worker) segmentTCP(p *Port, frame []byte, mss int) {
 		st.SetFlags(f)
 		st.SetChecksum(0)
 		st.SetChecksum(^header.Checksum(st, header.PseudoHeaderSum(src, dst, header.ProtocolTCP, len(st))))
-		w.fromPodOrHost(p, sb, at, at+n)
+		w.fromIngress(in, sb, at, at+n)
 		if len(payload) == 0 {
 			break
 		}
@@ -179,7 +192,7 @@ func (w *worker) flushSegments() {
 // headers, and segments may lie back to back. The lookup is the one each
 // segment's forwarding makes, on the same FIB snapshot.
 func (w *worker) backToBack(dst uint32, ipLen int) bool {
-	if w.r.gso == nil {
+	if w.gso.send == nil {
 		return false
 	}
 	nh := w.tab.Lookup(dst)

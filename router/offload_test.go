@@ -67,9 +67,9 @@ func tcpChecksumOK(ip header.IPv4) bool {
 	return header.Checksum(ip.Payload(), header.PseudoHeaderSum(ip.Src(), ip.Dst(), header.ProtocolTCP, len(ip.Payload()))) == 0xffff
 }
 
-// fromOffload runs frames from pod p, or from the host if p is nil, each
+// fromOffload runs frames that came in on in (a pod port or the host), each
 // behind its virtio-net header, through one batch.
-func (h *harness) fromOffload(p *Port, frames ...[]byte) {
+func (h *harness) fromOffload(in ingress, frames ...[]byte) {
 	h.w.begin()
 	for i, f := range frames {
 		b := h.w.bufs[i%len(h.w.bufs)]
@@ -77,7 +77,7 @@ func (h *harness) fromOffload(p *Port, frames ...[]byte) {
 			b = make([]byte, Headroom+len(f))
 		}
 		n := copy(b[Headroom:], f)
-		h.w.fromOffload(p, b, Headroom, Headroom+n)
+		h.w.fromOffload(in, b, Headroom, Headroom+n)
 	}
 	h.w.flush()
 }
@@ -85,7 +85,7 @@ func (h *harness) fromOffload(p *Port, frames ...[]byte) {
 func TestTSOSegmentation(t *testing.T) {
 	h := newHarness(t)
 	pC, _ := withOffloadPort(t, h)
-	h.fromOffload(pC, tcpSuper(remoteV, 3000, 1000, header.TCPFlagACK|header.TCPFlagPSH|header.TCPFlagCWR))
+	h.fromOffload(podIngress(pC), tcpSuper(remoteV, 3000, 1000, header.TCPFlagACK|header.TCPFlagPSH|header.TCPFlagCWR))
 	sent := h.u.Take()
 	if len(sent) != 3 {
 		t.Fatalf("%d segments sent (drops %v)", len(sent), h.drops())
@@ -110,7 +110,7 @@ func TestTSOSegmentation(t *testing.T) {
 		}
 	}
 	// An uneven tail, and a superframe to a local plain port.
-	h.fromOffload(pC, tcpSuper(podB, 2500, 1000, header.TCPFlagACK))
+	h.fromOffload(podIngress(pC), tcpSuper(podB, 2500, 1000, header.TCPFlagACK))
 	out := h.devB.Take()
 	if len(out) != 3 || len(out[2]) != 14+40+500 {
 		t.Fatalf("pod B got %d frames", len(out))
@@ -125,7 +125,7 @@ func TestTSOSegmentation(t *testing.T) {
 func TestPartialChecksumFinished(t *testing.T) {
 	h := newHarness(t)
 	pC, _ := withOffloadPort(t, h)
-	h.fromOffload(pC, tcpSuper(podB, 600, 1400, header.TCPFlagACK)) // fits: NEEDS_CSUM only
+	h.fromOffload(podIngress(pC), tcpSuper(podB, 600, 1400, header.TCPFlagACK)) // fits: NEEDS_CSUM only
 	out := h.devB.Take()
 	if len(out) != 1 || !tcpChecksumOK(header.IPv4(out[0][14:])) {
 		t.Fatalf("pod B got %d frames, checksum finished: %v", len(out), len(out) == 1 && tcpChecksumOK(header.IPv4(out[0][14:])))
@@ -165,7 +165,7 @@ func TestBadOffload(t *testing.T) {
 				f = tcpSuper(remoteV, 100, 1000, header.TCPFlagACK)
 			}
 			mutate(f)
-			h.fromOffload(pC, f)
+			h.fromOffload(podIngress(pC), f)
 			if d := h.drops(); d["bad_offload"] != 1 || len(h.u.Take()) != 0 {
 				t.Fatalf("drops %v", d)
 			}
@@ -178,8 +178,8 @@ func TestSegmentationAllocatesNothing(t *testing.T) {
 	pC, _ := withOffloadPort(t, h)
 	h.u.Discard = true
 	f := tcpSuper(remoteV, 8000, 1400, header.TCPFlagACK)
-	h.fromOffload(pC, f) // first superframe allocates the segment buffers
-	if n := testing.AllocsPerRun(100, func() { h.fromOffload(pC, f) }); n != 0 {
+	h.fromOffload(podIngress(pC), f) // first superframe allocates the segment buffers
+	if n := testing.AllocsPerRun(100, func() { h.fromOffload(podIngress(pC), f) }); n != 0 {
 		t.Fatalf("%v allocations per superframe", n)
 	}
 }
@@ -195,7 +195,7 @@ func FuzzFromPodOffload(f *testing.F) {
 		if len(b) > 65000 {
 			return
 		}
-		h.fromOffload(pC, b)
+		h.fromOffload(podIngress(pC), b)
 		for _, s := range h.u.Take() {
 			if len(s.Pkt) > 1500 {
 				t.Fatalf("%d-byte packet on a 1500 underlay", len(s.Pkt))
@@ -288,44 +288,19 @@ func TestGROCoalescesOneFlow(t *testing.T) {
 	}
 }
 
-// gsoRecorder is an in-memory GSOSender.
-type gsoRecorder struct {
-	sends []gsoSend
-}
-
-type gsoSend struct {
-	n, seg int
-	dst    [4]byte
-	data   []byte
-}
-
-func (g *gsoRecorder) SendGSO(p []byte, seg int, dst [4]byte, _ uint32) error {
-	g.sends = append(g.sends, gsoSend{len(p), seg, dst, append([]byte(nil), p...)})
-	return nil
-}
-func (g *gsoRecorder) MTU() (int, error) { return 1500, nil }
-
-// take forgets the sends so far and says how many there were.
-func (g *gsoRecorder) take() int {
-	n := len(g.sends)
-	g.sends = nil
-	return n
-}
-
 // TestGSORuns: the segments of a superframe to one VXLAN peer leave in one
 // UDP GSO send; a different size or peer starts a new run.
 func TestGSORuns(t *testing.T) {
-	h := newHarness(t)
-	g := &gsoRecorder{}
-	h.r.SetGSO(g)
+	h := newGSOHarness(t)
 	pC, _ := withOffloadPort(t, h)
-	h.fromOffload(pC, tcpSuper(remoteV, 2500, 1000, header.TCPFlagACK))
+	h.fromOffload(podIngress(pC), tcpSuper(remoteV, 2500, 1000, header.TCPFlagACK))
 	h.fromPodA(eth(header.EtherTypeIPv4, pkt{src: podA, dst: remoteV, payload: 10}.ip()))
-	if len(g.sends) != 2 {
-		t.Fatalf("%d sends: %+v", len(g.sends), g.sends)
+	sends := h.gso.Take()
+	if len(sends) != 2 {
+		t.Fatalf("%d sends: %+v", len(sends), sends)
 	}
 	seg := header.VXLANLen + header.EthernetLen + 20 + 20 + 1000
-	if s := g.sends[0]; s.seg != seg || s.n != 2*seg+seg-500 || s.dst != nodeB {
+	if s := sends[0]; s.Seg != seg || len(s.Data) != 2*seg+seg-500 || s.Dst != nodeB {
 		t.Fatalf("first run %+v, want 3 datagrams of %d (last 500 shorter) to n2", s, seg)
 	}
 	if len(h.u.Take()) != 0 {
@@ -361,11 +336,11 @@ func BenchmarkSuperframeVXLAN(b *testing.B) {
 	pC, _ := withOffloadPort(b, h)
 	h.u.Discard = true
 	f := tcpSuper(remoteV, 64000, 1398, header.TCPFlagACK)
-	h.fromOffload(pC, f)
+	h.fromOffload(podIngress(pC), f)
 	b.SetBytes(64000)
 	b.ReportAllocs()
 	for b.Loop() {
-		h.fromOffload(pC, f)
+		h.fromOffload(podIngress(pC), f)
 	}
 }
 
@@ -415,22 +390,21 @@ func TestPlainFramesBatched(t *testing.T) {
 // gathering copy), and every datagram of the runs is a whole VXLAN packet:
 // VNI, inner IPv4 and TCP checksums, consecutive sequence numbers.
 func TestGSORunInPlace(t *testing.T) {
-	h := newHarness(t)
-	g := &gsoRecorder{}
-	h.r.SetGSO(g)
+	h := newGSOHarness(t)
 	pC, _ := withOffloadPort(t, h)
 	const payload, mss = 64000, 1398
-	h.fromOffload(pC, tcpSuper(remoteV, payload, mss, header.TCPFlagACK|header.TCPFlagPSH))
+	h.fromOffload(podIngress(pC), tcpSuper(remoteV, payload, mss, header.TCPFlagACK|header.TCPFlagPSH))
 	if h.w.gso.buf != nil {
 		t.Error("the run was copied into the gathering buffer")
 	}
 	next, total := uint32(0), 0
-	for _, s := range g.sends {
-		if s.dst != nodeB {
-			t.Fatalf("run to %v", s.dst)
+	sends := h.gso.Take()
+	for _, s := range sends {
+		if s.Dst != nodeB {
+			t.Fatalf("run to %v", s.Dst)
 		}
-		for d := 0; d < len(s.data); d += s.seg {
-			v := s.data[d:min(d+s.seg, len(s.data))]
+		for d := 0; d < len(s.Data); d += s.Seg {
+			v := s.Data[d:min(d+s.Seg, len(s.Data))]
 			if vni := header.VXLAN(v).VNI(); vni != 4096 {
 				t.Fatalf("datagram at %d: VNI %d", total, vni)
 			}
@@ -448,25 +422,23 @@ func TestGSORunInPlace(t *testing.T) {
 		}
 	}
 	if total != payload {
-		t.Fatalf("%d payload bytes in %d runs, want %d", total, len(g.sends), payload)
+		t.Fatalf("%d payload bytes in %d runs, want %d", total, len(sends), payload)
 	}
 }
 
 // A superframe of SuperframeSegments segments, as the pod's TAP is told to
 // hand over at most, leaves in exactly one UDP GSO send.
 func TestSuperframeFitsOneSend(t *testing.T) {
-	h := newHarness(t)
-	g := &gsoRecorder{}
-	h.r.SetGSO(g)
+	h := newGSOHarness(t)
 	pC, _ := withOffloadPort(t, h)
 	const mss = 1398 // pod MTU 1450 with TCP timestamps
 	n := SuperframeSegments(1450)
 	if n != 44 {
 		t.Fatalf("SuperframeSegments(1450) = %d, want 44", n)
 	}
-	h.fromOffload(pC, tcpSuper(remoteV, n*mss, mss, header.TCPFlagACK))
-	if len(g.sends) != 1 || len(g.sends[0].data) != n*g.sends[0].seg {
-		t.Fatalf("%d sends for one superframe of %d segments", len(g.sends), n)
+	h.fromOffload(podIngress(pC), tcpSuper(remoteV, n*mss, mss, header.TCPFlagACK))
+	if sends := h.gso.Take(); len(sends) != 1 || len(sends[0].Data) != n*sends[0].Seg {
+		t.Fatalf("%d sends for one superframe of %d segments", len(sends), n)
 	}
 }
 
@@ -484,10 +456,8 @@ func hostSuper(dst [4]byte, payload, mss int, flags uint8) []byte {
 // are finished as a pod's are, with the host's rules (no TTL decrement),
 // whether they go to a local pod or out as an in-place UDP GSO run.
 func TestHostSuperframes(t *testing.T) {
-	h := newHarness(t)
-	g := &gsoRecorder{}
-	h.r.SetGSO(g)
-	h.fromOffload(nil, hostSuper(podB, 2500, 1000, header.TCPFlagACK|header.TCPFlagPSH))
+	h := newGSOHarness(t)
+	h.fromOffload(hostIngress, hostSuper(podB, 2500, 1000, header.TCPFlagACK|header.TCPFlagPSH))
 	out := h.devB.Take()
 	if len(out) != 3 || len(out[2]) != 14+40+500 {
 		t.Fatalf("pod B got %d frames (drops %v)", len(out), h.drops())
@@ -498,22 +468,23 @@ func TestHostSuperframes(t *testing.T) {
 			t.Fatalf("segment %d: checksum ok %v, TTL %d, ID %d", i, tcpChecksumOK(ip), ip.TTL(), ip.ID())
 		}
 	}
-	h.fromOffload(nil, hostSuper(podB, 600, 1400, header.TCPFlagACK))
+	h.fromOffload(hostIngress, hostSuper(podB, 600, 1400, header.TCPFlagACK))
 	if out := h.devB.Take(); len(out) != 1 || !tcpChecksumOK(header.IPv4(out[0][14:])) {
 		t.Fatalf("partial checksum: pod B got %d frames", len(out))
 	}
 
 	const payload, mss = 40 * 1398, 1398
-	h.fromOffload(nil, hostSuper(remoteV, payload, mss, header.TCPFlagACK))
+	h.fromOffload(hostIngress, hostSuper(remoteV, payload, mss, header.TCPFlagACK))
 	if h.w.gso.buf != nil {
 		t.Error("the run was copied into the gathering buffer")
 	}
-	if len(g.sends) != 1 || len(g.sends[0].data) != 40*g.sends[0].seg {
-		t.Fatalf("%d sends for one superframe of 40 segments", len(g.sends))
+	sends := h.gso.Take()
+	if len(sends) != 1 || len(sends[0].Data) != 40*sends[0].Seg {
+		t.Fatalf("%d sends for one superframe of 40 segments", len(sends))
 	}
-	s := g.sends[0]
-	for d := 0; d < len(s.data); d += s.seg {
-		v := s.data[d : d+s.seg]
+	s := sends[0]
+	for d := 0; d < len(s.Data); d += s.Seg {
+		v := s.Data[d : d+s.Seg]
 		if header.VXLAN(v).VNI() != 4096 || header.Ethernet(v[header.VXLANLen:]).Type() != header.EtherTypeIPv4 {
 			t.Fatalf("datagram at %d: bad VXLAN or inner Ethernet header", d)
 		}
@@ -525,7 +496,7 @@ func TestHostSuperframes(t *testing.T) {
 	before := h.drops()["bad_offload"]
 	bad := hostSuper(podB, 2500, 1000, header.TCPFlagACK)
 	bad[1] = 5 // GSO UDP: not ours to cut
-	h.fromOffload(nil, bad)
+	h.fromOffload(hostIngress, bad)
 	if got := h.drops()["bad_offload"]; got != before+1 {
 		t.Fatalf("bad_offload %d, want %d", got, before+1)
 	}
@@ -536,16 +507,15 @@ func TestHostSuperframes(t *testing.T) {
 func FuzzFromHostOffload(f *testing.F) {
 	f.Add(hostSuper(remoteV, 3000, 1000, header.TCPFlagACK))
 	f.Add(hostSuper(podB, 100, 1400, header.TCPFlagACK))
-	h := newHarness(&testing.T{})
-	h.r.SetGSO(&gsoRecorder{})
+	h := newGSOHarness(&testing.T{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if len(b) > 65000 {
 			return
 		}
 		before := h.totalDrops()
-		h.fromOffload(nil, b)
+		h.fromOffload(hostIngress, b)
 		out := len(h.u.Take()) + len(h.devA.Take()) + len(h.devB.Take()) + len(h.host.Take())
-		if out == 0 && h.totalDrops() == before && h.r.gso.(*gsoRecorder).take() == 0 {
+		if out == 0 && h.totalDrops() == before && len(h.gso.Take()) == 0 {
 			t.Fatalf("packet neither forwarded nor counted: %x", b)
 		}
 	})

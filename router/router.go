@@ -45,8 +45,12 @@ var (
 
 // Device is a batch-shaped packet device: pod TAPs carry Ethernet frames,
 // the host TUN carries IPv4 packets. Read fills bufs[i][offset:offset+sizes[i]];
-// Write sends bufs[i][offset:] for every i. Both may be called concurrently
-// from different goroutines (one reader, several writers).
+// Write sends bufs[i][offset:] for every i.
+//
+// Concurrency: Read is owned by the device's one reader (its worker) and
+// need not be safe for concurrent use. Write, BatchSize and Close must be
+// safe for concurrent use: every worker writes to every device, and Close
+// comes from whoever removes the port, while the reader is still reading.
 type Device interface {
 	Read(bufs [][]byte, sizes []int, offset int) (int, error)
 	Write(bufs [][]byte, offset int) (int, error)
@@ -56,6 +60,10 @@ type Device interface {
 
 // UnderlaySender sends complete IPv4 packets (outer header included, or the
 // inner packet itself when routed natively) to underlay next hops.
+//
+// Concurrency: an UnderlaySender is owned by one worker and need not be
+// safe for concurrent use; every worker gets its own from Underlay.Sender
+// (they may share a socket, but no send state).
 type UnderlaySender interface {
 	// Send sends pkts[i] toward dsts[i]. It returns how many were sent before
 	// the first failure, and that failure.
@@ -67,6 +75,10 @@ type UnderlaySender interface {
 // UnderlayReceiver reads encapsulated packets addressed to this node. For
 // VXLAN, bufs[i][offset:offset+sizes[i]] is the UDP payload; for IPIP it is
 // the whole outer IPv4 packet. srcs[i] is the outer source address.
+//
+// Concurrency: Recv, Mode and BatchSize are owned by the receiver's one
+// worker and need not be safe for concurrent use; Close must be safe to
+// call while Recv is in progress, and makes it return os.ErrClosed.
 type UnderlayReceiver interface {
 	// segs[i] > 0 says message i holds several datagrams of that size
 	// (UDP GRO), the last possibly shorter.
@@ -74,6 +86,19 @@ type UnderlayReceiver interface {
 	Mode() fib.Mode
 	BatchSize() int
 	Close() error
+}
+
+// Underlay opens each worker's senders toward other nodes. The router
+// calls these once per worker, when it makes the worker (before the
+// worker's goroutine starts), and the worker alone uses what they return;
+// the functions themselves are called from whichever goroutine attaches a
+// port, so they must be safe for concurrent use.
+type Underlay struct {
+	// Sender opens a sender of complete IPv4 packets (required).
+	Sender func() UnderlaySender
+	// GSO, if set, opens a sender of VXLAN runs with UDP segmentation
+	// offload; VXLAN then leaves through it instead of through Sender.
+	GSO func() GSOSender
 }
 
 // Config is what the router needs to know about its node.
@@ -135,13 +160,15 @@ type Port struct {
 // all-zero header of a plain frame (nothing left to do) itself. Frames
 // queued back to back in one buffer, as the datagrams of a GRO read lie,
 // can then be written as one batch without headers written in front of
-// them, which would overwrite the tail of the frame before.
+// them, which would overwrite the tail of the frame before. WritePlain
+// must be safe for concurrent use, as Device.Write is.
 type PlainWriter interface {
 	WritePlain(frames [][]byte) (int, error)
 }
 
 // VectorWriter is a pod device that writes one frame gathered from several
-// slices (a TAP's writev), so a coalesced superframe needs no copy.
+// slices (a TAP's writev), so a coalesced superframe needs no copy. Both
+// methods must be safe for concurrent use, as Device.Write is.
 type VectorWriter interface {
 	// MaxVec is the most slices one WriteVec takes (0: none now).
 	MaxVec() int
@@ -156,10 +183,9 @@ type Router struct {
 	cfg     Config
 	log     *zap.Logger
 	fib     *fib.FIB
-	sender  UnderlaySender
+	ul      Underlay
 	pathMTU atomic.Int32
 	tunnel  atomic.Uint32 // our tunnel address: decapsulated packets may reach the host only for it
-	gso     GSOSender     // VXLAN with UDP segmentation offload (nil: raw socket)
 	vxlan   encap.VXLANTunnel
 
 	mu      sync.Mutex // serialises port table edits
@@ -182,12 +208,18 @@ type hostPort struct {
 
 // VnetDevice is a host device that may deliver each packet behind a
 // virtio-net header (checksums left to finish, TCP superframes to cut).
+// VnetHdr must be safe for concurrent use (it reports a fixed property).
 type VnetDevice interface {
 	VnetHdr() bool
 }
 
-// New makes a router over f, sending to the underlay through sender.
-func New(cfg Config, f *fib.FIB, sender UnderlaySender) *Router {
+// New makes a router over f, sending to the underlay through the senders
+// ul opens, one set per worker. Nothing about the router's outputs changes
+// after New: every worker is made from what it was given.
+func New(cfg Config, f *fib.FIB, ul Underlay) *Router {
+	if ul.Sender == nil {
+		panic("router: New without an underlay sender")
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
@@ -203,7 +235,7 @@ func New(cfg Config, f *fib.FIB, sender UnderlaySender) *Router {
 	if cfg.ARPRate == 0 {
 		cfg.ARPRate, cfg.ARPBurst = 100, 20
 	}
-	r := &Router{cfg: cfg, log: cfg.Logger, fib: f, sender: sender,
+	r := &Router{cfg: cfg, log: cfg.Logger, fib: f, ul: ul,
 		vxlan: encap.VXLANTunnel{VNI: cfg.VNI, SrcMAC: cfg.VTEPMAC, SrcAddr: cfg.NodeAddr}}
 	r.icmp.b = newBucket(cfg.ICMPRate, cfg.ICMPBurst)
 	r.pathMTU.Store(int32(cfg.UnderlayMTU))
@@ -429,7 +461,7 @@ func (r *Router) readPort(p *Port, w *worker) {
 		for i := 0; i < n; i++ {
 			bytes += uint64(w.sizes[i])
 			if p.cfg.Offload {
-				w.fromOffload(p, w.bufs[i], Headroom, Headroom+w.sizes[i])
+				w.fromOffload(podIngress(p), w.bufs[i], Headroom, Headroom+w.sizes[i])
 			} else {
 				w.fromPod(p, w.bufs[i], Headroom, Headroom+w.sizes[i])
 			}
@@ -464,7 +496,7 @@ func (r *Router) readHost(h *hostPort, w *worker) {
 		for i := 0; i < n; i++ {
 			bytes += uint64(w.sizes[i])
 			if h.vnet {
-				w.fromOffload(nil, w.bufs[i], Headroom, Headroom+w.sizes[i])
+				w.fromOffload(hostIngress, w.bufs[i], Headroom, Headroom+w.sizes[i])
 			} else {
 				w.fromHost(w.bufs[i], Headroom, Headroom+w.sizes[i])
 			}

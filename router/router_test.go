@@ -3,6 +3,7 @@ package router
 import (
 	"encoding/binary"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,6 +37,7 @@ type harness struct {
 	t          testing.TB
 	r          *Router
 	u          *routertest.Underlay
+	gso        *routertest.GSO // nil: VXLAN leaves through u
 	host       *routertest.Device
 	devA, devB *routertest.Device
 	pA, pB     *Port
@@ -43,6 +45,17 @@ type harness struct {
 }
 
 func newHarness(t testing.TB) *harness {
+	t.Helper()
+	return newHarnessWith(t, nil)
+}
+
+// newGSOHarness is newHarness with VXLAN sent as UDP GSO runs to h.gso.
+func newGSOHarness(t testing.TB) *harness {
+	t.Helper()
+	return newHarnessWith(t, &routertest.GSO{})
+}
+
+func newHarnessWith(t testing.TB, gso *routertest.GSO) *harness {
 	t.Helper()
 	f := fib.New()
 	pfx := func(s string) netip.Prefix { return netip.MustParsePrefix(s) }
@@ -64,8 +77,8 @@ func newHarness(t testing.TB) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, u: &routertest.Underlay{}, host: routertest.NewDevice(), devA: routertest.NewDevice(), devB: routertest.NewDevice()}
-	h.r = New(Config{NodeAddr: nodeA, VTEPMAC: ourVTEP, UnderlayMTU: 1500}, f, h.u)
+	h := &harness{t: t, u: &routertest.Underlay{}, gso: gso, host: routertest.NewDevice(), devA: routertest.NewDevice(), devB: routertest.NewDevice()}
+	h.r = New(Config{NodeAddr: nodeA, VTEPMAC: ourVTEP, UnderlayMTU: 1500}, f, testUnderlay(h.u, gso))
 	h.r.AttachHost(h.host)
 	if h.pA, err = h.r.AddPort(PortConfig{Name: "a", Addr: netip.AddrFrom4(podA), MAC: macA}, h.devA); err != nil {
 		t.Fatal(err)
@@ -76,6 +89,15 @@ func newHarness(t testing.TB) *harness {
 	t.Cleanup(func() { h.r.Close() })
 	h.w = h.r.newWorker(8, maxPacket)
 	return h
+}
+
+// testUnderlay opens each worker's senders on the doubles u and, if set, gso.
+func testUnderlay(u *routertest.Underlay, gso *routertest.GSO) Underlay {
+	ul := Underlay{Sender: func() UnderlaySender { return u.NewSender() }}
+	if gso != nil {
+		ul.GSO = func() GSOSender { return gso.NewWriter() }
+	}
+	return ul
 }
 
 type pkt struct {
@@ -390,7 +412,7 @@ func TestFragmentWithoutDF(t *testing.T) {
 
 func TestPathMTULearnt(t *testing.T) {
 	h := newHarness(t)
-	h.u.MTUNow = 1400 // the underlay shrank under us
+	h.u.SetMTU(1400) // the underlay shrank under us
 	h.fromPodA(eth(header.EtherTypeIPv4, pkt{src: podA, dst: remoteV, payload: 1400, flags: header.IPv4FlagDF}.ip()))
 	if h.r.PathMTU() != 1400 || h.r.Drops(DropMTUExceeded) != 1 {
 		t.Fatalf("path MTU %d, drops %v", h.r.PathMTU(), h.drops())
@@ -551,5 +573,84 @@ func TestPerPacketPathAllocatesNothing(t *testing.T) {
 	}
 	if h.r.Drops(DropTTLExceeded) == 0 {
 		t.Fatal("ICMP path not exercised")
+	}
+}
+
+// TestWorkersSendAtOnce has three workers (pods A and B, the host) send to
+// IPIP and VXLAN peers at the same time, through the real reader
+// goroutines. Each worker owns its underlay sender: the doubles panic if
+// two are inside one sender at once, and every packet must reach the wire
+// exactly once.
+func TestWorkersSendAtOnce(t *testing.T) {
+	for _, gso := range []bool{false, true} {
+		t.Run(map[bool]string{false: "raw", true: "gso"}[gso], func(t *testing.T) {
+			var g *routertest.GSO
+			if gso {
+				g = &routertest.GSO{}
+			}
+			h := newHarnessWith(t, g)
+			const each = 2000
+			inputs := []struct {
+				src [4]byte
+				put func([]byte)
+			}{
+				{podA, func(p []byte) { h.devA.Inject(eth(header.EtherTypeIPv4, p)) }},
+				{podB, func(p []byte) { h.devB.Inject(eth(header.EtherTypeIPv4, p)) }},
+				{nodeA, h.host.Inject},
+			}
+			var ready sync.WaitGroup
+			start := make(chan struct{})
+			for in, x := range inputs {
+				ready.Add(1)
+				go func() {
+					defer ready.Done()
+					<-start
+					for i := 0; i < each; i++ {
+						dst := remoteI
+						if i%2 == 1 {
+							dst = remoteV
+						}
+						p := pkt{src: x.src, dst: dst, payload: 8}.ip()
+						binary.BigEndian.PutUint32(p[20:], uint32(in*each+i))
+						x.put(p)
+					}
+				}()
+			}
+			close(start)
+			ready.Wait()
+
+			seen := make([]int, len(inputs)*each)
+			got := 0
+			count := func(inner []byte) {
+				ip := header.IPv4(inner)
+				if id := binary.BigEndian.Uint32(ip[ip.HeaderLen():]); int(id) < len(seen) {
+					seen[id]++
+					got++
+				}
+			}
+			testutil.WaitFor(t, 10*time.Second, "every packet on the wire", func() bool {
+				for _, s := range h.u.Take() {
+					switch header.IPv4(s.Pkt).Protocol() {
+					case header.ProtocolIPIP:
+						count(s.Pkt[20:])
+					case header.ProtocolUDP:
+						count(s.Pkt[20+8+8+14:])
+					}
+				}
+				if g != nil {
+					for _, s := range g.Take() {
+						for d := 0; d < len(s.Data); d += s.Seg {
+							count(s.Data[d+8+14 : min(d+s.Seg, len(s.Data))])
+						}
+					}
+				}
+				return got >= len(seen)
+			})
+			for id, n := range seen {
+				if n != 1 {
+					t.Fatalf("packet %d sent %d times (drops %v)", id, n, h.drops())
+				}
+			}
+		})
 	}
 }

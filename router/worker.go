@@ -36,10 +36,13 @@ type worker struct {
 	tab   *fib.Table
 	ports []*Port
 
-	under      [][]byte
-	underDst   [][4]byte
-	underInner []int // offset of the inner packet in under[i], for EMSGSIZE
-	hostOut    [][]byte
+	// The outputs, each a queue emptied at the end of the batch (or when
+	// full). The underlay queue and the GSO run hold the worker's own
+	// senders (see Underlay).
+	under underQueue // complete packets for the underlay
+	host  hostQueue  // packets for the host, written at flush
+	pods  podQueue   // frames for offload ports, coalesced at flush
+	gso   gsoRun     // VXLAN datagrams gathered for one UDP GSO send
 
 	icmpBufs [][]byte
 	icmpUsed int
@@ -49,13 +52,6 @@ type worker struct {
 	segUsed  int
 	segArea  []byte // segments bound for VXLAN over UDP GSO, back to back
 	areaPos  int
-	podQ     []podOut // frames for offload ports, coalesced at flush
-	plain    [][]byte // plain frames for plainTo, written as one batch
-	plainTo  *Port
-	gso      gsoRun // VXLAN datagrams gathered for one UDP GSO send
-	groBuf   []byte // allocated on the first coalesced superframe
-	vnet     [header.VirtioNetHdrLen]byte
-	vec      [][]byte // the parts of one gathered superframe
 
 	drops    [NumDropReasons]uint64
 	flushing bool
@@ -68,19 +64,18 @@ func (r *Router) newWorker(batch, bufSize int) *worker {
 		batch = 1
 	}
 	w := &worker{r: r, one: make([][]byte, 1)}
+	if r.ul.GSO != nil {
+		w.gso.send = r.ul.GSO()
+	}
 	w.bufs = make([][]byte, batch)
 	for i := range w.bufs {
 		w.bufs[i] = make([]byte, Headroom+bufSize)
 	}
 	w.sizes = make([]int, batch)
 	q := 2*batch + 64
-	w.under = make([][]byte, 0, q)
-	w.underDst = make([][4]byte, 0, q)
-	w.underInner = make([]int, 0, q)
-	w.hostOut = make([][]byte, 0, q)
-	w.podQ = make([]podOut, 0, q)
-	w.plain = make([][]byte, 0, q)
-	w.vec = make([][]byte, 0, gsoMaxSegments+2)
+	w.under = newUnderQueue(r.ul.Sender(), q)
+	w.host = hostQueue{pkts: make([][]byte, 0, q)}
+	w.pods = newPodQueue(q)
 	w.icmpBufs = make([][]byte, batch)
 	for i := range w.icmpBufs {
 		w.icmpBufs[i] = make([]byte, Headroom+icmpQuoteMax)
@@ -102,7 +97,7 @@ func (w *worker) flush() {
 	w.flushUnder()
 	w.flushHost()
 	w.flushPods()
-	if w.r.gso != nil {
+	if w.gso.send != nil {
 		w.flushGSO() // nothing should be left; the buffers are about to be reused
 	}
 	w.icmpUsed, w.fragUsed, w.segUsed, w.areaPos = 0, 0, 0, Headroom
@@ -307,8 +302,7 @@ func (w *worker) forward(o origin, buf []byte, start, end int) {
 			w.drop(DropDecapNotLocal)
 			return
 		}
-		w.hostOut = append(w.hostOut, buf[start-tunOffset:end])
-		if len(w.hostOut) == cap(w.hostOut) {
+		if w.host.add(buf[start-tunOffset : end]) {
 			w.flushHost()
 		}
 	case fib.KindBlackhole:
@@ -346,26 +340,43 @@ func (w *worker) writePort(p *Port, buf []byte, start, end int) {
 	p.TxBytes.Add(uint64(end - start))
 }
 
+// hostQueue holds the packets for the host until the batch ends (each
+// with tunOffset bytes of room in front), to be written in one call.
+type hostQueue struct {
+	pkts [][]byte
+}
+
+// add queues a packet and reports whether the queue is now full.
+func (q *hostQueue) add(pkt []byte) bool {
+	q.pkts = append(q.pkts, pkt)
+	return len(q.pkts) == cap(q.pkts)
+}
+
+func (q *hostQueue) reset() {
+	clear(q.pkts)
+	q.pkts = q.pkts[:0]
+}
+
 func (w *worker) flushHost() {
-	if len(w.hostOut) == 0 {
+	q := &w.host
+	if len(q.pkts) == 0 {
 		return
 	}
 	h := w.r.host.Load()
 	if h == nil {
-		w.drops[DropTxError] += uint64(len(w.hostOut))
+		w.drops[DropTxError] += uint64(len(q.pkts))
 	} else {
 		var bytes uint64
-		for _, b := range w.hostOut {
+		for _, b := range q.pkts {
 			bytes += uint64(len(b) - tunOffset)
 		}
-		if _, err := h.dev.Write(w.hostOut, tunOffset); err != nil {
+		if _, err := h.dev.Write(q.pkts, tunOffset); err != nil {
 			w.drops[DropTxError]++
 		}
-		h.TxPackets.Add(uint64(len(w.hostOut)))
+		h.TxPackets.Add(uint64(len(q.pkts)))
 		h.TxBytes.Add(bytes)
 	}
-	clear(w.hostOut)
-	w.hostOut = w.hostOut[:0]
+	q.reset()
 }
 
 // encap sends the packet at buf[start:end] toward a remote node.
@@ -391,14 +402,14 @@ func (w *worker) encapFitted(nh *fib.NextHop, buf []byte, start, end int) {
 	case fib.ModeIPIP:
 		o, dst = encap.PutIPIP(buf, start, end, w.r.cfg.NodeAddr, nh.Node), nh.Node
 	case fib.ModeVXLAN:
-		if w.r.gso != nil {
+		if w.gso.send != nil {
 			v := w.r.vxlan.PutInner(buf, start, nh.VTEPMAC)
 			w.gsoAppend(buf, v, end, nh.Node, header.IPv4(buf[start:end]))
 			return
 		}
 		o, dst = w.r.vxlan.Put(buf, start, end, nh.VTEPMAC, nh.Node), nh.Node
 	}
-	if len(w.under) == cap(w.under) {
+	if w.under.full() {
 		if w.flushing {
 			// Only ICMP errors raised while flushing get here, and their
 			// number is bounded by icmpBufs; the queue has room for them.
@@ -407,9 +418,7 @@ func (w *worker) encapFitted(nh *fib.NextHop, buf []byte, start, end int) {
 		}
 		w.flushUnder()
 	}
-	w.under = append(w.under, buf[o:end])
-	w.underDst = append(w.underDst, dst)
-	w.underInner = append(w.underInner, start-o)
+	w.under.add(buf[o:end], dst, start-o)
 }
 
 // fragment splits a too-big packet without DF into fragments of at most mtu
@@ -478,14 +487,41 @@ func (w *worker) fragment(nh *fib.NextHop, ip header.IPv4, mtu int) {
 	}
 }
 
+// underQueue holds the complete packets for the underlay until the batch
+// ends, with their next hops, and the worker's own sender they leave by.
+type underQueue struct {
+	send  UnderlaySender
+	pkts  [][]byte
+	dsts  [][4]byte
+	inner []int // offset of the inner packet in pkts[i], for EMSGSIZE
+}
+
+func newUnderQueue(send UnderlaySender, n int) underQueue {
+	return underQueue{send: send, pkts: make([][]byte, 0, n), dsts: make([][4]byte, 0, n), inner: make([]int, 0, n)}
+}
+
+func (q *underQueue) full() bool { return len(q.pkts) == cap(q.pkts) }
+
+func (q *underQueue) add(pkt []byte, dst [4]byte, inner int) {
+	q.pkts = append(q.pkts, pkt)
+	q.dsts = append(q.dsts, dst)
+	q.inner = append(q.inner, inner)
+}
+
+func (q *underQueue) reset() {
+	clear(q.pkts)
+	q.pkts, q.dsts, q.inner = q.pkts[:0], q.dsts[:0], q.inner[:0]
+}
+
 func (w *worker) flushUnder() {
-	if w.r.gso != nil {
+	if w.gso.send != nil {
 		w.flushGSO()
 	}
 	w.flushing = true
 	defer func() { w.flushing = false }()
-	for sent := 0; sent < len(w.under); {
-		n, err := w.r.sender.Send(w.under[sent:], w.underDst[sent:])
+	q := &w.under
+	for sent := 0; sent < len(q.pkts); {
+		n, err := q.send.Send(q.pkts[sent:], q.dsts[sent:])
 		sent += n
 		if err == nil {
 			break
@@ -499,27 +535,24 @@ func (w *worker) flushUnder() {
 		w.drop(DropTxError)
 		w.r.log.Debug("underlay send failed", zap.Error(err))
 	}
-	clear(w.under)
-	w.under = w.under[:0]
-	w.underDst = w.underDst[:0]
-	w.underInner = w.underInner[:0]
+	q.reset()
 }
 
-// learnMTU handles EMSGSIZE for under[i]: the underlay's MTU shrank at run
+// learnMTU handles EMSGSIZE for the queued underlay packet i: the underlay's MTU shrank at run
 // time. Lower the path MTU for everyone and, for a DF packet, tell its
 // sender (fault 14); the next packets are fragmented or refused up front.
 func (w *worker) learnMTU(i int) {
 	w.drop(DropMTUExceeded)
-	mtu, err := w.r.sender.MTU()
+	mtu, err := w.under.send.MTU()
 	if err != nil || mtu < 68 {
 		return
 	}
 	w.r.lowerPathMTU(mtu)
-	pkt := w.under[i]
-	inner := header.IPv4(pkt[w.underInner[i]:])
+	pkt := w.under.pkts[i]
+	inner := header.IPv4(pkt[w.under.inner[i]:])
 	if inner.DF() {
-		// underInner is the outer header length: the tunnel's whole overhead.
-		overhead := w.underInner[i]
+		// The inner offset is the outer header length: the tunnel's whole overhead.
+		overhead := w.under.inner[i]
 		// The inner packet's origin is unknown here; treat it as a pod's
 		// so that the error is generated under the usual rules.
 		w.icmpError(fromPod, inner, header.ICMPDestUnreach, header.ICMPCodeFragNeeded, uint32(mtu-overhead))

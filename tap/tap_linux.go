@@ -28,6 +28,11 @@ import (
 const BatchSize = 32
 
 // Device is a TAP file descriptor held by the daemon.
+//
+// Concurrency: Read is owned by one reader and is not safe for concurrent
+// use (its per-call state and read ring are its own). Write, WritePlain,
+// WriteVec, MaxVec, BatchSize and Close are safe for concurrent use, with
+// each other and with Read: writes share the write ring under a lock.
 type Device struct {
 	// Offload is set when every frame carries a virtio-net header and the
 	// pod's kernel may hand over partial checksums and TCP superframes.
@@ -49,7 +54,8 @@ type Device struct {
 	res     []int32 // per-read results of one batch
 	resFn   func(user uint64, res int32)
 	wmu     sync.Mutex
-	wring   *uring.Ring
+	ringW   bool        // writes go through wring; fixed before the device is handed out
+	wring   *uring.Ring // under wmu (nil once closed)
 	iov     []unix.Iovec
 	wfd     int
 	written int
@@ -177,7 +183,9 @@ func (d *Device) setupRings() {
 	d.iov = make([]unix.Iovec, 2*w.Size())
 	if err := d.rc.Control(func(fd uintptr) { d.wfd = int(fd) }); err != nil {
 		d.closeRings()
+		return
 	}
+	d.ringW = true
 }
 
 func (d *Device) closeRings() {
@@ -188,7 +196,8 @@ func (d *Device) closeRings() {
 	}
 }
 
-// Batched reports whether reads and writes go through io_uring.
+// Batched reports whether reads and writes go through io_uring. Reads may
+// fall back to one frame per call later; ask before the reader starts.
 func (d *Device) Batched() bool { return d.rring != nil }
 
 func (d *Device) read(fd uintptr) bool {
@@ -279,7 +288,7 @@ func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 // Write writes each bufs[i][offset:] as one frame and returns how many
 // were written, with the first error.
 func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
-	if d.wring == nil {
+	if !d.ringW {
 		for i, b := range bufs {
 			if _, err := d.f.Write(b[offset:]); err != nil {
 				return i, err
@@ -297,7 +306,7 @@ func (d *Device) WritePlain(frames [][]byte) (int, error) {
 	if !d.Offload {
 		return d.Write(frames, 0)
 	}
-	if d.wring == nil {
+	if !d.ringW {
 		for i, f := range frames {
 			if _, err := d.f.Write(append(zeroVnetHdr[:len(zeroVnetHdr):len(zeroVnetHdr)], f...)); err != nil {
 				return i, err
@@ -310,7 +319,7 @@ func (d *Device) WritePlain(frames [][]byte) (int, error) {
 
 // MaxVec is the most slices one WriteVec takes: 0 without io_uring.
 func (d *Device) MaxVec() int {
-	if d.wring == nil {
+	if !d.ringW {
 		return 0
 	}
 	return len(d.iov)
@@ -346,7 +355,7 @@ func (d *Device) WriteVec(parts [][]byte) error {
 func (d *Device) writeRing(bufs [][]byte, offset int, vnet bool) (int, error) {
 	d.wmu.Lock()
 	defer d.wmu.Unlock()
-	if d.closed.Load() {
+	if d.closed.Load() || d.wring == nil {
 		return 0, os.ErrClosed
 	}
 	d.written, d.werr = 0, nil

@@ -2,8 +2,10 @@ package tap
 
 import (
 	"encoding/binary"
+	"errors"
 	"net"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -205,5 +207,54 @@ func TestClosedDevice(t *testing.T) {
 	}
 	if _, err := d.WritePlain([][]byte{make([]byte, 64)}); err == nil {
 		t.Error("plain write after close succeeded")
+	}
+}
+
+// TestCloseWhileWriting: several goroutines write (as every router worker
+// writes to every pod) while the port is removed; each write either goes
+// or reports the close, and none touches the write ring after it closed.
+func TestCloseWhileWriting(t *testing.T) {
+	_, d, mac := podTAP(t)
+	const writers = 4
+	var wrote atomic.Int64
+	errs := make(chan error, writers)
+	for g := 0; g < writers; g++ {
+		go func() {
+			f := make([]byte, 10+14+64) // virtio-net header, Ethernet, payload
+			copy(f[10:16], mac)
+			binary.BigEndian.PutUint16(f[22:], 0x88b5) // local experimental EtherType
+			for {
+				var err error
+				switch wrote.Load() % 3 {
+				case 0:
+					_, err = d.Write([][]byte{f}, 0)
+				case 1:
+					_, err = d.WritePlain([][]byte{f[10:]})
+				default:
+					if d.MaxVec() >= 2 {
+						err = d.WriteVec([][]byte{f[:10], f[10:]})
+					}
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+				wrote.Add(1)
+			}
+		}()
+	}
+	testutil.WaitFor(t, 10*time.Second, "writes under way", func() bool { return wrote.Load() >= 100 })
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for g := 0; g < writers; g++ {
+		select {
+		case err := <-errs:
+			if !errors.Is(err, os.ErrClosed) {
+				t.Errorf("write after close: %v, want os.ErrClosed", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a writer kept writing after Close")
+		}
 	}
 }

@@ -28,10 +28,18 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
-		out, err := exec.Command("go", "build", "-o", dir+"/", "../cmd/tortied", "../cmd/tortiectl", "../cmd/tortie-lab", "../cmd/tortie-cni").CombinedOutput()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "building binaries: %v\n%s", err, out)
-			os.Exit(1)
+		// tortied runs under the race detector in every lab: a data race
+		// on its packet path is reported in the node's log (and does not
+		// stop it: halt_on_error=0), and up fails the test for it.
+		os.Setenv("GORACE", "halt_on_error=0")
+		for _, args := range [][]string{
+			{"build", "-race", "-o", dir + "/", "../cmd/tortied"},
+			{"build", "-o", dir + "/", "../cmd/tortiectl", "../cmd/tortie-lab", "../cmd/tortie-cni"},
+		} {
+			if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+				fmt.Fprintf(os.Stderr, "building binaries: %v\n%s", err, out)
+				os.Exit(1)
+			}
 		}
 		// cnitool, the CNI project's own client, pinned to the library version.
 		install := exec.Command("go", "install", "github.com/containernetworking/cni/cnitool@v1.3.1")
@@ -59,9 +67,19 @@ func up(t *testing.T, o lab.Options) *lab.Lab {
 	_ = lab.Down(o.Name) // leftovers of an earlier crash
 	l, err := lab.Up(o)
 	t.Cleanup(func() {
-		if t.Failed() && l != nil {
+		if l != nil {
 			for _, n := range l.Nodes {
-				if b, err := os.ReadFile(n.Log); err == nil && len(b) > 0 {
+				if n.Log == "" {
+					continue // a kernel node: no tortied
+				}
+				b, err := os.ReadFile(n.Log)
+				if err != nil {
+					continue
+				}
+				if r := raceReports(string(b)); r != "" {
+					t.Errorf("data race in tortied on %s:\n%s", n.Name, r)
+				}
+				if t.Failed() && len(b) > 0 {
 					t.Logf("%s log:\n%s", n.Name, tailLines(string(b), 30))
 				}
 			}
@@ -74,6 +92,27 @@ func up(t *testing.T, o lab.Options) *lab.Lab {
 		t.Fatalf("lab up: %v", err)
 	}
 	return l
+}
+
+// raceReports returns the race detector's reports in a tortied log (at
+// most the first three, whole), or "" if there are none.
+func raceReports(log string) string {
+	const start, end = "WARNING: DATA RACE", "=================="
+	var out []string
+	for len(out) < 3 {
+		i := strings.Index(log, start)
+		if i < 0 {
+			break
+		}
+		log = log[i:]
+		j := strings.Index(log, end)
+		if j < 0 {
+			j = len(log)
+		}
+		out = append(out, log[:j])
+		log = log[j:]
+	}
+	return strings.Join(out, "\n")
 }
 
 func tailLines(s string, n int) string {

@@ -4,9 +4,17 @@
 // sendmmsg: the router builds the outer IPIP or VXLAN headers itself (so the
 // VXLAN source port can carry flow entropy, as Linux's own VXLAN does), and
 // natively routed packets go out as they are, routed by the node's kernel.
-// VXLANReceiver reads UDP port 4789 with recvmmsg; IPIPReceiver reads IP
-// protocol 4 from a raw socket with recvmmsg. All three sit on Go's poller,
-// so no goroutine blocks a thread while idle.
+// GSOSender sends runs of VXLAN datagrams through UDP sockets with
+// segmentation offload. ListenVXLAN (UDP port 4789) and ListenIPIP (raw,
+// IP protocol 4) return Receivers that read with recvmmsg. All of them sit
+// on Go's poller, so no goroutine blocks a thread while idle.
+//
+// Concurrency: a socket is shared, its send state is not. Sender and
+// GSOSender are safe for concurrent use and hand out Writers and
+// GSOWriters, each owned by one goroutine (a router worker) with its own
+// message vectors, addresses and results, as wireguard-go's bind keeps
+// its message buffers apart per call. A Receiver has one reader; Close
+// may come from any goroutine.
 //
 // The sends and receives themselves are raw system calls: every
 // socket is non-blocking, so a call never waits, and the scheduler's
@@ -77,16 +85,14 @@ func socketFile(domain, typ, proto int, name string) (*os.File, syscall.RawConn,
 	return f, rc, nil
 }
 
-// Sender sends complete IPv4 packets with sendmmsg.
+// Sender is the raw socket that complete IPv4 packets leave through. It is
+// safe for concurrent use; the sending itself is done by Writers, one per
+// goroutine, which share the socket (a socket's sends are serialised by the
+// kernel) but nothing else.
 type Sender struct {
 	f      *os.File
 	rc     syscall.RawConn
 	ifname string
-	b      batch
-	// per-call state for the poller callback, set before each call
-	n, sent int
-	err     error
-	writeFn func(fd uintptr) bool
 }
 
 // NewSender opens the raw send socket. ifname is the underlay interface whose
@@ -99,63 +105,86 @@ func NewSender(ifname string) (*Sender, error) {
 	fd := int(f.Fd())
 	// Large send buffer: a batch of VXLAN superframes must not block.
 	setBuffer(fd, unix.SO_SNDBUFFORCE, unix.SO_SNDBUF)
-	s := &Sender{f: f, rc: rc, ifname: ifname, b: newBatch(BatchSize)}
-	s.writeFn = s.write
-	return s, nil
+	return &Sender{f: f, rc: rc, ifname: ifname}, nil
 }
 
-func (s *Sender) write(fd uintptr) bool {
-	// Raw: the socket is non-blocking, so the call never waits; see the package comment.
-	r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&s.b.msgs[0])), uintptr(s.n), 0, 0, 0)
-	if e == unix.EAGAIN {
-		return false
-	}
-	if e != 0 {
-		s.err = e
-		return true
-	}
-	s.sent = int(r)
-	return true
-}
-
-// Send sends pkts[i] to dsts[i], in batches of BatchSize, and reports how
-// many went before the first failure.
-func (s *Sender) Send(pkts [][]byte, dsts [][4]byte) (int, error) {
-	total := 0
-	for total < len(pkts) {
-		n := min(len(pkts)-total, len(s.b.msgs))
-		for i := 0; i < n; i++ {
-			p := pkts[total+i]
-			s.b.iovs[i].Base = &p[0]
-			s.b.iovs[i].SetLen(len(p))
-			s.b.names[i].Family = unix.AF_INET
-			s.b.names[i].Addr = dsts[total+i]
-		}
-		s.n, s.sent, s.err = n, 0, nil
-		if err := s.rc.Write(s.writeFn); err != nil {
-			return total, err
-		}
-		if s.err != nil {
-			return total, s.err
-		}
-		total += s.sent
-		if s.sent < n {
-			// sendmmsg stops early only on an error it reports on the
-			// next call; make that call now so the caller sees it.
-			continue
-		}
-	}
-	for i := range s.b.iovs {
-		s.b.iovs[i].Base = nil
-	}
-	return total, nil
+// NewWriter returns a writer with its own message vectors, for one
+// goroutine. It allocates them here, so that Send allocates nothing.
+func (s *Sender) NewWriter() *Writer {
+	w := &Writer{s: s, b: newBatch(BatchSize)}
+	w.writeFn = w.write
+	return w
 }
 
 // MTU reads the underlay interface's current MTU.
 func (s *Sender) MTU() (int, error) { return InterfaceMTU(s.ifname) }
 
-// Close closes the socket.
+// Close closes the socket; later sends of its writers fail.
 func (s *Sender) Close() error { return s.f.Close() }
+
+// Writer sends complete IPv4 packets through its Sender's socket with
+// sendmmsg. It is owned by one goroutine and not safe for concurrent use:
+// the message vectors, addresses and per-call results are its own.
+type Writer struct {
+	s *Sender
+	b batch
+	// per-call state for the poller callback, set before each call
+	n, sent int
+	err     error
+	writeFn func(fd uintptr) bool
+}
+
+func (w *Writer) write(fd uintptr) bool {
+	// Raw: the socket is non-blocking, so the call never waits; see the package comment.
+	r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&w.b.msgs[0])), uintptr(w.n), 0, 0, 0)
+	if e == unix.EAGAIN {
+		return false
+	}
+	if e != 0 {
+		w.err = e
+		return true
+	}
+	w.sent = int(r)
+	return true
+}
+
+// Send sends pkts[i] to dsts[i], in batches of BatchSize, and reports how
+// many went before the first failure.
+func (w *Writer) Send(pkts [][]byte, dsts [][4]byte) (int, error) {
+	total, err := w.send(pkts, dsts)
+	for i := range w.b.iovs {
+		w.b.iovs[i].Base = nil // hold no packet past the call
+	}
+	return total, err
+}
+
+func (w *Writer) send(pkts [][]byte, dsts [][4]byte) (int, error) {
+	total := 0
+	for total < len(pkts) {
+		n := min(len(pkts)-total, len(w.b.msgs))
+		for i := 0; i < n; i++ {
+			p := pkts[total+i]
+			w.b.iovs[i].Base = &p[0]
+			w.b.iovs[i].SetLen(len(p))
+			w.b.names[i].Family = unix.AF_INET
+			w.b.names[i].Addr = dsts[total+i]
+		}
+		w.n, w.sent, w.err = n, 0, nil
+		if err := w.s.rc.Write(w.writeFn); err != nil {
+			return total, err
+		}
+		if w.err != nil {
+			return total, w.err
+		}
+		// sendmmsg stops early only on an error it reports on the next
+		// call; the loop makes that call now so the caller sees it.
+		total += w.sent
+	}
+	return total, nil
+}
+
+// MTU reads the underlay interface's current MTU.
+func (w *Writer) MTU() (int, error) { return w.s.MTU() }
 
 // InterfaceMTU returns the MTU of the named interface.
 func InterfaceMTU(name string) (int, error) {
@@ -175,6 +204,8 @@ func InterfaceMTU(name string) (int, error) {
 }
 
 // Receiver reads a socket with recvmmsg; it implements router.UnderlayReceiver.
+// Recv is owned by one goroutine and not safe for concurrent use; Close is
+// safe from any goroutine.
 type Receiver struct {
 	closed atomic.Bool
 	gro    bool     // UDP_GRO: a message may hold several datagrams of one size

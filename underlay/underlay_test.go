@@ -58,7 +58,7 @@ func TestLoopback(t *testing.T) {
 	for i := range dsts {
 		dsts[i] = self
 	}
-	if n, err := s.Send(pkts, dsts); n != len(pkts) || err != nil {
+	if n, err := s.NewWriter().Send(pkts, dsts); n != len(pkts) || err != nil {
 		t.Fatalf("sent %d: %v", n, err)
 	}
 	bufs := make([][]byte, 16)
@@ -93,7 +93,7 @@ func TestLoopback(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		header.VXLAN(run[i*100:]).Encode(uint32(4096 + i))
 	}
-	if err := g.SendGSO(run, 100, self, 7); err != nil {
+	if err := g.NewWriter().SendGSO(run, 100, self, 7); err != nil {
 		t.Fatalf("SendGSO: %v", err)
 	}
 	grouped := false
@@ -118,7 +118,7 @@ func TestLoopback(t *testing.T) {
 	t.Logf("GSO run received as one GRO message: %v", grouped)
 	// Underlay MTU lowered at run time: EMSGSIZE, and MTU() sees the change.
 	testutil.Run(t, "ip", "-n", ns, "link", "set", "lo", "mtu", "1280")
-	_, err = s.Send([][]byte{mk(header.ProtocolUDP, 1400)}, [][4]byte{self})
+	_, err = s.NewWriter().Send([][]byte{mk(header.ProtocolUDP, 1400)}, [][4]byte{self})
 	if !errors.Is(err, syscall.EMSGSIZE) {
 		t.Fatalf("want EMSGSIZE, got %v", err)
 	}

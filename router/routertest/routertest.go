@@ -1,19 +1,42 @@
 // Package routertest provides in-memory doubles of the router's devices and
 // underlay, so the forwarding core can be tested without root or kernels.
+//
+// The doubles are exactly as strict as the router's concurrency contracts:
+// what the contract says is owned by one worker (a device's Read, an
+// underlay sender, a GSO sender, a receiver's Recv) keeps its per-call
+// state unguarded, as the real one does, and panics when two goroutines
+// are inside it at once; only what the contract says is safe for
+// concurrent use (writes to a device, what reaches the wire) takes a lock.
 package routertest
 
 import (
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/tortie-net/tortie/fib"
 )
 
+// owner catches a one-owner method entered by a second goroutine while the
+// first is still inside it. A lock here would hide exactly the bug the
+// contract rules out (it once hid lost and duplicated packets).
+type owner struct{ busy atomic.Bool }
+
+func (o *owner) enter(what string) {
+	if !o.busy.CompareAndSwap(false, true) {
+		panic("routertest: " + what + " entered by two goroutines at once; it is owned by one worker")
+	}
+}
+
+func (o *owner) exit() { o.busy.Store(false) }
+
 // Device is an in-memory router.Device. Frames given to Inject are returned
 // by Read; frames the router writes are recorded and can be taken with Take.
+// Read is owned by one reader; everything else is safe for concurrent use.
 type Device struct {
-	mu      sync.Mutex
+	reader  owner
+	mu      sync.Mutex // the queues, as the kernel's are guarded
 	cond    *sync.Cond
 	in      [][]byte
 	out     [][]byte
@@ -39,8 +62,11 @@ func (d *Device) Inject(frame []byte) {
 	d.cond.Signal()
 }
 
-// Read blocks until frames were injected or the device is closed.
+// Read blocks until frames were injected or the device is closed. It is
+// owned by the device's one reader.
 func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	d.reader.enter("Device.Read")
+	defer d.reader.exit()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for len(d.in) == 0 && !d.closed {
@@ -147,34 +173,23 @@ type Sent struct {
 	Dst [4]byte
 }
 
-// Underlay records what the router sends; it fails sends larger than MTU
-// with EMSGSIZE, as a raw socket does.
+// Underlay is an in-memory underlay network: it records what the router's
+// senders put on the wire, and fails sends larger than its MTU with
+// EMSGSIZE, as a raw socket does. Underlay is safe for concurrent use; the
+// senders it opens, one per worker, are not.
 type Underlay struct {
-	mu      sync.Mutex
-	MTUNow  int
+	mu      sync.Mutex // the wire
+	mtu     atomic.Int64
 	sent    []Sent
-	Discard bool
+	Discard bool // record nothing (for benchmarks); set before use
 }
 
-func (u *Underlay) Send(pkts [][]byte, dsts [][4]byte) (int, error) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	for i, p := range pkts {
-		if u.MTUNow > 0 && len(p) > u.MTUNow {
-			return i, syscall.EMSGSIZE
-		}
-		if !u.Discard {
-			u.sent = append(u.sent, Sent{append([]byte(nil), p...), dsts[i]})
-		}
-	}
-	return len(pkts), nil
-}
+// SetMTU changes the underlay's MTU (0: unlimited), as an operator
+// lowering the interface's MTU at run time.
+func (u *Underlay) SetMTU(mtu int) { u.mtu.Store(int64(mtu)) }
 
-func (u *Underlay) MTU() (int, error) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.MTUNow, nil
-}
+// NewSender opens one worker's sender (a router.UnderlaySender).
+func (u *Underlay) NewSender() *UnderlaySender { return &UnderlaySender{u: u} }
 
 // Take returns and forgets the packets sent so far.
 func (u *Underlay) Take() []Sent {
@@ -185,7 +200,104 @@ func (u *Underlay) Take() []Sent {
 	return s
 }
 
-// Receiver is an in-memory router.UnderlayReceiver.
+// UnderlaySender is one worker's sender onto an Underlay. Like a real one
+// it is owned by one goroutine: its batch is its own, unguarded, and it
+// panics when entered by a second goroutine.
+type UnderlaySender struct {
+	u     *Underlay
+	own   owner
+	batch []Sent // copies of one call's packets, made outside any lock
+}
+
+// Send puts pkts[i] on the wire toward dsts[i], stopping at the first that
+// exceeds the MTU.
+func (s *UnderlaySender) Send(pkts [][]byte, dsts [][4]byte) (int, error) {
+	s.own.enter("UnderlaySender.Send")
+	defer s.own.exit()
+	mtu := int(s.u.mtu.Load())
+	n, err := len(pkts), error(nil)
+	for i, p := range pkts {
+		if mtu > 0 && len(p) > mtu {
+			n, err = i, syscall.EMSGSIZE
+			break
+		}
+	}
+	if s.u.Discard || n == 0 {
+		return n, err
+	}
+	s.batch = s.batch[:0]
+	for i, p := range pkts[:n] {
+		s.batch = append(s.batch, Sent{append([]byte(nil), p...), dsts[i]})
+	}
+	s.u.mu.Lock()
+	s.u.sent = append(s.u.sent, s.batch...)
+	s.u.mu.Unlock()
+	clear(s.batch)
+	return n, err
+}
+
+// MTU reads the underlay's MTU.
+func (s *UnderlaySender) MTU() (int, error) {
+	s.own.enter("UnderlaySender.MTU")
+	defer s.own.exit()
+	return int(s.u.mtu.Load()), nil
+}
+
+// GSOSend is one run of datagrams handed to UDP segmentation offload.
+type GSOSend struct {
+	Seg  int // datagram size; the last may be shorter
+	Dst  [4]byte
+	Hash uint32
+	Data []byte // the run
+}
+
+// GSO is an in-memory underlay for UDP GSO runs: it records them. GSO is
+// safe for concurrent use; the writers it opens, one per worker, are not.
+type GSO struct {
+	mu    sync.Mutex // the wire
+	sends []GSOSend
+}
+
+// NewWriter opens one worker's GSO sender (a router.GSOSender).
+func (g *GSO) NewWriter() *GSOWriter { return &GSOWriter{g: g} }
+
+// Take returns and forgets the runs sent so far.
+func (g *GSO) Take() []GSOSend {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	s := g.sends
+	g.sends = nil
+	return s
+}
+
+// GSOWriter is one worker's sender of runs onto a GSO. It is owned by one
+// goroutine and panics when entered by a second.
+type GSOWriter struct {
+	g   *GSO
+	own owner
+}
+
+// SendGSO records the run.
+func (w *GSOWriter) SendGSO(p []byte, seg int, dst [4]byte, hash uint32) error {
+	w.own.enter("GSOWriter.SendGSO")
+	defer w.own.exit()
+	s := GSOSend{seg, dst, hash, append([]byte(nil), p...)}
+	w.g.mu.Lock()
+	w.g.sends = append(w.g.sends, s)
+	w.g.mu.Unlock()
+	return nil
+}
+
+// MTU is 1500.
+func (w *GSOWriter) MTU() (int, error) {
+	w.own.enter("GSOWriter.MTU")
+	defer w.own.exit()
+	return 1500, nil
+}
+
+// Receiver is an in-memory router.UnderlayReceiver. Recv is owned by one
+// reader (through Device.Read); Close and the Inject methods are safe for
+// concurrent use.
 type Receiver struct {
 	Device
 	M fib.Mode
