@@ -65,9 +65,6 @@ const (
 	MetricPodMTU  = "pod_mtu"
 )
 
-// higherIsBetter says which way a metric's ratio reads.
-var higherIsBetter = map[string]bool{MetricPPS: true, MetricTCP1: true, MetricTCP2: true}
-
 // Options choose what a run measures.
 type Options struct {
 	Setups    []string      // names from Setups (default: all)

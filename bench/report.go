@@ -87,16 +87,16 @@ func (r *Report) Markdown() string {
 		if m.unit == "" {
 			row = fmt.Sprintf("| %s |", m.label)
 		}
-		any := false
+		found := false
 		for _, s := range setups {
 			if v, ok := r.value(s, m.metric); ok {
 				row += " " + format(v) + " |"
-				any = true
+				found = true
 			} else {
 				row += " – |"
 			}
 		}
-		if any {
+		if found {
 			b.WriteString(row + "\n")
 		}
 	}

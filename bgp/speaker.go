@@ -49,6 +49,7 @@ import (
 // PeerType is how a session came about, in Calico's words.
 type PeerType uint8
 
+// Peer types.
 const (
 	PeerMesh         PeerType = iota // node-to-node mesh
 	PeerNodeSpecific                 // a BGPPeer for some nodes

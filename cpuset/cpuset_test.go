@@ -133,6 +133,6 @@ func pinChild() {
 		}
 	}
 	close(hold)
-	os.Stdout.WriteString(fmt.Sprintf("pinned %d threads to CPU %s\n", len(tids), want))
+	fmt.Fprintf(os.Stdout, "pinned %d threads to CPU %s\n", len(tids), want)
 	os.Exit(0)
 }

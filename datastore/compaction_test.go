@@ -11,7 +11,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	. "github.com/tortie-net/tortie/datastore"
+	"github.com/tortie-net/tortie/datastore"
 	"github.com/tortie-net/tortie/datastore/etcdtest"
 	"github.com/tortie-net/tortie/ipam"
 	"github.com/tortie-net/tortie/resources"
@@ -41,8 +41,8 @@ type sample struct{ rev, size, inUse int64 }
 // and lets the member defragment if worthwhile. It returns the revision
 // and database sizes after each round.
 func soak(t *testing.T, retention string, rounds int) []sample {
-	member := etcdtest.StartMember(t, EmbeddedConfig{CompactionRetention: retention, DefragInterval: -1, DefragMinFree: 1})
-	s, err := DialEtcd(EtcdConfig{Endpoints: []string{member.URL}})
+	member := etcdtest.StartMember(t, datastore.EmbeddedConfig{CompactionRetention: retention, DefragInterval: -1, DefragMinFree: 1})
+	s, err := datastore.DialEtcd(datastore.EtcdConfig{Endpoints: []string{member.URL}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func TestCompactionSoak(t *testing.T) {
 // TestDefragHousekeeping: once compaction has freed most of the file, the
 // member's housekeeping timer defragments it and the file shrinks.
 func TestDefragHousekeeping(t *testing.T) {
-	member := etcdtest.StartMember(t, EmbeddedConfig{CompactionRetention: "0", DefragInterval: 20 * time.Millisecond, DefragMinFree: 1 << 20})
+	member := etcdtest.StartMember(t, datastore.EmbeddedConfig{CompactionRetention: "0", DefragInterval: 20 * time.Millisecond, DefragMinFree: 1 << 20})
 	raw, err := clientv3.New(clientv3.Config{Endpoints: []string{member.URL}, DialTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)

@@ -90,6 +90,7 @@ func unavailable(err error) error {
 	return fmt.Errorf("%w: %v", ErrUnavailable, err)
 }
 
+// Get returns key's value and revision, or ErrNotFound.
 func (e *Etcd) Get(ctx context.Context, key string) (KV, error) {
 	ctx, cancel := e.ctx(ctx)
 	defer cancel()
@@ -104,6 +105,7 @@ func (e *Etcd) Get(ctx context.Context, key string) (KV, error) {
 	return KV{Key: string(kv.Key), Value: kv.Value, Rev: kv.ModRevision}, nil
 }
 
+// List returns every key under prefix and the store revision it read at.
 func (e *Etcd) List(ctx context.Context, prefix string) ([]KV, int64, error) {
 	ctx, cancel := e.ctx(ctx)
 	defer cancel()
@@ -131,10 +133,13 @@ func (e *Etcd) txn(ctx context.Context, cmp clientv3.Cmp, op clientv3.Op, failEr
 	return r.Header.Revision, nil
 }
 
+// Create writes key only if it does not exist, else returns ErrExists.
 func (e *Etcd) Create(ctx context.Context, key string, value []byte) (int64, error) {
 	return e.txn(ctx, clientv3.Compare(clientv3.CreateRevision(key), "=", 0), clientv3.OpPut(key, string(value)), ErrExists)
 }
 
+// Update writes key only if its revision is still rev: ErrConflict if it
+// changed, ErrNotFound if it is gone.
 func (e *Etcd) Update(ctx context.Context, key string, value []byte, rev int64) (int64, error) {
 	r, err := e.txn(ctx, clientv3.Compare(clientv3.ModRevision(key), "=", rev), clientv3.OpPut(key, string(value)), ErrConflict)
 	if errors.Is(err, ErrConflict) {
@@ -145,6 +150,7 @@ func (e *Etcd) Update(ctx context.Context, key string, value []byte, rev int64) 
 	return r, err
 }
 
+// Put writes key unconditionally and returns the new store revision.
 func (e *Etcd) Put(ctx context.Context, key string, value []byte) (int64, error) {
 	ctx, cancel := e.ctx(ctx)
 	defer cancel()
@@ -155,6 +161,8 @@ func (e *Etcd) Put(ctx context.Context, key string, value []byte) (int64, error)
 	return r.Header.Revision, nil
 }
 
+// Delete removes key; with rev > 0 only if its revision is still rev
+// (ErrConflict otherwise). A missing key gives ErrNotFound.
 func (e *Etcd) Delete(ctx context.Context, key string, rev int64) error {
 	if rev > 0 {
 		_, err := e.txn(ctx, clientv3.Compare(clientv3.ModRevision(key), "=", rev), clientv3.OpDelete(key), ErrConflict)
@@ -177,6 +185,8 @@ func (e *Etcd) Delete(ctx context.Context, key string, rev int64) error {
 	return nil
 }
 
+// Watch streams changes under prefix after revision rev (rev 0: from now)
+// until ctx ends; the channel closes on ctx done or a watch error.
 func (e *Etcd) Watch(ctx context.Context, prefix string, rev int64) <-chan Event {
 	out := make(chan Event)
 	go func() {
@@ -205,4 +215,5 @@ func (e *Etcd) Watch(ctx context.Context, prefix string, rev int64) <-chan Event
 	return out
 }
 
+// Close closes the etcd client.
 func (e *Etcd) Close() error { return e.c.Close() }

@@ -15,11 +15,11 @@ import (
 )
 
 var (
-	// ErrNotFound: the key does not exist.
+	// ErrNotFound means the key does not exist.
 	ErrNotFound = errors.New("datastore: not found")
-	// ErrExists: Create found the key already there.
+	// ErrExists means Create found the key already there.
 	ErrExists = errors.New("datastore: already exists")
-	// ErrConflict: the key changed since the revision the caller read.
+	// ErrConflict means the key changed since the revision the caller read.
 	ErrConflict = errors.New("datastore: revision conflict")
 	// ErrUnavailable wraps failures to reach the store; callers must never
 	// take it for "not found".
@@ -36,9 +36,10 @@ type KV struct {
 // EventType says what happened to a key.
 type EventType uint8
 
+// Event types.
 const (
-	EventPut EventType = iota
-	EventDelete
+	EventPut    EventType = iota // key created or updated
+	EventDelete                  // key deleted
 )
 
 // Event is one change seen by Watch.
@@ -99,6 +100,7 @@ func (m *Memory) notify(e Event) {
 	}
 }
 
+// Get returns key's value and revision, or ErrNotFound.
 func (m *Memory) Get(_ context.Context, key string) (KV, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -112,6 +114,8 @@ func (m *Memory) Get(_ context.Context, key string) (KV, error) {
 	return kv, nil
 }
 
+// List returns every key under prefix, in no particular order, and the
+// current revision.
 func (m *Memory) List(_ context.Context, prefix string) ([]KV, int64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -144,6 +148,7 @@ func (m *Memory) write(key string, value []byte, check func(KV, bool) error) (in
 	return m.rev, nil
 }
 
+// Create writes key only if it does not exist, else returns ErrExists.
 func (m *Memory) Create(_ context.Context, key string, value []byte) (int64, error) {
 	return m.write(key, value, func(_ KV, ok bool) error {
 		if ok {
@@ -153,6 +158,8 @@ func (m *Memory) Create(_ context.Context, key string, value []byte) (int64, err
 	})
 }
 
+// Update writes key only if its revision is still rev: ErrNotFound if it
+// is missing, ErrConflict if it changed.
 func (m *Memory) Update(_ context.Context, key string, value []byte, rev int64) (int64, error) {
 	return m.write(key, value, func(cur KV, ok bool) error {
 		if !ok {
@@ -165,10 +172,13 @@ func (m *Memory) Update(_ context.Context, key string, value []byte, rev int64) 
 	})
 }
 
+// Put writes key unconditionally and returns the new revision.
 func (m *Memory) Put(_ context.Context, key string, value []byte) (int64, error) {
 	return m.write(key, value, func(KV, bool) error { return nil })
 }
 
+// Delete removes key; with rev > 0 only if its revision is still rev
+// (ErrConflict otherwise). A missing key gives ErrNotFound.
 func (m *Memory) Delete(_ context.Context, key string, rev int64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -188,6 +198,9 @@ func (m *Memory) Delete(_ context.Context, key string, rev int64) error {
 	return nil
 }
 
+// Watch streams changes under prefix from now on until ctx ends; rev is
+// ignored (no history is kept). Events are dropped if the watcher falls
+// more than 1024 behind.
 func (m *Memory) Watch(ctx context.Context, prefix string, _ int64) <-chan Event {
 	w := &memWatch{prefix: prefix, ch: make(chan Event, 1024)}
 	m.mu.Lock()
@@ -217,4 +230,5 @@ func (m *Memory) Watch(ctx context.Context, prefix string, _ int64) <-chan Event
 	return out
 }
 
+// Close does nothing.
 func (m *Memory) Close() error { return nil }

@@ -8,14 +8,14 @@ import (
 	"testing"
 	"time"
 
-	. "github.com/tortie-net/tortie/datastore"
+	"github.com/tortie-net/tortie/datastore"
 	"github.com/tortie-net/tortie/datastore/etcdtest"
 )
 
 // contract is what every Store must do.
-func contract(t *testing.T, s Store) {
+func contract(t *testing.T, s datastore.Store) {
 	ctx := context.Background()
-	if _, err := s.Get(ctx, "/a"); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Get(ctx, "/a"); !errors.Is(err, datastore.ErrNotFound) {
 		t.Fatalf("get missing: %v", err)
 	}
 	watchCtx, stop := context.WithCancel(ctx)
@@ -31,17 +31,17 @@ func contract(t *testing.T, s Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Create(ctx, "/a", []byte("x")); !errors.Is(err, ErrExists) {
+	if _, err := s.Create(ctx, "/a", []byte("x")); !errors.Is(err, datastore.ErrExists) {
 		t.Fatalf("create twice: %v", err)
 	}
 	r2, err := s.Update(ctx, "/a", []byte("2"), r1)
 	if err != nil || r2 <= r1 {
 		t.Fatalf("update: %v", err)
 	}
-	if _, err := s.Update(ctx, "/a", []byte("3"), r1); !errors.Is(err, ErrConflict) {
+	if _, err := s.Update(ctx, "/a", []byte("3"), r1); !errors.Is(err, datastore.ErrConflict) {
 		t.Fatalf("stale update: %v", err)
 	}
-	if _, err := s.Update(ctx, "/nope", []byte("3"), 1); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Update(ctx, "/nope", []byte("3"), 1); !errors.Is(err, datastore.ErrNotFound) {
 		t.Fatalf("update missing: %v", err)
 	}
 	kv, err := s.Get(ctx, "/a")
@@ -54,13 +54,13 @@ func contract(t *testing.T, s Store) {
 	if err != nil || len(l) != 2 {
 		t.Fatalf("list: %d %v", len(l), err)
 	}
-	if err := s.Delete(ctx, "/a", r1); !errors.Is(err, ErrConflict) {
+	if err := s.Delete(ctx, "/a", r1); !errors.Is(err, datastore.ErrConflict) {
 		t.Fatalf("stale delete: %v", err)
 	}
 	if err := s.Delete(ctx, "/a", r2); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Delete(ctx, "/a", 0); !errors.Is(err, ErrNotFound) {
+	if err := s.Delete(ctx, "/a", 0); !errors.Is(err, datastore.ErrNotFound) {
 		t.Fatalf("delete missing: %v", err)
 	}
 	// The watch saw create, update, put of /ab and delete, in order.
@@ -95,7 +95,7 @@ func contract(t *testing.T, s Store) {
 					fmt.Sscan(string(kv.Value), &n)
 					if _, err := s.Update(ctx, "/n", []byte(fmt.Sprint(n+1)), kv.Rev); err == nil {
 						break
-					} else if !errors.Is(err, ErrConflict) {
+					} else if !errors.Is(err, datastore.ErrConflict) {
 						t.Error(err)
 						return
 					}
@@ -109,18 +109,18 @@ func contract(t *testing.T, s Store) {
 	}
 }
 
-func TestMemoryContract(t *testing.T) { contract(t, NewMemory()) }
+func TestMemoryContract(t *testing.T) { contract(t, datastore.NewMemory()) }
 
 func TestEtcdContract(t *testing.T) { contract(t, etcdtest.Start(t)) }
 
 func TestEtcdUnreachableIsAnError(t *testing.T) {
-	c, err := DialEtcd(EtcdConfig{Endpoints: []string{fmt.Sprintf("127.0.0.1:%d", etcdtest.FreePort(t))}, Timeout: 300 * time.Millisecond})
+	c, err := datastore.DialEtcd(datastore.EtcdConfig{Endpoints: []string{fmt.Sprintf("127.0.0.1:%d", etcdtest.FreePort(t))}, Timeout: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	start := time.Now()
-	if _, err := c.Get(context.Background(), "/x"); !errors.Is(err, ErrUnavailable) {
+	if _, err := c.Get(context.Background(), "/x"); !errors.Is(err, datastore.ErrUnavailable) {
 		t.Fatalf("want ErrUnavailable, got %v", err)
 	}
 	if time.Since(start) > 10*time.Second {

@@ -13,14 +13,14 @@ import (
 	"testing"
 	"time"
 
-	. "github.com/tortie-net/tortie/datastore"
+	"github.com/tortie-net/tortie/datastore"
 	"github.com/tortie-net/tortie/datastore/etcdtest"
 	"github.com/tortie-net/tortie/internal/pki"
 )
 
 // tlsMember starts a TLS-only member and returns it with the files of a
 // client certificate of its CA and of one from another CA.
-func tlsMember(t *testing.T) (m *Embedded, good, foreign pki.Files) {
+func tlsMember(t *testing.T) (m *datastore.Embedded, good, foreign pki.Files) {
 	t.Helper()
 	dir := t.TempDir()
 	ca, err := pki.NewCA("test etcd CA")
@@ -42,7 +42,7 @@ func tlsMember(t *testing.T) (m *Embedded, good, foreign pki.Files) {
 		t.Fatal(err)
 	}
 	foreign.CA = good.CA // it trusts the member; the member does not trust it
-	m = etcdtest.StartMember(t, EmbeddedConfig{CertFile: member.Cert, KeyFile: member.Key, CAFile: member.CA})
+	m = etcdtest.StartMember(t, datastore.EmbeddedConfig{CertFile: member.Cert, KeyFile: member.Key, CAFile: member.CA})
 	return m, good, foreign
 }
 
@@ -55,10 +55,10 @@ func mustRead(t *testing.T, path string) []byte {
 	return b
 }
 
-func dial(t *testing.T, endpoint string, files pki.Files) *Etcd {
+func dial(t *testing.T, endpoint string, files pki.Files) *datastore.Etcd {
 	t.Helper()
-	c, err := DialEtcd(EtcdConfig{Endpoints: []string{endpoint}, Timeout: 2 * time.Second,
-		TLS: ClientTLS{CAFile: files.CA, CertFile: files.Cert, KeyFile: files.Key}})
+	c, err := datastore.DialEtcd(datastore.EtcdConfig{Endpoints: []string{endpoint}, Timeout: 2 * time.Second,
+		TLS: datastore.ClientTLS{CAFile: files.CA, CertFile: files.Cert, KeyFile: files.Key}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,14 +94,14 @@ func TestEtcdTLSClientAuth(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := dial(t, tc.endpoint, tc.files).Get(ctx, "/k")
-			if !errors.Is(err, ErrUnavailable) {
+			if !errors.Is(err, datastore.ErrUnavailable) {
 				t.Fatalf("want the member to refuse, got %v", err)
 			}
 			if tc.alert == "" {
 				return
 			}
 			// The same TLS configuration, handshaking by hand, shows why.
-			cfg, err := ClientTLS{CAFile: tc.files.CA, CertFile: tc.files.Cert, KeyFile: tc.files.Key}.Config()
+			cfg, err := datastore.ClientTLS{CAFile: tc.files.CA, CertFile: tc.files.Cert, KeyFile: tc.files.Key}.Config()
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -89,10 +89,9 @@ func TestUnknownNodeNotRouted(t *testing.T) {
 	if _, err := (&ipam.IPAM{S: s}).Assign(context.Background(), ipam.Request{Handle: "x", Node: "ghost"}); err != nil {
 		t.Fatal(err)
 	}
-	snap := &Snapshot{}
 	sy := &Syncer{Store: s, Me: "a", FIB: fib.New(), Log: zap.NewNop()}
-	var err error
-	if snap, err = sy.read(context.Background()); err != nil {
+	snap, err := sy.read(context.Background())
+	if err != nil {
 		t.Fatal(err)
 	}
 	routes, warnings := Routes("a", netip.MustParsePrefix("10.0.1.1/24"), snap, false)

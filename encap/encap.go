@@ -14,8 +14,10 @@ import (
 const (
 	// VNI is the VXLAN network identifier Calico uses.
 	VNI = 4096
-	// OverheadIPIP and OverheadVXLAN are the bytes each adds on an IPv4 underlay.
-	OverheadIPIP  = header.IPv4MinLen
+	// OverheadIPIP is the bytes IP-in-IP adds on an IPv4 underlay (outer IPv4 header).
+	OverheadIPIP = header.IPv4MinLen
+	// OverheadVXLAN is the bytes VXLAN adds on an IPv4 underlay (outer IPv4,
+	// UDP, VXLAN and inner Ethernet headers).
 	OverheadVXLAN = header.IPv4MinLen + header.UDPLen + header.VXLANLen + header.EthernetLen
 )
 

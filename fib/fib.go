@@ -19,12 +19,13 @@ import (
 // Kind says where a next hop leads.
 type Kind uint8
 
+// Next-hop kinds.
 const (
-	KindNone      Kind = iota
-	KindLocal          // a pod port on this node
-	KindRemote         // another node, reached per Mode
-	KindHost           // this node's own network stack (host TUN)
-	KindBlackhole      // silently dropped (our own block's unused addresses)
+	KindNone      Kind = iota // no next hop
+	KindLocal                 // a pod port on this node
+	KindRemote                // another node, reached per Mode
+	KindHost                  // this node's own network stack (host TUN)
+	KindBlackhole             // silently dropped (our own block's unused addresses)
 )
 
 func (k Kind) String() string {
@@ -44,6 +45,7 @@ func (k Kind) String() string {
 // Mode is how traffic to a remote node is carried.
 type Mode uint8
 
+// Encapsulation modes.
 const (
 	ModeNative Mode = iota // routed as is, next hop = node address
 	ModeIPIP               // IP protocol 4, outer node to node
@@ -92,6 +94,7 @@ type NextHop struct {
 // the lower Source wins.
 type Source uint8
 
+// Route sources, in order of precedence.
 const (
 	SourceEndpoint  Source = iota // a local pod
 	SourceHost                    // the node's own addresses and defaults

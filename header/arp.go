@@ -31,10 +31,19 @@ func (a ARP) IsValid() bool {
 		a[4] == 6 && a[5] == 4
 }
 
-func (a ARP) Op() uint16   { return binary.BigEndian.Uint16(a[arpOffOp:]) }
+// Op returns the operation (ARPRequest or ARPReply).
+func (a ARP) Op() uint16 { return binary.BigEndian.Uint16(a[arpOffOp:]) }
+
+// SHA returns the sender hardware address.
 func (a ARP) SHA() (m MAC) { copy(m[:], a[arpOffSHA:arpOffSHA+6]); return }
+
+// SPA returns the sender protocol (IPv4) address.
 func (a ARP) SPA() [4]byte { return [4]byte(a[arpOffSPA : arpOffSPA+4]) }
+
+// THA returns the target hardware address.
 func (a ARP) THA() (m MAC) { copy(m[:], a[arpOffTHA:arpOffTHA+6]); return }
+
+// TPA returns the target protocol (IPv4) address.
 func (a ARP) TPA() [4]byte { return [4]byte(a[arpOffTPA : arpOffTPA+4]) }
 
 // TurnIntoReply rewrites a request in place into the reply that says

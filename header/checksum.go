@@ -59,14 +59,14 @@ func Checksum(b []byte, initial uint32) uint16 {
 }
 
 // UpdateChecksum16 returns the header checksum hc after one 16-bit word of the
-// covered data changed from old to new, following RFC 1624 eqn. 3:
+// covered data changed from old to next, following RFC 1624 eqn. 3:
 //
 //	HC' = ~(~HC + ~m + m')
 //
 // which, unlike the older RFC 1141 form, never yields 0x0000 from a non-zero
 // sum (the -0 problem described in RFC 1624 §3).
-func UpdateChecksum16(hc, old, new uint16) uint16 {
-	sum := uint32(^hc) + uint32(^old) + uint32(new)
+func UpdateChecksum16(hc, old, next uint16) uint16 {
+	sum := uint32(^hc) + uint32(^old) + uint32(next)
 	sum = (sum & 0xffff) + (sum >> 16)
 	sum = (sum & 0xffff) + (sum >> 16)
 	return ^uint16(sum)

@@ -41,12 +41,25 @@ func (m MAC) IsMulticast() bool { return m[0]&1 == 1 }
 // Ethernet is a view of an Ethernet II header. Callers check len >= EthernetLen.
 type Ethernet []byte
 
-func (e Ethernet) Dst() (m MAC)      { copy(m[:], e[0:6]); return }
-func (e Ethernet) Src() (m MAC)      { copy(m[:], e[6:12]); return }
-func (e Ethernet) Type() uint16      { return binary.BigEndian.Uint16(e[12:14]) }
-func (e Ethernet) SetDst(m MAC)      { copy(e[0:6], m[:]) }
-func (e Ethernet) SetSrc(m MAC)      { copy(e[6:12], m[:]) }
-func (e Ethernet) SetType(t uint16)  { binary.BigEndian.PutUint16(e[12:14], t) }
+// Dst returns the destination MAC.
+func (e Ethernet) Dst() (m MAC) { copy(m[:], e[0:6]); return }
+
+// Src returns the source MAC.
+func (e Ethernet) Src() (m MAC) { copy(m[:], e[6:12]); return }
+
+// Type returns the EtherType.
+func (e Ethernet) Type() uint16 { return binary.BigEndian.Uint16(e[12:14]) }
+
+// SetDst sets the destination MAC.
+func (e Ethernet) SetDst(m MAC) { copy(e[0:6], m[:]) }
+
+// SetSrc sets the source MAC.
+func (e Ethernet) SetSrc(m MAC) { copy(e[6:12], m[:]) }
+
+// SetType sets the EtherType.
+func (e Ethernet) SetType(t uint16) { binary.BigEndian.PutUint16(e[12:14], t) }
+
+// DstIs reports whether the destination MAC equals *m.
 func (e Ethernet) DstIs(m *MAC) bool { return [6]byte(e[0:6]) == *m }
 
 // Encode writes a whole Ethernet header.

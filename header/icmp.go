@@ -28,12 +28,20 @@ const (
 // ICMP is a view of an ICMPv4 message. Callers check len >= ICMPHeaderLen.
 type ICMP []byte
 
-func (c ICMP) Type() uint8        { return c[0] }
-func (c ICMP) Code() uint8        { return c[1] }
-func (c ICMP) Checksum() uint16   { return binary.BigEndian.Uint16(c[2:4]) }
+// Type returns the ICMP type.
+func (c ICMP) Type() uint8 { return c[0] }
+
+// Code returns the ICMP code.
+func (c ICMP) Code() uint8 { return c[1] }
+
+// Checksum returns the checksum field.
+func (c ICMP) Checksum() uint16 { return binary.BigEndian.Uint16(c[2:4]) }
+
+// NextHopMTU returns the next-hop MTU of a fragmentation-needed message
+// (the last two bytes of the rest of the header).
 func (c ICMP) NextHopMTU() uint16 { return binary.BigEndian.Uint16(c[6:8]) }
 
-// IsError reports whether an ICMP type is an error message; RFC 1812
+// IsICMPError reports whether an ICMP type is an error message; RFC 1812
 // §4.3.2.7 forbids answering one with another.
 func IsICMPError(t uint8) bool {
 	switch t {

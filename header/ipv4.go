@@ -52,12 +52,13 @@ const (
 // IPv4Status is the outcome of validating an IPv4 header.
 type IPv4Status uint8
 
+// IPv4 validation outcomes.
 const (
-	IPv4OK          IPv4Status = iota
-	IPv4TooShort               // fewer than 20 bytes
-	IPv4BadVersion             // version field is not 4
-	IPv4Malformed              // IHL < 5, IHL beyond total length, total length beyond the bytes read, bad options
-	IPv4BadChecksum            // header checksum does not verify
+	IPv4OK          IPv4Status = iota // header is valid
+	IPv4TooShort                      // fewer than 20 bytes
+	IPv4BadVersion                    // version field is not 4
+	IPv4Malformed                     // IHL < 5, IHL beyond total length, total length beyond the bytes read, bad options
+	IPv4BadChecksum                   // header checksum does not verify
 )
 
 // IPv4 is a view of an IPv4 packet (header and payload).
@@ -112,27 +113,68 @@ func validOptions(o []byte) bool {
 	return true
 }
 
-func (b IPv4) HeaderLen() int        { return int(b[ipv4VerIHL]&0xf) * 4 }
-func (b IPv4) TOS() uint8            { return b[ipv4TOS] }
-func (b IPv4) TotalLen() int         { return int(binary.BigEndian.Uint16(b[ipv4TotalLen:])) }
-func (b IPv4) ID() uint16            { return binary.BigEndian.Uint16(b[ipv4ID:]) }
-func (b IPv4) FlagsFrag() uint16     { return binary.BigEndian.Uint16(b[ipv4FlagsOff:]) }
-func (b IPv4) DF() bool              { return b.FlagsFrag()&IPv4FlagDF != 0 }
-func (b IPv4) MF() bool              { return b.FlagsFrag()&IPv4FlagMF != 0 }
-func (b IPv4) FragOffset() int       { return int(b.FlagsFrag()&IPv4FragOffMask) * 8 }
-func (b IPv4) TTL() uint8            { return b[ipv4TTL] }
-func (b IPv4) Protocol() uint8       { return b[ipv4Protocol] }
-func (b IPv4) Checksum() uint16      { return binary.BigEndian.Uint16(b[ipv4Checksum:]) }
-func (b IPv4) Src() [4]byte          { return [4]byte(b[ipv4Src : ipv4Src+4]) }
-func (b IPv4) Dst() [4]byte          { return [4]byte(b[ipv4Dst : ipv4Dst+4]) }
-func (b IPv4) SrcU32() uint32        { return binary.BigEndian.Uint32(b[ipv4Src:]) }
-func (b IPv4) DstU32() uint32        { return binary.BigEndian.Uint32(b[ipv4Dst:]) }
-func (b IPv4) SrcAddr() netip.Addr   { return netip.AddrFrom4(b.Src()) }
-func (b IPv4) DstAddr() netip.Addr   { return netip.AddrFrom4(b.Dst()) }
-func (b IPv4) Payload() []byte       { return b[b.HeaderLen():] }
-func (b IPv4) SetTotalLen(n int)     { binary.BigEndian.PutUint16(b[ipv4TotalLen:], uint16(n)) }
+// HeaderLen returns the header length in bytes (IHL * 4).
+func (b IPv4) HeaderLen() int { return int(b[ipv4VerIHL]&0xf) * 4 }
+
+// TOS returns the type-of-service byte.
+func (b IPv4) TOS() uint8 { return b[ipv4TOS] }
+
+// TotalLen returns the total length field in bytes.
+func (b IPv4) TotalLen() int { return int(binary.BigEndian.Uint16(b[ipv4TotalLen:])) }
+
+// ID returns the identification field.
+func (b IPv4) ID() uint16 { return binary.BigEndian.Uint16(b[ipv4ID:]) }
+
+// FlagsFrag returns the flags and fragment offset word.
+func (b IPv4) FlagsFrag() uint16 { return binary.BigEndian.Uint16(b[ipv4FlagsOff:]) }
+
+// DF reports whether the Don't Fragment flag is set.
+func (b IPv4) DF() bool { return b.FlagsFrag()&IPv4FlagDF != 0 }
+
+// MF reports whether the More Fragments flag is set.
+func (b IPv4) MF() bool { return b.FlagsFrag()&IPv4FlagMF != 0 }
+
+// FragOffset returns the fragment offset in bytes.
+func (b IPv4) FragOffset() int { return int(b.FlagsFrag()&IPv4FragOffMask) * 8 }
+
+// TTL returns the time to live.
+func (b IPv4) TTL() uint8 { return b[ipv4TTL] }
+
+// Protocol returns the payload's IP protocol number.
+func (b IPv4) Protocol() uint8 { return b[ipv4Protocol] }
+
+// Checksum returns the header checksum field.
+func (b IPv4) Checksum() uint16 { return binary.BigEndian.Uint16(b[ipv4Checksum:]) }
+
+// Src returns the source address.
+func (b IPv4) Src() [4]byte { return [4]byte(b[ipv4Src : ipv4Src+4]) }
+
+// Dst returns the destination address.
+func (b IPv4) Dst() [4]byte { return [4]byte(b[ipv4Dst : ipv4Dst+4]) }
+
+// SrcU32 returns the source address as a big-endian uint32.
+func (b IPv4) SrcU32() uint32 { return binary.BigEndian.Uint32(b[ipv4Src:]) }
+
+// DstU32 returns the destination address as a big-endian uint32.
+func (b IPv4) DstU32() uint32 { return binary.BigEndian.Uint32(b[ipv4Dst:]) }
+
+// SrcAddr returns the source address as a netip.Addr.
+func (b IPv4) SrcAddr() netip.Addr { return netip.AddrFrom4(b.Src()) }
+
+// DstAddr returns the destination address as a netip.Addr.
+func (b IPv4) DstAddr() netip.Addr { return netip.AddrFrom4(b.Dst()) }
+
+// Payload returns the bytes after the header (options included in the header).
+func (b IPv4) Payload() []byte { return b[b.HeaderLen():] }
+
+// SetTotalLen sets the total length field; the checksum is not updated.
+func (b IPv4) SetTotalLen(n int) { binary.BigEndian.PutUint16(b[ipv4TotalLen:], uint16(n)) }
+
+// SetFlagsFrag sets the flags and fragment offset word; the checksum is not updated.
 func (b IPv4) SetFlagsFrag(v uint16) { binary.BigEndian.PutUint16(b[ipv4FlagsOff:], v) }
-func (b IPv4) SetChecksum(c uint16)  { binary.BigEndian.PutUint16(b[ipv4Checksum:], c) }
+
+// SetChecksum sets the header checksum field.
+func (b IPv4) SetChecksum(c uint16) { binary.BigEndian.PutUint16(b[ipv4Checksum:], c) }
 
 // IsFirstFragment reports whether the packet carries the start of its payload
 // (offset 0); only then do transport headers (ports, ICMP type) exist in it.
@@ -195,10 +237,23 @@ func (b IPv4) Encode(f *IPv4Fields) {
 	b.ComputeChecksum()
 }
 
-// IPv4 address classes used by the martian and ICMP rules of RFC 1812.
-func IsZeroNet(a uint32) bool   { return a>>24 == 0 }      // 0.0.0.0/8
-func IsLoopback(a uint32) bool  { return a>>24 == 127 }    // 127.0.0.0/8
-func IsLinkLocal(a uint32) bool { return a>>16 == 0xa9fe } // 169.254.0.0/16
-func IsMulticast(a uint32) bool { return a>>28 == 0xe }    // 224.0.0.0/4
-func IsClassE(a uint32) bool    { return a>>28 == 0xf }    // 240.0.0.0/4, includes broadcast
-func IsBroadcast(a uint32) bool { return a == 0xffffffff } // limited broadcast
+// IPv4 address classes used by the martian and ICMP rules of RFC 1812. Each
+// takes an address as a big-endian uint32 (see IPv4.SrcU32).
+
+// IsZeroNet reports whether a is in 0.0.0.0/8.
+func IsZeroNet(a uint32) bool { return a>>24 == 0 }
+
+// IsLoopback reports whether a is in 127.0.0.0/8.
+func IsLoopback(a uint32) bool { return a>>24 == 127 }
+
+// IsLinkLocal reports whether a is in 169.254.0.0/16.
+func IsLinkLocal(a uint32) bool { return a>>16 == 0xa9fe }
+
+// IsMulticast reports whether a is in 224.0.0.0/4.
+func IsMulticast(a uint32) bool { return a>>28 == 0xe }
+
+// IsClassE reports whether a is in 240.0.0.0/4 (this includes broadcast).
+func IsClassE(a uint32) bool { return a>>28 == 0xf }
+
+// IsBroadcast reports whether a is the limited broadcast 255.255.255.255.
+func IsBroadcast(a uint32) bool { return a == 0xffffffff }

@@ -2,15 +2,23 @@ package header
 
 import "encoding/binary"
 
-// UDP header (RFC 768): source port, destination port, length, checksum.
+// UDPLen is the length of a UDP header (RFC 768): source port, destination
+// port, length, checksum.
 const UDPLen = 8
 
 // UDP is a view of a UDP header and payload.
 type UDP []byte
 
-func (u UDP) SrcPort() uint16  { return binary.BigEndian.Uint16(u[0:2]) }
-func (u UDP) DstPort() uint16  { return binary.BigEndian.Uint16(u[2:4]) }
-func (u UDP) Length() int      { return int(binary.BigEndian.Uint16(u[4:6])) }
+// SrcPort returns the UDP source port.
+func (u UDP) SrcPort() uint16 { return binary.BigEndian.Uint16(u[0:2]) }
+
+// DstPort returns the UDP destination port.
+func (u UDP) DstPort() uint16 { return binary.BigEndian.Uint16(u[2:4]) }
+
+// Length returns the length field (header and payload, in bytes).
+func (u UDP) Length() int { return int(binary.BigEndian.Uint16(u[4:6])) }
+
+// Checksum returns the checksum field (0 means none).
 func (u UDP) Checksum() uint16 { return binary.BigEndian.Uint16(u[6:8]) }
 
 // Encode writes the header. A zero checksum means "none", which RFC 768

@@ -29,13 +29,28 @@ const (
 // VirtioNetHdr is a view of the 10-byte header. Callers check the length.
 type VirtioNetHdr []byte
 
-func (v VirtioNetHdr) Flags() uint8    { return v[0] }
-func (v VirtioNetHdr) GSOType() uint8  { return v[1] }
-func (v VirtioNetHdr) HdrLen() int     { return int(binary.LittleEndian.Uint16(v[2:4])) }
-func (v VirtioNetHdr) GSOSize() int    { return int(binary.LittleEndian.Uint16(v[4:6])) }
-func (v VirtioNetHdr) CsumStart() int  { return int(binary.LittleEndian.Uint16(v[6:8])) }
+// Flags returns the flags byte.
+func (v VirtioNetHdr) Flags() uint8 { return v[0] }
+
+// GSOType returns the GSO type (VirtioGSO*).
+func (v VirtioNetHdr) GSOType() uint8 { return v[1] }
+
+// HdrLen returns hdr_len, the length of the headers to copy into each segment.
+func (v VirtioNetHdr) HdrLen() int { return int(binary.LittleEndian.Uint16(v[2:4])) }
+
+// GSOSize returns gso_size, the payload bytes per segment.
+func (v VirtioNetHdr) GSOSize() int { return int(binary.LittleEndian.Uint16(v[4:6])) }
+
+// CsumStart returns csum_start, the offset where checksumming starts.
+func (v VirtioNetHdr) CsumStart() int { return int(binary.LittleEndian.Uint16(v[6:8])) }
+
+// CsumOffset returns csum_offset, where the checksum goes relative to csum_start.
 func (v VirtioNetHdr) CsumOffset() int { return int(binary.LittleEndian.Uint16(v[8:10])) }
-func (v VirtioNetHdr) Clear()          { clear(v[:VirtioNetHdrLen]) }
+
+// Clear zeroes the header.
+func (v VirtioNetHdr) Clear() { clear(v[:VirtioNetHdrLen]) }
+
+// NeedsCsum reports whether the NEEDS_CSUM flag is set.
 func (v VirtioNetHdr) NeedsCsum() bool { return v[0]&VirtioNetHdrFNeedsCsum != 0 }
 
 // Encode writes every field.
@@ -63,11 +78,22 @@ const (
 // TCP is a view of a TCP header and payload.
 type TCP []byte
 
-func (t TCP) HeaderLen() int       { return int(t[12]>>4) * 4 }
-func (t TCP) Seq() uint32          { return binary.BigEndian.Uint32(t[4:8]) }
-func (t TCP) SetSeq(s uint32)      { binary.BigEndian.PutUint32(t[4:8], s) }
-func (t TCP) Flags() uint8         { return t[13] }
-func (t TCP) SetFlags(f uint8)     { t[13] = f }
+// HeaderLen returns the TCP header length in bytes (data offset * 4).
+func (t TCP) HeaderLen() int { return int(t[12]>>4) * 4 }
+
+// Seq returns the sequence number.
+func (t TCP) Seq() uint32 { return binary.BigEndian.Uint32(t[4:8]) }
+
+// SetSeq sets the sequence number.
+func (t TCP) SetSeq(s uint32) { binary.BigEndian.PutUint32(t[4:8], s) }
+
+// Flags returns the flags byte (TCPFlag*).
+func (t TCP) Flags() uint8 { return t[13] }
+
+// SetFlags sets the flags byte.
+func (t TCP) SetFlags(f uint8) { t[13] = f }
+
+// SetChecksum sets the checksum field.
 func (t TCP) SetChecksum(c uint16) { binary.BigEndian.PutUint16(t[16:18], c) }
 
 // PseudoHeaderSum is the RFC 793 pseudo-header sum (source, destination,

@@ -18,8 +18,11 @@ const (
 // VXLAN is a view of a VXLAN header and its inner frame.
 type VXLAN []byte
 
+// Flags returns the flags byte.
 func (v VXLAN) Flags() uint8 { return v[0] }
-func (v VXLAN) VNI() uint32  { return binary.BigEndian.Uint32(v[4:8]) >> 8 }
+
+// VNI returns the 24-bit VXLAN network identifier.
+func (v VXLAN) VNI() uint32 { return binary.BigEndian.Uint32(v[4:8]) >> 8 }
 
 // Encode writes the header with the I flag set and the given 24-bit VNI.
 func (v VXLAN) Encode(vni uint32) {

@@ -30,10 +30,10 @@ const (
 	maxAttempts    = 100
 )
 
-// ErrExhausted: no pool selecting the node has a free address.
+// ErrExhausted means no pool selecting the node has a free address.
 var ErrExhausted = errors.New("ipam: no free address in the pools that select this node")
 
-// ErrNoPool: no enabled pool can serve the request, because a pool it names
+// ErrNoPool means no enabled pool can serve the request, because a pool it names
 // does not exist or because none of the pools selects the node. Assign's
 // error says which, and errors.Is(err, ErrNoPool) holds for both.
 var ErrNoPool = errors.New("ipam: no usable IP pool")

@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tortie-net/tortie/router"
@@ -57,7 +58,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 // and /readyz (ready reports whether ready() holds).
 func Handler(r *router.Router, ready func() bool, bgpSrc BGPSource, extra ...prometheus.Collector) http.Handler {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collector{r}, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	reg.MustRegister(collector{r}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(extra...)
 	if bgpSrc != nil {
 		reg.MustRegister(bgpCollector{bgpSrc})

@@ -462,7 +462,7 @@ func (c Client) Delete(ctx context.Context, kind, name string) error {
 	return c.S.Delete(ctx, Prefix+k+"/"+name, 0)
 }
 
-// Kinds maps the names people type to kinds.
+// KindOf maps the names people type to kinds.
 func KindOf(s string) (string, error) {
 	switch strings.ToLower(s) {
 	case "ippool", "ippools", "pool", "pools":

@@ -4,6 +4,7 @@ package router
 // one counter (Router.Drops), exported as tortie_router_drops_total{reason}.
 type DropReason uint8
 
+// Drop reasons.
 const (
 	DropTooShort         DropReason = iota // frame < 14 bytes or IPv4 < 20 bytes
 	DropMalformed                          // IHL/total length inconsistent, bad options, bad ARP

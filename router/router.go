@@ -190,7 +190,6 @@ type Router struct {
 
 	mu      sync.Mutex // serialises port table edits
 	ports   atomic.Pointer[[]*Port]
-	nextID  uint32
 	host    atomic.Pointer[hostPort]
 	drops   [NumDropReasons]atomic.Uint64
 	offload offloadCounters

@@ -56,7 +56,6 @@ type worker struct {
 	drops    [NumDropReasons]uint64
 	flushing bool
 	arp      bucket
-	arpInit  bool
 }
 
 func (r *Router) newWorker(batch, bufSize int) *worker {

@@ -282,8 +282,13 @@ func (r *Receiver) Recv(bufs [][]byte, sizes, segs []int, srcs [][4]byte, offset
 	return r.got, nil
 }
 
+// Mode returns the encapsulation mode the receiver was opened for.
 func (r *Receiver) Mode() fib.Mode { return r.mode }
+
+// BatchSize returns how many messages one Recv can return.
 func (r *Receiver) BatchSize() int { return len(r.b.msgs) }
+
+// Close closes the socket; a blocked or later Recv returns os.ErrClosed.
 func (r *Receiver) Close() error {
 	r.closed.Store(true)
 	return r.f.Close()

@@ -157,8 +157,11 @@ func (d *Device) Take() [][]byte {
 	return out
 }
 
+// BatchSize returns d.Batch.
 func (d *Device) BatchSize() int { return d.Batch }
 
+// Close marks the device closed and wakes blocked readers, which then get
+// os.ErrClosed.
 func (d *Device) Close() error {
 	d.mu.Lock()
 	d.closed = true
@@ -321,6 +324,8 @@ func (r *Receiver) InjectGRO(src [4]byte, payload []byte, seg int) {
 	r.Inject(append(append(src[:], byte(seg>>8), byte(seg)), payload...))
 }
 
+// Recv reads queued messages like Device.Read and unpacks the source
+// address and GRO segment size that InjectGRO stored in front of each.
 func (r *Receiver) Recv(bufs [][]byte, sizes, segs []int, srcs [][4]byte, offset int) (int, error) {
 	n, err := r.Read(bufs, sizes, offset)
 	for i := 0; i < n; i++ {
@@ -333,4 +338,5 @@ func (r *Receiver) Recv(bufs [][]byte, sizes, segs []int, srcs [][4]byte, offset
 	return n, err
 }
 
+// Mode returns r.M.
 func (r *Receiver) Mode() fib.Mode { return r.M }
