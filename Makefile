@@ -64,9 +64,10 @@ K8S_CMDS    := kube-apiserver kube-controller-manager kube-scheduler kubelet kub
 K8S_BINS    := $(addprefix $(K8S_BIN_DIR)/,$(K8S_CMDS))
 K8S_MAJOR   := $(patsubst v%,%,$(word 1,$(subst ., ,$(K8S_VERSION))))
 K8S_MINOR   := $(word 2,$(subst ., ,$(K8S_VERSION)))
+# The module proxy does not say which commit a version is: gitCommit is left empty.
 K8S_VERSION_X = $(foreach p,k8s.io/client-go/pkg/version k8s.io/component-base/version,\
 	-X $(p).gitVersion=$(K8S_VERSION) -X $(p).gitMajor=$(K8S_MAJOR) -X $(p).gitMinor=$(K8S_MINOR) \
-	-X $(p).gitTreeState=clean -X $(p).buildDate=$$(date -u +%Y-%m-%dT%H:%M:%SZ))
+	-X $(p).gitCommit= -X $(p).buildDate=$$(date -u +%Y-%m-%dT%H:%M:%SZ))
 
 k8s-bins: $(K8S_BINS)
 	@ls -l $(K8S_BINS)
