@@ -14,7 +14,7 @@ LAB     ?= tl
 PKGS    := iproute2 iputils-ping iperf3 tshark ethtool procps nftables etcd-server netsniff-ng sockperf bird2 frr
 TOOLS   := ip ping iperf3 tshark ethtool sysctl nft etcd trafgen sockperf bird birdc vtysh
 
-.PHONY: all build deps lab test unit integration bench fuzz vet lint fmt-check clean lab-down
+.PHONY: all build deps lab test unit integration bench fuzz vet lint fmt-check clean lab-down k8s-bins k8s-bin-dir
 
 all: build
 
@@ -49,6 +49,41 @@ lab: deps build
 
 lab-down:
 	$(BIN)/tortie-lab down --name $(LAB)
+
+# Kubernetes' own binaries for tests under a real cluster, built from the Go
+# module proxy in the separate module k8s/tools (never linked into tortie),
+# into a cache outside the tree, each only when missing (about 20 minutes on 2
+# cores the first time). As Kubernetes' own release build: -trimpath, its build
+# tags, version variables set, symbols stripped; static (CGO_ENABLED=0).
+#   make k8s-bins                 build what is missing
+#   make -s k8s-bin-dir           print where they are
+K8S_VERSION := $(shell awk '!/^[[:space:]]*\/\// { for (i = 1; i < NF; i++) \
+	if ($$i == "k8s.io/kubernetes" && $$(i+1) ~ /^v/) print $$(i+1) }' k8s/tools/go.mod)
+K8S_BIN_DIR ?= $(HOME)/.cache/tortie/k8s/$(K8S_VERSION)
+K8S_CMDS    := kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl
+K8S_BINS    := $(addprefix $(K8S_BIN_DIR)/,$(K8S_CMDS))
+K8S_MAJOR   := $(patsubst v%,%,$(word 1,$(subst ., ,$(K8S_VERSION))))
+K8S_MINOR   := $(word 2,$(subst ., ,$(K8S_VERSION)))
+# The module proxy does not say which commit a version is: gitCommit is left empty.
+K8S_VERSION_X = $(foreach p,k8s.io/client-go/pkg/version k8s.io/component-base/version,\
+	-X $(p).gitVersion=$(K8S_VERSION) -X $(p).gitMajor=$(K8S_MAJOR) -X $(p).gitMinor=$(K8S_MINOR) \
+	-X $(p).gitCommit= -X $(p).buildDate=$$(date -u +%Y-%m-%dT%H:%M:%SZ))
+
+k8s-bins: $(K8S_BINS)
+	@ls -l $(K8S_BINS)
+
+k8s-bin-dir:
+	@echo $(K8S_BIN_DIR)
+
+$(K8S_BINS): $(K8S_BIN_DIR)/%:
+	$(if $(K8S_VERSION),,$(error no k8s.io/kubernetes version in k8s/tools/go.mod))
+	@mkdir -p $(@D)
+	@echo "building $* $(K8S_VERSION) into $(@D)"
+	@start=$$(date +%s); \
+	cd k8s/tools && GOWORK=off CGO_ENABLED=0 $(GO) build -trimpath -tags selinux,notest,grpcnotrace \
+		-ldflags "-s -w $(K8S_VERSION_X)" -o $(abspath $@).tmp k8s.io/kubernetes/cmd/$* && \
+	mv $@.tmp $@ && \
+	echo "built $* in $$(( $$(date +%s) - start ))s"
 
 vet:
 	$(GO) vet ./...
