@@ -7,120 +7,23 @@ package test
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/tortie-net/tortie/api"
-	"github.com/tortie-net/tortie/internal/testutil"
+	"github.com/tortie-net/tortie/internal/labtest"
 	"github.com/tortie-net/tortie/lab"
 )
 
+// binDir holds the binaries the tests run (tortied built with -race).
 var binDir string
 
-func TestMain(m *testing.M) {
-	if os.Geteuid() == 0 {
-		dir, err := os.MkdirTemp("", "tortie-bin-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		// tortied runs under the race detector in every lab: a data race
-		// on its packet path is reported in the node's log (and does not
-		// stop it: halt_on_error=0), and up fails the test for it.
-		os.Setenv("GORACE", "halt_on_error=0")
-		for _, args := range [][]string{
-			{"build", "-race", "-o", dir + "/", "../cmd/tortied"},
-			{"build", "-o", dir + "/", "../cmd/tortiectl", "../cmd/tortie-lab", "../cmd/tortie-cni"},
-		} {
-			if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
-				fmt.Fprintf(os.Stderr, "building binaries: %v\n%s", err, out)
-				os.Exit(1)
-			}
-		}
-		// cnitool, the CNI project's own client, pinned to the library version.
-		install := exec.Command("go", "install", "github.com/containernetworking/cni/cnitool@v1.3.1")
-		install.Env = append(os.Environ(), "GOBIN="+dir)
-		if out, err := install.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "installing cnitool: %v\n%s", err, out)
-			os.Exit(1)
-		}
-		binDir = dir
-		code := m.Run()
-		os.RemoveAll(dir)
-		os.Exit(code)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { labtest.Main(m, "..", func(dir string) { binDir = dir }) }
 
 // up builds a lab and removes it when the test ends, even if it fails.
 func up(t *testing.T, o lab.Options) *lab.Lab {
 	t.Helper()
-	testutil.RequireRoot(t)
-	o.Tortied = filepath.Join(binDir, "tortied")
-	if o.LogLevel == "" {
-		o.LogLevel = "warn"
-	}
-	_ = lab.Down(o.Name) // leftovers of an earlier crash
-	l, err := lab.Up(o)
-	t.Cleanup(func() {
-		if l != nil {
-			for _, n := range l.Nodes {
-				if n.Log == "" {
-					continue // a kernel node: no tortied
-				}
-				b, err := os.ReadFile(n.Log)
-				if err != nil {
-					continue
-				}
-				if r := raceReports(string(b)); r != "" {
-					t.Errorf("data race in tortied on %s:\n%s", n.Name, r)
-				}
-				if t.Failed() && len(b) > 0 {
-					t.Logf("%s log:\n%s", n.Name, tailLines(string(b), 30))
-				}
-			}
-		}
-		if err := lab.Down(o.Name); err != nil {
-			t.Errorf("lab down: %v", err)
-		}
-	})
-	if err != nil {
-		t.Fatalf("lab up: %v", err)
-	}
-	return l
-}
-
-// raceReports returns the race detector's reports in a tortied log (at
-// most the first three, whole), or "" if there are none.
-func raceReports(log string) string {
-	const start, end = "WARNING: DATA RACE", "=================="
-	var out []string
-	for len(out) < 3 {
-		i := strings.Index(log, start)
-		if i < 0 {
-			break
-		}
-		log = log[i:]
-		j := strings.Index(log, end)
-		if j < 0 {
-			j = len(log)
-		}
-		out = append(out, log[:j])
-		log = log[j:]
-	}
-	return strings.Join(out, "\n")
-}
-
-func tailLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
+	return labtest.Up(t, o)
 }
 
 func checkAll(t *testing.T, l *lab.Lab) {

@@ -1,6 +1,7 @@
 // Package pki makes a small certificate authority and the certificates a
-// TLS-only etcd needs: a member certificate (server and peer) and client
-// certificates. Labs and tests use it; a production cluster would use its
+// TLS-only etcd and a lab's Kubernetes control plane need: server and peer
+// certificates, and client certificates (with groups, which Kubernetes reads
+// from the subject's organizations). Labs and tests use it; a production cluster would use its
 // own PKI (the README shows the equivalent openssl commands).
 package pki
 
@@ -83,6 +84,12 @@ func NewCA(name string) (*CA, error) {
 // Issue makes a certificate and key for name. hosts are the IP addresses
 // and DNS names a server or peer certificate is valid for.
 func (ca *CA) Issue(name string, usage Usage, hosts ...string) (certPEM, keyPEM []byte, err error) {
+	return ca.IssueGroups(name, nil, usage, hosts...)
+}
+
+// IssueGroups is Issue with groups: the subject's organizations, which a
+// Kubernetes API server takes as the client's groups.
+func (ca *CA) IssueGroups(name string, groups []string, usage Usage, hosts ...string) (certPEM, keyPEM []byte, err error) {
 	if name == "" {
 		return nil, nil, errors.New("pki: a certificate needs a name")
 	}
@@ -97,7 +104,7 @@ func (ca *CA) Issue(name string, usage Usage, hosts ...string) (certPEM, keyPEM 
 	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber: sn,
-		Subject:      pkix.Name{CommonName: name},
+		Subject:      pkix.Name{CommonName: name, Organization: groups},
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(Validity),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
@@ -148,17 +155,46 @@ func (ca *CA) WriteCA(dir string) (string, error) {
 // WriteIssued issues a certificate for name and writes dir/name.crt,
 // dir/name.key (readable by its owner only) and dir/ca.crt.
 func (ca *CA) WriteIssued(dir, name string, usage Usage, hosts ...string) (Files, error) {
+	return ca.WriteIssuedGroups(dir, name, name, nil, usage, hosts...)
+}
+
+// WriteIssuedGroups issues a certificate for name with groups and writes
+// it as dir/file.crt and dir/file.key, and dir/ca.crt.
+func (ca *CA) WriteIssuedGroups(dir, file, name string, groups []string, usage Usage, hosts ...string) (Files, error) {
 	caPath, err := ca.WriteCA(dir)
 	if err != nil {
 		return Files{}, err
 	}
-	certPEM, keyPEM, err := ca.Issue(name, usage, hosts...)
+	certPEM, keyPEM, err := ca.IssueGroups(name, groups, usage, hosts...)
 	if err != nil {
 		return Files{}, err
 	}
-	f := Files{CA: caPath, Cert: filepath.Join(dir, name+".crt"), Key: filepath.Join(dir, name+".key")}
+	f := Files{CA: caPath, Cert: filepath.Join(dir, file+".crt"), Key: filepath.Join(dir, file+".key")}
 	if err := os.WriteFile(f.Key, keyPEM, 0o600); err != nil {
 		return Files{}, err
 	}
 	return f, os.WriteFile(f.Cert, certPEM, 0o644)
+}
+
+// WriteKeyPair writes a new ECDSA P-256 key pair: the private key (SEC 1
+// PEM, "EC PRIVATE KEY") to keyPath and its public key (PKIX PEM) to
+// pubPath, such as the pair a Kubernetes API server signs service-account
+// tokens with and checks them against.
+func WriteKeyPair(keyPath, pubPath string) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	der, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	pub, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(pubPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o644)
 }

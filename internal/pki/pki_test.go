@@ -78,3 +78,18 @@ func TestIssue(t *testing.T) {
 		t.Error("an unknown usage was accepted")
 	}
 }
+
+func TestIssueGroups(t *testing.T) {
+	ca, err := NewCA("test-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, _, err := ca.IssueGroups("system:node:n1", []string{"system:nodes"}, Client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := parse(t, certPEM)
+	if c.Subject.CommonName != "system:node:n1" || len(c.Subject.Organization) != 1 || c.Subject.Organization[0] != "system:nodes" {
+		t.Fatalf("subject %v", c.Subject)
+	}
+}

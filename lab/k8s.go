@@ -1,0 +1,201 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tortie-net/tortie/internal/pki"
+)
+
+// The lab's Kubernetes control plane runs in the fabric namespace, on the
+// first subnet's router address, which every node reaches.
+const (
+	// APIServerAddr is where the lab's kube-apiserver listens (port 6443).
+	APIServerAddr = "10.0.1.254"
+	// ServiceCIDR is the Services' cluster IP range.
+	ServiceCIDR = "10.96.0.0/12"
+	// KubernetesServiceIP is the first address of ServiceCIDR, the
+	// `kubernetes` Service in the default namespace.
+	KubernetesServiceIP = "10.96.0.1"
+)
+
+// ControlPlane is a running lab control plane: kube-apiserver on the lab's
+// etcd, kube-controller-manager and kube-scheduler, with a PKI of its own.
+type ControlPlane struct {
+	Dir        string // certificates, kubeconfigs and logs
+	Server     string // https://10.0.1.254:6443
+	Admin      string // kubeconfig of a cluster administrator (system:masters)
+	KubectlBin string // the kubectl binary
+	fabric     string
+}
+
+// k8sDir holds the lab's Kubernetes state.
+func (l *Lab) k8sDir() string { return filepath.Join(Dir(l.Name), "k8s") }
+
+// StartControlPlane makes the control plane's PKI and kubeconfigs and runs
+// kube-apiserver, kube-controller-manager and kube-scheduler (from binDir,
+// as `make k8s-bins` builds them) in the fabric namespace, on the lab's
+// etcd. It returns once the API server is ready.
+func (l *Lab) StartControlPlane(binDir string) (*ControlPlane, error) {
+	if !l.Datastore || l.EtcdURL == "" {
+		return nil, errors.New("lab: a control plane needs a datastore lab (its etcd)")
+	}
+	for _, b := range []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"} {
+		if _, err := os.Stat(filepath.Join(binDir, b)); err != nil {
+			return nil, fmt.Errorf("lab: %s missing in %s (make k8s-bins builds it)", b, binDir)
+		}
+	}
+	cp := &ControlPlane{Dir: l.k8sDir(), Server: "https://" + APIServerAddr + ":6443", KubectlBin: filepath.Join(binDir, "kubectl"),
+		fabric: l.Fabric}
+	pkiDir := filepath.Join(cp.Dir, "pki")
+	ca, err := pki.NewCA("tortie-lab-kubernetes")
+	if err != nil {
+		return nil, err
+	}
+	serving, err := ca.WriteIssued(pkiDir, "apiserver", pki.Server, APIServerAddr, KubernetesServiceIP, "127.0.0.1", "localhost",
+		"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local")
+	if err != nil {
+		return nil, err
+	}
+	saKey, saPub := filepath.Join(pkiDir, "sa.key"), filepath.Join(pkiDir, "sa.pub")
+	if err := pki.WriteKeyPair(saKey, saPub); err != nil {
+		return nil, err
+	}
+	kubeconfig := func(file, user string, groups ...string) (string, error) {
+		f, err := ca.WriteIssuedGroups(pkiDir, file, user, groups, pki.Client)
+		if err != nil {
+			return "", err
+		}
+		return cp.writeKubeconfig(file, f)
+	}
+	if cp.Admin, err = kubeconfig("admin", "kubernetes-admin", "system:masters"); err != nil {
+		return nil, err
+	}
+	kcm, err := kubeconfig("kube-controller-manager", "system:kube-controller-manager")
+	if err != nil {
+		return nil, err
+	}
+	sched, err := kubeconfig("kube-scheduler", "system:kube-scheduler")
+	if err != nil {
+		return nil, err
+	}
+	kubeletClient, err := ca.WriteIssuedGroups(pkiDir, "apiserver-kubelet-client", "kube-apiserver-kubelet-client",
+		[]string{"system:masters"}, pki.Client)
+	if err != nil {
+		return nil, err
+	}
+	apiArgs := []string{
+		"--advertise-address", APIServerAddr, "--bind-address", APIServerAddr, "--secure-port", "6443",
+		"--etcd-servers", l.EtcdURL, "--etcd-prefix", "/registry",
+		"--tls-cert-file", serving.Cert, "--tls-private-key-file", serving.Key, "--client-ca-file", serving.CA,
+		"--kubelet-client-certificate", kubeletClient.Cert, "--kubelet-client-key", kubeletClient.Key,
+		"--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
+		"--service-account-key-file", saPub, "--service-account-signing-key-file", saKey,
+		"--service-cluster-ip-range", ServiceCIDR, "--authorization-mode", "Node,RBAC", "--allow-privileged",
+		"--enable-admission-plugins", "NodeRestriction", "--profiling=false",
+	}
+	if f := l.EtcdClientFiles(); f.Cert != "" {
+		apiArgs = append(apiArgs, "--etcd-cafile", f.CA, "--etcd-certfile", f.Cert, "--etcd-keyfile", f.Key)
+	}
+	if err := cp.start(binDir, "kube-apiserver", apiArgs...); err != nil {
+		return nil, err
+	}
+	if err := cp.waitReady(90 * time.Second); err != nil {
+		return nil, err
+	}
+	if err := cp.start(binDir, "kube-controller-manager", "--kubeconfig", kcm, "--authentication-kubeconfig", kcm,
+		"--authorization-kubeconfig", kcm, "--bind-address", "127.0.0.1", "--leader-elect=false",
+		"--service-account-private-key-file", saKey, "--root-ca-file", serving.CA, "--use-service-account-credentials",
+		"--controllers", "*,-nodeipam", "--service-cluster-ip-range", ServiceCIDR); err != nil {
+		return nil, err
+	}
+	if err := cp.start(binDir, "kube-scheduler", "--kubeconfig", sched, "--authentication-kubeconfig", sched,
+		"--authorization-kubeconfig", sched, "--bind-address", "127.0.0.1", "--leader-elect=false"); err != nil {
+		return nil, err
+	}
+	return cp, nil
+}
+
+// writeKubeconfig writes a kubeconfig for the client certificate f and
+// returns its path.
+func (cp *ControlPlane) writeKubeconfig(name string, f pki.Files) (string, error) {
+	path := filepath.Join(cp.Dir, name+".kubeconfig")
+	body := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: tortie-lab
+  cluster:
+    server: %s
+    certificate-authority: %s
+users:
+- name: %s
+  user:
+    client-certificate: %s
+    client-key: %s
+contexts:
+- name: default
+  context: {cluster: tortie-lab, user: %s}
+current-context: default
+`, cp.Server, f.CA, name, f.Cert, f.Key, name)
+	return path, os.WriteFile(path, []byte(body), 0o600)
+}
+
+// start runs a control-plane binary in the fabric namespace, logging to
+// <dir>/<name>.log. lab.Down ends it with the namespace's other processes.
+func (cp *ControlPlane) start(binDir, name string, args ...string) error {
+	logf, err := os.OpenFile(filepath.Join(cp.Dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command("ip", append([]string{"netns", "exec", cp.fabric, filepath.Join(binDir, name)}, args...)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("lab: %s: %w", name, err)
+	}
+	go func() { _ = cmd.Wait() }()
+	return nil
+}
+
+// Kubectl runs kubectl as the cluster administrator, from the fabric
+// namespace, and returns its output.
+func (cp *ControlPlane) Kubectl(ctx context.Context, args ...string) (string, error) {
+	full := append([]string{"netns", "exec", cp.fabric, cp.KubectlBin, "--kubeconfig", cp.Admin}, args...)
+	out, err := exec.CommandContext(ctx, "ip", full...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, tail(string(out), 5))
+	}
+	return string(out), nil
+}
+
+// waitReady polls the API server's /readyz until it answers ok.
+func (cp *ControlPlane) waitReady(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var last string
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		out, err := cp.Kubectl(ctx, "get", "--raw", "/readyz")
+		cancel()
+		if err == nil && strings.TrimSpace(out) == "ok" {
+			return nil
+		}
+		last = out
+		time.Sleep(200 * time.Millisecond)
+	}
+	logTail, _ := os.ReadFile(filepath.Join(cp.Dir, "kube-apiserver.log"))
+	return fmt.Errorf("lab: kube-apiserver not ready within %v: %s\nkube-apiserver log:\n%s", timeout, last, tailLines(string(logTail), 15))
+}
+
+// tailLines is the last n lines of s.
+func tailLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
