@@ -24,6 +24,8 @@ const (
 	// KubernetesServiceIP is the first address of ServiceCIDR, the
 	// `kubernetes` Service in the default namespace.
 	KubernetesServiceIP = "10.96.0.1"
+	// PoolCIDR is the lab's IP pool: the cluster CIDR kube-proxy knows.
+	PoolCIDR = "10.244.0.0/16"
 )
 
 // ControlPlane is a running lab control plane: kube-apiserver on the lab's
@@ -34,6 +36,7 @@ type ControlPlane struct {
 	Admin      string // kubeconfig of a cluster administrator (system:masters)
 	KubectlBin string // the kubectl binary
 	fabric     string
+	ca         *pki.CA
 }
 
 // k8sDir holds the lab's Kubernetes state.
@@ -59,6 +62,7 @@ func (l *Lab) StartControlPlane(binDir string) (*ControlPlane, error) {
 	if err != nil {
 		return nil, err
 	}
+	cp.ca = ca
 	serving, err := ca.WriteIssued(pkiDir, "apiserver", pki.Server, APIServerAddr, KubernetesServiceIP, "127.0.0.1", "localhost",
 		"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local")
 	if err != nil {
@@ -198,4 +202,49 @@ func (cp *ControlPlane) waitReady(timeout time.Duration) error {
 func tailLines(s string, n int) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// StartKubeProxy runs kube-proxy (from binDir) on node n in mode
+// "iptables" or "nftables", as user system:kube-proxy (whose RBAC binding
+// the API server creates), with the lab's pools as its cluster CIDR.
+func (l *Lab) StartKubeProxy(cp *ControlPlane, binDir string, n *Node, mode string) error {
+	if mode != "iptables" && mode != "nftables" {
+		return fmt.Errorf("lab: kube-proxy mode %q: want iptables or nftables", mode)
+	}
+	f, err := cp.ca.WriteIssuedGroups(filepath.Join(cp.Dir, "pki"), "kube-proxy-"+n.Name, "system:kube-proxy", nil, pki.Client)
+	if err != nil {
+		return err
+	}
+	kc, err := cp.writeKubeconfig("kube-proxy-"+n.Name, f)
+	if err != nil {
+		return err
+	}
+	conf := filepath.Join(cp.Dir, "kube-proxy-"+n.Name+".yaml")
+	body := fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection: {kubeconfig: %s}
+mode: %s
+clusterCIDR: %s
+hostnameOverride: %s
+bindAddress: %s
+metricsBindAddress: 127.0.0.1:10249
+healthzBindAddress: 127.0.0.1:10256
+conntrack: {maxPerCore: 0, min: 0}
+`, kc, mode, PoolCIDR, n.Name, n.Addr())
+	if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+		return err
+	}
+	logf, err := os.OpenFile(filepath.Join(cp.Dir, "kube-proxy-"+n.Name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command("ip", "netns", "exec", n.Netns, filepath.Join(binDir, "kube-proxy"), "--config", conf)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("lab: kube-proxy on %s: %w", n.Name, err)
+	}
+	go func() { _ = cmd.Wait() }()
+	return nil
 }

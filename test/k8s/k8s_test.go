@@ -87,3 +87,44 @@ func TestControlPlane(t *testing.T) {
 		return err == nil && strings.Contains(out, lab.APIServerAddr)
 	})
 }
+
+// TestKubeProxyKubernetesService runs kube-proxy on every node, in
+// iptables and in nftables mode, and reaches the API server through the
+// `kubernetes` Service (10.96.0.1:443, DNATed by kube-proxy to
+// 10.0.1.254:6443) from a node and from a pod. From the pod, the packet
+// goes through tortie to the node's stack, is DNATed there and leaves with
+// the node's address (natOutgoing: the API server lies outside every pool).
+func TestKubeProxyKubernetesService(t *testing.T) {
+	testutil.RequireRoot(t)
+	bins := k8sBinDir(t)
+	for _, mode := range []string{"iptables", "nftables"} {
+		t.Run(mode, func(t *testing.T) {
+			l := labtest.Up(t, lab.Options{Name: "tkp", Nodes: 2, Pods: 1, Mode: "vxlan"})
+			cp, err := l.StartControlPlane(bins)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range l.Nodes {
+				if err := l.StartKubeProxy(cp, bins, n, mode); err != nil {
+					t.Fatal(err)
+				}
+			}
+			t.Cleanup(func() {
+				if t.Failed() {
+					if b, err := os.ReadFile(cp.Dir + "/kube-proxy-n1.log"); err == nil {
+						t.Logf("kube-proxy on n1:\n%s", labtest.TailLines(string(b), 25))
+					}
+				}
+			})
+			for _, where := range []string{l.Nodes[0].Netns, l.Nodes[1].Pods[0].Netns} {
+				testutil.WaitFor(t, 60*time.Second, "the API server through 10.96.0.1:443 from "+where, func() bool {
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					defer cancel()
+					out, err := exec.CommandContext(ctx, "ip", "netns", "exec", where, cp.KubectlBin, "--kubeconfig", cp.Admin,
+						"--server", "https://"+lab.KubernetesServiceIP+":443", "get", "--raw", "/readyz").CombinedOutput()
+					return err == nil && strings.TrimSpace(string(out)) == "ok"
+				})
+			}
+		})
+	}
+}
