@@ -178,13 +178,26 @@ type Peer struct {
 	VTEPMAC    header.MAC
 }
 
-// Load reads and validates a file.
+// Load reads and validates a file. ${VAR} and $VAR in it are replaced by
+// the environment's values first, so that one file serves every node of a
+// DaemonSet (nodeName: ${NODENAME}, from the downward API, as calico-node
+// takes its node name); "$$" stands for a literal "$".
 func Load(path string) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	return Parse(b)
+	return Parse([]byte(ExpandEnv(string(b), os.Getenv)))
+}
+
+// ExpandEnv replaces ${VAR} and $VAR in s by get(VAR), and "$$" by "$".
+func ExpandEnv(s string, get func(string) string) string {
+	return os.Expand(s, func(v string) string {
+		if v == "$" {
+			return "$"
+		}
+		return get(v)
+	})
 }
 
 // Parse validates YAML or JSON bytes.

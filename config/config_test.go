@@ -1,8 +1,11 @@
 package config
 
 import (
+	"os"
 	"strings"
 	"testing"
+
+	"sigs.k8s.io/yaml"
 
 	"github.com/tortie-net/tortie/fib"
 )
@@ -133,5 +136,56 @@ func TestDatastoreTLSAndCompaction(t *testing.T) {
 		if _, err := Parse([]byte(tc.in)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Parse(%q) = %v, want error containing %q", tc.in, err, tc.want)
 		}
+	}
+}
+
+func TestExpandEnv(t *testing.T) {
+	env := map[string]string{"NODENAME": "n7", "HOST_IP": "10.0.1.7"}
+	got := ExpandEnv("nodeName: ${NODENAME}\naddress: $HOST_IP/24\npassword: a$$b\nunset: '${NOPE}'\n", func(k string) string { return env[k] })
+	want := "nodeName: n7\naddress: 10.0.1.7/24\npassword: a$b\nunset: ''\n"
+	if got != want {
+		t.Fatalf("ExpandEnv:\n%s\nwant:\n%s", got, want)
+	}
+	c, err := Parse([]byte(ExpandEnv("nodeName: ${NODENAME}\naddress: ${HOST_IP}/24\nencapsulation: vxlan\npodCIDR: 10.1.0.0/24\n",
+		func(k string) string { return env[k] })))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.NodeName != "n7" || c.Addr.String() != "10.0.1.7/24" {
+		t.Fatalf("config %s %s", c.NodeName, c.Addr)
+	}
+}
+
+// TestDeployConfigMap parses the configuration the DaemonSet in deploy/
+// gives tortied, with the environment the downward API gives it.
+func TestDeployConfigMap(t *testing.T) {
+	b, err := os.ReadFile("../deploy/tortie.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, doc := range strings.Split(string(b), "\n---\n") {
+		var cm struct {
+			Kind string            `json:"kind"`
+			Data map[string]string `json:"data"`
+		}
+		if err := yaml.Unmarshal([]byte(doc), &cm); err != nil {
+			t.Fatal(err)
+		}
+		if cm.Kind != "ConfigMap" {
+			continue
+		}
+		found = true
+		env := map[string]string{"NODENAME": "node-7", "NODE_ADDRESS": "10.0.1.7/24"}
+		c, err := Parse([]byte(ExpandEnv(cm.Data["tortied.yaml"], func(k string) string { return env[k] })))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.NodeName != "node-7" || c.Addr.String() != "10.0.1.7/24" || c.Datastore == nil {
+			t.Fatalf("deployed config: %+v", c.File)
+		}
+	}
+	if !found {
+		t.Fatal("no ConfigMap in deploy/tortie.yaml")
 	}
 }

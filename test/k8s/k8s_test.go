@@ -8,6 +8,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -126,5 +127,33 @@ func TestKubeProxyKubernetesService(t *testing.T) {
 				})
 			}
 		})
+	}
+}
+
+// TestDeployManifests has the lab's API server validate deploy/ (a
+// server-side dry run checks every field against the real schemas and
+// admission) and then creates it for real: the DaemonSet, its RBAC and its
+// ConfigMap exist afterwards.
+func TestDeployManifests(t *testing.T) {
+	testutil.RequireRoot(t)
+	bins := k8sBinDir(t)
+	l := labtest.Up(t, lab.Options{Name: "tkd", Nodes: 1, Pods: 0, Mode: "vxlan"})
+	cp, err := l.StartControlPlane(bins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest, err := filepath.Abs("../../deploy/tortie.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubectl(t, cp, "apply", "--dry-run=server", "-f", manifest)
+	kubectl(t, cp, "apply", "-f", manifest)
+	for _, obj := range []string{"daemonset/tortie-node", "serviceaccount/tortie-node", "configmap/tortie-config"} {
+		kubectl(t, cp, "-n", "kube-system", "get", obj)
+	}
+	kubectl(t, cp, "get", "clusterrolebinding/tortie-node")
+	// The service account may read what policy needs.
+	if out := kubectl(t, cp, "auth", "can-i", "watch", "networkpolicies", "--as", "system:serviceaccount:kube-system:tortie-node"); strings.TrimSpace(out) != "yes" {
+		t.Fatalf("tortie-node may not watch networkpolicies: %s", out)
 	}
 }
