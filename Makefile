@@ -8,11 +8,12 @@ LAB     ?= tl
 # Debian packages the lab and the tests use: namespaces and links (iproute2),
 # ping, TCP transfers (iperf3), an independent decoder (tshark), offload
 # settings on veths (ethtool), natOutgoing (nftables), a real etcd cluster
-# for the member-loss test (etcd-server), the benchmark's packet generator
+# for the member-loss test (etcd-server), kube-proxy's iptables mode in the
+# Services test (iptables, iptables-nft), the benchmark's packet generator
 # (trafgen, from netsniff-ng) and latency meter (sockperf). cnitool comes from the Go module
 # proxy, installed by the tests themselves.
-PKGS    := iproute2 iputils-ping iperf3 tshark ethtool procps nftables etcd-server netsniff-ng sockperf bird2 frr
-TOOLS   := ip ping iperf3 tshark ethtool sysctl nft etcd trafgen sockperf bird birdc vtysh
+PKGS    := iproute2 iputils-ping iperf3 tshark ethtool procps nftables etcd-server netsniff-ng sockperf bird2 frr iptables
+TOOLS   := ip ping iperf3 tshark ethtool sysctl nft etcd trafgen sockperf bird birdc vtysh iptables
 
 .PHONY: all build deps lab test unit integration bench fuzz vet lint fmt-check clean lab-down k8s-bins k8s-bin-dir
 
