@@ -84,6 +84,14 @@ func TestServiceRepliesViaHost(t *testing.T) {
 	// addressed to the node, takes the ordinary way (the host).
 	h.fromHostPkts(udp4(nodeA, 5000, remoteV, 53))
 	h.u.Take()
+	// Nor does a pod of a natively routed block, whose traffic comes
+	// through the kernel untranslated: the reply goes straight back.
+	h.fromHostPkts(udp4(remoteN, 6000, podA, 7000))
+	h.devA.Take()
+	h.fromPodA(eth(header.EtherTypeIPv4, udp4(podA, 7000, remoteN, 6000)))
+	if len(h.u.Take()) != 1 || len(h.host.Take()) != 0 {
+		t.Fatalf("reply to a native source went through the host: drops %v", h.drops())
+	}
 	if s := h.r.Stats().Flows; s.Inserts != 4 || s.RepliesViaHost != 4 {
 		t.Fatalf("flow stats %+v, want 4 inserts (2 flows, each by ports and by addresses), 4 replies via host", s)
 	}

@@ -341,6 +341,12 @@ func (w *worker) trackFromHost(ip header.IPv4, src uint32) {
 	if src == w.r.nodeAddr || src == w.r.tunnel.Load() {
 		return
 	}
+	// A pod of a natively routed block reaches our pods through the
+	// kernel anyway; its replies go straight back, and the kernel of the
+	// node that translated it (if any) sees them.
+	if nh := w.tab.Lookup(src); nh != nil && nh.Kind == fib.KindRemote && nh.Mode == fib.ModeNative {
+		return
+	}
 	t := w.r.flows
 	p := flow.Parse(ip)
 	switch p.Kind {
