@@ -74,10 +74,21 @@ type OffloadStats struct {
 	TSOFrames, TSOSegments, GROFrames, GROSegments uint64
 }
 
+// FlowStats are the flow table's counters: entries in use and the most it
+// holds, flows added, evicted before expiring, refused (their bucket held
+// only established flows) and expired slots reused, and the replies sent
+// back through the host (flows the node translated).
+type FlowStats struct {
+	Entries, Capacity                     int
+	Inserts, Evictions, Refusals, Expired uint64
+	RepliesViaHost                        uint64
+}
+
 // Counters is a snapshot of the router's counters: drops by reason, ports,
-// the host, offload work, the FIB's size and the path MTU.
+// the host, offload work, the flow table, the FIB's size and the path MTU.
 type Counters struct {
 	Offload OffloadStats
+	Flows   FlowStats
 	Drops   map[string]uint64
 	Ports   []PortStats
 	Host    PortStats

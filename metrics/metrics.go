@@ -21,13 +21,17 @@ var (
 	txBytes   = prometheus.NewDesc("tortie_port_tx_bytes_total", "Bytes sent on a port.", []string{"port"}, nil)
 	fibDesc   = prometheus.NewDesc("tortie_fib_routes", "Routes in the current FIB snapshot.", nil, nil)
 	mtuDesc   = prometheus.NewDesc("tortie_underlay_path_mtu_bytes", "Current underlay path MTU.", nil, nil)
+	flowsDesc = prometheus.NewDesc("tortie_flow_table_entries", "Entries in use in the router's flow table.", nil, nil)
+	flowsCap  = prometheus.NewDesc("tortie_flow_table_capacity", "Entries the router's flow table holds at most.", nil, nil)
+	flowEvt   = prometheus.NewDesc("tortie_flow_table_events_total", "Flow table events: flows inserted, evicted before expiring, refused (bucket full of established flows), expired entries reused.", []string{"event"}, nil)
+	viaHost   = prometheus.NewDesc("tortie_flow_replies_via_host_total", "Replies of flows the node translated (Services) sent back through the host.", nil, nil)
 	offDesc   = prometheus.NewDesc("tortie_offload_total", "TCP superframes from pods and the host segmented (tso), or coalesced toward pods (gro), and the segments involved.", []string{"kind", "unit"}, nil)
 )
 
 type collector struct{ r *router.Router }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dropsDesc, rxPkts, rxBytes, txPkts, txBytes, fibDesc, mtuDesc, offDesc} {
+	for _, d := range []*prometheus.Desc{dropsDesc, rxPkts, rxBytes, txPkts, txBytes, fibDesc, mtuDesc, offDesc, flowsDesc, flowsCap, flowEvt, viaHost} {
 		ch <- d
 	}
 }
@@ -45,6 +49,12 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(fibDesc, prometheus.GaugeValue, float64(s.FIBSize))
 	ch <- prometheus.MustNewConstMetric(mtuDesc, prometheus.GaugeValue, float64(s.PathMTU))
+	ch <- prometheus.MustNewConstMetric(flowsDesc, prometheus.GaugeValue, float64(s.Flows.Entries))
+	ch <- prometheus.MustNewConstMetric(flowsCap, prometheus.GaugeValue, float64(s.Flows.Capacity))
+	for ev, v := range map[string]uint64{"insert": s.Flows.Inserts, "evict": s.Flows.Evictions, "refuse": s.Flows.Refusals, "expire": s.Flows.Expired} {
+		ch <- prometheus.MustNewConstMetric(flowEvt, prometheus.CounterValue, float64(v), ev)
+	}
+	ch <- prometheus.MustNewConstMetric(viaHost, prometheus.CounterValue, float64(s.Flows.RepliesViaHost))
 	for _, o := range []struct {
 		kind, unit string
 		v          uint64

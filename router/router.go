@@ -22,6 +22,7 @@ import (
 	"github.com/tortie-net/tortie/api"
 	"github.com/tortie-net/tortie/encap"
 	"github.com/tortie-net/tortie/fib"
+	"github.com/tortie-net/tortie/flow"
 	"github.com/tortie-net/tortie/header"
 )
 
@@ -103,15 +104,16 @@ type Underlay struct {
 
 // Config is what the router needs to know about its node.
 type Config struct {
-	NodeAddr    [4]byte    // underlay address: outer source, ICMP source
-	TunnelAddr  [4]byte    // this node's tunnel address (may be zero)
-	VTEPMAC     header.MAC // our VXLAN VTEP MAC
-	VNI         uint32     // VXLAN network identifier (Calico: 4096)
-	UnderlayMTU int        // initial path MTU toward other nodes
-	ICMPRate    float64    // ICMP errors per second (default 1000)
-	ICMPBurst   float64    // ICMP burst (default 50)
-	ARPRate     float64    // gateway ARP replies per second per port (default 100)
-	ARPBurst    float64    // (default 20)
+	NodeAddr    [4]byte     // underlay address: outer source, ICMP source
+	TunnelAddr  [4]byte     // this node's tunnel address (may be zero)
+	VTEPMAC     header.MAC  // our VXLAN VTEP MAC
+	VNI         uint32      // VXLAN network identifier (Calico: 4096)
+	UnderlayMTU int         // initial path MTU toward other nodes
+	ICMPRate    float64     // ICMP errors per second (default 1000)
+	ICMPBurst   float64     // ICMP burst (default 50)
+	ARPRate     float64     // gateway ARP replies per second per port (default 100)
+	ARPBurst    float64     // (default 20)
+	Flows       flow.Config // the flow table's size and timeouts
 	Logger      *zap.Logger
 }
 
@@ -197,6 +199,13 @@ type Router struct {
 	readers sync.WaitGroup
 	closed  atomic.Bool
 	closers []func() error
+
+	// flows is the router's one flow table; nodeAddr the node's address
+	// (packets from it are the node's own, not forwarded ones).
+	flows      *flow.Table
+	nodeAddr   uint32
+	anyViaHost atomic.Bool   // a ViaHost flow was ever recorded: replies are looked up
+	viaHost    atomic.Uint64 // replies sent back through the host
 }
 
 type hostPort struct {
@@ -236,6 +245,8 @@ func New(cfg Config, f *fib.FIB, ul Underlay) *Router {
 	}
 	r := &Router{cfg: cfg, log: cfg.Logger, fib: f, ul: ul,
 		vxlan: encap.VXLANTunnel{VNI: cfg.VNI, SrcMAC: cfg.VTEPMAC, SrcAddr: cfg.NodeAddr}}
+	r.flows = flow.New(cfg.Flows)
+	r.nodeAddr = uint32(cfg.NodeAddr[0])<<24 | uint32(cfg.NodeAddr[1])<<16 | uint32(cfg.NodeAddr[2])<<8 | uint32(cfg.NodeAddr[3])
 	r.icmp.b = newBucket(cfg.ICMPRate, cfg.ICMPBurst)
 	r.pathMTU.Store(int32(cfg.UnderlayMTU))
 	r.SetTunnelAddr(cfg.TunnelAddr)
@@ -249,6 +260,9 @@ func New(cfg Config, f *fib.FIB, ul Underlay) *Router {
 func (r *Router) SetTunnelAddr(a [4]byte) {
 	r.tunnel.Store(uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3]))
 }
+
+// Flows returns the router's flow table.
+func (r *Router) Flows() *flow.Table { return r.flows }
 
 // FIB returns the router's FIB.
 func (r *Router) FIB() *fib.FIB { return r.fib }
@@ -416,6 +430,9 @@ func (r *Router) Stats() Stats {
 	s := Stats{Drops: map[string]uint64{}, FIBSize: r.fib.Load().Len(), PathMTU: r.PathMTU(),
 		Offload: OffloadStats{TSOFrames: r.offload.tsoFrames.Load(), TSOSegments: r.offload.tsoSegments.Load(),
 			GROFrames: r.offload.groFrames.Load(), GROSegments: r.offload.groSegments.Load()}}
+	fs := r.flows.Stats()
+	s.Flows = api.FlowStats{Entries: fs.Entries, Capacity: fs.Capacity, Inserts: fs.Inserts, Evictions: fs.Evictions,
+		Refusals: fs.Refusals, Expired: fs.Expired, RepliesViaHost: r.viaHost.Load()}
 	for i := range r.drops {
 		s.Drops[DropReason(i).String()] = r.drops[i].Load()
 	}

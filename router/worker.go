@@ -9,6 +9,7 @@ import (
 
 	"github.com/tortie-net/tortie/encap"
 	"github.com/tortie-net/tortie/fib"
+	"github.com/tortie-net/tortie/flow"
 	"github.com/tortie-net/tortie/header"
 )
 
@@ -35,6 +36,7 @@ type worker struct {
 
 	tab   *fib.Table
 	ports []*Port
+	now   int64 // flow.Now() at the start of the batch
 
 	// The outputs, each a queue emptied at the end of the batch (or when
 	// full). The underlay queue and the GSO run hold the worker's own
@@ -87,6 +89,7 @@ func (r *Router) newWorker(batch, bufSize int) *worker {
 func (w *worker) begin() {
 	w.tab = w.r.fib.Load()
 	w.ports = *w.r.ports.Load()
+	w.now = flow.Now()
 }
 
 func (w *worker) drop(d DropReason) { w.drops[d]++ }
@@ -267,6 +270,23 @@ func (w *worker) forward(o origin, buf []byte, start, end int) {
 		w.icmpError(o, ip, header.ICMPDestUnreach, header.ICMPCodeNetUnreach, 0)
 		return
 	}
+	if (nh.Kind == fib.KindLocal || nh.Kind == fib.KindRemote) && o != fromSelf {
+		switch {
+		case o == fromHost:
+			w.trackFromHost(ip, src)
+		case (o == fromPod || nh.Kind == fib.KindLocal) && w.replyViaHost(ip):
+			// A reply of a flow the node translated: the kernel reverses
+			// the translation and routes it back through us.
+			if !w.decTTL(o, ip) {
+				return
+			}
+			w.r.viaHost.Add(1)
+			if w.host.add(buf[start-tunOffset : end]) {
+				w.flushHost()
+			}
+			return
+		}
+	}
 	switch nh.Kind {
 	case fib.KindLocal:
 		if nh.Port >= uint32(len(w.ports)) || w.ports[nh.Port] == nil {
@@ -309,6 +329,59 @@ func (w *worker) forward(o origin, buf []byte, start, end int) {
 	default:
 		w.drop(DropNoRoute)
 	}
+}
+
+// trackFromHost records a packet the host hands us for a pod or another
+// node. One whose source is not the node's own address was forwarded by
+// the kernel, possibly after translating its destination (a Service's
+// DNAT): its flow is marked ViaHost so that its replies go back through
+// the kernel. Non-TCP flows are also recorded by addresses alone, for the
+// fragments of their replies. ICMP errors start no flow.
+func (w *worker) trackFromHost(ip header.IPv4, src uint32) {
+	if src == w.r.nodeAddr || src == w.r.tunnel.Load() {
+		return
+	}
+	// A pod of a natively routed block reaches our pods through the
+	// kernel anyway; its replies go straight back, and the kernel of the
+	// node that translated it (if any) sees them.
+	if nh := w.tab.Lookup(src); nh != nil && nh.Kind == fib.KindRemote && nh.Mode == fib.ModeNative {
+		return
+	}
+	t := w.r.flows
+	p := flow.Parse(ip)
+	switch p.Kind {
+	case flow.Related:
+	case flow.Fragment:
+		t.Track(p.Key, flow.ViaHost, 0, w.now)
+	default:
+		t.Track(p.Key, flow.ViaHost, p.TCP, w.now)
+		if p.Key.Proto != header.ProtocolTCP {
+			t.Track(p.Key.Addrs(), flow.ViaHost, 0, w.now)
+		}
+		w.r.anyViaHost.Store(true)
+	}
+}
+
+// replyViaHost reports whether a packet from a pod or a tunnel belongs to
+// a ViaHost flow: a reply (its reversed key), a fragment of a reply (by
+// addresses), or an ICMP error about one of the flow's packets.
+func (w *worker) replyViaHost(ip header.IPv4) bool {
+	if !w.r.anyViaHost.Load() {
+		return false
+	}
+	t := w.r.flows
+	p := flow.Parse(ip)
+	var f flow.Flags
+	var ok bool
+	switch p.Kind {
+	case flow.Plain:
+		f, ok = t.Reply(p.Key.Reverse(), p.TCP, w.now)
+	case flow.Fragment:
+		f, ok = t.Lookup(p.Key.Reverse(), w.now)
+	case flow.Related:
+		f, ok = t.Lookup(p.Key, w.now)
+	}
+	return ok && f&flow.ViaHost != 0
 }
 
 // decTTL implements RFC 1812 §5.3.1: a packet whose TTL would reach zero is
