@@ -36,7 +36,6 @@ type service struct {
 	// noCIDR: kube-proxy without --cluster-cidr, which cannot tell pod
 	// traffic from the rest and masquerades no ClusterIP traffic.
 	noCIDR bool
-	node   string // the node whose rules are being written (for Local)
 }
 
 func labServices() []service {
