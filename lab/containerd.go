@@ -242,6 +242,7 @@ func stopContainerds(name string) []error {
 			}
 		}
 	}
+	errs = append(errs, killContainers(name)...)
 	// Pods' processes are in network namespaces the lab did not name;
 	// containerd bind-mounts them under its state directory.
 	nsInodes := map[uint64]bool{}
@@ -266,6 +267,81 @@ func stopContainerds(name string) []error {
 	}
 	errs = append(errs, removeCgroups("tortie-lab/"+name)...)
 	return errs
+}
+
+// RuncRoots are where runc keeps container state, one directory per
+// containerd namespace: containerd's default for runtimes without a root
+// of their own (containers made with ctr), besides each node's own.
+var RuncRoots = []string{"/run/containerd/runc"}
+
+// runcState is the part of runc's state.json that Down reads.
+type runcState struct {
+	InitPID   int               `json:"init_process_pid"`
+	InitStart uint64            `json:"init_process_start"`
+	Cgroups   map[string]string `json:"cgroup_paths"`
+	Config    struct {
+		Rootfs string `json:"rootfs"`
+	} `json:"config"`
+}
+
+// killContainers ends the containers of a lab's containerds, found from
+// runc's state (which survives containerd and its shims): a container
+// whose root file system is under the lab's directory is the lab's. It
+// kills the container's init (its PID namespace dies with it), removes
+// its cgroups and runc's state of it.
+func killContainers(name string) []error {
+	var errs []error
+	dirs, _ := filepath.Glob(filepath.Join(Dir(name), "*-containerd", "runc", "*", "*", "state.json"))
+	for _, r := range RuncRoots {
+		more, _ := filepath.Glob(filepath.Join(r, "*", "*", "state.json"))
+		dirs = append(dirs, more...)
+	}
+	for _, f := range dirs {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		var st runcState
+		if json.Unmarshal(b, &st) != nil || !strings.HasPrefix(st.Config.Rootfs, Dir(name)+"/") {
+			continue
+		}
+		if st.InitPID > 1 && procStart(st.InitPID) == st.InitStart {
+			_ = syscall.Kill(st.InitPID, syscall.SIGKILL)
+		}
+		for _, cg := range st.Cgroups {
+			if strings.HasPrefix(cg, "/sys/fs/cgroup/") {
+				if err := rmdirCgroup(cg); err != nil {
+					errs = append(errs, err)
+				}
+				_ = syscall.Rmdir(filepath.Dir(cg)) // ctr's per-namespace cgroup, when empty
+			}
+		}
+		if err := os.RemoveAll(filepath.Dir(f)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+// procStart is a process's start time (field 22 of /proc/<pid>/stat), or
+// 0 if there is no such process: a pid from a state file is the same
+// process only if it started at the same time.
+func procStart(pid int) uint64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name, field 2, is in parentheses and may hold spaces.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return 0
+	}
+	v, _ := strconv.ParseUint(f[19], 10, 64)
+	return v
 }
 
 // isContainerd tells whether a pid (from a pid file that may be stale) is a
