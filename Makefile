@@ -9,10 +9,12 @@ LAB     ?= tl
 # ping, TCP transfers (iperf3), an independent decoder (tshark), offload
 # settings on veths (ethtool), natOutgoing (nftables), kube-proxy's iptables mode (iptables), a real etcd cluster
 # for the member-loss test (etcd-server), the benchmark's packet generator
-# (trafgen, from netsniff-ng) and latency meter (sockperf). cnitool comes from the Go module
-# proxy, installed by the tests themselves.
-PKGS    := iproute2 iputils-ping iperf3 tshark ethtool procps nftables iptables etcd-server netsniff-ng sockperf bird2 frr
-TOOLS   := ip ping iperf3 tshark ethtool sysctl nft iptables etcd trafgen sockperf bird birdc vtysh
+# (trafgen, from netsniff-ng) and latency meter (sockperf), a container
+# runtime for pods made by containerd through tortie-cni (containerd, runc,
+# and containernetworking-plugins for the loopback plugin the CRI calls).
+# cnitool comes from the Go module proxy, installed by the tests themselves.
+PKGS    := iproute2 iputils-ping iperf3 tshark ethtool procps nftables iptables etcd-server netsniff-ng sockperf bird2 frr containerd runc containernetworking-plugins
+TOOLS   := ip ping iperf3 tshark ethtool sysctl nft iptables etcd trafgen sockperf bird birdc vtysh containerd ctr runc /usr/lib/cni/loopback
 
 .PHONY: all build deps lab test unit integration bench fuzz vet lint fmt-check clean lab-down k8s-bins k8s-bin-dir
 

@@ -80,6 +80,13 @@ type Options struct {
 	// client and peer URLs; every node's tortied uses a client
 	// certificate of the lab's CA (see EtcdClientFiles).
 	EtcdTLS bool
+	// Containerd runs a containerd of its own on every tortie node of a
+	// datastore lab, in the node's network namespace, creating pod
+	// networks through tortie-cni (see Containerd).
+	Containerd bool
+	// Images is an OCI image layout archive (images.Lab writes one)
+	// imported into every node's containerd.
+	Images string
 }
 
 // Lab is what Up built; it is saved as JSON in the state directory.
@@ -123,6 +130,8 @@ type Node struct {
 	PID        int    `json:"pid,omitempty"`
 	Log        string `json:"log,omitempty"`
 	Pods       []*Pod `json:"pods"`
+	// Containerd is the node's container runtime (Options.Containerd).
+	Containerd *Containerd `json:"containerd,omitempty"`
 }
 
 // Pod is one lab pod.
@@ -202,6 +211,9 @@ func Up(o Options) (l *Lab, err error) {
 	if o.UnderlayMTU == 0 {
 		o.UnderlayMTU = 1500
 	}
+	if o.Containerd && (o.Static || o.KernelNodes > 0) {
+		return nil, errors.New("containerd needs a datastore lab (not static, no kernel nodes): pods get addresses through tortie-cni")
+	}
 	if o.EtcdTLS && (o.Static || o.KernelNodes > 0) {
 		return nil, errors.New("etcd TLS needs a datastore lab (not static, no kernel nodes)")
 	}
@@ -210,6 +222,12 @@ func Up(o Options) (l *Lab, err error) {
 	}
 	if err := os.MkdirAll(Dir(o.Name), 0o755); err != nil {
 		return nil, err
+	}
+	if o.Containerd {
+		if err := shareMounts(Dir(o.Name)); err != nil {
+			_ = Down(o.Name)
+			return nil, err
+		}
 	}
 	if o.KernelNodes > 0 {
 		o.Static = true
@@ -299,6 +317,19 @@ func Up(o Options) (l *Lab, err error) {
 	for _, n := range l.Nodes {
 		if err := l.buildPods(o, n); err != nil {
 			return l, fmt.Errorf("node %s: %w", n.Name, err)
+		}
+	}
+	if o.Containerd {
+		for _, n := range l.Nodes {
+			if n.Kernel {
+				continue
+			}
+			if err := l.startContainerd(o, n); err != nil {
+				return l, fmt.Errorf("node %s: %w", n.Name, err)
+			}
+			if err := l.save(); err != nil {
+				return l, err
+			}
 		}
 	}
 	return l, l.save()
@@ -651,15 +682,16 @@ func (l *Lab) kernelPod(o Options, n *Node, p *Pod) error {
 	return nil
 }
 
-// Down removes a lab: it stops every process in the lab's namespaces,
-// deletes the namespaces (found by prefix, so it works without state after
-// a crash) and the state directory.
+// Down removes a lab: it stops every process in the lab's namespaces and
+// its containerds' pods, deletes the namespaces (found by prefix, so it
+// works without state after a crash), unmounts what containerd and runc
+// left mounted under the state directory, and removes the directory.
 func Down(name string) error {
 	if name == "" {
 		return errors.New("lab name required")
 	}
 	entries, _ := os.ReadDir("/var/run/netns")
-	var errs []error
+	errs := stopContainerds(name)
 	var names []string
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), name+"-") {
@@ -679,6 +711,10 @@ func Down(name string) error {
 		if err := run("ip", "netns", "del", n); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if left := unmountUnder(Dir(name)); len(left) > 0 {
+		// Removing the directory now would reach into what is still mounted.
+		return errors.Join(append(errs, left...)...)
 	}
 	if err := os.RemoveAll(Dir(name)); err != nil {
 		errs = append(errs, err)

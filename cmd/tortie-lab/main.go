@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tortie-net/tortie/lab"
+	"github.com/tortie-net/tortie/lab/images"
 )
 
 // command is one tortie-lab command: its flags are defined on a flag set
@@ -41,6 +42,8 @@ var commands = []command{
 		fs.BoolVar(&o.BGP, "bgp", false, "nodes learn each other's blocks over BGP (embedded speaker, node-to-node mesh)")
 		fs.IntVar(&o.BirdNodes, "bird-nodes", 0, "make the last N nodes Calico-style kernel nodes running BIRD 2 (native mode; implies --bgp)")
 		fs.BoolVar(&o.EtcdTLS, "etcd-tls", false, "run the lab's etcd on TLS only, with client certificates of a lab CA")
+		fs.BoolVar(&o.Containerd, "containerd", false, "run a containerd on every node, pods networked through tortie-cni (datastore labs)")
+		fs.StringVar(&o.Images, "images", "", "OCI image archive to import into every node's containerd (tortie-lab images writes one)")
 		return func() error {
 			o.Name = *name
 			if o.Tortied == "" {
@@ -52,6 +55,21 @@ var commands = []command{
 				show(l)
 			}
 			return err
+		}
+	}},
+	{"images", "", "build the lab's images (pause, echo) as an OCI archive for ctr import; run inside tortie's source tree", func(fs *flag.FlagSet, _ *string) func() error {
+		out := fs.String("out", "tortie-images.tar", "archive to write")
+		return func() error {
+			work, err := os.MkdirTemp("", "tortie-images-")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(work)
+			if err := images.Lab(context.Background(), ".", work, *out); err != nil {
+				return err
+			}
+			fmt.Printf("%s: %s, %s\n", *out, images.Pause, images.Echo)
+			return nil
 		}
 	}},
 	{"check", "", "ping every pod from every pod, nodes to their pods and back", func(_ *flag.FlagSet, name *string) func() error {
@@ -186,6 +204,12 @@ func show(l *lab.Lab) {
 			block, tunnel = "IPAM blocks", "from IPAM"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, dp, n.Address, block, tunnel, n.Netns, n.Socket)
+	}
+	for _, n := range l.Nodes {
+		if c := n.Containerd; c != nil {
+			fmt.Fprintf(tw, "%s: containerd %s (ctr --address %s --namespace %s; crictl --runtime-endpoint unix://%s)\n",
+				n.Name, c.Dir, c.Socket, lab.CRINamespace, c.Socket)
+		}
 	}
 	fmt.Fprintln(tw, "\nPOD\tNODE\tADDRESS\tNAMESPACE")
 	for _, p := range l.Pods() {

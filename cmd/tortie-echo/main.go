@@ -1,0 +1,145 @@
+// Command tortie-echo is the lab's test workload, built static into the
+// image images.Echo. As a server (the default) it answers on one port:
+//
+//   - HTTP on TCP: GET / returns JSON with the client's source address as
+//     the server saw it and the pod's hostname; GET /healthz returns "ok"
+//     (a readiness endpoint);
+//   - UDP: every datagram is answered with the same JSON and the datagram's
+//     payload as "data".
+//
+// As a client it runs inside a pod (e.g. through the CRI's exec) and prints
+// what a server answered:
+//
+//	tortie-echo [--port 8080]            serve
+//	tortie-echo get http://10.244.0.5:8080/
+//	tortie-echo udp 10.244.0.5:8080 hello
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+// Reply is what the server answers.
+type Reply struct {
+	Client   string `json:"client"`
+	Hostname string `json:"hostname"`
+	Data     string `json:"data,omitempty"`
+}
+
+func main() {
+	if len(os.Args) > 1 && (os.Args[1] == "get" || os.Args[1] == "udp") {
+		if err := client(os.Args[1], os.Args[2:], os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "tortie-echo:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	port := flag.Int("port", 8080, "TCP (HTTP) and UDP port")
+	flag.Parse()
+	host, _ := os.Hostname()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := serve(ctx, fmt.Sprintf(":%d", *port), host, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "tortie-echo:", err)
+		os.Exit(1)
+	}
+}
+
+// serve answers on addr over TCP and UDP until ctx ends. ready, if not nil,
+// receives the bound TCP and UDP addresses once both listen.
+func serve(ctx context.Context, addr, host string, ready chan<- [2]net.Addr) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(Reply{Client: r.RemoteAddr, Hostname: host})
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	errs := make(chan error, 2)
+	go func() { errs <- srv.Serve(ln) }()
+	go func() { errs <- serveUDP(pc, host) }()
+	if ready != nil {
+		ready <- [2]net.Addr{ln.Addr(), pc.LocalAddr()}
+	}
+	select {
+	case <-ctx.Done():
+	case err = <-errs:
+	}
+	_ = srv.Close()
+	_ = pc.Close()
+	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	return err
+}
+
+func serveUDP(pc net.PacketConn, host string) error {
+	buf := make([]byte, 65536)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return err
+		}
+		b, _ := json.Marshal(Reply{Client: from.String(), Hostname: host, Data: string(buf[:n])})
+		_, _ = pc.WriteTo(b, from)
+	}
+}
+
+// client runs "get URL" or "udp HOST:PORT PAYLOAD" and copies the answer to out.
+func client(mode string, args []string, out io.Writer) error {
+	const timeout = 10 * time.Second
+	switch {
+	case mode == "get" && len(args) == 1:
+		c := &http.Client{Timeout: timeout}
+		resp, err := c.Get(args[0])
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s: %s", args[0], resp.Status)
+		}
+		_, err = io.Copy(out, resp.Body)
+		return err
+	case mode == "udp" && len(args) == 2:
+		c, err := net.DialTimeout("udp", args[0], timeout)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
+			return err
+		}
+		if _, err := c.Write([]byte(args[1])); err != nil {
+			return err
+		}
+		buf := make([]byte, 65536)
+		n, err := c.Read(buf)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(out, "%s\n", buf[:n])
+		return err
+	}
+	return fmt.Errorf("usage: tortie-echo get URL | tortie-echo udp HOST:PORT PAYLOAD")
+}

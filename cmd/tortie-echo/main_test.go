@@ -1,0 +1,51 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"strings"
+	"testing"
+)
+
+func TestServeAndClient(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan [2]net.Addr, 1)
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, "127.0.0.1:0", "pod-a", ready) }()
+	addrs := <-ready
+	var out bytes.Buffer
+	if err := client("get", []string{"http://" + addrs[0].String() + "/"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	var r Reply
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Fatalf("%v: %q", err, out.String())
+	}
+	if host, _, _ := net.SplitHostPort(r.Client); host != "127.0.0.1" || r.Hostname != "pod-a" {
+		t.Errorf("HTTP reply %+v", r)
+	}
+	out.Reset()
+	if err := client("get", []string{"http://" + addrs[0].String() + "/healthz"}, &out); err != nil || strings.TrimSpace(out.String()) != "ok" {
+		t.Errorf("healthz: %v %q", err, out.String())
+	}
+	out.Reset()
+	if err := client("udp", []string{addrs[1].String(), "hello"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	r = Reply{}
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Fatalf("%v: %q", err, out.String())
+	}
+	if host, _, _ := net.SplitHostPort(r.Client); host != "127.0.0.1" || r.Hostname != "pod-a" || r.Data != "hello" {
+		t.Errorf("UDP reply %+v", r)
+	}
+	if err := client("get", nil, &out); err == nil {
+		t.Error("get without URL: no error")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("serve: %v", err)
+	}
+}

@@ -1,0 +1,143 @@
+package images
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"io"
+	"strings"
+	"testing"
+)
+
+// readArchive returns the archive's files by name.
+func readArchive(t *testing.T, b []byte) map[string][]byte {
+	t.Helper()
+	files := map[string][]byte{}
+	tr := tar.NewReader(bytes.NewReader(b))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return files
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[h.Name] = data
+	}
+}
+
+func blob(t *testing.T, files map[string][]byte, d Descriptor) []byte {
+	t.Helper()
+	b, ok := files["blobs/sha256/"+strings.TrimPrefix(d.Digest, "sha256:")]
+	if !ok {
+		t.Fatalf("blob %s missing", d.Digest)
+	}
+	if digest(b) != d.Digest || int64(len(b)) != d.Size {
+		t.Fatalf("blob %s: digest %s, size %d (want %d)", d.Digest, digest(b), len(b), d.Size)
+	}
+	return b
+}
+
+func TestWriteArchive(t *testing.T) {
+	imgs := []Image{
+		{Name: "docker.io/tortie/a:1", Files: []File{{Path: "/bin/a", Mode: 0o755, Data: []byte("AAA")}}, Entrypoint: []string{"/bin/a"}},
+		{Name: "docker.io/tortie/b:latest", Files: []File{{Path: "/b", Mode: 0o644, Data: []byte("B")}}, Cmd: []string{"x"}},
+	}
+	var buf bytes.Buffer
+	if err := WriteArchive(&buf, imgs...); err != nil {
+		t.Fatal(err)
+	}
+	var again bytes.Buffer
+	if err := WriteArchive(&again, imgs...); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(buf.Bytes(), again.Bytes()) {
+		t.Error("two archives of the same images differ")
+	}
+	files := readArchive(t, buf.Bytes())
+	if string(files["oci-layout"]) != `{"imageLayoutVersion":"1.0.0"}` {
+		t.Errorf("oci-layout %q", files["oci-layout"])
+	}
+	var idx Index
+	if err := json.Unmarshal(files["index.json"], &idx); err != nil {
+		t.Fatal(err)
+	}
+	if idx.SchemaVersion != 2 || len(idx.Manifests) != 2 {
+		t.Fatalf("index %+v", idx)
+	}
+	for i, d := range idx.Manifests {
+		img := imgs[i]
+		if d.Annotations[AnnotationRefName] != img.Name || d.Annotations[AnnotationImageName] != img.Name || d.MediaType != MediaTypeManifest {
+			t.Errorf("index entry %d: %+v", i, d)
+		}
+		var m Manifest
+		if err := json.Unmarshal(blob(t, files, d), &m); err != nil {
+			t.Fatal(err)
+		}
+		if m.SchemaVersion != 2 || m.Config.MediaType != MediaTypeConfig || len(m.Layers) != 1 || m.Layers[0].MediaType != MediaTypeLayer {
+			t.Fatalf("manifest %+v", m)
+		}
+		var cfg Config
+		if err := json.Unmarshal(blob(t, files, m.Config), &cfg); err != nil {
+			t.Fatal(err)
+		}
+		if cfg.OS != "linux" || strings.Join(cfg.Config.Entrypoint, " ") != strings.Join(img.Entrypoint, " ") ||
+			strings.Join(cfg.Config.Cmd, " ") != strings.Join(img.Cmd, " ") {
+			t.Errorf("config %+v", cfg)
+		}
+		zr, err := gzip.NewReader(bytes.NewReader(blob(t, files, m.Layers[0])))
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := io.ReadAll(zr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(cfg.RootFS.DiffIDs) != 1 || cfg.RootFS.DiffIDs[0] != digest(raw) {
+			t.Errorf("diff_ids %v, layer %s", cfg.RootFS.DiffIDs, digest(raw))
+		}
+		tr := tar.NewReader(bytes.NewReader(raw))
+		var names []string
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			names = append(names, h.Name)
+			if h.Typeflag == tar.TypeReg {
+				data, _ := io.ReadAll(tr)
+				f := img.Files[0]
+				if "/"+h.Name != f.Path || string(data) != string(f.Data) || h.Mode != f.Mode || h.Uid != 0 {
+					t.Errorf("layer file %s mode %o: %q", h.Name, h.Mode, data)
+				}
+			}
+		}
+		want := map[int]string{0: "bin/ bin/a", 1: "b"}[i]
+		if got := strings.Join(names, " "); got != want {
+			t.Errorf("layer %d holds %q, want %q", i, got, want)
+		}
+	}
+}
+
+func TestWriteArchiveRejects(t *testing.T) {
+	for _, imgs := range [][]Image{
+		nil,
+		{{Name: "pause"}},
+		{{Name: "docker.io/tortie/pause"}},
+		{{Name: "docker.io/x/y:1"}, {Name: "docker.io/x/y:1"}},
+		{{Name: "docker.io/x/y:1", Files: []File{{Path: "relative"}}}},
+		{{Name: "docker.io/x/y:1", Files: []File{{Path: "/"}}}},
+	} {
+		if err := WriteArchive(io.Discard, imgs...); err == nil {
+			t.Errorf("%+v: no error", imgs)
+		}
+	}
+}
