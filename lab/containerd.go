@@ -212,6 +212,7 @@ func runtimeReady(st *cri.StatusResponse) bool {
 	return ok == 2
 }
 
+// tailLines is the last n lines of s.
 func tailLines(s string, n int) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")

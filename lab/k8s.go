@@ -24,6 +24,9 @@ const (
 	// KubernetesServiceIP is the first address of ServiceCIDR, the
 	// `kubernetes` Service in the default namespace.
 	KubernetesServiceIP = "10.96.0.1"
+	// ClusterDNSIP is the cluster DNS Service's address, which kubelets
+	// give pods as their name server.
+	ClusterDNSIP = "10.96.0.10"
 	// PoolCIDR is the lab's IP pool: the cluster CIDR kube-proxy knows.
 	PoolCIDR = "10.244.0.0/16"
 )
@@ -100,6 +103,7 @@ func (l *Lab) StartControlPlane(binDir string) (*ControlPlane, error) {
 		"--etcd-servers", l.EtcdURL, "--etcd-prefix", "/registry",
 		"--tls-cert-file", serving.Cert, "--tls-private-key-file", serving.Key, "--client-ca-file", serving.CA,
 		"--kubelet-client-certificate", kubeletClient.Cert, "--kubelet-client-key", kubeletClient.Key,
+		"--kubelet-preferred-address-types", "InternalIP,Hostname",
 		"--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file", saPub, "--service-account-signing-key-file", saKey,
 		"--service-cluster-ip-range", ServiceCIDR, "--authorization-mode", "Node,RBAC", "--allow-privileged",
@@ -175,7 +179,7 @@ func (cp *ControlPlane) Kubectl(ctx context.Context, args ...string) (string, er
 	full := append([]string{"netns", "exec", cp.fabric, cp.KubectlBin, "--kubeconfig", cp.Admin}, args...)
 	out, err := exec.CommandContext(ctx, "ip", full...).CombinedOutput()
 	if err != nil {
-		return string(out), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, tail(string(out), 5))
+		return string(out), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, tailLines(string(out), 5))
 	}
 	return string(out), nil
 }
@@ -196,12 +200,6 @@ func (cp *ControlPlane) waitReady(timeout time.Duration) error {
 	}
 	logTail, _ := os.ReadFile(filepath.Join(cp.Dir, "kube-apiserver.log"))
 	return fmt.Errorf("lab: kube-apiserver not ready within %v: %s\nkube-apiserver log:\n%s", timeout, last, tailLines(string(logTail), 15))
-}
-
-// tailLines is the last n lines of s.
-func tailLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // StartKubeProxy runs kube-proxy (from binDir) on node n in mode
@@ -244,6 +242,82 @@ conntrack: {maxPerCore: 0, min: 0}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("lab: kube-proxy on %s: %w", n.Name, err)
+	}
+	go func() { _ = cmd.Wait() }()
+	return nil
+}
+
+// StartKubelet runs a kubelet (from binDir) for node n in the node's
+// network namespace, with its own root directory and the container runtime
+// at criSocket (a containerd of the node's own). Several kubelets share
+// this machine: each has its own root, and none manages QoS cgroups or
+// node-allocatable enforcement (cgroupsPerQOS false), which would make
+// them fight over the machine's cgroup tree. cgroup v1 is allowed
+// (failCgroupV1 false), as are swap and a nearly full disk (no eviction).
+func (l *Lab) StartKubelet(cp *ControlPlane, binDir string, n *Node, criSocket string) error {
+	dir := filepath.Join(cp.Dir, "kubelet-"+n.Name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	pkiDir := filepath.Join(cp.Dir, "pki")
+	client, err := cp.ca.WriteIssuedGroups(pkiDir, "kubelet-"+n.Name, "system:node:"+n.Name, []string{"system:nodes"}, pki.Client)
+	if err != nil {
+		return err
+	}
+	kc, err := cp.writeKubeconfig("kubelet-"+n.Name, client)
+	if err != nil {
+		return err
+	}
+	serving, err := cp.ca.WriteIssued(pkiDir, "kubelet-serving-"+n.Name, pki.Server, n.Addr(), n.Name)
+	if err != nil {
+		return err
+	}
+	conf := filepath.Join(dir, "config.yaml")
+	body := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: %s}
+authorization: {mode: Webhook}
+tlsCertFile: %s
+tlsPrivateKeyFile: %s
+address: %s
+port: 10250
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+containerRuntimeEndpoint: unix://%s
+cgroupDriver: cgroupfs
+cgroupsPerQOS: false
+enforceNodeAllocatable: []
+failSwapOn: false
+failCgroupV1: false
+clusterDomain: cluster.local
+clusterDNS: [%s]
+resolvConf: ""
+evictionHard: {memory.available: "0%%", nodefs.available: "0%%", nodefs.inodesFree: "0%%", imagefs.available: "0%%"}
+imageGCHighThresholdPercent: 100
+serializeImagePulls: false
+`, client.CA, serving.Cert, serving.Key, n.Addr(), criSocket, ClusterDNSIP)
+	if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+		return err
+	}
+	logf, err := os.OpenFile(filepath.Join(cp.Dir, "kubelet-"+n.Name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	// nsenter, not `ip netns exec`: the latter gives the kubelet a mount
+	// namespace of its own with a fresh /sys, where the cgroup hierarchy it
+	// manages is not mounted (and where containerd's pod namespaces would
+	// not be seen).
+	cmd := exec.Command("nsenter", "--net=/var/run/netns/"+n.Netns, filepath.Join(binDir, "kubelet"), "--config", conf, "--kubeconfig", kc,
+		"--root-dir", filepath.Join(dir, "root"), "--hostname-override", n.Name, "--node-ip", n.Addr())
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("lab: kubelet on %s: %w", n.Name, err)
 	}
 	go func() { _ = cmd.Wait() }()
 	return nil

@@ -13,9 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tortie-net/tortie/api"
 	"github.com/tortie-net/tortie/internal/labtest"
 	"github.com/tortie-net/tortie/internal/testutil"
 	"github.com/tortie-net/tortie/lab"
+	"github.com/tortie-net/tortie/lab/images"
 )
 
 func TestMain(m *testing.M) { labtest.Main(m, "../..", nil) }
@@ -156,4 +158,111 @@ func TestDeployManifests(t *testing.T) {
 	if out := kubectl(t, cp, "auth", "can-i", "watch", "networkpolicies", "--as", "system:serviceaccount:kube-system:tortie-node"); strings.TrimSpace(out) != "yes" {
 		t.Fatalf("tortie-node may not watch networkpolicies: %s", out)
 	}
+}
+
+// TestKubeletRunsPods runs a kubelet with a containerd of its own on each
+// of two lab nodes: both register and become Ready (their runtime's
+// network is ready once tortie-cni's conflist is there), a Deployment of
+// four echo pods is scheduled across them, every pod gets an address from
+// tortie's pool through the kubelet, containerd and tortie-cni, an IPAM
+// handle named as Calico names it, and the kubelet's readiness probes reach
+// the pods; one pod reaches another on the other node (kubectl exec), and
+// deleting a pod releases its address.
+func TestKubeletRunsPods(t *testing.T) {
+	testutil.RequireRoot(t)
+	bins := k8sBinDir(t)
+	work := t.TempDir()
+	archive := filepath.Join(work, "images.tar")
+	ctx := context.Background()
+	if err := images.Lab(ctx, ".", work, archive); err != nil {
+		t.Fatal(err)
+	}
+	l := labtest.Up(t, lab.Options{Name: "tkl", Nodes: 2, Pods: 0, Mode: "vxlan", Containerd: true, Images: archive})
+	cp, err := l.StartControlPlane(bins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, n := range l.Nodes {
+				if b, err := os.ReadFile(cp.Dir + "/kubelet-" + n.Name + ".log"); err == nil {
+					t.Logf("kubelet on %s:\n%s", n.Name, labtest.TailLines(string(b), 25))
+				}
+			}
+		}
+	})
+	for _, n := range l.Nodes {
+		if err := l.StartKubelet(cp, bins, n, n.Containerd.Socket); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.WaitFor(t, 120*time.Second, "both nodes Ready", func() bool {
+		c, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		out, err := cp.Kubectl(c, "get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}`)
+		return err == nil && strings.Contains(out, "n1=True") && strings.Contains(out, "n2=True")
+	})
+	deploy := filepath.Join(work, "echo.yaml")
+	if err := os.WriteFile(deploy, []byte(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: echo, namespace: default}
+spec:
+  replicas: 4
+  selector: {matchLabels: {app: echo}}
+  template:
+    metadata: {labels: {app: echo}}
+    spec:
+      containers:
+        - name: echo
+          image: `+images.Echo+`
+          imagePullPolicy: Never
+          ports: [{containerPort: 8080}]
+          readinessProbe:
+            httpGet: {path: /healthz, port: 8080}
+            periodSeconds: 2
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	kubectl(t, cp, "apply", "-f", deploy)
+	kubectl(t, cp, "rollout", "status", "deployment/echo", "--timeout=120s")
+	out := kubectl(t, cp, "get", "pods", "-l", "app=echo", "-o", `jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName} {.status.podIP}{"\n"}{end}`)
+	type pod struct{ name, node, ip string }
+	var pods []pod
+	nodes := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 || !strings.HasPrefix(f[2], "10.244.") {
+			t.Fatalf("pod line %q: want name, node and an address from 10.244.0.0/16", line)
+		}
+		pods = append(pods, pod{f[0], f[1], f[2]})
+		nodes[f[1]] = true
+	}
+	if len(pods) != 4 || len(nodes) != 2 {
+		t.Fatalf("pods %v across nodes %v: want 4 across 2", pods, nodes)
+	}
+	var a, b pod
+	for _, p := range pods {
+		if p.node == "n1" {
+			a = p
+		} else {
+			b = p
+		}
+	}
+	reply := kubectl(t, cp, "exec", a.name, "--", "/tortie-echo", "get", "http://"+b.ip+":8080/")
+	if !strings.Contains(reply, `"client":"`+a.ip+":") || !strings.Contains(reply, `"hostname":"`+b.name+`"`) {
+		t.Fatalf("%s (on n1) -> %s (on n2): %s", a.name, b.name, reply)
+	}
+	kubectl(t, cp, "delete", "pod", b.name, "--wait=true")
+	testutil.WaitFor(t, 60*time.Second, "the deleted pod's address to be released", func() bool {
+		v, err := api.NewClient(l.Nodes[1].Socket).IPAM()
+		if err != nil {
+			return false
+		}
+		for _, h := range v.Handles {
+			if len(h.IPs) > 0 && h.IPs[0] == b.ip {
+				return false
+			}
+		}
+		return true
+	})
 }
