@@ -16,7 +16,7 @@ LAB     ?= tl
 PKGS    := iproute2 iputils-ping iperf3 tshark ethtool procps nftables iptables etcd-server netsniff-ng sockperf bird2 frr containerd runc containernetworking-plugins
 TOOLS   := ip ping iperf3 tshark ethtool sysctl nft iptables etcd trafgen sockperf bird birdc vtysh containerd ctr runc /usr/lib/cni/loopback
 
-.PHONY: all build deps lab test unit integration bench fuzz vet lint fmt-check clean lab-down k8s-bins k8s-bin-dir
+.PHONY: all build deps lab test unit integration bench fuzz vet lint fmt-check clean lab-down k8s-bins k8s-bin-dir coredns-bin coredns-bin-path
 
 all: build
 
@@ -86,6 +86,32 @@ $(K8S_BINS): $(K8S_BIN_DIR)/%:
 		-ldflags "-s -w $(K8S_VERSION_X)" -o $(abspath $@).tmp k8s.io/kubernetes/cmd/$* && \
 	mv $@.tmp $@ && \
 	echo "built $* in $$(( $$(date +%s) - start ))s"
+
+# CoreDNS for cluster DNS under a real cluster, built the same way from the
+# separate module k8s/coredns (its main package is the module root) into a
+# cache outside the tree, only when missing; static, -trimpath, no symbols.
+# Its version string is a constant of its source (coredns -version).
+#   make coredns-bin              build it if missing
+#   make -s coredns-bin-path      print where it is
+COREDNS_VERSION := $(shell awk '!/^[[:space:]]*\/\// { for (i = 1; i < NF; i++) \
+	if ($$i == "github.com/coredns/coredns" && $$(i+1) ~ /^v/) print $$(i+1) }' k8s/coredns/go.mod)
+COREDNS_BIN ?= $(HOME)/.cache/tortie/coredns/$(COREDNS_VERSION)/coredns
+
+coredns-bin: $(COREDNS_BIN)
+	@ls -l $(COREDNS_BIN)
+
+coredns-bin-path:
+	@echo $(COREDNS_BIN)
+
+$(COREDNS_BIN):
+	$(if $(COREDNS_VERSION),,$(error no github.com/coredns/coredns version in k8s/coredns/go.mod))
+	@mkdir -p $(@D)
+	@echo "building coredns $(COREDNS_VERSION) into $(@D)"
+	@start=$$(date +%s); \
+	cd k8s/coredns && GOWORK=off CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" \
+		-o $(abspath $@).tmp github.com/coredns/coredns && \
+	mv $@.tmp $@ && \
+	echo "built coredns in $$(( $$(date +%s) - start ))s"
 
 vet:
 	$(GO) vet ./...
