@@ -137,7 +137,7 @@ fmt-check:
 # going down (upstream issue osrg/gobgp#2705), which the bgp tests of prefix
 # limits, TTL security and malformed messages provoke: they skip themselves
 # under -race (bgp/race_test.go), and the bgp package runs once more without it.
-test: deps fmt-check vet lint k8s-bins
+test: deps fmt-check vet lint k8s-bins coredns-bin
 	$(GO) test -race -count=1 -timeout 30m ./...
 	$(GO) test -count=1 ./bgp/
 

@@ -322,3 +322,99 @@ serializeImagePulls: false
 	go func() { _ = cmd.Wait() }()
 	return nil
 }
+
+// coreDNSManifest is CoreDNS as kubeadm deploys it, trimmed to what a lab
+// needs: its RBAC, its Corefile (the kubernetes plugin for cluster.local,
+// health and readiness), two replicas, and the kube-dns Service at
+// ClusterDNSIP. CoreDNS reaches the API server through the `kubernetes`
+// Service, so kube-proxy must run on the nodes.
+const coreDNSManifest = `apiVersion: v1
+kind: ServiceAccount
+metadata: {name: coredns, namespace: kube-system}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "system:coredns"}
+rules:
+  - apiGroups: [""]
+    resources: [endpoints, services, pods, namespaces]
+    verbs: [list, watch]
+  - apiGroups: [discovery.k8s.io]
+    resources: [endpointslices]
+    verbs: [list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "system:coredns"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:coredns"}
+subjects: [{kind: ServiceAccount, name: coredns, namespace: kube-system}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: coredns, namespace: kube-system}
+data:
+  Corefile: |
+    .:53 {
+        errors
+        health :8080
+        ready :8181
+        kubernetes cluster.local in-addr.arpa ip6.arpa {
+            pods insecure
+            fallthrough in-addr.arpa ip6.arpa
+        }
+        cache 30
+    }
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: coredns, namespace: kube-system, labels: {k8s-app: kube-dns}}
+spec:
+  replicas: 2
+  selector: {matchLabels: {k8s-app: kube-dns}}
+  template:
+    metadata: {labels: {k8s-app: kube-dns}}
+    spec:
+      serviceAccountName: coredns
+      dnsPolicy: Default
+      containers:
+        - name: coredns
+          image: %s
+          imagePullPolicy: Never
+          args: [-conf, /etc/coredns/Corefile]
+          ports:
+            - {name: dns, containerPort: 53, protocol: UDP}
+            - {name: dns-tcp, containerPort: 53, protocol: TCP}
+          readinessProbe:
+            httpGet: {path: /ready, port: 8181}
+            periodSeconds: 2
+          livenessProbe:
+            httpGet: {path: /health, port: 8080}
+          volumeMounts: [{name: config, mountPath: /etc/coredns, readOnly: true}]
+      volumes:
+        - name: config
+          configMap: {name: coredns, items: [{key: Corefile, path: Corefile}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: kube-dns, namespace: kube-system, labels: {k8s-app: kube-dns}}
+spec:
+  selector: {k8s-app: kube-dns}
+  clusterIP: %s
+  ports:
+    - {name: dns, port: 53, protocol: UDP}
+    - {name: dns-tcp, port: 53, protocol: TCP}
+`
+
+// DeployCoreDNS applies CoreDNS (image, e.g. images.CoreDNS) with its
+// Service at ClusterDNSIP and waits until its replicas are ready.
+func (cp *ControlPlane) DeployCoreDNS(ctx context.Context, image string) error {
+	path := filepath.Join(cp.Dir, "coredns.yaml")
+	if err := os.WriteFile(path, []byte(fmt.Sprintf(coreDNSManifest, image, ClusterDNSIP)), 0o644); err != nil {
+		return err
+	}
+	if _, err := cp.Kubectl(ctx, "apply", "-f", path); err != nil {
+		return err
+	}
+	_, err := cp.Kubectl(ctx, "-n", "kube-system", "rollout", "status", "deployment/coredns", "--timeout=120s")
+	return err
+}

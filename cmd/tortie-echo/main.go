@@ -13,10 +13,14 @@
 //	tortie-echo [--port 8080]            serve
 //	tortie-echo get http://10.244.0.5:8080/
 //	tortie-echo udp 10.244.0.5:8080 hello
+//	tortie-echo resolve kubernetes.default     (through the pod's resolv.conf)
+//	tortie-echo apiserver /api                 (https://kubernetes.default.svc with the pod's service-account token)
 package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -26,6 +30,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -38,7 +44,7 @@ type Reply struct {
 }
 
 func main() {
-	if len(os.Args) > 1 && (os.Args[1] == "get" || os.Args[1] == "udp") {
+	if len(os.Args) > 1 && slices.Contains([]string{"get", "udp", "resolve", "apiserver"}, os.Args[1]) {
 		if err := client(os.Args[1], os.Args[2:], os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "tortie-echo:", err)
 			os.Exit(1)
@@ -140,6 +146,54 @@ func client(mode string, args []string, out io.Writer) error {
 		}
 		_, err = fmt.Fprintf(out, "%s\n", buf[:n])
 		return err
+	case mode == "resolve" && len(args) == 1:
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		addrs, err := net.DefaultResolver.LookupHost(ctx, args[0])
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(out, strings.Join(addrs, " "))
+		return err
+	case mode == "apiserver" && len(args) == 1:
+		return apiserver(args[0], out)
 	}
-	return fmt.Errorf("usage: tortie-echo get URL | tortie-echo udp HOST:PORT PAYLOAD")
+	return fmt.Errorf("usage: tortie-echo get URL | udp HOST:PORT PAYLOAD | resolve NAME | apiserver PATH")
+}
+
+// serviceAccount is where the kubelet mounts a pod's service-account token
+// and the cluster's CA.
+const serviceAccount = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+// apiserver GETs path from the API server through the `kubernetes` Service,
+// by name, with the pod's service-account token, as in-cluster clients do.
+func apiserver(path string, out io.Writer) error {
+	token, err := os.ReadFile(serviceAccount + "/token")
+	if err != nil {
+		return err
+	}
+	ca, err := os.ReadFile(serviceAccount + "/ca.crt")
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ca) {
+		return errors.New("no certificate in the service account's ca.crt")
+	}
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	req, err := http.NewRequest("GET", "https://kubernetes.default.svc"+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", path, resp.Status)
+	}
+	_, err = io.Copy(out, resp.Body)
+	return err
 }

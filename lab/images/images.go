@@ -31,8 +31,9 @@ import (
 // The lab's images, under fully qualified names: the CRI normalises a
 // short name ("tortie/pause") to docker.io/... and would try to pull it.
 const (
-	Pause = "docker.io/tortie/pause:3.10"
-	Echo  = "docker.io/tortie/echo:latest"
+	Pause   = "docker.io/tortie/pause:3.10"
+	Echo    = "docker.io/tortie/echo:latest"
+	CoreDNS = "docker.io/tortie/coredns:latest"
 )
 
 // Media types of the OCI image specification (image-spec v1.1).
@@ -255,9 +256,9 @@ func StaticBinary(ctx context.Context, dir, pkg, out string) error {
 }
 
 // Lab builds the lab's images (Pause from lab/images/pause, Echo from
-// cmd/tortie-echo) and writes them as one archive at out. dir is any
-// directory inside tortie's module; work holds the binaries.
-func Lab(ctx context.Context, dir, work, out string) error {
+// cmd/tortie-echo) and writes them, with extra ones, as one archive at out.
+// dir is any directory inside tortie's module; work holds the binaries.
+func Lab(ctx context.Context, dir, work, out string, extra ...Image) error {
 	bins := []struct{ pkg, bin, image string }{
 		{"github.com/tortie-net/tortie/lab/images/pause", "pause", Pause},
 		{"github.com/tortie-net/tortie/cmd/tortie-echo", "tortie-echo", Echo},
@@ -274,6 +275,7 @@ func Lab(ctx context.Context, dir, work, out string) error {
 		}
 		imgs = append(imgs, Image{Name: b.image, Files: []File{{Path: "/" + b.bin, Mode: 0o755, Data: data}}, Entrypoint: []string{"/" + b.bin}})
 	}
+	imgs = append(imgs, extra...)
 	f, err := os.Create(out)
 	if err != nil {
 		return err
@@ -283,4 +285,16 @@ func Lab(ctx context.Context, dir, work, out string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// BinaryImage is an image named name holding only the executable at bin,
+// as /<its file name>, which is also its entrypoint (e.g. CoreDNS built by
+// `make coredns-bin`).
+func BinaryImage(name, bin string) (Image, error) {
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		return Image{}, err
+	}
+	p := "/" + path.Base(bin)
+	return Image{Name: name, Files: []File{{Path: p, Mode: 0o755, Data: data}}, Entrypoint: []string{p}}, nil
 }

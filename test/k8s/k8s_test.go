@@ -266,3 +266,108 @@ spec:
 		return true
 	})
 }
+
+// cluster builds a lab of two VXLAN nodes, each with a containerd, a
+// kubelet and kube-proxy in proxyMode, under a control plane, and waits
+// until both nodes are Ready. The lab's images include CoreDNS.
+func cluster(t *testing.T, name, proxyMode string) (*lab.Lab, *lab.ControlPlane) {
+	t.Helper()
+	testutil.RequireRoot(t)
+	bins := k8sBinDir(t)
+	out, err := exec.Command("make", "-s", "-C", "../..", "coredns-bin-path").Output()
+	if err != nil {
+		t.Fatalf("make coredns-bin-path: %v", err)
+	}
+	dns, err := images.BinaryImage(images.CoreDNS, strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatalf("CoreDNS image (make coredns-bin builds it): %v", err)
+	}
+	work := t.TempDir()
+	archive := filepath.Join(work, "images.tar")
+	if err := images.Lab(context.Background(), ".", work, archive, dns); err != nil {
+		t.Fatal(err)
+	}
+	l := labtest.Up(t, lab.Options{Name: name, Nodes: 2, Pods: 0, Mode: "vxlan", Containerd: true, Images: archive})
+	cp, err := l.StartControlPlane(bins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, f := range []string{"kubelet-n1", "kube-proxy-n1"} {
+				if b, err := os.ReadFile(cp.Dir + "/" + f + ".log"); err == nil {
+					t.Logf("%s:\n%s", f, labtest.TailLines(string(b), 20))
+				}
+			}
+		}
+	})
+	for _, n := range l.Nodes {
+		if err := l.StartKubelet(cp, bins, n, n.Containerd.Socket); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.StartKubeProxy(cp, bins, n, proxyMode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.WaitFor(t, 120*time.Second, "both nodes Ready", func() bool {
+		c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		out, err := cp.Kubectl(c, "get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}`)
+		return err == nil && strings.Contains(out, "n1=True") && strings.Contains(out, "n2=True")
+	})
+	return l, cp
+}
+
+// TestDNSAndServices runs CoreDNS as a Deployment behind the kube-dns
+// Service (10.96.0.10) and a Service of echo pods, with kube-proxy in each
+// mode: a pod resolves kubernetes.default and a Service of its own
+// namespace through CoreDNS, reaches that Service by name (its replies
+// come back through the node that DNATed them), and reads the API server
+// through the `kubernetes` Service with its service-account token.
+func TestDNSAndServices(t *testing.T) {
+	for _, mode := range []string{"iptables", "nftables"} {
+		t.Run(mode, func(t *testing.T) {
+			_, cp := cluster(t, "tkd"+mode[:1], mode)
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			if err := cp.DeployCoreDNS(ctx, images.CoreDNS); err != nil {
+				t.Fatal(err)
+			}
+			kubectl(t, cp, "create", "deployment", "echo", "--image", images.Echo, "--replicas", "4", "--port", "8080")
+			kubectl(t, cp, "patch", "deployment", "echo", "--type", "json", "-p",
+				`[{"op":"add","path":"/spec/template/spec/containers/0/imagePullPolicy","value":"Never"}]`)
+			kubectl(t, cp, "expose", "deployment", "echo", "--port", "80", "--target-port", "8080")
+			kubectl(t, cp, "rollout", "status", "deployment/echo", "--timeout=120s")
+			svcIP := kubectl(t, cp, "get", "service", "echo", "-o", "jsonpath={.spec.clusterIP}")
+			pods := strings.Fields(kubectl(t, cp, "get", "pods", "-l", "app=echo", "-o", "jsonpath={.items[*].metadata.name}"))
+			if len(pods) == 0 {
+				t.Fatal("no echo pods")
+			}
+			client := pods[0]
+			exec := func(args ...string) string {
+				return kubectl(t, cp, append([]string{"exec", client, "--", "/tortie-echo"}, args...)...)
+			}
+			if got := strings.TrimSpace(exec("resolve", "kubernetes.default")); got != lab.KubernetesServiceIP {
+				t.Fatalf("kubernetes.default resolves to %q, want %s", got, lab.KubernetesServiceIP)
+			}
+			if got := strings.TrimSpace(exec("resolve", "echo")); got != svcIP {
+				t.Fatalf("echo resolves to %q, want its ClusterIP %s", got, svcIP)
+			}
+			// Several connections, so that backends on both nodes answer.
+			seen := map[string]bool{}
+			for range 8 {
+				reply := exec("get", "http://echo/")
+				if !strings.Contains(reply, `"hostname":"echo-`) {
+					t.Fatalf("echo Service answered %s", reply)
+				}
+				seen[reply[strings.Index(reply, `"hostname"`):]] = true
+			}
+			if len(seen) < 2 {
+				t.Errorf("8 connections to the echo Service reached %d backend(s)", len(seen))
+			}
+			if out := exec("apiserver", "/api"); !strings.Contains(out, `"kind":"APIVersions"`) {
+				t.Fatalf("GET /api through the kubernetes Service: %s", out)
+			}
+		})
+	}
+}
