@@ -212,6 +212,9 @@ spec:
   template:
     metadata: {labels: {app: echo}}
     spec:
+      # Two per node: the test needs pods on both.
+      topologySpreadConstraints:
+        - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: echo}}}
       containers:
         - name: echo
           image: `+images.Echo+`
@@ -269,8 +272,9 @@ spec:
 
 // cluster builds a lab of two VXLAN nodes, each with a containerd, a
 // kubelet and kube-proxy in proxyMode, under a control plane, and waits
-// until both nodes are Ready. The lab's images include CoreDNS.
-func cluster(t *testing.T, name, proxyMode string) (*lab.Lab, *lab.ControlPlane) {
+// until both nodes are Ready. The lab's images include CoreDNS; the
+// returned directory holds the static tortie-echo binary.
+func cluster(t *testing.T, name, proxyMode string) (*lab.Lab, *lab.ControlPlane, string) {
 	t.Helper()
 	testutil.RequireRoot(t)
 	bins := k8sBinDir(t)
@@ -315,7 +319,7 @@ func cluster(t *testing.T, name, proxyMode string) (*lab.Lab, *lab.ControlPlane)
 		out, err := cp.Kubectl(c, "get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}`)
 		return err == nil && strings.Contains(out, "n1=True") && strings.Contains(out, "n2=True")
 	})
-	return l, cp
+	return l, cp, work
 }
 
 // TestDNSAndServices runs CoreDNS as a Deployment behind the kube-dns
@@ -327,7 +331,7 @@ func cluster(t *testing.T, name, proxyMode string) (*lab.Lab, *lab.ControlPlane)
 func TestDNSAndServices(t *testing.T) {
 	for _, mode := range []string{"iptables", "nftables"} {
 		t.Run(mode, func(t *testing.T) {
-			_, cp := cluster(t, "tkd"+mode[:1], mode)
+			l, cp, work := cluster(t, "tkd"+mode[:1], mode)
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
 			if err := cp.DeployCoreDNS(ctx, images.CoreDNS); err != nil {
@@ -335,7 +339,9 @@ func TestDNSAndServices(t *testing.T) {
 			}
 			kubectl(t, cp, "create", "deployment", "echo", "--image", images.Echo, "--replicas", "4", "--port", "8080")
 			kubectl(t, cp, "patch", "deployment", "echo", "--type", "json", "-p",
-				`[{"op":"add","path":"/spec/template/spec/containers/0/imagePullPolicy","value":"Never"}]`)
+				`[{"op":"add","path":"/spec/template/spec/containers/0/imagePullPolicy","value":"Never"},`+
+					`{"op":"add","path":"/spec/template/spec/topologySpreadConstraints","value":[{"maxSkew":1,`+
+					`"topologyKey":"kubernetes.io/hostname","whenUnsatisfiable":"DoNotSchedule","labelSelector":{"matchLabels":{"app":"echo"}}}]}]`)
 			kubectl(t, cp, "expose", "deployment", "echo", "--port", "80", "--target-port", "8080")
 			kubectl(t, cp, "rollout", "status", "deployment/echo", "--timeout=120s")
 			svcIP := kubectl(t, cp, "get", "service", "echo", "-o", "jsonpath={.spec.clusterIP}")
@@ -344,19 +350,19 @@ func TestDNSAndServices(t *testing.T) {
 				t.Fatal("no echo pods")
 			}
 			client := pods[0]
-			exec := func(args ...string) string {
+			inPod := func(args ...string) string {
 				return kubectl(t, cp, append([]string{"exec", client, "--", "/tortie-echo"}, args...)...)
 			}
-			if got := strings.TrimSpace(exec("resolve", "kubernetes.default")); got != lab.KubernetesServiceIP {
+			if got := strings.TrimSpace(inPod("resolve", "kubernetes.default")); got != lab.KubernetesServiceIP {
 				t.Fatalf("kubernetes.default resolves to %q, want %s", got, lab.KubernetesServiceIP)
 			}
-			if got := strings.TrimSpace(exec("resolve", "echo")); got != svcIP {
+			if got := strings.TrimSpace(inPod("resolve", "echo")); got != svcIP {
 				t.Fatalf("echo resolves to %q, want its ClusterIP %s", got, svcIP)
 			}
 			// Several connections, so that backends on both nodes answer.
 			seen := map[string]bool{}
 			for range 8 {
-				reply := exec("get", "http://echo/")
+				reply := inPod("get", "http://echo/")
 				if !strings.Contains(reply, `"hostname":"echo-`) {
 					t.Fatalf("echo Service answered %s", reply)
 				}
@@ -365,9 +371,54 @@ func TestDNSAndServices(t *testing.T) {
 			if len(seen) < 2 {
 				t.Errorf("8 connections to the echo Service reached %d backend(s)", len(seen))
 			}
-			if out := exec("apiserver", "/api"); !strings.Contains(out, `"kind":"APIVersions"`) {
+			if out := inPod("apiserver", "/api"); !strings.Contains(out, `"kind":"APIVersions"`) {
 				t.Fatalf("GET /api through the kubernetes Service: %s", out)
 			}
+
+			// NodePort from the outside host, to every node: with
+			// externalTrafficPolicy Cluster the backend may be on the other
+			// node; with Local, only a node's own backends answer, and they
+			// see the client's own address.
+			kubectl(t, cp, "expose", "deployment", "echo", "--name", "echo-np", "--type", "NodePort", "--port", "80", "--target-port", "8080")
+			nodePort := kubectl(t, cp, "get", "service", "echo-np", "-o", "jsonpath={.spec.ports[0].nodePort}")
+			outside := func(url string) (string, error) {
+				c, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+				defer cancel()
+				out, err := exec.CommandContext(c, "ip", "netns", "exec", l.Name+"-ext", filepath.Join(work, "tortie-echo"), "get", url).CombinedOutput()
+				return string(out), err
+			}
+			for _, policy := range []string{"Cluster", "Local"} {
+				kubectl(t, cp, "patch", "service", "echo-np", "-p", `{"spec":{"externalTrafficPolicy":"`+policy+`"}}`)
+				for _, n := range l.Nodes {
+					url := "http://" + n.Addr() + ":" + nodePort + "/"
+					// kube-proxy applies a changed policy a moment later:
+					// wait for the answer the policy gives.
+					what := "NodePort " + url + " (" + policy + ") from the outside host"
+					if policy == "Local" {
+						what += ", the backend seeing the client's address " + lab.OutsideAddr
+					}
+					testutil.WaitFor(t, 30*time.Second, what, func() bool {
+						out, err := outside(url)
+						ok := err == nil && strings.Contains(out, `"hostname":"echo-`)
+						if policy == "Local" {
+							ok = ok && strings.Contains(out, `"client":"`+lab.OutsideAddr+":")
+						}
+						return ok
+					})
+				}
+			}
+
+			// sessionAffinity ClientIP: every connection of one client
+			// reaches the same backend.
+			kubectl(t, cp, "patch", "service", "echo", "-p", `{"spec":{"sessionAffinity":"ClientIP"}}`)
+			testutil.WaitFor(t, 30*time.Second, "eight connections of one client to reach one backend", func() bool {
+				backends := map[string]bool{}
+				for range 8 {
+					reply := inPod("get", "http://echo/")
+					backends[reply[strings.Index(reply, `"hostname"`):]] = true
+				}
+				return len(backends) == 1
+			})
 		})
 	}
 }
