@@ -195,6 +195,16 @@ func (t *Table) bucket(k Key) (*shard, []entry) {
 	return s, s.slots[b : b+ways : b+ways]
 }
 
+// find returns the entry of k in bucket b (live or expired), or nil.
+func find(b []entry, k Key) *entry {
+	for i := range b {
+		if e := &b[i]; e.used && e.key == k {
+			return e
+		}
+	}
+	return nil
+}
+
 // timeout is how long an entry in state st of protocol proto lives.
 func (t *Table) timeout(e *entry) int64 {
 	var d time.Duration
@@ -253,20 +263,17 @@ func (e *entry) advance(tcp uint8, reply bool) {
 func (t *Table) Track(k Key, flags Flags, tcp uint8, now int64) bool {
 	s, b := t.bucket(k)
 	defer s.mu.Unlock()
-	for i := range b {
-		e := &b[i]
-		if e.used && e.key == k {
-			if e.expires <= now {
-				// Expired but not yet reused: a new flow on this tuple.
-				*e = entry{key: k, used: true}
-				s.expired++
-				s.inserts++
-			}
-			e.flags |= flags
-			e.advance(tcp, false)
-			e.expires = now + t.timeout(e)
-			return true
+	if e := find(b, k); e != nil {
+		if e.expires <= now {
+			// Expired but not yet reused: a new flow on this tuple.
+			*e = entry{key: k, used: true}
+			s.expired++
+			s.inserts++
 		}
+		e.flags |= flags
+		e.advance(tcp, false)
+		e.expires = now + t.timeout(e)
+		return true
 	}
 	victim := -1
 	for i := range b {
@@ -313,29 +320,21 @@ func (t *Table) Track(k Key, flags Flags, tcp uint8, now int64) bool {
 func (t *Table) Reply(k Key, tcp uint8, now int64) (flags Flags, ok bool) {
 	s, b := t.bucket(k)
 	defer s.mu.Unlock()
-	for i := range b {
-		e := &b[i]
-		if e.used && e.key == k {
-			if e.expires <= now {
-				return 0, false
-			}
-			e.advance(tcp, true)
-			e.expires = now + t.timeout(e)
-			return e.flags, true
-		}
+	e := find(b, k)
+	if e == nil || e.expires <= now {
+		return 0, false
 	}
-	return 0, false
+	e.advance(tcp, true)
+	e.expires = now + t.timeout(e)
+	return e.flags, true
 }
 
 // Lookup returns the flags of the live flow k without touching it.
 func (t *Table) Lookup(k Key, now int64) (flags Flags, ok bool) {
 	s, b := t.bucket(k)
 	defer s.mu.Unlock()
-	for i := range b {
-		e := &b[i]
-		if e.used && e.key == k && e.expires > now {
-			return e.flags, true
-		}
+	if e := find(b, k); e != nil && e.expires > now {
+		return e.flags, true
 	}
 	return 0, false
 }
