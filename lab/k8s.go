@@ -158,16 +158,22 @@ current-context: default
 // start runs a control-plane binary in the fabric namespace, logging to
 // <dir>/<name>.log. lab.Down ends it with the namespace's other processes.
 func (cp *ControlPlane) start(binDir, name string, args ...string) error {
-	logf, err := os.OpenFile(filepath.Join(cp.Dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	return cp.run(name, append([]string{"ip", "netns", "exec", cp.fabric, filepath.Join(binDir, name)}, args...)...)
+}
+
+// run starts argv in its own session, logging to <dir>/<log>.log, and
+// reaps it when it ends.
+func (cp *ControlPlane) run(log string, argv ...string) error {
+	logf, err := os.OpenFile(filepath.Join(cp.Dir, log+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command("ip", append([]string{"netns", "exec", cp.fabric, filepath.Join(binDir, name)}, args...)...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("lab: %s: %w", name, err)
+		return fmt.Errorf("lab: %s: %w", log, err)
 	}
 	go func() { _ = cmd.Wait() }()
 	return nil
@@ -232,19 +238,7 @@ conntrack: {maxPerCore: 0, min: 0}
 	if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
 		return err
 	}
-	logf, err := os.OpenFile(filepath.Join(cp.Dir, "kube-proxy-"+n.Name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	defer logf.Close()
-	cmd := exec.Command("ip", "netns", "exec", n.Netns, filepath.Join(binDir, "kube-proxy"), "--config", conf)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("lab: kube-proxy on %s: %w", n.Name, err)
-	}
-	go func() { _ = cmd.Wait() }()
-	return nil
+	return cp.run("kube-proxy-"+n.Name, "ip", "netns", "exec", n.Netns, filepath.Join(binDir, "kube-proxy"), "--config", conf)
 }
 
 // StartKubelet runs a kubelet (from binDir) for node n in the node's
@@ -303,24 +297,12 @@ serializeImagePulls: false
 	if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
 		return err
 	}
-	logf, err := os.OpenFile(filepath.Join(cp.Dir, "kubelet-"+n.Name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	defer logf.Close()
 	// nsenter, not `ip netns exec`: the latter gives the kubelet a mount
 	// namespace of its own with a fresh /sys, where the cgroup hierarchy it
 	// manages is not mounted (and where containerd's pod namespaces would
 	// not be seen).
-	cmd := exec.Command("nsenter", "--net=/var/run/netns/"+n.Netns, filepath.Join(binDir, "kubelet"), "--config", conf, "--kubeconfig", kc,
-		"--root-dir", filepath.Join(dir, "root"), "--hostname-override", n.Name, "--node-ip", n.Addr())
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("lab: kubelet on %s: %w", n.Name, err)
-	}
-	go func() { _ = cmd.Wait() }()
-	return nil
+	return cp.run("kubelet-"+n.Name, "nsenter", "--net=/var/run/netns/"+n.Netns, filepath.Join(binDir, "kubelet"), "--config", conf,
+		"--kubeconfig", kc, "--root-dir", filepath.Join(dir, "root"), "--hostname-override", n.Name, "--node-ip", n.Addr())
 }
 
 // coreDNSManifest is CoreDNS as kubeadm deploys it, trimmed to what a lab

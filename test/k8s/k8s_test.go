@@ -196,12 +196,7 @@ func TestKubeletRunsPods(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	testutil.WaitFor(t, 120*time.Second, "both nodes Ready", func() bool {
-		c, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		out, err := cp.Kubectl(c, "get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}`)
-		return err == nil && strings.Contains(out, "n1=True") && strings.Contains(out, "n2=True")
-	})
+	waitNodesReady(t, cp)
 	deploy := filepath.Join(work, "echo.yaml")
 	if err := os.WriteFile(deploy, []byte(`apiVersion: apps/v1
 kind: Deployment
@@ -313,12 +308,7 @@ func cluster(t *testing.T, name, proxyMode string) (*lab.Lab, *lab.ControlPlane,
 			t.Fatal(err)
 		}
 	}
-	testutil.WaitFor(t, 120*time.Second, "both nodes Ready", func() bool {
-		c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		out, err := cp.Kubectl(c, "get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}`)
-		return err == nil && strings.Contains(out, "n1=True") && strings.Contains(out, "n2=True")
-	})
+	waitNodesReady(t, cp)
 	return l, cp, work
 }
 
@@ -421,4 +411,15 @@ func TestDNSAndServices(t *testing.T) {
 			})
 		})
 	}
+}
+
+// waitNodesReady waits until the lab's two nodes are registered and Ready.
+func waitNodesReady(t *testing.T, cp *lab.ControlPlane) {
+	t.Helper()
+	testutil.WaitFor(t, 120*time.Second, "both nodes Ready", func() bool {
+		c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		out, err := cp.Kubectl(c, "get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}`)
+		return err == nil && strings.Contains(out, "n1=True") && strings.Contains(out, "n2=True")
+	})
 }
