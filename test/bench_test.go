@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tortie-net/tortie/bench"
+	"github.com/tortie-net/tortie/internal/labtest"
 	"github.com/tortie-net/tortie/internal/testutil"
 )
 
@@ -23,7 +24,7 @@ func TestBenchHarness(t *testing.T) {
 	out := t.TempDir()
 	rep, err := bench.Run(context.Background(), bench.Options{
 		Setups: []string{"kernel-vxlan", "tortie-vxlan"}, Tests: []string{"pps", "tcp", "latency"},
-		Duration: time.Second, Reps: 1, OutDir: out, Tortied: filepath.Join(binDir, "tortied"), Log: t.Logf,
+		Duration: time.Second, Reps: 1, OutDir: out, Tortied: filepath.Join(labtest.BinDir, "tortied"), Log: t.Logf,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"github.com/tortie-net/tortie/bgp/bgptest"
 	"github.com/tortie-net/tortie/datastore"
 	"github.com/tortie-net/tortie/fib"
+	"github.com/tortie-net/tortie/internal/labtest"
 	"github.com/tortie-net/tortie/internal/nsdial"
 	"github.com/tortie-net/tortie/internal/testutil"
 	"github.com/tortie-net/tortie/ipam"
@@ -246,7 +247,7 @@ func TestFRRTopOfRack(t *testing.T) {
 	t.Logf("FRR:\n%s", sum)
 	// What an operator sees, through the CLI.
 	ctl := func(args ...string) string {
-		out, err := exec.Command(filepath.Join(binDir, "tortiectl"), append([]string{"--socket", n1.Socket}, args...)...).CombinedOutput()
+		out, err := exec.Command(filepath.Join(labtest.BinDir, "tortiectl"), append([]string{"--socket", n1.Socket}, args...)...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("tortiectl %v: %v\n%s", args, err, out)
 		}

@@ -22,6 +22,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/tortie-net/tortie/api"
+	"github.com/tortie-net/tortie/internal/labtest"
 	"github.com/tortie-net/tortie/internal/testutil"
 	"github.com/tortie-net/tortie/lab"
 )
@@ -154,8 +155,8 @@ func TestCNIConformance(t *testing.T) {
 // returns its CNI error (nil on success).
 func plugin(t *testing.T, env map[string]string, conf string) (*types.Error, string) {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, "tortie-cni"))
-	cmd.Env = []string{"CNI_PATH=" + binDir}
+	cmd := exec.Command(filepath.Join(labtest.BinDir, "tortie-cni"))
+	cmd.Env = []string{"CNI_PATH=" + labtest.BinDir}
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
@@ -304,7 +305,7 @@ func TestCnitool(t *testing.T) {
 			}
 			pod := testutil.Netns(t)
 			tool := func(args ...string) (string, error) {
-				c := exec.Command(filepath.Join(binDir, "cnitool"), args...)
+				c := exec.Command(filepath.Join(labtest.BinDir, "cnitool"), args...)
 				c.Env = append(os.Environ(), "CNI_PATH="+l.CNIPath, "NETCONFPATH="+dir, "CNI_ARGS=K8S_POD_NAMESPACE=default;K8S_POD_NAME=tool")
 				out, err := c.CombinedOutput()
 				return string(out), err

@@ -17,6 +17,7 @@ import (
 	"github.com/tortie-net/tortie/api"
 	"github.com/tortie-net/tortie/cpuset"
 	"github.com/tortie-net/tortie/endpoint"
+	"github.com/tortie-net/tortie/internal/labtest"
 	"github.com/tortie-net/tortie/internal/nsdial"
 	"github.com/tortie-net/tortie/internal/testutil"
 	"github.com/tortie-net/tortie/lab"
@@ -54,7 +55,7 @@ func TestOperatorViews(t *testing.T) {
 		}
 	}
 	ctl := func(args ...string) string {
-		out, err := exec.Command(filepath.Join(binDir, "tortiectl"), append([]string{"--socket", n1.Socket}, args...)...).CombinedOutput()
+		out, err := exec.Command(filepath.Join(labtest.BinDir, "tortiectl"), append([]string{"--socket", n1.Socket}, args...)...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("tortiectl %v: %v\n%s", args, err, out)
 		}

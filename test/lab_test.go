@@ -15,10 +15,7 @@ import (
 	"github.com/tortie-net/tortie/lab"
 )
 
-// binDir holds the binaries the tests run (tortied built with -race).
-var binDir string
-
-func TestMain(m *testing.M) { labtest.Main(m, "..", func(dir string) { binDir = dir }) }
+func TestMain(m *testing.M) { labtest.Main(m, "..") }
 
 // up builds a lab and removes it when the test ends, even if it fails.
 func up(t *testing.T, o lab.Options) *lab.Lab {

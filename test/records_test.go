@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tortie-net/tortie/api"
+	"github.com/tortie-net/tortie/internal/labtest"
 	"github.com/tortie-net/tortie/internal/testutil"
 	"github.com/tortie-net/tortie/lab"
 	"github.com/tortie-net/tortie/resources"
@@ -98,7 +99,7 @@ func TestBadRecords(t *testing.T) {
 	checkAll(t, l)
 
 	// tortiectl shows them.
-	out, err := exec.Command(binDir+"/tortiectl", "--socket", l.Nodes[1].Socket, "invalid").CombinedOutput()
+	out, err := exec.Command(labtest.BinDir+"/tortiectl", "--socket", l.Nodes[1].Socket, "invalid").CombinedOutput()
 	if err != nil {
 		t.Fatalf("tortiectl invalid: %v\n%s", err, out)
 	}

@@ -17,10 +17,9 @@ import (
 )
 
 // Main builds the binaries into a temporary directory (when run as root),
-// tells ready where they are, runs the tests and exits; root is the
-// module's root relative to the test package. It returns only through
-// os.Exit.
-func Main(m *testing.M, root string, ready func(binDir string)) {
+// BinDir, runs the tests and exits; root is the module's root relative to
+// the test package. It returns only through os.Exit.
+func Main(m *testing.M, root string) {
 	if os.Geteuid() != 0 {
 		os.Exit(m.Run())
 	}
@@ -35,9 +34,6 @@ func Main(m *testing.M, root string, ready func(binDir string)) {
 		os.Exit(1)
 	}
 	BinDir = dir
-	if ready != nil {
-		ready(dir)
-	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

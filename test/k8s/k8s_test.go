@@ -20,7 +20,7 @@ import (
 	"github.com/tortie-net/tortie/lab/images"
 )
 
-func TestMain(m *testing.M) { labtest.Main(m, "../..", nil) }
+func TestMain(m *testing.M) { labtest.Main(m, "../..") }
 
 // k8sBinDir is where `make k8s-bins` put the Kubernetes binaries.
 func k8sBinDir(t *testing.T) string {
