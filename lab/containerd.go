@@ -49,7 +49,12 @@ func containerdDir(lab, node string) string { return filepath.Join(Dir(lab), nod
 //     node's state directory, so Down finds them even after a crash;
 //   - runc's root under the node's directory too, and CNI from the lab's
 //     plugin directory with this node's conflist only.
-func containerdConfig(c *Containerd, cniBin string) string {
+//
+// A node with a file system view of its own (DaemonSet labs) keeps the
+// defaults a real node has instead: CNI in /opt/cni/bin and
+// /etc/cni/net.d, pod network namespaces in /run/netns, which its view
+// binds to the node's own directories.
+func containerdConfig(c *Containerd, cniBin string, ownView bool) string {
 	q := strconv.Quote
 	return fmt.Sprintf(`version = 2
 root = %s
@@ -66,7 +71,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 [plugins."io.containerd.grpc.v1.cri"]
   restrict_oom_score_adj = true
   sandbox_image = %s
-  netns_mounts_under_state_dir = true
+  netns_mounts_under_state_dir = %t
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   [plugins."io.containerd.grpc.v1.cri".containerd]
@@ -81,7 +86,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     conf_dir = %s
     max_conf_num = 1
 `, q(filepath.Join(c.Dir, "root")), q(filepath.Join(c.Dir, "state")), q(c.Socket), q(c.Socket+".ttrpc"),
-		q(images.Pause), q(filepath.Join(c.Dir, "runc")), q(cniBin), q(c.ConfDir))
+		q(images.Pause), !ownView, q(filepath.Join(c.Dir, "runc")), q(cniBin), q(c.ConfDir))
 }
 
 // LoopbackPlugins are where the CNI project's loopback plugin is looked
@@ -89,9 +94,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 // CRI brings every pod's lo up through it before the pod network.
 var LoopbackPlugins = []string{"/usr/lib/cni/loopback", "/opt/cni/bin/loopback"}
 
-// linkLoopback puts the loopback plugin beside tortie-cni.
-func (l *Lab) linkLoopback() error {
-	dst := filepath.Join(l.CNIPath, "loopback")
+// linkLoopback puts the loopback plugin in the CNI plugin directory dir.
+func linkLoopback(dir string) error {
+	dst := filepath.Join(dir, "loopback")
 	if _, err := os.Stat(dst); err == nil {
 		return nil
 	}
@@ -109,25 +114,38 @@ func (l *Lab) startContainerd(o Options, n *Node) error {
 	dir := containerdDir(l.Name, n.Name)
 	c := &Containerd{Dir: dir, Socket: filepath.Join(dir, "containerd.sock"), Log: filepath.Join(dir, "containerd.log"),
 		ConfDir: filepath.Join(dir, "net.d")}
-	if err := os.MkdirAll(c.ConfDir, 0o755); err != nil {
-		return err
-	}
-	if err := l.linkLoopback(); err != nil {
-		return err
-	}
-	list, err := json.MarshalIndent(map[string]any{
-		"cniVersion": "1.0.0",
-		"name":       NetworkName,
-		"plugins":    []any{map[string]any{"type": "tortie", "socket": n.Socket, "mtu": 0}},
-	}, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(c.ConfDir, "10-tortie.conflist"), list, 0o644); err != nil {
-		return err
+	ownView := n.MountNS != ""
+	cniBin := l.CNIPath
+	if ownView {
+		// deploy/'s install-cni puts tortie-cni and its conflist there.
+		c.ConfDir, cniBin = "/etc/cni/net.d", "/opt/cni/bin"
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		if err := linkLoopback(l.HostPath(n, cniBin)); err != nil {
+			return err
+		}
+	} else {
+		if err := os.MkdirAll(c.ConfDir, 0o755); err != nil {
+			return err
+		}
+		if err := linkLoopback(l.CNIPath); err != nil {
+			return err
+		}
+		list, err := json.MarshalIndent(map[string]any{
+			"cniVersion": "1.0.0",
+			"name":       NetworkName,
+			"plugins":    []any{map[string]any{"type": "tortie", "socket": n.Socket, "mtu": 0}},
+		}, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(c.ConfDir, "10-tortie.conflist"), list, 0o644); err != nil {
+			return err
+		}
 	}
 	cfg := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(cfg, []byte(containerdConfig(c, l.CNIPath)), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(containerdConfig(c, cniBin, ownView)), 0o644); err != nil {
 		return err
 	}
 	logf, err := os.OpenFile(c.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -139,7 +157,8 @@ func (l *Lab) startContainerd(o Options, n *Node) error {
 	// also give containerd a mount namespace of its own, and the pod
 	// network namespaces it mounts would be invisible to tortied, which
 	// enters them to attach pods (and to Down, which unmounts them).
-	cmd := exec.Command("nsenter", "--net=/var/run/netns/"+n.Netns, "containerd", "--config", cfg)
+	argv := append(inNode(n), "containerd", "--config", cfg)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -164,7 +183,9 @@ func (l *Lab) startContainerd(o Options, n *Node) error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		st, err := rt.Status(ctx, &cri.StatusRequest{})
 		cancel()
-		if err == nil && runtimeReady(st) {
+		// On a node of a DaemonSet lab, the network becomes ready only
+		// once tortie's install-cni has run.
+		if err == nil && runtimeReady(st, !ownView) {
 			break
 		}
 		select {
@@ -201,15 +222,19 @@ func shareMounts(dir string) error {
 	return nil
 }
 
-// runtimeReady is whether the CRI reports its runtime and network ready.
-func runtimeReady(st *cri.StatusResponse) bool {
-	var ok int
+// runtimeReady is whether the CRI reports its runtime (and, with network,
+// its network) ready.
+func runtimeReady(st *cri.StatusResponse, network bool) bool {
+	var rt, nw bool
 	for _, c := range st.GetStatus().GetConditions() {
-		if (c.Type == cri.RuntimeReady || c.Type == cri.NetworkReady) && c.Status {
-			ok++
+		switch c.Type {
+		case cri.RuntimeReady:
+			rt = c.Status
+		case cri.NetworkReady:
+			nw = c.Status
 		}
 	}
-	return ok == 2
+	return rt && (nw || !network)
 }
 
 // tailLines is the last n lines of s.
@@ -260,9 +285,13 @@ func stopContainerds(name string) []error {
 			if err != nil || pid <= 1 {
 				continue
 			}
-			var st syscall.Stat_t
-			if syscall.Stat(filepath.Join("/proc", p.Name(), "ns/net"), &st) == nil && nsInodes[st.Ino] {
-				_ = syscall.Kill(pid, syscall.SIGKILL)
+			// A pod's network namespace, or a node's own mount namespace
+			// (DaemonSet labs: its kubelet, containerd and shims).
+			for _, kind := range []string{"ns/net", "ns/mnt"} {
+				var st syscall.Stat_t
+				if syscall.Stat(filepath.Join("/proc", p.Name(), kind), &st) == nil && nsInodes[st.Ino] {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
 			}
 		}
 	}

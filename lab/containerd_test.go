@@ -34,7 +34,7 @@ func TestProcStart(t *testing.T) {
 
 func TestContainerdConfig(t *testing.T) {
 	c := &Containerd{Dir: "/run/tortie-lab/x/n1-containerd", Socket: "/run/tortie-lab/x/n1-containerd/containerd.sock", ConfDir: "/run/tortie-lab/x/n1-containerd/net.d"}
-	cfg := containerdConfig(c, "/run/tortie-lab/x/cni-bin")
+	cfg := containerdConfig(c, "/run/tortie-lab/x/cni-bin", false)
 	for _, want := range []string{
 		"version = 2\n",
 		`restrict_oom_score_adj = true`,
@@ -45,6 +45,18 @@ func TestContainerdConfig(t *testing.T) {
 		`conf_dir = "/run/tortie-lab/x/n1-containerd/net.d"`,
 		`Root = "/run/tortie-lab/x/n1-containerd/runc"`,
 	} {
+		if !strings.Contains(cfg, want) {
+			t.Errorf("config lacks %q:\n%s", want, cfg)
+		}
+	}
+}
+
+// A node with a view of its own keeps a real node's paths and pod network
+// namespaces in /run/netns, where deploy/'s tortied looks for them.
+func TestContainerdConfigOwnView(t *testing.T) {
+	c := &Containerd{Dir: "/run/tortie-lab/x/n1-containerd", Socket: "/run/tortie-lab/x/n1-containerd/containerd.sock", ConfDir: "/etc/cni/net.d"}
+	cfg := containerdConfig(c, "/opt/cni/bin", true)
+	for _, want := range []string{`netns_mounts_under_state_dir = false`, `bin_dir = "/opt/cni/bin"`, `conf_dir = "/etc/cni/net.d"`} {
 		if !strings.Contains(cfg, want) {
 			t.Errorf("config lacks %q:\n%s", want, cfg)
 		}

@@ -1,17 +1,22 @@
 package lab
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/tortie-net/tortie/config"
 	"github.com/tortie-net/tortie/internal/pki"
+	"github.com/tortie-net/tortie/lab/images"
 )
 
 // The lab's Kubernetes control plane runs in the fabric namespace, on the
@@ -40,6 +45,15 @@ type ControlPlane struct {
 	KubectlBin string // the kubectl binary
 	fabric     string
 	ca         *pki.CA
+
+	mu    sync.Mutex
+	procs map[string]*proc // by log name
+}
+
+// proc is a process the control plane started, reaped by its own goroutine.
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
 }
 
 // k8sDir holds the lab's Kubernetes state.
@@ -59,7 +73,7 @@ func (l *Lab) StartControlPlane(binDir string) (*ControlPlane, error) {
 		}
 	}
 	cp := &ControlPlane{Dir: l.k8sDir(), Server: "https://" + APIServerAddr + ":6443", KubectlBin: filepath.Join(binDir, "kubectl"),
-		fabric: l.Fabric}
+		fabric: l.Fabric, procs: map[string]*proc{}}
 	pkiDir := filepath.Join(cp.Dir, "pki")
 	ca, err := pki.NewCA("tortie-lab-kubernetes")
 	if err != nil {
@@ -175,9 +189,39 @@ func (cp *ControlPlane) run(log string, argv ...string) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("lab: %s: %w", log, err)
 	}
-	go func() { _ = cmd.Wait() }()
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		close(p.done)
+	}()
+	cp.mu.Lock()
+	cp.procs[log] = p
+	cp.mu.Unlock()
 	return nil
 }
+
+// stop kills the process started under log name and waits until it ended.
+func (cp *ControlPlane) stop(log string) error {
+	cp.mu.Lock()
+	p := cp.procs[log]
+	delete(cp.procs, log)
+	cp.mu.Unlock()
+	if p == nil {
+		return fmt.Errorf("lab: no %s running", log)
+	}
+	_ = p.cmd.Process.Kill()
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("lab: %s did not end within 30s of SIGKILL", log)
+	}
+}
+
+// StopKubelet kills node n's kubelet (as a crash or an upgrade would) and
+// waits until it is gone; its pods keep running under containerd.
+// StartKubelet starts it again on the same root directory.
+func (cp *ControlPlane) StopKubelet(n *Node) error { return cp.stop("kubelet-" + n.Name) }
 
 // Kubectl runs kubectl as the cluster administrator, from the fabric
 // namespace, and returns its output.
@@ -300,9 +344,12 @@ serializeImagePulls: false
 	// nsenter, not `ip netns exec`: the latter gives the kubelet a mount
 	// namespace of its own with a fresh /sys, where the cgroup hierarchy it
 	// manages is not mounted (and where containerd's pod namespaces would
-	// not be seen).
-	return cp.run("kubelet-"+n.Name, "nsenter", "--net=/var/run/netns/"+n.Netns, filepath.Join(binDir, "kubelet"), "--config", conf,
+	// not be seen). On a node with a view of its own, the kubelet shares
+	// it with its containerd: the host paths of pods' volumes are the same
+	// for both.
+	argv := append(inNode(n), filepath.Join(binDir, "kubelet"), "--config", conf,
 		"--kubeconfig", kc, "--root-dir", filepath.Join(dir, "root"), "--hostname-override", n.Name, "--node-ip", n.Addr())
+	return cp.run("kubelet-"+n.Name, argv...)
 }
 
 // coreDNSManifest is CoreDNS as kubeadm deploys it, trimmed to what a lab
@@ -399,4 +446,81 @@ func (cp *ControlPlane) DeployCoreDNS(ctx context.Context, image string) error {
 	}
 	_, err := cp.Kubectl(ctx, "-n", "kube-system", "rollout", "status", "deployment/coredns", "--timeout=120s")
 	return err
+}
+
+// RenderDeploy adapts deploy/tortie.yaml to the lab as its comments tell
+// a user to: the ConfigMap's etcd endpoints become the lab's, and its
+// route source is bgp in a BGP lab. Everything else is applied as shipped.
+func (l *Lab) RenderDeploy(manifest []byte) ([]byte, error) {
+	if !bytes.Contains(manifest, []byte("image: "+images.Tortie)) {
+		return nil, fmt.Errorf("lab: the manifest does not run %s", images.Tortie)
+	}
+	endpoints := []string{l.EtcdURL}
+	if len(l.Etcd) > 0 {
+		endpoints = endpoints[:0]
+		for _, m := range l.Etcd {
+			endpoints = append(endpoints, m.ClientURL)
+		}
+	}
+	source := config.RouteSourceDatastore
+	if l.BGP {
+		source = config.RouteSourceBGP
+	}
+	for _, r := range []struct {
+		re    *regexp.Regexp
+		value string
+	}{
+		{etcdEndpointsLine, "[" + strings.Join(endpoints, ", ") + "]"},
+		{routeSourceLine, source},
+	} {
+		if n := len(r.re.FindAllIndex(manifest, -1)); n != 1 {
+			return nil, fmt.Errorf("lab: the manifest has %d lines matching %s, want 1", n, r.re)
+		}
+		manifest = r.re.ReplaceAll(manifest, []byte("${1} "+r.value))
+	}
+	return manifest, nil
+}
+
+var (
+	etcdEndpointsLine = regexp.MustCompile(`(?m)^(\s+etcdEndpoints:) .*$`)
+	routeSourceLine   = regexp.MustCompile(`(?m)^(\s+routeSource:) .*$`)
+)
+
+// DeployTortie runs tortie on the nodes of a DaemonSet lab as users run
+// it: it applies manifest (deploy/tortie.yaml, through RenderDeploy) with
+// kubectl, waits until the DaemonSet's pods are ready on every node, and
+// then creates the lab's IP pool (and Options.Manifest) through n1's
+// tortied. The nodes become Ready once install-cni has written their CNI
+// configuration; the tortie image (images.Tortie) must be in the lab's
+// images.
+func (cp *ControlPlane) DeployTortie(ctx context.Context, l *Lab, manifest string) error {
+	if !l.DaemonSet {
+		return errors.New("lab: DeployTortie needs a DaemonSet lab (Options.DaemonSet)")
+	}
+	b, err := os.ReadFile(manifest)
+	if err != nil {
+		return err
+	}
+	if b, err = l.RenderDeploy(b); err != nil {
+		return err
+	}
+	path := filepath.Join(cp.Dir, "tortie.yaml")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		return err
+	}
+	if _, err := cp.Kubectl(ctx, "apply", "-f", path); err != nil {
+		return err
+	}
+	if _, err := cp.Kubectl(ctx, "-n", "kube-system", "rollout", "status", "daemonset/tortie-node", "--timeout=180s"); err != nil {
+		return err
+	}
+	for _, m := range []string{l.PoolManifest(), l.Manifest} {
+		if m == "" {
+			continue
+		}
+		if err := l.Apply(m); err != nil {
+			return err
+		}
+	}
+	return nil
 }

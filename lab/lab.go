@@ -87,6 +87,14 @@ type Options struct {
 	// Images is an OCI image layout archive (images.Lab writes one)
 	// imported into every node's containerd.
 	Images string
+	// DaemonSet leaves tortied to Kubernetes: the lab starts no tortied,
+	// gives every node a file system view of its own (see NodePaths) with
+	// a containerd in it and no CNI configuration, and
+	// ControlPlane.DeployTortie later runs tortie from deploy/ as a
+	// DaemonSet under the nodes' kubelets. It implies Containerd and an
+	// external etcd (EtcdMembers, at least 1), which outlives tortied's
+	// restarts; the IP pool and Manifest are applied by DeployTortie.
+	DaemonSet bool
 }
 
 // Lab is what Up built; it is saved as JSON in the state directory.
@@ -106,6 +114,9 @@ type Lab struct {
 	LogLevel    string        `json:"logLevel,omitempty"`
 	Etcd        []*EtcdMember `json:"etcd,omitempty"`
 	EtcdTLS     bool          `json:"etcdTLS,omitempty"`
+	DaemonSet   bool          `json:"daemonSet,omitempty"`
+	// Manifest is Options.Manifest, kept for DeployTortie.
+	Manifest string `json:"manifest,omitempty"`
 }
 
 // EtcdMember is one member of an external lab etcd cluster.
@@ -132,6 +143,8 @@ type Node struct {
 	Pods       []*Pod `json:"pods"`
 	// Containerd is the node's container runtime (Options.Containerd).
 	Containerd *Containerd `json:"containerd,omitempty"`
+	// MountNS pins the node's own mount namespace (DaemonSet labs).
+	MountNS string `json:"mountNS,omitempty"`
 }
 
 // Pod is one lab pod.
@@ -211,6 +224,13 @@ func Up(o Options) (l *Lab, err error) {
 	if o.UnderlayMTU == 0 {
 		o.UnderlayMTU = 1500
 	}
+	if o.DaemonSet {
+		if o.Static || o.KernelNodes > 0 || o.BirdNodes > 0 || o.Pods > 0 || o.EtcdTLS {
+			return nil, errors.New("a DaemonSet lab is a datastore lab of tortie nodes only, without lab pods or etcd TLS")
+		}
+		o.Containerd = true
+		o.EtcdMembers = max(o.EtcdMembers, 1)
+	}
 	if o.Containerd && (o.Static || o.KernelNodes > 0) {
 		return nil, errors.New("containerd needs a datastore lab (not static, no kernel nodes): pods get addresses through tortie-cni")
 	}
@@ -239,7 +259,8 @@ func Up(o Options) (l *Lab, err error) {
 		o.BGP = true
 	}
 	l = &Lab{Name: o.Name, Mode: o.Mode, Encap: enc, CrossSubnet: cross, Subnets: o.Subnets, Fabric: o.Name + "-fab", Datastore: !o.Static,
-		Tortied: o.Tortied, LogLevel: o.LogLevel, BGP: o.BGP && !o.Static, EtcdTLS: o.EtcdTLS}
+		Tortied: o.Tortied, LogLevel: o.LogLevel, BGP: o.BGP && !o.Static, EtcdTLS: o.EtcdTLS,
+		DaemonSet: o.DaemonSet, Manifest: o.Manifest}
 	if l.Datastore {
 		if err := l.prepareCNI(o); err != nil {
 			return nil, err
@@ -299,7 +320,7 @@ func Up(o Options) (l *Lab, err error) {
 		if err := l.buildNode(o, n); err != nil {
 			return l, fmt.Errorf("node %s: %w", n.Name, err)
 		}
-		if i == 0 && l.Datastore {
+		if i == 0 && l.Datastore && !l.DaemonSet {
 			manifests := []string{l.PoolManifest()}
 			if o.BirdNodes > 0 {
 				manifests = append(manifests, l.birdManifest())
@@ -425,6 +446,13 @@ func (l *Lab) buildNode(o Options, n *Node) error {
 			return l.buildBirdNode(n)
 		}
 		return l.buildKernelNode(o, n)
+	}
+	if l.DaemonSet {
+		// tortied comes later, from the DaemonSet, with deploy/'s
+		// configuration: its socket in the node's /run/tortie.
+		n.Socket = l.HostPath(n, "/run/tortie/tortied.sock")
+		n.Metrics = "127.0.0.1:9091"
+		return l.makeNodeView(n)
 	}
 	return l.startTortied(o, n)
 }

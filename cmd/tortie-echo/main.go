@@ -15,6 +15,7 @@
 //	tortie-echo udp 10.244.0.5:8080 hello
 //	tortie-echo resolve kubernetes.default     (through the pod's resolv.conf)
 //	tortie-echo apiserver /api                 (https://kubernetes.default.svc with the pod's service-account token)
+//	tortie-echo probe 10.244.0.5:8080          (a datagram every 10 ms until stdin ends; prints the longest gap)
 package main
 
 import (
@@ -44,6 +45,13 @@ type Reply struct {
 }
 
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == "probe" {
+		if err := runProbe(os.Args[2], os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "tortie-echo:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) > 1 && slices.Contains([]string{"get", "udp", "resolve", "apiserver"}, os.Args[1]) {
 		if err := client(os.Args[1], os.Args[2:], os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "tortie-echo:", err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"strings"
 	"testing"
@@ -47,5 +48,47 @@ func TestServeAndClient(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("serve: %v", err)
+	}
+}
+
+// The probe counts the server's answers until its input ends; with the
+// server gone halfway, the gap covers the rest of the run.
+func TestProbe(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan [2]net.Addr, 1)
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, "127.0.0.1:0", "pod-a", ready) }()
+	addrs := <-ready
+	in, w := io.Pipe()
+	var out bytes.Buffer
+	probed := make(chan error, 1)
+	go func() { probed <- runProbe(addrs[1].String(), in, &out) }()
+	// Stop once answers came, then stop the server and let sends go
+	// unanswered for a while.
+	var r ProbeResult
+	conn, err := net.Dial("udp", addrs[1].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1024)
+	if _, err := conn.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	<-done
+	w.Close()
+	if err := <-probed; err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil {
+		t.Fatalf("%v: %q", err, out.String())
+	}
+	if r.Received > r.Sent || r.LongestGapMs <= 0 || (r.Received > 0) != (lines[0] == "answered") {
+		t.Fatalf("probe result %+v", r)
 	}
 }

@@ -34,6 +34,9 @@ const (
 	Pause   = "docker.io/tortie/pause:3.10"
 	Echo    = "docker.io/tortie/echo:latest"
 	CoreDNS = "docker.io/tortie/coredns:latest"
+	// Tortie is tortie's own image (deploy/tortie.yaml runs it):
+	// tortied, tortie-cni and tortiectl at the root.
+	Tortie = "docker.io/tortie/tortie:latest"
 )
 
 // Media types of the OCI image specification (image-spec v1.1).
@@ -297,4 +300,73 @@ func BinaryImage(name, bin string) (Image, error) {
 	}
 	p := "/" + path.Base(bin)
 	return Image{Name: name, Files: []File{{Path: p, Mode: 0o755, Data: data}}, Entrypoint: []string{p}}, nil
+}
+
+// ProgramsImage is an image named name holding the executables bins, each
+// as /<its file name>, and the shared libraries they load (as ldd finds
+// them on this machine, at the same paths): a program built with cgo, or
+// with the race detector, runs in it as on the host. env is the image's
+// environment.
+func ProgramsImage(ctx context.Context, name string, env []string, bins ...string) (Image, error) {
+	img := Image{Name: name, Env: env}
+	seen := map[string]bool{}
+	for _, bin := range bins {
+		data, err := os.ReadFile(bin)
+		if err != nil {
+			return Image{}, err
+		}
+		img.Files = append(img.Files, File{Path: "/" + path.Base(bin), Mode: 0o755, Data: data})
+		libs, err := sharedLibraries(ctx, bin)
+		if err != nil {
+			return Image{}, err
+		}
+		for _, lib := range libs {
+			if seen[lib] {
+				continue
+			}
+			seen[lib] = true
+			data, err := os.ReadFile(lib) // through symbolic links: the image holds the file
+			if err != nil {
+				return Image{}, err
+			}
+			img.Files = append(img.Files, File{Path: lib, Mode: 0o755, Data: data})
+		}
+	}
+	return img, nil
+}
+
+// sharedLibraries lists the absolute paths of the libraries (and the
+// loader) a dynamic executable needs; none for a static one.
+func sharedLibraries(ctx context.Context, bin string) ([]string, error) {
+	out, err := exec.CommandContext(ctx, "ldd", bin).CombinedOutput()
+	if err != nil {
+		if bytes.Contains(out, []byte("not a dynamic executable")) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("ldd %s: %v: %s", bin, err, out)
+	}
+	return parseLdd(string(out))
+}
+
+// parseLdd reads ldd's output: "name => /path (0x...)" for a library,
+// "/path (0x...)" for the loader, and "linux-vdso.so.1 (0x...)" for the
+// kernel's own, which is not a file.
+func parseLdd(out string) ([]string, error) {
+	var libs []string
+	for _, line := range strings.Split(out, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		if _, target, ok := strings.Cut(line, "=>"); ok {
+			line = strings.TrimSpace(target)
+		}
+		if strings.HasPrefix(line, "not found") {
+			return nil, fmt.Errorf("ldd: a library is missing: %s", line)
+		}
+		if p, _, _ := strings.Cut(line, " "); path.IsAbs(p) {
+			libs = append(libs, p)
+		}
+	}
+	return libs, nil
 }

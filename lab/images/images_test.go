@@ -4,8 +4,12 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/json"
 	"io"
+	"os/exec"
+	"path"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -139,5 +143,54 @@ func TestWriteArchiveRejects(t *testing.T) {
 		if err := WriteArchive(io.Discard, imgs...); err == nil {
 			t.Errorf("%+v: no error", imgs)
 		}
+	}
+}
+
+func TestParseLdd(t *testing.T) {
+	out := "\tlinux-vdso.so.1 (0x00007ffd)\n" +
+		"\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f00)\n" +
+		"\t/lib64/ld-linux-x86-64.so.2 (0x00007f11)\n"
+	libs, err := parseLdd(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"}
+	if !slices.Equal(libs, want) {
+		t.Fatalf("libraries %v, want %v", libs, want)
+	}
+	if _, err := parseLdd("\tlibfoo.so.1 => not found\n"); err == nil {
+		t.Fatal("a missing library was not reported")
+	}
+}
+
+func FuzzParseLdd(f *testing.F) {
+	f.Add("\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x1)\n\t/lib64/ld.so (0x2)\n")
+	f.Add("libx => not found")
+	f.Fuzz(func(t *testing.T, s string) {
+		libs, err := parseLdd(s)
+		for _, l := range libs {
+			if err == nil && !path.IsAbs(l) {
+				t.Fatalf("relative library path %q", l)
+			}
+		}
+	})
+}
+
+// A program that loads shared libraries brings them into its image.
+func TestProgramsImage(t *testing.T) {
+	bin, err := exec.LookPath("ls")
+	if err != nil {
+		t.Skip("no ls")
+	}
+	img, err := ProgramsImage(context.Background(), "x/y:z", []string{"A=1"}, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	for _, f := range img.Files {
+		paths = append(paths, f.Path)
+	}
+	if paths[0] != "/ls" || !slices.ContainsFunc(paths, func(p string) bool { return strings.Contains(p, "libc.so") }) {
+		t.Fatalf("image files %v: want /ls and libc", paths)
 	}
 }

@@ -196,7 +196,7 @@ func TestKubeletRunsPods(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitNodesReady(t, cp)
+	waitNodesReady(t, cp, l)
 	deploy := filepath.Join(work, "echo.yaml")
 	if err := os.WriteFile(deploy, []byte(`apiVersion: apps/v1
 kind: Deployment
@@ -308,7 +308,7 @@ func cluster(t *testing.T, name, proxyMode string) (*lab.Lab, *lab.ControlPlane,
 			t.Fatal(err)
 		}
 	}
-	waitNodesReady(t, cp)
+	waitNodesReady(t, cp, l)
 	return l, cp, work
 }
 
@@ -413,13 +413,21 @@ func TestDNSAndServices(t *testing.T) {
 	}
 }
 
-// waitNodesReady waits until the lab's two nodes are registered and Ready.
-func waitNodesReady(t *testing.T, cp *lab.ControlPlane) {
+// waitNodesReady waits until the lab's nodes are registered and Ready.
+func waitNodesReady(t *testing.T, cp *lab.ControlPlane, l *lab.Lab) {
 	t.Helper()
-	testutil.WaitFor(t, 120*time.Second, "both nodes Ready", func() bool {
+	testutil.WaitFor(t, 120*time.Second, "every node Ready", func() bool {
 		c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		out, err := cp.Kubectl(c, "get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}`)
-		return err == nil && strings.Contains(out, "n1=True") && strings.Contains(out, "n2=True")
+		if err != nil {
+			return false
+		}
+		for _, n := range l.Nodes {
+			if !strings.Contains(" "+out, " "+n.Name+"=True ") {
+				return false
+			}
+		}
+		return true
 	})
 }

@@ -1,0 +1,290 @@
+package k8s
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tortie-net/tortie/internal/labtest"
+	"github.com/tortie-net/tortie/internal/testutil"
+	"github.com/tortie-net/tortie/lab"
+	"github.com/tortie-net/tortie/lab/images"
+)
+
+// tortieImage is tortie's image from the binaries the tests run
+// (tortied under the race detector, with the libraries it loads).
+func tortieImage(t *testing.T) images.Image {
+	t.Helper()
+	var bins []string
+	for _, b := range []string{"tortied", "tortie-cni", "tortiectl"} {
+		bins = append(bins, filepath.Join(labtest.BinDir, b))
+	}
+	img, err := images.ProgramsImage(context.Background(), images.Tortie, []string{"GORACE=halt_on_error=0"}, bins...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// daemonSetCluster builds a DaemonSet lab (o: nodes, mode, BGP) with a
+// control plane, a kubelet and kube-proxy (iptables) on every node, and
+// deploys tortie from deploy/ as users do; it returns once every node is
+// Ready.
+func daemonSetCluster(t *testing.T, o lab.Options) (*lab.Lab, *lab.ControlPlane, string) {
+	t.Helper()
+	testutil.RequireRoot(t)
+	bins := k8sBinDir(t)
+	work := t.TempDir()
+	archive := filepath.Join(work, "images.tar")
+	if err := images.Lab(context.Background(), ".", work, archive, tortieImage(t)); err != nil {
+		t.Fatal(err)
+	}
+	o.DaemonSet, o.Images = true, archive
+	l := labtest.Up(t, o)
+	cp, err := l.StartControlPlane(bins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// tortied's logs are its containers' logs: the race detector's
+		// reports land there.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for _, pod := range strings.Fields(kubectlOut(ctx, cp, "-n", "kube-system", "get", "pods", "-l", "k8s-app=tortie-node", "-o", "jsonpath={.items[*].metadata.name}")) {
+			logs := kubectlOut(ctx, cp, "-n", "kube-system", "logs", pod, "-c", "tortied")
+			if r := labtest.RaceReports(logs); r != "" {
+				t.Errorf("data race in tortied (%s):\n%s", pod, r)
+			}
+			if t.Failed() {
+				t.Logf("%s:\n%s", pod, labtest.TailLines(logs, 20))
+			}
+		}
+		if t.Failed() {
+			for _, n := range l.Nodes {
+				if b, err := os.ReadFile(cp.Dir + "/kubelet-" + n.Name + ".log"); err == nil {
+					t.Logf("kubelet on %s:\n%s", n.Name, labtest.TailLines(string(b), 20))
+				}
+			}
+		}
+	})
+	for _, n := range l.Nodes {
+		if err := l.StartKubelet(cp, bins, n, n.Containerd.Socket); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.StartKubeProxy(cp, bins, n, "iptables"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	manifest, err := filepath.Abs("../../deploy/tortie.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cp.DeployTortie(ctx, l, manifest); err != nil {
+		t.Fatal(err)
+	}
+	waitNodesReady(t, cp, l)
+	return l, cp, work
+}
+
+// kubectlOut is kubectl's output, or its error as text.
+func kubectlOut(ctx context.Context, cp *lab.ControlPlane, args ...string) string {
+	out, err := cp.Kubectl(ctx, args...)
+	if err != nil {
+		return err.Error()
+	}
+	return out
+}
+
+// TestTortieDaemonSet runs tortie as users run Calico: deploy/ applied
+// with kubectl on a 3-node cluster, n1 and n3 on one subnet (native
+// routing between them) and n2 on another (VXLAN to both), routes
+// through BGP. Nodes become Ready only once tortie's install-cni has
+// written their CNI configuration; tortied takes its node name from the
+// Kubernetes Node. A Deployment of four echo pods and a client run on it;
+// then the DaemonSet is restarted (kubectl rollout restart) while the
+// client probes a pod on another node: every pod stays attached (same
+// pod, same address, no container restarted) and the forwarding gap is
+// printed.
+func TestTortieDaemonSet(t *testing.T) {
+	l, cp, _ := daemonSetCluster(t, lab.Options{Name: "tds", Nodes: 3, Mode: "vxlan-crosssubnet", BGP: true})
+	// tortied registered each node under its Kubernetes name.
+	for _, n := range l.Nodes {
+		out := kubectl(t, cp, "-n", "kube-system", "get", "pods", "-l", "k8s-app=tortie-node",
+			"--field-selector", "spec.nodeName="+n.Name, "-o", "jsonpath={.items[0].status.podIP}")
+		if out != n.Addr() {
+			t.Fatalf("tortie-node pod on %s has address %q, want the node's %s (host network)", n.Name, out, n.Addr())
+		}
+	}
+	echo := deployEcho(t, cp, 4)
+	client := echo[0]
+	var target pod
+	for _, p := range echo[1:] {
+		if p.node != client.node {
+			target = p
+			break
+		}
+	}
+	if target.name == "" {
+		t.Fatalf("no echo pod on another node than %s: %v", client.node, echo)
+	}
+	reply := kubectl(t, cp, "exec", client.name, "--", "/tortie-echo", "get", "http://"+target.ip+":8080/")
+	if !strings.Contains(reply, `"client":"`+client.ip+":") {
+		t.Fatalf("%s -> %s: %s", client.name, target.name, reply)
+	}
+
+	// The rollout, under traffic.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	probe := exec.CommandContext(ctx, "ip", "netns", "exec", l.Fabric, cp.KubectlBin, "--kubeconfig", cp.Admin,
+		"exec", "-i", client.name, "--", "/tortie-echo", "probe", target.ip+":8080")
+	stdin, err := probe.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := probe.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	probe.Stderr = &stderr
+	if err := probe.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := bufio.NewScanner(stdout)
+	answered := make(chan bool, 1)
+	go func() { answered <- lines.Scan() && lines.Text() == "answered" }()
+	select {
+	case ok := <-answered:
+		if !ok {
+			t.Fatalf("probe: %q %s", lines.Text(), stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the probe had no answer within 30s: %s", stderr.String())
+	}
+	before := tortiePods(t, cp)
+	start := time.Now()
+	kubectl(t, cp, "-n", "kube-system", "rollout", "restart", "daemonset/tortie-node")
+	if _, err := cp.Kubectl(ctx, "-n", "kube-system", "rollout", "status", "daemonset/tortie-node", "--timeout=240s"); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	after := tortiePods(t, cp)
+	for n, p := range before {
+		if after[n] == p {
+			t.Errorf("tortie-node pod %s on %s was not replaced", p, n)
+		}
+	}
+	// Traffic after the last new tortied is ready, then the probe's
+	// result.
+	reply = kubectl(t, cp, "exec", client.name, "--", "/tortie-echo", "get", "http://"+target.ip+":8080/")
+	if !strings.Contains(reply, `"client":"`+client.ip+":") {
+		t.Fatalf("after the rollout, %s -> %s: %s", client.name, target.name, reply)
+	}
+	stdin.Close()
+	var last string
+	for lines.Scan() {
+		last = lines.Text()
+	}
+	if err := probe.Wait(); err != nil {
+		t.Fatalf("probe: %v: %s", err, stderr.String())
+	}
+	var r struct {
+		Sent, Received int
+		LongestGapMs   float64
+	}
+	if err := json.Unmarshal([]byte(last), &r); err != nil {
+		t.Fatalf("probe output %q: %v", last, err)
+	}
+	t.Logf("rollout restart of %d tortie-node pods took %v; probe %s -> %s every 10 ms: %d sent, %d answered, longest gap %.0f ms",
+		len(before), took.Round(time.Second), client.node, target.node, r.Sent, r.Received, r.LongestGapMs)
+	if r.Received == 0 || r.Received > r.Sent {
+		t.Fatalf("probe: %+v", r)
+	}
+	// Every pod is still the same, attached, with the same address.
+	for _, p := range deployedEcho(t, cp) {
+		if !containsPod(echo, p) {
+			t.Errorf("pod %v after the rollout was not there before (%v)", p, echo)
+		}
+	}
+	if rs := kubectl(t, cp, "get", "pods", "-l", "app=echo", "-o", "jsonpath={.items[*].status.containerStatuses[*].restartCount}"); strings.Trim(rs, "0 ") != "" {
+		t.Errorf("echo containers restarted: %s", rs)
+	}
+	for _, p := range echo {
+		if p == client {
+			continue
+		}
+		reply := kubectl(t, cp, "exec", client.name, "--", "/tortie-echo", "get", "http://"+p.ip+":8080/")
+		if !strings.Contains(reply, `"hostname":"`+p.name+`"`) {
+			t.Errorf("after the rollout, %s -> %s: %s", client.name, p.name, reply)
+		}
+	}
+}
+
+// tortiePods maps each node to its tortie-node pod.
+func tortiePods(t *testing.T, cp *lab.ControlPlane) map[string]string {
+	t.Helper()
+	out := kubectl(t, cp, "-n", "kube-system", "get", "pods", "-l", "k8s-app=tortie-node", "-o",
+		`jsonpath={range .items[*]}{.spec.nodeName} {.metadata.name}{"\n"}{end}`)
+	m := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if f := strings.Fields(line); len(f) == 2 {
+			m[f[0]] = f[1]
+		}
+	}
+	return m
+}
+
+type pod struct{ name, node, ip string }
+
+func containsPod(ps []pod, p pod) bool {
+	for _, q := range ps {
+		if q == p {
+			return true
+		}
+	}
+	return false
+}
+
+// deployEcho runs a Deployment of n echo pods spread over the nodes and
+// returns them once all are ready.
+func deployEcho(t *testing.T, cp *lab.ControlPlane, n int) []pod {
+	t.Helper()
+	kubectl(t, cp, "create", "deployment", "echo", "--image", images.Echo, "--replicas", fmt.Sprint(n), "--port", "8080")
+	kubectl(t, cp, "patch", "deployment", "echo", "--type", "json", "-p",
+		`[{"op":"add","path":"/spec/template/spec/containers/0/imagePullPolicy","value":"Never"},`+
+			`{"op":"add","path":"/spec/template/spec/containers/0/readinessProbe","value":{"httpGet":{"path":"/healthz","port":8080},"periodSeconds":2}},`+
+			`{"op":"add","path":"/spec/template/spec/containers/0/livenessProbe","value":{"httpGet":{"path":"/healthz","port":8080},"periodSeconds":2,"failureThreshold":3}},`+
+			`{"op":"add","path":"/spec/template/spec/topologySpreadConstraints","value":[{"maxSkew":1,`+
+			`"topologyKey":"kubernetes.io/hostname","whenUnsatisfiable":"DoNotSchedule","labelSelector":{"matchLabels":{"app":"echo"}}}]}]`)
+	kubectl(t, cp, "rollout", "status", "deployment/echo", "--timeout=180s")
+	ps := deployedEcho(t, cp)
+	if len(ps) != n {
+		t.Fatalf("echo pods %v: want %d", ps, n)
+	}
+	return ps
+}
+
+// deployedEcho lists the echo pods that are running.
+func deployedEcho(t *testing.T, cp *lab.ControlPlane) []pod {
+	t.Helper()
+	out := kubectl(t, cp, "get", "pods", "-l", "app=echo", "--field-selector", "status.phase=Running", "-o",
+		`jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName} {.status.podIP}{"\n"}{end}`)
+	var ps []pod
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 || !strings.HasPrefix(f[2], "10.244.") {
+			t.Fatalf("pod line %q: want name, node and an address from 10.244.0.0/16", line)
+		}
+		ps = append(ps, pod{f[0], f[1], f[2]})
+	}
+	return ps
+}
