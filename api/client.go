@@ -78,9 +78,10 @@ func (c *Client) AddEndpoint(s EndpointSpec) (info EndpointInfo, err error) {
 	return
 }
 
-// DeleteEndpoint removes a pod endpoint.
-func (c *Client) DeleteEndpoint(name string) error {
-	return c.do("DELETE", "/v1/endpoints/"+name, nil, nil)
+// DeleteEndpoint removes a pod endpoint by its key (EndpointSpec.Key: the
+// name, or "namespace/name" for a pod's).
+func (c *Client) DeleteEndpoint(key string) error {
+	return c.do("DELETE", "/v1/endpoints/"+key, nil, nil)
 }
 
 // Endpoints lists the node's pod endpoints.

@@ -55,6 +55,18 @@ type EndpointSpec struct {
 	PodName      string `json:"podName,omitempty"`
 }
 
+// Key identifies the endpoint on its node: its name, qualified by the pod's
+// namespace when it has one ("namespace/name"). A Kubernetes pod's endpoint
+// is named as Calico names its WorkloadEndpoint, and those names are unique
+// only within a namespace: two pods of one name in two namespaces on the
+// same node have endpoints of the same Name.
+func (s EndpointSpec) Key() string {
+	if s.PodNamespace == "" {
+		return s.Name
+	}
+	return s.PodNamespace + "/" + s.Name
+}
+
 // EndpointInfo describes an attached endpoint.
 type EndpointInfo struct {
 	EndpointSpec

@@ -88,8 +88,9 @@ func (s *Server) Handler() http.Handler {
 			reply(w, http.StatusCreated, info)
 		}
 	})
-	mux.HandleFunc("DELETE /v1/endpoints/{name}", func(w http.ResponseWriter, r *http.Request) {
-		if err := s.Endpoints.Delete(r.PathValue("name")); err != nil {
+	// A pod's endpoint is deleted by its key, "namespace/name".
+	mux.HandleFunc("DELETE /v1/endpoints/{key...}", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.Endpoints.Delete(r.PathValue("key")); err != nil {
 			reply(w, http.StatusInternalServerError, api.Error{Error: err.Error()})
 			return
 		}

@@ -58,7 +58,10 @@ func coded(code uint, format string, a ...any) *Error {
 	return &Error{Code: code, Msg: fmt.Sprintf(format, a...)}
 }
 
-// EndpointName is the endpoint (and port) name of an attachment.
+// EndpointName is the endpoint name of an attachment that is not a
+// Kubernetes pod's (a plain CNI runtime such as cnitool): the first 12
+// characters of the container ID and the interface name. Endpoints made by
+// earlier versions are named so for pods too.
 func EndpointName(containerID, ifName string) string {
 	id := containerID
 	if len(id) > 12 {
@@ -67,14 +70,92 @@ func EndpointName(containerID, ifName string) string {
 	return id + "-" + ifName
 }
 
+// WorkloadEndpointName is the name Calico gives the WorkloadEndpoint of a
+// Kubernetes pod's interface, "<node>-k8s-<pod>-<interface>", used as the
+// name of the pod's endpoint: node "node-1", pod "web-0" and interface
+// "eth0" make "node--1-k8s-web--0-eth0". Each part has its dashes doubled,
+// so the name splits back into its parts at the single dashes. A part that
+// is empty, or begins or ends with a dash, cannot be told apart once joined;
+// Calico refuses it, and so does this (a *NameError naming the part). The
+// pod's namespace is not in the name: Calico's WorkloadEndpoints live in it.
+func WorkloadEndpointName(node, pod, ifName string) (string, error) {
+	parts := []struct{ field, value string }{{"node", node}, {"orchestrator", "k8s"}, {"pod", pod}, {"interface", ifName}}
+	out := make([]string, len(parts))
+	for i, p := range parts {
+		switch {
+		case p.value == "":
+			return "", &NameError{Field: p.field, Value: p.value, Reason: "is empty"}
+		case strings.HasPrefix(p.value, "-"):
+			return "", &NameError{Field: p.field, Value: p.value, Reason: "begins with a dash"}
+		case strings.HasSuffix(p.value, "-"):
+			return "", &NameError{Field: p.field, Value: p.value, Reason: "ends with a dash"}
+		}
+		out[i] = strings.ReplaceAll(p.value, "-", "--")
+	}
+	return strings.Join(out, "-"), nil
+}
+
+// NameError says which part of a WorkloadEndpoint name is unusable.
+type NameError struct {
+	Field  string // node, pod or interface
+	Value  string
+	Reason string
+}
+
+func (e *NameError) Error() string {
+	return fmt.Sprintf("%s name %q %s: it cannot be part of a WorkloadEndpoint name", e.Field, e.Value, e.Reason)
+}
+
+// endpointName names the endpoint of a request: as Calico names the
+// WorkloadEndpoint when the request is a Kubernetes pod's, by container
+// otherwise.
+func (s *Service) endpointName(r Request) (string, *Error) {
+	if r.PodNamespace == "" || r.PodName == "" {
+		return EndpointName(r.ContainerID, r.IfName), nil
+	}
+	name, err := WorkloadEndpointName(s.Node, r.PodName, r.IfName)
+	if err != nil {
+		var ne *NameError
+		if errors.As(err, &ne) && ne.Field == "node" {
+			return "", coded(CodeInvalidConfig, "this node's name: %v", err)
+		}
+		return "", coded(CodeInvalidEnv, "pod %s/%s: %v", r.PodNamespace, r.PodName, err)
+	}
+	return name, nil
+}
+
+// timestampLayout is how Calico writes the "timestamp" attribute of an
+// allocation: Go's time.Time String form, in UTC.
+const timestampLayout = "2006-01-02 15:04:05.999999999 -0700 MST"
+
+// ipamAttrs are the attributes stored with an attachment's IPAM handle.
+// "node", "pod", "namespace" and "timestamp" are the ones Calico's IPAM
+// plugin writes for a pod; the others are tortie's, and with "pod" and
+// "namespace" let SpecFromHandle rebuild the endpoint.
+func (s *Service) ipamAttrs(r Request, now time.Time) map[string]string {
+	return map[string]string{"netns": r.Netns, "ifName": r.IfName, "containerID": r.ContainerID, "network": r.Network,
+		"namespace": r.PodNamespace, "pod": r.PodName, "node": s.Node, "timestamp": now.UTC().Format(timestampLayout)}
+}
+
 // HandleID is the IPAM handle of an attachment, as Calico names it.
 func HandleID(network, containerID string) string { return network + "." + containerID }
+
+// Endpoints is what the service needs of the node's endpoints; an
+// *endpoint.Manager is one.
+type Endpoints interface {
+	Add(endpoint.Spec) (endpoint.Info, error)
+	Get(key string) (endpoint.Info, bool)
+	Attachment(containerID, ifName string) (endpoint.Info, bool)
+	Delete(key string) error
+	DeleteAttachment(containerID, ifName string) error
+	List() []endpoint.Info
+}
 
 // Service serves the CNI commands for one node.
 type Service struct {
 	Node       string
 	NodeLabels map[string]string
-	Endpoints  *endpoint.Manager
+	Endpoints  Endpoints
 	IPAM       *ipam.IPAM
 	Router     *router.Router
 	// Ready says whether the datastore is reachable and synced.
@@ -146,21 +227,26 @@ func (s *Service) Add(ctx context.Context, r Request) (Result, error) {
 	if e := validate(r, true); e != nil {
 		return Result{}, e
 	}
-	name := EndpointName(r.ContainerID, r.IfName)
-	if info, ok := s.Endpoints.Get(name); ok && info.ContainerID == r.ContainerID {
-		return result(info), nil // a retried ADD
+	// A retried ADD finds the endpoint by container, whatever it is named.
+	if info, ok := s.Endpoints.Attachment(r.ContainerID, r.IfName); ok {
+		return result(info), nil
+	}
+	name, e := s.endpointName(r)
+	if e != nil {
+		return Result{}, e
 	}
 	handle := HandleID(r.Network, r.ContainerID)
 	addr, err := s.assign(ctx, ipam.Request{Handle: handle, Node: s.Node, NodeLabels: s.NodeLabels, Pools: r.Pools,
-		Attrs: map[string]string{"netns": r.Netns, "ifName": r.IfName, "containerID": r.ContainerID, "network": r.Network,
-			"namespace": r.PodNamespace, "pod": r.PodName}})
+		Attrs: s.ipamAttrs(r, time.Now())})
 	if err != nil {
 		return Result{}, err
 	}
-	info, err := s.Endpoints.Add(endpoint.Spec{
+	spec := endpoint.Spec{
 		Name: name, Netns: r.Netns, Address: addr, IfName: r.IfName, MTU: r.MTU,
 		ContainerID: r.ContainerID, Network: r.Network, Handle: handle, PodNamespace: r.PodNamespace, PodName: r.PodName,
-	})
+	}
+	s.replaceEarlierSandbox(spec)
+	info, err := s.Endpoints.Add(spec)
 	if err != nil {
 		if rerr := s.release(context.WithoutCancel(ctx), handle); rerr != nil {
 			s.Log.Error("rollback: address not released", zap.String("handle", handle), zap.Error(rerr))
@@ -174,8 +260,8 @@ func (s *Service) Add(ctx context.Context, r Request) (Result, error) {
 		err := s.Routed(wctx, addr)
 		cancel()
 		if err != nil {
-			if derr := s.Endpoints.Delete(name); derr != nil {
-				s.Log.Error("rollback: endpoint not removed", zap.String("endpoint", name), zap.Error(derr))
+			if derr := s.Endpoints.DeleteAttachment(r.ContainerID, r.IfName); derr != nil {
+				s.Log.Error("rollback: endpoint not removed", zap.String("endpoint", spec.Key()), zap.Error(derr))
 			}
 			if rerr := s.release(context.WithoutCancel(ctx), handle); rerr != nil {
 				s.Log.Error("rollback: address not released", zap.String("handle", handle), zap.Error(rerr))
@@ -184,6 +270,25 @@ func (s *Service) Add(ctx context.Context, r Request) (Result, error) {
 		}
 	}
 	return result(info), nil
+}
+
+// replaceEarlierSandbox removes the endpoint another container of the same
+// pod left under the name spec takes. A pod's endpoint is named after the
+// pod, not its sandbox: when the runtime makes the pod a new sandbox before
+// the old one's DEL has come, the new sandbox takes the name over, as
+// Calico's WorkloadEndpoint is then rewritten for the new container. The
+// old sandbox's address stays held until its DEL (or GC) releases it; its
+// DEL finds no endpoint of its own and leaves the new one alone.
+func (s *Service) replaceEarlierSandbox(spec endpoint.Spec) {
+	old, ok := s.Endpoints.Get(spec.Key())
+	if !ok || old.ContainerID == "" || old.ContainerID == spec.ContainerID {
+		return
+	}
+	s.Log.Warn("a new sandbox of the pod replaces the endpoint of the earlier one", zap.String("endpoint", spec.Key()),
+		zap.String("earlierContainer", old.ContainerID), zap.String("container", spec.ContainerID))
+	if err := s.Endpoints.Delete(spec.Key()); err != nil {
+		s.Log.Error("earlier sandbox's endpoint not removed", zap.String("endpoint", spec.Key()), zap.Error(err))
+	}
 }
 
 // routedWait bounds how long ADD waits for the node's route to a new pod.
@@ -225,7 +330,9 @@ func (s *Service) Del(ctx context.Context, r Request) error {
 	if e := validate(r, false); e != nil {
 		return e
 	}
-	if err := s.Endpoints.Delete(EndpointName(r.ContainerID, r.IfName)); err != nil {
+	// Found by container, not by name: a DEL need not carry the pod's name,
+	// and endpoints of earlier versions are named otherwise.
+	if err := s.Endpoints.DeleteAttachment(r.ContainerID, r.IfName); err != nil {
 		s.Log.Warn("endpoint removal", zap.Error(err))
 	}
 	if err := s.release(ctx, HandleID(r.Network, r.ContainerID)); err != nil {
@@ -243,7 +350,7 @@ func (s *Service) Check(ctx context.Context, r Request) error {
 	if e := validate(r, true); e != nil {
 		return e
 	}
-	info, ok := s.Endpoints.Get(EndpointName(r.ContainerID, r.IfName))
+	info, ok := s.Endpoints.Attachment(r.ContainerID, r.IfName)
 	if !ok {
 		return coded(CodeUnknownContainer, "no endpoint for container %s interface %s", r.ContainerID, r.IfName)
 	}
@@ -268,7 +375,7 @@ func (s *Service) Check(ctx context.Context, r Request) error {
 		problems = append(problems, fmt.Sprintf("IPAM handle %s holds %v, not %s", info.Handle, h.IPs, info.Address))
 	}
 	if len(problems) > 0 {
-		return coded(CodeCheckFailed, "CHECK failed for %s: %s", info.Name, strings.Join(problems, "; "))
+		return coded(CodeCheckFailed, "CHECK failed for %s: %s", info.Key(), strings.Join(problems, "; "))
 	}
 	return nil
 }
@@ -336,13 +443,25 @@ func checkPodSide(info endpoint.Info) error {
 }
 
 // SpecFromHandle rebuilds an endpoint spec from the attributes CNI ADD
-// stored with the IPAM handle (used when the state file is lost).
+// stored with the IPAM handle (used when the state file is lost). The
+// endpoint is named as ADD names it now, with the handle's node (the node
+// the address serves, which is the one rebuilding): a pod's endpoint made
+// by an earlier version comes back under the pod's name, which DEL and
+// CHECK find as well, since they look endpoints up by container. A pod whose
+// names cannot make a WorkloadEndpoint name (ADD refuses those now) keeps
+// the container's name rather than being dropped.
 func SpecFromHandle(h ipam.Handle) (endpoint.Spec, bool) {
 	a := h.Attrs
 	if a["netns"] == "" || a["containerID"] == "" || len(h.IPs) == 0 {
 		return endpoint.Spec{}, false
 	}
-	return endpoint.Spec{Name: EndpointName(a["containerID"], a["ifName"]), Netns: a["netns"], Address: h.IPs[0], IfName: a["ifName"],
+	name := EndpointName(a["containerID"], a["ifName"])
+	if a["namespace"] != "" && a["pod"] != "" {
+		if wep, err := WorkloadEndpointName(h.Node, a["pod"], a["ifName"]); err == nil {
+			name = wep
+		}
+	}
+	return endpoint.Spec{Name: name, Netns: a["netns"], Address: h.IPs[0], IfName: a["ifName"],
 		ContainerID: a["containerID"], Network: a["network"], Handle: h.ID, PodNamespace: a["namespace"], PodName: a["pod"]}, true
 }
 
@@ -368,7 +487,7 @@ func (s *Service) GC(ctx context.Context, r GCRequest) error {
 	}
 	for _, info := range s.Endpoints.List() {
 		if info.Network == r.Network && !valid[Attachment{ContainerID: info.ContainerID, IfName: info.IfName}] {
-			s.Log.Info("GC: removing stale attachment", zap.String("endpoint", info.Name))
+			s.Log.Info("GC: removing stale attachment", zap.String("endpoint", info.Key()))
 			if err := s.Del(ctx, Request{Attachment: Attachment{ContainerID: info.ContainerID, IfName: info.IfName}, Network: r.Network}); err != nil {
 				return err
 			}

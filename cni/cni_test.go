@@ -3,15 +3,23 @@ package cni
 import (
 	"context"
 	"errors"
+	"net/netip"
+	"slices"
+	"sort"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"go.uber.org/zap/zaptest"
 
 	"github.com/tortie-net/tortie/datastore"
 	"github.com/tortie-net/tortie/endpoint"
+	"github.com/tortie-net/tortie/fib"
 	"github.com/tortie-net/tortie/ipam"
 	"github.com/tortie-net/tortie/resources"
+	"github.com/tortie-net/tortie/router"
+	"github.com/tortie-net/tortie/router/routertest"
 )
 
 // TestAddPoolErrors: a network that names a pool that does not exist, or a
@@ -69,5 +77,316 @@ func TestStoreErrCodes(t *testing.T) {
 		if err := s.storeErr("op", c.err); !errors.As(err, &ce) || ce.Code != c.code {
 			t.Errorf("%v: %v, want code %d", c.err, err, c.code)
 		}
+	}
+}
+
+func ipamAddrs(ss ...string) []netip.Addr {
+	var out []netip.Addr
+	for _, s := range ss {
+		out = append(out, netip.MustParseAddr(s))
+	}
+	return out
+}
+
+// fakeEndpoints keeps endpoints as endpoint.Manager does, by key and with
+// one per container interface, without TAPs (which need root).
+type fakeEndpoints struct {
+	mu  sync.Mutex
+	eps map[string]endpoint.Info
+}
+
+func (f *fakeEndpoints) Add(s endpoint.Spec) (endpoint.Info, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if s.IfName == "" {
+		s.IfName = "eth0"
+	}
+	if _, ok := f.eps[s.Key()]; ok {
+		return endpoint.Info{}, endpoint.ErrExists
+	}
+	for _, e := range f.eps {
+		if e.Address == s.Address || (e.ContainerID == s.ContainerID && e.IfName == s.IfName) {
+			return endpoint.Info{}, endpoint.ErrExists
+		}
+	}
+	if f.eps == nil {
+		f.eps = map[string]endpoint.Info{}
+	}
+	info := endpoint.Info{EndpointSpec: s, MAC: "02:00:00:00:00:01", MTU: 1450}
+	f.eps[s.Key()] = info
+	return info, nil
+}
+
+func (f *fakeEndpoints) Get(key string) (endpoint.Info, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e, ok := f.eps[key]
+	return e, ok
+}
+
+func (f *fakeEndpoints) Attachment(containerID, ifName string) (endpoint.Info, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, e := range f.eps {
+		if e.ContainerID == containerID && e.IfName == ifName {
+			return e, true
+		}
+	}
+	return endpoint.Info{}, false
+}
+
+func (f *fakeEndpoints) Delete(key string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.eps, key)
+	return nil
+}
+
+func (f *fakeEndpoints) DeleteAttachment(containerID, ifName string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for k, e := range f.eps {
+		if e.ContainerID == containerID && e.IfName == ifName {
+			delete(f.eps, k)
+		}
+	}
+	return nil
+}
+
+func (f *fakeEndpoints) List() []endpoint.Info {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []endpoint.Info
+	for _, e := range f.eps {
+		out = append(out, e)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
+	return out
+}
+
+func (f *fakeEndpoints) keys() []string {
+	var out []string
+	for _, e := range f.List() {
+		out = append(out, e.Key())
+	}
+	return out
+}
+
+// newTestService serves node-1 from an in-memory datastore with one pool,
+// its endpoints kept by a fakeEndpoints.
+func newTestService(t *testing.T) (*Service, *fakeEndpoints) {
+	t.Helper()
+	s := datastore.NewMemory()
+	objs, err := resources.Decode(strings.NewReader("apiVersion: tortie.io/v1\nkind: IPPool\nmetadata: {name: pods}\n" +
+		"spec: {cidr: 10.1.0.0/24, blockSize: 26}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := (resources.Client{S: s}).Apply(context.Background(), objs); err != nil {
+		t.Fatal(err)
+	}
+	r := router.New(router.Config{}, fib.New(), router.Underlay{Sender: func() router.UnderlaySender {
+		return (&routertest.Underlay{}).NewSender()
+	}})
+	t.Cleanup(func() { _ = r.Close() })
+	eps := &fakeEndpoints{}
+	return &Service{Node: "node-1", Endpoints: eps, IPAM: &ipam.IPAM{S: s}, Router: r,
+		Ready: func(context.Context) error { return nil }, Log: zaptest.NewLogger(t)}, eps
+}
+
+func podReq(containerID, ns, pod string) Request {
+	return Request{Attachment: Attachment{ContainerID: containerID, IfName: "eth0"}, Network: "k8s-pod-network",
+		Netns: "/var/run/netns/" + containerID, PodNamespace: ns, PodName: pod}
+}
+
+func handleIDs(t *testing.T, svc *Service) []string {
+	t.Helper()
+	hs, err := svc.IPAM.Handles(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, h := range hs {
+		out = append(out, h.ID)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestAddNamesEndpoints: a pod's endpoint is named as Calico names its
+// WorkloadEndpoint and kept per namespace, so the same pod name in two
+// namespaces makes two endpoints; the handle has Calico's attributes; a
+// request without a pod keeps the container's name; a retried ADD returns
+// the same result and makes nothing new.
+func TestAddNamesEndpoints(t *testing.T) {
+	ctx := context.Background()
+	svc, eps := newTestService(t)
+	before := time.Now()
+	res, err := svc.Add(ctx, podReq("aaaaaaaaaaaaaaaa", "shop", "web-0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Add(ctx, podReq("bbbbbbbbbbbbbbbb", "other", "web-0")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Add(ctx, podReq("cccccccccccccccc", "", "")); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"cccccccccccc-eth0", "other/node--1-k8s-web--0-eth0", "shop/node--1-k8s-web--0-eth0"}
+	if got := eps.keys(); !slices.Equal(got, want) {
+		t.Fatalf("endpoints %q, want %q", got, want)
+	}
+	h, err := svc.IPAM.GetHandle(ctx, HandleID("k8s-pod-network", "aaaaaaaaaaaaaaaa"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := h.Attrs
+	if a["node"] != "node-1" || a["pod"] != "web-0" || a["namespace"] != "shop" || a["ifName"] != "eth0" ||
+		a["containerID"] != "aaaaaaaaaaaaaaaa" || a["netns"] != "/var/run/netns/aaaaaaaaaaaaaaaa" || a["network"] != "k8s-pod-network" {
+		t.Errorf("handle attrs %v", a)
+	}
+	ts, err := time.Parse(timestampLayout, a["timestamp"])
+	if err != nil || ts.Before(before.Truncate(time.Second)) || ts.After(time.Now()) || ts.Location() != time.UTC {
+		t.Errorf("timestamp %q: %v, %v", a["timestamp"], ts, err)
+	}
+	// The rebuilt endpoint has the name ADD gave.
+	if s, ok := SpecFromHandle(h); !ok || s.Key() != "shop/node--1-k8s-web--0-eth0" {
+		t.Errorf("rebuilt from the handle: %+v %v", s, ok)
+	}
+
+	again, err := svc.Add(ctx, podReq("aaaaaaaaaaaaaaaa", "shop", "web-0"))
+	if err != nil || again != res {
+		t.Fatalf("retried ADD: %+v %v, first %+v", again, err, res)
+	}
+	if got := eps.keys(); !slices.Equal(got, want) {
+		t.Fatalf("endpoints after a retried ADD %q, want %q", got, want)
+	}
+	if got := handleIDs(t, svc); len(got) != 3 {
+		t.Fatalf("handles after a retried ADD: %q", got)
+	}
+}
+
+// TestAddBadPodName: a pod name Calico cannot put in a WorkloadEndpoint
+// name fails ADD with CNI_ARGS' code before any address is taken.
+func TestAddBadPodName(t *testing.T) {
+	svc, eps := newTestService(t)
+	_, err := svc.Add(context.Background(), podReq("aaaaaaaaaaaaaaaa", "shop", "web-"))
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Code != CodeInvalidEnv || !strings.Contains(ce.Msg, "web-") {
+		t.Fatalf("ADD: %v, want code %d naming the pod", err, CodeInvalidEnv)
+	}
+	if got := handleIDs(t, svc); len(got) != 0 || len(eps.keys()) != 0 {
+		t.Fatalf("left behind: handles %q, endpoints %q", got, eps.keys())
+	}
+}
+
+// TestFindByContainer: DEL, CHECK, GC and a retried ADD find a container's
+// endpoint whatever it is named: under Calico's name when the DEL carries
+// no pod, under the name of an earlier version after an upgrade.
+func TestFindByContainer(t *testing.T) {
+	ctx := context.Background()
+	svc, eps := newTestService(t)
+	if _, err := svc.Add(ctx, podReq("aaaaaaaaaaaaaaaa", "shop", "web-0")); err != nil {
+		t.Fatal(err)
+	}
+	// Endpoints as an earlier version named them, with their addresses.
+	old := func(id, pod string) {
+		r := podReq(id, "shop", pod)
+		handle := HandleID(r.Network, id)
+		addr, err := svc.IPAM.Assign(ctx, ipam.Request{Handle: handle, Node: svc.Node, Attrs: svc.ipamAttrs(r, time.Now())})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := eps.Add(endpoint.Spec{Name: EndpointName(id, "eth0"), Netns: r.Netns, Address: addr, IfName: "eth0",
+			ContainerID: id, Network: r.Network, Handle: handle, PodNamespace: "shop", PodName: pod}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old("dddddddddddddddd", "db-0")
+	old("eeeeeeeeeeeeeeee", "cache-0")
+	old("ffffffffffffffff", "queue-0")
+
+	// A retried ADD of the old endpoint's container returns it.
+	res, err := svc.Add(ctx, podReq("dddddddddddddddd", "shop", "db-0"))
+	if info, _ := eps.Get("shop/dddddddddddd-eth0"); err != nil || res.Address != info.Address.String()+"/32" {
+		t.Fatalf("retried ADD of an old endpoint: %+v %v", res, err)
+	}
+	if got := eps.keys(); len(got) != 4 {
+		t.Fatalf("endpoints after retried ADD: %q", got)
+	}
+
+	// CHECK without the pod's name finds both forms: it fails on what it
+	// inspects (no namespace, no route here), not for want of an endpoint.
+	for _, c := range []struct{ id, key string }{
+		{"aaaaaaaaaaaaaaaa", "shop/node--1-k8s-web--0-eth0"},
+		{"dddddddddddddddd", "shop/dddddddddddd-eth0"},
+	} {
+		err := svc.Check(ctx, podReq(c.id, "", ""))
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Code != CodeCheckFailed || !strings.Contains(ce.Msg, c.key) {
+			t.Errorf("CHECK %s: %v, want code %d about %s", c.id, err, CodeCheckFailed, c.key)
+		}
+	}
+	var ce *Error
+	if err := svc.Check(ctx, podReq("0000000000000000", "", "")); !errors.As(err, &ce) || ce.Code != CodeUnknownContainer {
+		t.Errorf("CHECK of an unknown container: %v", err)
+	}
+
+	// DEL without the pod's name removes both forms and releases their
+	// addresses.
+	for _, id := range []string{"aaaaaaaaaaaaaaaa", "dddddddddddddddd"} {
+		if err := svc.Del(ctx, podReq(id, "", "")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{"shop/eeeeeeeeeeee-eth0", "shop/ffffffffffff-eth0"}
+	if got := eps.keys(); !slices.Equal(got, want) {
+		t.Fatalf("endpoints after DEL %q, want %q", got, want)
+	}
+	if got := handleIDs(t, svc); !slices.Equal(got, []string{"k8s-pod-network.eeeeeeeeeeeeeeee", "k8s-pod-network.ffffffffffffffff"}) {
+		t.Fatalf("handles after DEL %q", got)
+	}
+
+	// GC removes what the runtime no longer lists, whatever its name.
+	if _, err := svc.Add(ctx, podReq("9999999999999999", "shop", "api-0")); err != nil {
+		t.Fatal(err)
+	}
+	err = svc.GC(ctx, GCRequest{Network: "k8s-pod-network", Valid: []Attachment{{ContainerID: "ffffffffffffffff", IfName: "eth0"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := eps.keys(); !slices.Equal(got, []string{"shop/ffffffffffff-eth0"}) {
+		t.Fatalf("endpoints after GC %q", got)
+	}
+	if got := handleIDs(t, svc); !slices.Equal(got, []string{"k8s-pod-network.ffffffffffffffff"}) {
+		t.Fatalf("handles after GC %q", got)
+	}
+}
+
+// TestNewSandboxReplacesEarlier: a pod's new sandbox takes its endpoint's
+// name over from the earlier sandbox whose DEL has not come; that DEL then
+// releases the earlier address and leaves the new endpoint alone.
+func TestNewSandboxReplacesEarlier(t *testing.T) {
+	ctx := context.Background()
+	svc, eps := newTestService(t)
+	if _, err := svc.Add(ctx, podReq("1111111111111111", "shop", "web-0")); err != nil {
+		t.Fatal(err)
+	}
+	res, err := svc.Add(ctx, podReq("2222222222222222", "shop", "web-0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, ok := eps.Get("shop/node--1-k8s-web--0-eth0")
+	if !ok || info.ContainerID != "2222222222222222" || res.Address != info.Address.String()+"/32" || len(eps.keys()) != 1 {
+		t.Fatalf("after the new sandbox's ADD: %+v %v, endpoints %q", info, ok, eps.keys())
+	}
+	if err := svc.Del(ctx, podReq("1111111111111111", "shop", "web-0")); err != nil {
+		t.Fatal(err)
+	}
+	if info, ok := eps.Get("shop/node--1-k8s-web--0-eth0"); !ok || info.ContainerID != "2222222222222222" {
+		t.Fatalf("the earlier sandbox's DEL took the new endpoint: %+v %v", info, ok)
+	}
+	if got := handleIDs(t, svc); !slices.Equal(got, []string{"k8s-pod-network.2222222222222222"}) {
+		t.Fatalf("handles %q", got)
 	}
 }

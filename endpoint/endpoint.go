@@ -43,7 +43,7 @@ type Manager struct {
 	Offload bool
 
 	mu  sync.Mutex
-	eps map[string]*entry
+	eps map[string]*entry // by Spec.Key
 }
 
 type entry struct {
@@ -72,7 +72,8 @@ func (m *Manager) SetMTU(mtu int) {
 	m.mu.Unlock()
 }
 
-// ErrExists is returned when an endpoint name or address is taken.
+// ErrExists is returned when an endpoint's key or address, or its
+// container's interface, is taken.
 var ErrExists = errors.New("endpoint exists")
 
 // Add creates and attaches a pod endpoint. On failure nothing is left behind.
@@ -94,13 +95,8 @@ func (m *Manager) Add(s Spec) (Info, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, e := range m.eps {
-		if e.info.Name == s.Name {
-			return Info{}, fmt.Errorf("%w: name %s", ErrExists, s.Name)
-		}
-		if e.info.Address == s.Address {
-			return Info{}, fmt.Errorf("%w: address %s is used by %s", ErrExists, s.Address, e.info.Name)
-		}
+	if err := m.conflict(s); err != nil {
+		return Info{}, err
 	}
 	if s.MTU == 0 {
 		s.MTU = m.mtu
@@ -109,12 +105,33 @@ func (m *Manager) Add(s Spec) (Info, error) {
 	if err != nil {
 		return Info{}, err
 	}
-	m.eps[s.Name] = e
+	m.eps[s.Key()] = e
 	if err := m.save(); err != nil {
 		m.log.Error("endpoint state not saved", zap.Error(err))
 	}
-	m.log.Info("endpoint added", zap.String("name", s.Name), zap.Stringer("address", s.Address), zap.String("netns", s.Netns))
+	m.log.Info("endpoint added", zap.String("name", s.Key()), zap.Stringer("address", s.Address), zap.String("netns", s.Netns))
 	return e.info, nil
+}
+
+// conflict says why s cannot be added next to the existing endpoints.
+// Callers hold m.mu.
+func (m *Manager) conflict(s Spec) error {
+	key := s.Key()
+	if _, ok := m.eps[key]; ok {
+		return fmt.Errorf("%w: name %s", ErrExists, key)
+	}
+	for k, e := range m.eps {
+		if e.info.Address == s.Address {
+			return fmt.Errorf("%w: address %s is used by %s", ErrExists, s.Address, k)
+		}
+		// A container's interface has one endpoint, whatever it is named,
+		// so that CNI DEL and CHECK, which find it by container and
+		// interface, never have two to choose from.
+		if s.ContainerID != "" && e.info.ContainerID == s.ContainerID && e.info.IfName == s.IfName {
+			return fmt.Errorf("%w: container %s interface %s is attached as %s", ErrExists, s.ContainerID, s.IfName, k)
+		}
+	}
+	return nil
 }
 
 // attach opens (or re-opens) the pod's TAP inside its namespace, makes its
@@ -143,7 +160,9 @@ func (m *Manager) attach(s Spec) (*entry, error) {
 		}
 		return nil, fmt.Errorf("endpoint %s: %w", s.Name, err)
 	}
-	port, err := m.r.AddPort(router.PortConfig{Name: s.Name, Addr: s.Address, MAC: header.MAC(mac), AllowSpoof: s.AllowSpoof,
+	// The port is named by the key: port names label the metrics, where
+	// two pods' ports must not share a name.
+	port, err := m.r.AddPort(router.PortConfig{Name: s.Key(), Addr: s.Address, MAC: header.MAC(mac), AllowSpoof: s.AllowSpoof,
 		Offload: dev.Offload}, dev)
 	if err != nil {
 		_ = dev.Unpersist()
@@ -196,38 +215,90 @@ func configure(s Spec) (net.HardwareAddr, error) {
 	return link.Attrs().HardwareAddr, nil
 }
 
-// Delete detaches and removes an endpoint. Unknown names are not an error.
-func (m *Manager) Delete(name string) error {
+// Delete detaches and removes the endpoint of a key (Spec.Key). Unknown
+// keys are not an error.
+func (m *Manager) Delete(key string) error {
 	m.mu.Lock()
-	e, ok := m.eps[name]
-	delete(m.eps, name)
+	e, ok := m.eps[key]
+	delete(m.eps, key)
 	m.mu.Unlock()
 	if !ok {
 		return nil
 	}
-	m.log.Info("endpoint deleted", zap.String("name", name))
+	return m.detach(key, e)
+}
+
+// DeleteAttachment detaches and removes the endpoint of a container's
+// interface, whatever it is named; none is not an error. Finding and
+// removing are one step, so that an endpoint added meanwhile under the same
+// key for another container is left alone.
+func (m *Manager) DeleteAttachment(containerID, ifName string) error {
+	m.mu.Lock()
+	key, e := m.attachment(containerID, ifName)
+	if e != nil {
+		delete(m.eps, key)
+	}
+	m.mu.Unlock()
+	if e == nil {
+		return nil
+	}
+	return m.detach(key, e)
+}
+
+// detach stops serving an endpoint already taken out of m.eps and removes
+// its TAP.
+func (m *Manager) detach(key string, e *entry) error {
+	m.log.Info("endpoint deleted", zap.String("name", key))
 	// Without the persistent flag, closing the descriptor removes the TAP.
 	_ = e.dev.Unpersist()
 	if err := m.r.RemovePort(e.port); err != nil && !errors.Is(err, os.ErrClosed) {
-		return fmt.Errorf("endpoint %s: %w", name, err)
+		return fmt.Errorf("endpoint %s: %w", key, err)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.save()
 }
 
-// Get returns one endpoint.
-func (m *Manager) Get(name string) (Info, bool) {
+// Get returns the endpoint of a key (Spec.Key).
+func (m *Manager) Get(key string) (Info, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	e, ok := m.eps[name]
+	e, ok := m.eps[key]
 	if !ok {
 		return Info{}, false
 	}
 	return e.info, true
 }
 
-// List returns every endpoint, sorted by name.
+// Attachment returns the endpoint of a container's interface, whatever it
+// is named: a pod's endpoint is named after the pod, which a CNI DEL need
+// not say, and endpoints made by earlier versions have other names.
+func (m *Manager) Attachment(containerID, ifName string) (Info, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, e := m.attachment(containerID, ifName)
+	if e == nil {
+		return Info{}, false
+	}
+	return e.info, true
+}
+
+// attachment finds the endpoint of a container's interface. Callers hold
+// m.mu. A linear scan: a node has at most a few hundred pods, and ADD,
+// DEL and CHECK are rare next to the packets.
+func (m *Manager) attachment(containerID, ifName string) (string, *entry) {
+	if containerID == "" {
+		return "", nil
+	}
+	for k, e := range m.eps {
+		if e.info.ContainerID == containerID && e.info.IfName == ifName {
+			return k, e
+		}
+	}
+	return "", nil
+}
+
+// List returns every endpoint, sorted by key.
 func (m *Manager) List() []Info {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -235,6 +306,6 @@ func (m *Manager) List() []Info {
 	for _, e := range m.eps {
 		out = append(out, e.info)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
 	return slices.Clip(out)
 }

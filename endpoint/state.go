@@ -87,21 +87,27 @@ func (m *Manager) Restore(specs []Spec) (gone []Spec) {
 	defer m.mu.Unlock()
 	for _, s := range specs {
 		if _, err := os.Stat(s.Netns); err != nil {
-			m.log.Info("endpoint's namespace is gone; cleaning up", zap.String("name", s.Name), zap.String("netns", s.Netns))
+			m.log.Info("endpoint's namespace is gone; cleaning up", zap.String("name", s.Key()), zap.String("netns", s.Netns))
 			gone = append(gone, s)
 			continue
 		}
 		if s.MTU == 0 {
 			s.MTU = m.mtu
 		}
+		// A record that clashes with one already restored (a file edited
+		// by hand) is skipped rather than attached twice.
+		if err := m.conflict(s); err != nil {
+			m.log.Error("endpoint not re-attached", zap.String("name", s.Key()), zap.Error(err))
+			continue
+		}
 		e, err := m.attach(s)
 		if err != nil {
-			m.log.Error("endpoint not re-attached", zap.String("name", s.Name), zap.Error(err))
+			m.log.Error("endpoint not re-attached", zap.String("name", s.Key()), zap.Error(err))
 			gone = append(gone, s)
 			continue
 		}
-		m.eps[s.Name] = e
-		m.log.Info("endpoint re-attached", zap.String("name", s.Name), zap.Stringer("address", s.Address))
+		m.eps[s.Key()] = e
+		m.log.Info("endpoint re-attached", zap.String("name", s.Key()), zap.Stringer("address", s.Address))
 	}
 	if err := m.save(); err != nil {
 		m.log.Error("endpoint state not saved", zap.Error(err))

@@ -22,6 +22,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/tortie-net/tortie/api"
+	"github.com/tortie-net/tortie/cni"
 	"github.com/tortie-net/tortie/internal/labtest"
 	"github.com/tortie-net/tortie/internal/testutil"
 	"github.com/tortie-net/tortie/lab"
@@ -92,6 +93,16 @@ func TestCNIConformance(t *testing.T) {
 			if h := handles(t, n1)[lab.NetworkName+"."+p.ContainerID]; h != ip.IP.String() {
 				t.Fatalf("IPAM handle holds %q", h)
 			}
+			// The pod's endpoint is named as Calico names its WorkloadEndpoint.
+			wep, err := cni.WorkloadEndpointName(n1.Name, p.Name, "eth0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			eps, err := api.NewClient(n1.Socket).Endpoints()
+			if i := slices.IndexFunc(eps, func(e api.EndpointInfo) bool { return e.ContainerID == p.ContainerID }); err != nil || i < 0 ||
+				eps[i].Name != wep || eps[i].PodNamespace != "default" {
+				t.Fatalf("endpoints %+v (%v), want %s in default for the pod", eps, err, wep)
+			}
 			// ADD again for the same container: same answer.
 			res2, err := cn.AddNetworkList(ctx, list, p.Runtime())
 			if err != nil {
@@ -114,7 +125,13 @@ func TestCNIConformance(t *testing.T) {
 				}
 			}
 			for i := 0; i < 2; i++ {
-				if err := cn.DelNetworkList(ctx, list, p.Runtime()); err != nil {
+				// The first DEL does not say which pod: the endpoint is
+				// found by container, not by the pod's name.
+				rt := p.Runtime()
+				if i == 0 {
+					rt.Args = nil
+				}
+				if err := cn.DelNetworkList(ctx, list, rt); err != nil {
 					t.Fatalf("DEL #%d: %v", i+1, err)
 				}
 			}

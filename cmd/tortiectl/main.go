@@ -28,7 +28,7 @@ commands:
   routes                          the FIB (longest-prefix-match table)
   counters                        port counters and drops by reason
   endpoint add NAME NETNS ADDR    attach a pod (netns path, IPv4 address)
-  endpoint del NAME               detach a pod
+  endpoint del NAME               detach a pod (NAMESPACE/NAME for a Kubernetes pod's)
   apply -f FILE                   create or update resources: IPPool, Node, BGPConfiguration,
                                   BGPPeer (YAML or JSON; - for stdin)
   get KIND [-o yaml|json]         list ippools, nodes, bgpconfigurations or bgppeers
