@@ -8,10 +8,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tortie-net/tortie/api"
+	"github.com/tortie-net/tortie/cni"
 	"github.com/tortie-net/tortie/internal/labtest"
 	"github.com/tortie-net/tortie/internal/testutil"
 	"github.com/tortie-net/tortie/lab"
@@ -112,8 +115,10 @@ func kubectlOut(ctx context.Context, cp *lab.ControlPlane, args ...string) strin
 // Kubernetes Node. A Deployment of four echo pods and a client run on it;
 // then the DaemonSet is restarted (kubectl rollout restart) while the
 // client probes a pod on another node: every pod stays attached (same
-// pod, same address, no container restarted) and the forwarding gap is
-// printed.
+// pod, same address, no container restarted, so the kubelet's liveness
+// probes kept reaching them) and the forwarding gap is printed. Pods'
+// endpoints carry Calico's WorkloadEndpoint names, and a kubelet killed
+// and started again keeps its node's pods running and reachable.
 func TestTortieDaemonSet(t *testing.T) {
 	l, cp, _ := daemonSetCluster(t, lab.Options{Name: "tds", Nodes: 3, Mode: "vxlan-crosssubnet", BGP: true})
 	// tortied registered each node under its Kubernetes name.
@@ -139,6 +144,24 @@ func TestTortieDaemonSet(t *testing.T) {
 	reply := kubectl(t, cp, "exec", client.name, "--", "/tortie-echo", "get", "http://"+target.ip+":8080/")
 	if !strings.Contains(reply, `"client":"`+client.ip+":") {
 		t.Fatalf("%s -> %s: %s", client.name, target.name, reply)
+	}
+	// Each pod's endpoint is named as Calico names its WorkloadEndpoint,
+	// on the node the kubelet runs it on.
+	for _, p := range echo {
+		n := l.Node(p.node)
+		wep, err := cni.WorkloadEndpointName(n.Name, p.name, "eth0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		eps, err := api.NewClient(n.Socket).Endpoints()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.ContainsFunc(eps, func(e api.EndpointInfo) bool {
+			return e.Name == wep && e.PodNamespace == "default" && e.PodName == p.name && e.Address.String() == p.ip
+		}) {
+			t.Errorf("no endpoint %s (default/%s, %s) on %s: %+v", wep, p.name, p.ip, n.Name, eps)
+		}
 	}
 
 	// The rollout, under traffic.
@@ -218,15 +241,43 @@ func TestTortieDaemonSet(t *testing.T) {
 	if rs := kubectl(t, cp, "get", "pods", "-l", "app=echo", "-o", "jsonpath={.items[*].status.containerStatuses[*].restartCount}"); strings.Trim(rs, "0 ") != "" {
 		t.Errorf("echo containers restarted: %s", rs)
 	}
-	for _, p := range echo {
-		if p == client {
-			continue
-		}
-		reply := kubectl(t, cp, "exec", client.name, "--", "/tortie-echo", "get", "http://"+p.ip+":8080/")
-		if !strings.Contains(reply, `"hostname":"`+p.name+`"`) {
-			t.Errorf("after the rollout, %s -> %s: %s", client.name, p.name, reply)
+	reachAll := func(when string) {
+		t.Helper()
+		for _, p := range echo {
+			if p == client {
+				continue
+			}
+			reply := kubectl(t, cp, "exec", client.name, "--", "/tortie-echo", "get", "http://"+p.ip+":8080/")
+			if !strings.Contains(reply, `"hostname":"`+p.name+`"`) {
+				t.Errorf("%s, %s -> %s: %s", when, client.name, p.name, reply)
+			}
 		}
 	}
+	reachAll("after the rollout")
+
+	// A kubelet restart (killed, then started again on its state) keeps
+	// its node's pods running and attached: the same pods, addresses and
+	// containers, probed all along.
+	n := l.Node(target.node)
+	if err := cp.StopKubelet(n); err != nil {
+		t.Fatal(err)
+	}
+	reply = kubectl(t, cp, "exec", client.name, "--", "/tortie-echo", "get", "http://"+target.ip+":8080/")
+	if !strings.Contains(reply, `"hostname":"`+target.name+`"`) {
+		t.Fatalf("with the kubelet of %s down, %s -> %s: %s", n.Name, client.name, target.name, reply)
+	}
+	if err := l.StartKubelet(cp, k8sBinDir(t), n, n.Containerd.Socket); err != nil {
+		t.Fatal(err)
+	}
+	waitNodesReady(t, cp, l)
+	kubectl(t, cp, "rollout", "status", "deployment/echo", "--timeout=120s")
+	if now := deployedEcho(t, cp); len(now) != len(echo) || !containsPod(now, target) {
+		t.Errorf("pods after the kubelet restart %v, before %v", now, echo)
+	}
+	if rs := kubectl(t, cp, "get", "pods", "-l", "app=echo", "-o", "jsonpath={.items[*].status.containerStatuses[*].restartCount}"); strings.Trim(rs, "0 ") != "" {
+		t.Errorf("echo containers restarted with the kubelet: %s", rs)
+	}
+	reachAll("after the kubelet restart")
 }
 
 // tortiePods maps each node to its tortie-node pod.

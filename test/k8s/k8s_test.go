@@ -6,6 +6,7 @@ package k8s
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -314,7 +315,9 @@ func cluster(t *testing.T, name, proxyMode string) (*lab.Lab, *lab.ControlPlane,
 
 // TestDNSAndServices runs CoreDNS as a Deployment behind the kube-dns
 // Service (10.96.0.10) and a Service of echo pods, with kube-proxy in each
-// mode: a pod resolves kubernetes.default and a Service of its own
+// mode: ClusterIPs over TCP and UDP from a pod to a backend on another
+// node, on its own node and to itself, and from the node itself; a pod
+// resolves kubernetes.default and a Service of its own
 // namespace through CoreDNS, reaches that Service by name (its replies
 // come back through the node that DNATed them), and reads the API server
 // through the `kubernetes` Service with its service-account token.
@@ -327,19 +330,11 @@ func TestDNSAndServices(t *testing.T) {
 			if err := cp.DeployCoreDNS(ctx, images.CoreDNS); err != nil {
 				t.Fatal(err)
 			}
-			kubectl(t, cp, "create", "deployment", "echo", "--image", images.Echo, "--replicas", "4", "--port", "8080")
-			kubectl(t, cp, "patch", "deployment", "echo", "--type", "json", "-p",
-				`[{"op":"add","path":"/spec/template/spec/containers/0/imagePullPolicy","value":"Never"},`+
-					`{"op":"add","path":"/spec/template/spec/topologySpreadConstraints","value":[{"maxSkew":1,`+
-					`"topologyKey":"kubernetes.io/hostname","whenUnsatisfiable":"DoNotSchedule","labelSelector":{"matchLabels":{"app":"echo"}}}]}]`)
+			echo := deployEcho(t, cp, 4)
 			kubectl(t, cp, "expose", "deployment", "echo", "--port", "80", "--target-port", "8080")
-			kubectl(t, cp, "rollout", "status", "deployment/echo", "--timeout=120s")
 			svcIP := kubectl(t, cp, "get", "service", "echo", "-o", "jsonpath={.spec.clusterIP}")
-			pods := strings.Fields(kubectl(t, cp, "get", "pods", "-l", "app=echo", "-o", "jsonpath={.items[*].metadata.name}"))
-			if len(pods) == 0 {
-				t.Fatal("no echo pods")
-			}
-			client := pods[0]
+			client := echo[0].name
+			singleBackendServices(t, cp, l, work, echo)
 			inPod := func(args ...string) string {
 				return kubectl(t, cp, append([]string{"exec", client, "--", "/tortie-echo"}, args...)...)
 			}
@@ -431,3 +426,69 @@ func waitNodesReady(t *testing.T, cp *lab.ControlPlane, l *lab.Lab) {
 		return true
 	})
 }
+
+// singleBackendServices checks ClusterIP Services of one backend each,
+// TCP and UDP on port 80: from a client pod (echo[0]) to a pod on another
+// node, to another pod on its own node and to itself (hairpin), and from
+// the client's node (host network) to each. The backend that answers must
+// be the one the Service selects.
+func singleBackendServices(t *testing.T, cp *lab.ControlPlane, l *lab.Lab, work string, echo []pod) {
+	t.Helper()
+	client := echo[0]
+	backends := map[string]pod{"self": client}
+	for _, p := range echo[1:] {
+		if p.node == client.node && backends["same-node"].name == "" {
+			backends["same-node"] = p
+		}
+		if p.node != client.node && backends["other-node"].name == "" {
+			backends["other-node"] = p
+		}
+	}
+	if len(backends) != 3 {
+		t.Fatalf("echo pods %v: want one beside %s on its node and one on another", echo, client.name)
+	}
+	hostNetns := l.Node(client.node).Netns
+	for what, b := range backends {
+		kubectl(t, cp, "label", "pod", b.name, "one="+what)
+		manifest := filepath.Join(work, "one-"+what+".yaml")
+		if err := os.WriteFile(manifest, []byte(`apiVersion: v1
+kind: Service
+metadata: {name: one-`+what+`, namespace: default}
+spec:
+  selector: {one: `+what+`}
+  ports:
+    - {name: tcp, port: 80, targetPort: 8080, protocol: TCP}
+    - {name: udp, port: 80, targetPort: 8080, protocol: UDP}
+`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		kubectl(t, cp, "apply", "-f", manifest)
+		ip := kubectl(t, cp, "get", "service", "one-"+what, "-o", "jsonpath={.spec.clusterIP}")
+		want := `"hostname":"` + b.name + `"`
+		for _, c := range []struct{ from, mode, target string }{
+			{"pod", "get", "http://" + ip + "/"}, {"pod", "udp", ip + ":80"},
+			{"node", "get", "http://" + ip + "/"}, {"node", "udp", ip + ":80"},
+		} {
+			args := []string{c.mode, c.target}
+			if c.mode == "udp" {
+				args = append(args, "hello")
+			}
+			var out string
+			// kube-proxy programs a new Service a moment after it exists.
+			testutil.WaitFor(t, 30*time.Second, fmt.Sprintf("%s %s from the %s of %s to %s (%s)", c.mode, c.target, c.from, client.name, b.name, what), func() bool {
+				ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+				defer cancel()
+				var err error
+				if c.from == "pod" {
+					out, err = cp.Kubectl(ctx, append([]string{"exec", client.name, "--", "/tortie-echo"}, args...)...)
+				} else {
+					var b []byte
+					b, err = exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", hostNetns, filepath.Join(work, "tortie-echo")}, args...)...).CombinedOutput()
+					out = string(b)
+				}
+				return err == nil && strings.Contains(out, want)
+			})
+		}
+	}
+}
+
