@@ -36,17 +36,32 @@ func tortieImage(t *testing.T) images.Image {
 	return img
 }
 
+// coreDNSImage is CoreDNS (as `make coredns-bin` builds it) as an image.
+func coreDNSImage(t *testing.T) images.Image {
+	t.Helper()
+	out, err := exec.Command("make", "-s", "-C", "../..", "coredns-bin-path").Output()
+	if err != nil {
+		t.Fatalf("make coredns-bin-path: %v", err)
+	}
+	dns, err := images.BinaryImage(images.CoreDNS, strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatalf("CoreDNS image (make coredns-bin builds it): %v", err)
+	}
+	return dns
+}
+
 // daemonSetCluster builds a DaemonSet lab (o: nodes, mode, BGP) with a
-// control plane, a kubelet and kube-proxy (iptables) on every node, and
-// deploys tortie from deploy/ as users do; it returns once every node is
-// Ready.
-func daemonSetCluster(t *testing.T, o lab.Options) (*lab.Lab, *lab.ControlPlane, string) {
+// control plane, a kubelet and kube-proxy (in proxyMode) on every node,
+// and deploys tortie from deploy/ as users do; it returns once every node
+// is Ready. The lab's images include CoreDNS; the returned directory
+// holds the static tortie-echo binary.
+func daemonSetCluster(t *testing.T, o lab.Options, proxyMode string) (*lab.Lab, *lab.ControlPlane, string) {
 	t.Helper()
 	testutil.RequireRoot(t)
 	bins := k8sBinDir(t)
 	work := t.TempDir()
 	archive := filepath.Join(work, "images.tar")
-	if err := images.Lab(context.Background(), ".", work, archive, tortieImage(t)); err != nil {
+	if err := images.Lab(context.Background(), ".", work, archive, tortieImage(t), coreDNSImage(t)); err != nil {
 		t.Fatal(err)
 	}
 	o.DaemonSet, o.Images = true, archive
@@ -81,7 +96,7 @@ func daemonSetCluster(t *testing.T, o lab.Options) (*lab.Lab, *lab.ControlPlane,
 		if err := l.StartKubelet(cp, bins, n, n.Containerd.Socket); err != nil {
 			t.Fatal(err)
 		}
-		if err := l.StartKubeProxy(cp, bins, n, "iptables"); err != nil {
+		if err := l.StartKubeProxy(cp, bins, n, proxyMode); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -120,7 +135,7 @@ func kubectlOut(ctx context.Context, cp *lab.ControlPlane, args ...string) strin
 // endpoints carry Calico's WorkloadEndpoint names, and a kubelet killed
 // and started again keeps its node's pods running and reachable.
 func TestTortieDaemonSet(t *testing.T) {
-	l, cp, _ := daemonSetCluster(t, lab.Options{Name: "tds", Nodes: 3, Mode: "vxlan-crosssubnet", BGP: true})
+	l, cp, _ := daemonSetCluster(t, lab.Options{Name: "tds", Nodes: 3, Mode: "vxlan-crosssubnet", BGP: true}, "iptables")
 	// tortied registered each node under its Kubernetes name.
 	for _, n := range l.Nodes {
 		out := kubectl(t, cp, "-n", "kube-system", "get", "pods", "-l", "k8s-app=tortie-node",

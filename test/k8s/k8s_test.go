@@ -266,56 +266,10 @@ spec:
 	})
 }
 
-// cluster builds a lab of two VXLAN nodes, each with a containerd, a
-// kubelet and kube-proxy in proxyMode, under a control plane, and waits
-// until both nodes are Ready. The lab's images include CoreDNS; the
-// returned directory holds the static tortie-echo binary.
-func cluster(t *testing.T, name, proxyMode string) (*lab.Lab, *lab.ControlPlane, string) {
-	t.Helper()
-	testutil.RequireRoot(t)
-	bins := k8sBinDir(t)
-	out, err := exec.Command("make", "-s", "-C", "../..", "coredns-bin-path").Output()
-	if err != nil {
-		t.Fatalf("make coredns-bin-path: %v", err)
-	}
-	dns, err := images.BinaryImage(images.CoreDNS, strings.TrimSpace(string(out)))
-	if err != nil {
-		t.Fatalf("CoreDNS image (make coredns-bin builds it): %v", err)
-	}
-	work := t.TempDir()
-	archive := filepath.Join(work, "images.tar")
-	if err := images.Lab(context.Background(), ".", work, archive, dns); err != nil {
-		t.Fatal(err)
-	}
-	l := labtest.Up(t, lab.Options{Name: name, Nodes: 2, Pods: 0, Mode: "vxlan", Containerd: true, Images: archive})
-	cp, err := l.StartControlPlane(bins)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, f := range []string{"kubelet-n1", "kube-proxy-n1"} {
-				if b, err := os.ReadFile(cp.Dir + "/" + f + ".log"); err == nil {
-					t.Logf("%s:\n%s", f, labtest.TailLines(string(b), 20))
-				}
-			}
-		}
-	})
-	for _, n := range l.Nodes {
-		if err := l.StartKubelet(cp, bins, n, n.Containerd.Socket); err != nil {
-			t.Fatal(err)
-		}
-		if err := l.StartKubeProxy(cp, bins, n, proxyMode); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitNodesReady(t, cp, l)
-	return l, cp, work
-}
-
 // TestDNSAndServices runs CoreDNS as a Deployment behind the kube-dns
-// Service (10.96.0.10) and a Service of echo pods, with kube-proxy in each
-// mode: ClusterIPs over TCP and UDP from a pod to a backend on another
+// Service (10.96.0.10) and a Service of echo pods on the 3-node cluster
+// of TestTortieDaemonSet (tortie deployed from deploy/; n1 and n3 routed
+// natively, n2 over VXLAN, BGP), with kube-proxy in each mode: ClusterIPs over TCP and UDP from a pod to a backend on another
 // node, on its own node and to itself, and from the node itself; a pod
 // resolves kubernetes.default and a Service of its own
 // namespace through CoreDNS, reaches that Service by name (its replies
@@ -324,7 +278,7 @@ func cluster(t *testing.T, name, proxyMode string) (*lab.Lab, *lab.ControlPlane,
 func TestDNSAndServices(t *testing.T) {
 	for _, mode := range []string{"iptables", "nftables"} {
 		t.Run(mode, func(t *testing.T) {
-			l, cp, work := cluster(t, "tkd"+mode[:1], mode)
+			l, cp, work := daemonSetCluster(t, lab.Options{Name: "tks" + mode[:1], Nodes: 3, Mode: "vxlan-crosssubnet", BGP: true}, mode)
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
 			if err := cp.DeployCoreDNS(ctx, images.CoreDNS); err != nil {
