@@ -252,8 +252,10 @@ func (p *BGPPeer) Selects(n *Node) bool {
 
 func (c *BGPConfiguration) key() string { return Prefix + "bgpconfigurations/" + c.Metadata.Name }
 func (p *BGPPeer) key() string          { return Prefix + "bgppeers/" + p.Metadata.Name }
-func (c *BGPConfiguration) setVersion() { c.APIVersion, c.Kind = APIVersion, KindBGPConfiguration }
-func (p *BGPPeer) setVersion()          { p.APIVersion, p.Kind = APIVersion, KindBGPPeer }
+func (c *BGPConfiguration) setVersion() {
+	c.APIVersion, c.Kind = CalicoAPIVersion, KindBGPConfiguration
+}
+func (p *BGPPeer) setVersion() { p.APIVersion, p.Kind = CalicoAPIVersion, KindBGPPeer }
 
 // BGPConfigurations lists every BGPConfiguration.
 func (c Client) BGPConfigurations(ctx context.Context) ([]*BGPConfiguration, error) {

@@ -1,29 +1,28 @@
 // Package resources defines tortie's cluster resources in Calico's shape
 // (apiVersion, kind, metadata, spec), so operators can apply the IPPool and
 // Node manifests they already have, validates them, and reads and writes
-// them in the datastore. Manifests may say apiVersion projectcalico.org/v3
-// or tortie.io/v1.
+// them in the datastore. Manifests may say apiVersion projectcalico.org/v3,
+// crd.projectcalico.org/v1 (Calico's CRDs) or tortie.io/v1; resources are
+// stored and shown as projectcalico.org/v3, so what `get` prints applies
+// back unchanged.
 package resources
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"sort"
 	"strings"
 
-	"sigs.k8s.io/yaml"
-
 	"github.com/tortie-net/tortie/datastore"
 	"github.com/tortie-net/tortie/selector"
 )
 
-// APIVersion is what tortie writes; CalicoAPIVersion is also accepted.
+// APIVersion is tortie's own apiVersion, accepted on input;
+// CalicoAPIVersion is what resources are stored and shown with.
 const (
 	APIVersion       = "tortie.io/v1"
 	CalicoAPIVersion = "projectcalico.org/v3"
@@ -38,8 +37,9 @@ const (
 
 // Meta is the metadata every resource has.
 type Meta struct {
-	Name   string            `json:"name"`
-	Labels map[string]string `json:"labels,omitempty"`
+	Name        string            `json:"name"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
 // Encapsulation modes of a pool, as Calico spells them.
@@ -157,6 +157,8 @@ func (p *IPPool) Validate() error {
 	bad := func(f string, a ...any) { errs = append(errs, fmt.Errorf(f, a...)) }
 	if err := checkName(p.Metadata.Name); err != nil {
 		bad("%v", err)
+	} else if !dnsSubdomain(p.Metadata.Name) {
+		bad("metadata.name %q: want lower-case letters, digits, '-' and '.', starting and ending with a letter or digit (as Calico and Kubernetes name resources)", p.Metadata.Name)
 	}
 	pfx := p.Spec.CIDR
 	switch {
@@ -165,15 +167,21 @@ func (p *IPPool) Validate() error {
 	case !pfx.Addr().Is4():
 		bad("spec.cidr %s: only IPv4 pools are supported", pfx)
 	case pfx.Masked() != pfx:
-		bad("spec.cidr %s has host bits set (did you mean %s?)", pfx, pfx.Masked())
+		bad("spec.cidr %s is not strictly masked: it has host bits set (did you mean %s?)", pfx, pfx.Masked())
+	default:
+		if err := checkPoolRange(pfx); err != nil {
+			bad("%v", err)
+		}
 	}
 	if p.Spec.BlockSize == 0 {
 		p.Spec.BlockSize = 26
 	}
 	if p.Spec.BlockSize < 20 || p.Spec.BlockSize > 32 {
-		bad("spec.blockSize %d out of range 20-32", p.Spec.BlockSize)
-	} else if pfx.IsValid() && p.Spec.BlockSize < pfx.Bits() {
-		bad("spec.blockSize %d is larger than the pool %s", p.Spec.BlockSize, pfx)
+		bad("spec.blockSize %d out of range 20-32 (IPv4 block size must be between 20 and 32)", p.Spec.BlockSize)
+	} else if pfx.IsValid() && p.Spec.BlockSize < pfx.Bits() && !p.Spec.Disabled {
+		// As in Calico, a disabled pool may be smaller than a block: no
+		// block is ever taken from it.
+		bad("spec.blockSize %d is larger than the pool %s: the pool must be at least one block", p.Spec.BlockSize, pfx)
 	}
 	if p.Spec.IPIPMode == "" {
 		p.Spec.IPIPMode = ModeNever
@@ -193,6 +201,33 @@ func (p *IPPool) Validate() error {
 		bad("spec.nodeSelector: %v", err)
 	}
 	return wrap(KindIPPool, p.Metadata.Name, errs)
+}
+
+// Address ranges no pool may overlap.
+var (
+	linkLocal = netip.MustParsePrefix("169.254.0.0/16")
+	loopback  = netip.MustParsePrefix("127.0.0.0/8")
+	multicast = netip.MustParsePrefix("224.0.0.0/4")
+	// PodGateway is the address pods route through (their default
+	// gateway, answered by the router): it is never a pod's.
+	PodGateway = netip.MustParseAddr("169.254.1.1")
+)
+
+// checkPoolRange refuses pools whose addresses cannot be pods'. Calico
+// refuses link-local pools; loopback and multicast addresses are refused
+// too, as no packet to or from them is ever routed to a pod.
+func checkPoolRange(pfx netip.Prefix) error {
+	switch {
+	case pfx.Contains(PodGateway):
+		return fmt.Errorf("spec.cidr %s overlaps with the IPv4 link-local range %s and holds %s, the pods' default gateway", pfx, linkLocal, PodGateway)
+	case pfx.Overlaps(linkLocal):
+		return fmt.Errorf("spec.cidr %s overlaps with the IPv4 link-local range %s", pfx, linkLocal)
+	case pfx.Overlaps(loopback):
+		return fmt.Errorf("spec.cidr %s overlaps with the IPv4 loopback range %s", pfx, loopback)
+	case pfx.Overlaps(multicast):
+		return fmt.Errorf("spec.cidr %s overlaps with the IPv4 multicast range %s", pfx, multicast)
+	}
+	return nil
 }
 
 // Validate checks a node.
@@ -230,6 +265,25 @@ func checkName(n string) error {
 	return nil
 }
 
+// dnsSubdomain reports whether n is a DNS subdomain name (RFC 1123), what
+// Calico requires of resource names and Kubernetes of CRD object names.
+func dnsSubdomain(n string) bool {
+	if n == "" || len(n) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(n, ".") {
+		if label == "" || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range label {
+			if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 func wrap(kind, name string, errs []error) error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%s %q: %w", kind, name, err)
@@ -253,55 +307,13 @@ func Overlap(pools []*IPPool) error {
 type Object interface {
 	Validate() error
 	key() string
+	// setVersion sets the apiVersion and kind resources are stored and
+	// shown with.
+	setVersion()
 }
 
 func (p *IPPool) key() string { return Prefix + "ippools/" + p.Metadata.Name }
 func (n *Node) key() string   { return Prefix + "nodes/" + n.Metadata.Name }
-
-// Decode reads one or more YAML (or JSON) documents separated by "---".
-func Decode(r io.Reader) ([]Object, error) {
-	b, err := io.ReadAll(io.LimitReader(r, 16<<20))
-	if err != nil {
-		return nil, err
-	}
-	var out []Object
-	for i, doc := range bytes.Split(append([]byte("\n"), b...), []byte("\n---")) {
-		if len(bytes.TrimSpace(doc)) == 0 {
-			continue
-		}
-		var tm struct {
-			APIVersion string `json:"apiVersion"`
-			Kind       string `json:"kind"`
-		}
-		if err := yaml.Unmarshal(doc, &tm); err != nil {
-			return nil, fmt.Errorf("document %d: %w", i+1, err)
-		}
-		if tm.APIVersion != APIVersion && tm.APIVersion != CalicoAPIVersion {
-			return nil, fmt.Errorf("document %d: apiVersion %q: want %s or %s", i+1, tm.APIVersion, APIVersion, CalicoAPIVersion)
-		}
-		var o Object
-		switch tm.Kind {
-		case KindIPPool:
-			o = &IPPool{}
-		case KindNode:
-			o = &Node{}
-		case KindBGPConfiguration:
-			o = &BGPConfiguration{}
-		case KindBGPPeer:
-			o = &BGPPeer{}
-		default:
-			return nil, fmt.Errorf("document %d: unknown kind %q (want IPPool, Node, BGPConfiguration or BGPPeer)", i+1, tm.Kind)
-		}
-		if err := yaml.UnmarshalStrict(doc, o); err != nil {
-			return nil, fmt.Errorf("document %d (%s): %w", i+1, tm.Kind, err)
-		}
-		out = append(out, o)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no resources in input")
-	}
-	return out, nil
-}
 
 // Client reads and writes resources in a datastore. Stored records that
 // do not decode or validate are skipped and reported to Invalid (nil: not
@@ -320,7 +332,7 @@ func (c Client) Apply(ctx context.Context, objs []Object) error {
 		if err := o.Validate(); err != nil {
 			return err
 		}
-		o.(interface{ setVersion() }).setVersion()
+		o.setVersion()
 		if p, ok := o.(*IPPool); ok {
 			pools = append(pools, p)
 		}
@@ -361,8 +373,8 @@ func (c Client) Apply(ctx context.Context, objs []Object) error {
 	return nil
 }
 
-func (p *IPPool) setVersion() { p.APIVersion, p.Kind = APIVersion, KindIPPool }
-func (n *Node) setVersion()   { n.APIVersion, n.Kind = APIVersion, KindNode }
+func (p *IPPool) setVersion() { p.APIVersion, p.Kind = CalicoAPIVersion, KindIPPool }
+func (n *Node) setVersion()   { n.APIVersion, n.Kind = CalicoAPIVersion, KindNode }
 
 type object[T any] interface {
 	*T
@@ -385,6 +397,9 @@ func decodeStored[T any, P object[T]](kv datastore.KV) (P, error) {
 	if k := p.key(); k != kv.Key {
 		return nil, fmt.Errorf("record named for %s is stored under another key", k)
 	}
+	// Records written before resources were stored as
+	// projectcalico.org/v3 say tortie.io/v1: show them as v3 too.
+	p.setVersion()
 	return p, nil
 }
 

@@ -1,7 +1,9 @@
 package resources
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"strings"
 	"testing"
@@ -105,14 +107,40 @@ func TestOverlapWithStored(t *testing.T) {
 	}
 }
 
+// FuzzDecode: any input decodes to valid objects or to an error, never a
+// panic; what decodes, written back out as a list, decodes to the same.
 func FuzzDecode(f *testing.F) {
 	f.Add(manifest)
+	f.Add(goodRecords)
+	for _, in := range forms {
+		f.Add(in)
+	}
+	f.Add("apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: List, items: []}\n")
+	f.Add("apiVersion: projectcalico.org/v3\nkind: IPPoolList\nitems:\n- metadata: {name: p}\n  spec: {cidr: 169.254.0.0/16}\n")
+	f.Add("- 5\n- [a]\n")
 	f.Fuzz(func(t *testing.T, in string) {
 		objs, err := Decode(strings.NewReader(in))
-		if err == nil {
-			for _, o := range objs {
-				_ = o.Validate()
+		if err != nil {
+			if len(objs) != 0 {
+				t.Fatalf("objects and an error: %v", err)
 			}
+			return
+		}
+		for _, o := range objs {
+			if err := o.Validate(); err != nil {
+				t.Fatalf("decoded object does not validate: %v", err)
+			}
+		}
+		b, err := json.Marshal(objs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := Decode(bytes.NewReader(b))
+		if err != nil {
+			t.Fatalf("re-encoded %s does not decode: %v", b, err)
+		}
+		if b2, _ := json.Marshal(again); !bytes.Equal(b, b2) {
+			t.Fatalf("round trip changed\n%s\n%s", b, b2)
 		}
 	})
 }

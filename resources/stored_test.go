@@ -146,7 +146,7 @@ func TestStoredShape(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"apiVersion":"tortie.io/v1","kind":"Node","metadata":{"name":"n1"},"spec":{"bgp":{"ipv4Address":"10.0.1.1/24","routeReflectorClusterID":"244.0.0.1"},"vxlanTunnelMACAddr":"66:f9:37:c3:7e:94"}}`
+	want := `{"apiVersion":"projectcalico.org/v3","kind":"Node","metadata":{"name":"n1"},"spec":{"bgp":{"ipv4Address":"10.0.1.1/24","routeReflectorClusterID":"244.0.0.1"},"vxlanTunnelMACAddr":"66:f9:37:c3:7e:94"}}`
 	if string(b) != want {
 		t.Fatalf("node JSON\n got %s\nwant %s", b, want)
 	}

@@ -30,8 +30,11 @@ commands:
   endpoint add NAME NETNS ADDR    attach a pod (netns path, IPv4 address)
   endpoint del NAME               detach a pod (NAMESPACE/NAME for a Kubernetes pod's)
   apply -f FILE                   create or update resources: IPPool, Node, BGPConfiguration,
-                                  BGPPeer (YAML or JSON; - for stdin)
-  get KIND [-o yaml|json]         list ippools, nodes, bgpconfigurations or bgppeers
+                                  BGPPeer (YAML or JSON; - for stdin): documents, --- streams,
+                                  a List or <Kind>List, or a sequence; apiVersion
+                                  projectcalico.org/v3, crd.projectcalico.org/v1 or tortie.io/v1
+  get KIND [-o yaml|json]         list ippools, nodes, bgpconfigurations or bgppeers (as
+                                  projectcalico.org/v3; the output applies back unchanged)
   delete KIND NAME                remove a resource
   ipam                            IPAM blocks (affinity, use) and handles
   invalid                         datastore records skipped because they do not decode
