@@ -110,7 +110,7 @@ func TestWatchAndUnreachable(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go sy.Run(ctx)
-	wait := func(what string, cond func() bool) { testutil.WaitFor(t, 5*time.Second, what, cond) }
+	wait := func(what string, cond func() bool) { testutil.WaitFor(t, 30*time.Second, what, cond) }
 	wait("first sync", sy.Ready)
 	if _, err := (&ipam.IPAM{S: s}).Assign(ctx, ipam.Request{Handle: "c1", Node: "c"}); err != nil {
 		t.Fatal(err)
@@ -148,7 +148,7 @@ func TestInvalidRecordsDoNotStall(t *testing.T) {
 	f := fib.New()
 	sy := &Syncer{Store: s, Me: "a", MyAddr: netip.MustParsePrefix("10.0.1.1/24"), FIB: f, Log: zap.NewNop(), Invalid: inv}
 	go sy.Run(ctx)
-	wait := func(what string, cond func() bool) { testutil.WaitFor(t, 5*time.Second, what, cond) }
+	wait := func(what string, cond func() bool) { testutil.WaitFor(t, 30*time.Second, what, cond) }
 	wait("first sync", sy.Ready)
 	if snap := sy.Snapshot(); len(snap.Pools) != 1 || len(snap.Nodes) != 3 || len(snap.Blocks) != 1 || f.Load().Len() != 1 {
 		t.Fatalf("snapshot: %d pools %d nodes %d blocks, %d routes", len(snap.Pools), len(snap.Nodes), len(snap.Blocks), f.Load().Len())

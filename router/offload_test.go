@@ -319,7 +319,7 @@ func TestGROMessageSplit(t *testing.T) {
 	a, b, c := seg(1000, 1000, header.TCPFlagACK, 1), seg(2000, 1000, header.TCPFlagACK, 1), seg(3000, 1000, header.TCPFlagACK, 1)
 	rx.InjectGRO(nodeB, append(append(append([]byte{}, a...), b...), c...), len(a))
 	var out [][]byte
-	testutil.WaitFor(t, 5*time.Second, "a write to pod C", func() bool { out = devC.Take(); return len(out) > 0 })
+	testutil.WaitFor(t, 30*time.Second, "a write to pod C", func() bool { out = devC.Take(); return len(out) > 0 })
 	if len(out) != 1 || header.VirtioNetHdr(out[0]).GSOType() != header.VirtioGSOTCPv4 {
 		t.Fatalf("pod C got %d writes (drops %v)", len(out), h.drops())
 	}
@@ -366,7 +366,7 @@ func TestPlainFramesBatched(t *testing.T) {
 	}
 	rx.InjectGRO(nodeB, msg, len(msg)/n)
 	var out [][]byte
-	testutil.WaitFor(t, 5*time.Second, "writes to pod C", func() bool { out = append(out, devC.Take()...); return len(out) >= n })
+	testutil.WaitFor(t, 30*time.Second, "writes to pod C", func() bool { out = append(out, devC.Take()...); return len(out) >= n })
 	if calls := devC.PlainWrites(); calls != 1 {
 		t.Errorf("%d plain writes for one receive message, want 1", calls)
 	}

@@ -544,7 +544,7 @@ func TestReaders(t *testing.T) {
 	rx.InjectFrom(nodeB, vxlanPayload(ourVTEP, 4096, pkt{src: remoteV, dst: podB}.ip()))
 	h.host.Inject(pkt{src: nodeA, dst: podB}.ip())
 	got := 0
-	testutil.WaitFor(t, 5*time.Second, "three frames at pod B", func() bool { got += len(h.devB.Take()); return got >= 3 })
+	testutil.WaitFor(t, 30*time.Second, "three frames at pod B", func() bool { got += len(h.devB.Take()); return got >= 3 })
 	if got != 3 {
 		t.Fatalf("pod B received %d of 3", got)
 	}
