@@ -162,7 +162,7 @@ integration: deps
 # BENCH_FLAGS="--duration 10s --reps 5 --setups kernel-vxlan,tortie-vxlan").
 BENCH_FLAGS ?= --duration 5s --reps 3
 bench: deps build
-	$(GO) test -run '^$$' -bench . -benchmem ./router/... ./fib/ ./encap/
+	$(GO) test -run '^$$' -bench . -benchmem ./router/... ./fib/ ./encap/ ./policy/
 	$(BIN)/tortie-bench $(BENCH_FLAGS) --out bench/out
 
 # A run of FUZZTIME for every fuzz target found in the code. A new input is
