@@ -39,6 +39,22 @@ func (d Direction) String() string {
 	return "Ingress"
 }
 
+// MarshalText spells a direction as Calico's types field does.
+func (d Direction) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// UnmarshalText reads Ingress or Egress.
+func (d *Direction) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "Ingress":
+		*d = Ingress
+	case "Egress":
+		*d = Egress
+	default:
+		return fmt.Errorf("type %q: want Ingress or Egress", b)
+	}
+	return nil
+}
+
 // DefaultTier is the tier of policies that name none, and of every
 // Kubernetes NetworkPolicy.
 const DefaultTier = "default"

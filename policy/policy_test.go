@@ -10,6 +10,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/yaml"
 )
 
 // The test cluster: two namespaces, four pods.
@@ -550,5 +551,50 @@ func TestEvaluateOutOfRange(t *testing.T) {
 	}
 	if v := s.Evaluate(0, Direction(7), &p); v.Action != Deny {
 		t.Errorf("unknown direction: %+v", v)
+	}
+}
+
+// A Calico spec in YAML decodes into Policy as projectcalico.org/v3 spells
+// its fields.
+func TestDecodeCalicoSpec(t *testing.T) {
+	const spec = `
+order: 10
+selector: app == 'db'
+types: [Ingress, Egress]
+ingress:
+- action: Allow
+  protocol: TCP
+  source:
+    namespaceSelector: env == 'dev'
+    notNets: [10.0.1.2/32]
+  destination:
+    ports: [http, 5432, "7000:7010"]
+- action: Allow
+  protocol: ICMP
+  icmp: {type: 8, code: 0}
+- action: Deny
+  protocol: 17
+egress:
+- action: Pass
+`
+	var p Policy
+	if err := yaml.UnmarshalStrict([]byte(spec), &p); err != nil {
+		t.Fatal(err)
+	}
+	p.Name = "yaml"
+	s := compile(t, &Inputs{GlobalNetworkPolicies: []Policy{p}})
+	runChecks(t, s, []check{
+		in(tcp("dev/web", "prod/db", 9090), "prod/db", Allow, ByRule, "default", "yaml", 0),
+		in(tcp("dev/web", "prod/db", 7010), "prod/db", Allow, ByRule, "default", "yaml", 0),
+		in(tcp("dev/tool", "prod/db", 5432), "prod/db", Deny, ByTierEnd, "default", "", -1),
+		in(icmp("dev/tool", "prod/db", 8, 0), "prod/db", Allow, ByRule, "default", "yaml", 1),
+		in(udp("dev/tool", "prod/db", 53), "prod/db", Deny, ByRule, "default", "yaml", 2),
+		out(udp("prod/db", "dev/tool", 53), "prod/db", Allow, ByDefault, "", "", -1),
+	})
+	if err := yaml.Unmarshal([]byte("types: [Sideways]"), &p); err == nil {
+		t.Error("types: [Sideways] accepted")
+	}
+	if err := yaml.Unmarshal([]byte("ingress: [{destination: {ports: ['9:1']}}]"), &p); err == nil {
+		t.Error("port 9:1 accepted")
 	}
 }
