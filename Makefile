@@ -113,8 +113,14 @@ $(COREDNS_BIN):
 	mv $@.tmp $@ && \
 	echo "built coredns in $$(( $$(date +%s) - start ))s"
 
+# policy/oracle is a module of its own (it checks package policy against
+# cyclonus, whose client-go must not reach tortie's go.mod): vet, lint and
+# test it from its directory too.
+ORACLE := policy/oracle
+
 vet:
 	$(GO) vet ./...
+	cd $(ORACLE) && $(GO) vet ./...
 
 # golangci-lint (staticcheck, revive, import grouping; see .golangci.yml),
 # built once from the Go module proxy into a cache outside the tree.
@@ -126,6 +132,7 @@ $(GOLANGCI):
 
 lint: $(GOLANGCI)
 	$(GOLANGCI) run ./...
+	cd $(ORACLE) && $(GOLANGCI) run ./...
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -139,10 +146,12 @@ fmt-check:
 # under -race (bgp/race_test.go), and the bgp package runs once more without it.
 test: deps fmt-check vet lint k8s-bins coredns-bin
 	$(GO) test -race -count=1 -timeout 30m ./...
+	cd $(ORACLE) && $(GO) test -race -count=1 ./...
 	$(GO) test -count=1 ./bgp/
 
 unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v '/test$$')
+	cd $(ORACLE) && $(GO) test -race -count=1 ./...
 	$(GO) test -count=1 ./bgp/
 
 integration: deps
@@ -153,7 +162,7 @@ integration: deps
 # BENCH_FLAGS="--duration 10s --reps 5 --setups kernel-vxlan,tortie-vxlan").
 BENCH_FLAGS ?= --duration 5s --reps 3
 bench: deps build
-	$(GO) test -run '^$$' -bench . -benchmem ./router/... ./fib/ ./encap/
+	$(GO) test -run '^$$' -bench . -benchmem ./router/... ./fib/ ./encap/ ./policy/
 	$(BIN)/tortie-bench $(BENCH_FLAGS) --out bench/out
 
 # A run of FUZZTIME for every fuzz target found in the code. A new input is
