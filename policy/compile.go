@@ -134,7 +134,8 @@ func Compile(in *Inputs) (*Set, error) {
 		return cmp.Compare(a.name, b.name)
 	})
 
-	s := &Set{index: map[string]int{}}
+	s := &Set{index: map[string]int{}, counters: []Counter{{Decider: ByDefault}}}
+	ctrs := map[Counter]int32{s.counters[0]: 0}
 	for i := range c.eps {
 		e := &c.eps[i]
 		if !e.ep.Local {
@@ -146,6 +147,7 @@ func Compile(in *Inputs) (*Set, error) {
 			if err != nil {
 				return nil, err
 			}
+			s.number(prog, ctrs)
 			progs[dir] = prog
 		}
 		s.index[e.ep.Key] = len(s.keys)
@@ -153,6 +155,32 @@ func Compile(in *Inputs) (*Set, error) {
 		s.progs = append(s.progs, progs)
 	}
 	return s, nil
+}
+
+// number gives every deciding entry of prog its Verdict.Counter, adding
+// what is new to s.counters.
+func (s *Set) number(prog []rule, ctrs map[Counter]int32) {
+	for k := range prog {
+		r := &prog[k]
+		var c Counter
+		switch r.kind {
+		case kRule:
+			c = Counter{Decider: r.decider, Tier: r.tier, Policy: r.policy}
+		case kTierEnd:
+			c = Counter{Decider: ByTierEnd, Tier: r.tier}
+		case kProfileEnd:
+			c = Counter{Decider: ByProfileEnd}
+		default:
+			c = Counter{Decider: ByDefault}
+		}
+		id, ok := ctrs[c]
+		if !ok {
+			id = int32(len(s.counters))
+			ctrs[c] = id
+			s.counters = append(s.counters, c)
+		}
+		r.counter = id
+	}
 }
 
 // program lays out one endpoint's rules for one direction: each tier with

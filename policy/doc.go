@@ -22,7 +22,11 @@
 // it in with an atomic pointer.
 //
 // Each local endpoint gets, per direction, one program: a flat list of
-// compiled rules.
+// compiled rules. Subject says whether a program can deny at all (an
+// endpoint no policy or profile decides for is allowed everything), so the
+// packet path skips connection tracking for pods no policy selects; every
+// verdict names its Counter, an index into Counters fixed per Set, so
+// denials are counted per policy in arrays.
 //
 // # Order of evaluation
 //

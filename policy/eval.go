@@ -56,6 +56,19 @@ type Verdict struct {
 	Policy  string // the deciding policy or profile
 	Rule    int    // index of the deciding rule in its list; -1 when no rule decided
 	Logged  bool   // a Log rule matched on the way
+	// Counter numbers what decided (Set.Counters), so that callers count
+	// verdicts per policy in an array rather than by name.
+	Counter int
+}
+
+// Counter names one thing that can decide in a Set: a policy (Decider
+// ByRule), a profile (ByProfile), the end of a tier (ByTierEnd, Policy
+// empty), the end of the profiles or the default allow (Tier and Policy
+// empty).
+type Counter struct {
+	Decider Decider
+	Tier    string
+	Policy  string
 }
 
 // Step is one entry considered during Explain, in evaluation order.
@@ -89,6 +102,7 @@ type rule struct {
 	src     match
 	dst     match
 	next    int32 // where Pass (or a passing tier end) continues
+	counter int32 // Verdict.Counter of what this entry decides
 	index   int
 	tier    string
 	policy  string
@@ -128,9 +142,10 @@ func (r *rule) matches(p *Packet) bool {
 // of goroutines may evaluate it at once; a new state is a new Set, which
 // callers publish with an atomic pointer swap.
 type Set struct {
-	keys  []string
-	index map[string]int
-	progs [][2][]rule
+	keys     []string
+	index    map[string]int
+	progs    [][2][]rule
+	counters []Counter // [0] is the default allow
 }
 
 // Len is the number of local endpoints.
@@ -144,6 +159,24 @@ func (s *Set) Index(key string) (int, bool) {
 
 // Key is the key of local endpoint i.
 func (s *Set) Key(i int) string { return s.keys[i] }
+
+// Subject reports whether local endpoint ep is subject to policy in
+// direction dir: some tier or profile decides there, so a packet can be
+// denied. An endpoint that is not subject is allowed everything in that
+// direction (Calico's default for pods no policy selects), and callers may
+// skip evaluating it.
+func (s *Set) Subject(ep int, dir Direction) bool {
+	if ep < 0 || ep >= len(s.progs) || dir > Egress {
+		return false
+	}
+	prog := s.progs[ep][dir]
+	return len(prog) != 1 || prog[0].kind != kDefaultAllow
+}
+
+// Counters lists what can decide in the Set, indexed by Verdict.Counter;
+// its length is fixed, so callers can size per-policy counters once per Set.
+// Index 0 is the default allow. The slice must not be modified.
+func (s *Set) Counters() []Counter { return s.counters }
 
 // Evaluate decides a packet crossing local endpoint ep (an Index) in
 // direction dir: for Ingress the packet's destination is the endpoint, for
@@ -187,7 +220,7 @@ func (s *Set) run(ep int, dir Direction, p *Packet, trace *[]Step) Verdict {
 			case Pass:
 				k = int(r.next)
 			default:
-				return Verdict{Action: r.action, Decider: r.decider, Tier: r.tier, Policy: r.policy, Rule: r.index, Logged: logged}
+				return Verdict{Action: r.action, Decider: r.decider, Tier: r.tier, Policy: r.policy, Rule: r.index, Logged: logged, Counter: int(r.counter)}
 			}
 		case kTierEnd:
 			if trace != nil {
@@ -197,17 +230,17 @@ func (s *Set) run(ep int, dir Direction, p *Packet, trace *[]Step) Verdict {
 				k = int(r.next)
 				continue
 			}
-			return Verdict{Action: Deny, Decider: ByTierEnd, Tier: r.tier, Rule: -1, Logged: logged}
+			return Verdict{Action: Deny, Decider: ByTierEnd, Tier: r.tier, Rule: -1, Logged: logged, Counter: int(r.counter)}
 		case kProfileEnd:
 			if trace != nil {
 				*trace = append(*trace, step(r, true))
 			}
-			return Verdict{Action: Deny, Decider: ByProfileEnd, Rule: -1, Logged: logged}
+			return Verdict{Action: Deny, Decider: ByProfileEnd, Rule: -1, Logged: logged, Counter: int(r.counter)}
 		default: // kDefaultAllow
 			if trace != nil {
 				*trace = append(*trace, step(r, true))
 			}
-			return Verdict{Action: Allow, Decider: ByDefault, Rule: -1, Logged: logged}
+			return Verdict{Action: Allow, Decider: ByDefault, Rule: -1, Logged: logged, Counter: int(r.counter)}
 		}
 	}
 	// Compile ends every program with a deciding entry; reaching here means

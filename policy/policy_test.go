@@ -99,7 +99,10 @@ func runChecks(t *testing.T, s *Set, checks []check) {
 			t.Fatalf("check %d: no local endpoint %q", i, c.ep)
 		}
 		v := s.Evaluate(ep, c.dir, &c.pkt)
-		want := Verdict{Action: c.action, Decider: c.by, Tier: c.tier, Policy: c.policy, Rule: c.rule, Logged: c.logged}
+		want := Verdict{Action: c.action, Decider: c.by, Tier: c.tier, Policy: c.policy, Rule: c.rule, Logged: c.logged, Counter: v.Counter}
+		if ctr := s.Counters()[v.Counter]; ctr.Decider != v.Decider || ctr.Tier != v.Tier || ctr.Policy != v.Policy {
+			t.Errorf("check %d: verdict %+v names counter %d, %+v", i, v, v.Counter, ctr)
+		}
 		if v != want {
 			_, steps := s.Explain(ep, c.dir, &c.pkt)
 			t.Errorf("check %d (%s %s %+v):\n got %+v\nwant %+v\ntrace: %+v", i, c.ep, c.dir, c.pkt, v, want, steps)
@@ -596,5 +599,47 @@ egress:
 	}
 	if err := yaml.Unmarshal([]byte("ingress: [{destination: {ports: ['9:1']}}]"), &p); err == nil {
 		t.Error("port 9:1 accepted")
+	}
+}
+
+// TestSubjectAndCounters: Subject says which endpoints and directions some
+// policy or profile decides, and Counters names one entry per policy, tier
+// end and the default, shared by every endpoint.
+func TestSubjectAndCounters(t *testing.T) {
+	s := compile(t, &Inputs{
+		GlobalNetworkPolicies: []Policy{{Name: "web-in", Selector: "app == 'web'", Ingress: []Rule{{Action: Deny, Protocol: "UDP"}}}},
+		Profiles:              []Profile{{Name: "p", Egress: []Rule{{Action: Allow}}}},
+		Endpoints: append(cluster(), Endpoint{Key: "dev/prof", Namespace: "dev", IP: netip.MustParseAddr("10.0.1.3"),
+			Profiles: []string{"p"}, Local: true}),
+	})
+	for _, c := range []struct {
+		ep      string
+		in, out bool
+	}{{"prod/web", true, false}, {"dev/web", true, false}, {"prod/db", false, false}, {"dev/prof", true, true}} {
+		ep, _ := s.Index(c.ep)
+		if s.Subject(ep, Ingress) != c.in || s.Subject(ep, Egress) != c.out {
+			t.Errorf("%s: subject ingress %v egress %v, want %v %v", c.ep, s.Subject(ep, Ingress), s.Subject(ep, Egress), c.in, c.out)
+		}
+	}
+	if s.Subject(-1, Ingress) || s.Subject(s.Len(), Egress) {
+		t.Error("an endpoint out of range is subject")
+	}
+	want := map[Counter]bool{{Decider: ByDefault}: true, {Decider: ByRule, Tier: DefaultTier, Policy: "web-in"}: true,
+		{Decider: ByTierEnd, Tier: DefaultTier}: true, {Decider: ByProfile, Policy: "p"}: true, {Decider: ByProfileEnd}: true}
+	got := s.Counters()
+	if len(got) != len(want) || got[0] != (Counter{Decider: ByDefault}) {
+		t.Fatalf("counters %+v, want the %d of %v with the default first", got, len(want), want)
+	}
+	for _, c := range got {
+		if !want[c] {
+			t.Errorf("unexpected counter %+v", c)
+		}
+	}
+	web, _ := s.Index("prod/web")
+	dev, _ := s.Index("dev/web")
+	p := udp("dev/tool", "prod/web", 53)
+	v1, v2 := s.Evaluate(web, Ingress, &p), s.Evaluate(dev, Ingress, &p)
+	if v1.Action != Deny || v1.Counter != v2.Counter || got[v1.Counter].Policy != "web-in" {
+		t.Fatalf("verdicts %+v and %+v: want the same web-in counter", v1, v2)
 	}
 }
