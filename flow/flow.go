@@ -1,13 +1,18 @@
 // Package flow is the router's flow table: one bounded table of
 // connections, keyed by 5-tuple, that every forwarding worker shares.
 //
-// A flow is recorded with flags saying how the router treats its packets
-// (today one: ViaHost, a flow the node's kernel translated, whose replies
-// must go back through the kernel so that its conntrack reverses the NAT;
-// network policy keeps its connection state here too). Entries expire
-// after a timeout that depends on the protocol and on what was seen: a TCP
-// flow is new until both directions have been seen, then established,
-// then closing after a FIN or RST.
+// A flow is recorded with flags saying how the router treats its packets:
+// ViaHost, a flow the node's kernel translated, whose replies must go back
+// through the kernel so that its conntrack reverses the NAT; and network
+// policy's connection tracking, PolicyAllowed or PolicyDenied, the verdict
+// of the flow's first packet, with the generation of the policy state that
+// gave it and a tag saying what decided (Verdict), so that later packets
+// and replies ride the entry unevaluated and a flow judged under an older
+// policy state is judged again on its next packet. One entry holds both
+// kinds: a Service flow subject to policy is one flow. Entries expire after
+// a timeout that depends on the protocol and on what was seen: a TCP flow
+// is new until both directions have been seen, then established, then
+// closing after a FIN or RST.
 //
 // The table is a fixed array of entries allocated by New and never grown:
 // its memory is bounded by Config.Size. It is split into shards, each a
@@ -51,9 +56,28 @@ func (k Key) Addrs() Key { return Key{Src: k.Src, Dst: k.Dst, Proto: k.Proto} }
 // Flags say how the router treats a flow's packets.
 type Flags uint8
 
-// ViaHost marks a flow that entered the router from the host after the
-// kernel translated it: its replies go to the host.
-const ViaHost Flags = 1
+// Flow flags.
+const (
+	// ViaHost marks a flow that entered the router from the host after
+	// the kernel translated it: its replies go to the host.
+	ViaHost Flags = 1 << iota
+	// PolicyAllowed: network policy allowed the flow; its packets and
+	// replies pass.
+	PolicyAllowed
+	// PolicyDenied: network policy denied the flow; its packets are
+	// dropped.
+	PolicyDenied
+)
+
+// PolicyFlags are the flags a Verdict sets; at most one is set.
+const PolicyFlags = PolicyAllowed | PolicyDenied
+
+// Verdict is network policy's decision kept in a flow's entry.
+type Verdict struct {
+	Flags Flags  // PolicyAllowed, PolicyDenied, or zero: none recorded
+	Gen   uint32 // the generation of the policy state that decided
+	Tag   uint32 // the caller's note of what decided (for counters)
+}
 
 // TCP flags the table looks at.
 const (
@@ -76,7 +100,7 @@ const (
 // Config sizes a table and sets its timeouts (zero: the default).
 type Config struct {
 	// Size is the number of entries, rounded up to a power of two
-	// (default 65536, about 2 MB; at least 64).
+	// (default 65536, 40 bytes each: about 2.6 MB; at least 64).
 	Size int
 	// TCPNew: a TCP flow not yet seen in both directions (120 s, the
 	// kernel's SYN_SENT).
@@ -116,13 +140,17 @@ func (c *Config) defaults() {
 
 const ways = 4
 
+// entry is 40 bytes: the key (16 with padding), four bytes of state, the
+// policy generation, the expiry and the policy tag.
 type entry struct {
 	key     Key
 	used    bool
 	replied bool
 	state   state
 	flags   Flags
+	gen     uint32
 	expires int64
+	tag     uint32
 }
 
 type shard struct {
@@ -275,6 +303,19 @@ func (t *Table) Track(k Key, flags Flags, tcp uint8, now int64) bool {
 		e.expires = now + t.timeout(e)
 		return true
 	}
+	e := t.insert(s, b, k, tcp, now)
+	if e == nil {
+		return false
+	}
+	e.flags = flags
+	return true
+}
+
+// insert adds the flow k, absent from bucket b of shard s, for a packet
+// with TCP flags tcp: into a free slot, an expired one, or in place of the
+// flow nearest to expiry that is not established. It returns nil when
+// every slot holds an established flow.
+func (t *Table) insert(s *shard, b []entry, k Key, tcp uint8, now int64) *entry {
 	victim := -1
 	for i := range b {
 		e := &b[i]
@@ -301,15 +342,60 @@ func (t *Table) Track(k Key, flags Flags, tcp uint8, now int64) bool {
 		}
 		if victim < 0 {
 			s.refused++
-			return false
+			return nil
 		}
 		s.evicted++
 	}
 	e := &b[victim]
-	*e = entry{key: k, used: true, flags: flags}
+	*e = entry{key: k, used: true}
 	e.advance(tcp, false)
 	e.expires = now + t.timeout(e)
 	s.inserts++
+	return e
+}
+
+// Seen looks up the live flow k for a packet of its own direction (reply
+// false) or of its other direction (reply true: k is the packet's key
+// reversed). A live flow's state moves on and its timeout starts again, as
+// with Track and Reply; Seen returns its flags and policy verdict. ok is
+// false if the flow is not in the table or has expired; Seen never adds.
+func (t *Table) Seen(k Key, reply bool, tcp uint8, now int64) (flags Flags, v Verdict, ok bool) {
+	s, b := t.bucket(k)
+	defer s.mu.Unlock()
+	e := find(b, k)
+	if e == nil || e.expires <= now {
+		return 0, Verdict{}, false
+	}
+	e.advance(tcp, reply)
+	e.expires = now + t.timeout(e)
+	return e.flags, Verdict{Flags: e.flags & PolicyFlags, Gen: e.gen, Tag: e.tag}, true
+}
+
+// SetVerdict records network policy's verdict for the flow k: its policy
+// flags, generation and tag are replaced (v.Flags is masked to
+// PolicyFlags) and its other flags kept. A live flow's state and timeout
+// are left as they are (the packet that asked was already Seen); an absent
+// or expired one is added as Track adds it, for a packet of its own
+// direction with TCP flags tcp. SetVerdict reports false when the flow is
+// not in the table and could not be added.
+func (t *Table) SetVerdict(k Key, v Verdict, tcp uint8, now int64) bool {
+	s, b := t.bucket(k)
+	defer s.mu.Unlock()
+	e := find(b, k)
+	switch {
+	case e != nil && e.expires <= now:
+		*e = entry{key: k, used: true}
+		s.expired++
+		s.inserts++
+		e.advance(tcp, false)
+		e.expires = now + t.timeout(e)
+	case e == nil:
+		if e = t.insert(s, b, k, tcp, now); e == nil {
+			return false
+		}
+	}
+	e.flags = e.flags&^PolicyFlags | v.Flags&PolicyFlags
+	e.gen, e.tag = v.Gen, v.Tag
 	return true
 }
 

@@ -179,6 +179,8 @@ func TestAllocs(t *testing.T) {
 		tb.Track(p.Key, ViaHost, p.TCP, 1)
 		tb.Reply(p.Key, TCPAck, 1)
 		tb.Lookup(p.Key.Reverse(), 1)
+		tb.Seen(p.Key, true, TCPAck, 1)
+		tb.SetVerdict(p.Key, Verdict{Flags: PolicyAllowed, Gen: 1}, p.TCP, 1)
 	})
 	if n != 0 {
 		t.Fatalf("%v allocations per packet", n)
@@ -264,6 +266,51 @@ func BenchmarkParseAndLookupMiss(b *testing.B) {
 	}
 }
 
+// TestVerdict: a policy verdict is kept with the flow, seen from both
+// directions, replaced by the next one without touching ViaHost, and gone
+// with the flow when it expires.
+func TestVerdict(t *testing.T) {
+	tb := New(Config{Size: 64, TCPNew: 10 * time.Second})
+	sec := int64(time.Second)
+	k := tcpKey(1)
+	if _, _, ok := tb.Seen(k, false, TCPSyn, 0); ok {
+		t.Fatal("seen in an empty table")
+	}
+	allowed := Verdict{Flags: PolicyAllowed, Gen: 3, Tag: 7}
+	if !tb.SetVerdict(k, allowed, TCPSyn, 0) {
+		t.Fatal("SetVerdict did not add the flow")
+	}
+	if f, v, ok := tb.Seen(k.Reverse().Reverse(), true, TCPSyn|TCPAck, 1); !ok || f != PolicyAllowed || v != allowed {
+		t.Fatalf("reply: flags %v verdict %+v %v", f, v, ok)
+	}
+	if _, _, ok := tb.Seen(k.Reverse(), false, 0, 1); ok {
+		t.Fatal("the reversed key is another flow")
+	}
+	tb.Track(k, ViaHost, TCPAck, 2) // established now: its timeout is 24 h
+	denied := Verdict{Flags: PolicyDenied | ViaHost, Gen: 4, Tag: 1}
+	tb.SetVerdict(k, denied, 0, 2)
+	if f, v, _ := tb.Seen(k, false, TCPAck, 3); f != ViaHost|PolicyDenied || v.Flags != PolicyDenied || v.Gen != 4 || v.Tag != 1 {
+		t.Fatalf("after a second verdict: flags %v verdict %+v", f, v)
+	}
+	if _, _, ok := tb.Seen(k, false, TCPAck, 3600*sec); !ok {
+		t.Fatal("SetVerdict changed an established flow's timeout")
+	}
+	// A new flow expires as Track's would; a verdict on the expired tuple
+	// starts a new flow without the old flags.
+	k2 := tcpKey(2)
+	tb.SetVerdict(k2, denied, TCPSyn, 0)
+	if _, _, ok := tb.Seen(k2, false, 0, 10*sec); ok {
+		t.Fatal("a new flow outlived TCPNew")
+	}
+	tb.SetVerdict(k2, allowed, TCPSyn, 11*sec)
+	if f, v, ok := tb.Seen(k2, false, 0, 11*sec); !ok || f != PolicyAllowed || v != allowed {
+		t.Fatalf("verdict on an expired tuple: flags %v verdict %+v %v", f, v, ok)
+	}
+	if s := tb.Stats(); s.Inserts != 3 || s.Expired != 1 {
+		t.Fatalf("stats %+v: want 3 inserts, 1 expired reused", s)
+	}
+}
+
 // FuzzTable: any sequence of operations keeps the table within its bound,
 // finds what it just added, and never panics; Parse takes any bytes.
 func FuzzTable(f *testing.F) {
@@ -276,7 +323,7 @@ func FuzzTable(f *testing.F) {
 			tb.Track(p.Key, ViaHost, p.TCP, 0)
 		}
 		for len(data) >= 8 {
-			op := data[0] % 3
+			op := data[0] % 5
 			k := Key{Src: uint32(data[1] & 7), Dst: uint32(data[2] & 3), SrcPort: uint16(data[3]), DstPort: uint16(data[4] & 1),
 				Proto: []uint8{header.ProtocolTCP, header.ProtocolUDP, header.ProtocolICMP, 47}[data[5]&3]}
 			now := int64(data[6]) * int64(time.Second)
@@ -292,6 +339,18 @@ func FuzzTable(f *testing.F) {
 				tb.Reply(k, tcp, now)
 			case 2:
 				tb.Lookup(k, now)
+			case 3:
+				tb.Seen(k, tcp&1 != 0, tcp, now)
+			case 4:
+				v := Verdict{Flags: Flags(tcp) & PolicyFlags, Gen: uint32(data[1]), Tag: uint32(data[2])}
+				if v.Flags == PolicyFlags {
+					v.Flags = PolicyDenied
+				}
+				if tb.SetVerdict(k, v, tcp, now) {
+					if _, got, ok := tb.Seen(k, false, 0, now); !ok || got != v {
+						t.Fatalf("%v: verdict %+v set, %+v (%v) seen", k, v, got, ok)
+					}
+				}
 			}
 			data = data[8:]
 		}
