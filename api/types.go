@@ -96,11 +96,42 @@ type FlowStats struct {
 	RepliesViaHost                        uint64
 }
 
+// PolicyStats are network policy's counters in the router: the generation
+// of the policy state in force (0: none installed), how many local
+// endpoints some policy or profile decides for, packets denied per
+// endpoint and per deciding policy (both summed over every policy state
+// installed so far), and Log rule records written and dropped (over the
+// rate, or the queue full).
+type PolicyStats struct {
+	Generation          uint64
+	Subject             int
+	DeniedByEndpoint    []EndpointDenied
+	DeniedByPolicy      []PolicyDenied
+	Logged, LogsDropped uint64
+}
+
+// EndpointDenied counts the packets policy denied crossing one local
+// endpoint (its policy key).
+type EndpointDenied struct {
+	Endpoint string
+	Packets  uint64
+}
+
+// PolicyDenied counts the packets one decider denied: a policy or profile
+// rule, the end of a tier, or the end of the profiles (Decider says which,
+// as the policy package spells it).
+type PolicyDenied struct {
+	Decider, Tier, Policy string
+	Packets               uint64
+}
+
 // Counters is a snapshot of the router's counters: drops by reason, ports,
-// the host, offload work, the flow table, the FIB's size and the path MTU.
+// the host, offload work, the flow table, network policy, the FIB's size
+// and the path MTU.
 type Counters struct {
 	Offload OffloadStats
 	Flows   FlowStats
+	Policy  PolicyStats
 	Drops   map[string]uint64
 	Ports   []PortStats
 	Host    PortStats

@@ -31,6 +31,7 @@ const (
 	DropNoPort                             // route names a pod port that is gone
 	DropTxError                            // a device or socket write failed
 	DropBadOffload                         // virtio-net header we cannot honour (unknown GSO type, checksum offsets outside the frame)
+	DropPolicyDenied                       // network policy denied the packet's flow (SetPolicy)
 	NumDropReasons
 )
 
@@ -38,7 +39,7 @@ var dropNames = [NumDropReasons]string{
 	"too_short", "malformed", "bad_checksum", "bad_version", "ipv6", "unsupported_ethertype",
 	"arp_ignored", "arp_ratelimited", "spoofed_source", "pod_encap", "martian", "not_unicast",
 	"no_route", "blackhole", "ttl_exceeded", "frag_needed", "mtu_exceeded", "icmp_ratelimited",
-	"unknown_node", "decap_failed", "decap_not_local", "host_loop", "no_port", "tx_error", "bad_offload",
+	"unknown_node", "decap_failed", "decap_not_local", "host_loop", "no_port", "tx_error", "bad_offload", "policy_denied",
 }
 
 func (d DropReason) String() string {

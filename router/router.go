@@ -24,6 +24,7 @@ import (
 	"github.com/tortie-net/tortie/fib"
 	"github.com/tortie-net/tortie/flow"
 	"github.com/tortie-net/tortie/header"
+	"github.com/tortie-net/tortie/policy"
 )
 
 const (
@@ -114,7 +115,12 @@ type Config struct {
 	ARPRate     float64     // gateway ARP replies per second per port (default 100)
 	ARPBurst    float64     // (default 20)
 	Flows       flow.Config // the flow table's size and timeouts
-	Logger      *zap.Logger
+	// PolicyLogRate and PolicyLogBurst bound the records Log policy
+	// rules write (default 10 a second, 100 at once); PolicyLogQueue is
+	// how many wait for the logger (default 1024).
+	PolicyLogRate, PolicyLogBurst float64
+	PolicyLogQueue                int
+	Logger                        *zap.Logger
 }
 
 // Counters are a port's traffic counters.
@@ -139,6 +145,10 @@ type PortConfig struct {
 	// (TAP with IFF_VNET_HDR), and may deliver partial checksums and TCP
 	// superframes, which the router finishes and segments.
 	Offload bool
+	// PolicyKey is the pod's key in the policy Set (policy.Endpoint.Key,
+	// e.g. "<namespace>/<pod>"); empty, or not in the Set: no policy
+	// applies to the port.
+	PolicyKey string
 }
 
 // Port is a pod port attached to the router.
@@ -206,6 +216,22 @@ type Router struct {
 	nodeAddr   uint32
 	anyViaHost atomic.Bool   // a ViaHost flow was ever recorded: replies are looked up
 	viaHost    atomic.Uint64 // replies sent back through the host
+
+	// Network policy (policy.go): the state in force (nil: none), what
+	// it was built from and its generation (under mu), the denied
+	// counters of retired states (under statMu), and the Log queue.
+	pol           atomic.Pointer[policyState]
+	polCfg        Policy
+	polGen        uint32
+	statMu        sync.Mutex
+	deniedEP      map[string]uint64
+	deniedBy      map[policy.Counter]uint64
+	polLog        chan policyLog
+	polLogOnce    sync.Once
+	polLogDone    chan struct{}
+	closeOnce     sync.Once
+	polLogged     atomic.Uint64
+	polLogDropped atomic.Uint64
 }
 
 type hostPort struct {
@@ -243,9 +269,19 @@ func New(cfg Config, f *fib.FIB, ul Underlay) *Router {
 	if cfg.ARPRate == 0 {
 		cfg.ARPRate, cfg.ARPBurst = 100, 20
 	}
+	if cfg.PolicyLogRate <= 0 {
+		cfg.PolicyLogRate, cfg.PolicyLogBurst = 10, 100
+	}
+	if cfg.PolicyLogBurst < 1 {
+		cfg.PolicyLogBurst = 1
+	}
+	if cfg.PolicyLogQueue <= 0 {
+		cfg.PolicyLogQueue = 1024
+	}
 	r := &Router{cfg: cfg, log: cfg.Logger, fib: f, ul: ul,
 		vxlan: encap.VXLANTunnel{VNI: cfg.VNI, SrcMAC: cfg.VTEPMAC, SrcAddr: cfg.NodeAddr}}
 	r.flows = flow.New(cfg.Flows)
+	r.polLog, r.polLogDone = make(chan policyLog, cfg.PolicyLogQueue), make(chan struct{})
 	r.nodeAddr = uint32(cfg.NodeAddr[0])<<24 | uint32(cfg.NodeAddr[1])<<16 | uint32(cfg.NodeAddr[2])<<8 | uint32(cfg.NodeAddr[3])
 	r.icmp.b = newBucket(cfg.ICMPRate, cfg.ICMPBurst)
 	r.pathMTU.Store(int32(cfg.UnderlayMTU))
@@ -302,6 +338,7 @@ func (r *Router) AddPort(cfg PortConfig, dev Device) (*Port, error) {
 	} else {
 		next[p.ID] = p
 	}
+	r.publishPolicy(next) // before the port: see publishPolicy
 	r.ports.Store(&next)
 	r.mu.Unlock()
 	err := r.fib.Update(func(tx fib.Tx) error {
@@ -344,6 +381,7 @@ func (r *Router) dropPort(p *Port) {
 		next[p.ID] = nil
 	}
 	r.ports.Store(&next)
+	r.publishPolicy(next)
 }
 
 // Ports returns the attached pod ports.
@@ -401,6 +439,7 @@ func (r *Router) lowerPathMTU(mtu int) {
 // Close stops every reader and closes every device.
 func (r *Router) Close() error {
 	r.closed.Store(true)
+	r.closeOnce.Do(func() { close(r.polLogDone) })
 	var errs []error
 	for _, c := range r.closers {
 		errs = append(errs, c())
@@ -436,6 +475,7 @@ func (r *Router) Stats() Stats {
 	for i := range r.drops {
 		s.Drops[DropReason(i).String()] = r.drops[i].Load()
 	}
+	s.Policy = r.policyStats()
 	for _, p := range r.Ports() {
 		s.Ports = append(s.Ports, p.snapshot(p.cfg.Name))
 	}

@@ -36,7 +36,9 @@ type worker struct {
 
 	tab   *fib.Table
 	ports []*Port
-	now   int64 // flow.Now() at the start of the batch
+	pol   *policyState // nil: no policy installed
+	now   int64        // flow.Now() at the start of the batch
+	from  *Port        // the pod port of the packet being forwarded (fromPod)
 
 	// The outputs, each a queue emptied at the end of the batch (or when
 	// full). The underlay queue and the GSO run hold the worker's own
@@ -89,6 +91,7 @@ func (r *Router) newWorker(batch, bufSize int) *worker {
 func (w *worker) begin() {
 	w.tab = w.r.fib.Load()
 	w.ports = *w.r.ports.Load()
+	w.pol = w.r.pol.Load() // after the ports: see publishPolicy
 	w.now = flow.Now()
 }
 
@@ -161,6 +164,7 @@ func (w *worker) fromPod(p *Port, buf []byte, off, end int) {
 		w.drop(DropPodEncap)
 		return
 	}
+	w.from = p
 	w.forward(fromPod, buf, start, start+len(ip))
 }
 
@@ -286,6 +290,9 @@ func (w *worker) forward(o origin, buf []byte, start, end int) {
 			}
 			return
 		}
+	}
+	if w.pol != nil && o != fromSelf && !w.policyAllows(w.pol, o, nh, ip) {
+		return
 	}
 	switch nh.Kind {
 	case fib.KindLocal:
