@@ -80,10 +80,10 @@ func newHarnessWith(t testing.TB, gso *routertest.GSO) *harness {
 	h := &harness{t: t, u: &routertest.Underlay{}, gso: gso, host: routertest.NewDevice(), devA: routertest.NewDevice(), devB: routertest.NewDevice()}
 	h.r = New(Config{NodeAddr: nodeA, VTEPMAC: ourVTEP, UnderlayMTU: 1500}, f, testUnderlay(h.u, gso))
 	h.r.AttachHost(h.host)
-	if h.pA, err = h.r.AddPort(PortConfig{Name: "a", Addr: netip.AddrFrom4(podA), MAC: macA}, h.devA); err != nil {
+	if h.pA, err = h.r.AddPort(PortConfig{Name: "a", Addr: netip.AddrFrom4(podA), MAC: macA, PolicyKey: "ns/a"}, h.devA); err != nil {
 		t.Fatal(err)
 	}
-	if h.pB, err = h.r.AddPort(PortConfig{Name: "b", Addr: netip.AddrFrom4(podB), MAC: macB}, h.devB); err != nil {
+	if h.pB, err = h.r.AddPort(PortConfig{Name: "b", Addr: netip.AddrFrom4(podB), MAC: macB, PolicyKey: "ns/b"}, h.devB); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.r.Close() })
