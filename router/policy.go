@@ -205,11 +205,13 @@ func (r *Router) policyStats() PolicyStats {
 }
 
 // PolicyStats is a copy of network policy's counters.
-type (
-	PolicyStats    = api.PolicyStats
-	EndpointDenied = api.EndpointDenied
-	PolicyDenied   = api.PolicyDenied
-)
+type PolicyStats = api.PolicyStats
+
+// EndpointDenied counts the packets denied at one endpoint.
+type EndpointDenied = api.EndpointDenied
+
+// PolicyDenied counts the packets one policy, profile or end denied.
+type PolicyDenied = api.PolicyDenied
 
 // isNode says whether a is one of the node's own addresses.
 func (w *worker) isNode(a uint32) bool {
