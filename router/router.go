@@ -7,6 +7,29 @@
 // (the FIB and port table are immutable snapshots behind atomic pointers), and
 // no allocation. Buffers carry Headroom bytes in front of every packet so that
 // outer headers are written in place.
+//
+// # Network policy
+//
+// SetPolicy installs a compiled policy.Set; like the FIB it is an immutable
+// state behind an atomic pointer, rebuilt off the packet path when the Set
+// or the ports change (PortConfig.PolicyKey names a port's endpoint), and
+// loaded once per batch. A packet between two endpoints that no policy or
+// profile decides for (policy.Set.Subject), or with no Set installed, costs
+// one pointer check and no flow lookup. Otherwise the flow table is the
+// connection tracker: a flow's first packet is judged at the source pod's
+// egress and the destination pod's ingress, and the verdict, with the
+// state's generation, is kept in the flow's entry (the same entries as the
+// Services' ViaHost flows). Later packets, replies (the reversed key) of an
+// allowed flow, ICMP errors quoting one of its packets and fragments between
+// its addresses ride the entry without evaluation. The node's own packets to
+// its pods are allowed, as Calico allows them (kubelet's probes). Each
+// install is a new generation, and a flow judged under an older one is
+// judged again on its next packet, in either direction: a policy change
+// applies to new flows at once and to existing ones at their next packet,
+// with no walk over the table and at most one evaluation per live flow.
+// Denied packets count as policy_denied and per endpoint and deciding
+// policy in arrays sized when the Set is installed; Log rules' matches go
+// through a bounded queue to a rate-limited logging goroutine.
 package router
 
 import (
