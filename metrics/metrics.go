@@ -25,13 +25,17 @@ var (
 	flowsCap  = prometheus.NewDesc("tortie_flow_table_capacity", "Entries the router's flow table holds at most.", nil, nil)
 	flowEvt   = prometheus.NewDesc("tortie_flow_table_events_total", "Flow table events: flows inserted, evicted before expiring, refused (bucket full of established flows), expired entries reused.", []string{"event"}, nil)
 	viaHost   = prometheus.NewDesc("tortie_flow_replies_via_host_total", "Replies of flows the node translated (Services) sent back through the host.", nil, nil)
+	polGen    = prometheus.NewDesc("tortie_policy_generation", "Generation of the network policy state in force (0: none).", nil, nil)
+	polEP     = prometheus.NewDesc("tortie_policy_denied_total", "Packets network policy denied, by local endpoint.", []string{"endpoint"}, nil)
+	polBy     = prometheus.NewDesc("tortie_policy_denied_by_total", "Packets network policy denied, by what decided: a policy or profile rule, the end of a tier or of the profiles.", []string{"decider", "tier", "policy"}, nil)
+	polLogs   = prometheus.NewDesc("tortie_policy_logs_total", "Log rule records written, or dropped (over the rate or the queue full).", []string{"outcome"}, nil)
 	offDesc   = prometheus.NewDesc("tortie_offload_total", "TCP superframes from pods and the host segmented (tso), or coalesced toward pods (gro), and the segments involved.", []string{"kind", "unit"}, nil)
 )
 
 type collector struct{ r *router.Router }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dropsDesc, rxPkts, rxBytes, txPkts, txBytes, fibDesc, mtuDesc, offDesc, flowsDesc, flowsCap, flowEvt, viaHost} {
+	for _, d := range []*prometheus.Desc{dropsDesc, rxPkts, rxBytes, txPkts, txBytes, fibDesc, mtuDesc, offDesc, flowsDesc, flowsCap, flowEvt, viaHost, polGen, polEP, polBy, polLogs} {
 		ch <- d
 	}
 }
@@ -55,6 +59,15 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(flowEvt, prometheus.CounterValue, float64(v), ev)
 	}
 	ch <- prometheus.MustNewConstMetric(viaHost, prometheus.CounterValue, float64(s.Flows.RepliesViaHost))
+	ch <- prometheus.MustNewConstMetric(polGen, prometheus.GaugeValue, float64(s.Policy.Generation))
+	for _, d := range s.Policy.DeniedByEndpoint {
+		ch <- prometheus.MustNewConstMetric(polEP, prometheus.CounterValue, float64(d.Packets), d.Endpoint)
+	}
+	for _, d := range s.Policy.DeniedByPolicy {
+		ch <- prometheus.MustNewConstMetric(polBy, prometheus.CounterValue, float64(d.Packets), d.Decider, d.Tier, d.Policy)
+	}
+	ch <- prometheus.MustNewConstMetric(polLogs, prometheus.CounterValue, float64(s.Policy.Logged), "written")
+	ch <- prometheus.MustNewConstMetric(polLogs, prometheus.CounterValue, float64(s.Policy.LogsDropped), "dropped")
 	for _, o := range []struct {
 		kind, unit string
 		v          uint64
