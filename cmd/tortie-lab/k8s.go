@@ -80,27 +80,24 @@ func (k *k8sFlags) apply(o *lab.Options, set map[string]bool) error {
 // k8sCommands are the Kubernetes binaries a --k8s lab runs.
 var k8sCommands = []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl"}
 
-// tortieBinaries are the programs of tortie's image, taken from the
-// directory of the lab's tortied.
-var tortieBinaries = []string{"tortied", "tortie-cni", "tortiectl"}
-
 // locate checks that up --k8s can run from dir: it is tortie's source
 // tree (the lab's images are built from it), and everything the cluster
 // runs is there. The Kubernetes binaries and CoreDNS are by default where
-// the Makefile builds them. It returns the programs of tortie's image.
-func (k *k8sFlags) locate(dir, tortied string) ([]string, error) {
+// the Makefile builds them; tortie's image is made of the programs next
+// to tortied.
+func (k *k8sFlags) locate(dir, tortied string) error {
 	if !inSourceTree(dir) {
-		return nil, errors.New("--k8s builds the lab's images (pause, echo) from tortie's source: run it at the root of tortie's source tree")
+		return errors.New("--k8s builds the lab's images (pause, echo) from tortie's source: run it at the root of tortie's source tree")
 	}
 	var err error
 	if k.binDir == "" {
 		if k.binDir, err = makeOutput(dir, "k8s-bin-dir"); err != nil {
-			return nil, fmt.Errorf("finding the Kubernetes binaries (or give --k8s-bin-dir): %w", err)
+			return fmt.Errorf("finding the Kubernetes binaries (or give --k8s-bin-dir): %w", err)
 		}
 	}
 	if k.coreDNS == "" {
 		if k.coreDNS, err = makeOutput(dir, "coredns-bin-path"); err != nil {
-			return nil, fmt.Errorf("finding CoreDNS (or give --coredns): %w", err)
+			return fmt.Errorf("finding CoreDNS (or give --coredns): %w", err)
 		}
 	}
 	var missing []string
@@ -110,24 +107,22 @@ func (k *k8sFlags) locate(dir, tortied string) ([]string, error) {
 		}
 	}
 	if len(missing) > 0 {
-		return nil, fmt.Errorf("%s missing in %s (make k8s-bins builds them)", strings.Join(missing, ", "), k.binDir)
+		return fmt.Errorf("%s missing in %s (make k8s-bins builds them)", strings.Join(missing, ", "), k.binDir)
 	}
 	if !isFile(k.coreDNS) {
-		return nil, fmt.Errorf("no CoreDNS at %s (make coredns-bin builds it)", k.coreDNS)
+		return fmt.Errorf("no CoreDNS at %s (make coredns-bin builds it)", k.coreDNS)
 	}
 	if !isFile(k.deploy) {
-		return nil, fmt.Errorf("no manifest at %s (--deploy)", k.deploy)
+		return fmt.Errorf("no manifest at %s (--deploy)", k.deploy)
 	}
-	var bins []string
-	for _, b := range tortieBinaries {
+	for _, b := range images.TortiePrograms {
 		p := filepath.Join(filepath.Dir(tortied), b)
 		if !isFile(p) {
-			return nil, fmt.Errorf("no %s at %s: tortie's image is made of %s from one directory (make build puts them in bin/)",
-				b, p, strings.Join(tortieBinaries, ", "))
+			return fmt.Errorf("no %s at %s: tortie's image is made of %s from one directory (make build puts them in bin/)",
+				b, p, strings.Join(images.TortiePrograms, ", "))
 		}
-		bins = append(bins, p)
 	}
-	return bins, nil
+	return nil
 }
 
 // inSourceTree tells whether dir is the root of tortie's module.
@@ -177,8 +172,7 @@ func upK8s(o lab.Options, k k8sFlags, out io.Writer) error {
 	step := func(format string, a ...any) {
 		fmt.Fprintf(out, "== %s  [%v]\n", fmt.Sprintf(format, a...), time.Since(start).Round(time.Second))
 	}
-	bins, err := k.locate(".", o.Tortied)
-	if err != nil {
+	if err := k.locate(".", o.Tortied); err != nil {
 		return err
 	}
 	ctx := context.Background()
@@ -188,7 +182,7 @@ func upK8s(o lab.Options, k k8sFlags, out io.Writer) error {
 	}
 	defer os.RemoveAll(work)
 	step("images: %s, %s, %s, %s", images.Pause, images.Echo, images.Tortie, images.CoreDNS)
-	tortie, err := images.ProgramsImage(ctx, images.Tortie, nil, bins...)
+	tortie, err := images.TortieImage(ctx, filepath.Dir(o.Tortied))
 	if err != nil {
 		return err
 	}
