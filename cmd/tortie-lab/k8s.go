@@ -285,10 +285,13 @@ func passThrough(argv []string) error {
 	c.Stdin, c.Stdout, c.Stderr = os.Stdin, os.Stdout, os.Stderr
 	err := c.Run()
 	var ee *exec.ExitError
-	if errors.As(err, &ee) && ee.ExitCode() > 0 {
-		return exitCode(ee.ExitCode())
+	if !errors.As(err, &ee) {
+		return err
 	}
-	return err
+	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return exitCode(128 + int(ws.Signal())) // as a shell reports it
+	}
+	return exitCode(ee.ExitCode())
 }
 
 // echoManifest is the demonstration's workload: one echo pod per node

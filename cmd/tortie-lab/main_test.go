@@ -213,3 +213,27 @@ func TestMakeOutput(t *testing.T) {
 		t.Errorf("no-such-target: %q, %v", p, err)
 	}
 }
+
+// A program's exit status, or the signal that ended it, becomes
+// tortie-lab's own.
+func TestPassThroughExitCode(t *testing.T) {
+	for _, tc := range []struct {
+		script string
+		want   int
+	}{
+		{"exit 3", 3},
+		{"kill -PIPE $$", 128 + 13},
+	} {
+		err := passThrough([]string{"sh", "-c", tc.script})
+		var code exitCode
+		if !errors.As(err, &code) || int(code) != tc.want {
+			t.Errorf("%s: %v, want exit status %d", tc.script, err, tc.want)
+		}
+	}
+	if err := passThrough([]string{"true"}); err != nil {
+		t.Errorf("true: %v", err)
+	}
+	if err := passThrough([]string{"/no/such/program"}); err == nil || errors.As(err, new(exitCode)) {
+		t.Errorf("a missing program: %v, want an error that says so", err)
+	}
+}
