@@ -204,8 +204,8 @@ func upK8s(o lab.Options, k k8sFlags, out io.Writer) error {
 	defer stop()
 	cp, err := startCluster(ctx, l, k, step)
 	if err != nil {
-		return fmt.Errorf("%w\nthe lab is left as it is for its logs (%s); remove it with: tortie-lab down --name %s",
-			err, lab.Dir(l.Name), l.Name)
+		return fmt.Errorf("%w\nthe lab is left as it is for its logs (%s); remove it with: %s down --name %s",
+			err, lab.Dir(l.Name), os.Args[0], l.Name)
 	}
 	fmt.Fprintf(out, "\ncluster up in %v\n\n", time.Since(start).Round(time.Second))
 	show(l)
