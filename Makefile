@@ -1,10 +1,13 @@
 # tortie: a userspace vRouter for Kubernetes pod networking.
-#   make lab    build, install what the lab needs, bring up a 3-node VXLAN lab, show it working, tear it down
-#   make test   install what the tests need and run them all (needs root for the netns tests)
+#   make lab       build, install what the lab needs, bring up a 3-node VXLAN lab, show it working, tear it down
+#   make k8s-demo  build, bring up a 3-node Kubernetes cluster running tortie as a DaemonSet, show a
+#                  Service reached by name from a pod; the cluster is left up
+#   make test      install what the tests need and run them all (needs root for the netns tests)
 
 GO      ?= go
 BIN     := bin
 LAB     ?= tl
+K8S_LAB ?= k8s
 # Debian packages the lab and the tests use: namespaces and links (iproute2),
 # ping, TCP transfers (iperf3), an independent decoder (tshark), offload
 # settings on veths (ethtool), natOutgoing (nftables), kube-proxy's iptables mode (iptables), a real etcd cluster
@@ -16,7 +19,7 @@ LAB     ?= tl
 PKGS    := iproute2 iputils-ping iperf3 tshark ethtool procps nftables iptables etcd-server netsniff-ng sockperf bird2 frr containerd runc containernetworking-plugins
 TOOLS   := ip ping iperf3 tshark ethtool sysctl nft iptables etcd trafgen sockperf bird birdc vtysh containerd ctr runc /usr/lib/cni/loopback
 
-.PHONY: all build deps lab test unit integration bench fuzz vet lint fmt-check clean lab-down k8s-bins k8s-bin-dir coredns-bin coredns-bin-path
+.PHONY: all build deps lab k8s-demo test unit integration bench fuzz vet lint fmt-check clean lab-down k8s-bins k8s-bin-dir coredns-bin coredns-bin-path
 
 all: build
 
@@ -51,6 +54,20 @@ lab: deps build
 
 lab-down:
 	$(BIN)/tortie-lab down --name $(LAB)
+
+# A Kubernetes cluster on tortie: three nodes on two subnets (VXLAN across
+# them, routes over BGP), each with a containerd, a kubelet and kube-proxy,
+# tortie deployed from deploy/ as a DaemonSet, CoreDNS; then echo pods
+# behind a Service, reached by name from a pod. The cluster is left up
+# (make lab-down LAB=$(K8S_LAB) removes it).
+k8s-demo: deps build k8s-bins coredns-bin
+	@$(BIN)/tortie-lab down --name $(K8S_LAB) >/dev/null 2>&1 || true
+	@set -e; \
+	$(BIN)/tortie-lab up --k8s --name $(K8S_LAB) --nodes 3 --mode vxlan-crosssubnet --bgp \
+		--k8s-bin-dir $(K8S_BIN_DIR) --coredns $(COREDNS_BIN); echo; \
+	$(BIN)/tortie-lab k8s-demo --name $(K8S_LAB); echo; \
+	echo "The cluster is still up: $(BIN)/tortie-lab kubectl --name $(K8S_LAB) -- get pods -A"; \
+	echo "Remove it with: $(BIN)/tortie-lab down --name $(K8S_LAB)   (or make lab-down LAB=$(K8S_LAB))"
 
 # Kubernetes' own binaries for tests under a real cluster, built from the Go
 # module proxy in the separate module k8s/tools (never linked into tortie),

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -71,6 +72,10 @@ func (l *Lab) StartControlPlane(binDir string) (*ControlPlane, error) {
 		if _, err := os.Stat(filepath.Join(binDir, b)); err != nil {
 			return nil, fmt.Errorf("lab: %s missing in %s (make k8s-bins builds it)", b, binDir)
 		}
+	}
+	binDir, err := filepath.Abs(binDir)
+	if err != nil {
+		return nil, err
 	}
 	cp := &ControlPlane{Dir: l.k8sDir(), Server: "https://" + APIServerAddr + ":6443", KubectlBin: filepath.Join(binDir, "kubectl"),
 		fabric: l.Fabric, procs: map[string]*proc{}}
@@ -142,7 +147,23 @@ func (l *Lab) StartControlPlane(binDir string) (*ControlPlane, error) {
 		"--authorization-kubeconfig", sched, "--bind-address", "127.0.0.1", "--leader-elect=false"); err != nil {
 		return nil, err
 	}
-	return cp, nil
+	l.K8sBinDir = binDir
+	return cp, l.save()
+}
+
+// AdminKubeconfig is the kubeconfig of the cluster administrator
+// (system:masters) of the lab's control plane: ControlPlane.Admin, where
+// StartControlPlane writes it.
+func (l *Lab) AdminKubeconfig() string { return filepath.Join(l.k8sDir(), "admin.kubeconfig") }
+
+// KubectlCommand is the command line that runs kubectl with args as the
+// administrator of the lab's cluster. It runs in the fabric namespace: the
+// API server's address is reachable only from inside the lab.
+func (l *Lab) KubectlCommand(args ...string) ([]string, error) {
+	if l.K8sBinDir == "" {
+		return nil, fmt.Errorf("lab %s runs no Kubernetes control plane (tortie-lab up --k8s starts one)", l.Name)
+	}
+	return append([]string{"ip", "netns", "exec", l.Fabric, filepath.Join(l.K8sBinDir, "kubectl"), "--kubeconfig", l.AdminKubeconfig()}, args...), nil
 }
 
 // writeKubeconfig writes a kubeconfig for the client certificate f and
@@ -232,6 +253,40 @@ func (cp *ControlPlane) Kubectl(ctx context.Context, args ...string) (string, er
 		return string(out), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, tailLines(string(out), 5))
 	}
 	return string(out), nil
+}
+
+// WaitNodesReady polls the API server until every node of the lab is
+// registered and Ready, or ctx ends.
+func (cp *ControlPlane) WaitNodesReady(ctx context.Context, l *Lab) error {
+	var last string
+	for {
+		c, cancel := context.WithTimeout(ctx, 10*time.Second)
+		out, err := cp.Kubectl(c, "get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}`)
+		cancel()
+		if err == nil {
+			last = out
+			if nodesReady(out, l.Nodes) {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("lab: nodes not all Ready (%q): %w", strings.TrimSpace(last), ctx.Err())
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// nodesReady tells whether every node is "<name>=True" in out, a list of
+// such words.
+func nodesReady(out string, nodes []*Node) bool {
+	ready := strings.Fields(out)
+	for _, n := range nodes {
+		if !slices.Contains(ready, n.Name+"=True") {
+			return false
+		}
+	}
+	return true
 }
 
 // waitReady polls the API server's /readyz until it answers ok.

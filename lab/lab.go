@@ -117,6 +117,10 @@ type Lab struct {
 	DaemonSet   bool          `json:"daemonSet,omitempty"`
 	// Manifest is Options.Manifest, kept for DeployTortie.
 	Manifest string `json:"manifest,omitempty"`
+	// K8sBinDir holds the Kubernetes binaries of the lab's control plane
+	// (set by StartControlPlane), kept so that kubectl can be run against
+	// the lab later (KubectlCommand) without asking where they are.
+	K8sBinDir string `json:"k8sBinDir,omitempty"`
 }
 
 // EtcdMember is one member of an external lab etcd cluster.

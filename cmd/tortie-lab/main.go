@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"text/tabwriter"
@@ -28,7 +27,7 @@ type command struct {
 }
 
 var commands = []command{
-	{"up", "", "build a lab and start tortied on every node", func(fs *flag.FlagSet, name *string) func() error {
+	{"up", "", "build a lab and start tortied on every node (with --k8s: a Kubernetes cluster running tortie)", func(fs *flag.FlagSet, name *string) func() error {
 		o := lab.Options{}
 		fs.IntVar(&o.Nodes, "nodes", 3, "number of nodes")
 		fs.IntVar(&o.Pods, "pods", 2, "pods per node")
@@ -44,11 +43,21 @@ var commands = []command{
 		fs.BoolVar(&o.EtcdTLS, "etcd-tls", false, "run the lab's etcd on TLS only, with client certificates of a lab CA")
 		fs.BoolVar(&o.Containerd, "containerd", false, "run a containerd on every node, pods networked through tortie-cni (datastore labs)")
 		fs.StringVar(&o.Images, "images", "", "OCI image archive to import into every node's containerd (tortie-lab images writes one)")
+		var k k8sFlags
+		k.define(fs)
 		return func() error {
 			o.Name = *name
+			set := map[string]bool{}
+			fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+			if err := k.apply(&o, set); err != nil {
+				return err
+			}
 			if o.Tortied == "" {
 				self, _ := os.Executable()
 				o.Tortied = filepath.Join(filepath.Dir(self), "tortied")
+			}
+			if k.enabled {
+				return upK8s(o, k, os.Stdout)
 			}
 			l, err := lab.Up(o)
 			if err == nil {
@@ -99,6 +108,21 @@ var commands = []command{
 			}
 			return execIn(*name, rest[0], rest[1:])
 		}
+	}},
+	{"kubectl", "[--] ARGS...", "run kubectl as the administrator of a --k8s lab's cluster", func(fs *flag.FlagSet, name *string) func() error {
+		return func() error {
+			args := fs.Args()
+			if len(args) > 0 && args[0] == "--" {
+				args = args[1:]
+			}
+			if len(args) == 0 {
+				return errUsage
+			}
+			return kubectl(*name, args)
+		}
+	}},
+	{"k8s-demo", "", "on a --k8s lab: echo pods on every node behind a Service, reached by name through CoreDNS from a pod", func(_ *flag.FlagSet, name *string) func() error {
+		return func() error { return k8sDemo(*name, os.Stdout) }
 	}},
 	{"show", "", "print what the lab holds", func(_ *flag.FlagSet, name *string) func() error {
 		return func() error {
@@ -167,6 +191,10 @@ func main() {
 		os.Exit(2) // the flag package printed the error and the help
 	}
 	if err := run(); err != nil {
+		var code exitCode
+		if errors.As(err, &code) {
+			os.Exit(int(code)) // the program said why
+		}
 		if errors.Is(err, errUsage) {
 			fs.Usage()
 			os.Exit(2)
@@ -196,6 +224,9 @@ func show(l *lab.Lab) {
 	fmt.Fprintln(tw, "NODE\tDATAPLANE\tUNDERLAY\tPOD CIDR\tTUNNEL ADDR\tNAMESPACE\tSOCKET")
 	for _, n := range l.Nodes {
 		dp := "tortie"
+		if l.DaemonSet {
+			dp = "tortie (DaemonSet)"
+		}
 		if n.Kernel {
 			dp = "kernel (Calico-style)"
 		}
@@ -210,6 +241,13 @@ func show(l *lab.Lab) {
 			fmt.Fprintf(tw, "%s: containerd %s (ctr --address %s --namespace %s; crictl --runtime-endpoint unix://%s)\n",
 				n.Name, c.Dir, c.Socket, lab.CRINamespace, c.Socket)
 		}
+	}
+	if l.K8sBinDir != "" {
+		fmt.Fprintf(tw, "kubernetes: API server https://%s:6443 in %s, admin kubeconfig %s (tortie-lab kubectl --name %s -- ARGS)\n",
+			lab.APIServerAddr, l.Fabric, l.AdminKubeconfig(), l.Name)
+	}
+	if l.DaemonSet {
+		return // its pods are Kubernetes' own: tortie-lab kubectl -- get pods -A -o wide
 	}
 	fmt.Fprintln(tw, "\nPOD\tNODE\tADDRESS\tNAMESPACE")
 	for _, p := range l.Pods() {
@@ -271,7 +309,5 @@ func execIn(name, target string, argv []string) error {
 	if err != nil {
 		return err
 	}
-	c := exec.Command("ip", append([]string{"netns", "exec", ns}, argv...)...)
-	c.Stdin, c.Stdout, c.Stderr = os.Stdin, os.Stdout, os.Stderr
-	return c.Run()
+	return passThrough(append([]string{"ip", "netns", "exec", ns}, argv...))
 }

@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -333,6 +334,28 @@ func ProgramsImage(ctx context.Context, name string, env []string, bins ...strin
 		}
 	}
 	return img, nil
+}
+
+// TortiePrograms are the programs of tortie's own image, from one
+// directory (make build puts them in bin/).
+var TortiePrograms = []string{"tortied", "tortie-cni", "tortiectl"}
+
+// TortieImage is tortie's image (Tortie) for a lab: TortiePrograms from
+// dir and this machine's nft, which tortied runs to program natOutgoing,
+// each at the root with the libraries it loads; the root is first on the
+// image's PATH. env is added to the image's environment.
+func TortieImage(ctx context.Context, dir string, env ...string) (Image, error) {
+	var bins []string
+	for _, b := range TortiePrograms {
+		bins = append(bins, filepath.Join(dir, b))
+	}
+	nft, err := exec.LookPath("nft")
+	if err != nil {
+		return Image{}, errors.New("nft not found (Debian package nftables): tortie's image carries it for natOutgoing")
+	}
+	bins = append(bins, nft)
+	env = append([]string{"PATH=/:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, env...)
+	return ProgramsImage(ctx, Tortie, env, bins...)
 }
 
 // sharedLibraries lists the absolute paths of the libraries (and the

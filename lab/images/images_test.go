@@ -7,8 +7,10 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"os"
 	"os/exec"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -192,5 +194,53 @@ func TestProgramsImage(t *testing.T) {
 	}
 	if paths[0] != "/ls" || !slices.ContainsFunc(paths, func(p string) bool { return strings.Contains(p, "libc.so") }) {
 		t.Fatalf("image files %v: want /ls and libc", paths)
+	}
+}
+
+// tortie's image holds its programs and nft, which tortied runs for
+// natOutgoing, at the root, which is on its PATH; a missing program is
+// an error.
+func TestTortieImage(t *testing.T) {
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("no nft")
+	}
+	prog, err := exec.LookPath("true")
+	if err != nil {
+		t.Skip("no true")
+	}
+	data, err := os.ReadFile(prog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, p := range TortiePrograms {
+		if err := os.WriteFile(filepath.Join(dir, p), data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	img, err := TortieImage(context.Background(), dir, "A=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	for _, f := range img.Files {
+		paths = append(paths, f.Path)
+	}
+	for _, want := range []string{"/tortied", "/tortie-cni", "/tortiectl", "/nft"} {
+		if !slices.Contains(paths, want) {
+			t.Errorf("image files %v: no %s", paths, want)
+		}
+	}
+	if !slices.ContainsFunc(paths, func(p string) bool { return strings.Contains(p, "libnftables.so") }) {
+		t.Errorf("image files %v: no libnftables for nft", paths)
+	}
+	if img.Name != Tortie || len(img.Env) != 2 || !strings.HasPrefix(img.Env[0], "PATH=/:") || img.Env[1] != "A=1" {
+		t.Errorf("image %s, environment %q", img.Name, img.Env)
+	}
+	if err := os.Remove(filepath.Join(dir, "tortie-cni")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := TortieImage(context.Background(), dir); err == nil || !strings.Contains(err.Error(), "tortie-cni") {
+		t.Errorf("without tortie-cni: %v", err)
 	}
 }

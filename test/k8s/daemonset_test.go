@@ -25,11 +25,7 @@ import (
 // (tortied under the race detector, with the libraries it loads).
 func tortieImage(t *testing.T) images.Image {
 	t.Helper()
-	var bins []string
-	for _, b := range []string{"tortied", "tortie-cni", "tortiectl"} {
-		bins = append(bins, filepath.Join(labtest.BinDir, b))
-	}
-	img, err := images.ProgramsImage(context.Background(), images.Tortie, []string{"GORACE=halt_on_error=0"}, bins...)
+	img, err := images.TortieImage(context.Background(), labtest.BinDir, "GORACE=halt_on_error=0")
 	if err != nil {
 		t.Fatal(err)
 	}
