@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -170,6 +172,7 @@ func usage(out io.Writer) {
 }
 
 func main() {
+	closeInheritedOnExec()
 	if len(os.Args) < 2 {
 		usage(os.Stderr)
 		os.Exit(2)
@@ -201,6 +204,24 @@ func main() {
 		}
 		fmt.Fprintln(os.Stderr, "tortie-lab:", err)
 		os.Exit(1)
+	}
+}
+
+// closeInheritedOnExec marks the file descriptors this process was given
+// above stderr close-on-exec. The daemons a lab starts (etcd, containerd,
+// the control plane, kubelets) outlive tortie-lab, and would otherwise
+// hold what it was given for as long as they run: the lock of
+// `flock LOCK tortie-lab up`, which a later `flock LOCK tortie-lab down`
+// would then wait for forever.
+func closeInheritedOnExec() {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
 	}
 }
 

@@ -10,7 +10,10 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tortie-net/tortie/lab"
 )
@@ -235,5 +238,29 @@ func TestPassThroughExitCode(t *testing.T) {
 	}
 	if err := passThrough([]string{"/no/such/program"}); err == nil || errors.As(err, new(exitCode)) {
 		t.Errorf("a missing program: %v, want an error that says so", err)
+	}
+}
+
+// A descriptor inherited without close-on-exec (as flock(1) passes its
+// lock) is not passed on to what tortie-lab starts.
+func TestCloseInheritedOnExec(t *testing.T) {
+	fd, err := syscall.Open(os.DevNull, syscall.O_RDONLY, 0) // no O_CLOEXEC
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	cloexec := func() bool {
+		flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return flags&unix.FD_CLOEXEC != 0
+	}
+	if cloexec() {
+		t.Fatal("the descriptor is close-on-exec from the start")
+	}
+	closeInheritedOnExec()
+	if !cloexec() {
+		t.Fatal("the descriptor is still passed on to children")
 	}
 }
