@@ -316,15 +316,19 @@ func containsPod(ps []pod, p pod) bool {
 	return false
 }
 
-// deployEcho runs a Deployment of n echo pods spread over the nodes and
-// returns them once all are ready.
+// deployEcho runs a Deployment of n echo pods spread over the nodes, with
+// readiness and liveness probes, and returns them once all are ready.
+// Liveness is probed as Kubernetes defaults it (every 10 s, restart after
+// 3 failures): a rolling restart of tortie stops forwarding to a node's
+// pods for a few seconds (see README), which a probe every 2 s can
+// straddle three times.
 func deployEcho(t *testing.T, cp *lab.ControlPlane, n int) []pod {
 	t.Helper()
 	kubectl(t, cp, "create", "deployment", "echo", "--image", images.Echo, "--replicas", fmt.Sprint(n), "--port", "8080")
 	kubectl(t, cp, "patch", "deployment", "echo", "--type", "json", "-p",
 		`[{"op":"add","path":"/spec/template/spec/containers/0/imagePullPolicy","value":"Never"},`+
 			`{"op":"add","path":"/spec/template/spec/containers/0/readinessProbe","value":{"httpGet":{"path":"/healthz","port":8080},"periodSeconds":2}},`+
-			`{"op":"add","path":"/spec/template/spec/containers/0/livenessProbe","value":{"httpGet":{"path":"/healthz","port":8080},"periodSeconds":2,"failureThreshold":3}},`+
+			`{"op":"add","path":"/spec/template/spec/containers/0/livenessProbe","value":{"httpGet":{"path":"/healthz","port":8080},"periodSeconds":10,"failureThreshold":3}},`+
 			`{"op":"add","path":"/spec/template/spec/topologySpreadConstraints","value":[{"maxSkew":1,`+
 			`"topologyKey":"kubernetes.io/hostname","whenUnsatisfiable":"DoNotSchedule","labelSelector":{"matchLabels":{"app":"echo"}}}]}]`)
 	kubectl(t, cp, "rollout", "status", "deployment/echo", "--timeout=180s")
