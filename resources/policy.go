@@ -2,6 +2,7 @@ package resources
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -539,4 +540,58 @@ func (c Client) WorkloadEndpoint(ctx context.Context, namespace, name string) (*
 		return nil, err
 	}
 	return decodeStored[WorkloadEndpoint](kv)
+}
+
+// LabelWorkloadEndpoint sets and removes labels of the workload endpoint
+// "<namespace>/<name>" (a name alone is in the default namespace), as
+// kubectl label does for a pod: pods get their labels so when there is no
+// Kubernetes API to take them from. The write is compare-and-swap, so a
+// concurrent rewrite of the record (the pod's next ADD) is not lost.
+func (c Client) LabelWorkloadEndpoint(ctx context.Context, name string, set map[string]string, remove []string) (*WorkloadEndpoint, error) {
+	ns, n, ok := strings.Cut(name, "/")
+	if !ok {
+		ns, n = DefaultNamespace, name
+	}
+	for k := range set {
+		if k == "" || strings.ContainsAny(k, " \t\n'\"=") {
+			return nil, fmt.Errorf("label key %q: want a key without spaces, quotes or '='", k)
+		}
+	}
+	for attempt := 0; attempt < 10; attempt++ {
+		kv, err := c.S.Get(ctx, nsKey("workloadendpoints", NamespacedMeta{Name: n, Namespace: ns}))
+		if errors.Is(err, datastore.ErrNotFound) {
+			return nil, fmt.Errorf("WorkloadEndpoint %s/%s does not exist", ns, n)
+		}
+		if err != nil {
+			return nil, err
+		}
+		w, err := decodeStored[WorkloadEndpoint](kv)
+		if err != nil {
+			return nil, fmt.Errorf("WorkloadEndpoint %s/%s: stored record is invalid: %v", ns, n, err)
+		}
+		labels := map[string]string{}
+		for k, v := range w.Metadata.Labels {
+			labels[k] = v
+		}
+		for _, k := range remove {
+			delete(labels, k)
+		}
+		for k, v := range set {
+			labels[k] = v
+		}
+		w.Metadata.Labels = labels
+		if err := w.Validate(); err != nil {
+			return nil, err
+		}
+		b, err := json.Marshal(w)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := c.S.Update(ctx, kv.Key, b, kv.Rev); err == nil {
+			return w, nil
+		} else if !errors.Is(err, datastore.ErrConflict) {
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("WorkloadEndpoint %s/%s: changed by others while being labelled; try again", ns, n)
 }

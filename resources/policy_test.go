@@ -318,3 +318,32 @@ func FuzzDecodeStoredPolicy(f *testing.F) {
 		}
 	})
 }
+
+func TestLabelWorkloadEndpoint(t *testing.T) {
+	ctx := context.Background()
+	c := Client{S: datastore.NewMemory()}
+	w := &WorkloadEndpoint{Metadata: NamespacedMeta{Name: "n1-k8s-web-eth0", Namespace: "prod", Labels: map[string]string{"old": "x", LabelNamespace: "prod"}},
+		Spec: WorkloadEndpointSpec{Node: "n1", Pod: "web", IPNetworks: []string{"10.244.0.5/32"}}}
+	if err := c.Apply(ctx, []Object{w}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.LabelWorkloadEndpoint(ctx, "prod/n1-k8s-web-eth0", map[string]string{"app": "web"}, []string{"old"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := c.WorkloadEndpoint(ctx, "prod", "n1-k8s-web-eth0")
+	if err != nil || again == nil {
+		t.Fatal(err)
+	}
+	for _, l := range []map[string]string{got.Metadata.Labels, again.Metadata.Labels} {
+		if len(l) != 2 || l["app"] != "web" || l[LabelNamespace] != "prod" {
+			t.Errorf("labels %v", l)
+		}
+	}
+	if _, err := c.LabelWorkloadEndpoint(ctx, "prod/nope", map[string]string{"a": "b"}, nil); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Errorf("labelling a missing endpoint: %v", err)
+	}
+	if _, err := c.LabelWorkloadEndpoint(ctx, "prod/n1-k8s-web-eth0", map[string]string{"bad key": "b"}, nil); err == nil {
+		t.Error("a bad key accepted")
+	}
+}
