@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"context"
+	"errors"
 	"net/http"
 
 	"github.com/tortie-net/tortie/api"
@@ -93,6 +94,28 @@ func (s *Server) resourceRoutes(mux *http.ServeMux) {
 	// Namespaced resources: NAMESPACE/NAME.
 	mux.HandleFunc("DELETE /v1/resources/{kind}/{namespace}/{name}", func(w http.ResponseWriter, r *http.Request) {
 		del(w, r, r.PathValue("namespace")+"/"+r.PathValue("name"))
+	})
+	mux.HandleFunc("POST /v1/label", func(w http.ResponseWriter, r *http.Request) {
+		var req api.LabelRequest
+		if err := decode(r, &req); err != nil {
+			fail(w, http.StatusBadRequest, err)
+			return
+		}
+		kind, err := resources.KindOf(req.Kind)
+		if err != nil {
+			fail(w, http.StatusNotFound, err)
+			return
+		}
+		if kind != resources.KindWorkloadEndpoint {
+			fail(w, http.StatusUnprocessableEntity, errors.New("label: only workloadendpoints can be labelled (edit and apply other kinds)"))
+			return
+		}
+		out, err := s.Resources.LabelWorkloadEndpoint(r.Context(), req.Name, req.Set, req.Remove)
+		if err != nil {
+			fail(w, http.StatusUnprocessableEntity, err)
+			return
+		}
+		reply(w, http.StatusOK, out)
 	})
 	mux.HandleFunc("GET /v1/ipam", func(w http.ResponseWriter, r *http.Request) {
 		blocks, err := s.IPAM.Blocks(r.Context())
