@@ -77,6 +77,12 @@ func TestPolicyFromDatastore(t *testing.T) {
 	t.Cleanup(func() { _ = r.Close() })
 	a := &Agent{Node: "n1", Store: s, Router: r, Log: zap.NewNop(), Invalid: resources.NewInvalid(zap.NewNop())}
 	apply(t, s, policyPods)
+	// The pod's router port, named for policy as the endpoint manager
+	// names it.
+	if _, err := r.AddPort(router.PortConfig{Name: "prod/n1-k8s-web-eth0", Addr: netip.MustParseAddr("10.244.0.5"),
+		PolicyKey: "prod/web"}, routertest.NewDevice()); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { a.runPolicy(ctx); close(done) }()
@@ -120,9 +126,9 @@ spec:
 	if g := r.Stats().Policy.Generation; g <= gen {
 		t.Errorf("router generation %d after the change, was %d", g, gen)
 	}
-	if r.Stats().Policy.Subject != 0 {
-		// No port of this router is a pod's: nothing is subject yet.
-		t.Errorf("subject ports %d", r.Stats().Policy.Subject)
+	// The router maps the pod's port to its endpoint in the installed Set.
+	if n := r.Stats().Policy.Subject; n != 1 {
+		t.Errorf("%d ports subject to policy, want 1 (the pod's)", n)
 	}
 
 	// A policy naming a tier that does not exist does not compile: the
