@@ -491,7 +491,13 @@ func (a *Agent) Restore(ctx context.Context, stateFile string) {
 	go func() {
 		for _, s := range gone {
 			for ctx.Err() == nil {
-				if err := a.IPAM.Release(ctx, s.Handle); err == nil {
+				err := a.IPAM.Release(ctx, s.Handle)
+				if err == nil && s.PodNamespace != "" {
+					// Its WorkloadEndpoint would keep the address in
+					// policy's view after another pod gets it.
+					err = resources.Client{S: a.Store}.DeleteWorkloadEndpoint(ctx, s.PodNamespace, s.Name, s.ContainerID)
+				}
+				if err == nil {
 					a.Log.Info("released the address of a pod that is gone", zap.String("endpoint", s.Name), zap.Stringer("address", s.Address))
 					break
 				}

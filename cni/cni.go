@@ -323,15 +323,7 @@ func (s *Service) deleteWorkloadEndpoint(ctx context.Context, namespace, name, c
 	if namespace == "" || name == "" {
 		return
 	}
-	rc := resources.Client{S: s.IPAM.S}
-	w, err := rc.WorkloadEndpoint(ctx, namespace, name)
-	if err == nil && (w == nil || (w.Spec.ContainerID != "" && w.Spec.ContainerID != containerID)) {
-		return
-	}
-	if err == nil {
-		err = rc.Delete(ctx, resources.KindWorkloadEndpoint, namespace+"/"+name)
-	}
-	if err != nil && !errors.Is(err, datastore.ErrNotFound) {
+	if err := (resources.Client{S: s.IPAM.S}).DeleteWorkloadEndpoint(ctx, namespace, name, containerID); err != nil {
 		s.Log.Warn("WorkloadEndpoint not removed", zap.String("namespace", namespace), zap.String("name", name), zap.Error(err))
 	}
 }
@@ -416,6 +408,40 @@ func (s *Service) Del(ctx context.Context, r Request) error {
 		return s.storeErr("releasing the address", err)
 	}
 	return nil
+}
+
+// gcWorkloadEndpoints removes this node's WorkloadEndpoints whose
+// container the runtime no longer has and whose endpoint is gone (left by
+// pods that went while tortied was down): they would keep an address that
+// another pod may get in policy's view. Failures are logged; the next GC
+// tries again.
+func (s *Service) gcWorkloadEndpoints(ctx context.Context, validIDs map[string]bool) {
+	weps, err := s.workloadEndpoints(ctx)
+	if err != nil {
+		s.Log.Warn("GC: WorkloadEndpoints not read", zap.Error(err))
+		return
+	}
+	attached := map[string]bool{}
+	for _, info := range s.Endpoints.List() {
+		attached[info.ContainerID] = true
+	}
+	for _, w := range weps {
+		id := w.Spec.ContainerID
+		if w.Spec.Node != s.Node || id == "" || validIDs[id] || attached[id] {
+			continue
+		}
+		s.Log.Info("GC: removing stale WorkloadEndpoint", zap.String("namespace", w.Metadata.Namespace), zap.String("name", w.Metadata.Name))
+		s.deleteWorkloadEndpoint(ctx, w.Metadata.Namespace, w.Metadata.Name, id)
+	}
+}
+
+func (s *Service) workloadEndpoints(ctx context.Context) ([]*resources.WorkloadEndpoint, error) {
+	v, err := (resources.Client{S: s.IPAM.S}).List(ctx, resources.KindWorkloadEndpoint)
+	if err != nil {
+		return nil, err
+	}
+	weps, _ := v.([]*resources.WorkloadEndpoint)
+	return weps, nil
 }
 
 // Check verifies the attachment end to end.
@@ -566,6 +592,7 @@ func (s *Service) GC(ctx context.Context, r GCRequest) error {
 			}
 		}
 	}
+	s.gcWorkloadEndpoints(ctx, validIDs)
 	prefix := r.Network + "."
 	if err := s.ipamLock.acquire(ctx); err != nil {
 		return err

@@ -476,3 +476,37 @@ func (f *failingPuts) Put(ctx context.Context, key string, v []byte) (int64, err
 	}
 	return f.Store.Put(ctx, key, v)
 }
+
+// TestGCWorkloadEndpoints: GC removes this node's WorkloadEndpoints whose
+// container is neither valid nor attached, and keeps the live pod's and
+// other nodes' records.
+func TestGCWorkloadEndpoints(t *testing.T) {
+	ctx := context.Background()
+	svc, _ := newTestService(t)
+	rc := resources.Client{S: svc.IPAM.S}
+	if _, err := svc.Add(ctx, podReq("aaaaaaaaaaaaaaaa", "shop", "web-0")); err != nil {
+		t.Fatal(err)
+	}
+	wep := func(node, name, container string) *resources.WorkloadEndpoint {
+		return &resources.WorkloadEndpoint{Metadata: resources.NamespacedMeta{Name: name, Namespace: "shop"},
+			Spec: resources.WorkloadEndpointSpec{Node: node, Pod: name, ContainerID: container, IPNetworks: []string{"10.1.0.99/32"}}}
+	}
+	if err := rc.Apply(ctx, []resources.Object{wep("node-1", "gone", "dead"), wep("node-2", "elsewhere", "other")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.GC(ctx, GCRequest{Network: "k8s-pod-network", Valid: []Attachment{{ContainerID: "aaaaaaaaaaaaaaaa", IfName: "eth0"}}}); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	weps, err := svc.workloadEndpoints(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range weps {
+		names = append(names, w.Metadata.Name)
+	}
+	sort.Strings(names)
+	if want := []string{"elsewhere", "node--1-k8s-web--0-eth0"}; !slices.Equal(names, want) {
+		t.Errorf("after GC: %q, want %q", names, want)
+	}
+}

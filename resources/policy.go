@@ -595,3 +595,29 @@ func (c Client) LabelWorkloadEndpoint(ctx context.Context, name string, set map[
 	}
 	return nil, fmt.Errorf("WorkloadEndpoint %s/%s: changed by others while being labelled; try again", ns, n)
 }
+
+// DeleteWorkloadEndpoint removes the workload endpoint namespace/name if
+// it still belongs to containerID (or names no container): a record a
+// newer sandbox of the pod has rewritten is left alone. The delete is
+// compare-and-swap on the revision read. A record that does not exist is
+// no error.
+func (c Client) DeleteWorkloadEndpoint(ctx context.Context, namespace, name, containerID string) error {
+	kv, err := c.S.Get(ctx, nsKey("workloadendpoints", NamespacedMeta{Name: name, Namespace: namespace}))
+	if errors.Is(err, datastore.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	// An invalid record is removed too: it is this pod's name, and no one
+	// can use it.
+	if w, derr := decodeStored[WorkloadEndpoint](kv); derr == nil && w.Spec.ContainerID != "" && w.Spec.ContainerID != containerID {
+		return nil
+	}
+	err = c.S.Delete(ctx, kv.Key, kv.Rev)
+	if errors.Is(err, datastore.ErrNotFound) || errors.Is(err, datastore.ErrConflict) {
+		// Gone already, or rewritten meanwhile (by the pod's next ADD).
+		return nil
+	}
+	return err
+}
