@@ -131,10 +131,18 @@ spec:
 		t.Errorf("%d ports subject to policy, want 1 (the pod's)", n)
 	}
 
-	// A policy naming a tier that does not exist does not compile: the
-	// previous Set stays, and the failure is counted.
+	// A tier deleted under its policy leaves a policy that does not
+	// compile: the previous Set stays, and the failure is counted.
+	apply(t, s, "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: nowhere}\nspec: {order: 10}\n---\n"+
+		"apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: lost}\nspec: {tier: nowhere, selector: all()}\n")
+	waitFor(t, "the tier's policy", func() bool {
+		installed, _ := a.PolicyCounts()
+		return installed > 0 && a.PolicySet() != nil && verdict(t, a, "prod/web", "10.244.1.7", "10.244.0.5").Tier == "nowhere"
+	})
 	installed := a.PolicySet()
-	apply(t, s, "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: lost}\nspec: {tier: nowhere, selector: all()}\n")
+	if err := (resources.Client{S: s}).Delete(ctx, resources.KindTier, "nowhere"); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, "the compile failure", func() bool { _, failed := a.PolicyCounts(); return failed > 0 })
 	if a.PolicySet() != installed {
 		t.Error("a failed compilation replaced the installed Set")

@@ -621,3 +621,45 @@ func (c Client) DeleteWorkloadEndpoint(ctx context.Context, namespace, name, con
 	}
 	return err
 }
+
+// checkTiers refuses a policy in a tier that neither exists nor is applied
+// with it, as Calico does: the policy would never run, and would stop the
+// node's policy from compiling.
+func (c Client) checkTiers(ctx context.Context, objs []Object) error {
+	need := map[string]string{} // tier -> a policy in it
+	have := map[string]bool{policy.DefaultTier: true}
+	for _, o := range objs {
+		var tier, name string
+		switch p := o.(type) {
+		case *NetworkPolicy:
+			tier, name = p.Spec.Tier, p.Metadata.Namespace+"/"+p.Metadata.Name
+		case *GlobalNetworkPolicy:
+			tier, name = p.Spec.Tier, p.Metadata.Name
+		case *Tier:
+			have[p.Metadata.Name] = true
+		}
+		if tier != "" {
+			need[tier] = name
+		}
+	}
+	missing := false
+	for t := range need {
+		missing = missing || !have[t]
+	}
+	if !missing {
+		return nil
+	}
+	tiers, _, err := list[Tier](ctx, c, KindTier)
+	if err != nil {
+		return err
+	}
+	for _, t := range tiers {
+		have[t.Metadata.Name] = true
+	}
+	for t, p := range need {
+		if !have[t] {
+			return fmt.Errorf("policy %q: tier %q does not exist (apply the Tier first, or with it)", p, t)
+		}
+	}
+	return nil
+}

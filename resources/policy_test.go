@@ -347,3 +347,32 @@ func TestLabelWorkloadEndpoint(t *testing.T) {
 		t.Error("a bad key accepted")
 	}
 }
+
+// A policy in a tier that does not exist is refused, unless the tier is
+// stored or applied with it.
+func TestPolicyTierMustExist(t *testing.T) {
+	ctx := context.Background()
+	c := Client{S: datastore.NewMemory()}
+	pol := "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: p}\nspec: {tier: security, selector: all()}\n"
+	tier := "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: security}\nspec: {order: 10}\n"
+	objs, err := Decode(strings.NewReader(pol))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Apply(ctx, objs); err == nil || !strings.Contains(err.Error(), `tier "security" does not exist`) {
+		t.Fatalf("policy without its tier: %v", err)
+	}
+	if kvs, _, _ := c.S.List(ctx, CalicoPrefix); len(kvs) != 0 {
+		t.Fatalf("written anyway: %v", kvs)
+	}
+	both, err := Decode(strings.NewReader(pol + "---\n" + tier))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Apply(ctx, both); err != nil {
+		t.Fatalf("policy with its tier: %v", err)
+	}
+	if err := c.Apply(ctx, objs); err != nil {
+		t.Fatalf("policy in a stored tier: %v", err)
+	}
+}

@@ -337,6 +337,9 @@ func (c Client) Apply(ctx context.Context, objs []Object) error {
 			pools = append(pools, p)
 		}
 	}
+	if err := c.checkTiers(ctx, objs); err != nil {
+		return err
+	}
 	if len(pools) > 0 {
 		existing, err := c.Pools(ctx)
 		if err != nil {
