@@ -3,6 +3,7 @@ package resources
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 
@@ -374,5 +375,25 @@ func TestPolicyTierMustExist(t *testing.T) {
 	}
 	if err := c.Apply(ctx, objs); err != nil {
 		t.Fatalf("policy in a stored tier: %v", err)
+	}
+}
+
+// The example manifest applies, and what it holds compiles.
+func TestPolicyExample(t *testing.T) {
+	b, err := os.ReadFile("../examples/policy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := Decode(strings.NewReader(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := Client{S: datastore.NewMemory()}
+	if err := c.Apply(context.Background(), objs); err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.PolicyResourcesAt(context.Background())
+	if err != nil || len(objs) != 5 || len(r.Tiers)+len(r.GlobalNetworkPolicies)+len(r.GlobalNetworkSets)+len(r.NetworkPolicies)+len(r.Profiles) != 5 {
+		t.Fatalf("%d objects, stored %+v, %v", len(objs), r, err)
 	}
 }
