@@ -396,4 +396,10 @@ func TestPolicyExample(t *testing.T) {
 	if err != nil || len(objs) != 5 || len(r.Tiers)+len(r.GlobalNetworkPolicies)+len(r.GlobalNetworkSets)+len(r.NetworkPolicies)+len(r.Profiles) != 5 {
 		t.Fatalf("%d objects, stored %+v, %v", len(objs), r, err)
 	}
+	in := &policy.Inputs{Tiers: []policy.Tier{r.Tiers[0].Tier()}, GlobalNetworkPolicies: []policy.Policy{r.GlobalNetworkPolicies[0].Policy()},
+		GlobalNetworkSets: []policy.NetworkSet{r.GlobalNetworkSets[0].Set()}, NetworkPolicies: []policy.Policy{r.NetworkPolicies[0].Policy()},
+		Profiles: []policy.Profile{r.Profiles[0].Profile()}}
+	if _, err := policy.Compile(in); err != nil {
+		t.Fatal(err)
+	}
 }
