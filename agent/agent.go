@@ -1,9 +1,10 @@
 // Package agent is what a tortie node does with a datastore: it registers
 // the node, follows pools, nodes and blocks (through dsync), keeps the
 // kernel's routes to the host TUN and the pod MTU in line with the pools,
-// takes a tunnel address from IPAM when a pool encapsulates, and restores
-// the node's pods after a restart, releasing the addresses of pods whose
-// namespace is gone.
+// takes a tunnel address from IPAM when a pool encapsulates, follows the
+// network policy resources and workload endpoints and installs their
+// compiled policy in the router, and restores the node's pods after a
+// restart, releasing the addresses of pods whose namespace is gone.
 package agent
 
 import (
@@ -51,6 +52,11 @@ type Agent struct {
 	// IPAM and the API); nil: not collected.
 	Invalid *resources.Invalid
 
+	// ServiceNets are the Service cluster IP ranges the node's kernel
+	// translates (router.Policy.ServiceNets); none: egress rules see
+	// cluster IPs.
+	ServiceNets []netip.Prefix
+
 	// BGP makes BGP the source of other nodes' routes (a speaker is
 	// started after the first full sync); otherwise they are derived from
 	// the datastore.
@@ -71,6 +77,9 @@ type Agent struct {
 	routedMu sync.Mutex
 	routed   []netip.Prefix
 	routedCh chan struct{}
+
+	// pol is the policy loop's state (the Set installed in the router).
+	pol policyState
 
 	bgpMu    sync.Mutex
 	speaker  *bgp.Speaker
@@ -111,6 +120,9 @@ func (a *Agent) Start(ctx context.Context) error {
 	}
 	go sy.Run(ctx)
 	go a.reclaim(ctx, time.Minute)
+	if a.Router != nil {
+		go a.runPolicy(ctx)
+	}
 	return nil
 }
 
@@ -449,6 +461,9 @@ func (a *Agent) InvalidRecords(ctx context.Context) ([]api.InvalidRecord, error)
 	if _, err := rc.BGPPeers(ctx); err != nil {
 		return nil, err
 	}
+	if _, err := rc.PolicyResourcesAt(ctx); err != nil {
+		return nil, err
+	}
 	if err := a.IPAM.CheckRecords(ctx); err != nil {
 		return nil, err
 	}
@@ -476,7 +491,13 @@ func (a *Agent) Restore(ctx context.Context, stateFile string) {
 	go func() {
 		for _, s := range gone {
 			for ctx.Err() == nil {
-				if err := a.IPAM.Release(ctx, s.Handle); err == nil {
+				err := a.IPAM.Release(ctx, s.Handle)
+				if err == nil && s.PodNamespace != "" {
+					// Its WorkloadEndpoint would keep the address in
+					// policy's view after another pod gets it.
+					err = resources.Client{S: a.Store}.DeleteWorkloadEndpoint(ctx, s.PodNamespace, s.Name, s.ContainerID)
+				}
+				if err == nil {
 					a.Log.Info("released the address of a pod that is gone", zap.String("endpoint", s.Name), zap.Stringer("address", s.Address))
 					break
 				}

@@ -148,6 +148,19 @@ func (c *Client) DeleteResource(kind, name string) error {
 	return c.do("DELETE", "/v1/resources/"+kind+"/"+name, nil, nil)
 }
 
+// LabelRequest sets and removes labels of one resource (NAME, or
+// NAMESPACE/NAME for a namespaced kind).
+type LabelRequest struct {
+	Kind   string            `json:"kind"`
+	Name   string            `json:"name"`
+	Set    map[string]string `json:"set,omitempty"`
+	Remove []string          `json:"remove,omitempty"`
+}
+
+// Label sets and removes labels of a resource; out receives the resource
+// as stored.
+func (c *Client) Label(r LabelRequest, out any) error { return c.do("POST", "/v1/label", r, out) }
+
 // IPAM returns blocks and handles.
 func (c *Client) IPAM() (out IPAMView, err error) {
 	err = c.do("GET", "/v1/ipam", nil, &out)

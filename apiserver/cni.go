@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"context"
+	"errors"
 	"net/http"
 
 	"github.com/tortie-net/tortie/api"
@@ -69,33 +70,52 @@ func (s *Server) resourceRoutes(mux *http.ServeMux) {
 			fail(w, http.StatusNotFound, err)
 			return
 		}
-		var out any
-		switch kind {
-		case resources.KindIPPool:
-			out, err = s.Resources.Pools(r.Context())
-		case resources.KindNode:
-			out, err = s.Resources.Nodes(r.Context())
-		case resources.KindBGPConfiguration:
-			out, err = s.Resources.BGPConfigurations(r.Context())
-		case resources.KindBGPPeer:
-			out, err = s.Resources.BGPPeers(r.Context())
-		}
+		out, err := s.Resources.List(r.Context(), kind)
 		if err != nil {
 			fail(w, http.StatusServiceUnavailable, err)
 			return
 		}
 		reply(w, http.StatusOK, out)
 	})
-	mux.HandleFunc("DELETE /v1/resources/{kind}/{name}", func(w http.ResponseWriter, r *http.Request) {
+	del := func(w http.ResponseWriter, r *http.Request, name string) {
 		kind, err := resources.KindOf(r.PathValue("kind"))
 		if err == nil {
-			err = s.Resources.Delete(r.Context(), kind, r.PathValue("name"))
+			err = s.Resources.Delete(r.Context(), kind, name)
 		}
 		if err != nil {
 			fail(w, http.StatusUnprocessableEntity, err)
 			return
 		}
 		reply(w, http.StatusOK, struct{}{})
+	}
+	mux.HandleFunc("DELETE /v1/resources/{kind}/{name}", func(w http.ResponseWriter, r *http.Request) {
+		del(w, r, r.PathValue("name"))
+	})
+	// Namespaced resources: NAMESPACE/NAME.
+	mux.HandleFunc("DELETE /v1/resources/{kind}/{namespace}/{name}", func(w http.ResponseWriter, r *http.Request) {
+		del(w, r, r.PathValue("namespace")+"/"+r.PathValue("name"))
+	})
+	mux.HandleFunc("POST /v1/label", func(w http.ResponseWriter, r *http.Request) {
+		var req api.LabelRequest
+		if err := decode(r, &req); err != nil {
+			fail(w, http.StatusBadRequest, err)
+			return
+		}
+		kind, err := resources.KindOf(req.Kind)
+		if err != nil {
+			fail(w, http.StatusNotFound, err)
+			return
+		}
+		if kind != resources.KindWorkloadEndpoint {
+			fail(w, http.StatusUnprocessableEntity, errors.New("label: only workloadendpoints can be labelled (edit and apply other kinds)"))
+			return
+		}
+		out, err := s.Resources.LabelWorkloadEndpoint(r.Context(), req.Name, req.Set, req.Remove)
+		if err != nil {
+			fail(w, http.StatusUnprocessableEntity, err)
+			return
+		}
+		reply(w, http.StatusOK, out)
 	})
 	mux.HandleFunc("GET /v1/ipam", func(w http.ResponseWriter, r *http.Request) {
 		blocks, err := s.IPAM.Blocks(r.Context())

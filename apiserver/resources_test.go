@@ -139,3 +139,46 @@ func TestApplyErrors(t *testing.T) {
 		t.Fatalf("written despite the error: %v", objs)
 	}
 }
+
+// Policy kinds go through the API: applied, listed, a workload endpoint
+// labelled, and namespaced resources deleted by NAMESPACE/NAME.
+func TestPolicyResourcesAPI(t *testing.T) {
+	c := serve(t)
+	n, err := c.Apply(`
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: allow-web, namespace: prod}
+spec: {selector: app == 'web', ingress: [{action: Allow, protocol: TCP, destination: {ports: [80]}}]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: n1-k8s-web-eth0, namespace: prod}
+spec: {node: n1, pod: web, ipNetworks: [10.244.0.5/32]}
+`)
+	if err != nil || n != 2 {
+		t.Fatalf("apply: %d %v", n, err)
+	}
+	var out map[string]any
+	if err := c.Label(api.LabelRequest{Kind: "wep", Name: "prod/n1-k8s-web-eth0", Set: map[string]string{"app": "web"}}, &out); err != nil {
+		t.Fatal(err)
+	}
+	var weps []resources.WorkloadEndpoint
+	if err := c.Get("workloadendpoints", &weps); err != nil || len(weps) != 1 || weps[0].Metadata.Labels["app"] != "web" {
+		t.Fatalf("workloadendpoints: %+v %v", weps, err)
+	}
+	if err := c.Label(api.LabelRequest{Kind: "networkpolicy", Name: "prod/allow-web", Set: map[string]string{"a": "b"}}, nil); err == nil {
+		t.Error("labelled a NetworkPolicy")
+	}
+	var pols []map[string]any
+	if err := c.Get("networkpolicies", &pols); err != nil || len(pols) != 1 {
+		t.Fatalf("networkpolicies: %v %v", pols, err)
+	}
+	for _, d := range [][2]string{{"networkpolicies", "prod/allow-web"}, {"wep", "prod/n1-k8s-web-eth0"}} {
+		if err := c.DeleteResource(d[0], d[1]); err != nil {
+			t.Fatalf("delete %s %s: %v", d[0], d[1], err)
+		}
+	}
+	if err := c.Get("networkpolicies", &pols); err != nil || len(pols) != 0 {
+		t.Fatalf("after delete: %v %v", pols, err)
+	}
+}

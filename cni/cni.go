@@ -25,6 +25,7 @@ import (
 	"github.com/tortie-net/tortie/fib"
 	"github.com/tortie-net/tortie/ipam"
 	"github.com/tortie-net/tortie/nsutil"
+	"github.com/tortie-net/tortie/resources"
 	"github.com/tortie-net/tortie/router"
 )
 
@@ -253,6 +254,21 @@ func (s *Service) Add(ctx context.Context, r Request) (Result, error) {
 		}
 		return Result{}, coded(CodeIOFailure, "attaching the pod failed (address %s released): %v", addr, err)
 	}
+	rollback := func() {
+		if derr := s.Endpoints.DeleteAttachment(r.ContainerID, r.IfName); derr != nil {
+			s.Log.Error("rollback: endpoint not removed", zap.String("endpoint", spec.Key()), zap.Error(derr))
+		}
+		if rerr := s.release(context.WithoutCancel(ctx), handle); rerr != nil {
+			s.Log.Error("rollback: address not released", zap.String("handle", handle), zap.Error(rerr))
+		}
+	}
+	// Policy selects the pod through its WorkloadEndpoint: a pod without
+	// one would escape every policy, so ADD fails without it, as Calico's
+	// does.
+	if err := s.putWorkloadEndpoint(ctx, info); err != nil {
+		rollback()
+		return Result{}, s.storeErr(fmt.Sprintf("recording the WorkloadEndpoint (address %s released)", addr), err)
+	}
 	// A kubelet probes the pod right after ADD: succeed only once the node
 	// itself can reach it, which needs the kernel's route to its pool.
 	if s.Routed != nil {
@@ -260,16 +276,56 @@ func (s *Service) Add(ctx context.Context, r Request) (Result, error) {
 		err := s.Routed(wctx, addr)
 		cancel()
 		if err != nil {
-			if derr := s.Endpoints.DeleteAttachment(r.ContainerID, r.IfName); derr != nil {
-				s.Log.Error("rollback: endpoint not removed", zap.String("endpoint", spec.Key()), zap.Error(derr))
-			}
-			if rerr := s.release(context.WithoutCancel(ctx), handle); rerr != nil {
-				s.Log.Error("rollback: address not released", zap.String("handle", handle), zap.Error(rerr))
-			}
+			s.deleteWorkloadEndpoint(context.WithoutCancel(ctx), info.PodNamespace, info.Name, r.ContainerID)
+			rollback()
 			return Result{}, coded(CodeTryAgainLater, "the node cannot route to %s yet (address released): %v; try again later", addr, err)
 		}
 	}
 	return result(info), nil
+}
+
+// putWorkloadEndpoint records a Kubernetes pod's endpoint as Calico's CNI
+// plugin does: namespace and name as the endpoint's, node, pod, address,
+// the namespace's profile kns.<namespace>, and the labels Calico adds.
+// The pod's own labels come from Kubernetes in Calico; here there is no
+// Kubernetes, so labels already on a record of the same pod (set with
+// `tortiectl label` or apply) are kept. Endpoints without a pod (attached
+// by hand) get no record: no policy can name them.
+func (s *Service) putWorkloadEndpoint(ctx context.Context, info endpoint.Info) error {
+	if info.PodNamespace == "" || info.PodName == "" {
+		return nil
+	}
+	rc := resources.Client{S: s.IPAM.S}
+	labels := map[string]string{}
+	if old, err := rc.WorkloadEndpoint(ctx, info.PodNamespace, info.Name); err == nil && old != nil && old.Spec.Pod == info.PodName {
+		for k, v := range old.Metadata.Labels {
+			labels[k] = v
+		}
+	}
+	labels[resources.LabelNamespace] = info.PodNamespace
+	labels[resources.LabelOrchestrator] = resources.OrchestratorK8s
+	w := &resources.WorkloadEndpoint{
+		Metadata: resources.NamespacedMeta{Name: info.Name, Namespace: info.PodNamespace, Labels: labels},
+		Spec: resources.WorkloadEndpointSpec{
+			Orchestrator: resources.OrchestratorK8s, Node: s.Node, Pod: info.PodName, ContainerID: info.ContainerID,
+			Endpoint: info.IfName, IPNetworks: []string{info.Address.String() + "/32"},
+			Profiles: []string{resources.NamespaceProfilePrefix + info.PodNamespace}, MAC: info.MAC,
+		},
+	}
+	return rc.Apply(ctx, []resources.Object{w})
+}
+
+// deleteWorkloadEndpoint removes the pod's record, unless it now belongs
+// to another container (a newer sandbox of the pod took the name over).
+// Failures are logged: the record of a pod that is gone selects nothing
+// local, and the next ADD of the name rewrites it.
+func (s *Service) deleteWorkloadEndpoint(ctx context.Context, namespace, name, containerID string) {
+	if namespace == "" || name == "" {
+		return
+	}
+	if err := (resources.Client{S: s.IPAM.S}).DeleteWorkloadEndpoint(ctx, namespace, name, containerID); err != nil {
+		s.Log.Warn("WorkloadEndpoint not removed", zap.String("namespace", namespace), zap.String("name", name), zap.Error(err))
+	}
 }
 
 // replaceEarlierSandbox removes the endpoint another container of the same
@@ -330,6 +386,15 @@ func (s *Service) Del(ctx context.Context, r Request) error {
 	if e := validate(r, false); e != nil {
 		return e
 	}
+	// The pod's record goes first: found by the attachment's name, or,
+	// when the endpoint is already gone, by the name ADD would give.
+	if info, ok := s.Endpoints.Attachment(r.ContainerID, r.IfName); ok {
+		s.deleteWorkloadEndpoint(ctx, info.PodNamespace, info.Name, r.ContainerID)
+	} else if r.PodNamespace != "" && r.PodName != "" {
+		if name, e := s.endpointName(r); e == nil {
+			s.deleteWorkloadEndpoint(ctx, r.PodNamespace, name, r.ContainerID)
+		}
+	}
 	// Found by container, not by name: a DEL need not carry the pod's name,
 	// and endpoints of earlier versions are named otherwise.
 	if err := s.Endpoints.DeleteAttachment(r.ContainerID, r.IfName); err != nil {
@@ -343,6 +408,40 @@ func (s *Service) Del(ctx context.Context, r Request) error {
 		return s.storeErr("releasing the address", err)
 	}
 	return nil
+}
+
+// gcWorkloadEndpoints removes this node's WorkloadEndpoints whose
+// container the runtime no longer has and whose endpoint is gone (left by
+// pods that went while tortied was down): they would keep an address that
+// another pod may get in policy's view. Failures are logged; the next GC
+// tries again.
+func (s *Service) gcWorkloadEndpoints(ctx context.Context, validIDs map[string]bool) {
+	weps, err := s.workloadEndpoints(ctx)
+	if err != nil {
+		s.Log.Warn("GC: WorkloadEndpoints not read", zap.Error(err))
+		return
+	}
+	attached := map[string]bool{}
+	for _, info := range s.Endpoints.List() {
+		attached[info.ContainerID] = true
+	}
+	for _, w := range weps {
+		id := w.Spec.ContainerID
+		if w.Spec.Node != s.Node || id == "" || validIDs[id] || attached[id] {
+			continue
+		}
+		s.Log.Info("GC: removing stale WorkloadEndpoint", zap.String("namespace", w.Metadata.Namespace), zap.String("name", w.Metadata.Name))
+		s.deleteWorkloadEndpoint(ctx, w.Metadata.Namespace, w.Metadata.Name, id)
+	}
+}
+
+func (s *Service) workloadEndpoints(ctx context.Context) ([]*resources.WorkloadEndpoint, error) {
+	v, err := (resources.Client{S: s.IPAM.S}).List(ctx, resources.KindWorkloadEndpoint)
+	if err != nil {
+		return nil, err
+	}
+	weps, _ := v.([]*resources.WorkloadEndpoint)
+	return weps, nil
 }
 
 // Check verifies the attachment end to end.
@@ -493,6 +592,7 @@ func (s *Service) GC(ctx context.Context, r GCRequest) error {
 			}
 		}
 	}
+	s.gcWorkloadEndpoints(ctx, validIDs)
 	prefix := r.Network + "."
 	if err := s.ipamLock.acquire(ctx); err != nil {
 		return err

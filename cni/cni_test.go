@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -388,5 +389,124 @@ func TestNewSandboxReplacesEarlier(t *testing.T) {
 	}
 	if got := handleIDs(t, svc); !slices.Equal(got, []string{"k8s-pod-network.2222222222222222"}) {
 		t.Fatalf("handles %q", got)
+	}
+}
+
+// TestWorkloadEndpointRecords: ADD of a pod records its WorkloadEndpoint
+// as Calico does (labels a tortiectl label set on an earlier record of the
+// pod kept), DEL removes it, the DEL of an earlier sandbox leaves the new
+// sandbox's record alone, and an endpoint without a pod gets none.
+func TestWorkloadEndpointRecords(t *testing.T) {
+	ctx := context.Background()
+	svc, _ := newTestService(t)
+	rc := resources.Client{S: svc.IPAM.S}
+	// An earlier record of the pod, labelled by an operator.
+	old := &resources.WorkloadEndpoint{Metadata: resources.NamespacedMeta{Name: "node--1-k8s-web--0-eth0", Namespace: "shop",
+		Labels: map[string]string{"app": "web"}}, Spec: resources.WorkloadEndpointSpec{Node: "node-1", Pod: "web-0", ContainerID: "gone"}}
+	if err := rc.Apply(ctx, []resources.Object{old}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := svc.Add(ctx, podReq("aaaaaaaaaaaaaaaa", "shop", "web-0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := rc.WorkloadEndpoint(ctx, "shop", "node--1-k8s-web--0-eth0")
+	if err != nil || w == nil {
+		t.Fatalf("no WorkloadEndpoint after ADD: %v", err)
+	}
+	want := resources.WorkloadEndpointSpec{Orchestrator: "k8s", Node: "node-1", Pod: "web-0", ContainerID: "aaaaaaaaaaaaaaaa",
+		Endpoint: "eth0", IPNetworks: []string{res.Address}, Profiles: []string{"kns.shop"}, MAC: "02:00:00:00:00:01"}
+	if !reflect.DeepEqual(w.Spec, want) {
+		t.Errorf("spec %+v, want %+v", w.Spec, want)
+	}
+	if l := w.Metadata.Labels; len(l) != 3 || l["app"] != "web" || l["projectcalico.org/namespace"] != "shop" || l["projectcalico.org/orchestrator"] != "k8s" {
+		t.Errorf("labels %v", l)
+	}
+	if w.PolicyKey() != "shop/web-0" {
+		t.Errorf("policy key %q", w.PolicyKey())
+	}
+	// A new sandbox of the pod takes the record over; the DEL of the
+	// earlier one leaves it.
+	if _, err := svc.Add(ctx, podReq("bbbbbbbbbbbbbbbb", "shop", "web-0")); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Del(ctx, podReq("aaaaaaaaaaaaaaaa", "shop", "web-0")); err != nil {
+		t.Fatal(err)
+	}
+	if w, err := rc.WorkloadEndpoint(ctx, "shop", "node--1-k8s-web--0-eth0"); err != nil || w == nil || w.Spec.ContainerID != "bbbbbbbbbbbbbbbb" {
+		t.Fatalf("after the earlier sandbox's DEL: %+v %v", w, err)
+	}
+	if err := svc.Del(ctx, podReq("bbbbbbbbbbbbbbbb", "shop", "web-0")); err != nil {
+		t.Fatal(err)
+	}
+	if w, err := rc.WorkloadEndpoint(ctx, "shop", "node--1-k8s-web--0-eth0"); err != nil || w != nil {
+		t.Fatalf("after DEL: %+v %v", w, err)
+	}
+	if _, err := svc.Add(ctx, podReq("cccccccccccccccc", "", "")); err != nil {
+		t.Fatal(err)
+	}
+	if kvs, _, _ := svc.IPAM.S.List(ctx, resources.CalicoPrefix); len(kvs) != 0 {
+		t.Errorf("records for an endpoint without a pod: %v", kvs)
+	}
+}
+
+// TestAddFailsWithoutWorkloadEndpoint: when the record cannot be written,
+// ADD fails and leaves nothing: a pod no policy can select must not run.
+func TestAddFailsWithoutWorkloadEndpoint(t *testing.T) {
+	ctx := context.Background()
+	svc, eps := newTestService(t)
+	svc.IPAM.S = &failingPuts{Store: svc.IPAM.S, prefix: resources.CalicoPrefix}
+	if _, err := svc.Add(ctx, podReq("aaaaaaaaaaaaaaaa", "shop", "web-0")); err == nil {
+		t.Fatal("ADD succeeded without its WorkloadEndpoint")
+	}
+	if len(eps.keys()) != 0 || len(handleIDs(t, svc)) != 0 {
+		t.Errorf("left behind: endpoints %v, handles %v", eps.keys(), handleIDs(t, svc))
+	}
+}
+
+// failingPuts refuses writes under prefix.
+type failingPuts struct {
+	datastore.Store
+	prefix string
+}
+
+func (f *failingPuts) Put(ctx context.Context, key string, v []byte) (int64, error) {
+	if strings.HasPrefix(key, f.prefix) {
+		return 0, datastore.ErrUnavailable
+	}
+	return f.Store.Put(ctx, key, v)
+}
+
+// TestGCWorkloadEndpoints: GC removes this node's WorkloadEndpoints whose
+// container is neither valid nor attached, and keeps the live pod's and
+// other nodes' records.
+func TestGCWorkloadEndpoints(t *testing.T) {
+	ctx := context.Background()
+	svc, _ := newTestService(t)
+	rc := resources.Client{S: svc.IPAM.S}
+	if _, err := svc.Add(ctx, podReq("aaaaaaaaaaaaaaaa", "shop", "web-0")); err != nil {
+		t.Fatal(err)
+	}
+	wep := func(node, name, container string) *resources.WorkloadEndpoint {
+		return &resources.WorkloadEndpoint{Metadata: resources.NamespacedMeta{Name: name, Namespace: "shop"},
+			Spec: resources.WorkloadEndpointSpec{Node: node, Pod: name, ContainerID: container, IPNetworks: []string{"10.1.0.99/32"}}}
+	}
+	if err := rc.Apply(ctx, []resources.Object{wep("node-1", "gone", "dead"), wep("node-2", "elsewhere", "other")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.GC(ctx, GCRequest{Network: "k8s-pod-network", Valid: []Attachment{{ContainerID: "aaaaaaaaaaaaaaaa", IfName: "eth0"}}}); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	weps, err := svc.workloadEndpoints(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range weps {
+		names = append(names, w.Metadata.Name)
+	}
+	sort.Strings(names)
+	if want := []string{"elsewhere", "node--1-k8s-web--0-eth0"}; !slices.Equal(names, want) {
+		t.Errorf("after GC: %q, want %q", names, want)
 	}
 }

@@ -163,7 +163,7 @@ func (m *Manager) attach(s Spec) (*entry, error) {
 	// The port is named by the key: port names label the metrics, where
 	// two pods' ports must not share a name.
 	port, err := m.r.AddPort(router.PortConfig{Name: s.Key(), Addr: s.Address, MAC: header.MAC(mac), AllowSpoof: s.AllowSpoof,
-		Offload: dev.Offload}, dev)
+		Offload: dev.Offload, PolicyKey: PolicyKey(s)}, dev)
 	if err != nil {
 		_ = dev.Unpersist()
 		dev.Close()
@@ -308,4 +308,14 @@ func (m *Manager) List() []Info {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
 	return slices.Clip(out)
+}
+
+// PolicyKey names a pod's endpoint to the policy engine: "<namespace>/<pod>",
+// as policy endpoints built from WorkloadEndpoints are keyed. An endpoint
+// without a pod has none: no policy applies to it.
+func PolicyKey(s Spec) string {
+	if s.PodNamespace == "" || s.PodName == "" {
+		return ""
+	}
+	return s.PodNamespace + "/" + s.PodName
 }

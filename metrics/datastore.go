@@ -20,3 +20,25 @@ func (c invalidCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(invalidDesc, prometheus.CounterValue, float64(n), kind)
 	}
 }
+
+var policyCompileDesc = prometheus.NewDesc("tortie_policy_compilations_total",
+	"Compilations of the datastore's network policy, by result: installed, or failed (the previous policy stays in force).", []string{"result"}, nil)
+
+// PolicyCounts reads how many policy compilations were installed and how
+// many failed, at scrape time.
+type PolicyCounts func() (installed, failed uint64)
+
+type policyCompileCollector struct{ counts PolicyCounts }
+
+// PolicyCompilations exports tortie_policy_compilations_total from counts.
+func PolicyCompilations(counts PolicyCounts) prometheus.Collector {
+	return policyCompileCollector{counts}
+}
+
+func (c policyCompileCollector) Describe(ch chan<- *prometheus.Desc) { ch <- policyCompileDesc }
+
+func (c policyCompileCollector) Collect(ch chan<- prometheus.Metric) {
+	installed, failed := c.counts()
+	ch <- prometheus.MustNewConstMetric(policyCompileDesc, prometheus.CounterValue, float64(installed), "installed")
+	ch <- prometheus.MustNewConstMetric(policyCompileDesc, prometheus.CounterValue, float64(failed), "failed")
+}

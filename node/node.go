@@ -164,7 +164,7 @@ func New(cfg *config.Config, log *zap.Logger) (n *Node, err error) {
 			UnderlayMTU: n.underlayMTU, Store: store, IPAM: ipm, FIB: n.fib, Router: n.router, Host: n.host,
 			Endpoints: n.endpoints, Log: log.Named("agent"), Invalid: invalid}
 		n.api.Invalid = n.agent.InvalidRecords
-		n.collectors = append(n.collectors, metrics.InvalidRecords(invalid.Counts))
+		n.collectors = append(n.collectors, metrics.InvalidRecords(invalid.Counts), metrics.PolicyCompilations(n.agent.PolicyCounts))
 		if cfg.Datastore.RouteSource == config.RouteSourceBGP {
 			n.agent.BGP = &agent.BGPOptions{StateFile: filepath.Join(cfg.StateDir, "bgp-routes.json"),
 				DefaultMaxPrefixes: cfg.Datastore.BGPMaxPrefixes}

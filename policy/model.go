@@ -121,60 +121,60 @@ type Tier struct {
 // Policy is a Calico NetworkPolicy (Namespace set) or GlobalNetworkPolicy
 // (Namespace empty), with projectcalico.org/v3's spec fields.
 type Policy struct {
-	Name      string
-	Namespace string
-	Tier      string // DefaultTier when empty
+	Name      string `json:"-"`
+	Namespace string `json:"-"`
+	Tier      string `json:"tier,omitempty"` // DefaultTier when empty
 	// Order: lower runs first; nil runs after every policy with one.
-	Order    *float64
-	Selector string
+	Order    *float64 `json:"order,omitempty"`
+	Selector string   `json:"selector,omitempty"`
 	// NamespaceSelector and ServiceAccountSelector further narrow which
 	// endpoints a GlobalNetworkPolicy applies to (ServiceAccountSelector
 	// narrows a NetworkPolicy too).
-	NamespaceSelector      string
-	ServiceAccountSelector string
+	NamespaceSelector      string `json:"namespaceSelector,omitempty"`
+	ServiceAccountSelector string `json:"serviceAccountSelector,omitempty"`
 	// Types says which directions the policy applies to. Empty: Ingress,
 	// plus Egress when there are egress rules (Egress alone when there are
 	// only egress rules), as Calico defaults it.
-	Types   []Direction
-	Ingress []Rule
-	Egress  []Rule
+	Types   []Direction `json:"types,omitempty"`
+	Ingress []Rule      `json:"ingress,omitempty"`
+	Egress  []Rule      `json:"egress,omitempty"`
 }
 
 // Rule is one rule of a policy or profile.
 type Rule struct {
-	Action      Action
-	Protocol    Protocol
-	NotProtocol Protocol
-	ICMP        *ICMPMatch
-	NotICMP     *ICMPMatch
-	Source      Entity
-	Destination Entity
+	Action      Action     `json:"action"`
+	Protocol    Protocol   `json:"protocol,omitempty"`
+	NotProtocol Protocol   `json:"notProtocol,omitempty"`
+	ICMP        *ICMPMatch `json:"icmp,omitempty"`
+	NotICMP     *ICMPMatch `json:"notICMP,omitempty"`
+	Source      Entity     `json:"source,omitzero"`
+	Destination Entity     `json:"destination,omitzero"`
 }
 
 // ICMPMatch matches an ICMP type and, when Code is set, code.
 type ICMPMatch struct {
-	Type *uint8
-	Code *uint8
+	Type *uint8 `json:"type,omitempty"`
+	Code *uint8 `json:"code,omitempty"`
 }
 
 // Entity is the source or destination side of a rule. Every field set must
 // match.
 type Entity struct {
-	Nets              []string
-	NotNets           []string
-	Selector          string
-	NotSelector       string
-	NamespaceSelector string
-	Ports             []Port
-	NotPorts          []Port
-	ServiceAccounts   *ServiceAccountMatch
+	Nets              []string             `json:"nets,omitempty"`
+	NotNets           []string             `json:"notNets,omitempty"`
+	Selector          string               `json:"selector,omitempty"`
+	NotSelector       string               `json:"notSelector,omitempty"`
+	NamespaceSelector string               `json:"namespaceSelector,omitempty"`
+	Ports             []Port               `json:"ports,omitempty"`
+	NotPorts          []Port               `json:"notPorts,omitempty"`
+	ServiceAccounts   *ServiceAccountMatch `json:"serviceAccounts,omitempty"`
 }
 
 // ServiceAccountMatch selects endpoints by service account: by name (any
 // of Names) and by the account's labels (Selector); both when both are set.
 type ServiceAccountMatch struct {
-	Names    []string
-	Selector string
+	Names    []string `json:"names,omitempty"`
+	Selector string   `json:"selector,omitempty"`
 }
 
 // NetworkSet is a labelled set of CIDRs that rule selectors can match: a
@@ -306,4 +306,29 @@ func (p Port) String() string {
 		return strconv.Itoa(int(p.Min))
 	}
 	return fmt.Sprintf("%d:%d", p.Min, p.Max)
+}
+
+// MarshalJSON writes a number as a number and a name as a string, as
+// Calico's manifests spell protocols.
+func (p Protocol) MarshalJSON() ([]byte, error) {
+	if n, err := strconv.ParseUint(string(p), 10, 8); err == nil {
+		return []byte(strconv.FormatUint(n, 10)), nil
+	}
+	return json.Marshal(string(p))
+}
+
+// MarshalJSON writes a single port as a number, a range or a name as a
+// string, so that what is written reads back as the same Port.
+func (p Port) MarshalJSON() ([]byte, error) {
+	if p.Name == "" && p.Min == p.Max {
+		return []byte(strconv.Itoa(int(p.Min))), nil
+	}
+	return json.Marshal(p.String())
+}
+
+// IsZero says whether the entity matches everything (no field set), so
+// that an empty source or destination is left out when written.
+func (e Entity) IsZero() bool {
+	return len(e.Nets) == 0 && len(e.NotNets) == 0 && e.Selector == "" && e.NotSelector == "" && e.NamespaceSelector == "" &&
+		len(e.Ports) == 0 && len(e.NotPorts) == 0 && e.ServiceAccounts == nil
 }

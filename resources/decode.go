@@ -216,7 +216,8 @@ func listKind(kind string) (string, bool) {
 }
 
 // Kinds lists the kinds Decode accepts.
-var Kinds = []string{KindIPPool, KindNode, KindBGPConfiguration, KindBGPPeer}
+var Kinds = []string{KindIPPool, KindNode, KindBGPConfiguration, KindBGPPeer, KindNetworkPolicy, KindGlobalNetworkPolicy,
+	KindTier, KindNetworkSet, KindGlobalNetworkSet, KindProfile, KindWorkloadEndpoint}
 
 func newObject(kind string) Object {
 	switch kind {
@@ -228,6 +229,20 @@ func newObject(kind string) Object {
 		return &BGPConfiguration{}
 	case KindBGPPeer:
 		return &BGPPeer{}
+	case KindNetworkPolicy:
+		return &NetworkPolicy{}
+	case KindGlobalNetworkPolicy:
+		return &GlobalNetworkPolicy{}
+	case KindTier:
+		return &Tier{}
+	case KindNetworkSet:
+		return &NetworkSet{}
+	case KindGlobalNetworkSet:
+		return &GlobalNetworkSet{}
+	case KindProfile:
+		return &Profile{}
+	case KindWorkloadEndpoint:
+		return &WorkloadEndpoint{}
 	}
 	return nil
 }

@@ -337,6 +337,9 @@ func (c Client) Apply(ctx context.Context, objs []Object) error {
 			pools = append(pools, p)
 		}
 	}
+	if err := c.checkTiers(ctx, objs); err != nil {
+		return err
+	}
 	if len(pools) > 0 {
 		existing, err := c.Pools(ctx)
 		if err != nil {
@@ -403,8 +406,7 @@ func decodeStored[T any, P object[T]](kv datastore.KV) (P, error) {
 	return p, nil
 }
 
-// DecodeStored decodes the stored record kv of kind (IPPool, Node,
-// BGPConfiguration or BGPPeer): a valid object or an error, never both.
+// DecodeStored decodes the stored record kv of kind (any of Kinds): a valid object or an error, never both.
 func DecodeStored(kind string, kv datastore.KV) (Object, error) {
 	var o Object
 	var err error
@@ -417,6 +419,20 @@ func DecodeStored(kind string, kv datastore.KV) (Object, error) {
 		o, err = decodeStored[BGPConfiguration](kv)
 	case KindBGPPeer:
 		o, err = decodeStored[BGPPeer](kv)
+	case KindNetworkPolicy:
+		o, err = decodeStored[NetworkPolicy](kv)
+	case KindGlobalNetworkPolicy:
+		o, err = decodeStored[GlobalNetworkPolicy](kv)
+	case KindTier:
+		o, err = decodeStored[Tier](kv)
+	case KindNetworkSet:
+		o, err = decodeStored[NetworkSet](kv)
+	case KindGlobalNetworkSet:
+		o, err = decodeStored[GlobalNetworkSet](kv)
+	case KindProfile:
+		o, err = decodeStored[Profile](kv)
+	case KindWorkloadEndpoint:
+		o, err = decodeStored[WorkloadEndpoint](kv)
 	default:
 		err = fmt.Errorf("unknown kind %q", kind)
 	}
@@ -427,7 +443,7 @@ func DecodeStored(kind string, kv datastore.KV) (Object, error) {
 }
 
 func list[T any, P object[T]](ctx context.Context, c Client, kind string) ([]P, int64, error) {
-	prefix := Prefix + kindDirs[kind] + "/"
+	prefix := kindPrefix(kind)
 	kvs, rev, err := c.S.List(ctx, prefix)
 	if err != nil {
 		return nil, 0, err
@@ -470,11 +486,25 @@ func (c Client) PutNode(ctx context.Context, n *Node) error { return c.Apply(ctx
 
 // Delete removes a resource of kind by name.
 func (c Client) Delete(ctx context.Context, kind, name string) error {
-	k := kindDirs[kind]
-	if k == "" {
+	prefix := kindPrefix(kind)
+	if prefix == "" {
 		return fmt.Errorf("unknown kind %q", kind)
 	}
-	return c.S.Delete(ctx, Prefix+k+"/"+name, 0)
+	ns, n, hasNS := strings.Cut(name, "/")
+	switch {
+	case Namespaced(kind) && !hasNS:
+		// As calicoctl, a namespaced resource named without its
+		// namespace is in the default one.
+		name = DefaultNamespace + "/" + name
+	case Namespaced(kind) && (ns == "" || n == "" || strings.Contains(n, "/")):
+		return fmt.Errorf("%s %q: want NAMESPACE/NAME", kind, name)
+	case !Namespaced(kind) && hasNS:
+		return fmt.Errorf("%s %q: a %s has no namespace; want NAME", kind, name, kind)
+	}
+	if name == "" {
+		return fmt.Errorf("%s: no name", kind)
+	}
+	return c.S.Delete(ctx, prefix+name, 0)
 }
 
 // KindOf maps the names people type to kinds.
@@ -488,6 +518,20 @@ func KindOf(s string) (string, error) {
 		return KindBGPConfiguration, nil
 	case "bgppeer", "bgppeers":
 		return KindBGPPeer, nil
+	case "networkpolicy", "networkpolicies", "netpol", "cnp":
+		return KindNetworkPolicy, nil
+	case "globalnetworkpolicy", "globalnetworkpolicies", "gnp":
+		return KindGlobalNetworkPolicy, nil
+	case "tier", "tiers":
+		return KindTier, nil
+	case "networkset", "networksets", "netset":
+		return KindNetworkSet, nil
+	case "globalnetworkset", "globalnetworksets", "gns":
+		return KindGlobalNetworkSet, nil
+	case "profile", "profiles", "pro":
+		return KindProfile, nil
+	case "workloadendpoint", "workloadendpoints", "wep", "weps":
+		return KindWorkloadEndpoint, nil
 	}
-	return "", fmt.Errorf("unknown resource kind %q (want ippools, nodes, bgpconfigurations or bgppeers)", s)
+	return "", fmt.Errorf("unknown resource kind %q (want ippools, nodes, bgpconfigurations, bgppeers, networkpolicies, globalnetworkpolicies, tiers, networksets, globalnetworksets, profiles or workloadendpoints)", s)
 }

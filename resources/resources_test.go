@@ -112,6 +112,7 @@ func TestOverlapWithStored(t *testing.T) {
 func FuzzDecode(f *testing.F) {
 	f.Add(manifest)
 	f.Add(goodRecords)
+	f.Add(policyManifest)
 	for _, in := range forms {
 		f.Add(in)
 	}

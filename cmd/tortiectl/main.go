@@ -30,12 +30,21 @@ commands:
   endpoint add NAME NETNS ADDR    attach a pod (netns path, IPv4 address)
   endpoint del NAME               detach a pod (NAMESPACE/NAME for a Kubernetes pod's)
   apply -f FILE                   create or update resources: IPPool, Node, BGPConfiguration,
-                                  BGPPeer (YAML or JSON; - for stdin): documents, --- streams,
-                                  a List or <Kind>List, or a sequence; apiVersion
-                                  projectcalico.org/v3, crd.projectcalico.org/v1 or tortie.io/v1
-  get KIND [-o yaml|json]         list ippools, nodes, bgpconfigurations or bgppeers (as
+                                  BGPPeer, NetworkPolicy, GlobalNetworkPolicy, Tier, NetworkSet,
+                                  GlobalNetworkSet, Profile, WorkloadEndpoint (YAML or JSON; -
+                                  for stdin): documents, --- streams, a List or <Kind>List, or a
+                                  sequence; apiVersion projectcalico.org/v3,
+                                  crd.projectcalico.org/v1 or tortie.io/v1
+  get KIND [-o yaml|json]         list ippools, nodes, bgpconfigurations, bgppeers,
+                                  networkpolicies, globalnetworkpolicies, tiers, networksets,
+                                  globalnetworksets, profiles or workloadendpoints (as
                                   projectcalico.org/v3; the output applies back unchanged)
-  delete KIND NAME                remove a resource
+  delete KIND NAME                remove a resource (NAMESPACE/NAME for networkpolicies,
+                                  networksets and workloadendpoints; NAME alone: namespace
+                                  default)
+  label workloadendpoint NAMESPACE/NAME KEY=VALUE... KEY-...
+                                  set (KEY=VALUE) or remove (KEY-) a pod's labels, which
+                                  policy selectors match
   ipam                            IPAM blocks (affinity, use) and handles
   invalid                         datastore records skipped because they do not decode
 `
@@ -127,7 +136,11 @@ func run(c *api.Client, output string, args []string) error {
 		for _, o := range objs {
 			md, _ := o["metadata"].(map[string]any)
 			spec, _ := json.Marshal(o["spec"])
-			fmt.Fprintf(tw, "%v\t%s\n", md["name"], spec)
+			name := fmt.Sprint(md["name"])
+			if ns, ok := md["namespace"].(string); ok && ns != "" {
+				name = ns + "/" + name
+			}
+			fmt.Fprintf(tw, "%s\t%s\n", name, spec)
 		}
 		return nil
 	case "delete":
@@ -261,6 +274,23 @@ func run(c *api.Client, output string, args []string) error {
 				}
 			}
 		})
+	case "label":
+		if len(args) < 4 {
+			break
+		}
+		set, remove, err := parseLabels(args[3:])
+		if err != nil {
+			return err
+		}
+		var out map[string]any
+		if err := c.Label(api.LabelRequest{Kind: args[1], Name: args[2], Set: set, Remove: remove}, &out); err != nil {
+			return err
+		}
+		return emit(out, func() {
+			md, _ := out["metadata"].(map[string]any)
+			labels, _ := json.Marshal(md["labels"])
+			fmt.Fprintf(tw, "%s labelled: %s\n", args[2], labels)
+		})
 	case "endpoint":
 		if len(args) >= 5 && args[1] == "add" {
 			addr, err := netip.ParseAddr(args[4])
@@ -279,6 +309,27 @@ func run(c *api.Client, output string, args []string) error {
 	}
 	flag.Usage()
 	return fmt.Errorf("unknown command %q", args)
+}
+
+// parseLabels reads kubectl label's arguments: k=v sets a label, k-
+// removes one.
+func parseLabels(args []string) (set map[string]string, remove []string, err error) {
+	set = map[string]string{}
+	for _, a := range args {
+		if k, v, ok := strings.Cut(a, "="); ok {
+			if k == "" {
+				return nil, nil, fmt.Errorf("label %q: no key", a)
+			}
+			set[k] = v
+			continue
+		}
+		if k, ok := strings.CutSuffix(a, "-"); ok && k != "" {
+			remove = append(remove, k)
+			continue
+		}
+		return nil, nil, fmt.Errorf("label %q: want KEY=VALUE to set or KEY- to remove", a)
+	}
+	return set, remove, nil
 }
 
 func dash(s string) string {

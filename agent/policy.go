@@ -1,0 +1,232 @@
+package agent
+
+import (
+	"context"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tortie-net/tortie/datastore"
+	"github.com/tortie-net/tortie/policy"
+	"github.com/tortie-net/tortie/resources"
+	"github.com/tortie-net/tortie/router"
+)
+
+// namespaceLabelPrefix marks, in a kns.<namespace> profile's
+// labelsToApply, the namespace's own labels (Calico writes a namespace's
+// label k=v there as pcns.k=v).
+const namespaceLabelPrefix = "pcns."
+
+// policyState is what the policy loop keeps between compilations.
+type policyState struct {
+	set      atomic.Pointer[policy.Set]
+	compiles atomic.Uint64
+	failures atomic.Uint64
+}
+
+// PolicySet is the policy Set installed in the router (nil before the
+// first successful compilation).
+func (a *Agent) PolicySet() *policy.Set { return a.pol.set.Load() }
+
+// PolicyCounts says how many compilations were installed and how many
+// failed (a failure keeps the previous Set in force).
+func (a *Agent) PolicyCounts() (installed, failed uint64) {
+	return a.pol.compiles.Load(), a.pol.failures.Load()
+}
+
+// runPolicy follows the policy resources and workload endpoints in the
+// datastore: a full list, compiled and installed, then a watch whose
+// bursts of events (or a 30 s tick) trigger the next list. Compilation
+// happens here, never on the packet path; a list or compile error keeps
+// the Set in force.
+func (a *Agent) runPolicy(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		// The watch starts before the list: whatever changes after the
+		// list read is an event, whatever the store's watch does with
+		// revisions.
+		wctx, cancel := context.WithCancel(ctx)
+		events := a.Store.Watch(wctx, resources.CalicoPrefix, 0)
+		if err := a.syncPolicy(ctx); err != nil {
+			cancel()
+			a.Log.Warn("policy resources not read; keeping the policy in force", zap.Error(err), zap.Duration("retry", backoff))
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		ended := a.watchPolicy(ctx, events)
+		cancel()
+		if !ended {
+			backoff = 100 * time.Millisecond
+			continue
+		}
+		// The watch broke: list again, but not in a tight loop.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// watchPolicy returns after the first burst of events (or the tick), so
+// that runPolicy lists again; ended says the watch broke instead.
+func (a *Agent) watchPolicy(ctx context.Context, events <-chan datastore.Event) (ended bool) {
+	tick := time.NewTimer(30 * time.Second)
+	defer tick.Stop()
+	select {
+	case <-ctx.Done():
+	case _, ok := <-events:
+		if !ok {
+			return ctx.Err() == nil
+		}
+		quiet(events, 20*time.Millisecond)
+	case <-tick.C:
+	}
+	return false
+}
+
+// quiet waits until no event has come for d, or the channel closes.
+func quiet(events <-chan datastore.Event, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case _, ok := <-events:
+			if !ok {
+				return
+			}
+			t.Reset(d)
+		case <-t.C:
+			return
+		}
+	}
+}
+
+// syncPolicy lists, compiles and installs once. A compile error is logged and counted, and the
+// previous Set stays: enforcement is never dropped because of one bad
+// resource.
+func (a *Agent) syncPolicy(ctx context.Context) error {
+	r, err := resources.Client{S: a.Store, Invalid: a.Invalid}.PolicyResourcesAt(ctx)
+	if err != nil {
+		return err
+	}
+	in, warnings := PolicyInputs(a.Node, r)
+	for _, w := range warnings {
+		a.Log.Warn(w)
+	}
+	set, err := policy.Compile(in)
+	if err != nil {
+		a.pol.failures.Add(1)
+		a.Log.Error("network policy does not compile; the previous policy stays in force", zap.Error(err))
+		return nil
+	}
+	if err := a.Router.SetPolicy(router.Policy{Set: set, ServiceNets: a.ServiceNets}); err != nil {
+		a.pol.failures.Add(1)
+		a.Log.Error("network policy not installed; the previous policy stays in force", zap.Error(err))
+		return nil
+	}
+	a.pol.set.Store(set)
+	a.pol.compiles.Add(1)
+	return nil
+}
+
+// PolicyInputs turns the stored resources into what the policy engine
+// compiles, for node: every workload endpoint of the cluster is a policy
+// endpoint (Local when on node), with its namespace's labels from the
+// kns.<namespace> profile. As Calico's controllers make one per
+// namespace, a namespace with endpoints and no stored kns profile gets
+// the one they would make (its name labels and Allow rules); a profile an
+// endpoint names that does not exist has no rules (so nothing after the
+// tiers allows), as for Felix. The warnings say what was left out.
+func PolicyInputs(node string, r *resources.PolicyResources) (*policy.Inputs, []string) {
+	in := &policy.Inputs{}
+	var warnings []string
+	profiles := map[string]bool{}
+	nsLabels := map[string]map[string]string{}
+	for _, p := range r.Profiles {
+		in.Profiles = append(in.Profiles, p.Profile())
+		profiles[p.Metadata.Name] = true
+		if ns, ok := strings.CutPrefix(p.Metadata.Name, resources.NamespaceProfilePrefix); ok {
+			labels := map[string]string{}
+			for k, v := range p.Spec.LabelsToApply {
+				if k, ok := strings.CutPrefix(k, namespaceLabelPrefix); ok {
+					labels[k] = v
+				}
+			}
+			nsLabels[ns] = labels
+		}
+	}
+	seen := map[string]string{}
+	var missing []string
+	for _, w := range r.WorkloadEndpoints {
+		key := w.PolicyKey()
+		if !w.Addr().IsValid() {
+			warnings = append(warnings, "WorkloadEndpoint "+w.Metadata.Namespace+"/"+w.Metadata.Name+" has no IPv4 address: no policy names it")
+			continue
+		}
+		if other, dup := seen[key]; dup {
+			warnings = append(warnings, "WorkloadEndpoint "+w.Metadata.Namespace+"/"+w.Metadata.Name+" is a second endpoint of pod "+key+
+				" (after "+other+"): only the first is subject to policy")
+			continue
+		}
+		seen[key] = w.Metadata.Name
+		ns := w.Metadata.Namespace
+		for _, p := range w.Spec.Profiles {
+			if profiles[p] {
+				continue
+			}
+			profiles[p] = true
+			if p == resources.NamespaceProfilePrefix+ns {
+				in.Profiles = append(in.Profiles, namespaceProfile(ns))
+				continue
+			}
+			missing = append(missing, p)
+			in.Profiles = append(in.Profiles, policy.Profile{Name: p})
+		}
+		in.Endpoints = append(in.Endpoints, w.Endpoint(nsLabels[ns], w.Spec.Node == node))
+	}
+	sort.Strings(missing)
+	for _, p := range missing {
+		warnings = append(warnings, "profile "+p+" does not exist: endpoints naming it are allowed nothing after the tiers")
+	}
+	for _, t := range r.Tiers {
+		in.Tiers = append(in.Tiers, t.Tier())
+	}
+	for _, p := range r.NetworkPolicies {
+		in.NetworkPolicies = append(in.NetworkPolicies, p.Policy())
+	}
+	for _, p := range r.GlobalNetworkPolicies {
+		in.GlobalNetworkPolicies = append(in.GlobalNetworkPolicies, p.Policy())
+	}
+	for _, s := range r.NetworkSets {
+		in.NetworkSets = append(in.NetworkSets, s.Set())
+	}
+	for _, s := range r.GlobalNetworkSets {
+		in.GlobalNetworkSets = append(in.GlobalNetworkSets, s.Set())
+	}
+	return in, warnings
+}
+
+// namespaceProfile is the kns.<namespace> profile Calico's controllers
+// make for a namespace: its name as labels, and Allow both ways, so that
+// a pod no policy selects is not isolated.
+func namespaceProfile(ns string) policy.Profile {
+	return policy.Profile{
+		Name: resources.NamespaceProfilePrefix + ns,
+		LabelsToApply: map[string]string{
+			namespaceLabelPrefix + "projectcalico.org/name":      ns,
+			namespaceLabelPrefix + "kubernetes.io/metadata.name": ns,
+		},
+		Ingress: []policy.Rule{{Action: policy.Allow}},
+		Egress:  []policy.Rule{{Action: policy.Allow}},
+	}
+}

@@ -1,0 +1,226 @@
+package agent
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tortie-net/tortie/datastore"
+	"github.com/tortie-net/tortie/fib"
+	"github.com/tortie-net/tortie/policy"
+	"github.com/tortie-net/tortie/resources"
+	"github.com/tortie-net/tortie/router"
+	"github.com/tortie-net/tortie/router/routertest"
+)
+
+const policyPods = `
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: n1-k8s-web-eth0, namespace: prod}
+spec: {node: n1, orchestrator: k8s, pod: web, endpoint: eth0, ipNetworks: [10.244.0.5/32], profiles: [kns.prod]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: n2-k8s-client-eth0, namespace: dev, labels: {role: client}}
+spec: {node: n2, orchestrator: k8s, pod: client, endpoint: eth0, ipNetworks: [10.244.1.7/32], profiles: [kns.dev]}
+`
+
+func apply(t *testing.T, s datastore.Store, manifest string) {
+	t.Helper()
+	objs, err := resources.Decode(strings.NewReader(manifest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := (resources.Client{S: s}).Apply(context.Background(), objs); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitFor polls cond until it holds or a deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// verdict is what the installed Set says of TCP from src to dst:80, at
+// the ingress of local endpoint key.
+func verdict(t *testing.T, a *Agent, key, src, dst string) policy.Verdict {
+	t.Helper()
+	set := a.PolicySet()
+	i, ok := set.Index(key)
+	if !ok {
+		t.Fatalf("%s is not in the installed set", key)
+	}
+	u32 := func(s string) uint32 { return fib.AddrU32(netip.MustParseAddr(s)) }
+	return set.Evaluate(i, policy.Ingress, &policy.Packet{Src: u32(src), Dst: u32(dst), SrcPort: 40000, DstPort: 80, Proto: 6})
+}
+
+// TestPolicyFromDatastore: the agent compiles the datastore's workload
+// endpoints and policies and installs the Set in the router; labelling the
+// pod and applying a deny policy changes the installed verdict; a policy
+// that does not compile keeps the previous Set and is counted.
+func TestPolicyFromDatastore(t *testing.T) {
+	s := datastore.NewMemory()
+	r := router.New(router.Config{}, fib.New(), router.Underlay{Sender: func() router.UnderlaySender {
+		return (&routertest.Underlay{}).NewSender()
+	}})
+	t.Cleanup(func() { _ = r.Close() })
+	a := &Agent{Node: "n1", Store: s, Router: r, Log: zap.NewNop(), Invalid: resources.NewInvalid(zap.NewNop())}
+	apply(t, s, policyPods)
+	// The pod's router port, named for policy as the endpoint manager
+	// names it.
+	if _, err := r.AddPort(router.PortConfig{Name: "prod/n1-k8s-web-eth0", Addr: netip.MustParseAddr("10.244.0.5"),
+		PolicyKey: "prod/web"}, routertest.NewDevice()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.runPolicy(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	waitFor(t, "the first Set", func() bool { return a.PolicySet() != nil })
+	set := a.PolicySet()
+	if set.Len() != 1 {
+		t.Fatalf("%d local endpoints, want 1 (n1's)", set.Len())
+	}
+	// No policy: the namespace profile Calico makes allows.
+	if v := verdict(t, a, "prod/web", "10.244.1.7", "10.244.0.5"); v.Action != policy.Allow || v.Decider != policy.ByProfile {
+		t.Fatalf("before any policy: %+v", v)
+	}
+	gen := r.Stats().Policy.Generation
+
+	// The pod gets its label, and a policy denies the client.
+	if _, err := (resources.Client{S: s}).LabelWorkloadEndpoint(ctx, "prod/n1-k8s-web-eth0", map[string]string{"app": "web"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	apply(t, s, `
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: deny-clients}
+spec:
+  selector: app == 'web'
+  ingress:
+  - {action: Deny, source: {selector: role == 'client', namespaceSelector: projectcalico.org/name == 'dev'}}
+  - {action: Allow}
+`)
+	waitFor(t, "the deny policy", func() bool {
+		return verdict(t, a, "prod/web", "10.244.1.7", "10.244.0.5").Action == policy.Deny
+	})
+	v := verdict(t, a, "prod/web", "10.244.1.7", "10.244.0.5")
+	if v.Decider != policy.ByRule || v.Policy != "deny-clients" || v.Rule != 0 {
+		t.Errorf("denied by %+v", v)
+	}
+	if v := verdict(t, a, "prod/web", "10.244.9.9", "10.244.0.5"); v.Action != policy.Allow {
+		t.Errorf("another source: %+v", v)
+	}
+	if g := r.Stats().Policy.Generation; g <= gen {
+		t.Errorf("router generation %d after the change, was %d", g, gen)
+	}
+	// The router maps the pod's port to its endpoint in the installed Set.
+	if n := r.Stats().Policy.Subject; n != 1 {
+		t.Errorf("%d ports subject to policy, want 1 (the pod's)", n)
+	}
+
+	// A tier deleted under its policy leaves a policy that does not
+	// compile: the previous Set stays, and the failure is counted.
+	apply(t, s, "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: nowhere}\nspec: {order: 10}\n---\n"+
+		"apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: lost}\nspec: {tier: nowhere, selector: all()}\n")
+	waitFor(t, "the tier's policy", func() bool {
+		installed, _ := a.PolicyCounts()
+		return installed > 0 && a.PolicySet() != nil && verdict(t, a, "prod/web", "10.244.1.7", "10.244.0.5").Tier == "nowhere"
+	})
+	installed := a.PolicySet()
+	if err := (resources.Client{S: s}).Delete(ctx, resources.KindTier, "nowhere"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the compile failure", func() bool { _, failed := a.PolicyCounts(); return failed > 0 })
+	if a.PolicySet() != installed {
+		t.Error("a failed compilation replaced the installed Set")
+	}
+	if err := (resources.Client{S: s}).Delete(ctx, resources.KindGlobalNetworkPolicy, "lost"); err != nil {
+		t.Fatal(err)
+	}
+	// Deleting the deny policy allows the client again.
+	if err := (resources.Client{S: s}).Delete(ctx, resources.KindGlobalNetworkPolicy, "deny-clients"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the deny policy's removal", func() bool {
+		return verdict(t, a, "prod/web", "10.244.1.7", "10.244.0.5").Action == policy.Allow
+	})
+}
+
+// TestPolicyInputs: namespace labels come from kns profiles' pcns.
+// labels; a namespace without a stored kns profile gets Calico's; a
+// missing profile has no rules; endpoints without an address, and a pod's
+// second endpoint, are left out with a warning.
+func TestPolicyInputs(t *testing.T) {
+	s := datastore.NewMemory()
+	apply(t, s, policyPods+`---
+apiVersion: projectcalico.org/v3
+kind: Profile
+metadata: {name: kns.prod}
+spec: {labelsToApply: {pcns.env: production, team: a}, ingress: [{action: Allow}]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: n1-k8s-web-eth1, namespace: prod}
+spec: {node: n1, pod: web, ipNetworks: [10.244.0.6/32]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: n1-k8s-noaddr-eth0, namespace: prod}
+spec: {node: n1, pod: noaddr}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: n1-k8s-odd-eth0, namespace: prod}
+spec: {node: n1, pod: odd, ipNetworks: [10.244.0.9/32], profiles: [nowhere]}
+`)
+	r, err := (resources.Client{S: s}).PolicyResourcesAt(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, warnings := PolicyInputs("n1", r)
+	if len(warnings) != 3 {
+		t.Errorf("warnings %q", warnings)
+	}
+	eps := map[string]policy.Endpoint{}
+	for _, e := range in.Endpoints {
+		eps[e.Key] = e
+	}
+	if len(eps) != 3 || !eps["prod/web"].Local || eps["dev/client"].Local || eps["prod/web"].IP.String() != "10.244.0.5" {
+		t.Fatalf("endpoints %+v", in.Endpoints)
+	}
+	if l := eps["prod/web"].NamespaceLabels; len(l) != 1 || l["env"] != "production" {
+		t.Errorf("namespace labels %v", l)
+	}
+	profiles := map[string]policy.Profile{}
+	for _, p := range in.Profiles {
+		profiles[p.Name] = p
+	}
+	if p := profiles["kns.dev"]; len(p.Ingress) != 1 || len(p.Egress) != 1 || p.LabelsToApply["pcns.projectcalico.org/name"] != "dev" {
+		t.Errorf("made kns.dev %+v", p)
+	}
+	if p, ok := profiles["nowhere"]; !ok || len(p.Ingress)+len(p.Egress) != 0 {
+		t.Errorf("missing profile %+v", p)
+	}
+	set, err := policy.Compile(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u32 := func(s string) uint32 { return fib.AddrU32(netip.MustParseAddr(s)) }
+	i, _ := set.Index("prod/odd")
+	if v := set.Evaluate(i, policy.Ingress, &policy.Packet{Src: u32("10.244.1.7"), Dst: u32("10.244.0.9"), DstPort: 80, Proto: 6}); v.Action != policy.Deny {
+		t.Errorf("endpoint naming a missing profile: %+v", v)
+	}
+}
