@@ -314,36 +314,54 @@ func TestDNSAndServices(t *testing.T) {
 				t.Fatalf("GET /api through the kubernetes Service: %s", out)
 			}
 
-			// NodePort from the outside host, to every node: with
-			// externalTrafficPolicy Cluster the backend may be on the other
-			// node; with Local, only a node's own backends answer, and they
-			// see the client's own address.
-			kubectl(t, cp, "expose", "deployment", "echo", "--name", "echo-np", "--type", "NodePort", "--port", "80", "--target-port", "8080")
-			nodePort := kubectl(t, cp, "get", "service", "echo-np", "-o", "jsonpath={.spec.ports[0].nodePort}")
-			outside := func(url string) (string, error) {
+			// NodePort from the outside host, to every node, over TCP and
+			// UDP: with externalTrafficPolicy Cluster the backend may be on
+			// another node; with Local, only a node's own backends answer,
+			// and they see the client's own address.
+			np := filepath.Join(work, "echo-np.yaml")
+			if err := os.WriteFile(np, []byte(`apiVersion: v1
+kind: Service
+metadata: {name: echo-np, namespace: default}
+spec:
+  type: NodePort
+  selector: {app: echo}
+  ports:
+    - {name: tcp, port: 80, targetPort: 8080, protocol: TCP}
+    - {name: udp, port: 80, targetPort: 8080, protocol: UDP}
+`), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			kubectl(t, cp, "apply", "-f", np)
+			tcpPort := kubectl(t, cp, "get", "service", "echo-np", "-o", "jsonpath={.spec.ports[0].nodePort}")
+			udpPort := kubectl(t, cp, "get", "service", "echo-np", "-o", "jsonpath={.spec.ports[1].nodePort}")
+			outside := func(args ...string) (string, error) {
 				c, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 				defer cancel()
-				out, err := exec.CommandContext(c, "ip", "netns", "exec", l.Name+"-ext", filepath.Join(work, "tortie-echo"), "get", url).CombinedOutput()
+				out, err := exec.CommandContext(c, "ip", append([]string{"netns", "exec", l.Name + "-ext", filepath.Join(work, "tortie-echo")}, args...)...).CombinedOutput()
 				return string(out), err
 			}
 			for _, policy := range []string{"Cluster", "Local"} {
 				kubectl(t, cp, "patch", "service", "echo-np", "-p", `{"spec":{"externalTrafficPolicy":"`+policy+`"}}`)
 				for _, n := range l.Nodes {
-					url := "http://" + n.Addr() + ":" + nodePort + "/"
-					// kube-proxy applies a changed policy a moment later:
-					// wait for the answer the policy gives.
-					what := "NodePort " + url + " (" + policy + ") from the outside host"
-					if policy == "Local" {
-						what += ", the backend seeing the client's address " + lab.OutsideAddr
-					}
-					testutil.WaitFor(t, 30*time.Second, what, func() bool {
-						out, err := outside(url)
-						ok := err == nil && strings.Contains(out, `"hostname":"echo-`)
+					for _, args := range [][]string{
+						{"get", "http://" + n.Addr() + ":" + tcpPort + "/"},
+						{"udp", n.Addr() + ":" + udpPort, "hello"},
+					} {
+						// kube-proxy applies a changed policy a moment later:
+						// wait for the answer the policy gives.
+						what := "NodePort " + strings.Join(args, " ") + " (" + policy + ") from the outside host"
 						if policy == "Local" {
-							ok = ok && strings.Contains(out, `"client":"`+lab.OutsideAddr+":")
+							what += ", the backend seeing the client's address " + lab.OutsideAddr
 						}
-						return ok
-					})
+						testutil.WaitFor(t, 30*time.Second, what, func() bool {
+							out, err := outside(args...)
+							ok := err == nil && strings.Contains(out, `"hostname":"echo-`)
+							if policy == "Local" {
+								ok = ok && strings.Contains(out, `"client":"`+lab.OutsideAddr+":")
+							}
+							return ok
+						})
+					}
 				}
 			}
 
