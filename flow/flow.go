@@ -446,3 +446,67 @@ var epoch = time.Now()
 // Now is the table's clock: monotonic nanoseconds. Callers read it once
 // per batch of packets.
 func Now() int64 { return int64(time.Since(epoch)) }
+
+// Entry is one live flow as Snapshot copies it.
+type Entry struct {
+	Key     Key
+	Flags   Flags
+	Verdict Verdict // the policy verdict (Flags masked to PolicyFlags)
+	// State is the TCP state ("new", "established", "closing", "reset");
+	// for other protocols "new" until a reply was seen, then "replied".
+	State string
+	// Expires is the flow's expiry on the table's clock (Now).
+	Expires int64
+}
+
+func (e *entry) stateName() string {
+	if e.key.Proto != header.ProtocolTCP {
+		if e.replied {
+			return "replied"
+		}
+		return "new"
+	}
+	switch e.state {
+	case stateNew:
+		return "new"
+	case stateEstablished:
+		return "established"
+	case stateClosing:
+		return "closing"
+	}
+	return "reset"
+}
+
+// Snapshot copies at most limit live flows (unexpired at now) into a new
+// slice, for showing the table (limit <= 0: none, more saying whether any live). Each shard is
+// copied under its own lock, one after the other, so the result is not one
+// instant of the whole table, and a busy table may hold flows the copy
+// skipped. It allocates, unlike the packet path's methods, and holds each
+// lock only while it walks that shard's entries. more says whether live
+// flows were left out for the limit.
+func (t *Table) Snapshot(limit int, now int64) (out []Entry, more bool) {
+	out = make([]Entry, 0, min(max(limit, 0), 1024))
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		for j := range s.slots {
+			e := &s.slots[j]
+			if !e.used || e.expires <= now {
+				continue
+			}
+			if len(out) >= limit {
+				more = true
+				break
+			}
+			out = append(out, Entry{
+				Key: e.key, Flags: e.flags, State: e.stateName(), Expires: e.expires,
+				Verdict: Verdict{Flags: e.flags & PolicyFlags, Gen: e.gen, Tag: e.tag},
+			})
+		}
+		s.mu.Unlock()
+		if more {
+			break
+		}
+	}
+	return out, more
+}

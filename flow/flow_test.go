@@ -359,3 +359,42 @@ func FuzzTable(f *testing.F) {
 		}
 	})
 }
+
+func TestSnapshot(t *testing.T) {
+	tb := New(Config{Size: 256})
+	a := Key{Src: 1, Dst: 2, SrcPort: 1000, DstPort: 80, Proto: header.ProtocolTCP}
+	b := Key{Src: 1, Dst: 3, SrcPort: 7, DstPort: 7, Proto: header.ProtocolICMP}
+	c := Key{Src: 4, Dst: 5, SrcPort: 53, DstPort: 53, Proto: header.ProtocolUDP}
+	tb.Track(a, ViaHost, TCPSyn, 1)
+	tb.Reply(a, TCPSyn|TCPAck, 1)
+	tb.Track(a, ViaHost, TCPAck, 1)
+	tb.SetVerdict(b, Verdict{Flags: PolicyDenied, Gen: 3, Tag: 9}, 0, 1)
+	tb.Track(c, 0, 0, 1)
+	later := int64(31 * time.Second) // c (UDP, one way) has expired, b (ICMP) too
+	got, more := tb.Snapshot(10, 2)
+	if more || len(got) != 3 {
+		t.Fatalf("Snapshot(10) = %d flows, more %v; want 3, false", len(got), more)
+	}
+	byKey := map[Key]Entry{}
+	for _, e := range got {
+		byKey[e.Key] = e
+	}
+	if e := byKey[a]; e.Flags != ViaHost || e.State != "established" || e.Verdict.Flags != 0 {
+		t.Errorf("TCP flow = %+v; want ViaHost, established, no verdict", e)
+	}
+	if e := byKey[b]; e.Flags != PolicyDenied || e.Verdict != (Verdict{Flags: PolicyDenied, Gen: 3, Tag: 9}) || e.State != "new" {
+		t.Errorf("ICMP flow = %+v; want denied, gen 3, tag 9", e)
+	}
+	if e := byKey[c]; e.State != "new" || e.Expires <= 2 {
+		t.Errorf("UDP flow = %+v; want new, expiring later", e)
+	}
+	if got, more := tb.Snapshot(2, 2); len(got) != 2 || !more {
+		t.Errorf("Snapshot(2) = %d flows, more %v; want 2, true", len(got), more)
+	}
+	if got, more := tb.Snapshot(0, 2); len(got) != 0 || !more {
+		t.Errorf("Snapshot(0) = %d flows, more %v; want 0, true", len(got), more)
+	}
+	if got, _ := tb.Snapshot(10, later); len(got) != 1 || got[0].Key != a {
+		t.Errorf("Snapshot after 31 s = %+v; want only the TCP flow", got)
+	}
+}
