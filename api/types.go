@@ -212,3 +212,92 @@ type InvalidRecord struct {
 	Error    string `json:"error"`
 	Revision int64  `json:"revision"`
 }
+
+// TraceRequest asks tortied what it would do with a packet, without
+// sending one. From and To name a pod (its endpoint's key,
+// "namespace/name", or its endpoint name when that is unique) or give an
+// IPv4 address.
+type TraceRequest struct {
+	From    string `json:"from"`
+	To      string `json:"to"`
+	Proto   string `json:"proto"`             // tcp, udp or icmp
+	Port    uint16 `json:"port,omitempty"`    // destination port (tcp, udp)
+	SrcPort uint16 `json:"srcPort,omitempty"` // source port (tcp, udp); default 40000
+	// ICMPType and ICMPCode (icmp); the type defaults to echo request.
+	ICMPType *uint8 `json:"icmpType,omitempty"`
+	ICMPCode uint8  `json:"icmpCode,omitempty"`
+}
+
+// TraceEnd is one end of a traced packet.
+type TraceEnd struct {
+	Address  string `json:"address"`
+	Endpoint string `json:"endpoint,omitempty"` // the local pod's endpoint key
+	Node     bool   `json:"node,omitempty"`     // one of the node's own addresses
+}
+
+// Trace is what tortied would do with a packet and why.
+type Trace struct {
+	From     TraceEnd `json:"from"`
+	To       TraceEnd `json:"to"`
+	Proto    string   `json:"proto"`
+	SrcPort  uint16   `json:"srcPort,omitempty"`
+	DstPort  uint16   `json:"dstPort,omitempty"`
+	ICMPType uint8    `json:"icmpType,omitempty"`
+	ICMPCode uint8    `json:"icmpCode,omitempty"`
+	// Route is the FIB's longest match for the destination (nil: none).
+	Route *Route `json:"route,omitempty"`
+	// Verdict is "forward" or "drop"; Reason says why.
+	Verdict string `json:"verdict"`
+	Reason  string `json:"reason"`
+	// Egress and Ingress are policy at the source and at the destination.
+	Egress  TracePolicy `json:"egress"`
+	Ingress TracePolicy `json:"ingress"`
+}
+
+// TracePolicy is network policy's decision on one side of a trace.
+type TracePolicy struct {
+	Endpoint string `json:"endpoint,omitempty"`
+	// Evaluated says policy decided here; when false, Note says why not
+	// ("not subject", "not a local pod", ...).
+	Evaluated bool        `json:"evaluated"`
+	Note      string      `json:"note,omitempty"`
+	Action    string      `json:"action,omitempty"`
+	Decider   string      `json:"decider,omitempty"`
+	Tier      string      `json:"tier,omitempty"`
+	Policy    string      `json:"policy,omitempty"`
+	Rule      int         `json:"rule"`
+	Steps     []TraceStep `json:"steps,omitempty"`
+}
+
+// TraceStep is one rule, tier end or profile end evaluation considered.
+type TraceStep struct {
+	Tier    string `json:"tier,omitempty"`
+	Policy  string `json:"policy,omitempty"`
+	Rule    int    `json:"rule"` // -1: the end of a tier or of the profiles
+	Action  string `json:"action,omitempty"`
+	Matched bool   `json:"matched"`
+	Note    string `json:"note,omitempty"`
+}
+
+// Flow is one entry of the flow table.
+type Flow struct {
+	Proto   string   `json:"proto"`
+	Src     string   `json:"src"`
+	Dst     string   `json:"dst"`
+	SrcPort uint16   `json:"srcPort,omitempty"`
+	DstPort uint16   `json:"dstPort,omitempty"`
+	State   string   `json:"state"`
+	Flags   []string `json:"flags"` // viaHost, policyAllowed, policyDenied
+	// PolicyGen is the policy generation of the verdict (0: none).
+	PolicyGen uint32 `json:"policyGen,omitempty"`
+	// ExpiresIn is the time left before the flow expires.
+	ExpiresIn time.Duration `json:"expiresIn"`
+}
+
+// Flows is a bounded copy of the flow table.
+type Flows struct {
+	Flows []Flow `json:"flows"`
+	// More says live flows were left out for the limit.
+	More     bool `json:"more"`
+	Capacity int  `json:"capacity"`
+}

@@ -139,6 +139,17 @@ func (t *Table) Lookup(addr uint32) *NextHop {
 	return nil
 }
 
+// Match is Lookup returning the whole winning route, for explaining a
+// lookup rather than forwarding.
+func (t *Table) Match(addr uint32) (Route, bool) {
+	for i, m := range t.byLen {
+		if h, ok := m[addr&t.masks[i]]; ok {
+			return t.routes[h], true
+		}
+	}
+	return Route{}, false
+}
+
 // IsNode reports whether addr is the underlay address of a known remote node.
 func (t *Table) IsNode(addr [4]byte) bool {
 	_, ok := t.nodes[addr]

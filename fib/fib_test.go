@@ -163,3 +163,20 @@ func BenchmarkLookup(b *testing.B) {
 		})
 	}
 }
+
+func TestMatch(t *testing.T) {
+	pfx := netip.MustParsePrefix
+	tab := Build([]Route{
+		{Prefix: pfx("10.0.0.0/8"), NextHop: NextHop{Kind: KindHost}, Source: SourceStatic},
+		{Prefix: pfx("10.1.0.0/26"), NextHop: NextHop{Kind: KindRemote, Mode: ModeVXLAN}, Source: SourceBGP},
+	})
+	if r, ok := tab.Match(AddrU32(netip.MustParseAddr("10.1.0.5"))); !ok || r.Prefix != pfx("10.1.0.0/26") || r.NextHop.Mode != ModeVXLAN || r.Source != SourceBGP {
+		t.Errorf("Match(10.1.0.5) = %+v, %v; want the /26", r, ok)
+	}
+	if r, ok := tab.Match(AddrU32(netip.MustParseAddr("10.2.0.5"))); !ok || r.Prefix != pfx("10.0.0.0/8") {
+		t.Errorf("Match(10.2.0.5) = %+v, %v; want the /8", r, ok)
+	}
+	if _, ok := tab.Match(AddrU32(netip.MustParseAddr("192.168.0.1"))); ok {
+		t.Error("Match(192.168.0.1) found a route")
+	}
+}

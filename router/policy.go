@@ -214,8 +214,10 @@ type EndpointDenied = api.EndpointDenied
 type PolicyDenied = api.PolicyDenied
 
 // isNode says whether a is one of the node's own addresses.
-func (w *worker) isNode(a uint32) bool {
-	return a == w.r.nodeAddr || (a != 0 && a == w.r.tunnel.Load())
+func (w *worker) isNode(a uint32) bool { return w.r.isNode(a) }
+
+func (r *Router) isNode(a uint32) bool {
+	return a == r.nodeAddr || (a != 0 && a == r.tunnel.Load())
 }
 
 // policyAllows enforces the installed policy on a packet being forwarded
@@ -223,35 +225,68 @@ func (w *worker) isNode(a uint32) bool {
 // endpoints no policy decides for take no flow lookup: the answer comes
 // from the state's port table alone.
 func (w *worker) policyAllows(ps *policyState, o origin, nh *fib.NextHop, ip header.IPv4) bool {
-	var src, dst *portPolicy
+	src, dst, fromNode, decide := w.r.policyEnds(ps, w.tab, w.ports, o, w.from, ip.SrcU32(), nh)
+	if !decide {
+		return true
+	}
+	return w.conntrack(ps, o, src, dst, fromNode, nh.Kind == fib.KindHost, ip)
+}
+
+// policyEnds finds the endpoints whose policy may decide a packet from
+// address srcAddr, come in as o (from is its pod port when o is fromPod),
+// routed to nh: the source's, the destination's, and whether it is the
+// node's own. decide is false when policy has nothing to say: neither end
+// is subject, or the route drops the packet anyway. The packet path and
+// Trace both call it, so a trace answers as the packet path decides.
+func (r *Router) policyEnds(ps *policyState, tab *fib.Table, ports []*Port, o origin, from *Port, srcAddr uint32, nh *fib.NextHop) (src, dst *portPolicy, fromNode, decide bool) {
 	switch nh.Kind {
 	case fib.KindLocal:
-		dst = ps.port(nh.Port, w.ports)
+		dst = ps.port(nh.Port, ports)
 	case fib.KindRemote, fib.KindHost:
 	default:
-		return true // dropped for its route anyway
+		return nil, nil, false, false // dropped for its route anyway
 	}
-	fromNode := false
 	switch o {
 	case fromPod:
-		if w.from != nil {
-			src = ps.port(w.from.ID, w.ports)
+		if from != nil {
+			src = ps.port(from.ID, ports)
 		}
 	case fromHost:
 		// The node's own traffic, or what its kernel forwarded: a local
 		// pod's packet after a Service's DNAT is judged for the pod's
 		// egress here.
-		s := ip.SrcU32()
-		if w.isNode(s) {
+		if r.isNode(srcAddr) {
 			fromNode = true
-		} else if snh := w.tab.Lookup(s); snh != nil && snh.Kind == fib.KindLocal {
-			src = ps.port(snh.Port, w.ports)
+		} else if snh := tab.Lookup(srcAddr); snh != nil && snh.Kind == fib.KindLocal {
+			src = ps.port(snh.Port, ports)
 		}
 	}
-	if src == nil && dst == nil {
-		return true
+	return src, dst, fromNode, src != nil || dst != nil
+}
+
+// policyChecks says which sides evaluate a flow's first packet to dstAddr:
+// the source's egress, then the destination's ingress, each when policy
+// decides there. The node's own packets to its pods are allowed (kubelet's
+// probes), as Calico allows them; a pod's packet to a Service address
+// through the host is not judged for egress here but once translated.
+func (ps *policyState) policyChecks(dstAddr uint32, src, dst *portPolicy, fromNode, toHost bool) (egress, ingress bool) {
+	if fromNode {
+		return false, false
 	}
-	return w.conntrack(ps, o, src, dst, fromNode, nh.Kind == fib.KindHost, ip)
+	egress = src != nil && src.out && !(toHost && len(ps.svc) > 0 && ps.service(dstAddr))
+	ingress = dst != nil && dst.in
+	return egress, ingress
+}
+
+// policyPacket is what policy evaluates of the packet with key k.
+func policyPacket(k flow.Key, typ, code uint8) policy.Packet {
+	pk := policy.Packet{Src: k.Src, Dst: k.Dst, Proto: k.Proto}
+	if k.Proto == header.ProtocolICMP {
+		pk.ICMPType, pk.ICMPCode = typ, code
+	} else {
+		pk.SrcPort, pk.DstPort = k.SrcPort, k.DstPort
+	}
+	return pk
 }
 
 // conntrack finds the packet's flow, or judges its first packet and
@@ -326,30 +361,23 @@ func (w *worker) judge(ps *policyState, k flow.Key, typ, code uint8, src, dst *p
 // Tag bits: which side denied, then the deciding counter.
 const tagIngress = 1
 
-// verdict evaluates the packet with key k (and ICMP type and code) at the
-// source's egress, then the destination's ingress, each when policy
-// decides there. The node's own packets to its pods are allowed (kubelet's
-// probes), as Calico allows them; a pod's packet to a Service address
-// through the host is allowed here and judged once translated.
+// verdict evaluates the packet with key k (and ICMP type and code) on the
+// sides policyChecks names, egress first.
 func (w *worker) verdict(ps *policyState, k flow.Key, typ, code uint8, src, dst *portPolicy, fromNode, toHost bool) flow.Verdict {
 	v := flow.Verdict{Flags: flow.PolicyAllowed, Gen: ps.gen}
-	if fromNode {
+	egress, ingress := ps.policyChecks(k.Dst, src, dst, fromNode, toHost)
+	if !egress && !ingress {
 		return v
 	}
-	pk := policy.Packet{Src: k.Src, Dst: k.Dst, Proto: k.Proto}
-	if k.Proto == header.ProtocolICMP {
-		pk.ICMPType, pk.ICMPCode = typ, code
-	} else {
-		pk.SrcPort, pk.DstPort = k.SrcPort, k.DstPort
-	}
-	if src != nil && src.out && !(toHost && len(ps.svc) > 0 && ps.service(k.Dst)) {
+	pk := policyPacket(k, typ, code)
+	if egress {
 		d := ps.set.Evaluate(int(src.ep), policy.Egress, &pk)
 		w.logVerdict(ps, src.ep, policy.Egress, k, &d)
 		if d.Action != policy.Allow {
 			return flow.Verdict{Flags: flow.PolicyDenied, Gen: ps.gen, Tag: uint32(d.Counter) << 1}
 		}
 	}
-	if dst != nil && dst.in {
+	if ingress {
 		d := ps.set.Evaluate(int(dst.ep), policy.Ingress, &pk)
 		w.logVerdict(ps, dst.ep, policy.Ingress, k, &d)
 		if d.Action != policy.Allow {
