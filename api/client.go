@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -170,5 +171,22 @@ func (c *Client) IPAM() (out IPAMView, err error) {
 // InvalidRecords lists the datastore records tortied skips as invalid.
 func (c *Client) InvalidRecords() (out []InvalidRecord, err error) {
 	err = c.do("GET", "/v1/invalid", nil, &out)
+	return
+}
+
+// Trace asks what tortied would do with a packet, without sending one.
+func (c *Client) Trace(q TraceRequest) (t Trace, err error) {
+	err = c.do("POST", "/v1/trace", q, &t)
+	return
+}
+
+// Flows copies at most limit entries of the flow table (0: the server's
+// default).
+func (c *Client) Flows(limit int) (f Flows, err error) {
+	path := "/v1/flows"
+	if limit > 0 {
+		path += "?limit=" + strconv.Itoa(limit)
+	}
+	err = c.do("GET", path, nil, &f)
 	return
 }

@@ -1,8 +1,8 @@
 // Package apiserver serves tortied's control API (package api is its wire
 // contract and client): JSON over HTTP on a root-only unix socket. The CNI
 // plugin, the lab and tortiectl add and delete pod endpoints, forward CNI
-// commands, apply resources and read endpoints, routes, IPAM and counters
-// through it.
+// commands, apply resources and read endpoints, routes, IPAM, counters and the
+// flow table, and trace packets, through it.
 package apiserver
 
 import (
@@ -127,6 +127,7 @@ func (s *Server) Handler() http.Handler {
 		}
 		reply(w, 200, recs)
 	})
+	s.traceRoutes(mux)
 	mux.HandleFunc("GET /v1/counters", func(w http.ResponseWriter, r *http.Request) { reply(w, 200, s.Router.Stats()) })
 	return mux
 }
