@@ -1,5 +1,6 @@
 // Command tortiectl is the operator's CLI for a tortie node: status,
-// endpoints, FIB routes and counters, read from tortied's unix socket.
+// endpoints, FIB routes, counters and the flow table, read from tortied's
+// unix socket, and traces of what it would do with a packet.
 package main
 
 import (
@@ -10,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -45,6 +47,15 @@ commands:
   label workloadendpoint NAMESPACE/NAME KEY=VALUE... KEY-...
                                   set (KEY=VALUE) or remove (KEY-) a pod's labels, which
                                   policy selectors match
+  trace --from POD|IP --to POD|IP [--proto tcp|udp|icmp] [--port N] [--src-port N]
+        [--icmp-type T] [--icmp-code C]
+                                  what tortied would do with such a packet, without sending
+                                  one: the FIB route and network policy at the source's egress
+                                  and the destination's ingress, rule by rule (POD:
+                                  NAMESPACE/NAME or an endpoint name)
+  flows [--limit N]               the flow table: 5-tuple, state, flags (viaHost,
+                                  policyAllowed, policyDenied), time to expiry (1000 flows
+                                  unless --limit)
   ipam                            IPAM blocks (affinity, use) and handles
   invalid                         datastore records skipped because they do not decode
 `
@@ -291,6 +302,34 @@ func run(c *api.Client, output string, args []string) error {
 			labels, _ := json.Marshal(md["labels"])
 			fmt.Fprintf(tw, "%s labelled: %s\n", args[2], labels)
 		})
+	case "trace":
+		q, err := parseTrace(args[1:])
+		if err != nil {
+			return err
+		}
+		t, err := c.Trace(q)
+		if err != nil {
+			return err
+		}
+		return emit(t, func() { printTrace(os.Stdout, t) })
+	case "flows":
+		limit := 0
+		switch {
+		case len(args) == 3 && args[1] == "--limit":
+			n, err := strconv.Atoi(args[2])
+			if err != nil || n < 1 {
+				return fmt.Errorf("flows: bad --limit %q", args[2])
+			}
+			limit = n
+		case len(args) != 1:
+			flag.Usage()
+			return fmt.Errorf("usage: tortiectl flows [--limit N]")
+		}
+		f, err := c.Flows(limit)
+		if err != nil {
+			return err
+		}
+		return emit(f, func() { printFlows(os.Stdout, f) })
 	case "endpoint":
 		if len(args) >= 5 && args[1] == "add" {
 			addr, err := netip.ParseAddr(args[4])
