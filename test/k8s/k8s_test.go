@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -400,13 +401,23 @@ func waitNodesReady(t *testing.T, cp *lab.ControlPlane, l *lab.Lab) {
 }
 
 // singleBackendServices checks ClusterIP Services of one backend each,
-// TCP and UDP on port 80: from a client pod (echo[0]) to a pod on another
+// TCP and UDP on port 80: from a client pod (one with another pod on its
+// node) to a pod on another
 // node, to another pod on its own node and to itself (hairpin), and from
 // the client's node (host network) to each. The backend that answers must
 // be the one the Service selects.
 func singleBackendServices(t *testing.T, cp *lab.ControlPlane, l *lab.Lab, work string, echo []pod) {
 	t.Helper()
-	client := echo[0]
+	// The client: a pod with another pod beside it on its node.
+	perNode := map[string]int{}
+	for _, p := range echo {
+		perNode[p.node]++
+	}
+	i := slices.IndexFunc(echo, func(p pod) bool { return perNode[p.node] > 1 })
+	if i < 0 {
+		t.Fatalf("echo pods %v: no node runs two", echo)
+	}
+	client := echo[i]
 	backends := map[string]pod{"self": client}
 	for _, p := range echo[1:] {
 		if p.node == client.node && backends["same-node"].name == "" {
