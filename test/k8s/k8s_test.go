@@ -419,7 +419,10 @@ func singleBackendServices(t *testing.T, cp *lab.ControlPlane, l *lab.Lab, work 
 	}
 	client := echo[i]
 	backends := map[string]pod{"self": client}
-	for _, p := range echo[1:] {
+	for _, p := range echo {
+		if p == client {
+			continue
+		}
 		if p.node == client.node && backends["same-node"].name == "" {
 			backends["same-node"] = p
 		}
