@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tortie-net/tortie/datastore"
+	"github.com/tortie-net/tortie/dsync"
 	"github.com/tortie-net/tortie/policy"
 	"github.com/tortie-net/tortie/resources"
 	"github.com/tortie-net/tortie/router"
@@ -88,27 +89,10 @@ func (a *Agent) watchPolicy(ctx context.Context, events <-chan datastore.Event) 
 		if !ok {
 			return ctx.Err() == nil
 		}
-		quiet(events, 20*time.Millisecond)
+		dsync.Drain(events, 20*time.Millisecond)
 	case <-tick.C:
 	}
 	return false
-}
-
-// quiet waits until no event has come for d, or the channel closes.
-func quiet(events <-chan datastore.Event, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	for {
-		select {
-		case _, ok := <-events:
-			if !ok {
-				return
-			}
-			t.Reset(d)
-		case <-t.C:
-			return
-		}
-	}
 }
 
 // syncPolicy lists, compiles and installs once. A compile error is logged and counted, and the

@@ -295,7 +295,7 @@ func (s *Syncer) watch(ctx context.Context, events <-chan Event) {
 			if !ok {
 				return
 			}
-			drain(events, 20*time.Millisecond)
+			Drain(events, 20*time.Millisecond)
 		case <-tick.C:
 		}
 		if err := s.Resync(ctx); err != nil {
@@ -308,7 +308,9 @@ func (s *Syncer) watch(ctx context.Context, events <-chan Event) {
 // Event is an alias so callers need not import datastore for Watch.
 type Event = datastore.Event
 
-func drain(events <-chan Event, quiet time.Duration) {
+// Drain consumes a burst of watch events: it returns once none has come
+// for quiet, or the channel closes.
+func Drain(events <-chan Event, quiet time.Duration) {
 	t := time.NewTimer(quiet)
 	defer t.Stop()
 	for {
