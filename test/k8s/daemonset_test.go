@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -80,13 +79,7 @@ func daemonSetCluster(t *testing.T, o lab.Options, proxyMode string) (*lab.Lab, 
 				t.Logf("%s:\n%s", pod, labtest.TailLines(logs, 20))
 			}
 		}
-		if t.Failed() {
-			for _, n := range l.Nodes {
-				if b, err := os.ReadFile(cp.Dir + "/kubelet-" + n.Name + ".log"); err == nil {
-					t.Logf("kubelet on %s:\n%s", n.Name, labtest.TailLines(string(b), 20))
-				}
-			}
-		}
+		logKubelets(t, cp, l)
 	})
 	for _, n := range l.Nodes {
 		if err := l.StartKubelet(cp, bins, n, n.Containerd.Socket); err != nil {

@@ -184,15 +184,7 @@ func TestKubeletRunsPods(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, n := range l.Nodes {
-				if b, err := os.ReadFile(cp.Dir + "/kubelet-" + n.Name + ".log"); err == nil {
-					t.Logf("kubelet on %s:\n%s", n.Name, labtest.TailLines(string(b), 25))
-				}
-			}
-		}
-	})
+	t.Cleanup(func() { logKubelets(t, cp, l) })
 	for _, n := range l.Nodes {
 		if err := l.StartKubelet(cp, bins, n, n.Containerd.Socket); err != nil {
 			t.Fatal(err)
@@ -474,6 +466,18 @@ spec:
 				}
 				return err == nil && strings.Contains(out, want)
 			})
+		}
+	}
+}
+
+// logKubelets logs the end of every node's kubelet log if t failed.
+func logKubelets(t *testing.T, cp *lab.ControlPlane, l *lab.Lab) {
+	if !t.Failed() {
+		return
+	}
+	for _, n := range l.Nodes {
+		if b, err := os.ReadFile(cp.Dir + "/kubelet-" + n.Name + ".log"); err == nil {
+			t.Logf("kubelet on %s:\n%s", n.Name, labtest.TailLines(string(b), 25))
 		}
 	}
 }
