@@ -78,6 +78,11 @@ type Agent struct {
 	routed   []netip.Prefix
 	routedCh chan struct{}
 
+	// natRules and natAt are the natOutgoing ruleset last applied and
+	// when; only the sync goroutine (onSync) touches them.
+	natRules string
+	natAt    time.Time
+
 	// pol is the policy loop's state (the Set installed in the router).
 	pol policyState
 
@@ -223,9 +228,7 @@ func (a *Agent) onSync(s *dsync.Snapshot) {
 			nat = append(nat, p.Prefix())
 		}
 	}
-	if err := natout.Sync(nat, cluster); err != nil {
-		a.Log.Warn("natOutgoing rules", zap.Error(err))
-	}
+	a.syncNAT(nat, cluster)
 	podMTU := a.UnderlayMTU - s.MaxOverhead()
 	a.Endpoints.SetMTU(podMTU)
 	if err := a.Host.SyncClusterRoutes(cluster, podMTU); err != nil {
@@ -243,6 +246,26 @@ func (a *Agent) onSync(s *dsync.Snapshot) {
 	}
 	ipip, vxlan, pools := TunnelNeeds(s.Pools, labels)
 	a.ensureTunnelAddr(ipip, vxlan, pools, labels)
+}
+
+// natReassert is how often the natOutgoing rules are written again although
+// the pools did not change, in case something flushed them.
+const natReassert = time.Minute
+
+// syncNAT writes the natOutgoing rules when they change. Snapshots follow
+// every IPAM block write, so a burst of pods would otherwise run nft for
+// each of them.
+func (a *Agent) syncNAT(nat, cluster []netip.Prefix) {
+	rules := natout.Ruleset(nat, cluster)
+	if rules == a.natRules && time.Since(a.natAt) < natReassert {
+		return
+	}
+	if err := natout.Apply(rules); err != nil {
+		a.Log.Warn("natOutgoing rules", zap.Error(err))
+		a.natRules = ""
+		return
+	}
+	a.natRules, a.natAt = rules, time.Now()
 }
 
 // TunnelNeeds says, as Calico's tunnel address allocator does, which

@@ -46,10 +46,10 @@ func Ruleset(natPools, allPools []netip.Prefix) string {
 	return b.String()
 }
 
-// Sync programs the current network namespace.
-func Sync(natPools, allPools []netip.Prefix) error {
+// Apply loads a ruleset made by Ruleset into the current network namespace.
+func Apply(ruleset string) error {
 	cmd := exec.Command("nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(Ruleset(natPools, allPools))
+	cmd.Stdin = strings.NewReader(ruleset)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {

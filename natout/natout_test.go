@@ -38,7 +38,7 @@ func TestSyncInNamespace(t *testing.T) {
 		nat  []netip.Prefix
 		want string
 	}{{p, "masquerade"}, {p, "masquerade"}, {nil, ""}} {
-		if err := nsutil.Do(testutil.NetnsPath(ns), func() error { return Sync(step.nat, p) }); err != nil {
+		if err := nsutil.Do(testutil.NetnsPath(ns), func() error { return Apply(Ruleset(step.nat, p)) }); err != nil {
 			t.Fatal(err)
 		}
 		got := list()
