@@ -20,10 +20,21 @@ type Client struct {
 	hc     *http.Client
 }
 
+// requestTimeout bounds an ordinary call to tortied.
+const requestTimeout = 30 * time.Second
+
+// cniTimeout bounds a CNI call. ADDs on a node queue behind one another
+// for the node's IPAM lock, as with Calico's, so a burst of pods (a
+// Deployment scaled up, a node drained onto this one) can keep an ADD
+// waiting well beyond an ordinary call. The kubelet gives a sandbox two
+// minutes (--runtime-request-timeout) and containerd kills the plugin when
+// that ends; the plugin gives up a little earlier, so that the kubelet's
+// event says why.
+const cniTimeout = 110 * time.Second
+
 // NewClient returns a client for the socket at path.
 func NewClient(path string) *Client {
 	return &Client{Socket: path, hc: &http.Client{
-		Timeout: 30 * time.Second,
 		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)
@@ -32,6 +43,10 @@ func NewClient(path string) *Client {
 }
 
 func (c *Client) do(method, path string, in, out any) error {
+	return c.doTimeout(requestTimeout, method, path, in, out)
+}
+
+func (c *Client) doTimeout(timeout time.Duration, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -40,15 +55,24 @@ func (c *Client) do(method, path string, in, out any) error {
 		}
 		body = bytes.NewReader(b)
 	}
-	return c.doRaw(method, path, body, out)
+	return c.send(timeout, method, path, body, out)
 }
 
 func (c *Client) doRaw(method, path string, body io.Reader, out any) error {
-	req, err := http.NewRequest(method, "http://tortied"+path, body)
+	return c.send(requestTimeout, method, path, body, out)
+}
+
+func (c *Client) send(timeout time.Duration, method, path string, body io.Reader, out any) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, "http://tortied"+path, body)
 	if err != nil {
 		return err
 	}
 	resp, err := c.hc.Do(req)
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("tortied at %s did not answer within %v: %w", c.Socket, timeout, err)
+	}
 	if err != nil {
 		return fmt.Errorf("tortied at %s is not reachable: %w", c.Socket, err)
 	}
@@ -117,21 +141,27 @@ func (c *Client) Status() (out Status, err error) {
 
 // CNIAdd forwards a plugin's ADD.
 func (c *Client) CNIAdd(r CNIRequest) (out CNIResult, err error) {
-	err = c.do("POST", "/v1/cni/add", r, &out)
+	err = c.doTimeout(cniTimeout, "POST", "/v1/cni/add", r, &out)
 	return
 }
 
 // CNIDel forwards a plugin's DEL.
-func (c *Client) CNIDel(r CNIRequest) error { return c.do("POST", "/v1/cni/del", r, nil) }
+func (c *Client) CNIDel(r CNIRequest) error {
+	return c.doTimeout(cniTimeout, "POST", "/v1/cni/del", r, nil)
+}
 
 // CNICheck forwards a plugin's CHECK.
-func (c *Client) CNICheck(r CNIRequest) error { return c.do("POST", "/v1/cni/check", r, nil) }
+func (c *Client) CNICheck(r CNIRequest) error {
+	return c.doTimeout(cniTimeout, "POST", "/v1/cni/check", r, nil)
+}
 
 // CNIStatus forwards a plugin's STATUS.
 func (c *Client) CNIStatus() error { return c.do("GET", "/v1/cni/status", nil, nil) }
 
 // CNIGC forwards a plugin's GC.
-func (c *Client) CNIGC(r GCRequest) error { return c.do("POST", "/v1/cni/gc", r, nil) }
+func (c *Client) CNIGC(r GCRequest) error {
+	return c.doTimeout(cniTimeout, "POST", "/v1/cni/gc", r, nil)
+}
 
 // Apply sends resource manifests (YAML or JSON) to tortied and returns how
 // many objects were applied.
