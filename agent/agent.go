@@ -28,6 +28,7 @@ import (
 	"github.com/tortie-net/tortie/header"
 	"github.com/tortie-net/tortie/hostif"
 	"github.com/tortie-net/tortie/ipam"
+	"github.com/tortie-net/tortie/kubeview"
 	"github.com/tortie-net/tortie/natout"
 	"github.com/tortie-net/tortie/peering"
 	"github.com/tortie-net/tortie/resources"
@@ -56,6 +57,11 @@ type Agent struct {
 	// translates (router.Policy.ServiceNets); none: egress rules see
 	// cluster IPs.
 	ServiceNets []netip.Prefix
+
+	// Kube, when set, makes the Kubernetes API the source of pods' and
+	// namespaces' labels, service accounts and NetworkPolicies (runPolicy
+	// starts it); without it they come from the datastore's records.
+	Kube *kubeview.View
 
 	// BGP makes BGP the source of other nodes' routes (a speaker is
 	// started after the first full sync); otherwise they are derived from

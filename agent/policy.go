@@ -11,6 +11,7 @@ import (
 
 	"github.com/tortie-net/tortie/datastore"
 	"github.com/tortie-net/tortie/dsync"
+	"github.com/tortie-net/tortie/kubeview"
 	"github.com/tortie-net/tortie/policy"
 	"github.com/tortie-net/tortie/resources"
 	"github.com/tortie-net/tortie/router"
@@ -39,11 +40,24 @@ func (a *Agent) PolicyCounts() (installed, failed uint64) {
 }
 
 // runPolicy follows the policy resources and workload endpoints in the
-// datastore: a full list, compiled and installed, then a watch whose
-// bursts of events (or a 30 s tick) trigger the next list. Compilation
-// happens here, never on the packet path; a list or compile error keeps
-// the Set in force.
+// datastore, and with Kube the cluster's pods, namespaces, service
+// accounts and NetworkPolicies: a full list, compiled and installed, then
+// a watch whose bursts of events (or a 30 s tick) trigger the next list.
+// Compilation happens here, never on the packet path; a list or compile
+// error keeps the Set in force. With Kube nothing is installed before its
+// first full list: a Set without the NetworkPolicies would open what
+// they close.
 func (a *Agent) runPolicy(ctx context.Context) {
+	if a.Kube != nil {
+		a.Kube.Start(ctx)
+		for !a.Kube.Synced() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-a.Kube.Changed():
+			}
+		}
+	}
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		// The watch starts before the list: whatever changes after the
@@ -83,6 +97,10 @@ func (a *Agent) runPolicy(ctx context.Context) {
 func (a *Agent) watchPolicy(ctx context.Context, events <-chan datastore.Event) (ended bool) {
 	tick := time.NewTimer(30 * time.Second)
 	defer tick.Stop()
+	var kube <-chan struct{} // nil without Kube: never ready
+	if a.Kube != nil {
+		kube = a.Kube.Changed()
+	}
 	select {
 	case <-ctx.Done():
 	case _, ok := <-events:
@@ -90,6 +108,14 @@ func (a *Agent) watchPolicy(ctx context.Context, events <-chan datastore.Event) 
 			return ctx.Err() == nil
 		}
 		dsync.Drain(events, 20*time.Millisecond)
+	case <-kube:
+		// A burst of pod changes (a Deployment scaled) is one compilation.
+		t := time.NewTimer(20 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
 	case <-tick.C:
 	}
 	return false
@@ -103,7 +129,11 @@ func (a *Agent) syncPolicy(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	in, warnings := PolicyInputs(a.Node, r)
+	var ks *kubeview.Snapshot
+	if a.Kube != nil {
+		ks = a.Kube.Snapshot()
+	}
+	in, warnings := PolicyInputs(a.Node, r, ks)
 	for _, w := range warnings {
 		a.Log.Warn(w)
 	}
@@ -131,7 +161,13 @@ func (a *Agent) syncPolicy(ctx context.Context) error {
 // the one they would make (its name labels and Allow rules); a profile an
 // endpoint names that does not exist has no rules (so nothing after the
 // tiers allows), as for Felix. The warnings say what was left out.
-func PolicyInputs(node string, r *resources.PolicyResources) (*policy.Inputs, []string) {
+//
+// With kube (the Kubernetes API's objects; nil: none) a Kubernetes pod's
+// endpoint takes its labels, service account and named ports from the
+// pod, and its namespace's labels from the Namespace, as Calico's do; the
+// datastore's record still says where the pod is and its address. The
+// Kubernetes NetworkPolicies join the Calico ones.
+func PolicyInputs(node string, r *resources.PolicyResources, kube *kubeview.Snapshot) (*policy.Inputs, []string) {
 	in := &policy.Inputs{}
 	var warnings []string
 	profiles := map[string]bool{}
@@ -176,7 +212,11 @@ func PolicyInputs(node string, r *resources.PolicyResources) (*policy.Inputs, []
 			missing = append(missing, p)
 			in.Profiles = append(in.Profiles, policy.Profile{Name: p})
 		}
-		in.Endpoints = append(in.Endpoints, w.Endpoint(nsLabels[ns], w.Spec.Node == node))
+		e := w.Endpoint(nsLabels[ns], w.Spec.Node == node)
+		if kube != nil && w.Spec.Orchestrator == resources.OrchestratorK8s {
+			fromKube(&e, kube)
+		}
+		in.Endpoints = append(in.Endpoints, e)
 	}
 	sort.Strings(missing)
 	for _, p := range missing {
@@ -197,7 +237,36 @@ func PolicyInputs(node string, r *resources.PolicyResources) (*policy.Inputs, []
 	for _, s := range r.GlobalNetworkSets {
 		in.GlobalNetworkSets = append(in.GlobalNetworkSets, s.Set())
 	}
+	if kube != nil {
+		in.KubernetesPolicies = kube.NetworkPolicies
+	}
 	return in, warnings
+}
+
+// fromKube gives a Kubernetes pod's endpoint what the API says of the pod
+// and its namespace: the pod's labels with those Calico adds, its service
+// account and that account's labels, its named ports, and the
+// namespace's labels. An endpoint whose pod or namespace the API does not
+// know (yet, or any more) keeps what its record says.
+func fromKube(e *policy.Endpoint, kube *kubeview.Snapshot) {
+	if l, ok := kube.Namespaces[e.Namespace]; ok {
+		e.NamespaceLabels = l
+	}
+	p, ok := kube.Pods[e.Key]
+	if !ok {
+		return
+	}
+	labels := make(map[string]string, len(p.Labels)+3)
+	for k, v := range p.Labels {
+		labels[k] = v
+	}
+	labels[resources.LabelNamespace] = p.Namespace
+	labels[resources.LabelOrchestrator] = resources.OrchestratorK8s
+	labels[resources.LabelSAName] = p.ServiceAccount
+	e.Labels = labels
+	e.ServiceAccount = p.ServiceAccount
+	e.ServiceAccountLabels = kube.ServiceAccounts[p.Namespace+"/"+p.ServiceAccount]
+	e.Ports = p.Ports
 }
 
 // namespaceProfile is the kns.<namespace> profile Calico's controllers

@@ -3,14 +3,21 @@ package agent
 import (
 	"context"
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/tortie-net/tortie/datastore"
 	"github.com/tortie-net/tortie/fib"
+	"github.com/tortie-net/tortie/kubeview"
 	"github.com/tortie-net/tortie/policy"
 	"github.com/tortie-net/tortie/resources"
 	"github.com/tortie-net/tortie/router"
@@ -190,7 +197,7 @@ spec: {node: n1, pod: odd, ipNetworks: [10.244.0.9/32], profiles: [nowhere]}
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, warnings := PolicyInputs("n1", r)
+	in, warnings := PolicyInputs("n1", r, nil)
 	if len(warnings) != 3 {
 		t.Errorf("warnings %q", warnings)
 	}
@@ -223,4 +230,136 @@ spec: {node: n1, pod: odd, ipNetworks: [10.244.0.9/32], profiles: [nowhere]}
 	if v := set.Evaluate(i, policy.Ingress, &policy.Packet{Src: u32("10.244.1.7"), Dst: u32("10.244.0.9"), DstPort: 80, Proto: 6}); v.Action != policy.Deny {
 		t.Errorf("endpoint naming a missing profile: %+v", v)
 	}
+}
+
+// TestPolicyInputsFromKubernetes: with the API's objects, a Kubernetes
+// pod's endpoint takes the pod's labels (with Calico's), service account
+// and named ports, and its namespace's labels; NetworkPolicies are
+// compiled with the Calico resources, and decide verdicts; an endpoint
+// whose pod the API does not know keeps its record's labels.
+func TestPolicyInputsFromKubernetes(t *testing.T) {
+	s := datastore.NewMemory()
+	apply(t, s, policyPods+`---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: n1-k8s-gone-eth0, namespace: prod, labels: {kept: "yes"}}
+spec: {node: n1, orchestrator: k8s, pod: gone, endpoint: eth0, ipNetworks: [10.244.0.8/32]}
+`)
+	r, err := (resources.Client{S: s}).PolicyResourcesAt(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp := networkingv1.NetworkPolicyPort{Port: &intstr.IntOrString{Type: intstr.String, StrVal: "http"}}
+	kube := &kubeview.Snapshot{
+		Pods: map[string]*kubeview.Pod{
+			"prod/web": {Namespace: "prod", Name: "web", ServiceAccount: "web-sa", Labels: map[string]string{"app": "web"},
+				Ports: []policy.NamedPort{{Name: "http", Protocol: "TCP", Port: 8080}}},
+			"dev/client": {Namespace: "dev", Name: "client", ServiceAccount: "default", Labels: map[string]string{"role": "client"}},
+		},
+		Namespaces:      map[string]map[string]string{"prod": {"env": "prod"}, "dev": {"env": "dev"}},
+		ServiceAccounts: map[string]map[string]string{"prod/web-sa": {"tier": "front"}},
+		NetworkPolicies: []*networkingv1.NetworkPolicy{{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "prod", Name: "web-from-dev"},
+			Spec: networkingv1.NetworkPolicySpec{
+				PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+				Ingress: []networkingv1.NetworkPolicyIngressRule{{
+					From:  []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"env": "dev"}}}},
+					Ports: []networkingv1.NetworkPolicyPort{tcp},
+				}},
+			},
+		}},
+	}
+	in, warnings := PolicyInputs("n1", r, kube)
+	if len(warnings) != 0 {
+		t.Errorf("warnings %q", warnings)
+	}
+	eps := map[string]policy.Endpoint{}
+	for _, e := range in.Endpoints {
+		eps[e.Key] = e
+	}
+	web := eps["prod/web"]
+	wantLabels := map[string]string{"app": "web", resources.LabelNamespace: "prod", resources.LabelOrchestrator: "k8s", resources.LabelSAName: "web-sa"}
+	if !reflect.DeepEqual(web.Labels, wantLabels) || web.ServiceAccount != "web-sa" || web.ServiceAccountLabels["tier"] != "front" ||
+		web.NamespaceLabels["env"] != "prod" || len(web.Ports) != 1 || web.IP.String() != "10.244.0.5" || !web.Local {
+		t.Errorf("prod/web = %+v", web)
+	}
+	if gone := eps["prod/gone"]; gone.Labels["kept"] != "yes" || gone.NamespaceLabels["env"] != "prod" {
+		t.Errorf("endpoint of a pod the API does not know: %+v", gone)
+	}
+	if len(in.KubernetesPolicies) != 1 {
+		t.Fatalf("kubernetes policies %v", in.KubernetesPolicies)
+	}
+	set, err := policy.Compile(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u32 := func(s string) uint32 { return fib.AddrU32(netip.MustParseAddr(s)) }
+	i, _ := set.Index("prod/web")
+	for _, c := range []struct {
+		src  string
+		port uint16
+		want policy.Action
+	}{
+		{"10.244.1.7", 8080, policy.Allow}, // dev/client, the named port
+		{"10.244.1.7", 80, policy.Deny},    // another port
+		{"10.244.0.8", 8080, policy.Deny},  // prod/gone: not in a dev namespace
+	} {
+		if v := set.Evaluate(i, policy.Ingress, &policy.Packet{Src: u32(c.src), Dst: u32("10.244.0.5"), DstPort: c.port, Proto: 6}); v.Action != c.want {
+			t.Errorf("%s → prod/web:%d: %+v, want %s", c.src, c.port, v, c.want)
+		}
+	}
+}
+
+// TestPolicyFromKubernetes: with a View of the Kubernetes API, the agent
+// installs nothing before the View's first full list, then compiles its
+// NetworkPolicies; a NetworkPolicy created later, and a pod label that
+// takes the pod out of its selector, change the installed verdict.
+func TestPolicyFromKubernetes(t *testing.T) {
+	s := datastore.NewMemory()
+	r := router.New(router.Config{}, fib.New(), router.Underlay{Sender: func() router.UnderlaySender {
+		return (&routertest.Underlay{}).NewSender()
+	}})
+	t.Cleanup(func() { _ = r.Close() })
+	apply(t, s, policyPods)
+	web := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "prod", Name: "web", Labels: map[string]string{"app": "web"}}}
+	cs := fake.NewClientset(
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "prod"}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "dev", Labels: map[string]string{"env": "dev"}}},
+		web,
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "dev", Name: "client", Labels: map[string]string{"role": "client"}}},
+	)
+	kube := kubeview.New(kubeview.Clients{Core: cs.CoreV1(), Networking: cs.NetworkingV1()}, zap.NewNop())
+	a := &Agent{Node: "n1", Store: s, Router: r, Log: zap.NewNop(), Invalid: resources.NewInvalid(zap.NewNop()), Kube: kube}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.runPolicy(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	waitFor(t, "the first Set", func() bool { return a.PolicySet() != nil })
+	if !kube.Synced() {
+		t.Fatal("a Set was installed before the Kubernetes objects were synced")
+	}
+	if v := verdict(t, a, "prod/web", "10.244.1.7", "10.244.0.5"); v.Action != policy.Allow {
+		t.Fatalf("before any policy: %+v", v)
+	}
+	np := &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "prod", Name: "deny-web"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+		},
+	}
+	if _, err := cs.NetworkingV1().NetworkPolicies("prod").Create(ctx, np, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the NetworkPolicy", func() bool {
+		return verdict(t, a, "prod/web", "10.244.1.7", "10.244.0.5").Action == policy.Deny
+	})
+	web.Labels = map[string]string{"app": "other"}
+	if _, err := cs.CoreV1().Pods("prod").Update(ctx, web, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the pod's new label", func() bool {
+		return verdict(t, a, "prod/web", "10.244.1.7", "10.244.0.5").Action == policy.Allow
+	})
 }

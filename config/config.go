@@ -55,6 +55,10 @@ type File struct {
 	// the source of pod addresses and routes; encapsulation then comes from
 	// each pool, and podCIDR, clusterCIDRs and nodes are not used.
 	Datastore *Datastore `json:"datastore,omitempty"`
+	// Kubernetes, with a datastore, makes the Kubernetes API the source of
+	// pods', namespaces' and service accounts' labels and of
+	// NetworkPolicies, for network policy.
+	Kubernetes *Kubernetes `json:"kubernetes,omitempty"`
 	// Labels of this node, for pools' nodeSelector.
 	Labels map[string]string `json:"labels,omitempty"`
 	// StateDir keeps the endpoint state file (default /var/lib/tortie).
@@ -103,6 +107,21 @@ type Datastore struct {
 	// BGPMaxPrefixes is the prefix limit of BGP peers that set none
 	// (default 20000).
 	BGPMaxPrefixes uint32 `json:"bgpMaxPrefixes,omitempty"`
+}
+
+// Kubernetes says how to reach the Kubernetes API.
+type Kubernetes struct {
+	// Kubeconfig is a kubeconfig file; empty: the in-cluster
+	// configuration of a pod (its service account's token, and the API
+	// server's address from KUBERNETES_SERVICE_HOST), as calico-node uses.
+	Kubeconfig string `json:"kubeconfig,omitempty"`
+	// ServiceClusterIPRanges are the cluster's Service ranges
+	// (kube-apiserver's --service-cluster-ip-range). A pod's packets to
+	// them are judged by egress policy after kube-proxy has translated
+	// them, on the backend's address, as Calico judges them; without them,
+	// egress rules see the cluster IP. IPv6 ranges are accepted and not
+	// used yet.
+	ServiceClusterIPRanges []string `json:"serviceClusterIPRanges,omitempty"`
 }
 
 // Route sources.
@@ -166,6 +185,8 @@ type Config struct {
 	// DefragInterval is the embedded member's parsed defragInterval:
 	// 0 for the default, negative for never.
 	DefragInterval time.Duration
+	// ServiceNets are kubernetes.serviceClusterIPRanges' IPv4 ranges.
+	ServiceNets []netip.Prefix
 }
 
 // Peer is a validated Node with the mode chosen for it.
@@ -246,6 +267,22 @@ func (f File) Validate() (*Config, error) {
 	c.VTEPMAC = calico.VTEPMAC(c.NodeName)
 	if c.Mode, err = fib.ParseMode(f.Encapsulation); err != nil {
 		bad("%v", err)
+	}
+	if k := f.Kubernetes; k != nil {
+		if f.Datastore == nil {
+			bad("kubernetes: network policy needs a datastore (set datastore too)")
+		}
+		for _, r := range k.ServiceClusterIPRanges {
+			p, err := netip.ParsePrefix(r)
+			switch {
+			case err != nil:
+				bad("kubernetes.serviceClusterIPRanges: %q is not a CIDR", r)
+			case p.Addr().Is4():
+				c.ServiceNets = append(c.ServiceNets, p.Masked())
+			default:
+				c.Warnings = append(c.Warnings, fmt.Sprintf("kubernetes.serviceClusterIPRanges: %s is IPv6, which tortie does not carry yet; ignored", r))
+			}
+		}
 	}
 	if d := f.Datastore; d != nil {
 		if len(d.EtcdEndpoints) == 0 && d.Embedded == nil {

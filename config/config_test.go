@@ -184,8 +184,34 @@ func TestDeployConfigMap(t *testing.T) {
 		if c.NodeName != "node-7" || c.Addr.String() != "10.0.1.7/24" || c.Datastore == nil {
 			t.Fatalf("deployed config: %+v", c.File)
 		}
+		// Policy from the API server, in-cluster, with kubeadm's Services.
+		if c.Kubernetes == nil || c.Kubernetes.Kubeconfig != "" || len(c.ServiceNets) != 1 || c.ServiceNets[0].String() != "10.96.0.0/12" {
+			t.Fatalf("deployed config's kubernetes section: %+v, service nets %v", c.Kubernetes, c.ServiceNets)
+		}
 	}
 	if !found {
 		t.Fatal("no ConfigMap in deploy/tortie.yaml")
+	}
+}
+
+func TestKubernetes(t *testing.T) {
+	base := "nodeName: a\naddress: 10.0.1.1/24\ndatastore: {etcdEndpoints: [http://x:2379]}\n"
+	c, err := Parse([]byte(base + "kubernetes: {kubeconfig: k.conf, serviceClusterIPRanges: [10.96.0.1/12, 'fd00:10:96::/112']}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Kubernetes.Kubeconfig != "k.conf" || len(c.ServiceNets) != 1 || c.ServiceNets[0].String() != "10.96.0.0/12" {
+		t.Errorf("kubernetes %+v, service nets %v", c.Kubernetes, c.ServiceNets)
+	}
+	if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "IPv6") {
+		t.Errorf("warnings %q: want one about the IPv6 range", c.Warnings)
+	}
+	for _, bad := range []string{
+		base + "kubernetes: {serviceClusterIPRanges: [10.96.0.0]}\n",
+		"nodeName: a\naddress: 10.0.1.1/24\nencapsulation: vxlan\npodCIDR: 10.244.0.0/24\nkubernetes: {}\n",
+	} {
+		if _, err := Parse([]byte(bad)); err == nil {
+			t.Errorf("accepted %q", bad)
+		}
 	}
 }

@@ -35,6 +35,7 @@ import (
 	"github.com/tortie-net/tortie/fib"
 	"github.com/tortie-net/tortie/hostif"
 	"github.com/tortie-net/tortie/ipam"
+	"github.com/tortie-net/tortie/kubeview"
 	"github.com/tortie-net/tortie/metrics"
 	"github.com/tortie-net/tortie/resources"
 	"github.com/tortie-net/tortie/router"
@@ -162,7 +163,19 @@ func New(cfg *config.Config, log *zap.Logger) (n *Node, err error) {
 		ipm := &ipam.IPAM{S: store, Invalid: invalid}
 		n.agent = &agent.Agent{Node: cfg.NodeName, Labels: cfg.Labels, Addr: cfg.Addr, VTEPMAC: cfg.VTEPMAC,
 			UnderlayMTU: n.underlayMTU, Store: store, IPAM: ipm, FIB: n.fib, Router: n.router, Host: n.host,
-			Endpoints: n.endpoints, Log: log.Named("agent"), Invalid: invalid}
+			Endpoints: n.endpoints, Log: log.Named("agent"), Invalid: invalid, ServiceNets: cfg.ServiceNets}
+		if k := cfg.Kubernetes; k != nil {
+			rc, err := kubeview.RESTConfig(k.Kubeconfig)
+			if err != nil {
+				return nil, err
+			}
+			rc.UserAgent = "tortied/" + cfg.NodeName
+			clients, err := kubeview.NewClients(rc)
+			if err != nil {
+				return nil, err
+			}
+			n.agent.Kube = kubeview.New(clients, log.Named("kube"))
+		}
 		n.api.Invalid = n.agent.InvalidRecords
 		n.collectors = append(n.collectors, metrics.InvalidRecords(invalid.Counts), metrics.PolicyCompilations(n.agent.PolicyCounts))
 		if cfg.Datastore.RouteSource == config.RouteSourceBGP {
