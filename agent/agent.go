@@ -58,6 +58,10 @@ type Agent struct {
 	// cluster IPs.
 	ServiceNets []netip.Prefix
 
+	// HeartbeatEvery is how often the node rewrites the claim on its name
+	// (0: DefaultHeartbeatEvery); see claim.go.
+	HeartbeatEvery time.Duration
+
 	// Kube, when set, makes the Kubernetes API the source of pods' and
 	// namespaces' labels, service accounts and NetworkPolicies (runPolicy
 	// starts it); without it they come from the datastore's records.
@@ -121,6 +125,9 @@ func (a *Agent) Start(ctx context.Context) error {
 		if err == nil {
 			break
 		}
+		if errors.Is(err, ErrNameHeld) {
+			return err
+		}
 		a.Log.Warn("node registration failed; retrying", zap.Error(err), zap.Duration("retry", backoff))
 		select {
 		case <-ctx.Done():
@@ -129,6 +136,7 @@ func (a *Agent) Start(ctx context.Context) error {
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
+	go a.beat(ctx)
 	go sy.Run(ctx)
 	go a.reclaim(ctx, time.Minute)
 	if a.Router != nil {
@@ -200,6 +208,11 @@ func (a *Agent) register(ctx context.Context) error {
 		if old.Spec.BGP != nil {
 			n.Spec.BGP.ASNumber = old.Spec.BGP.ASNumber
 			n.Spec.BGP.RouteReflectorClusterID = old.Spec.BGP.RouteReflectorClusterID
+			if held := old.Spec.BGP.IPv4Address; held.IsValid() && held != a.Addr {
+				if err := a.claimFree(ctx, held); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	return rc.PutNode(ctx, n)

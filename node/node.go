@@ -230,6 +230,9 @@ func (n *Node) Run(ctx context.Context) error {
 		n.router.AttachUnderlay(rx)
 	}
 	n.attached = true
+	// fatal carries what ends the node before ctx does: another live node
+	// holds its name.
+	fatal := make(chan error, 1)
 	if n.agent != nil {
 		if n.agent.BGP != nil {
 			// A planned stop is a graceful restart for our peers: no CEASE.
@@ -238,7 +241,11 @@ func (n *Node) Run(ctx context.Context) error {
 		// Pods come back first: forwarding must not wait for the datastore.
 		n.agent.Restore(ctx, n.stateFile)
 		go func() {
-			if err := n.agent.Start(ctx); err != nil && ctx.Err() == nil {
+			err := n.agent.Start(ctx)
+			switch {
+			case errors.Is(err, agent.ErrNameHeld):
+				fatal <- err
+			case err != nil && ctx.Err() == nil:
 				n.log.Error("agent", zap.Error(err))
 			}
 		}()
@@ -268,10 +275,14 @@ func (n *Node) Run(ctx context.Context) error {
 		defer ms.Close()
 	}
 	n.logStart()
-	<-ctx.Done()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-fatal:
+	}
 	n.log.Info("shutting down; pod interfaces stay for the next start")
 	n.endpoints.Detach()
-	return nil
+	return err
 }
 
 // Close releases what New opened, newest first. It is safe to call after a
