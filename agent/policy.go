@@ -2,8 +2,11 @@ package agent
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,6 +30,60 @@ type policyState struct {
 	set      atomic.Pointer[policy.Set]
 	compiles atomic.Uint64
 	failures atomic.Uint64
+	lastErr  atomic.Pointer[error] // the last compilation's failure; nil after a success
+
+	// installed is closed and replaced after every attempt to install.
+	mu        sync.Mutex
+	installed chan struct{}
+}
+
+// attempted wakes WaitPolicy's callers.
+func (p *policyState) attempted() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.installed != nil {
+		close(p.installed)
+	}
+	p.installed = make(chan struct{})
+}
+
+func (p *policyState) next() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.installed == nil {
+		p.installed = make(chan struct{})
+	}
+	return p.installed
+}
+
+// WaitPolicy returns once the installed policy includes the local endpoint
+// key ("<namespace>/<pod>"), or an error when ctx ends first saying why
+// (a compilation that fails keeps new endpoints out). Without a router
+// there is no policy and nothing to wait for. It is safe for concurrent
+// use.
+func (a *Agent) WaitPolicy(ctx context.Context, key string) error {
+	if a.Router == nil {
+		return nil
+	}
+	for {
+		next := a.pol.next()
+		if set := a.pol.set.Load(); set != nil {
+			if _, ok := set.Index(key); ok {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if err := a.pol.lastErr.Load(); err != nil {
+				return fmt.Errorf("the policy does not compile: %w", *err)
+			}
+			if a.pol.set.Load() == nil {
+				return errors.New("no policy has been compiled yet")
+			}
+			return fmt.Errorf("the policy in force does not include %s yet", key)
+		case <-next:
+		}
+	}
 }
 
 // PolicySet is the policy Set installed in the router (nil before the
@@ -137,18 +194,22 @@ func (a *Agent) syncPolicy(ctx context.Context) error {
 	for _, w := range warnings {
 		a.Log.Warn(w)
 	}
+	defer a.pol.attempted()
 	set, err := policy.Compile(in)
 	if err != nil {
 		a.pol.failures.Add(1)
+		a.pol.lastErr.Store(&err)
 		a.Log.Error("network policy does not compile; the previous policy stays in force", zap.Error(err))
 		return nil
 	}
 	if err := a.Router.SetPolicy(router.Policy{Set: set, ServiceNets: a.ServiceNets}); err != nil {
 		a.pol.failures.Add(1)
+		a.pol.lastErr.Store(&err)
 		a.Log.Error("network policy not installed; the previous policy stays in force", zap.Error(err))
 		return nil
 	}
 	a.pol.set.Store(set)
+	a.pol.lastErr.Store(nil)
 	a.pol.compiles.Add(1)
 	return nil
 }

@@ -363,3 +363,57 @@ func TestPolicyFromKubernetes(t *testing.T) {
 		return verdict(t, a, "prod/web", "10.244.1.7", "10.244.0.5").Action == policy.Allow
 	})
 }
+
+// TestWaitPolicy: WaitPolicy returns once the installed Set includes the
+// endpoint (the record written after the loop started), and when it never
+// does, says why: here, a policy that does not compile.
+func TestWaitPolicy(t *testing.T) {
+	s := datastore.NewMemory()
+	r := router.New(router.Config{}, fib.New(), router.Underlay{Sender: func() router.UnderlaySender {
+		return (&routertest.Underlay{}).NewSender()
+	}})
+	t.Cleanup(func() { _ = r.Close() })
+	a := &Agent{Node: "n1", Store: s, Router: r, Log: zap.NewNop(), Invalid: resources.NewInvalid(zap.NewNop())}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.runPolicy(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	waitFor(t, "the first Set", func() bool { return a.PolicySet() != nil })
+	short, stop := context.WithTimeout(ctx, 50*time.Millisecond)
+	err := a.WaitPolicy(short, "prod/web")
+	stop()
+	if err == nil || !strings.Contains(err.Error(), "does not include prod/web") {
+		t.Fatalf("before the pod's record: %v", err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- a.WaitPolicy(ctx, "prod/web") }()
+	apply(t, s, policyPods)
+	if err := <-waited; err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := a.PolicySet().Index("prod/web"); !ok {
+		t.Fatal("WaitPolicy returned before the Set included the endpoint")
+	}
+
+	// A policy in a tier that is then deleted does not compile: a new
+	// endpoint never gets in, and WaitPolicy says so.
+	apply(t, s, "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: t1}\nspec: {order: 10}\n---\n"+
+		"apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: lost}\nspec: {tier: t1, selector: all()}\n")
+	if err := (resources.Client{S: s}).Delete(ctx, resources.KindTier, "t1"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the compile failure", func() bool { _, failed := a.PolicyCounts(); return failed > 0 })
+	apply(t, s, `
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: n1-k8s-late-eth0, namespace: prod}
+spec: {node: n1, orchestrator: k8s, pod: late, endpoint: eth0, ipNetworks: [10.244.0.9/32]}
+`)
+	short, stop = context.WithTimeout(ctx, 300*time.Millisecond)
+	err = a.WaitPolicy(short, "prod/late")
+	stop()
+	if err == nil || !strings.Contains(err.Error(), "does not compile") {
+		t.Fatalf("under a policy that does not compile: %v", err)
+	}
+}

@@ -165,7 +165,11 @@ type Service struct {
 	// pool is synced and routed to the host interface), or fails when ctx
 	// ends first. nil: no wait.
 	Routed func(ctx context.Context, addr netip.Addr) error
-	Log    *zap.Logger
+	// PolicyReady returns once the network policy in force includes the
+	// pod's endpoint (key "<namespace>/<pod>"), or fails when ctx ends
+	// first. nil: no wait.
+	PolicyReady func(ctx context.Context, key string) error
+	Log         *zap.Logger
 
 	// ipamLock serialises this node's IPAM writes, as Calico's host-wide
 	// IPAM lock does: concurrent ADDs on one node would otherwise race each
@@ -269,6 +273,19 @@ func (s *Service) Add(ctx context.Context, r Request) (Result, error) {
 		rollback()
 		return Result{}, s.storeErr(fmt.Sprintf("recording the WorkloadEndpoint (address %s released)", addr), err)
 	}
+	// The pod's containers start when ADD returns: not before its policy
+	// is in force, or a pod meant to be isolated would be open until the
+	// next compilation.
+	if s.PolicyReady != nil && info.PodNamespace != "" && info.PodName != "" {
+		wctx, cancel := context.WithTimeout(ctx, policyWait)
+		err := s.PolicyReady(wctx, info.PodNamespace+"/"+info.PodName)
+		cancel()
+		if err != nil {
+			s.deleteWorkloadEndpoint(context.WithoutCancel(ctx), info.PodNamespace, info.Name, r.ContainerID)
+			rollback()
+			return Result{}, coded(CodeTryAgainLater, "the pod's network policy is not in force yet (address %s released): %v; try again later", addr, err)
+		}
+	}
 	// A kubelet probes the pod right after ADD: succeed only once the node
 	// itself can reach it, which needs the kernel's route to its pool.
 	if s.Routed != nil {
@@ -346,6 +363,9 @@ func (s *Service) replaceEarlierSandbox(spec endpoint.Spec) {
 		s.Log.Error("earlier sandbox's endpoint not removed", zap.String("endpoint", spec.Key()), zap.Error(err))
 	}
 }
+
+// policyWait bounds how long ADD waits for the new pod's policy.
+const policyWait = 10 * time.Second
 
 // routedWait bounds how long ADD waits for the node's route to a new pod.
 const routedWait = 10 * time.Second

@@ -464,6 +464,43 @@ func TestAddFailsWithoutWorkloadEndpoint(t *testing.T) {
 	}
 }
 
+// TestAddWaitsForPolicy: ADD returns once the pod's policy is in force,
+// asked for by the pod's key; when it does not come, ADD fails with "try
+// again later" and leaves nothing, neither the address nor the record.
+func TestAddWaitsForPolicy(t *testing.T) {
+	ctx := context.Background()
+	svc, eps := newTestService(t)
+	var asked []string
+	svc.PolicyReady = func(_ context.Context, key string) error {
+		asked = append(asked, key)
+		if key == "shop/web-1" {
+			return errors.New("the policy does not compile")
+		}
+		return nil
+	}
+	if _, err := svc.Add(ctx, podReq("aaaaaaaaaaaaaaaa", "shop", "web-0")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := svc.Add(ctx, podReq("bbbbbbbbbbbbbbbb", "shop", "web-1"))
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Code != CodeTryAgainLater || !strings.Contains(ce.Msg, "does not compile") {
+		t.Fatalf("ADD under a policy that never includes the pod: %v", err)
+	}
+	if len(asked) != 2 || asked[0] != "shop/web-0" {
+		t.Errorf("asked for %q", asked)
+	}
+	if len(eps.keys()) != 1 || len(handleIDs(t, svc)) != 1 {
+		t.Errorf("left behind: endpoints %v, handles %v", eps.keys(), handleIDs(t, svc))
+	}
+	if w, err := (resources.Client{S: svc.IPAM.S}).WorkloadEndpoint(ctx, "shop", "node--1-k8s-web--1-eth0"); err != nil || w != nil {
+		t.Errorf("record left behind: %+v %v", w, err)
+	}
+	// An endpoint without a pod has no policy to wait for.
+	if _, err := svc.Add(ctx, podReq("cccccccccccccccc", "", "")); err != nil || len(asked) != 2 {
+		t.Errorf("ADD without a pod: %v, asked %q", err, asked)
+	}
+}
+
 // failingPuts refuses writes under prefix.
 type failingPuts struct {
 	datastore.Store

@@ -184,7 +184,8 @@ func New(cfg *config.Config, log *zap.Logger) (n *Node, err error) {
 			n.api.BGP = n.agent.BGPStatus
 		}
 		n.api.CNI = &cni.Service{Node: cfg.NodeName, NodeLabels: cfg.Labels, Endpoints: n.endpoints, IPAM: ipm,
-			Router: n.router, Ready: n.agent.Ready, Routed: n.agent.WaitRouted, Log: log.Named("cni")}
+			Router: n.router, Ready: n.agent.Ready, Routed: n.agent.WaitRouted,
+			PolicyReady: n.agent.WaitPolicy, Log: log.Named("cni")}
 		n.api.Resources = &resources.Client{S: store, Invalid: invalid}
 		n.api.IPAM = ipm
 	}
