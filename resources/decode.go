@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"sort"
 	"strings"
 
 	"sigs.k8s.io/yaml"
@@ -216,7 +217,8 @@ func listKind(kind string) (string, bool) {
 }
 
 // Kinds lists the kinds Decode accepts.
-var Kinds = []string{KindIPPool, KindNode, KindBGPConfiguration, KindBGPPeer, KindNetworkPolicy, KindGlobalNetworkPolicy,
+var Kinds = []string{KindIPPool, KindNode, KindBGPConfiguration, KindBGPPeer, KindBGPFilter, KindIPReservation,
+	KindFelixConfiguration, KindClusterInformation, KindNetworkPolicy, KindGlobalNetworkPolicy,
 	KindTier, KindNetworkSet, KindGlobalNetworkSet, KindProfile, KindWorkloadEndpoint}
 
 func newObject(kind string) Object {
@@ -229,6 +231,14 @@ func newObject(kind string) Object {
 		return &BGPConfiguration{}
 	case KindBGPPeer:
 		return &BGPPeer{}
+	case KindBGPFilter:
+		return &BGPFilter{}
+	case KindIPReservation:
+		return &IPReservation{}
+	case KindFelixConfiguration:
+		return &FelixConfiguration{}
+	case KindClusterInformation:
+		return &ClusterInformation{}
 	case KindNetworkPolicy:
 		return &NetworkPolicy{}
 	case KindGlobalNetworkPolicy:
@@ -280,7 +290,11 @@ func decodeResource(js []byte, h header) (Object, error) {
 	// turns scalars into the strings a field wants (label values such as
 	// true).
 	if err := yaml.UnmarshalStrict(clean, o); err != nil {
-		return nil, fmt.Errorf("%s %q: %s", h.Kind, nameIn(fields), cleanError(err))
+		msg := locateError(clean, reflect.TypeOf(o).Elem(), "")
+		if msg == "" {
+			msg = cleanError(err)
+		}
+		return nil, fmt.Errorf("%s %q: %s", h.Kind, nameIn(fields), msg)
 	}
 	if err := o.Validate(); err != nil {
 		return nil, err
@@ -418,4 +432,101 @@ func describeJSON(js []byte) string {
 		return "null"
 	}
 	return "a number"
+}
+
+// locateError finds the first value of js that does not decode into type
+// t and says where it is and what was wanted ("spec.vxlanPort: want a
+// whole number, got a string"), or "" when every part decodes. Errors from
+// a type's own decoder (a duration, an AS number) do not name their field;
+// this does, and it names unknown fields with their path.
+func locateError(js []byte, t reflect.Type, path string) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	at := func(msg string) string {
+		if path == "" {
+			return msg
+		}
+		return path + ": " + msg
+	}
+	if bytes.Equal(bytes.TrimSpace(js), []byte("null")) {
+		return ""
+	}
+	leaf := func() string {
+		err := yaml.UnmarshalStrict(js, reflect.New(t).Interface())
+		if err == nil {
+			return ""
+		}
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field == "" {
+			return at(fmt.Sprintf("want %s, got %s", describeType(te.Type), article(te.Value)))
+		}
+		return at(cleanError(err))
+	}
+	if reflect.PointerTo(t).Implements(reflect.TypeFor[json.Unmarshaler]()) ||
+		reflect.PointerTo(t).Implements(reflect.TypeFor[interface{ UnmarshalText([]byte) error }]()) {
+		return leaf()
+	}
+	join := func(name string) string {
+		if path == "" {
+			return name
+		}
+		return path + "." + name
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		var fields map[string]json.RawMessage
+		if err := json.Unmarshal(js, &fields); err != nil {
+			return at("want a mapping, got " + describeJSON(js))
+		}
+		byName := map[string]reflect.Type{}
+		for i := range t.NumField() {
+			if n := fieldName(t.Field(i)); n != "" {
+				byName[n] = t.Field(i).Type
+			}
+		}
+		keys := make([]string, 0, len(fields))
+		for k := range fields {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			ft, ok := byName[k]
+			if !ok {
+				return join(k) + ": unknown field"
+			}
+			if msg := locateError(fields[k], ft, join(k)); msg != "" {
+				return msg
+			}
+		}
+		return ""
+	case reflect.Slice:
+		var items []json.RawMessage
+		if err := json.Unmarshal(js, &items); err != nil {
+			return at("want a list, got " + describeJSON(js))
+		}
+		for i, it := range items {
+			if msg := locateError(it, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); msg != "" {
+				return msg
+			}
+		}
+		return ""
+	case reflect.Map:
+		var items map[string]json.RawMessage
+		if err := json.Unmarshal(js, &items); err != nil {
+			return at("want a mapping, got " + describeJSON(js))
+		}
+		keys := make([]string, 0, len(items))
+		for k := range items {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			if msg := locateError(items[k], t.Elem(), fmt.Sprintf("%s[%s]", path, k)); msg != "" {
+				return msg
+			}
+		}
+		return ""
+	}
+	return leaf()
 }

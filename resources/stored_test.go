@@ -19,7 +19,7 @@ var badRecords = map[string]string{
 	"ippools/out-of-range":  `{"apiVersion":"tortie.io/v1","kind":"IPPool","metadata":{"name":"out-of-range"},"spec":{"cidr":"10.300.0.0/16"}}`,
 	"ippools/truncated":     `{"apiVersion":"tortie.io/v1","kind":"IPPool","metadata":{"name":"trunc`,
 	"ippools/wrong-type":    `{"apiVersion":"tortie.io/v1","kind":"IPPool","metadata":{"name":"wrong-type"},"spec":{"cidr":"10.9.0.0/16","blockSize":"26"}}`,
-	"ippools/ipv6":          `{"apiVersion":"tortie.io/v1","kind":"IPPool","metadata":{"name":"ipv6"},"spec":{"cidr":"fd00::/64"}}`,
+	"ippools/ipv6":          `{"apiVersion":"tortie.io/v1","kind":"IPPool","metadata":{"name":"ipv6"},"spec":{"cidr":"fd00::/64","ipipMode":"Always"}}`,
 	"ippools/misnamed":      `{"apiVersion":"tortie.io/v1","kind":"IPPool","metadata":{"name":"other"},"spec":{"cidr":"10.8.0.0/16"}}`,
 	"nodes/bad-address":     `{"apiVersion":"tortie.io/v1","kind":"Node","metadata":{"name":"bad-address"},"spec":{"bgp":{"ipv4Address":"not-an-ip"}}}`,
 	"nodes/no-address":      `{"apiVersion":"tortie.io/v1","kind":"Node","metadata":{"name":"no-address"},"spec":{}}`,
