@@ -191,10 +191,18 @@ func (a *Agent) register(ctx context.Context) error {
 			labels[k] = v
 		}
 		n.Metadata.Labels = labels
+		n.Metadata.Annotations = old.Metadata.Annotations
 		if old.Spec.BGP != nil {
 			n.Spec.BGP.ASNumber = old.Spec.BGP.ASNumber
 			n.Spec.BGP.RouteReflectorClusterID = old.Spec.BGP.RouteReflectorClusterID
+			n.Spec.BGP.IPv6Address = old.Spec.BGP.IPv6Address
 		}
+		// Fields tortie keeps without acting on them (Calico's IPv6
+		// tunnel, WireGuard, addresses, status) stay as they were set.
+		o := old.Spec
+		n.Spec.IPv6VXLANTunnelAddr, n.Spec.VXLANTunnelMACAddrV6 = o.IPv6VXLANTunnelAddr, o.VXLANTunnelMACAddrV6
+		n.Spec.OrchRefs, n.Spec.Wireguard, n.Spec.Addresses, n.Spec.Interfaces = o.OrchRefs, o.Wireguard, o.Addresses, o.Interfaces
+		n.Status = old.Status
 	}
 	return rc.PutNode(ctx, n)
 }
@@ -270,12 +278,14 @@ func (a *Agent) syncNAT(nat, cluster []netip.Prefix) {
 
 // TunnelNeeds says, as Calico's tunnel address allocator does, which
 // tunnel addresses a node with these labels needs: IPIP when an enabled
-// pool selecting it has ipipMode other than Never, VXLAN likewise for
-// vxlanMode. pools names those pools (the address comes from one of them).
+// pool selecting it and allowing Tunnel addresses has ipipMode other than
+// Never, VXLAN likewise for vxlanMode. pools names those pools (the
+// address comes from one of them, even one in Manual assignment mode, as
+// they are named).
 func TunnelNeeds(all []*resources.IPPool, labels map[string]string) (ipip, vxlan bool, pools []string) {
 	on := func(m string) bool { return m != "" && m != resources.ModeNever }
 	for _, p := range all {
-		if p.Spec.Disabled || !p.Selects(labels) {
+		if p.Spec.Disabled || !p.Selects(labels) || !p.Allows(resources.UseTunnel) {
 			continue
 		}
 		i, v := on(p.Spec.IPIPMode), on(p.Spec.VXLANMode)
@@ -438,7 +448,8 @@ func (a *Agent) ensureTunnelAddr(ipip, vxlan bool, pools []string, labels map[st
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if !have && (ipip || vxlan) {
-		addr, err := a.IPAM.Assign(ctx, ipam.Request{Handle: TunnelHandle(a.Node), Node: a.Node, NodeLabels: labels, Pools: pools})
+		addr, err := a.IPAM.Assign(ctx, ipam.Request{Handle: TunnelHandle(a.Node), Node: a.Node, NodeLabels: labels, Pools: pools,
+			Use: resources.UseTunnel})
 		if err != nil {
 			a.Log.Warn("no tunnel address yet", zap.Error(err))
 			return
