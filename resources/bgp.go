@@ -1,7 +1,6 @@
 package resources
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -192,10 +191,20 @@ func (p *Password) UnmarshalJSON(b []byte) error {
 			Optional *bool   `json:"optional"`
 		} `json:"secretKeyRef"`
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&o); err != nil {
+	if err := exactKeys(b, "value", "secretKeyRef"); err != nil {
+		return fmt.Errorf("%s: %v", want, err)
+	}
+	if err := json.Unmarshal(b, &o); err != nil {
 		return fmt.Errorf("%s (%s)", want, cleanError(err))
+	}
+	if o.SecretKeyRef != nil {
+		var raw struct {
+			Ref json.RawMessage `json:"secretKeyRef"`
+		}
+		_ = json.Unmarshal(b, &raw)
+		if err := exactKeys(raw.Ref, "name", "key", "optional"); err != nil {
+			return fmt.Errorf("secretKeyRef: %v", err)
+		}
 	}
 	switch {
 	case (o.Value == nil) == (o.SecretKeyRef == nil):
@@ -208,6 +217,21 @@ func (p *Password) UnmarshalJSON(b []byte) error {
 			return errors.New("secretKeyRef: want the secret's name and key")
 		}
 		*p = Password{SecretKeyRef: &SecretKeyRef{Name: *r.Name, Key: *r.Key, Optional: r.Optional}}
+	}
+	return nil
+}
+
+// exactKeys refuses a JSON object with keys other than these, matched
+// exactly (Go's decoder would take any case).
+func exactKeys(b []byte, keys ...string) error {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return fmt.Errorf("want a mapping, got %s", describeJSON(b))
+	}
+	for k := range m {
+		if !slices.Contains(keys, k) {
+			return fmt.Errorf("%s: unknown field (want %s)", k, orList(keys))
+		}
 	}
 	return nil
 }

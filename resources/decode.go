@@ -37,7 +37,8 @@ var serverMetadata = []string{"creationTimestamp", "resourceVersion", "uid", "ge
 //
 //   - single documents and "---" separated streams (YAML or JSON);
 //   - a `kind: List` (as kubectl prints it) or a `<Kind>List` such as
-//     IPPoolList (as calicoctl prints it), resources under items;
+//     IPPoolList (as calicoctl prints it), resources under items (a list
+//     whose kind is left out, as Calico's documentation shows some, too);
 //   - a top-level YAML or JSON sequence of resources;
 //
 // with apiVersion projectcalico.org/v3, crd.projectcalico.org/v1 or
@@ -115,7 +116,13 @@ func decodeDocument(js []byte, where string) ([]Object, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %v", where, err)
 	}
-	if itemKind, ok := listKind(h.Kind); ok {
+	itemKind, isList := listKind(h.Kind)
+	if h.Kind == "" && h.Items != nil {
+		// A list as calicoctl's documentation shows it: apiVersion and
+		// items, its kind left out.
+		isList = true
+	}
+	if isList {
 		if h.Items == nil {
 			return nil, fmt.Errorf("%s: %s has no items", where, h.Kind)
 		}
@@ -126,7 +133,7 @@ func decodeDocument(js []byte, where string) ([]Object, error) {
 		// A <Kind>List says what its items are; a List's items say it
 		// themselves.
 		apiVersion := ""
-		if itemKind != "" {
+		if itemKind != "" || h.Kind == "" {
 			apiVersion = h.APIVersion
 		}
 		return decodeItems(items, where, apiVersion, itemKind)
@@ -290,10 +297,15 @@ func decodeResource(js []byte, h header) (Object, error) {
 	// turns scalars into the strings a field wants (label values such as
 	// true).
 	if err := yaml.UnmarshalStrict(clean, o); err != nil {
-		msg := locateError(clean, reflect.TypeOf(o).Elem(), "")
+		msg := locateError(clean, reflect.TypeOf(o).Elem(), "", true)
 		if msg == "" {
 			msg = cleanError(err)
 		}
+		return nil, fmt.Errorf("%s %q: %s", h.Kind, nameIn(fields), msg)
+	}
+	// Go's JSON decoder matches field names whatever their case; Calico's
+	// do not, and neither does this: "vxlanVni" is no field.
+	if msg := locateError(clean, reflect.TypeOf(o).Elem(), "", false); msg != "" {
 		return nil, fmt.Errorf("%s %q: %s", h.Kind, nameIn(fields), msg)
 	}
 	if err := o.Validate(); err != nil {
@@ -438,8 +450,9 @@ func describeJSON(js []byte) string {
 // t and says where it is and what was wanted ("spec.vxlanPort: want a
 // whole number, got a string"), or "" when every part decodes. Errors from
 // a type's own decoder (a duration, an AS number) do not name their field;
-// this does, and it names unknown fields with their path.
-func locateError(js []byte, t reflect.Type, path string) string {
+// this does, and it names unknown fields with their path, matching names
+// exactly. With leaves false, only the names are checked.
+func locateError(js []byte, t reflect.Type, path string, leaves bool) string {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -453,6 +466,9 @@ func locateError(js []byte, t reflect.Type, path string) string {
 		return ""
 	}
 	leaf := func() string {
+		if !leaves {
+			return ""
+		}
 		err := yaml.UnmarshalStrict(js, reflect.New(t).Interface())
 		if err == nil {
 			return ""
@@ -495,7 +511,7 @@ func locateError(js []byte, t reflect.Type, path string) string {
 			if !ok {
 				return join(k) + ": unknown field"
 			}
-			if msg := locateError(fields[k], ft, join(k)); msg != "" {
+			if msg := locateError(fields[k], ft, join(k), leaves); msg != "" {
 				return msg
 			}
 		}
@@ -506,7 +522,7 @@ func locateError(js []byte, t reflect.Type, path string) string {
 			return at("want a list, got " + describeJSON(js))
 		}
 		for i, it := range items {
-			if msg := locateError(it, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); msg != "" {
+			if msg := locateError(it, t.Elem(), fmt.Sprintf("%s[%d]", path, i), leaves); msg != "" {
 				return msg
 			}
 		}
@@ -522,7 +538,7 @@ func locateError(js []byte, t reflect.Type, path string) string {
 		}
 		sort.Strings(keys)
 		for _, k := range keys {
-			if msg := locateError(items[k], t.Elem(), fmt.Sprintf("%s[%s]", path, k)); msg != "" {
+			if msg := locateError(items[k], t.Elem(), fmt.Sprintf("%s[%s]", path, k), leaves); msg != "" {
 				return msg
 			}
 		}

@@ -187,6 +187,8 @@ func TestDecodeErrors(t *testing.T) {
 		{"apiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata: {name: f}\nspec: {exportV4: [{action: Accept}, {action: [Reject]}]}\n", `BGPFilter "f": spec.exportV4[1].action: want a string, got an array`},
 		{strings.Replace(pool, "metadata: {name: p}", "metadata: {name: p, namespace: default}", 1), `IPPool "p": metadata.namespace: unknown field`},
 		{strings.Replace(pool, "metadata: {name: p}", "metadata: [p]", 1), "metadata: want a mapping, got a list"},
+		{strings.Replace(pool, "{cidr: 10.1.0.0/16}", "{CIDR: 10.1.0.0/16}", 1), `IPPool "p": spec.CIDR: unknown field`},
+		{strings.Replace(pool, "metadata: {name: p}", "metadata: {Name: p}", 1), `metadata.Name: unknown field`},
 		{"apiVersion: crd.projectcalico.org/v1\nkind: IPPool\nmetadata: {name: p, annotations: {projectcalico.org/metadata: '{'}}\nspec: {cidr: 10.1.0.0/16}\n", "projectcalico.org/metadata"},
 		{"apiVersion: projectcalico.org/v3\nkind: IPPool\nkind: Node\n", "document 1: not valid YAML or JSON"},
 		{"---\n# nothing\n---\n", "no resources in input"},

@@ -181,7 +181,7 @@ type NodeStatus struct {
 // CrossSubnet rule uses it) and BGP settings. The addresses are written as
 // text, as in Calico ("10.0.1.1/24").
 type NodeBGPSpec struct {
-	IPv4Address             netip.Prefix `json:"ipv4Address"`
+	IPv4Address             netip.Prefix `json:"ipv4Address,omitzero"`
 	IPv6Address             string       `json:"ipv6Address,omitempty" check:"cidrv6" tortie:"stored"`
 	IPv4IPIPTunnelAddr      netip.Addr   `json:"ipv4IPIPTunnelAddr,omitzero"`
 	ASNumber                ASNumber     `json:"asNumber,omitempty"`
@@ -369,10 +369,16 @@ func (n *Node) Validate() error {
 	if err := checkName(n.Metadata.Name); err != nil {
 		errs = append(errs, err)
 	}
-	if a, err := n.Address(); err != nil || !a.Addr().Is4() {
-		errs = append(errs, fmt.Errorf("spec.bgp.ipv4Address: want an IPv4 address with its prefix length, e.g. 10.0.1.1/24"))
-	}
+	// A node without an IPv4 address is valid (Calico's nodes for policy
+	// only have none); no route leads to it, and the routes of its blocks
+	// are reported as such.
 	if b := n.Spec.BGP; b != nil {
+		if *b == (NodeBGPSpec{}) {
+			errs = append(errs, fmt.Errorf("spec.bgp is empty: give its ipv4Address (e.g. 10.0.1.1/24) or leave it out"))
+		}
+		if a := b.IPv4Address; a.IsValid() && !a.Addr().Is4() {
+			errs = append(errs, fmt.Errorf("spec.bgp.ipv4Address %s: want an IPv4 address with its prefix length, e.g. 10.0.1.1/24", a))
+		}
 		if a := b.RouteReflectorClusterID; a.IsValid() && !a.Is4() {
 			errs = append(errs, fmt.Errorf("spec.bgp.routeReflectorClusterID %s: want an IPv4 address such as 244.0.0.1", a))
 		}

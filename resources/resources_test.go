@@ -176,6 +176,8 @@ func TestBGPResources(t *testing.T) {
 		"kind: BGPPeer\nmetadata: {name: x}\nspec: {peerIP: \"10.0.0.1:0\", asNumber: 1}":                                                                                       "port 1 to 65535",
 		"kind: BGPPeer\nmetadata: {name: x}\nspec: {peerSelector: \"a ==\", node: n1}":                                                                                          "peerSelector",
 		"kind: BGPPeer\nmetadata: {name: x}\nspec: {peerIP: 10.0.0.1, asNumber: 1, password: {secretKeyRef: {name: s}}}":                                                        "want the secret's name and key",
+		"kind: BGPPeer\nmetadata: {name: x}\nspec: {peerIP: 10.0.0.1, asNumber: 1, password: {secretkeyref: {name: s, key: k}}}":                                                "secretkeyref: unknown field (want value or secretKeyRef)",
+		"kind: BGPPeer\nmetadata: {name: x}\nspec: {peerIP: 10.0.0.1, asNumber: 1, password: {secretKeyRef: {name: s, Key: k}}}":                                                "secretKeyRef: Key: unknown field",
 		"kind: BGPPeer\nmetadata: {name: x}\nspec: {peerIP: 10.0.0.1, asNumber: 1, password: {value: a, secretKeyRef: {name: s, key: k}}}":                                      "exactly one of them",
 		"kind: BGPPeer\nmetadata: {name: x}\nspec: {localWorkloadSelector: all()}":                                                                                              "spec.asNumber is required when spec.localWorkloadSelector is set",
 		"kind: BGPPeer\nmetadata: {name: x}\nspec: {localWorkloadSelector: all(), asNumber: 1, peerIP: 10.0.0.1}":                                                               "spec.peerIP must be empty when spec.localWorkloadSelector is set",

@@ -22,7 +22,7 @@ var badRecords = map[string]string{
 	"ippools/ipv6":          `{"apiVersion":"tortie.io/v1","kind":"IPPool","metadata":{"name":"ipv6"},"spec":{"cidr":"fd00::/64","ipipMode":"Always"}}`,
 	"ippools/misnamed":      `{"apiVersion":"tortie.io/v1","kind":"IPPool","metadata":{"name":"other"},"spec":{"cidr":"10.8.0.0/16"}}`,
 	"nodes/bad-address":     `{"apiVersion":"tortie.io/v1","kind":"Node","metadata":{"name":"bad-address"},"spec":{"bgp":{"ipv4Address":"not-an-ip"}}}`,
-	"nodes/no-address":      `{"apiVersion":"tortie.io/v1","kind":"Node","metadata":{"name":"no-address"},"spec":{}}`,
+	"nodes/no-address":      `{"apiVersion":"tortie.io/v1","kind":"Node","metadata":{"name":"no-address"},"spec":{"bgp":{"ipv4Address":"fd00::1/64"}}}`,
 	"nodes/bad-mac":         `{"apiVersion":"tortie.io/v1","kind":"Node","metadata":{"name":"bad-mac"},"spec":{"bgp":{"ipv4Address":"10.0.1.9/24"},"vxlanTunnelMACAddr":"zz"}}`,
 	"nodes/array":           `[]`,
 	"bgpconfigurations/x":   `{"apiVersion":"tortie.io/v1","kind":"BGPConfiguration","metadata":{"name":"x"},"spec":{"listenPort":"179"}}`,
