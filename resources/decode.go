@@ -287,6 +287,11 @@ func decodeResource(js []byte, h header) (Object, error) {
 	if err := normalizeMetadata(fields, h.APIVersion == CRDAPIVersion); err != nil {
 		return nil, fmt.Errorf("%s: %v", h.Kind, err)
 	}
+	if h.Kind == KindIPPool {
+		// An IPPool's status is the conditions Calico's controllers
+		// report (Allocatable, CIDROverlap): theirs, not the pool's.
+		delete(fields, "status")
+	}
 	fields["apiVersion"], _ = json.Marshal(h.APIVersion)
 	fields["kind"], _ = json.Marshal(h.Kind)
 	clean, err := json.Marshal(fields)
