@@ -495,6 +495,11 @@ func (a *Agent) InvalidRecords(ctx context.Context) ([]api.InvalidRecord, error)
 	if _, err := rc.BGPPeers(ctx); err != nil {
 		return nil, err
 	}
+	for _, kind := range []string{resources.KindBGPFilter, resources.KindIPReservation, resources.KindFelixConfiguration, resources.KindClusterInformation} {
+		if _, err := rc.List(ctx, kind); err != nil {
+			return nil, err
+		}
+	}
 	if _, err := rc.PolicyResourcesAt(ctx); err != nil {
 		return nil, err
 	}

@@ -82,7 +82,7 @@ type FelixConfigurationSpec struct {
 	FailsafeInboundHostPorts          *[]ProtoPort         `json:"failsafeInboundHostPorts,omitempty"`
 	FailsafeOutboundHostPorts         *[]ProtoPort         `json:"failsafeOutboundHostPorts,omitempty"`
 	FloatingIPs                       string               `json:"floatingIPs,omitempty" check:"oneof=Enabled|Disabled"`
-	IpForwarding                      string               `json:"ipForwarding,omitempty" check:"oneof=Enabled|Disabled"`
+	IPForwarding                      string               `json:"ipForwarding,omitempty" check:"oneof=Enabled|Disabled"`
 	IPv4ElevatedRoutePriority         *int                 `json:"ipv4ElevatedRoutePriority,omitempty" check:"min=1,max=2147483646"`
 	IPv4NormalRoutePriority           *int                 `json:"ipv4NormalRoutePriority,omitempty" check:"min=1,max=2147483646"`
 	IPv6ElevatedRoutePriority         *int                 `json:"ipv6ElevatedRoutePriority,omitempty" check:"min=1,max=2147483646"`
@@ -173,7 +173,7 @@ type FelixConfigurationSpec struct {
 	BPFMapSizeNATAffinity              *int                  `json:"bpfMapSizeNATAffinity,omitempty"`
 	BPFMapSizeNATBackend               *int                  `json:"bpfMapSizeNATBackend,omitempty"`
 	BPFMapSizeNATFrontend              *int                  `json:"bpfMapSizeNATFrontend,omitempty"`
-	BPFMapSizePerCpuConntrack          *int                  `json:"bpfMapSizePerCpuConntrack,omitempty"`
+	BPFMapSizePerCPUConntrack          *int                  `json:"bpfMapSizePerCpuConntrack,omitempty"`
 	BPFMapSizeRoute                    *int                  `json:"bpfMapSizeRoute,omitempty"`
 	BPFPSNATPorts                      *Port                 `json:"bpfPSNATPorts,omitempty"`
 	BPFPolicyDebugEnabled              *bool                 `json:"bpfPolicyDebugEnabled,omitempty"`
