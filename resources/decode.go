@@ -501,11 +501,7 @@ func locateError(js []byte, t reflect.Type, path string, leaves bool) string {
 			return at("want a mapping, got " + describeJSON(js))
 		}
 		byName := map[string]reflect.Type{}
-		for i := range t.NumField() {
-			if n := fieldName(t.Field(i)); n != "" {
-				byName[n] = t.Field(i).Type
-			}
-		}
+		jsonFields(t, byName)
 		keys := make([]string, 0, len(fields))
 		for k := range fields {
 			keys = append(keys, k)
@@ -550,4 +546,23 @@ func locateError(js []byte, t reflect.Type, path string, leaves bool) string {
 		return ""
 	}
 	return leaf()
+}
+
+// jsonFields maps the JSON names of struct type t's fields to their types,
+// the fields of embedded structs with them, as encoding/json sees them.
+func jsonFields(t reflect.Type, out map[string]reflect.Type) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		et := f.Type
+		if et.Kind() == reflect.Pointer {
+			et = et.Elem()
+		}
+		if name, _, _ := strings.Cut(f.Tag.Get("json"), ","); f.Anonymous && name == "" && et.Kind() == reflect.Struct {
+			jsonFields(et, out)
+			continue
+		}
+		if n := fieldName(f); n != "" {
+			out[n] = f.Type
+		}
+	}
 }
