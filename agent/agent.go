@@ -205,15 +205,23 @@ func (a *Agent) register(ctx context.Context) error {
 			labels[k] = v
 		}
 		n.Metadata.Labels = labels
+		n.Metadata.Annotations = old.Metadata.Annotations
 		if old.Spec.BGP != nil {
 			n.Spec.BGP.ASNumber = old.Spec.BGP.ASNumber
 			n.Spec.BGP.RouteReflectorClusterID = old.Spec.BGP.RouteReflectorClusterID
+			n.Spec.BGP.IPv6Address = old.Spec.BGP.IPv6Address
 			if held := old.Spec.BGP.IPv4Address; held.IsValid() && held != a.Addr {
 				if err := a.claimFree(ctx, held); err != nil {
 					return err
 				}
 			}
 		}
+		// Fields tortie keeps without acting on them (Calico's IPv6
+		// tunnel, WireGuard, addresses, status) stay as they were set.
+		o := old.Spec
+		n.Spec.IPv6VXLANTunnelAddr, n.Spec.VXLANTunnelMACAddrV6 = o.IPv6VXLANTunnelAddr, o.VXLANTunnelMACAddrV6
+		n.Spec.OrchRefs, n.Spec.Wireguard, n.Spec.Addresses, n.Spec.Interfaces = o.OrchRefs, o.Wireguard, o.Addresses, o.Interfaces
+		n.Status = old.Status
 	}
 	return rc.PutNode(ctx, n)
 }
@@ -289,12 +297,14 @@ func (a *Agent) syncNAT(nat, cluster []netip.Prefix) {
 
 // TunnelNeeds says, as Calico's tunnel address allocator does, which
 // tunnel addresses a node with these labels needs: IPIP when an enabled
-// pool selecting it has ipipMode other than Never, VXLAN likewise for
-// vxlanMode. pools names those pools (the address comes from one of them).
+// pool selecting it and allowing Tunnel addresses has ipipMode other than
+// Never, VXLAN likewise for vxlanMode. pools names those pools (the
+// address comes from one of them, even one in Manual assignment mode, as
+// they are named).
 func TunnelNeeds(all []*resources.IPPool, labels map[string]string) (ipip, vxlan bool, pools []string) {
 	on := func(m string) bool { return m != "" && m != resources.ModeNever }
 	for _, p := range all {
-		if p.Spec.Disabled || !p.Selects(labels) {
+		if p.Spec.Disabled || !p.Selects(labels) || !p.Allows(resources.UseTunnel) {
 			continue
 		}
 		i, v := on(p.Spec.IPIPMode), on(p.Spec.VXLANMode)
@@ -457,7 +467,8 @@ func (a *Agent) ensureTunnelAddr(ipip, vxlan bool, pools []string, labels map[st
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if !have && (ipip || vxlan) {
-		addr, err := a.IPAM.Assign(ctx, ipam.Request{Handle: TunnelHandle(a.Node), Node: a.Node, NodeLabels: labels, Pools: pools})
+		addr, err := a.IPAM.Assign(ctx, ipam.Request{Handle: TunnelHandle(a.Node), Node: a.Node, NodeLabels: labels, Pools: pools,
+			Use: resources.UseTunnel})
 		if err != nil {
 			a.Log.Warn("no tunnel address yet", zap.Error(err))
 			return
@@ -502,6 +513,11 @@ func (a *Agent) InvalidRecords(ctx context.Context) ([]api.InvalidRecord, error)
 	}
 	if _, err := rc.BGPPeers(ctx); err != nil {
 		return nil, err
+	}
+	for _, kind := range []string{resources.KindBGPFilter, resources.KindIPReservation, resources.KindFelixConfiguration, resources.KindClusterInformation} {
+		if _, err := rc.List(ctx, kind); err != nil {
+			return nil, err
+		}
 	}
 	if _, err := rc.PolicyResourcesAt(ctx); err != nil {
 		return nil, err

@@ -166,9 +166,17 @@ func (c *Client) CNIGC(r GCRequest) error {
 // Apply sends resource manifests (YAML or JSON) to tortied and returns how
 // many objects were applied.
 func (c *Client) Apply(manifest string) (n int, err error) {
-	var out map[string]int
-	err = c.doRaw("POST", "/v1/apply", strings.NewReader(manifest), &out)
-	return out["applied"], err
+	r, err := c.ApplyReport(manifest)
+	return r.Applied, err
+}
+
+// ApplyReport sends resource manifests (YAML or JSON) to tortied and
+// returns how many objects were applied and the warnings about fields
+// tortie keeps without acting on them. A tortied that predates warnings
+// answers with none.
+func (c *Client) ApplyReport(manifest string) (out ApplyResult, err error) {
+	err = c.doRaw("POST", "/v1/apply?warnings=1", strings.NewReader(manifest), &out)
+	return
 }
 
 // Get lists resources of a kind, decoded into out (raw JSON objects).

@@ -198,6 +198,17 @@ type IPAMHandle struct {
 	Attrs map[string]string `json:"attrs,omitempty"`
 }
 
+// ApplyResult is what POST /v1/apply?warnings=1 returns: how many
+// resources were applied, and one line for each field they set that
+// tortie keeps but does not act on yet ("accepted; tortie does not act on
+// FelixConfiguration.spec.bpfEnabled yet"). Without ?warnings=1 the reply
+// is {"applied": N} alone, what clients written before warnings existed
+// decode.
+type ApplyResult struct {
+	Applied  int      `json:"applied"`
+	Warnings []string `json:"warnings,omitempty"`
+}
+
 // IPAMView is what GET /v1/ipam returns.
 type IPAMView struct {
 	Blocks  []IPAMBlock  `json:"blocks"`

@@ -62,7 +62,13 @@ func (s *Server) resourceRoutes(mux *http.ServeMux) {
 			fail(w, http.StatusUnprocessableEntity, err)
 			return
 		}
-		reply(w, http.StatusOK, map[string]int{"applied": len(objs)})
+		// Clients that predate warnings decode the reply as a map of
+		// numbers: they get only what they ask for.
+		if r.URL.Query().Get("warnings") == "" {
+			reply(w, http.StatusOK, map[string]int{"applied": len(objs)})
+			return
+		}
+		reply(w, http.StatusOK, api.ApplyResult{Applied: len(objs), Warnings: resources.Warnings(objs)})
 	})
 	mux.HandleFunc("GET /v1/resources/{kind}", func(w http.ResponseWriter, r *http.Request) {
 		kind, err := resources.KindOf(r.PathValue("kind"))

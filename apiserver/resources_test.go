@@ -3,6 +3,8 @@ package apiserver
 import (
 	"context"
 	"encoding/json"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -29,7 +31,7 @@ func serve(t *testing.T) *api.Client {
 	return api.NewClient(sock)
 }
 
-var kinds = []string{"ippools", "nodes", "bgpconfigurations", "bgppeers"}
+var kinds = []string{"ippools", "nodes", "bgpconfigurations", "bgppeers", "bgpfilters", "ipreservations", "felixconfigurations", "clusterinformations"}
 
 // getAll reads every resource as `tortiectl get KIND -o json` does.
 func getAll(t *testing.T, c *api.Client) map[string][]map[string]any {
@@ -75,6 +77,42 @@ spec:
   bgp: {ipv4Address: 10.0.1.7/24, ipv4IPIPTunnelAddr: 10.20.0.1, asNumber: 65010}
   ipv4VXLANTunnelAddr: 10.20.0.2
   vxlanTunnelMACAddr: "66:f9:37:c3:7e:94"
+  orchRefs: [{nodeName: n7, orchestrator: k8s}]
+status: {podCIDRs: [10.244.7.0/24]}
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: default-ipv6-ippool}
+spec: {cidr: "fd00:10:244::/48", vxlanMode: Always, allowedUses: [Workload]}
+---
+apiVersion: projectcalico.org/v3
+kind: IPReservation
+metadata: {name: gateways}
+spec: {reservedCIDRs: [192.168.0.1, 192.168.0.128/25]}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: tor-r2}
+spec:
+  peerIP: "10.0.2.254:1179"
+  asNumber: "1.10"
+  password: {secretKeyRef: {name: bgp-passwords, key: tor-r2}}
+  filters: [no-default]
+---
+apiVersion: projectcalico.org/v3
+kind: BGPFilter
+metadata: {name: no-default}
+spec: {exportV4: [{action: Reject, matchOperator: Equal, cidr: 0.0.0.0/0}], importV6: [{action: Accept, prefixLength: {max: 64}, cidr: "fd00::/8", matchOperator: In}]}
+---
+apiVersion: projectcalico.org/v3
+kind: FelixConfiguration
+metadata: {name: default}
+spec: {vxlanVNI: 4096, routeRefreshInterval: 90s, failsafeInboundHostPorts: [], natPortRange: "32768:65535", bpfLogFilters: {all: tcp}}
+---
+apiVersion: projectcalico.org/v3
+kind: ClusterInformation
+metadata: {name: default}
+spec: {clusterGUID: 3b2d5c, datastoreReady: true}
 `)
 	c := serve(t)
 	n, err := c.Apply(manifest.String())
@@ -91,7 +129,7 @@ spec:
 			}
 		}
 	}
-	if total != n || len(first["nodes"]) != 2 || len(first["ippools"]) != 2 {
+	if total != n || len(first["nodes"]) != 2 || len(first["ippools"]) != 3 || len(first["felixconfigurations"]) != 1 {
 		t.Fatalf("applied %d, got %v", n, first)
 	}
 	var stream strings.Builder
@@ -180,5 +218,53 @@ spec: {node: n1, pod: web, ipNetworks: [10.244.0.5/32]}
 	}
 	if err := c.Get("networkpolicies", &pols); err != nil || len(pols) != 0 {
 		t.Fatalf("after delete: %v %v", pols, err)
+	}
+}
+
+// An apply that sets fields tortie keeps without acting on them says so,
+// once for each field; a client written before warnings existed (which
+// decodes the reply as a map of numbers) still reads how many were applied.
+func TestApplyWarnings(t *testing.T) {
+	c := serve(t)
+	manifest := `
+apiVersion: projectcalico.org/v3
+kind: FelixConfiguration
+metadata: {name: default}
+spec: {vxlanPort: 4789, bpfEnabled: false}
+---
+apiVersion: projectcalico.org/v3
+kind: FelixConfiguration
+metadata: {name: node.n1}
+spec: {vxlanPort: 4790}
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: pods}
+spec: {cidr: 10.1.0.0/16, allowedUses: [Workload], assignmentMode: Manual}
+`
+	res, err := c.ApplyReport(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"accepted; tortie does not act on FelixConfiguration.spec.bpfEnabled yet",
+		"accepted; tortie does not act on FelixConfiguration.spec.vxlanPort yet",
+	}
+	if res.Applied != 3 || !reflect.DeepEqual(res.Warnings, want) {
+		t.Fatalf("applied %d, warnings %q; want 3, %q", res.Applied, res.Warnings, want)
+	}
+	// As a client that predates warnings asks.
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", c.Socket)
+	}}}
+	resp, err := hc.Post("http://tortied/v1/apply", "application/yaml", strings.NewReader(manifest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var old map[string]int
+	if err := json.NewDecoder(resp.Body).Decode(&old); err != nil || old["applied"] != 3 {
+		t.Fatalf("old client: %v, %v", old, err)
 	}
 }

@@ -142,8 +142,27 @@ type Request struct {
 	Handle     string
 	Node       string
 	NodeLabels map[string]string
-	Pools      []string // pool names or CIDRs to restrict to (empty: all that select the node)
-	Attrs      map[string]string
+	// Pools names the pools (by name or CIDR) to take the address from.
+	// Empty: every pool that selects the node and is in Automatic
+	// assignment mode; a Manual pool is used only when named here.
+	Pools []string
+	// Use is what the address is for, resources.UseWorkload (a pod) or
+	// resources.UseTunnel (a node's tunnel address): only pools allowing
+	// it are used. Empty: Tunnel for a handle starting with
+	// TunnelHandlePrefix, else Workload.
+	Use   string
+	Attrs map[string]string
+}
+
+// use is what the request's address is for.
+func (r Request) use() string {
+	switch {
+	case r.Use != "":
+		return r.Use
+	case strings.HasPrefix(r.Handle, TunnelHandlePrefix):
+		return resources.UseTunnel
+	}
+	return resources.UseWorkload
 }
 
 // Assign returns the address recorded for req.Handle, or allocates one.
@@ -167,12 +186,22 @@ func (m *IPAM) Assign(ctx context.Context, req Request) (netip.Addr, error) {
 	case err != nil && !errors.Is(err, datastore.ErrNotFound):
 		return netip.Addr{}, err
 	}
+	if u := req.use(); u != resources.UseWorkload && u != resources.UseTunnel {
+		return netip.Addr{}, fmt.Errorf("ipam: use %q: want %s or %s", u, resources.UseWorkload, resources.UseTunnel)
+	}
 	pools, err := m.pools(ctx, req)
 	if err != nil {
 		return netip.Addr{}, err
 	}
+	// As in Calico, reservations hold back addresses from every
+	// assignment IPAM makes by itself (tortie has no requests for one
+	// given address, which Calico lets use a reserved one).
+	reserved, err := resources.Client{S: m.S, Invalid: m.Invalid}.Reserved(ctx)
+	if err != nil {
+		return netip.Addr{}, err
+	}
 	for attempt := 0; attempt < maxAttempts; attempt++ {
-		addr, err := m.tryAssign(ctx, req, pools)
+		addr, err := m.tryAssign(ctx, req, pools, reserved)
 		if errors.Is(err, datastore.ErrConflict) || errors.Is(err, datastore.ErrExists) {
 			continue // somebody else wrote first: read again
 		}
@@ -225,26 +254,61 @@ func (m *IPAM) pools(ctx context.Context, req Request) ([]*resources.IPPool, err
 	if len(unknown) > 0 {
 		return nil, noPoolError(fmt.Sprintf("ipam: IP pool %s does not exist (a network names pools by name or CIDR)", strings.Join(unknown, ", ")))
 	}
+	use := req.use()
 	var out []*resources.IPPool
+	wrongUse, manual := 0, 0
 	for _, p := range all {
 		if p.Spec.Disabled || !p.Selects(req.NodeLabels) {
 			continue
 		}
-		if len(req.Pools) > 0 {
-			ok := false
-			for _, want := range req.Pools {
-				ok = ok || want == p.Metadata.Name || want == p.Spec.CIDR.String()
-			}
-			if !ok {
-				continue
-			}
+		named := slices.ContainsFunc(req.Pools, func(want string) bool { return want == p.Metadata.Name || want == p.Spec.CIDR.String() })
+		switch {
+		case len(req.Pools) > 0 && !named:
+			continue
+		case !p.Allows(use):
+			wrongUse++
+			continue
+		case len(req.Pools) == 0 && p.Manual():
+			manual++
+			continue
 		}
 		out = append(out, p)
 	}
 	if len(out) == 0 {
-		return nil, noPoolError(fmt.Sprintf("ipam: no enabled IP pool selects node %s%s", req.Node, poolsHint(req.Pools)))
+		why := ""
+		if wrongUse > 0 {
+			why += fmt.Sprintf(" (%d allow no %s addresses)", wrongUse, use)
+		}
+		if manual > 0 {
+			why += fmt.Sprintf(" (%d in Manual assignment mode, used only when named)", manual)
+		}
+		what := ""
+		if use != resources.UseWorkload {
+			what = " for " + use + " addresses"
+		}
+		return nil, noPoolError(fmt.Sprintf("ipam: no enabled IP pool%s selects node %s%s%s", what, req.Node, poolsHint(req.Pools), why))
 	}
 	return out, nil
+}
+
+// reservedIn reports whether a is in one of the reserved ranges.
+func reservedIn(a netip.Addr, reserved []netip.Prefix) bool {
+	for _, r := range reserved {
+		if r.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// allReserved reports whether every address of block b is reserved.
+func allReserved(b netip.Prefix, reserved []netip.Prefix) bool {
+	for _, r := range reserved {
+		if r.Bits() <= b.Bits() && r.Contains(b.Addr()) {
+			return true
+		}
+	}
+	return false
 }
 
 func poolsHint(p []string) string {
@@ -263,8 +327,9 @@ func inPools(pfx netip.Prefix, pools []*resources.IPPool) bool {
 	return false
 }
 
-// tryAssign makes one pass: affine blocks, then a new block, then borrowing.
-func (m *IPAM) tryAssign(ctx context.Context, req Request, pools []*resources.IPPool) (netip.Addr, error) {
+// tryAssign makes one pass: affine blocks, then a new block, then
+// borrowing, never handing out a reserved address.
+func (m *IPAM) tryAssign(ctx context.Context, req Request, pools []*resources.IPPool, reserved []netip.Prefix) (netip.Addr, error) {
 	blocks, unreadable, err := m.listBlocks(ctx)
 	if err != nil {
 		return netip.Addr{}, err
@@ -278,7 +343,7 @@ func (m *IPAM) tryAssign(ctx context.Context, req Request, pools []*resources.IP
 		if !inPools(kb.b.Prefix(), pools) {
 			continue
 		}
-		if a, ok, err := m.allocIn(ctx, kb, req); ok || err != nil {
+		if a, ok, err := m.allocIn(ctx, kb, req, reserved); ok || err != nil {
 			return a, err
 		}
 	}
@@ -287,7 +352,7 @@ func (m *IPAM) tryAssign(ctx context.Context, req Request, pools []*resources.IP
 		maxBlocks = 20
 	}
 	if affine < maxBlocks {
-		claimed, err := m.claim(ctx, req.Node, pools, blocks, unreadable)
+		claimed, err := m.claim(ctx, req.Node, pools, blocks, unreadable, reserved)
 		if err != nil {
 			return netip.Addr{}, err
 		}
@@ -300,7 +365,7 @@ func (m *IPAM) tryAssign(ctx context.Context, req Request, pools []*resources.IP
 			if kb.b.AffinityNode() == req.Node || !inPools(kb.b.Prefix(), pools) {
 				continue
 			}
-			if a, ok, err := m.allocIn(ctx, kb, req); ok || err != nil {
+			if a, ok, err := m.allocIn(ctx, kb, req, reserved); ok || err != nil {
 				return a, err
 			}
 		}
@@ -441,15 +506,20 @@ func (m *IPAM) CheckRecords(ctx context.Context) error {
 	return nil
 }
 
-// allocIn takes the lowest free ordinal of a block with compare-and-swap.
-func (m *IPAM) allocIn(ctx context.Context, kb keyedBlock, req Request) (netip.Addr, bool, error) {
+// allocIn takes the lowest free, unreserved ordinal of a block with
+// compare-and-swap.
+func (m *IPAM) allocIn(ctx context.Context, kb keyedBlock, req Request, reserved []netip.Prefix) (netip.Addr, bool, error) {
 	cooldown := m.Cooldown
 	if cooldown == 0 {
 		cooldown = 60 * time.Second
 	}
 	now := m.now().UnixMilli()
+	addr := kb.b.CIDR.Addr()
 	for i, a := range kb.b.Allocs {
-		if a.Handle != "" || (a.Released != 0 && now-a.Released < cooldown.Milliseconds()) {
+		if i > 0 {
+			addr = addr.Next()
+		}
+		if a.Handle != "" || (a.Released != 0 && now-a.Released < cooldown.Milliseconds()) || reservedIn(addr, reserved) {
 			continue
 		}
 		kb.b.Allocs[i] = Alloc{Handle: req.Handle, Node: req.Node}
@@ -457,14 +527,15 @@ func (m *IPAM) allocIn(ctx context.Context, kb keyedBlock, req Request) (netip.A
 		if _, err := m.S.Update(ctx, blockKey(kb.b.CIDR), v, kb.rev); err != nil {
 			return netip.Addr{}, false, err
 		}
-		return kb.b.Addr(i), true, nil
+		return addr, true, nil
 	}
 	return netip.Addr{}, false, nil
 }
 
 // claim creates the first free block of the pools with affinity to node:
 // a pending affinity, then the block (create-if-absent), then confirmed.
-func (m *IPAM) claim(ctx context.Context, node string, pools []*resources.IPPool, blocks []keyedBlock, unreadable []netip.Prefix) (bool, error) {
+// A block whose every address is reserved is never claimed.
+func (m *IPAM) claim(ctx context.Context, node string, pools []*resources.IPPool, blocks []keyedBlock, unreadable []netip.Prefix, reserved []netip.Prefix) (bool, error) {
 	taken := map[netip.Prefix]bool{}
 	for _, kb := range blocks {
 		taken[kb.b.Prefix()] = true
@@ -483,7 +554,7 @@ func (m *IPAM) claim(ctx context.Context, node string, pools []*resources.IPPool
 		for a := pfx.Addr(); pfx.Contains(a); {
 			bp := netip.PrefixFrom(a, p.Spec.BlockSize)
 			next := advance(a, size)
-			if !taken[bp] && !overlapsUnreadable(bp) {
+			if !taken[bp] && !overlapsUnreadable(bp) && !allReserved(bp, reserved) {
 				return true, m.createBlock(ctx, node, bp, size)
 			}
 			if !next.IsValid() {

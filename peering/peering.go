@@ -36,7 +36,7 @@ type Plan struct {
 
 func nodeASN(n *resources.Node, def uint32) uint32 {
 	if n.Spec.BGP != nil && n.Spec.BGP.ASNumber != 0 {
-		return n.Spec.BGP.ASNumber
+		return uint32(n.Spec.BGP.ASNumber)
 	}
 	return def
 }
@@ -104,10 +104,13 @@ func For(me string, s *dsync.Snapshot) (Plan, error) {
 			p.MaxPrefixes = bp.Spec.MaxPrefixes
 		}
 		if bp.Spec.PeerIP.IsValid() {
-			if !bp.AppliesTo(self) {
+			// The speaker peers over IPv4 only; an IPv6 peer is kept (and
+			// reported when applied) but not acted on.
+			if !bp.AppliesTo(self) || !bp.Spec.PeerIP.Addr.Is4() {
 				continue
 			}
-			p := bgp.Peer{Address: bp.Spec.PeerIP, ASN: bp.Spec.ASNumber, Type: typ, Name: bp.Metadata.Name}
+			p := bgp.Peer{Address: bp.Spec.PeerIP.Addr, Port: int(bp.Spec.PeerIP.Port), ASN: uint32(bp.Spec.ASNumber),
+				Type: typ, Name: bp.Metadata.Name}
 			common(&p)
 			add(p)
 			continue

@@ -79,9 +79,11 @@ func TestExplicitPeers(t *testing.T) {
 	s := &dsync.Snapshot{
 		Nodes: []*resources.Node{node("a", "10.0.1.1/24", map[string]string{"rack": "r1"}, ""), node("b", "10.0.1.2/24", nil, "")},
 		BGPPeers: []*resources.BGPPeer{
-			{Metadata: resources.Meta{Name: "tor"}, Spec: resources.BGPPeerSpec{PeerIP: netip.MustParseAddr("10.0.1.254"), ASNumber: 65001, NodeSelector: "rack == 'r1'",
-				Password: &resources.Password{Value: "s3cret"}, MaxPrefixes: 100}},
-			{Metadata: resources.Meta{Name: "core"}, Spec: resources.BGPPeerSpec{PeerIP: netip.MustParseAddr("192.0.2.1"), ASNumber: 65002}},
+			{Metadata: resources.Meta{Name: "tor"}, Spec: resources.BGPPeerSpec{PeerIP: resources.PeerAddress{Addr: netip.MustParseAddr("10.0.1.254"), Port: 1179},
+				ASNumber: 65001, NodeSelector: "rack == 'r1'", Password: &resources.Password{Value: "s3cret"}, MaxPrefixes: 100}},
+			{Metadata: resources.Meta{Name: "core"}, Spec: resources.BGPPeerSpec{PeerIP: resources.PeerAddress{Addr: netip.MustParseAddr("192.0.2.1")}, ASNumber: 65002}},
+			// IPv6 peers are kept but not acted on: the speaker is IPv4 only.
+			{Metadata: resources.Meta{Name: "core6"}, Spec: resources.BGPPeerSpec{PeerIP: resources.PeerAddress{Addr: netip.MustParseAddr("2001:db8::1")}, ASNumber: 65002}},
 		},
 	}
 	p, _ := For("a", s)
@@ -89,7 +91,7 @@ func TestExplicitPeers(t *testing.T) {
 	if peers(p) != want {
 		t.Fatalf("got %s", peers(p))
 	}
-	if p.Peers[1].Password != "s3cret" || p.Peers[1].MaxPrefixes != 100 {
+	if p.Peers[1].Password != "s3cret" || p.Peers[1].MaxPrefixes != 100 || p.Peers[1].Port != 1179 || p.Peers[2].Port != 0 {
 		t.Fatalf("tor peer %+v", p.Peers[1])
 	}
 	if p, _ = For("b", s); len(p.Peers) != 2 {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/tortie-net/tortie/selector"
@@ -34,15 +35,47 @@ type BGPConfiguration struct {
 	Spec       BGPConfigurationSpec `json:"spec"`
 }
 
-// BGPConfigurationSpec mirrors the parts of Calico's spec tortie uses.
+// BGPConfigurationSpec mirrors Calico's BGPConfiguration spec.
 type BGPConfigurationSpec struct {
-	ASNumber               uint32    `json:"asNumber,omitempty"`
+	LogSeverityScreen      string    `json:"logSeverityScreen,omitempty" check:"oneof=Trace|Debug|Info|Warning|Error|Fatal" tortie:"stored"`
 	NodeToNodeMeshEnabled  *bool     `json:"nodeToNodeMeshEnabled,omitempty"`
+	ASNumber               ASNumber  `json:"asNumber,omitempty"`
 	ListenPort             int       `json:"listenPort,omitempty"`
 	NodeMeshPassword       *Password `json:"nodeMeshPassword,omitempty"`
 	NodeMeshMaxRestartTime *Duration `json:"nodeMeshMaxRestartTime,omitempty"`
-	// LogSeverityScreen is accepted for compatibility with Calico manifests.
-	LogSeverityScreen string `json:"logSeverityScreen,omitempty"`
+	// Service address advertisement, communities and the rest: kept for
+	// the BGP work to come.
+	ServiceLoadBalancerIPs         []ServiceIPBlock      `json:"serviceLoadBalancerIPs,omitempty" tortie:"stored"`
+	ServiceExternalIPs             []ServiceIPBlock      `json:"serviceExternalIPs,omitempty" tortie:"stored"`
+	ServiceClusterIPs              []ServiceIPBlock      `json:"serviceClusterIPs,omitempty" tortie:"stored"`
+	ServiceLoadBalancerAggregation string                `json:"serviceLoadBalancerAggregation,omitempty" check:"oneof=Enabled|Disabled" tortie:"stored"`
+	Communities                    []Community           `json:"communities,omitempty" tortie:"stored"`
+	PrefixAdvertisements           []PrefixAdvertisement `json:"prefixAdvertisements,omitempty" tortie:"stored"`
+	BindMode                       string                `json:"bindMode,omitempty" check:"oneof=None|NodeIP" tortie:"stored"`
+	IgnoredInterfaces              []string              `json:"ignoredInterfaces,omitempty" check:"ignoredInterface" tortie:"stored"`
+	LocalWorkloadPeeringIPV4       string                `json:"localWorkloadPeeringIPV4,omitempty" check:"ipv4" tortie:"stored"`
+	LocalWorkloadPeeringIPV6       string                `json:"localWorkloadPeeringIPV6,omitempty" check:"ipv6" tortie:"stored"`
+	ProgramClusterRoutes           string                `json:"programClusterRoutes,omitempty" check:"oneof=Enabled|Disabled" tortie:"stored"`
+	IPv4NormalRoutePriority        *int                  `json:"ipv4NormalRoutePriority,omitempty" check:"min=1,max=2147483646" tortie:"stored"`
+	IPv6NormalRoutePriority        *int                  `json:"ipv6NormalRoutePriority,omitempty" check:"min=1,max=2147483646" tortie:"stored"`
+}
+
+// ServiceIPBlock is a CIDR of Service addresses to advertise.
+type ServiceIPBlock struct {
+	CIDR string `json:"cidr,omitempty" check:"net"`
+}
+
+// Community names a BGP community value.
+type Community struct {
+	Name  string `json:"name,omitempty" check:"required,name"`
+	Value string `json:"value,omitempty" check:"required,community"`
+}
+
+// PrefixAdvertisement gives the communities a CIDR is advertised with:
+// values, or names from spec.communities.
+type PrefixAdvertisement struct {
+	CIDR        string   `json:"cidr,omitempty" check:"required,net"`
+	Communities []string `json:"communities,omitempty" check:"required"`
 }
 
 // BGPPeer is an explicit peering: with a router outside the cluster
@@ -59,52 +92,157 @@ type BGPPeer struct {
 // BGPPeerSpec mirrors Calico's, plus maxPrefixes (a limit Calico leaves to
 // BIRD's configuration).
 type BGPPeerSpec struct {
-	Node           string     `json:"node,omitempty"`
-	NodeSelector   string     `json:"nodeSelector,omitempty"`
-	PeerIP         netip.Addr `json:"peerIP,omitzero"`
-	ASNumber       uint32     `json:"asNumber,omitempty"`
-	PeerSelector   string     `json:"peerSelector,omitempty"`
-	Password       *Password  `json:"password,omitempty"`
-	MaxRestartTime *Duration  `json:"maxRestartTime,omitempty"`
-	KeepaliveTime  *Duration  `json:"keepaliveTime,omitempty"`
+	Node                     string      `json:"node,omitempty" check:"name"`
+	NodeSelector             string      `json:"nodeSelector,omitempty" check:"selector"`
+	PeerIP                   PeerAddress `json:"peerIP,omitzero"`
+	ASNumber                 ASNumber    `json:"asNumber,omitempty"`
+	LocalASNumber            *ASNumber   `json:"localASNumber,omitempty" tortie:"stored"`
+	PeerSelector             string      `json:"peerSelector,omitempty" check:"selector"`
+	KeepOriginalNextHop      bool        `json:"keepOriginalNextHop,omitempty" tortie:"stored"`
+	NextHopMode              string      `json:"nextHopMode,omitempty" check:"oneof=Auto|Self|Keep" tortie:"stored"`
+	Password                 *Password   `json:"password,omitempty"`
+	SourceAddress            string      `json:"sourceAddress,omitempty" check:"oneof=UseNodeIP|None" tortie:"stored"`
+	MaxRestartTime           *Duration   `json:"maxRestartTime,omitempty"`
+	KeepaliveTime            *Duration   `json:"keepaliveTime,omitempty"`
+	NumAllowedLocalASNumbers *int32      `json:"numAllowedLocalASNumbers,omitempty" tortie:"stored"`
 	// TTLSecurity is the number of hops the peer may be away (GTSM,
 	// RFC 5082): packets must arrive with TTL >= 256 - ttlSecurity.
-	TTLSecurity int `json:"ttlSecurity,omitempty"`
+	TTLSecurity           int      `json:"ttlSecurity,omitempty"`
+	ReachableBy           string   `json:"reachableBy,omitempty" check:"ip" tortie:"stored"`
+	Filters               []string `json:"filters,omitempty" check:"name" tortie:"stored"`
+	LocalWorkloadSelector string   `json:"localWorkloadSelector,omitempty" check:"selector" tortie:"stored"`
+	ReversePeering        string   `json:"reversePeering,omitempty" check:"oneof=Auto|Manual" tortie:"stored"`
 	// MaxPrefixes cuts the session when the peer sends more (0: the
 	// node's default limit).
 	MaxPrefixes uint32 `json:"maxPrefixes,omitempty"`
 }
 
-// Password is a BGP MD5 password. Calico reads it from a Kubernetes
-// secret (secretKeyRef); tortie has no secrets store and takes it inline
-// (a string, or {value: ...}).
-type Password struct{ Value string }
+// PeerAddress is a BGP peer's address and, optionally, port: "10.0.0.1",
+// "10.0.0.1:1179" or "[fd00::1]:1179".
+type PeerAddress struct {
+	Addr netip.Addr
+	Port uint16 // 0: the port BGP listens on (179, or the peer node's)
+}
 
-// UnmarshalJSON accepts "secret" or {"value": "secret"} and refuses a
-// secretKeyRef with a message saying what to do instead.
+// IsValid reports whether an address is set.
+func (a PeerAddress) IsValid() bool { return a.Addr.IsValid() }
+
+func (a PeerAddress) String() string {
+	if a.Port == 0 {
+		return a.Addr.String()
+	}
+	return netip.AddrPortFrom(a.Addr, a.Port).String()
+}
+
+// MarshalText writes the address, with the port when there is one.
+func (a PeerAddress) MarshalText() ([]byte, error) {
+	if !a.Addr.IsValid() {
+		return []byte{}, nil
+	}
+	return []byte(a.String()), nil
+}
+
+// UnmarshalText reads an address, IPv4:port or [IPv6]:port.
+func (a *PeerAddress) UnmarshalText(b []byte) error {
+	s := string(b)
+	if s == "" {
+		*a = PeerAddress{}
+		return nil
+	}
+	if ip, err := netip.ParseAddr(s); err == nil && ip.Zone() == "" {
+		*a = PeerAddress{Addr: ip.Unmap()}
+		return nil
+	}
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil || ap.Port() == 0 || ap.Addr().Zone() != "" {
+		return fmt.Errorf("%q: want an IP address, IPv4:port or [IPv6]:port (port 1 to 65535)", s)
+	}
+	*a = PeerAddress{Addr: ap.Addr().Unmap(), Port: ap.Port()}
+	return nil
+}
+
+// Password is a BGP MD5 password. Calico reads it from a Kubernetes
+// secret (secretKeyRef), which tortie keeps but cannot read yet; tortie
+// also takes it inline (a string, or {value: ...}).
+type Password struct {
+	Value        string        `json:"value,omitempty"`
+	SecretKeyRef *SecretKeyRef `json:"secretKeyRef,omitempty" tortie:"stored"`
+}
+
+// SecretKeyRef names a key of a Kubernetes secret.
+type SecretKeyRef struct {
+	Name     string `json:"name"`
+	Key      string `json:"key"`
+	Optional *bool  `json:"optional,omitempty"`
+}
+
+// UnmarshalJSON accepts "secret", {"value": "secret"} or
+// {"secretKeyRef": {"name": ..., "key": ...}}.
 func (p *Password) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &p.Value); err == nil {
 		return nil
 	}
+	const want = "want a string, {value: ...} or {secretKeyRef: {name: ..., key: ...}}"
 	var o struct {
-		Value        *string         `json:"value"`
-		SecretKeyRef json.RawMessage `json:"secretKeyRef"`
+		Value        *string `json:"value"`
+		SecretKeyRef *struct {
+			Name     *string `json:"name"`
+			Key      *string `json:"key"`
+			Optional *bool   `json:"optional"`
+		} `json:"secretKeyRef"`
+	}
+	if err := exactKeys(b, "value", "secretKeyRef"); err != nil {
+		return fmt.Errorf("%s: %v", want, err)
 	}
 	if err := json.Unmarshal(b, &o); err != nil {
-		return fmt.Errorf("password: want a string or {value: ...}")
+		return fmt.Errorf("%s (%s)", want, cleanError(err))
 	}
 	if o.SecretKeyRef != nil {
-		return errors.New("password.secretKeyRef: tortie has no Kubernetes secrets; give the password inline as password: {value: ...}")
+		var raw struct {
+			Ref json.RawMessage `json:"secretKeyRef"`
+		}
+		_ = json.Unmarshal(b, &raw)
+		if err := exactKeys(raw.Ref, "name", "key", "optional"); err != nil {
+			return fmt.Errorf("secretKeyRef: %v", err)
+		}
 	}
-	if o.Value == nil {
-		return errors.New("password: want {value: ...}")
+	switch {
+	case (o.Value == nil) == (o.SecretKeyRef == nil):
+		return errors.New(want + ": exactly one of them")
+	case o.Value != nil:
+		*p = Password{Value: *o.Value}
+	default:
+		r := o.SecretKeyRef
+		if r.Name == nil || *r.Name == "" || r.Key == nil || *r.Key == "" {
+			return errors.New("secretKeyRef: want the secret's name and key")
+		}
+		*p = Password{SecretKeyRef: &SecretKeyRef{Name: *r.Name, Key: *r.Key, Optional: r.Optional}}
 	}
-	p.Value = *o.Value
 	return nil
 }
 
-// MarshalJSON writes {"value": ...}.
+// exactKeys refuses a JSON object with keys other than these, matched
+// exactly (Go's decoder would take any case).
+func exactKeys(b []byte, keys ...string) error {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return fmt.Errorf("want a mapping, got %s", describeJSON(b))
+	}
+	for k := range m {
+		if !slices.Contains(keys, k) {
+			return fmt.Errorf("%s: unknown field (want %s)", k, orList(keys))
+		}
+	}
+	return nil
+}
+
+// MarshalJSON writes {"value": ...} or {"secretKeyRef": ...}.
 func (p Password) MarshalJSON() ([]byte, error) {
+	if p.SecretKeyRef != nil {
+		return json.Marshal(struct {
+			SecretKeyRef *SecretKeyRef `json:"secretKeyRef"`
+		}{p.SecretKeyRef})
+	}
 	return json.Marshal(struct {
 		Value string `json:"value"`
 	}{p.Value})
@@ -140,7 +278,7 @@ func (c *BGPConfiguration) ASN() uint32 {
 	if c == nil || c.Spec.ASNumber == 0 {
 		return DefaultASN
 	}
-	return c.Spec.ASNumber
+	return uint32(c.Spec.ASNumber)
 }
 
 // Port is the BGP listen port.
@@ -170,48 +308,85 @@ func (c *BGPConfiguration) MeshPassword() string {
 // Validate checks a BGPConfiguration.
 func (c *BGPConfiguration) Validate() error {
 	var errs []error
-	if err := checkName(c.Metadata.Name); err != nil {
+	bad := func(f string, a ...any) { errs = append(errs, fmt.Errorf(f, a...)) }
+	if err := checkResourceName(c.Metadata.Name); err != nil {
 		errs = append(errs, err)
 	}
-	if p := c.Spec.ListenPort; p < 0 || p > 65535 {
-		errs = append(errs, fmt.Errorf("spec.listenPort %d out of range 1-65535", p))
+	s := &c.Spec
+	if p := s.ListenPort; p < 0 || p > 65535 {
+		bad("spec.listenPort %d out of range 1-65535", p)
 	}
-	if d := c.Spec.NodeMeshMaxRestartTime; d != nil && d.Duration > 4095*time.Second {
-		errs = append(errs, fmt.Errorf("spec.nodeMeshMaxRestartTime %s: at most 4095s (the field BGP carries it in)", d))
+	if d := s.NodeMeshMaxRestartTime; d != nil && d.Duration > 4095*time.Second {
+		bad("spec.nodeMeshMaxRestartTime %s: at most 4095s (the field BGP carries it in)", d)
+	}
+	errs = append(errs, checkFields(s, "spec")...)
+	if off := s.NodeToNodeMeshEnabled != nil && !*s.NodeToNodeMeshEnabled; off {
+		if s.NodeMeshPassword != nil {
+			bad("spec.nodeMeshPassword cannot be set when spec.nodeToNodeMeshEnabled is false")
+		}
+		if s.NodeMeshMaxRestartTime != nil {
+			bad("spec.nodeMeshMaxRestartTime cannot be set when spec.nodeToNodeMeshEnabled is false")
+		}
+	}
+	if len(s.Communities) > 0 && len(s.PrefixAdvertisements) == 0 {
+		bad("spec.communities are defined but not used in spec.prefixAdvertisements")
+	}
+	for i, pa := range s.PrefixAdvertisements {
+		for j, v := range pa.Communities {
+			defined := slices.ContainsFunc(s.Communities, func(c Community) bool { return c.Name == v })
+			if !defined && !validCommunity(v) {
+				bad("spec.prefixAdvertisements[%d].communities[%d] %q: neither a community value (aa:nn or aa:nn:mm) nor a name from spec.communities", i, j, v)
+			}
+		}
 	}
 	return wrap(KindBGPConfiguration, c.Metadata.Name, errs)
 }
 
-// Validate checks a BGPPeer.
+// Validate checks a BGPPeer as Calico does, and that a peerIP comes with
+// the peer's asNumber (tortie does not guess it).
 func (p *BGPPeer) Validate() error {
 	var errs []error
 	bad := func(f string, a ...any) { errs = append(errs, fmt.Errorf(f, a...)) }
-	if err := checkName(p.Metadata.Name); err != nil {
+	if err := checkResourceName(p.Metadata.Name); err != nil {
 		bad("%v", err)
 	}
 	s := &p.Spec
+	errs = append(errs, checkFields(s, "spec")...)
 	if s.Node != "" && s.NodeSelector != "" {
 		bad("spec.node and spec.nodeSelector cannot both be set")
 	}
-	if _, err := selector.Parse(s.NodeSelector); err != nil {
-		bad("spec.nodeSelector: %v", err)
-	}
-	switch {
-	case s.PeerIP.IsValid() && s.PeerSelector != "":
+	if s.PeerIP.IsValid() && s.PeerSelector != "" {
 		bad("spec.peerIP and spec.peerSelector cannot both be set")
-	case !s.PeerIP.IsValid() && s.PeerSelector == "":
-		bad("spec.peerIP (with asNumber) or spec.peerSelector is required")
-	case s.PeerIP.IsValid():
-		if !s.PeerIP.Is4() {
-			bad("spec.peerIP %s is not an IPv4 address", s.PeerIP)
+	}
+	if s.ASNumber != 0 && s.PeerSelector != "" {
+		bad("spec.asNumber must be empty when spec.peerSelector is set (each selected node's own AS number is used)")
+	}
+	if s.LocalWorkloadSelector != "" {
+		if s.PeerIP.IsValid() {
+			bad("spec.peerIP must be empty when spec.localWorkloadSelector is set")
+		}
+		if s.PeerSelector != "" {
+			bad("spec.peerSelector must be empty when spec.localWorkloadSelector is set")
 		}
 		if s.ASNumber == 0 {
-			bad("spec.asNumber is required with spec.peerIP")
+			bad("spec.asNumber is required when spec.localWorkloadSelector is set")
 		}
-	default:
-		if _, err := selector.Parse(s.PeerSelector); err != nil {
-			bad("spec.peerSelector: %v", err)
+	}
+	if s.PeerIP.IsValid() && s.ASNumber == 0 {
+		bad("spec.asNumber is required with spec.peerIP")
+	}
+	if s.ReachableBy != "" {
+		if r, err := netip.ParseAddr(s.ReachableBy); err == nil {
+			switch {
+			case !s.PeerIP.IsValid():
+				bad("spec.reachableBy must be empty when spec.peerIP is empty")
+			case r.Is4() != s.PeerIP.Addr.Is4():
+				bad("spec.reachableBy %s and spec.peerIP %s are of different IP families", r, s.PeerIP.Addr)
+			}
 		}
+	}
+	if s.KeepOriginalNextHop && s.NextHopMode != "" {
+		bad("spec.keepOriginalNextHop is deprecated and cannot be true when spec.nextHopMode is set")
 	}
 	if s.TTLSecurity < 0 || s.TTLSecurity > 255 {
 		bad("spec.ttlSecurity %d out of range 0-255", s.TTLSecurity)
@@ -223,6 +398,14 @@ func (p *BGPPeer) Validate() error {
 		bad("spec.keepaliveTime %s: at least 1s", d)
 	}
 	return wrap(KindBGPPeer, p.Metadata.Name, errs)
+}
+
+// notActedOnValues: tortie's speaker peers over IPv4 only.
+func (p *BGPPeer) notActedOnValues() []string {
+	if a := p.Spec.PeerIP.Addr; a.IsValid() && !a.Is4() {
+		return []string{"spec.peerIP IPv6"}
+	}
+	return nil
 }
 
 // Global reports whether the peer applies to every node.

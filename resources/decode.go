@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"sort"
 	"strings"
 
 	"sigs.k8s.io/yaml"
@@ -36,7 +37,8 @@ var serverMetadata = []string{"creationTimestamp", "resourceVersion", "uid", "ge
 //
 //   - single documents and "---" separated streams (YAML or JSON);
 //   - a `kind: List` (as kubectl prints it) or a `<Kind>List` such as
-//     IPPoolList (as calicoctl prints it), resources under items;
+//     IPPoolList (as calicoctl prints it), resources under items (a list
+//     whose kind is left out, as Calico's documentation shows some, too);
 //   - a top-level YAML or JSON sequence of resources;
 //
 // with apiVersion projectcalico.org/v3, crd.projectcalico.org/v1 or
@@ -114,7 +116,13 @@ func decodeDocument(js []byte, where string) ([]Object, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %v", where, err)
 	}
-	if itemKind, ok := listKind(h.Kind); ok {
+	itemKind, isList := listKind(h.Kind)
+	if h.Kind == "" && h.Items != nil {
+		// A list as calicoctl's documentation shows it: apiVersion and
+		// items, its kind left out.
+		isList = true
+	}
+	if isList {
 		if h.Items == nil {
 			return nil, fmt.Errorf("%s: %s has no items", where, h.Kind)
 		}
@@ -125,7 +133,7 @@ func decodeDocument(js []byte, where string) ([]Object, error) {
 		// A <Kind>List says what its items are; a List's items say it
 		// themselves.
 		apiVersion := ""
-		if itemKind != "" {
+		if itemKind != "" || h.Kind == "" {
 			apiVersion = h.APIVersion
 		}
 		return decodeItems(items, where, apiVersion, itemKind)
@@ -216,7 +224,8 @@ func listKind(kind string) (string, bool) {
 }
 
 // Kinds lists the kinds Decode accepts.
-var Kinds = []string{KindIPPool, KindNode, KindBGPConfiguration, KindBGPPeer, KindNetworkPolicy, KindGlobalNetworkPolicy,
+var Kinds = []string{KindIPPool, KindNode, KindBGPConfiguration, KindBGPPeer, KindBGPFilter, KindIPReservation,
+	KindFelixConfiguration, KindClusterInformation, KindNetworkPolicy, KindGlobalNetworkPolicy,
 	KindTier, KindNetworkSet, KindGlobalNetworkSet, KindProfile, KindWorkloadEndpoint}
 
 func newObject(kind string) Object {
@@ -229,6 +238,14 @@ func newObject(kind string) Object {
 		return &BGPConfiguration{}
 	case KindBGPPeer:
 		return &BGPPeer{}
+	case KindBGPFilter:
+		return &BGPFilter{}
+	case KindIPReservation:
+		return &IPReservation{}
+	case KindFelixConfiguration:
+		return &FelixConfiguration{}
+	case KindClusterInformation:
+		return &ClusterInformation{}
 	case KindNetworkPolicy:
 		return &NetworkPolicy{}
 	case KindGlobalNetworkPolicy:
@@ -270,6 +287,11 @@ func decodeResource(js []byte, h header) (Object, error) {
 	if err := normalizeMetadata(fields, h.APIVersion == CRDAPIVersion); err != nil {
 		return nil, fmt.Errorf("%s: %v", h.Kind, err)
 	}
+	if h.Kind == KindIPPool {
+		// An IPPool's status is the conditions Calico's controllers
+		// report (Allocatable, CIDROverlap): theirs, not the pool's.
+		delete(fields, "status")
+	}
 	fields["apiVersion"], _ = json.Marshal(h.APIVersion)
 	fields["kind"], _ = json.Marshal(h.Kind)
 	clean, err := json.Marshal(fields)
@@ -280,7 +302,16 @@ func decodeResource(js []byte, h header) (Object, error) {
 	// turns scalars into the strings a field wants (label values such as
 	// true).
 	if err := yaml.UnmarshalStrict(clean, o); err != nil {
-		return nil, fmt.Errorf("%s %q: %s", h.Kind, nameIn(fields), cleanError(err))
+		msg := locateError(clean, reflect.TypeOf(o).Elem(), "", true)
+		if msg == "" {
+			msg = cleanError(err)
+		}
+		return nil, fmt.Errorf("%s %q: %s", h.Kind, nameIn(fields), msg)
+	}
+	// Go's JSON decoder matches field names whatever their case; Calico's
+	// do not, and neither does this: "vxlanVni" is no field.
+	if msg := locateError(clean, reflect.TypeOf(o).Elem(), "", false); msg != "" {
+		return nil, fmt.Errorf("%s %q: %s", h.Kind, nameIn(fields), msg)
 	}
 	if err := o.Validate(); err != nil {
 		return nil, err
@@ -418,4 +449,120 @@ func describeJSON(js []byte) string {
 		return "null"
 	}
 	return "a number"
+}
+
+// locateError finds the first value of js that does not decode into type
+// t and says where it is and what was wanted ("spec.vxlanPort: want a
+// whole number, got a string"), or "" when every part decodes. Errors from
+// a type's own decoder (a duration, an AS number) do not name their field;
+// this does, and it names unknown fields with their path, matching names
+// exactly. With leaves false, only the names are checked.
+func locateError(js []byte, t reflect.Type, path string, leaves bool) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	at := func(msg string) string {
+		if path == "" {
+			return msg
+		}
+		return path + ": " + msg
+	}
+	if bytes.Equal(bytes.TrimSpace(js), []byte("null")) {
+		return ""
+	}
+	leaf := func() string {
+		if !leaves {
+			return ""
+		}
+		err := yaml.UnmarshalStrict(js, reflect.New(t).Interface())
+		if err == nil {
+			return ""
+		}
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field == "" {
+			return at(fmt.Sprintf("want %s, got %s", describeType(te.Type), article(te.Value)))
+		}
+		return at(cleanError(err))
+	}
+	if reflect.PointerTo(t).Implements(reflect.TypeFor[json.Unmarshaler]()) ||
+		reflect.PointerTo(t).Implements(reflect.TypeFor[interface{ UnmarshalText([]byte) error }]()) {
+		return leaf()
+	}
+	join := func(name string) string {
+		if path == "" {
+			return name
+		}
+		return path + "." + name
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		var fields map[string]json.RawMessage
+		if err := json.Unmarshal(js, &fields); err != nil {
+			return at("want a mapping, got " + describeJSON(js))
+		}
+		byName := map[string]reflect.Type{}
+		jsonFields(t, byName)
+		keys := make([]string, 0, len(fields))
+		for k := range fields {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			ft, ok := byName[k]
+			if !ok {
+				return join(k) + ": unknown field"
+			}
+			if msg := locateError(fields[k], ft, join(k), leaves); msg != "" {
+				return msg
+			}
+		}
+		return ""
+	case reflect.Slice:
+		var items []json.RawMessage
+		if err := json.Unmarshal(js, &items); err != nil {
+			return at("want a list, got " + describeJSON(js))
+		}
+		for i, it := range items {
+			if msg := locateError(it, t.Elem(), fmt.Sprintf("%s[%d]", path, i), leaves); msg != "" {
+				return msg
+			}
+		}
+		return ""
+	case reflect.Map:
+		var items map[string]json.RawMessage
+		if err := json.Unmarshal(js, &items); err != nil {
+			return at("want a mapping, got " + describeJSON(js))
+		}
+		keys := make([]string, 0, len(items))
+		for k := range items {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			if msg := locateError(items[k], t.Elem(), fmt.Sprintf("%s[%s]", path, k), leaves); msg != "" {
+				return msg
+			}
+		}
+		return ""
+	}
+	return leaf()
+}
+
+// jsonFields maps the JSON names of struct type t's fields to their types,
+// the fields of embedded structs with them, as encoding/json sees them.
+func jsonFields(t reflect.Type, out map[string]reflect.Type) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		et := f.Type
+		if et.Kind() == reflect.Pointer {
+			et = et.Elem()
+		}
+		if name, _, _ := strings.Cut(f.Tag.Get("json"), ","); f.Anonymous && name == "" && et.Kind() == reflect.Struct {
+			jsonFields(et, out)
+			continue
+		}
+		if n := fieldName(f); n != "" {
+			out[n] = f.Type
+		}
+	}
 }

@@ -116,7 +116,8 @@ items:
 `,
 }
 
-const formsWant = `[{"apiVersion":"projectcalico.org/v3","kind":"IPPool","metadata":{"name":"pods"},"spec":{"cidr":"10.244.0.0/16","blockSize":26,"ipipMode":"Never","vxlanMode":"Always"}},` +
+const formsWant = `[{"apiVersion":"projectcalico.org/v3","kind":"IPPool","metadata":{"name":"pods"},"spec":{"cidr":"10.244.0.0/16","blockSize":26,"ipipMode":"Never","vxlanMode":"Always",` +
+	`"allowedUses":["Workload","Tunnel"],"assignmentMode":"Automatic"}},` +
 	`{"apiVersion":"projectcalico.org/v3","kind":"Node","metadata":{"name":"n1","labels":{"zone":"a"}},"spec":{"bgp":{"ipv4Address":"10.0.1.1/24"}}}]`
 
 func TestDecodeForms(t *testing.T) {
@@ -178,9 +179,16 @@ func TestDecodeErrors(t *testing.T) {
 		{"apiVersion: projectcalico.org/v3\nmetadata: {name: p}\n", "kind is missing"},
 		{strings.Replace(pool, "{cidr: 10.1.0.0/16}", "{cidr: 10.1.0.0/16, blockSize: twenty}", 1), `document 1: IPPool "p": spec.blockSize: want a whole number, got a string`},
 		{strings.Replace(pool, "{cidr: 10.1.0.0/16}", "{cidr: 10.1.0.0/16, natOutgoing: [x]}", 1), "spec.natOutgoing: want true or false, got an array"},
-		{"apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: x}\nspec: {peerIP: 10.0.0.1, asNumber: 4294967296}\n", "spec.asNumber: want a whole number from 0 to 4294967295"},
-		{strings.Replace(pool, "metadata: {name: p}", "metadata: {name: p, namespace: default}", 1), `IPPool "p": unknown field "namespace"`},
+		{"apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: x}\nspec: {peerIP: 10.0.0.1, asNumber: 4294967296}\n", `spec.asNumber: want an AS number: 0 to 4294967295, or "<high>.<low>"`},
+		{"apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: x}\nspec: {peerIP: 10.0.0.1, asNumber: \"1.65536\"}\n", `spec.asNumber: "1.65536": want an AS number`},
+		{"apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: x}\nspec: {peerIP: 10.0.0.1, asNumber: 1, keepaliveTime: soon}\n", `spec.keepaliveTime: duration "soon": want a duration`},
+		{"apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: x}\nspec: {bgp: {ipv4Address: 10.0.0.1/24, colour: red}}\n", `Node "x": spec.bgp.colour: unknown field`},
+		{"apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\nspec: {vxlanPort: \"4789x\"}\n", `FelixConfiguration "default": spec.vxlanPort: want a whole number, got a string`},
+		{"apiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata: {name: f}\nspec: {exportV4: [{action: Accept}, {action: [Reject]}]}\n", `BGPFilter "f": spec.exportV4[1].action: want a string, got an array`},
+		{strings.Replace(pool, "metadata: {name: p}", "metadata: {name: p, namespace: default}", 1), `IPPool "p": metadata.namespace: unknown field`},
 		{strings.Replace(pool, "metadata: {name: p}", "metadata: [p]", 1), "metadata: want a mapping, got a list"},
+		{strings.Replace(pool, "{cidr: 10.1.0.0/16}", "{CIDR: 10.1.0.0/16}", 1), `IPPool "p": spec.CIDR: unknown field`},
+		{strings.Replace(pool, "metadata: {name: p}", "metadata: {Name: p}", 1), `metadata.Name: unknown field`},
 		{"apiVersion: crd.projectcalico.org/v1\nkind: IPPool\nmetadata: {name: p, annotations: {projectcalico.org/metadata: '{'}}\nspec: {cidr: 10.1.0.0/16}\n", "projectcalico.org/metadata"},
 		{"apiVersion: projectcalico.org/v3\nkind: IPPool\nkind: Node\n", "document 1: not valid YAML or JSON"},
 		{"---\n# nothing\n---\n", "no resources in input"},
@@ -215,7 +223,13 @@ func TestPoolValidation(t *testing.T) {
 		{"{cidr: 10.0.0.0/8, blockSize: 33}", "IPv4 block size must be between 20 and 32"},
 		{"{cidr: 10.0.0.0/28}", "the pool must be at least one block"},
 		{"{cidr: 10.0.0.0/8, ipipMode: Always, vxlanMode: Always}", "cannot both be enabled"},
-		{"{cidr: fd00::/64}", "only IPv4"},
+		{"{cidr: fe80::/64}", "overlaps with the IPv6 link-local range fe80::/10"},
+		{"{cidr: ff02::/64}", "IPv6 multicast"},
+		{"{cidr: \"::/120\"}", "IPv6 loopback"},
+		{"{cidr: fd00::/64, blockSize: 26}", "IPv6 block size must be between 116 and 128"},
+		{"{cidr: fd00::/124}", "the pool must be at least one block"},
+		{"{cidr: fd00::/64, ipipMode: Always}", "IPIP is not supported on an IPv6 pool"},
+		{"{cidr: \"fd00::1/64\"}", "is not strictly masked"},
 		{"{}", "spec.cidr is required"},
 	} {
 		in := "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: " + c.spec + "\n"
@@ -233,7 +247,8 @@ func TestPoolValidation(t *testing.T) {
 	// What Calico accepts: near the refused ranges, a disabled pool
 	// smaller than a block, a dotted name.
 	for _, spec := range []string{"{cidr: 169.253.0.0/16}", "{cidr: 169.255.0.0/16}", "{cidr: 126.0.0.0/8}", "{cidr: 128.0.0.0/16}",
-		"{cidr: 223.255.0.0/16}", "{cidr: 240.0.0.0/16}", "{cidr: 10.0.0.0/28, disabled: true}", "{cidr: 10.0.0.0/26, blockSize: 26}"} {
+		"{cidr: 223.255.0.0/16}", "{cidr: 240.0.0.0/16}", "{cidr: 10.0.0.0/28, disabled: true}", "{cidr: 10.0.0.0/26, blockSize: 26}",
+		"{cidr: fd00::/64}", "{cidr: \"fd00:1::/122\", vxlanMode: Always}"} {
 		in := "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pool.zone-a.1}\nspec: " + spec + "\n"
 		if _, err := Decode(strings.NewReader(in)); err != nil {
 			t.Errorf("%s refused: %v", spec, err)

@@ -505,6 +505,14 @@ func (c Client) List(ctx context.Context, kind string) (any, error) {
 		out, _, err = list[BGPConfiguration](ctx, c, kind)
 	case KindBGPPeer:
 		out, _, err = list[BGPPeer](ctx, c, kind)
+	case KindBGPFilter:
+		out, _, err = list[BGPFilter](ctx, c, kind)
+	case KindIPReservation:
+		out, _, err = list[IPReservation](ctx, c, kind)
+	case KindFelixConfiguration:
+		out, _, err = list[FelixConfiguration](ctx, c, kind)
+	case KindClusterInformation:
+		out, _, err = list[ClusterInformation](ctx, c, kind)
 	case KindNetworkPolicy:
 		out, _, err = list[NetworkPolicy](ctx, c, kind)
 	case KindGlobalNetworkPolicy:

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
@@ -66,7 +67,48 @@ type IPPoolSpec struct {
 	NATOutgoing      bool         `json:"natOutgoing,omitempty"`
 	Disabled         bool         `json:"disabled,omitempty"`
 	DisableBGPExport bool         `json:"disableBGPExport,omitempty"`
-	NodeSelector     string       `json:"nodeSelector,omitempty"`
+	NodeSelector     string       `json:"nodeSelector,omitempty" check:"selector"`
+	// NamespaceSelector picks the namespaces whose pods the pool serves in
+	// Calico; tortie's IPAM is not told a pod's namespace labels.
+	NamespaceSelector string `json:"namespaceSelector,omitempty" check:"selector" tortie:"stored"`
+	// AllowedUses says what the pool's addresses are for: Workload (pods),
+	// Tunnel (a node's tunnel address), LoadBalancer (Services; alone).
+	// Default both Workload and Tunnel.
+	AllowedUses []string `json:"allowedUses,omitempty" check:"oneof=Workload|Tunnel|LoadBalancer"`
+	// AssignmentMode Manual keeps the pool out of automatic assignment: only
+	// a request naming it gets addresses from it. Default Automatic.
+	AssignmentMode string `json:"assignmentMode,omitempty" check:"oneof=Automatic|Manual"`
+}
+
+// Uses of a pool's addresses, and assignment modes, as Calico spells them.
+const (
+	UseWorkload     = "Workload"
+	UseTunnel       = "Tunnel"
+	UseLoadBalancer = "LoadBalancer"
+	Automatic       = "Automatic"
+	Manual          = "Manual"
+)
+
+// Allows reports whether the pool's addresses may be used for use
+// (UseWorkload, UseTunnel): not given means both.
+func (p *IPPool) Allows(use string) bool {
+	return len(p.Spec.AllowedUses) == 0 && use != UseLoadBalancer || slices.Contains(p.Spec.AllowedUses, use)
+}
+
+// Manual reports whether the pool is used only when a request names it.
+func (p *IPPool) Manual() bool { return p.Spec.AssignmentMode == Manual }
+
+// notActedOnValues: IPv6 pools and LoadBalancer pools are kept, and
+// never used by tortie's IPAM.
+func (p *IPPool) notActedOnValues() []string {
+	var out []string
+	if p.Spec.CIDR.IsValid() && p.Spec.CIDR.Addr().Is6() {
+		out = append(out, "spec.cidr IPv6")
+	}
+	if slices.Contains(p.Spec.AllowedUses, UseLoadBalancer) {
+		out = append(out, "spec.allowedUses LoadBalancer")
+	}
+	return out
 }
 
 // Prefix returns the pool's CIDR (valid after Validate).
@@ -84,22 +126,65 @@ type Node struct {
 	Kind       string   `json:"kind"`
 	Metadata   Meta     `json:"metadata"`
 	Spec       NodeSpec `json:"spec"`
+	// Status is what Calico's node agent reports (WireGuard keys, the
+	// Kubernetes node's pod CIDRs); kept as given.
+	Status NodeStatus `json:"status,omitzero" tortie:"stored"`
 }
 
-// NodeSpec mirrors the parts of Calico's Node spec tortie uses.
+// NodeSpec mirrors Calico's Node spec. tortie registers its nodes itself
+// (address, tunnel addresses, VTEP MAC); what an operator sets beside
+// those survives re-registration.
 type NodeSpec struct {
-	BGP                 *NodeBGPSpec `json:"bgp,omitempty"`
-	IPv4VXLANTunnelAddr netip.Addr   `json:"ipv4VXLANTunnelAddr,omitzero"`
-	VXLANTunnelMACAddr  MAC          `json:"vxlanTunnelMACAddr,omitzero"`
+	BGP                  *NodeBGPSpec    `json:"bgp,omitempty"`
+	IPv4VXLANTunnelAddr  netip.Addr      `json:"ipv4VXLANTunnelAddr,omitzero"`
+	VXLANTunnelMACAddr   MAC             `json:"vxlanTunnelMACAddr,omitzero"`
+	IPv6VXLANTunnelAddr  string          `json:"ipv6VXLANTunnelAddr,omitempty" check:"ipv6" tortie:"stored"`
+	VXLANTunnelMACAddrV6 MAC             `json:"vxlanTunnelMACAddrV6,omitzero" tortie:"stored"`
+	OrchRefs             []OrchRef       `json:"orchRefs,omitempty" tortie:"stored"`
+	Wireguard            *NodeWireguard  `json:"wireguard,omitempty" tortie:"stored"`
+	Addresses            []NodeAddress   `json:"addresses,omitempty" tortie:"stored"`
+	Interfaces           []NodeInterface `json:"interfaces,omitempty" tortie:"stored"`
+}
+
+// OrchRef ties a node to its name in an orchestrator (k8s).
+type OrchRef struct {
+	NodeName     string `json:"nodeName,omitempty"`
+	Orchestrator string `json:"orchestrator"`
+}
+
+// NodeWireguard holds the addresses of a node's WireGuard interfaces.
+type NodeWireguard struct {
+	InterfaceIPv4Address string `json:"interfaceIPv4Address,omitempty" check:"ipv4"`
+	InterfaceIPv6Address string `json:"interfaceIPv6Address,omitempty" check:"ipv6"`
+}
+
+// NodeAddress is an address a node is reached at, with its kind.
+type NodeAddress struct {
+	Address string `json:"address" check:"required,cidr"`
+	Type    string `json:"type,omitempty" check:"oneof=CalicoNodeIP|InternalIP|ExternalIP"`
+}
+
+// NodeInterface is one of a node's interfaces and its addresses.
+type NodeInterface struct {
+	Name      string   `json:"name,omitempty"`
+	Addresses []string `json:"addresses,omitempty" check:"cidr"`
+}
+
+// NodeStatus is the status Calico's node agent writes.
+type NodeStatus struct {
+	WireguardPublicKey   string   `json:"wireguardPublicKey,omitempty" check:"wireguardKey"`
+	WireguardPublicKeyV6 string   `json:"wireguardPublicKeyV6,omitempty" check:"wireguardKey"`
+	PodCIDRs             []string `json:"podCIDRs,omitempty" check:"cidr"`
 }
 
 // NodeBGPSpec holds the node's underlay address (with its subnet: the
 // CrossSubnet rule uses it) and BGP settings. The addresses are written as
 // text, as in Calico ("10.0.1.1/24").
 type NodeBGPSpec struct {
-	IPv4Address             netip.Prefix `json:"ipv4Address"`
+	IPv4Address             netip.Prefix `json:"ipv4Address,omitzero"`
+	IPv6Address             string       `json:"ipv6Address,omitempty" check:"cidrv6" tortie:"stored"`
 	IPv4IPIPTunnelAddr      netip.Addr   `json:"ipv4IPIPTunnelAddr,omitzero"`
-	ASNumber                uint32       `json:"asNumber,omitempty"`
+	ASNumber                ASNumber     `json:"asNumber,omitempty"`
 	RouteReflectorClusterID netip.Addr   `json:"routeReflectorClusterID,omitzero"`
 }
 
@@ -150,22 +235,22 @@ func checkMode(field, m string) error {
 	return fmt.Errorf("%s %q: want Never, Always or CrossSubnet", field, m)
 }
 
-// Validate checks a pool on its own and fills defaults (blockSize 26,
-// modes Never).
+// Validate checks a pool on its own and fills defaults (blockSize 26 for
+// IPv4 and 122 for IPv6, modes Never, allowedUses Workload and Tunnel,
+// assignmentMode Automatic), as Calico does.
 func (p *IPPool) Validate() error {
 	var errs []error
 	bad := func(f string, a ...any) { errs = append(errs, fmt.Errorf(f, a...)) }
-	if err := checkName(p.Metadata.Name); err != nil {
+	if err := checkResourceName(p.Metadata.Name); err != nil {
 		bad("%v", err)
-	} else if !dnsSubdomain(p.Metadata.Name) {
-		bad("metadata.name %q: want lower-case letters, digits, '-' and '.', starting and ending with a letter or digit (as Calico and Kubernetes name resources)", p.Metadata.Name)
 	}
 	pfx := p.Spec.CIDR
+	v6 := pfx.IsValid() && pfx.Addr().Is6()
 	switch {
 	case !pfx.IsValid():
 		bad("spec.cidr is required (an IPv4 CIDR such as 10.244.0.0/16)")
-	case !pfx.Addr().Is4():
-		bad("spec.cidr %s: only IPv4 pools are supported", pfx)
+	case pfx.Addr().Is4In6() || pfx.Addr().Zone() != "":
+		bad("spec.cidr %s is not an IPv4 or IPv6 CIDR", pfx)
 	case pfx.Masked() != pfx:
 		bad("spec.cidr %s is not strictly masked: it has host bits set (did you mean %s?)", pfx, pfx.Masked())
 	default:
@@ -175,10 +260,16 @@ func (p *IPPool) Validate() error {
 	}
 	if p.Spec.BlockSize == 0 {
 		p.Spec.BlockSize = 26
+		if v6 {
+			p.Spec.BlockSize = 122
+		}
 	}
-	if p.Spec.BlockSize < 20 || p.Spec.BlockSize > 32 {
+	switch {
+	case !v6 && (p.Spec.BlockSize < 20 || p.Spec.BlockSize > 32):
 		bad("spec.blockSize %d out of range 20-32 (IPv4 block size must be between 20 and 32)", p.Spec.BlockSize)
-	} else if pfx.IsValid() && p.Spec.BlockSize < pfx.Bits() && !p.Spec.Disabled {
+	case v6 && (p.Spec.BlockSize < 116 || p.Spec.BlockSize > 128):
+		bad("spec.blockSize %d out of range 116-128 (IPv6 block size must be between 116 and 128)", p.Spec.BlockSize)
+	case pfx.IsValid() && p.Spec.BlockSize < pfx.Bits() && !p.Spec.Disabled:
 		// As in Calico, a disabled pool may be smaller than a block: no
 		// block is ever taken from it.
 		bad("spec.blockSize %d is larger than the pool %s: the pool must be at least one block", p.Spec.BlockSize, pfx)
@@ -197,17 +288,53 @@ func (p *IPPool) Validate() error {
 	if p.Spec.IPIPMode != ModeNever && p.Spec.VXLANMode != ModeNever {
 		bad("spec.ipipMode and spec.vxlanMode cannot both be enabled on one pool")
 	}
-	if _, err := selector.Parse(p.Spec.NodeSelector); err != nil {
-		bad("spec.nodeSelector: %v", err)
+	if v6 && p.Spec.IPIPMode != ModeNever {
+		bad("spec.ipipMode %s: IPIP is not supported on an IPv6 pool", p.Spec.IPIPMode)
 	}
+	if len(p.Spec.AllowedUses) == 0 {
+		p.Spec.AllowedUses = []string{UseWorkload, UseTunnel}
+	}
+	if p.Spec.AssignmentMode == "" {
+		p.Spec.AssignmentMode = Automatic
+	}
+	errs = append(errs, checkFields(&p.Spec, "spec")...)
+	lb := slices.Contains(p.Spec.AllowedUses, UseLoadBalancer)
+	switch {
+	case lb && (slices.Contains(p.Spec.AllowedUses, UseWorkload) || slices.Contains(p.Spec.AllowedUses, UseTunnel)):
+		bad("spec.allowedUses: LoadBalancer cannot be combined with Workload or Tunnel")
+	case lb && (p.Spec.IPIPMode != ModeNever || p.Spec.VXLANMode != ModeNever):
+		bad("spec.allowedUses: a LoadBalancer pool cannot have IPIP or VXLAN enabled")
+	case lb && p.Spec.DisableBGPExport:
+		bad("spec.disableBGPExport: a LoadBalancer pool cannot disable BGP export")
+	case lb && p.Spec.NodeSelector != "" && p.Spec.NodeSelector != "all()":
+		bad("spec.nodeSelector %q: a LoadBalancer pool must select all() nodes", p.Spec.NodeSelector)
+	}
+	if slices.Contains(p.Spec.AllowedUses, UseTunnel) && p.Spec.NamespaceSelector != "" {
+		bad("spec.namespaceSelector: a pool for Tunnel addresses cannot have a namespaceSelector (tunnel addresses are not a namespace's)")
+	}
+	for f, sel := range map[string]string{"spec.nodeSelector": p.Spec.NodeSelector, "spec.namespaceSelector": p.Spec.NamespaceSelector} {
+		if strings.Contains(sel, "global(") {
+			bad("%s %q: global() is not valid in an IPPool selector; use all()", f, sel)
+		}
+	}
+	sortErrors(errs)
 	return wrap(KindIPPool, p.Metadata.Name, errs)
+}
+
+// sortErrors orders errors by text, so that checks run over maps report
+// in a stable order.
+func sortErrors(errs []error) {
+	sort.SliceStable(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
 }
 
 // Address ranges no pool may overlap.
 var (
-	linkLocal = netip.MustParsePrefix("169.254.0.0/16")
-	loopback  = netip.MustParsePrefix("127.0.0.0/8")
-	multicast = netip.MustParsePrefix("224.0.0.0/4")
+	linkLocal   = netip.MustParsePrefix("169.254.0.0/16")
+	linkLocalV6 = netip.MustParsePrefix("fe80::/10")
+	loopback    = netip.MustParsePrefix("127.0.0.0/8")
+	loopbackV6  = netip.MustParsePrefix("::1/128")
+	multicast   = netip.MustParsePrefix("224.0.0.0/4")
+	multicastV6 = netip.MustParsePrefix("ff00::/8")
 	// PodGateway is the address pods route through (their default
 	// gateway, answered by the router): it is never a pod's.
 	PodGateway = netip.MustParseAddr("169.254.1.1")
@@ -222,10 +349,16 @@ func checkPoolRange(pfx netip.Prefix) error {
 		return fmt.Errorf("spec.cidr %s overlaps with the IPv4 link-local range %s and holds %s, the pods' default gateway", pfx, linkLocal, PodGateway)
 	case pfx.Overlaps(linkLocal):
 		return fmt.Errorf("spec.cidr %s overlaps with the IPv4 link-local range %s", pfx, linkLocal)
+	case pfx.Overlaps(linkLocalV6):
+		return fmt.Errorf("spec.cidr %s overlaps with the IPv6 link-local range %s", pfx, linkLocalV6)
 	case pfx.Overlaps(loopback):
 		return fmt.Errorf("spec.cidr %s overlaps with the IPv4 loopback range %s", pfx, loopback)
+	case pfx.Overlaps(loopbackV6):
+		return fmt.Errorf("spec.cidr %s holds the IPv6 loopback address %s", pfx, loopbackV6.Addr())
 	case pfx.Overlaps(multicast):
 		return fmt.Errorf("spec.cidr %s overlaps with the IPv4 multicast range %s", pfx, multicast)
+	case pfx.Overlaps(multicastV6):
+		return fmt.Errorf("spec.cidr %s overlaps with the IPv6 multicast range %s", pfx, multicastV6)
 	}
 	return nil
 }
@@ -236,10 +369,16 @@ func (n *Node) Validate() error {
 	if err := checkName(n.Metadata.Name); err != nil {
 		errs = append(errs, err)
 	}
-	if a, err := n.Address(); err != nil || !a.Addr().Is4() {
-		errs = append(errs, fmt.Errorf("spec.bgp.ipv4Address: want an IPv4 address with its prefix length, e.g. 10.0.1.1/24"))
-	}
+	// A node without an IPv4 address is valid (Calico's nodes for policy
+	// only have none); no route leads to it, and the routes of its blocks
+	// are reported as such.
 	if b := n.Spec.BGP; b != nil {
+		if *b == (NodeBGPSpec{}) {
+			errs = append(errs, fmt.Errorf("spec.bgp is empty: give its ipv4Address (e.g. 10.0.1.1/24) or leave it out"))
+		}
+		if a := b.IPv4Address; a.IsValid() && !a.Addr().Is4() {
+			errs = append(errs, fmt.Errorf("spec.bgp.ipv4Address %s: want an IPv4 address with its prefix length, e.g. 10.0.1.1/24", a))
+		}
 		if a := b.RouteReflectorClusterID; a.IsValid() && !a.Is4() {
 			errs = append(errs, fmt.Errorf("spec.bgp.routeReflectorClusterID %s: want an IPv4 address such as 244.0.0.1", a))
 		}
@@ -255,12 +394,31 @@ func (n *Node) Validate() error {
 	if a := n.Spec.IPv4VXLANTunnelAddr; a.IsValid() && !a.Is4() {
 		errs = append(errs, fmt.Errorf("spec.ipv4VXLANTunnelAddr %s is not an IPv4 address", a))
 	}
+	errs = append(errs, checkFields(&n.Spec, "spec")...)
+	errs = append(errs, checkFields(&n.Status, "status")...)
+	for i, r := range n.Spec.OrchRefs {
+		if r.Orchestrator == "" {
+			errs = append(errs, fmt.Errorf("spec.orchRefs[%d].orchestrator is required", i))
+		}
+	}
 	return wrap(KindNode, n.Metadata.Name, errs)
 }
 
 func checkName(n string) error {
 	if n == "" || len(n) > 253 || strings.ContainsAny(n, "/ \t\n") {
 		return fmt.Errorf("metadata.name %q: want a non-empty name without slashes or spaces", n)
+	}
+	return nil
+}
+
+// checkResourceName checks a name as Calico checks the names of its
+// resources: a DNS subdomain.
+func checkResourceName(n string) error {
+	if err := checkName(n); err != nil {
+		return err
+	}
+	if !dnsSubdomain(n) {
+		return fmt.Errorf("metadata.name %q: want lower-case letters, digits, '-' and '.', starting and ending with a letter or digit (as Calico and Kubernetes name resources)", n)
 	}
 	return nil
 }
@@ -341,7 +499,7 @@ func (c Client) Apply(ctx context.Context, objs []Object) error {
 		return err
 	}
 	if len(pools) > 0 {
-		existing, err := c.Pools(ctx)
+		existing, _, err := list[IPPool](ctx, c, KindIPPool)
 		if err != nil {
 			return err
 		}
@@ -385,7 +543,11 @@ type object[T any] interface {
 }
 
 // kindDirs maps kinds to the datastore directories they are stored in.
-var kindDirs = map[string]string{KindIPPool: "ippools", KindNode: "nodes", KindBGPConfiguration: "bgpconfigurations", KindBGPPeer: "bgppeers"}
+var kindDirs = map[string]string{
+	KindIPPool: "ippools", KindNode: "nodes", KindBGPConfiguration: "bgpconfigurations", KindBGPPeer: "bgppeers",
+	KindBGPFilter: "bgpfilters", KindIPReservation: "ipreservations", KindFelixConfiguration: "felixconfigurations",
+	KindClusterInformation: "clusterinformations",
+}
 
 // decodeStored parses and validates a stored record of kind T, which must
 // be stored under its own name: every field is typed once, here.
@@ -419,6 +581,14 @@ func DecodeStored(kind string, kv datastore.KV) (Object, error) {
 		o, err = decodeStored[BGPConfiguration](kv)
 	case KindBGPPeer:
 		o, err = decodeStored[BGPPeer](kv)
+	case KindBGPFilter:
+		o, err = decodeStored[BGPFilter](kv)
+	case KindIPReservation:
+		o, err = decodeStored[IPReservation](kv)
+	case KindFelixConfiguration:
+		o, err = decodeStored[FelixConfiguration](kv)
+	case KindClusterInformation:
+		o, err = decodeStored[ClusterInformation](kv)
 	case KindNetworkPolicy:
 		o, err = decodeStored[NetworkPolicy](kv)
 	case KindGlobalNetworkPolicy:
@@ -469,10 +639,22 @@ func (c Client) Pools(ctx context.Context) ([]*IPPool, error) {
 	return pools, err
 }
 
-// PoolsAt lists every IPPool and the store revision it read at: a watch
-// from that revision misses nothing that changed afterwards.
+// PoolsAt lists every IPv4 IPPool, the pools tortie acts on (IPv6 pools
+// are kept and shown, and used by nothing yet), and the store revision it
+// read at: a watch from that revision misses nothing that changed
+// afterwards.
 func (c Client) PoolsAt(ctx context.Context) ([]*IPPool, int64, error) {
-	return list[IPPool](ctx, c, KindIPPool)
+	all, rev, err := list[IPPool](ctx, c, KindIPPool)
+	if err != nil {
+		return nil, 0, err
+	}
+	v4 := all[:0]
+	for _, p := range all {
+		if p.Spec.CIDR.Addr().Is4() {
+			v4 = append(v4, p)
+		}
+	}
+	return v4, rev, nil
 }
 
 // Nodes lists every Node.
@@ -518,6 +700,14 @@ func KindOf(s string) (string, error) {
 		return KindBGPConfiguration, nil
 	case "bgppeer", "bgppeers":
 		return KindBGPPeer, nil
+	case "bgpfilter", "bgpfilters":
+		return KindBGPFilter, nil
+	case "ipreservation", "ipreservations":
+		return KindIPReservation, nil
+	case "felixconfiguration", "felixconfigurations", "felixconfig", "felixconfigs":
+		return KindFelixConfiguration, nil
+	case "clusterinformation", "clusterinformations", "clusterinfo":
+		return KindClusterInformation, nil
 	case "networkpolicy", "networkpolicies", "netpol", "cnp":
 		return KindNetworkPolicy, nil
 	case "globalnetworkpolicy", "globalnetworkpolicies", "gnp":
@@ -533,5 +723,5 @@ func KindOf(s string) (string, error) {
 	case "workloadendpoint", "workloadendpoints", "wep", "weps":
 		return KindWorkloadEndpoint, nil
 	}
-	return "", fmt.Errorf("unknown resource kind %q (want ippools, nodes, bgpconfigurations, bgppeers, networkpolicies, globalnetworkpolicies, tiers, networksets, globalnetworksets, profiles or workloadendpoints)", s)
+	return "", fmt.Errorf("unknown resource kind %q (want ippools, nodes, bgpconfigurations, bgppeers, bgpfilters, ipreservations, felixconfigurations, clusterinformations, networkpolicies, globalnetworkpolicies, tiers, networksets, globalnetworksets, profiles or workloadendpoints)", s)
 }

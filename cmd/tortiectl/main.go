@@ -31,16 +31,20 @@ commands:
   counters                        port counters and drops by reason
   endpoint add NAME NETNS ADDR    attach a pod (netns path, IPv4 address)
   endpoint del NAME               detach a pod (NAMESPACE/NAME for a Kubernetes pod's)
-  apply -f FILE                   create or update resources: IPPool, Node, BGPConfiguration,
-                                  BGPPeer, NetworkPolicy, GlobalNetworkPolicy, Tier, NetworkSet,
-                                  GlobalNetworkSet, Profile, WorkloadEndpoint (YAML or JSON; -
-                                  for stdin): documents, --- streams, a List or <Kind>List, or a
-                                  sequence; apiVersion projectcalico.org/v3,
-                                  crd.projectcalico.org/v1 or tortie.io/v1
-  get KIND [-o yaml|json]         list ippools, nodes, bgpconfigurations, bgppeers,
-                                  networkpolicies, globalnetworkpolicies, tiers, networksets,
-                                  globalnetworksets, profiles or workloadendpoints (as
-                                  projectcalico.org/v3; the output applies back unchanged)
+  apply -f FILE                   create or update resources: IPPool, IPReservation, Node,
+                                  BGPConfiguration, BGPPeer, BGPFilter, FelixConfiguration,
+                                  ClusterInformation, NetworkPolicy, GlobalNetworkPolicy, Tier,
+                                  NetworkSet, GlobalNetworkSet, Profile, WorkloadEndpoint (YAML
+                                  or JSON; - for stdin): documents, --- streams, a List or
+                                  <Kind>List, or a sequence; apiVersion projectcalico.org/v3,
+                                  crd.projectcalico.org/v1 or tortie.io/v1; a warning on stderr
+                                  names each field set that tortie keeps but does not act on yet
+  get KIND [-o yaml|json]         list ippools, ipreservations, nodes, bgpconfigurations,
+                                  bgppeers, bgpfilters, felixconfigurations,
+                                  clusterinformations, networkpolicies, globalnetworkpolicies,
+                                  tiers, networksets, globalnetworksets, profiles or
+                                  workloadendpoints (as projectcalico.org/v3; the output
+                                  applies back unchanged)
   delete KIND NAME                remove a resource (NAMESPACE/NAME for networkpolicies,
                                   networksets and workloadendpoints; NAME alone: namespace
                                   default)
@@ -116,11 +120,14 @@ func run(c *api.Client, output string, args []string) error {
 		if err != nil {
 			return err
 		}
-		n, err := c.Apply(string(b))
+		res, err := c.ApplyReport(string(b))
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(tw, "applied %d resource(s)\n", n)
+		fmt.Fprintf(tw, "applied %d resource(s)\n", res.Applied)
+		for _, w := range res.Warnings {
+			fmt.Fprintf(os.Stderr, "warning: %s\n", w)
+		}
 		return nil
 	case "get":
 		if len(args) != 2 {
