@@ -1,6 +1,7 @@
 package k8s
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,7 +21,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/tortie-net/tortie/api"
 	"github.com/tortie-net/tortie/internal/testutil"
@@ -506,11 +509,13 @@ func newNPCluster(t *testing.T) *npCluster {
 // and 81. Each case's policies are applied with kubectl, then every pod
 // probes every other on every port and protocol until the results are
 // cyclonus' verdicts (testdata/np-matrix.json) or a deadline passes. By
-// default an evenly spread sample of the cases runs; TORTIE_NP_MATRIX
+// default a sample of the cases runs (selectNPCases); TORTIE_NP_MATRIX
 // chooses: "all", a number of cases, or a regular expression of their
-// names. The subtest kubectl then applies hand-written policies on the
-// same cluster (TestNetworkPolicyKubectl's scenarios: building a cluster
-// costs minutes).
+// names; each case is a subtest (cyclonus/<index> <name>).
+//
+// The subtest kubectl (kubectlScenarios) then applies hand-written
+// policies with kubectl on the same cluster: building one costs a minute
+// or more.
 func TestNetworkPolicyMatrix(t *testing.T) {
 	m := loadNPMatrix(t)
 	sel, err := selectNPCases(m, os.Getenv("TORTIE_NP_MATRIX"))
@@ -527,19 +532,35 @@ func TestNetworkPolicyMatrix(t *testing.T) {
 	t.Run("kubectl", func(t *testing.T) { c.kubectlScenarios(t) })
 }
 
-// npMatrixSample is how many cases run by default: about 6 minutes for
-// the whole test with the cluster's making.
+// npMatrixSample is how many cases run by default, to keep the whole
+// test within about 6 minutes on 2 cores.
 const npMatrixSample = 40
 
-// selectNPCases picks the cases to run (indexes into m.Cases): spec "" is
-// npMatrixSample evenly spread, "all" all of them, a number that many,
-// anything else a regular expression matched against the names. The case
-// without policy always comes first.
+// selectNPCases picks the cases to run (indexes into m.Cases, in order):
+// spec "" is npMatrixSample of them, every case that does more than apply
+// policies (they change pods, labels and namespaces under policy, and
+// delete policies) and an evenly spread sample of the others; "all" is all
+// of them, a number that many evenly spread, anything else a regular
+// expression matched against the names. The case without policy comes
+// first in all but the last.
 func selectNPCases(m *npMatrix, spec string) ([]int, error) {
 	n := len(m.Cases)
 	switch spec = strings.TrimSpace(spec); spec {
 	case "":
-		return spread(n, npMatrixSample), nil
+		var changes, applies []int
+		for i, c := range m.Cases {
+			if npChangesMore(c) {
+				changes = append(changes, i)
+			} else {
+				applies = append(applies, i)
+			}
+		}
+		sel := changes
+		for _, j := range spread(len(applies), max(npMatrixSample-len(changes), 1)) {
+			sel = append(sel, applies[j])
+		}
+		slices.Sort(sel)
+		return sel, nil
 	case "all":
 		return spread(n, n), nil
 	}
@@ -563,6 +584,18 @@ func selectNPCases(m *npMatrix, spec string) ([]int, error) {
 		return nil, fmt.Errorf("TORTIE_NP_MATRIX=%q matches no case", spec)
 	}
 	return out, nil
+}
+
+// npChangesMore tells whether a case does more than apply policies.
+func npChangesMore(c npCase) bool {
+	for _, s := range c.Steps {
+		for _, a := range s.Actions {
+			if a.Apply == nil {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // spread is k of n indexes, evenly spread, 0 first.
@@ -878,7 +911,64 @@ func (c *npCluster) stepCells(m *npMatrix, step npStep) ([]npCell, error) {
 	return cells, nil
 }
 
-// kubectlScenarios (TestNetworkPolicyKubectl) applies hand-written
+// npKubectlPolicies are kubectlScenarios' policies, as files
+// for kubectl apply -f; {{cidr}} and {{except}} are filled in with the
+// pods' /16 and np/other's address.
+var npKubectlPolicies = map[string]string{
+	"default-deny": `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: default-deny-ingress, namespace: np}
+spec:
+  podSelector: {}
+  policyTypes: [Ingress]
+`,
+	"from-clients": `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: server-from-clients, namespace: np}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  ingress:
+    - from: [{podSelector: {matchLabels: {role: client}}}]
+`,
+	"from-blue": `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: server-from-blue, namespace: np}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  ingress:
+    - from: [{namespaceSelector: {matchLabels: {team: blue}}}]
+`,
+	"named-port": `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: server-named-port, namespace: np}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  ingress:
+    - ports: [{port: serve-81-tcp}]
+`,
+	"ip-block": `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: server-ip-block, namespace: np}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  ingress:
+    - from: [{ipBlock: {cidr: {{cidr}}, except: [{{except}}]}}]
+`,
+	"egress-dns": `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: egress-dns-only, namespace: np-green}
+spec:
+  podSelector: {}
+  policyTypes: [Egress]
+  egress:
+    - to:
+        - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}
+          podSelector: {matchLabels: {k8s-app: kube-dns}}
+      ports: [{protocol: UDP, port: 53}, {protocol: TCP, port: 53}]
+`,
+}
+
+// kubectlScenarios applies hand-written
 // policies with kubectl apply -f on pods the kubelet runs, and checks
 // connections they allow and deny: a default deny of ingress, then
 // ingress allowed from pods by label, from namespaces by label, to a named
@@ -910,10 +1000,11 @@ func (c *npCluster) kubectlScenarios(t *testing.T) {
 	everyone := []*npPod{server, client, other, blue, green}
 	readySince := c.readySince(t, everyone)
 
-	apply := func(name, yaml string) {
+	fill := strings.NewReplacer("{{cidr}}", netip.PrefixFrom(server.ip, 16).Masked().String(), "{{except}}", other.ip.String()+"/32")
+	apply := func(name string) {
 		t.Helper()
 		f := filepath.Join(c.dir, name+".yaml")
-		if err := os.WriteFile(f, []byte(yaml), 0o644); err != nil {
+		if err := os.WriteFile(f, []byte(fill.Replace(npKubectlPolicies[name])), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		c.kubectl(t, time.Minute, "apply", "-f", f)
@@ -942,13 +1033,7 @@ func (c *npCluster) kubectlScenarios(t *testing.T) {
 	}
 	expect("no policy", all(allow)...)
 
-	apply("default-deny", `apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: default-deny-ingress, namespace: np}
-spec:
-  podSelector: {}
-  policyTypes: [Ingress]
-`)
+	apply("default-deny")
 	expect("default deny of ingress in np",
 		npCell{client, server, 80, "TCP", deny}, npCell{client, server, 80, "UDP", deny}, npCell{client, server, 81, "TCP", deny},
 		npCell{blue, server, 80, "TCP", deny}, npCell{server, client, 80, "TCP", deny}, npCell{green, other, 81, "UDP", deny},
@@ -959,72 +1044,33 @@ spec:
 	c.createPods(t, []npRef{{Namespace: "np", Name: "late", Labels: map[string]string{"role": "late"}}})
 	c.deletePod(t, "np", "late")
 
-	apply("from-clients", `apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: server-from-clients, namespace: np}
-spec:
-  podSelector: {matchLabels: {app: server}}
-  ingress:
-    - from: [{podSelector: {matchLabels: {role: client}}}]
-`)
+	apply("from-clients")
 	expect("ingress to np/server from pods labelled role=client (of np only)",
 		npCell{client, server, 80, "TCP", allow}, npCell{client, server, 81, "UDP", allow},
 		npCell{other, server, 80, "TCP", deny}, npCell{other, server, 81, "UDP", deny},
 		npCell{blue, server, 80, "TCP", deny}, npCell{green, server, 80, "UDP", deny},
 		npCell{server, client, 80, "TCP", deny})
 
-	apply("from-blue", `apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: server-from-blue, namespace: np}
-spec:
-  podSelector: {matchLabels: {app: server}}
-  ingress:
-    - from: [{namespaceSelector: {matchLabels: {team: blue}}}]
-`)
+	apply("from-blue")
 	expect("ingress to np/server from namespaces labelled team=blue, too",
 		npCell{blue, server, 80, "TCP", allow}, npCell{blue, server, 81, "UDP", allow},
 		npCell{green, server, 80, "TCP", deny}, npCell{green, server, 81, "UDP", deny},
 		npCell{client, server, 80, "TCP", allow}, npCell{other, server, 80, "TCP", deny})
 
 	c.kubectl(t, time.Minute, "delete", "-n", "np", "networkpolicy", "server-from-clients", "server-from-blue")
-	apply("named-port", `apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: server-named-port, namespace: np}
-spec:
-  podSelector: {matchLabels: {app: server}}
-  ingress:
-    - ports: [{port: serve-81-tcp}]
-`)
+	apply("named-port")
 	expect("ingress to np/server on its port named serve-81-tcp only, from anywhere",
 		npCell{other, server, 81, "TCP", allow}, npCell{green, server, 81, "TCP", allow}, npCell{client, server, 81, "TCP", allow},
 		npCell{other, server, 80, "TCP", deny}, npCell{other, server, 81, "UDP", deny}, npCell{green, server, 80, "UDP", deny})
 
 	c.kubectl(t, time.Minute, "delete", "-n", "np", "networkpolicy", "server-named-port")
-	apply("ip-block", fmt.Sprintf(`apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: server-ip-block, namespace: np}
-spec:
-  podSelector: {matchLabels: {app: server}}
-  ingress:
-    - from: [{ipBlock: {cidr: %s, except: [%s/32]}}]
-`, netip.PrefixFrom(server.ip, 16).Masked(), other.ip))
+	apply("ip-block")
 	expect("ingress to np/server from the pods' /16 except np/other",
 		npCell{client, server, 80, "TCP", allow}, npCell{green, server, 81, "UDP", allow}, npCell{blue, server, 80, "TCP", allow},
 		npCell{other, server, 80, "TCP", deny}, npCell{other, server, 81, "UDP", deny})
 
 	c.kubectl(t, time.Minute, "delete", "networkpolicies", "--all", "-n", "np")
-	apply("egress-dns", `apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: egress-dns-only, namespace: np-green}
-spec:
-  podSelector: {}
-  policyTypes: [Egress]
-  egress:
-    - to:
-        - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}
-          podSelector: {matchLabels: {k8s-app: kube-dns}}
-      ports: [{protocol: UDP, port: 53}, {protocol: TCP, port: 53}]
-`)
+	apply("egress-dns")
 	expect("egress from np-green denied but for DNS",
 		npCell{green, server, 80, "TCP", deny}, npCell{green, server, 81, "UDP", deny}, npCell{green, blue, 80, "TCP", deny},
 		// Ingress to np-green is not isolated: answers go back.
@@ -1082,6 +1128,18 @@ func TestNetworkPolicyMatrixFile(t *testing.T) {
 	sel, err := selectNPCases(m, "")
 	if err != nil || len(sel) != min(n, npMatrixSample) || sel[0] != 0 || !slices.IsSorted(sel) || sel[len(sel)-1] >= n {
 		t.Errorf("default selection %v, %v", sel, err)
+	}
+	changes := 0
+	for i, c := range m.Cases {
+		if npChangesMore(c) {
+			changes++
+			if !slices.Contains(sel, i) {
+				t.Errorf("default selection %v leaves out case %d %q, which changes more than policies", sel, i, c.Name)
+			}
+		}
+	}
+	if changes < 5 || changes > npMatrixSample/2 {
+		t.Errorf("%d cases change more than policies", changes)
 	}
 	if sel, err := selectNPCases(m, "all"); err != nil || len(sel) != n || sel[n-1] != n-1 {
 		t.Errorf("all: %d cases, %v", len(sel), err)
@@ -1162,5 +1220,57 @@ func TestNetworkPolicyMatrixFile(t *testing.T) {
 
 	if got := labelArgs(map[string]string{"ns": "y", "new-ns": "qrs", "kubernetes.io/metadata.name": "y"}, map[string]string{"ns": "z", "pod": "b"}); !slices.Equal(got, []string{"new-ns-", "ns=z", "pod=b"}) {
 		t.Errorf("labelArgs: %v", got)
+	}
+}
+
+// The hand-written policies and the pods' manifest are what the API
+// server takes: every field known to its types.
+func TestNetworkPolicyKubectlManifests(t *testing.T) {
+	fill := strings.NewReplacer("{{cidr}}", "10.244.0.0/16", "{{except}}", "10.244.0.7/32")
+	seen := map[string]bool{}
+	for name, y := range npKubectlPolicies {
+		var p networkingv1.NetworkPolicy
+		if err := yaml.UnmarshalStrict([]byte(fill.Replace(y)), &p); err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if p.APIVersion != "networking.k8s.io/v1" || p.Kind != "NetworkPolicy" || p.Name == "" || !strings.HasPrefix(p.Namespace, "np") || seen[p.Name] {
+			t.Errorf("%s: %+v", name, p.ObjectMeta)
+		}
+		seen[p.Name] = true
+	}
+	var p networkingv1.NetworkPolicy
+	if err := yaml.UnmarshalStrict([]byte(fill.Replace(npKubectlPolicies["ip-block"])), &p); err != nil {
+		t.Fatal(err)
+	}
+	if b := p.Spec.Ingress[0].From[0].IPBlock; b == nil || b.CIDR != "10.244.0.0/16" || !slices.Equal(b.Except, []string{"10.244.0.7/32"}) {
+		t.Errorf("ip-block: %+v", p.Spec.Ingress)
+	}
+	if err := yaml.UnmarshalStrict([]byte(npKubectlPolicies["named-port"]), &p); err != nil {
+		t.Fatal(err)
+	}
+	if port := p.Spec.Ingress[0].Ports[0].Port; port == nil || port.StrVal != "serve-81-tcp" {
+		t.Errorf("named-port: %+v", p.Spec.Ingress)
+	}
+
+	b, err := json.Marshal(npPodManifest("x", "a", "n1", map[string]string{"pod": "a"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var pod corev1.Pod
+	if err := dec.Decode(&pod); err != nil {
+		t.Fatalf("pod manifest: %v", err)
+	}
+	var names []string
+	for _, cp := range pod.Spec.Containers[0].Ports {
+		names = append(names, fmt.Sprintf("%s=%d/%s", cp.Name, cp.ContainerPort, cp.Protocol))
+	}
+	if want := []string{"serve-80-tcp=80/TCP", "serve-80-udp=80/UDP", "serve-81-tcp=81/TCP", "serve-81-udp=81/UDP"}; !slices.Equal(names, want) {
+		t.Errorf("container ports %v, want %v", names, want)
+	}
+	if pod.Spec.NodeName != "n1" || pod.Labels["pod"] != "a" || pod.Spec.Containers[0].ReadinessProbe == nil {
+		t.Errorf("pod %+v", pod)
 	}
 }
