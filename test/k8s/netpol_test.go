@@ -229,8 +229,8 @@ func probeAll(cells []npCell) []string {
 
 // expectCells probes until every cell agrees in one round, or fails t
 // once timeout has passed, listing the cells that disagreed last. It
-// returns how many rounds it took.
-func expectCells(t *testing.T, what string, cells []npCell, timeout time.Duration) int {
+// returns how many rounds it took and whether they came to agree.
+func expectCells(t *testing.T, what string, cells []npCell, timeout time.Duration) (int, bool) {
 	t.Helper()
 	start := time.Now()
 	deadline := start.Add(timeout)
@@ -241,7 +241,7 @@ func expectCells(t *testing.T, what string, cells []npCell, timeout time.Duratio
 		began := time.Now()
 		diffs := probeAll(cells)
 		if len(diffs) == 0 {
-			return rounds
+			return rounds, true
 		}
 		if time.Now().After(deadline) {
 			shown := diffs[:min(len(diffs), 40)]
@@ -251,7 +251,7 @@ func expectCells(t *testing.T, what string, cells []npCell, timeout time.Duratio
 			}
 			t.Errorf("%s: %d of %d probes still disagree after %v (%d rounds):\n  %s%s",
 				what, len(diffs), len(cells), time.Since(start).Round(time.Millisecond), rounds, strings.Join(shown, "\n  "), more)
-			return rounds
+			return rounds, false
 		}
 		if d := pace - time.Since(began); d > 0 {
 			time.Sleep(d) // pacing between polls, not synchronisation
@@ -717,23 +717,30 @@ func (c *npCluster) runMatrix(t *testing.T, m *npMatrix, sel []int) {
 		t.Run(name, func(t *testing.T) {
 			ran++
 			start := time.Now()
+			defer func() {
+				d := time.Since(start)
+				took += d
+				t.Logf("case took %v", d.Round(time.Millisecond))
+				if t.Failed() {
+					c.dirty = true
+				} else {
+					passed++
+				}
+			}()
 			c.reset(t, m, tc)
 			for si, step := range tc.Steps {
+				began := time.Now()
 				c.runStep(t, m, step, generated)
+				applied := time.Now()
 				cells, err := c.stepCells(m, step)
 				if err != nil {
 					t.Fatalf("step %d: %v", si, err)
 				}
-				rounds := expectCells(t, fmt.Sprintf("case %d %q step %d", i, tc.Name, si), cells, npStepDeadline)
-				t.Logf("step %d: %d probes agree with cyclonus after %d round(s)", si, len(cells), rounds)
-			}
-			d := time.Since(start)
-			took += d
-			t.Logf("case took %v", d.Round(time.Millisecond))
-			if t.Failed() {
-				c.dirty = true
-			} else {
-				passed++
+				rounds, ok := expectCells(t, fmt.Sprintf("case %d %q step %d", i, tc.Name, si), cells, npStepDeadline)
+				if ok {
+					t.Logf("step %d: actions took %v; then %d probes agreed with cyclonus after %v (%d round(s))",
+						si, applied.Sub(began).Round(time.Millisecond), len(cells), time.Since(applied).Round(time.Millisecond), rounds)
+				}
 			}
 		})
 	}
