@@ -610,9 +610,12 @@ func spread(n, k int) []int {
 
 // setUpMatrix creates the matrix's namespaces and pods.
 func (c *npCluster) setUpMatrix(t *testing.T, m *npMatrix) {
+	start := time.Now()
 	for _, ns := range slices.Sorted(maps.Keys(m.Namespaces)) {
 		c.createNamespace(t, ns, m.Namespaces[ns])
 	}
+	// What a case's kubectl apply costs, for its time.
+	t.Logf("kubectl apply of a namespace: %v on average", (time.Since(start) / time.Duration(len(m.Namespaces))).Round(time.Millisecond))
 	var refs []npRef
 	for _, k := range slices.Sorted(maps.Keys(m.Pods)) {
 		ns, name, _ := strings.Cut(k, "/")
