@@ -3,12 +3,17 @@ package k8s
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net"
+	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -23,6 +28,7 @@ import (
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/tortie-net/tortie/api"
@@ -265,6 +271,7 @@ func expectCells(t *testing.T, what string, cells []npCell, timeout time.Duratio
 type npCluster struct {
 	l        *lab.Lab
 	cp       *lab.ControlPlane
+	api      *npAPI
 	dir      string
 	ns       map[string]map[string]string
 	pods     map[string]*npPod
@@ -499,8 +506,165 @@ func hostNetnsPath(n *lab.Node, p string) string {
 // newNPCluster builds a 3-node cluster with tortie as a DaemonSet.
 func newNPCluster(t *testing.T) *npCluster {
 	l, cp, _ := daemonSetCluster(t, lab.Options{Name: "tnp", Nodes: 3, Mode: "vxlan-crosssubnet", BGP: true}, "iptables")
-	return &npCluster{l: l, cp: cp, dir: t.TempDir(), ns: map[string]map[string]string{},
+	a, err := newNPAPI(l, cp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.client.CloseIdleConnections)
+	return &npCluster{l: l, cp: cp, api: a, dir: t.TempDir(), ns: map[string]map[string]string{},
 		pods: map[string]*npPod{}, policies: map[string]bool{}}
+}
+
+// npAPI applies and deletes the matrix's policies with requests of its
+// own to the API server, as the lab's administrator: a kubectl run costs
+// most of a second, a request milliseconds, and every case makes some.
+type npAPI struct {
+	server string
+	client *http.Client
+}
+
+// newNPAPI reads the administrator's kubeconfig. The API server listens in
+// the lab's fabric namespace: connections are opened there.
+func newNPAPI(l *lab.Lab, cp *lab.ControlPlane) (*npAPI, error) {
+	b, err := os.ReadFile(cp.Admin)
+	if err != nil {
+		return nil, err
+	}
+	var kc struct {
+		Clusters []struct {
+			Cluster struct {
+				Server string `json:"server"`
+				CA     string `json:"certificate-authority"`
+			} `json:"cluster"`
+		} `json:"clusters"`
+		Users []struct {
+			User struct {
+				Cert string `json:"client-certificate"`
+				Key  string `json:"client-key"`
+			} `json:"user"`
+		} `json:"users"`
+	}
+	if err := yaml.Unmarshal(b, &kc); err != nil {
+		return nil, fmt.Errorf("%s: %v", cp.Admin, err)
+	}
+	if len(kc.Clusters) != 1 || len(kc.Users) != 1 {
+		return nil, fmt.Errorf("%s: want one cluster and one user", cp.Admin)
+	}
+	cert, err := tls.LoadX509KeyPair(kc.Users[0].User.Cert, kc.Users[0].User.Key)
+	if err != nil {
+		return nil, err
+	}
+	ca, err := os.ReadFile(kc.Clusters[0].Cluster.CA)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ca) {
+		return nil, fmt.Errorf("no certificate in %s", kc.Clusters[0].Cluster.CA)
+	}
+	fabric := testutil.NetnsPath(l.Fabric)
+	tr := &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}},
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var conn net.Conn
+			err := nsutil.Do(fabric, func() error {
+				var err error
+				conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+				return err
+			})
+			return conn, err
+		},
+	}
+	return &npAPI{server: kc.Clusters[0].Cluster.Server, client: &http.Client{Transport: tr, Timeout: 30 * time.Second}}, nil
+}
+
+func (a *npAPI) do(method, path, contentType string, body []byte, ok ...int) error {
+	req, err := http.NewRequest(method, a.server+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := a.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if !slices.Contains(ok, resp.StatusCode) {
+		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, out)
+	}
+	return nil
+}
+
+func policyPath(ns, name string) string {
+	return "/apis/networking.k8s.io/v1/namespaces/" + url.PathEscape(ns) + "/networkpolicies/" + url.PathEscape(name)
+}
+
+// applyPolicy creates or replaces a policy (server-side apply: fields an
+// earlier apply set and this one does not are removed), in one step: no
+// moment without it.
+func (a *npAPI) applyPolicy(p *networkingv1.NetworkPolicy) error {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	return a.do(http.MethodPatch, policyPath(p.Namespace, p.Name)+"?fieldManager=tortie-np-matrix&force=true",
+		"application/apply-patch+yaml", b, http.StatusOK, http.StatusCreated)
+}
+
+// getPolicy reads a policy.
+func (a *npAPI) getPolicy(ns, name string) (*networkingv1.NetworkPolicy, error) {
+	resp, err := a.client.Get(a.server + policyPath(ns, name))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s/%s: %s", ns, name, resp.Status)
+	}
+	var p networkingv1.NetworkPolicy
+	return &p, json.NewDecoder(resp.Body).Decode(&p)
+}
+
+// check applies a policy that selects no pod in namespace ns, applies it
+// again with one rule less, and deletes it: the cases rely on all three.
+func (a *npAPI) check(ns string) error {
+	p := &networkingv1.NetworkPolicy{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
+		ObjectMeta: metav1.ObjectMeta{Name: "np-api-check", Namespace: ns},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"np-api-check": "no-such-pod"}},
+			Ingress:     []networkingv1.NetworkPolicyIngressRule{{}, {From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{}}}}},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+		},
+	}
+	for _, rules := range []int{2, 1} {
+		p.Spec.Ingress = p.Spec.Ingress[:rules]
+		if err := a.applyPolicy(p); err != nil {
+			return err
+		}
+		got, err := a.getPolicy(ns, p.Name)
+		if err != nil {
+			return err
+		}
+		if len(got.Spec.Ingress) != rules {
+			return fmt.Errorf("applied %s/%s with %d ingress rules, read back %d", ns, p.Name, rules, len(got.Spec.Ingress))
+		}
+	}
+	if err := a.deletePolicy(ns, p.Name); err != nil {
+		return err
+	}
+	if _, err := a.getPolicy(ns, p.Name); err == nil {
+		return fmt.Errorf("%s/%s still there after its deletion", ns, p.Name)
+	}
+	return nil
+}
+
+// deletePolicy deletes a policy; one already gone is no error.
+func (a *npAPI) deletePolicy(ns, name string) error {
+	return a.do(http.MethodDelete, policyPath(ns, name), "", nil, http.StatusOK, http.StatusAccepted, http.StatusNotFound)
 }
 
 // TestNetworkPolicyMatrix replays cyclonus' NetworkPolicy cases on a real
@@ -614,8 +778,12 @@ func (c *npCluster) setUpMatrix(t *testing.T, m *npMatrix) {
 	for _, ns := range slices.Sorted(maps.Keys(m.Namespaces)) {
 		c.createNamespace(t, ns, m.Namespaces[ns])
 	}
-	// What a case's kubectl apply costs, for its time.
 	t.Logf("kubectl apply of a namespace: %v on average", (time.Since(start) / time.Duration(len(m.Namespaces))).Round(time.Millisecond))
+	start = time.Now()
+	if err := c.api.check(slices.Min(slices.Collect(maps.Keys(m.Namespaces)))); err != nil {
+		t.Fatalf("applying policies through the API: %v", err)
+	}
+	t.Logf("a policy applied twice and deleted through the API in %v", time.Since(start).Round(time.Millisecond))
 	var refs []npRef
 	for _, k := range slices.Sorted(maps.Keys(m.Pods)) {
 		ns, name, _ := strings.Cut(k, "/")
@@ -810,34 +978,18 @@ func (c *npCluster) reset(t *testing.T, m *npMatrix, tc npCase) {
 // deletePolicies deletes policies by namespace/name.
 func (c *npCluster) deletePolicies(t *testing.T, keys []string) {
 	t.Helper()
-	byNS := map[string][]string{}
 	for _, k := range keys {
 		ns, name, _ := strings.Cut(k, "/")
-		byNS[ns] = append(byNS[ns], name)
-	}
-	for _, ns := range slices.Sorted(maps.Keys(byNS)) {
-		c.kubectl(t, time.Minute, append([]string{"delete", "networkpolicies", "-n", ns, "--ignore-not-found"}, byNS[ns]...)...)
-		for _, name := range byNS[ns] {
-			delete(c.policies, ns+"/"+name)
+		if err := c.api.deletePolicy(ns, name); err != nil {
+			t.Fatal(err)
 		}
+		delete(c.policies, k)
 	}
 }
 
-// runStep carries out a step's actions in order, consecutive policies in
-// one kubectl apply.
+// runStep carries out a step's actions in order.
 func (c *npCluster) runStep(t *testing.T, m *npMatrix, step npStep, generated netip.Addr) {
 	t.Helper()
-	var batch []any
-	var batchKeys []string
-	flush := func() {
-		if len(batch) > 0 {
-			c.applyObjects(t, batch)
-			for _, k := range batchKeys {
-				c.policies[k] = true
-			}
-		}
-		batch, batchKeys = nil, nil
-	}
 	for _, a := range step.Actions {
 		if a.Apply != nil {
 			p := a.Apply.DeepCopy()
@@ -848,11 +1000,12 @@ func (c *npCluster) runStep(t *testing.T, m *npMatrix, step npStep, generated ne
 			if err := relocate(p, generated, xa); err != nil {
 				t.Fatal(err)
 			}
-			batch = append(batch, p)
-			batchKeys = append(batchKeys, p.Namespace+"/"+p.Name)
+			if err := c.api.applyPolicy(p); err != nil {
+				t.Fatal(err)
+			}
+			c.policies[p.Namespace+"/"+p.Name] = true
 			continue
 		}
-		flush()
 		switch {
 		case a.DeletePolicy != nil:
 			c.deletePolicies(t, []string{a.DeletePolicy.Namespace + "/" + a.DeletePolicy.Name})
@@ -875,7 +1028,6 @@ func (c *npCluster) runStep(t *testing.T, m *npMatrix, step npStep, generated ne
 			t.Fatalf("an action the test does not know: %+v", a)
 		}
 	}
-	flush()
 }
 
 // stepCells are the step's probes with cyclonus' verdicts, but those of a
