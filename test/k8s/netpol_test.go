@@ -697,8 +697,13 @@ func TestNetworkPolicyMatrix(t *testing.T) {
 }
 
 // npMatrixSample is how many cases run by default, to keep the whole
-// test within about 6 minutes on 2 cores.
-const npMatrixSample = 40
+// test within about 6 minutes on 2 cores: the cluster takes about a
+// minute and the matrix's pods 15 s; a round of probes that all connect
+// takes 0.3-0.5 s, one with a denial the probe timeout (1 s), and a case
+// about two rounds (the policy before, then the case's), one that makes
+// pods or namespaces 10-20 s more; the kubectl scenarios about 2 minutes.
+// Each case logs what it took: this is to be revised on those figures.
+const npMatrixSample = 50
 
 // selectNPCases picks the cases to run (indexes into m.Cases, in order):
 // spec "" is npMatrixSample of them, every case that does more than apply
