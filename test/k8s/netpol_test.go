@@ -1245,14 +1245,18 @@ func (c *npCluster) kubectlScenarios(t *testing.T) {
 		npCell{server, client, 80, "TCP", allow})
 	// DNS through the kube-dns Service: egress is judged on the CoreDNS
 	// pod the node's kube-proxy translated the Service address to.
-	var resolved string
-	testutil.WaitFor(t, npStepDeadline, "np-green/client to resolve kubernetes.default through kube-dns", func() bool {
+	for deadline := time.Now().Add(npStepDeadline); ; {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
 		out, err := c.cp.Kubectl(ctx, "exec", "-n", "np-green", "client", "--", "/tortie-echo", "resolve", "kubernetes.default")
-		resolved = strings.TrimSpace(out)
-		return err == nil && resolved == lab.KubernetesServiceIP
-	})
+		cancel()
+		if err == nil && strings.TrimSpace(out) == lab.KubernetesServiceIP {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("np-green/client, its egress denied but for DNS, resolves kubernetes.default to %q (%v), want %s", out, err, lab.KubernetesServiceIP)
+			break
+		}
+	}
 
 	c.kubectl(t, time.Minute, "delete", "networkpolicies", "--all", "-n", "np-green")
 	expect("every policy deleted", all(allow)...)
