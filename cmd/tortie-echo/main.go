@@ -1,5 +1,6 @@
 // Command tortie-echo is the lab's test workload, built static into the
-// image images.Echo. As a server (the default) it answers on one port:
+// image images.Echo. As a server (the default) it answers on each port it
+// is given (8080 unless --port says otherwise; --port 80,81 serves both):
 //
 //   - HTTP on TCP: GET / returns JSON with the client's source address as
 //     the server saw it and the pod's hostname; GET /healthz returns "ok"
@@ -10,7 +11,7 @@
 // As a client it runs inside a pod (e.g. through the CRI's exec) and prints
 // what a server answered:
 //
-//	tortie-echo [--port 8080]            serve
+//	tortie-echo [--port 8080[,81...]]    serve
 //	tortie-echo get http://10.244.0.5:8080/
 //	tortie-echo udp 10.244.0.5:8080 hello
 //	tortie-echo resolve kubernetes.default     (through the pod's resolv.conf)
@@ -32,6 +33,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -59,15 +61,67 @@ func main() {
 		}
 		return
 	}
-	port := flag.Int("port", 8080, "TCP (HTTP) and UDP port")
+	portList := flag.String("port", "8080", "TCP (HTTP) and UDP port, or several, comma-separated")
 	flag.Parse()
+	ports, err := parsePorts(*portList)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tortie-echo:", err)
+		os.Exit(2)
+	}
 	host, _ := os.Hostname()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, fmt.Sprintf(":%d", *port), host, nil); err != nil {
+	var addrs []string
+	for _, p := range ports {
+		addrs = append(addrs, fmt.Sprintf(":%d", p))
+	}
+	if err := serveAll(ctx, addrs, host, nil); err != nil {
 		fmt.Fprintln(os.Stderr, "tortie-echo:", err)
 		os.Exit(1)
 	}
+}
+
+// parsePorts reads --port: one port or several, comma-separated, each
+// once.
+func parsePorts(s string) ([]int, error) {
+	var ports []int
+	for _, f := range strings.Split(s, ",") {
+		p, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || p < 1 || p > 65535 {
+			return nil, fmt.Errorf("--port %q: %q is not a port (1-65535)", s, f)
+		}
+		if slices.Contains(ports, p) {
+			return nil, fmt.Errorf("--port %q: %d twice", s, p)
+		}
+		ports = append(ports, p)
+	}
+	return ports, nil
+}
+
+// serveAll serves on every address until ctx ends; if one fails, the
+// others stop too and its error is returned. ready, if not nil, receives
+// each address's bound TCP and UDP addresses (as serve sends them).
+func serveAll(ctx context.Context, addrs []string, host string, ready chan<- [2]net.Addr) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, len(addrs))
+	for _, a := range addrs {
+		go func() {
+			err := serve(ctx, a, host, ready)
+			if err != nil {
+				err = fmt.Errorf("%s: %w", a, err)
+			}
+			cancel()
+			errs <- err
+		}()
+	}
+	var first error
+	for range addrs {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // serve answers on addr over TCP and UDP until ctx ends. ready, if not nil,

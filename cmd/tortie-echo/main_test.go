@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -90,5 +91,59 @@ func TestProbe(t *testing.T) {
 	}
 	if r.Received > r.Sent || r.LongestGapMs <= 0 || (r.Received > 0) != (lines[0] == "answered") {
 		t.Fatalf("probe result %+v", r)
+	}
+}
+
+func TestParsePorts(t *testing.T) {
+	for in, want := range map[string][]int{"8080": {8080}, "80,81": {80, 81}, " 80, 443 ": {80, 443}} {
+		got, err := parsePorts(in)
+		if err != nil || !slices.Equal(got, want) {
+			t.Errorf("parsePorts(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "http", "0", "65536", "80,", "80,80", "-1"} {
+		if got, err := parsePorts(in); err == nil {
+			t.Errorf("parsePorts(%q) = %v, want an error", in, got)
+		}
+	}
+}
+
+// Every address answers over TCP and UDP; one that cannot be bound stops
+// the others and is the error returned.
+func TestServeAll(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan [2]net.Addr, 2)
+	done := make(chan error, 1)
+	go func() { done <- serveAll(ctx, []string{"127.0.0.1:0", "127.0.0.1:0"}, "pod-a", ready) }()
+	bound := [][2]net.Addr{<-ready, <-ready}
+	if bound[0][0].String() == bound[1][0].String() {
+		t.Fatalf("both servers on %v", bound[0][0])
+	}
+	for _, a := range bound {
+		var out bytes.Buffer
+		if err := client("get", []string{"http://" + a[0].String() + "/healthz"}, &out); err != nil || strings.TrimSpace(out.String()) != "ok" {
+			t.Errorf("healthz on %v: %v %q", a[0], err, out.String())
+		}
+		out.Reset()
+		if err := client("udp", []string{a[1].String(), "hi"}, &out); err != nil || !strings.Contains(out.String(), `"data":"hi"`) {
+			t.Errorf("UDP on %v: %v %q", a[1], err, out.String())
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("serveAll: %v", err)
+	}
+
+	// An address in use: serveAll returns its error, having stopped the
+	// server that did start.
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	ready = make(chan [2]net.Addr, 2)
+	err = serveAll(context.Background(), []string{"127.0.0.1:0", busy.Addr().String()}, "pod-a", ready)
+	if err == nil || !strings.Contains(err.Error(), busy.Addr().String()) {
+		t.Errorf("serveAll with %v in use: %v", busy.Addr(), err)
 	}
 }

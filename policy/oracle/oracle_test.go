@@ -230,8 +230,7 @@ func compare(w *world) (diffs []string, compared int, err error) {
 // TestCyclonusOracle runs every case cyclonus' generator makes, step by
 // step, and compares every verdict of ours with its matcher's.
 func TestCyclonusOracle(t *testing.T) {
-	podIP := "10.1.0.10" // x/a, as newWorld numbers the pods
-	cases := generator.NewTestCaseGenerator(false, podIP, namespaces, nil, nil).GenerateTestCases()
+	cases := cyclonusCases()
 	if len(cases) < 100 {
 		t.Fatalf("cyclonus generated %d cases; expected hundreds", len(cases))
 	}
