@@ -906,7 +906,12 @@ func (c *npCluster) runMatrix(t *testing.T, m *npMatrix, sel []int) {
 			c.reset(t, m, tc)
 			for si, step := range tc.Steps {
 				began := time.Now()
+				gens := c.policyGenerations(t)
 				c.runStep(t, m, step, generated)
+				// Probes that agree with the policy of before would pass a
+				// step whose policy is not in force yet: first every node
+				// installs a policy made after the actions.
+				c.waitPolicyAfter(t, gens)
 				applied := time.Now()
 				cells, err := c.stepCells(m, step)
 				if err != nil {
@@ -924,6 +929,41 @@ func (c *npCluster) runMatrix(t *testing.T, m *npMatrix, sel []int) {
 		t.Logf("cyclonus matrix: %d of %d cases ran, %d passed, %d failed; %v per case on average",
 			ran, len(m.Cases), passed, ran-passed, (took / time.Duration(ran)).Round(time.Millisecond))
 	}
+}
+
+// policyGenerations reads the generation of the policy in force on every
+// node.
+func (c *npCluster) policyGenerations(t *testing.T) map[string]uint64 {
+	t.Helper()
+	gens := map[string]uint64{}
+	for _, n := range c.l.Nodes {
+		st, err := api.NewClient(n.Socket).Counters()
+		if err != nil {
+			t.Fatalf("%s: %v", n.Name, err)
+		}
+		gens[n.Name] = st.Policy.Generation
+	}
+	return gens
+}
+
+// waitPolicyAfter waits until every node has installed a policy since
+// gens were read: each action of a step (a policy, a label, a pod or a
+// namespace) changes what every node compiles, but for a policy applied
+// again unchanged, which the API server does not even announce. So after
+// a while the probes go ahead anyway, and their deadline decides.
+func (c *npCluster) waitPolicyAfter(t *testing.T, gens map[string]uint64) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		all := true
+		for _, n := range c.l.Nodes {
+			st, err := api.NewClient(n.Socket).Counters()
+			all = all && err == nil && st.Policy.Generation > gens[n.Name]
+		}
+		if all {
+			return
+		}
+	}
+	t.Logf("not every node installed a new policy within 5 s of the step's actions (an unchanged policy applied again?)")
 }
 
 // reset brings the cluster back to the matrix's initial world before case
