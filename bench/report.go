@@ -67,7 +67,8 @@ func format(v float64) string {
 	}
 }
 
-// Markdown renders the medians per setup and the tortie/kernel ratios.
+// Markdown renders the medians per setup and the ratios of each setup to
+// its reference: tortie to the kernel, with policies to without.
 func (r *Report) Markdown() string {
 	var b strings.Builder
 	setups := r.setups()
@@ -101,7 +102,7 @@ func (r *Report) Markdown() string {
 		}
 	}
 	if len(r.Ratios) > 0 {
-		b.WriteString("\n| tortie / kernel | metric | ratio |\n|---|---|---:|\n")
+		b.WriteString("\n| setup / reference | metric | ratio |\n|---|---|---:|\n")
 		for _, x := range r.Ratios {
 			fmt.Fprintf(&b, "| %s / %s | %s | %.2f× |\n", x.Setup, x.Reference, x.Metric, x.Ratio)
 		}
