@@ -70,17 +70,20 @@ func (s Setup) Reference() string {
 
 // Metric names.
 const (
-	MetricPPS     = "pps_64B"
-	MetricLoss    = "loss_pct"
-	MetricCPU     = "cpu_ns_per_packet"
-	MetricTCP1    = "tcp_1_stream_gbps"
-	MetricTCP2    = "tcp_2_streams_gbps"
-	MetricRetrans = "tcp_retransmits"
-	MetricLatP50  = "latency_p50_us"
-	MetricLatP99  = "latency_p99_us"
-	MetricLoadP50 = "latency_loaded_p50_us"
-	MetricLoadP99 = "latency_loaded_p99_us"
-	MetricPodMTU  = "pod_mtu"
+	MetricPPS = "pps_64B"
+	// MetricNewFlowPPS is measured for the datastore setups only: what
+	// policy costs most is judging a flow's first packet.
+	MetricNewFlowPPS = "new_flows_pps_64B"
+	MetricLoss       = "loss_pct"
+	MetricCPU        = "cpu_ns_per_packet"
+	MetricTCP1       = "tcp_1_stream_gbps"
+	MetricTCP2       = "tcp_2_streams_gbps"
+	MetricRetrans    = "tcp_retransmits"
+	MetricLatP50     = "latency_p50_us"
+	MetricLatP99     = "latency_p99_us"
+	MetricLoadP50    = "latency_loaded_p50_us"
+	MetricLoadP99    = "latency_loaded_p99_us"
+	MetricPodMTU     = "pod_mtu"
 )
 
 // Options choose what a run measures.
@@ -210,7 +213,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("tortie-vxlan-policy is the lab of tortie-vxlan-no-policy (a datastore lab: etcd, pods through CNI) "+
 			"with %d policies in force (bench.PolicyManifest: a platform tier, namespaced policies selecting the senders' egress "+
 			"and the receivers' ingress, and last the one that allows the traffic), measured in turn with it in each repetition; "+
-			"every pps frame has a new source port, so each is a new flow judged at both ends, while a TCP stream or a latency "+
+			"the pps test's frames take 65,536 source ports, so its first 65,536 flows are judged at both ends and the rest ride "+
+			"them; in the new-flow pps test (these setups only) source and destination ports are random, so nearly every frame "+
+			"is a new flow, judged at both ends, in a flow table that is full (65,536 entries) and evicts; a TCP stream or a latency "+
 			"test is one flow judged once; without policies the pods are still subject to their namespace's profile (Allow), "+
 			"so flows are tracked and judged by one rule: tortie-vxlan, a lab without a datastore, has no policy at all", o.Policies))
 	}
@@ -238,7 +243,7 @@ func ratios(ms []Measurement) []Ratio {
 		if ref == "" {
 			continue
 		}
-		for _, metric := range []string{MetricPPS, MetricTCP1, MetricTCP2, MetricLatP50, MetricLatP99, MetricCPU} {
+		for _, metric := range []string{MetricPPS, MetricNewFlowPPS, MetricTCP1, MetricTCP2, MetricLatP50, MetricLatP99, MetricCPU} {
 			t, ok1 := get(s.Name, metric)
 			k, ok2 := get(ref, metric)
 			if ok1 && ok2 && k > 0 {
@@ -297,7 +302,7 @@ func measureSetups(ctx context.Context, o Options, group []Setup) (_ []Measureme
 			}
 			add := func(metric string, v float64) { vals[x.Name][metric] = append(vals[x.Name][metric], v) }
 			before, _ := policyWork(l)
-			if err := runTests(ctx, o, l, add); err != nil {
+			if err := runTests(ctx, o, l, x.Datastore, add); err != nil {
 				return nil, err
 			}
 			if x.Datastore {
@@ -328,8 +333,8 @@ func measureSetups(ctx context.Context, o Options, group []Setup) (_ []Measureme
 }
 
 // runTests runs one repetition of every test of o on the lab, passing
-// each figure to add.
-func runTests(ctx context.Context, o Options, l *lab.Lab, add func(metric string, v float64)) error {
+// each figure to add; newFlows adds the pps test of new flows.
+func runTests(ctx context.Context, o Options, l *lab.Lab, newFlows bool, add func(metric string, v float64)) error {
 	if slices.Contains(o.Tests, "pps") {
 		r, err := PPS(ctx, l, "n1p1", "n2p1", o.FrameSize, o.Duration)
 		if err != nil {
@@ -339,6 +344,17 @@ func runTests(ctx context.Context, o Options, l *lab.Lab, add func(metric string
 		add(MetricPPS, r.Delivered)
 		add(MetricLoss, r.LossPct)
 		add(MetricCPU, r.CPUNsPerPacket)
+		if newFlows {
+			before, _ := policyWork(l)
+			r, err := NewFlowsPPS(ctx, l, "n1p1", "n2p1", o.FrameSize, o.Duration)
+			if err != nil {
+				return err
+			}
+			after, _ := policyWork(l)
+			o.Log("  pps, each frame a new flow: %.0f delivered/s, loss %.1f%%; node 2 inserted %d flows, evicted %d",
+				r.Delivered, r.LossPct, after.Flows.Inserts-before.Flows.Inserts, after.Flows.Evictions-before.Flows.Evictions)
+			add(MetricNewFlowPPS, r.Delivered)
+		}
 	}
 	if slices.Contains(o.Tests, "tcp") {
 		for _, streams := range []int{1, 2} {

@@ -17,6 +17,7 @@ import (
 // shown are the metrics of the table and the chart, in order, with units.
 var shown = []struct{ metric, label, unit string }{
 	{MetricPPS, "64-byte frames delivered", "pps"},
+	{MetricNewFlowPPS, "64-byte frames delivered, each a new flow", "pps"},
 	{MetricLoss, "loss at that offered load", "%"},
 	{MetricCPU, "CPU per delivered packet", "ns"},
 	{MetricTCP1, "TCP, 1 stream", "Gbit/s"},
