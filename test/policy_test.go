@@ -154,15 +154,19 @@ func servePod(t *testing.T, p *lab.Pod, tcpPorts ...int) *podServer {
 	if err != nil {
 		t.Fatalf("servers in %s: %v", p.Name, err)
 	}
+	// Connections are closed when the test ends; one accepted while it
+	// ends is closed at once (closed says so), so that Wait returns.
 	var conns sync.WaitGroup
 	var cmu sync.Mutex
 	var open []net.Conn
+	closed := false
 	t.Cleanup(func() {
 		for _, ln := range lns {
 			ln.Close()
 		}
 		pc.Close()
 		cmu.Lock()
+		closed = true
 		for _, c := range open {
 			c.Close()
 		}
@@ -182,9 +186,14 @@ func servePod(t *testing.T, p *lab.Pod, tcpPorts ...int) *podServer {
 				s.accepted[fmt.Sprintf("%s %d", host, port)]++
 				s.mu.Unlock()
 				cmu.Lock()
+				if closed {
+					cmu.Unlock()
+					c.Close()
+					return
+				}
 				open = append(open, c)
-				cmu.Unlock()
 				conns.Add(1)
+				cmu.Unlock()
 				go func() {
 					defer conns.Done()
 					defer c.Close()
