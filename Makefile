@@ -174,9 +174,11 @@ unit:
 integration: deps
 	$(GO) test -count=1 -v -timeout 15m ./test/
 
-# Figures only; never gates CI. Micro-benchmarks of the per-packet path,
-# then tortie against the kernel in one run (BENCH_FLAGS to change it, e.g.
-# BENCH_FLAGS="--duration 10s --reps 5 --setups kernel-vxlan,tortie-vxlan").
+# Figures only; never gates CI. Micro-benchmarks of the per-packet path and
+# of policy, then tortie against the kernel, and tortie with 100 policies in
+# force against none, in one run (BENCH_FLAGS to change it, e.g.
+# BENCH_FLAGS="--duration 10s --reps 5 --setups kernel-vxlan,tortie-vxlan" or
+# "--policies 1000 --setups tortie-vxlan-no-policy,tortie-vxlan-policy").
 BENCH_FLAGS ?= --duration 5s --reps 3
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem ./router/... ./fib/ ./encap/ ./policy/

@@ -4,12 +4,16 @@
 // vxlan.calico) and once with tortie, with the same pods, generator and
 // placement, and each is measured for 64-byte packets per second (trafgen),
 // TCP throughput with 1 and 2 streams (iperf3), latency idle and under load
-// (sockperf) and CPU per packet. Results are medians over repetitions, with
-// the tortie/kernel ratio per metric; they are written as JSON, Markdown and
-// a PNG chart. Benchmarks print figures; they never pass or fail.
+// (sockperf) and CPU per packet. It also measures what network policy
+// costs: a datastore lab measured with and without PolicyManifest's
+// policies in force, in turn. Results are medians over repetitions, with
+// the ratio per metric to the reference (tortie to the kernel, policies to
+// none); they are written as JSON, Markdown and a PNG chart. Benchmarks
+// print figures; they never pass or fail.
 package bench
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -30,6 +34,8 @@ var Setups = []Setup{
 	{Name: "tortie-native", Mode: "native"},
 	{Name: "tortie-ipip", Mode: "ipip"},
 	{Name: "tortie-vxlan", Mode: "vxlan"},
+	{Name: "tortie-vxlan-no-policy", Mode: "vxlan", Datastore: true},
+	{Name: "tortie-vxlan-policy", Mode: "vxlan", Datastore: true, Policies: true},
 }
 
 // Setup is one dataplane under test.
@@ -37,12 +43,24 @@ type Setup struct {
 	Name   string `json:"name"`
 	Kernel bool   `json:"kernel"`
 	Mode   string `json:"mode"`
+	// Datastore builds a datastore lab (etcd, pods through CNI with their
+	// WorkloadEndpoints), where network policy can be applied; the
+	// datastore setups of one mode share one lab and are measured in
+	// turn within each repetition.
+	Datastore bool `json:"datastore,omitempty"`
+	// Policies puts Options.Policies policies in force (PolicyManifest)
+	// while the setup is measured.
+	Policies bool `json:"policies,omitempty"`
 }
 
-// Reference is the kernel setup a tortie setup is compared with.
+// Reference is the setup another is compared with: for one with policies,
+// the same lab without them; for tortie, the kernel.
 func (s Setup) Reference() string {
 	if s.Kernel {
 		return ""
+	}
+	if s.Policies {
+		return "tortie-" + s.Mode + "-no-policy"
 	}
 	if s.Mode == "native" {
 		return "kernel-native"
@@ -52,17 +70,20 @@ func (s Setup) Reference() string {
 
 // Metric names.
 const (
-	MetricPPS     = "pps_64B"
-	MetricLoss    = "loss_pct"
-	MetricCPU     = "cpu_ns_per_packet"
-	MetricTCP1    = "tcp_1_stream_gbps"
-	MetricTCP2    = "tcp_2_streams_gbps"
-	MetricRetrans = "tcp_retransmits"
-	MetricLatP50  = "latency_p50_us"
-	MetricLatP99  = "latency_p99_us"
-	MetricLoadP50 = "latency_loaded_p50_us"
-	MetricLoadP99 = "latency_loaded_p99_us"
-	MetricPodMTU  = "pod_mtu"
+	MetricPPS = "pps_64B"
+	// MetricNewFlowPPS is measured for the datastore setups only: what
+	// policy costs most is judging a flow's first packet.
+	MetricNewFlowPPS = "new_flows_pps_64B"
+	MetricLoss       = "loss_pct"
+	MetricCPU        = "cpu_ns_per_packet"
+	MetricTCP1       = "tcp_1_stream_gbps"
+	MetricTCP2       = "tcp_2_streams_gbps"
+	MetricRetrans    = "tcp_retransmits"
+	MetricLatP50     = "latency_p50_us"
+	MetricLatP99     = "latency_p99_us"
+	MetricLoadP50    = "latency_loaded_p50_us"
+	MetricLoadP99    = "latency_loaded_p99_us"
+	MetricPodMTU     = "pod_mtu"
 )
 
 // Options choose what a run measures.
@@ -72,6 +93,7 @@ type Options struct {
 	Duration  time.Duration // per measurement
 	Reps      int
 	FrameSize int // bytes on the wire for the pps test, without FCS (default 60: a 64-byte frame)
+	Policies  int // policies in force for the policy setups (default 100)
 	OutDir    string
 	Tortied   string
 	Log       func(format string, a ...any)
@@ -85,12 +107,12 @@ type Measurement struct {
 	Median float64   `json:"median"`
 }
 
-// Ratio compares a tortie setup with its kernel reference on one metric.
+// Ratio compares a setup with its reference (Setup.Reference) on one metric.
 type Ratio struct {
 	Setup     string  `json:"setup"`
 	Reference string  `json:"reference"`
 	Metric    string  `json:"metric"`
-	Ratio     float64 `json:"ratio"` // tortie / kernel
+	Ratio     float64 `json:"ratio"` // setup / reference
 }
 
 // Report is the whole run.
@@ -101,6 +123,7 @@ type Report struct {
 	Duration     string        `json:"duration"`
 	Reps         int           `json:"reps"`
 	FrameSize    int           `json:"frameSize"`
+	Policies     int           `json:"policies,omitempty"`
 	Notes        []string      `json:"notes"`
 	Measurements []Measurement `json:"measurements"`
 	Ratios       []Ratio       `json:"ratios"`
@@ -135,6 +158,15 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if len(o.Tests) == 0 {
 		o.Tests = []string{"pps", "tcp", "latency"}
 	}
+	if o.Policies <= 0 {
+		o.Policies = 100
+	}
+	for _, name := range o.Setups {
+		if !slices.ContainsFunc(Setups, func(s Setup) bool { return s.Name == name }) {
+			return nil, fmt.Errorf("no setup %q", name)
+		}
+	}
+	selected := func(s Setup) bool { return len(o.Setups) == 0 || slices.Contains(o.Setups, s.Name) }
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	rep := &Report{Date: time.Now().UTC(), CPUs: runtime.NumCPU(), Kernel: strings.TrimSpace(string(kernel)),
 		Duration: o.Duration.String(), Reps: o.Reps, FrameSize: o.FrameSize + 4,
@@ -148,16 +180,44 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			"CPU per packet = busy time of all CPUs during the pps test / packets delivered",
 			"tortie-ipip is compared with kernel-vxlan: the kernel ipip module is not available here",
 		}}
-	for _, s := range Setups {
-		if len(o.Setups) > 0 && !slices.Contains(o.Setups, s.Name) {
+	done := map[string]bool{}
+	for i, s := range Setups {
+		if !selected(s) || done[s.Name] {
 			continue
 		}
-		o.Log("== %s", s.Name)
-		ms, err := measureSetup(ctx, o, s)
+		// The datastore setups of a mode share a lab.
+		group := []Setup{s}
+		if s.Datastore {
+			for _, x := range Setups[i+1:] {
+				if x.Datastore && x.Mode == s.Mode && selected(x) {
+					group = append(group, x)
+				}
+			}
+		}
+		var names []string
+		for _, x := range group {
+			done[x.Name] = true
+			names = append(names, x.Name)
+			if x.Policies {
+				rep.Policies = o.Policies
+			}
+		}
+		o.Log("== %s", strings.Join(names, ", "))
+		ms, err := measureSetups(ctx, o, group)
 		if err != nil {
-			return rep, fmt.Errorf("%s: %w", s.Name, err)
+			return rep, fmt.Errorf("%s: %w", strings.Join(names, ", "), err)
 		}
 		rep.Measurements = append(rep.Measurements, ms...)
+	}
+	if rep.Policies > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("tortie-vxlan-policy is the lab of tortie-vxlan-no-policy (a datastore lab: etcd, pods through CNI) "+
+			"with %d policies in force (bench.PolicyManifest: a platform tier, namespaced policies selecting the senders' egress "+
+			"and the receivers' ingress, and last the one that allows the traffic), measured in turn with it in each repetition; "+
+			"the pps test's frames take 65,536 source ports, so its first 65,536 flows are judged at both ends and the rest ride "+
+			"them; in the new-flow pps test (these setups only) source and destination ports are random, so nearly every frame "+
+			"is a new flow, judged at both ends, in a flow table that is full (65,536 entries) and evicts; a TCP stream or a latency "+
+			"test is one flow judged once; without policies the pods are still subject to their namespace's profile (Allow), "+
+			"so flows are tracked and judged by one rule: tortie-vxlan, a lab without a datastore, has no policy at all", o.Policies))
 	}
 	rep.Ratios = ratios(rep.Measurements)
 	if o.OutDir != "" {
@@ -183,7 +243,7 @@ func ratios(ms []Measurement) []Ratio {
 		if ref == "" {
 			continue
 		}
-		for _, metric := range []string{MetricPPS, MetricTCP1, MetricTCP2, MetricLatP50, MetricLatP99, MetricCPU} {
+		for _, metric := range []string{MetricPPS, MetricNewFlowPPS, MetricTCP1, MetricTCP2, MetricLatP50, MetricLatP99, MetricCPU} {
 			t, ok1 := get(s.Name, metric)
 			k, ok2 := get(ref, metric)
 			if ok1 && ok2 && k > 0 {
@@ -194,10 +254,14 @@ func ratios(ms []Measurement) []Ratio {
 	return out
 }
 
-// measureSetup builds the lab for one setup and runs every test Reps times.
-func measureSetup(ctx context.Context, o Options, s Setup) ([]Measurement, error) {
+// measureSetups builds one lab for the setups of a group (one setup, or
+// the datastore setups of one mode) and runs every test Reps times, the
+// setups in turn within each repetition, with policies in force for
+// those that have them.
+func measureSetups(ctx context.Context, o Options, group []Setup) (_ []Measurement, err error) {
+	s := group[0]
 	name := "bn"
-	opts := lab.Options{Name: name, Nodes: 2, Pods: 2, Mode: s.Mode, Static: true, Tortied: o.Tortied, LogLevel: "warn"}
+	opts := lab.Options{Name: name, Nodes: 2, Pods: 2, Mode: s.Mode, Static: !s.Datastore, Tortied: o.Tortied, LogLevel: "warn"}
 	if s.Kernel {
 		opts.KernelNodes = 2
 	}
@@ -207,61 +271,126 @@ func measureSetup(ctx context.Context, o Options, s Setup) ([]Measurement, error
 		return nil, err
 	}
 	defer lab.Down(name)
-	vals := map[string][]float64{}
-	add := func(metric string, v float64) { vals[metric] = append(vals[metric], v) }
-	add(MetricPodMTU, float64(l.PodMTU(1500)))
+	if s.Datastore {
+		if err := labelPods(l); err != nil {
+			return nil, err
+		}
+	}
+	vals := map[string]map[string][]float64{} // setup -> metric -> values
+	for _, x := range group {
+		vals[x.Name] = map[string][]float64{MetricPodMTU: {float64(l.PodMTU(1500))}}
+	}
+	applied := false
 	for rep := 0; rep < o.Reps; rep++ {
-		if slices.Contains(o.Tests, "pps") {
-			r, err := PPS(ctx, l, "n1p1", "n2p1", o.FrameSize, o.Duration)
-			if err != nil {
+		for _, x := range group {
+			switch {
+			case x.Policies && !applied:
+				start := time.Now()
+				if err := applyPolicies(l, o.Policies); err != nil {
+					return nil, err
+				}
+				applied = true
+				o.Log("  %d policies in force on both nodes after %v", o.Policies, time.Since(start).Round(time.Millisecond))
+			case !x.Policies && applied:
+				if err := removePolicies(l, o.Policies); err != nil {
+					return nil, err
+				}
+				applied = false
+			}
+			if len(group) > 1 {
+				o.Log("  %s:", x.Name)
+			}
+			add := func(metric string, v float64) { vals[x.Name][metric] = append(vals[x.Name][metric], v) }
+			before, _ := policyWork(l)
+			if err := runTests(ctx, o, l, x.Datastore, add); err != nil {
 				return nil, err
 			}
-			o.Log("  pps: %.0f delivered/s, loss %.1f%%, %.0f ns CPU per packet", r.Delivered, r.LossPct, r.CPUNsPerPacket)
-			add(MetricPPS, r.Delivered)
-			add(MetricLoss, r.LossPct)
-			add(MetricCPU, r.CPUNsPerPacket)
-		}
-		if slices.Contains(o.Tests, "tcp") {
-			for _, streams := range []int{1, 2} {
-				r, err := TCP(ctx, l, streams, o.Duration)
+			if x.Datastore {
+				// What policy did meanwhile on the receiving node: flows
+				// judged, packets denied (none, or the policies are wrong).
+				after, err := policyWork(l)
 				if err != nil {
 					return nil, err
 				}
-				o.Log("  tcp %d stream(s): %.2f Gbit/s, %d retransmits", streams, r.BitsPerSecond/1e9, r.Retransmits)
-				if streams == 1 {
-					add(MetricTCP1, r.BitsPerSecond/1e9)
-					add(MetricRetrans, float64(r.Retransmits))
-				} else {
-					add(MetricTCP2, r.BitsPerSecond/1e9)
-				}
-			}
-		}
-		if slices.Contains(o.Tests, "latency") {
-			for _, loaded := range []bool{false, true} {
-				p50, p99, err := Latency(ctx, l, o.Duration, loaded)
-				if err != nil {
-					// Too few replies for percentiles (heavy loss under
-					// load) is a result, not a failure: leave it blank.
-					o.Log("  latency (load %v): not measured: %v", loaded, firstLine(err.Error()))
-					continue
-				}
-				o.Log("  latency (load %v): p50 %.1f us, p99 %.1f us", loaded, p50, p99)
-				if loaded {
-					add(MetricLoadP50, p50)
-					add(MetricLoadP99, p99)
-				} else {
-					add(MetricLatP50, p50)
-					add(MetricLatP99, p99)
+				o.Log("  node 2: %d flows inserted, %d packets denied by policy", after.Flows.Inserts-before.Flows.Inserts,
+					after.Drops["policy_denied"]-before.Drops["policy_denied"])
+				if after.Drops["policy_denied"] != before.Drops["policy_denied"] {
+					return nil, fmt.Errorf("%s: policy denied benchmark packets on node 2", x.Name)
 				}
 			}
 		}
 	}
 	var out []Measurement
-	for metric, v := range vals {
-		out = append(out, Measurement{Setup: s.Name, Metric: metric, Values: v, Median: median(v)})
+	for _, x := range group {
+		for metric, v := range vals[x.Name] {
+			out = append(out, Measurement{Setup: x.Name, Metric: metric, Values: v, Median: median(v)})
+		}
 	}
-	slices.SortFunc(out, func(a, b Measurement) int { return strings.Compare(a.Metric, b.Metric) })
+	slices.SortFunc(out, func(a, b Measurement) int {
+		return cmp.Or(strings.Compare(a.Setup, b.Setup), strings.Compare(a.Metric, b.Metric))
+	})
 	return out, nil
+}
+
+// runTests runs one repetition of every test of o on the lab, passing
+// each figure to add; newFlows adds the pps test of new flows.
+func runTests(ctx context.Context, o Options, l *lab.Lab, newFlows bool, add func(metric string, v float64)) error {
+	if slices.Contains(o.Tests, "pps") {
+		r, err := PPS(ctx, l, "n1p1", "n2p1", o.FrameSize, o.Duration)
+		if err != nil {
+			return err
+		}
+		o.Log("  pps: %.0f delivered/s, loss %.1f%%, %.0f ns CPU per packet", r.Delivered, r.LossPct, r.CPUNsPerPacket)
+		add(MetricPPS, r.Delivered)
+		add(MetricLoss, r.LossPct)
+		add(MetricCPU, r.CPUNsPerPacket)
+		if newFlows {
+			before, _ := policyWork(l)
+			r, err := NewFlowsPPS(ctx, l, "n1p1", "n2p1", o.FrameSize, o.Duration)
+			if err != nil {
+				return err
+			}
+			after, _ := policyWork(l)
+			o.Log("  pps, each frame a new flow: %.0f delivered/s, loss %.1f%%; node 2 inserted %d flows, evicted %d",
+				r.Delivered, r.LossPct, after.Flows.Inserts-before.Flows.Inserts, after.Flows.Evictions-before.Flows.Evictions)
+			add(MetricNewFlowPPS, r.Delivered)
+		}
+	}
+	if slices.Contains(o.Tests, "tcp") {
+		for _, streams := range []int{1, 2} {
+			r, err := TCP(ctx, l, streams, o.Duration)
+			if err != nil {
+				return err
+			}
+			o.Log("  tcp %d stream(s): %.2f Gbit/s, %d retransmits", streams, r.BitsPerSecond/1e9, r.Retransmits)
+			if streams == 1 {
+				add(MetricTCP1, r.BitsPerSecond/1e9)
+				add(MetricRetrans, float64(r.Retransmits))
+			} else {
+				add(MetricTCP2, r.BitsPerSecond/1e9)
+			}
+		}
+	}
+	if slices.Contains(o.Tests, "latency") {
+		for _, loaded := range []bool{false, true} {
+			p50, p99, err := Latency(ctx, l, o.Duration, loaded)
+			if err != nil {
+				// Too few replies for percentiles (heavy loss under
+				// load) is a result, not a failure: leave it blank.
+				o.Log("  latency (load %v): not measured: %v", loaded, firstLine(err.Error()))
+				continue
+			}
+			o.Log("  latency (load %v): p50 %.1f us, p99 %.1f us", loaded, p50, p99)
+			if loaded {
+				add(MetricLoadP50, p50)
+				add(MetricLoadP99, p99)
+			} else {
+				add(MetricLatP50, p50)
+				add(MetricLatP99, p99)
+			}
+		}
+	}
+	return nil
 }
 
 // Write saves results.json, results.md and chart.png in dir.

@@ -49,9 +49,21 @@ type PPSResult struct {
 
 // PPS floods UDP frames of frameSize bytes (without FCS) from one pod to
 // another with trafgen for d and counts what the receiving pod's interface
-// got. The UDP source port varies per frame, so flows spread as real
-// traffic does.
+// got. The UDP source port varies per frame (over 65,536 values, to port
+// 9), so flows spread as real traffic does.
 func PPS(ctx context.Context, l *lab.Lab, from, to string, frameSize int, d time.Duration) (PPSResult, error) {
+	return pps(ctx, l, from, to, frameSize, d, "9")
+}
+
+// NewFlowsPPS is PPS with random source and destination ports: of the
+// 2^32 port pairs a test sends only millions, so nearly every frame is a
+// flow of its own, as a flood of new connections would be.
+func NewFlowsPPS(ctx context.Context, l *lab.Lab, from, to string, frameSize int, d time.Duration) (PPSResult, error) {
+	return pps(ctx, l, from, to, frameSize, d, "drnd()")
+}
+
+// pps runs a pps test whose frames go to UDP port dport (a trafgen value).
+func pps(ctx context.Context, l *lab.Lab, from, to string, frameSize int, d time.Duration, dport string) (PPSResult, error) {
 	src, dst := l.Pod(from), l.Pod(to)
 	if src == nil || dst == nil {
 		return PPSResult{}, fmt.Errorf("no pods %s and %s", from, to)
@@ -64,8 +76,8 @@ func PPS(ctx context.Context, l *lab.Lab, from, to string, frameSize int, d time
 	if err != nil {
 		return PPSResult{}, err
 	}
-	conf := fmt.Sprintf("{ eth(da=ee:ee:ee:ee:ee:ee, sa=%s, type=0x0800), ipv4(saddr=%s, daddr=%s, ttl=64), udp(sp=drnd(), dp=9), fill(0x00, %d) }\n",
-		strings.TrimSpace(string(macOut)), src.Address, dst.Address, fill)
+	conf := fmt.Sprintf("{ eth(da=ee:ee:ee:ee:ee:ee, sa=%s, type=0x0800), ipv4(saddr=%s, daddr=%s, ttl=64), udp(sp=drnd(), dp=%s), fill(0x00, %d) }\n",
+		strings.TrimSpace(string(macOut)), src.Address, dst.Address, dport, fill)
 	f, err := os.CreateTemp("", "trafgen-*.cfg")
 	if err != nil {
 		return PPSResult{}, err

@@ -17,6 +17,7 @@ import (
 // shown are the metrics of the table and the chart, in order, with units.
 var shown = []struct{ metric, label, unit string }{
 	{MetricPPS, "64-byte frames delivered", "pps"},
+	{MetricNewFlowPPS, "64-byte frames delivered, each a new flow", "pps"},
 	{MetricLoss, "loss at that offered load", "%"},
 	{MetricCPU, "CPU per delivered packet", "ns"},
 	{MetricTCP1, "TCP, 1 stream", "Gbit/s"},
@@ -67,7 +68,8 @@ func format(v float64) string {
 	}
 }
 
-// Markdown renders the medians per setup and the tortie/kernel ratios.
+// Markdown renders the medians per setup and the ratios of each setup to
+// its reference: tortie to the kernel, with policies to without.
 func (r *Report) Markdown() string {
 	var b strings.Builder
 	setups := r.setups()
@@ -101,7 +103,7 @@ func (r *Report) Markdown() string {
 		}
 	}
 	if len(r.Ratios) > 0 {
-		b.WriteString("\n| tortie / kernel | metric | ratio |\n|---|---|---:|\n")
+		b.WriteString("\n| setup / reference | metric | ratio |\n|---|---|---:|\n")
 		for _, x := range r.Ratios {
 			fmt.Fprintf(&b, "| %s / %s | %s | %.2f× |\n", x.Setup, x.Reference, x.Metric, x.Ratio)
 		}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/tortie-net/tortie/cni"
 )
 
 // NetworkName is the lab's CNI network, named as Calico names its own.
@@ -82,7 +84,26 @@ func (l *Lab) CNI() *libcni.CNIConfig {
 // Runtime is the runtime configuration of a pod's attachment.
 func (p *Pod) Runtime() *libcni.RuntimeConf {
 	return &libcni.RuntimeConf{ContainerID: p.ContainerID, NetNS: "/var/run/netns/" + p.Netns, IfName: "eth0",
-		Args: [][2]string{{"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", p.Name}}}
+		Args: [][2]string{{"K8S_POD_NAMESPACE", p.PodNamespace()}, {"K8S_POD_NAME", p.Name}}}
+}
+
+// PodNamespace is the pod's Kubernetes namespace: Namespace, or default.
+func (p *Pod) PodNamespace() string {
+	if p.Namespace == "" {
+		return "default"
+	}
+	return p.Namespace
+}
+
+// WorkloadEndpoint is "<namespace>/<name>" of the WorkloadEndpoint CNI ADD
+// records for the pod in a datastore lab, as `tortiectl label
+// workloadendpoint` takes it.
+func (p *Pod) WorkloadEndpoint() (string, error) {
+	name, err := cni.WorkloadEndpointName(p.Node, p.Name, "eth0")
+	if err != nil {
+		return "", err
+	}
+	return p.PodNamespace() + "/" + name, nil
 }
 
 // AddPodCNI attaches a pod as a container runtime would: CNI ADD of the

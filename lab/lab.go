@@ -153,7 +153,10 @@ type Node struct {
 
 // Pod is one lab pod.
 type Pod struct {
-	Name        string `json:"name"`
+	Name string `json:"name"`
+	// Namespace is the pod's Kubernetes namespace, which CNI ADD passes as
+	// K8S_POD_NAMESPACE and its WorkloadEndpoint lives in (empty: default).
+	Namespace   string `json:"namespace,omitempty"`
 	Netns       string `json:"netns"`
 	Address     string `json:"address"`
 	Node        string `json:"node"`
@@ -694,7 +697,7 @@ func (l *Lab) buildPods(o Options, n *Node) error {
 
 // kernelPod plumbs a pod the way Calico's CNI does on a kernel node.
 func (l *Lab) kernelPod(o Options, n *Node, p *Pod) error {
-	host := CaliName("default", p.Name)
+	host := CaliName(p.PodNamespace(), p.Name)
 	mtu := fmt.Sprint(l.PodMTU(o.UnderlayMTU))
 	for _, st := range [][]string{
 		{"ip", "-n", n.Netns, "link", "add", host, "mtu", mtu, "type", "veth", "peer", "name", "eth0", "netns", p.Netns, "mtu", mtu},

@@ -393,14 +393,19 @@ func BenchmarkPolicy(b *testing.B) {
 					policy.Policy{Name: "a-out", Selector: "app == 'a'", Types: []policy.Direction{policy.Egress}, Egress: rules}))
 				f := eth(header.EtherTypeIPv4, tcp4(podA, 1, podB, 80, ack))
 				buf := h.w.bufs[0]
-				sport := uint16(0)
+				// Each "first" packet is a flow of its own: source and
+				// destination ports together, as a source port alone
+				// would come round again after 65,536 packets, and its
+				// flow would be in the table still.
+				var flows uint32
 				b.ReportAllocs()
 				h.w.begin()
 				for b.Loop() {
 					m := copy(buf[Headroom:], f)
 					if kind == "first" {
-						sport++
-						binary.BigEndian.PutUint16(buf[Headroom+14+20:], sport)
+						flows++
+						binary.BigEndian.PutUint16(buf[Headroom+14+20:], uint16(flows))
+						binary.BigEndian.PutUint16(buf[Headroom+14+22:], uint16(1024+flows>>16))
 					}
 					h.w.fromPod(h.pA, buf, Headroom, Headroom+m)
 					h.w.flush()

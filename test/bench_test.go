@@ -65,3 +65,39 @@ func TestBenchHarness(t *testing.T) {
 		t.Fatalf("chart.png: %v", err)
 	}
 }
+
+// TestBenchPolicyHarness runs the policy comparison end to end on a very
+// short setting: the datastore lab measured without policies and with 20
+// in force, twice, so that they are applied, removed and applied again
+// (Run fails if a change is not in force on both nodes in time, or if
+// policy denies benchmark packets); both are in the report with their
+// ratio. How fast anything is never decides this test.
+func TestBenchPolicyHarness(t *testing.T) {
+	testutil.RequireRoot(t)
+	out := t.TempDir()
+	rep, err := bench.Run(context.Background(), bench.Options{
+		Setups: []string{"tortie-vxlan-no-policy", "tortie-vxlan-policy"}, Tests: []string{"pps", "tcp"}, Policies: 20,
+		Duration: time.Second, Reps: 2, OutDir: out, Tortied: filepath.Join(labtest.BinDir, "tortied"), Log: t.Logf,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Policies != 20 {
+		t.Errorf("report says %d policies, want 20", rep.Policies)
+	}
+	for _, setup := range []string{"tortie-vxlan-no-policy", "tortie-vxlan-policy"} {
+		for _, metric := range []string{bench.MetricPPS, bench.MetricTCP1, bench.MetricTCP2} {
+			found := false
+			for _, m := range rep.Measurements {
+				found = found || (m.Setup == setup && m.Metric == metric && len(m.Values) == 2)
+			}
+			if !found {
+				t.Errorf("no %s for %s", metric, setup)
+			}
+		}
+	}
+	md, _ := os.ReadFile(filepath.Join(out, "results.md"))
+	if !strings.Contains(string(md), "| tortie-vxlan-policy / tortie-vxlan-no-policy | pps_64B |") {
+		t.Errorf("results.md lacks the policy ratio:\n%s", md)
+	}
+}

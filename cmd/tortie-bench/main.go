@@ -1,6 +1,7 @@
 // Command tortie-bench builds the same two-node topology with the Linux
-// kernel's dataplane and with tortie, measures both in one run, and writes
-// results.json, results.md and chart.png.
+// kernel's dataplane and with tortie, measures both in one run, as well as
+// tortie with --policies network policies in force against none, and
+// writes results.json, results.md and chart.png.
 package main
 
 import (
@@ -19,11 +20,16 @@ import (
 
 func main() {
 	var o bench.Options
-	setups := flag.String("setups", "", "comma-separated setups (default all): kernel-native, kernel-vxlan, tortie-native, tortie-ipip, tortie-vxlan")
+	var names []string
+	for _, s := range bench.Setups {
+		names = append(names, s.Name)
+	}
+	setups := flag.String("setups", "", "comma-separated setups (default all): "+strings.Join(names, ", "))
 	tests := flag.String("tests", "pps,tcp,latency", "comma-separated tests: pps, tcp, latency")
 	flag.DurationVar(&o.Duration, "duration", 5*time.Second, "length of each measurement")
 	flag.IntVar(&o.Reps, "reps", 3, "repetitions (medians are reported)")
 	flag.IntVar(&o.FrameSize, "frame-size", 60, "frame size for the pps test, without the 4-byte FCS")
+	flag.IntVar(&o.Policies, "policies", 100, "policies in force for tortie-vxlan-policy (measured against tortie-vxlan-no-policy)")
 	flag.StringVar(&o.OutDir, "out", "bench/out", "output directory")
 	flag.StringVar(&o.Tortied, "tortied", "", "tortied binary (default: next to tortie-bench)")
 	render := flag.String("render", "", "only re-render results.md and chart.png from this results.json into --out")
