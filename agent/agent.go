@@ -409,6 +409,7 @@ func (a *Agent) syncBGP(s *dsync.Snapshot) {
 	if err := a.speaker.SetPeers(plan.Peers); err != nil {
 		a.Log.Warn("BGP peers", zap.Error(err))
 	}
+	a.speaker.KeepOut(plan.Services)
 	if err := a.speaker.Advertise(plan.Advertise); err != nil {
 		a.Log.Warn("BGP advertisements", zap.Error(err))
 	}

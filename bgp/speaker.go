@@ -129,6 +129,7 @@ type Speaker struct {
 	peers      map[netip.Addr]Peer
 	eor        map[netip.Addr]bool
 	restarting bool
+	keepOut    []netip.Prefix // learnt prefixes inside these stay out of the FIB
 	wake       chan struct{}
 
 	advMu sync.Mutex
@@ -468,6 +469,7 @@ func (s *Speaker) apply(batch map[netip.Prefix]learnt, all bool) {
 	for a, p := range s.peers {
 		limits[a] = int(cmp.Or(p.MaxPrefixes, s.cfg.DefaultMaxPrefixes))
 	}
+	keepOut := s.keepOut
 	s.mu.Unlock()
 	var edits []fib.Route // NextHop.Kind == KindNone: delete
 	remove := func(p netip.Prefix) {
@@ -486,6 +488,10 @@ func (s *Speaker) apply(batch map[netip.Prefix]learnt, all bool) {
 			continue
 		}
 		s.known[p] = l
+		if within(p, keepOut) {
+			remove(p)
+			continue
+		}
 		hop, ok := s.cfg.Resolve(p, l.nh)
 		if !ok {
 			s.unresolved.Add(1)
@@ -532,6 +538,34 @@ func (s *Speaker) apply(batch map[netip.Prefix]learnt, all bool) {
 	if s.cfg.OnChange != nil {
 		s.cfg.OnChange()
 	}
+}
+
+// within reports whether prefix p lies inside one of ranges.
+func within(p netip.Prefix, ranges []netip.Prefix) bool {
+	for _, r := range ranges {
+		if r.Bits() <= p.Bits() && r.Contains(p.Addr()) {
+			return true
+		}
+	}
+	return false
+}
+
+// KeepOut keeps the learnt prefixes inside ranges out of the FIB (and
+// puts back those of the previous ranges). These are the Service address
+// ranges every node advertises: Calico keeps its peers' copies of them out
+// of the kernel too, for each node handles Service addresses itself.
+func (s *Speaker) KeepOut(ranges []netip.Prefix) {
+	var out []netip.Prefix
+	for _, r := range ranges {
+		if r.Addr().Is4() {
+			out = append(out, r.Masked())
+		}
+	}
+	s.mu.Lock()
+	s.keepOut = out
+	s.reresolve = true
+	s.mu.Unlock()
+	s.kick()
 }
 
 // Reresolve resolves every learnt prefix again (pools or nodes changed).

@@ -3,8 +3,9 @@
 // configuration of BIRD does: a node-to-node mesh over the registered nodes
 // (the higher address waits passively), explicit BGPPeers toward routers
 // outside the cluster, selector BGPPeers between nodes (symmetric, so one
-// resource gives both ends), and route reflection for nodes with a
-// routeReflectorClusterID. It has no I/O.
+// resource gives both ends), route reflection for nodes with a
+// routeReflectorClusterID, and the Service address ranges every node
+// advertises. It has no I/O.
 package peering
 
 import (
@@ -28,10 +29,16 @@ type Local struct {
 
 // Plan is what a node should do.
 type Plan struct {
-	Local     Local
-	Peers     []bgp.Peer
+	Local Local
+	Peers []bgp.Peer
+	// Advertise is the node's blocks and borrowed addresses, and the
+	// Service address ranges.
 	Advertise []netip.Prefix
-	Warnings  []string
+	// Services are the Service address ranges of the default
+	// BGPConfiguration: every node advertises them, and keeps its peers'
+	// copies out of its FIB.
+	Services []netip.Prefix
+	Warnings []string
 }
 
 func nodeASN(n *resources.Node, def uint32) uint32 {
@@ -142,7 +149,8 @@ func For(me string, s *dsync.Snapshot) (Plan, error) {
 		}
 	}
 	sort.Slice(plan.Peers, func(i, j int) bool { return plan.Peers[i].Address.Less(plan.Peers[j].Address) })
-	plan.Advertise = Advertised(me, s)
+	plan.Services = resources.DefaultBGPConfiguration(s.BGPConfigs).ServicePrefixes()
+	plan.Advertise = append(Advertised(me, s), plan.Services...)
 	return plan, nil
 }
 

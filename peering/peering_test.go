@@ -119,3 +119,51 @@ func TestAdvertised(t *testing.T) {
 	}
 	_ = netip.Prefix{}
 }
+
+// The default BGPConfiguration's Service ranges are advertised by every
+// node beside its blocks; IPv6 ranges and a node's own resource are not
+// read for them, as Calico reads them from "default" alone.
+func TestServiceRanges(t *testing.T) {
+	blocks := func(cidrs ...string) []resources.ServiceIPBlock {
+		var out []resources.ServiceIPBlock
+		for _, c := range cidrs {
+			out = append(out, resources.ServiceIPBlock{CIDR: c})
+		}
+		return out
+	}
+	s := &dsync.Snapshot{
+		Nodes:  []*resources.Node{node("a", "10.0.1.1/24", nil, ""), node("b", "10.0.1.2/24", nil, "")},
+		Pools:  []*resources.IPPool{{Spec: resources.IPPoolSpec{CIDR: netip.MustParsePrefix("10.244.0.0/16")}}},
+		Blocks: []*ipam.Block{{CIDR: netip.MustParsePrefix("10.244.1.0/26"), Affinity: "host:a", Allocs: make([]ipam.Alloc, 64)}},
+		BGPConfigs: []*resources.BGPConfiguration{
+			{Metadata: resources.Meta{Name: "default"}, Spec: resources.BGPConfigurationSpec{
+				ServiceClusterIPs:      blocks("10.96.0.0/12", "fd00:96::/112"),
+				ServiceExternalIPs:     blocks("203.0.113.0/24", "198.51.100.7"),
+				ServiceLoadBalancerIPs: blocks("192.210.0.0/20")}},
+			{Metadata: resources.Meta{Name: "node.b"}, Spec: resources.BGPConfigurationSpec{ServiceClusterIPs: blocks("10.100.0.0/16")}},
+		},
+	}
+	want := "[10.96.0.0/12 203.0.113.0/24 198.51.100.7/32 192.210.0.0/20]"
+	for _, n := range []string{"a", "b"} {
+		p, err := For(n, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprint(p.Services); got != want {
+			t.Errorf("%s: services %s, want %s", n, got, want)
+		}
+		adv := fmt.Sprint(p.Advertise)
+		if n == "a" && adv != "[10.244.1.0/26 10.96.0.0/12 203.0.113.0/24 198.51.100.7/32 192.210.0.0/20]" {
+			t.Errorf("a advertises %s", adv)
+		}
+		if n == "b" && adv != want {
+			t.Errorf("b advertises %s", adv)
+		}
+	}
+	// Without a default resource nothing is advertised for Services, even
+	// with a node's own.
+	s.BGPConfigs = s.BGPConfigs[1:]
+	if p, _ := For("b", s); len(p.Services) != 0 || len(p.Advertise) != 0 {
+		t.Fatalf("services from a node's resource: %v %v", p.Services, p.Advertise)
+	}
+}

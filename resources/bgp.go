@@ -43,11 +43,11 @@ type BGPConfigurationSpec struct {
 	ListenPort             int       `json:"listenPort,omitempty"`
 	NodeMeshPassword       *Password `json:"nodeMeshPassword,omitempty"`
 	NodeMeshMaxRestartTime *Duration `json:"nodeMeshMaxRestartTime,omitempty"`
-	// Service address advertisement, communities and the rest: kept for
-	// the BGP work to come.
-	ServiceLoadBalancerIPs         []ServiceIPBlock      `json:"serviceLoadBalancerIPs,omitempty" tortie:"stored"`
-	ServiceExternalIPs             []ServiceIPBlock      `json:"serviceExternalIPs,omitempty" tortie:"stored"`
-	ServiceClusterIPs              []ServiceIPBlock      `json:"serviceClusterIPs,omitempty" tortie:"stored"`
+	// Service address ranges every node advertises (IPv4; read from the
+	// "default" resource only, as Calico does).
+	ServiceLoadBalancerIPs         []ServiceIPBlock      `json:"serviceLoadBalancerIPs,omitempty"`
+	ServiceExternalIPs             []ServiceIPBlock      `json:"serviceExternalIPs,omitempty"`
+	ServiceClusterIPs              []ServiceIPBlock      `json:"serviceClusterIPs,omitempty"`
 	ServiceLoadBalancerAggregation string                `json:"serviceLoadBalancerAggregation,omitempty" check:"oneof=Enabled|Disabled" tortie:"stored"`
 	Communities                    []Community           `json:"communities,omitempty" tortie:"stored"`
 	PrefixAdvertisements           []PrefixAdvertisement `json:"prefixAdvertisements,omitempty" tortie:"stored"`
@@ -63,6 +63,47 @@ type BGPConfigurationSpec struct {
 // ServiceIPBlock is a CIDR of Service addresses to advertise.
 type ServiceIPBlock struct {
 	CIDR string `json:"cidr,omitempty" check:"net"`
+}
+
+// Prefix is the block's CIDR (an address alone is a /32 or /128), masked.
+func (b ServiceIPBlock) Prefix() (netip.Prefix, error) {
+	p, err := parseCIDROrIP(b.CIDR)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("service IP block %q: want a CIDR", b.CIDR)
+	}
+	return p.Masked(), nil
+}
+
+// ServicePrefixes are the IPv4 ranges of the cluster, external and
+// LoadBalancer Service addresses to advertise, in that order; IPv6 ranges
+// are left out (the speaker is IPv4 only) and reported when applied.
+func (c *BGPConfiguration) ServicePrefixes() []netip.Prefix {
+	if c == nil {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, l := range [][]ServiceIPBlock{c.Spec.ServiceClusterIPs, c.Spec.ServiceExternalIPs, c.Spec.ServiceLoadBalancerIPs} {
+		for _, b := range l {
+			if p, err := b.Prefix(); err == nil && p.Addr().Is4() {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// notActedOnValues: the speaker advertises IPv4 ranges only.
+func (c *BGPConfiguration) notActedOnValues() []string {
+	var out []string
+	for _, l := range []struct {
+		name   string
+		blocks []ServiceIPBlock
+	}{{"serviceClusterIPs", c.Spec.ServiceClusterIPs}, {"serviceExternalIPs", c.Spec.ServiceExternalIPs}, {"serviceLoadBalancerIPs", c.Spec.ServiceLoadBalancerIPs}} {
+		if slices.ContainsFunc(l.blocks, func(b ServiceIPBlock) bool { p, err := b.Prefix(); return err == nil && p.Addr().Is6() }) {
+			out = append(out, "spec."+l.name+" IPv6")
+		}
+	}
+	return out
 }
 
 // Community names a BGP community value.
@@ -450,6 +491,18 @@ func (c Client) BGPConfigurations(ctx context.Context) ([]*BGPConfiguration, err
 func (c Client) BGPPeers(ctx context.Context) ([]*BGPPeer, error) {
 	out, _, err := list[BGPPeer](ctx, c, KindBGPPeer)
 	return out, err
+}
+
+// DefaultBGPConfiguration is the resource named "default" (nil when there
+// is none): Calico reads the Service address ranges and the bind mode from
+// it alone, whatever a node's own resource says.
+func DefaultBGPConfiguration(all []*BGPConfiguration) *BGPConfiguration {
+	for _, c := range all {
+		if c.Metadata.Name == "default" {
+			return c
+		}
+	}
+	return nil
 }
 
 // EffectiveBGPConfiguration picks node's settings: "node.<name>" fields

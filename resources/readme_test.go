@@ -18,15 +18,19 @@ var (
 	tableKinds = []Object{&IPPool{}, &IPReservation{}, &Node{}, &BGPConfiguration{}, &BGPPeer{}, &BGPFilter{},
 		&FelixConfiguration{}, &ClusterInformation{}}
 	reportedValues = map[string][]string{
-		KindIPPool:        {"`cidr` IPv6", "`allowedUses` LoadBalancer"},
-		KindIPReservation: {"`reservedCIDRs` IPv6"},
-		KindBGPPeer:       {"`peerIP` IPv6"},
+		KindIPPool:           {"`cidr` IPv6", "`allowedUses` LoadBalancer"},
+		KindIPReservation:    {"`reservedCIDRs` IPv6"},
+		KindBGPPeer:          {"`peerIP` IPv6"},
+		KindBGPConfiguration: {"`serviceClusterIPs` IPv6", "`serviceExternalIPs` IPv6", "`serviceLoadBalancerIPs` IPv6"},
 	}
 	fieldNotes = map[string]string{
 		"IPPool.cidr":                             "IPv4",
 		"IPReservation.reservedCIDRs":             "IPv4",
 		"BGPPeer.peerIP":                          "IPv4, with or without a port",
 		"BGPPeer.maxPrefixes":                     "tortie's own",
+		"BGPConfiguration.serviceClusterIPs":      "IPv4: the ranges, from every node",
+		"BGPConfiguration.serviceExternalIPs":     "IPv4: the ranges, from every node",
+		"BGPConfiguration.serviceLoadBalancerIPs": "IPv4: the ranges, from every node; not yet the /32 of each Service with externalTrafficPolicy Local from the nodes with its endpoints",
 		"BGPPeer.password.value":                  "tortie's own: the password inline",
 		"BGPConfiguration.nodeMeshPassword.value": "tortie's own: the password inline",
 	}
