@@ -19,6 +19,12 @@
 // State bits, installs the saved routes as stale, and sweeps the ones no
 // peer re-announced once every peer has sent End-of-RIB (or the restart
 // time is over).
+//
+// Each peer may have its own route filters (rules that accept or reject
+// routes by prefix, the first match deciding) both ways and a next hop
+// mode; advertised routes may carry communities by prefix. They change
+// without resetting sessions: the routes already exchanged are run through
+// them again.
 package bgp
 
 import (
@@ -31,6 +37,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -85,6 +92,26 @@ type Peer struct {
 	// MaxPrefixes cuts the session when the peer sends more (0: the
 	// speaker's default).
 	MaxPrefixes uint32
+	// AnySource lets the kernel choose the session's source address
+	// (Calico's sourceAddress None); otherwise it is the router ID.
+	AnySource bool
+	// AllowOwnAS accepts routes whose AS path holds our AS number up to
+	// that many times (0: none, BGP's loop prevention).
+	AllowOwnAS uint8
+
+	// Import and Export filter the routes learnt from and advertised to
+	// the peer; NextHop is the next hop of the routes advertised to it.
+	// They change without resetting the session.
+	Import, Export []Rule
+	NextHop        NextHopMode
+}
+
+// sameSession reports whether two peer entries need the same session:
+// they differ at most in routing policy.
+func sameSession(a, b Peer) bool {
+	a.Import, a.Export, a.NextHop = nil, nil, NextHopAuto
+	b.Import, b.Export, b.NextHop = nil, nil, NextHopAuto
+	return reflect.DeepEqual(a, b)
 }
 
 // Config sets a speaker up.
@@ -134,6 +161,12 @@ type Speaker struct {
 
 	advMu sync.Mutex
 	adv   map[netip.Prefix]bool
+
+	// polMu serialises policy changes: policy is what GoBGP was last
+	// given, comms the communities it was built with.
+	polMu  sync.Mutex
+	policy *api.SetPoliciesRequest
+	comms  []PrefixCommunities
 
 	// Owned by the drain goroutine.
 	known     map[netip.Prefix]learnt         // every peer's best path
@@ -217,6 +250,12 @@ func Start(cfg Config) (*Speaker, error) {
 		stale:  map[netip.Prefix]bool{},
 		cancel: cancel, done: make(chan struct{})}
 	s.loadState()
+	if err := s.assignPolicies(ctx); err != nil {
+		cancel()
+		_ = srv.StopBgp(context.Background(), &api.StopBgpRequest{})
+		srv.Stop()
+		return nil, fmt.Errorf("bgp: route policies: %w", err)
+	}
 	if err := srv.WatchEvent(ctx, server.WatchEventMessageCallbacks{OnBestPath: s.onBest, OnPathEor: s.onEOR},
 		server.WatchBestPath(true), server.WatchEor(true)); err != nil {
 		cancel()
