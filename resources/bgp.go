@@ -49,9 +49,9 @@ type BGPConfigurationSpec struct {
 	ServiceExternalIPs             []ServiceIPBlock      `json:"serviceExternalIPs,omitempty"`
 	ServiceClusterIPs              []ServiceIPBlock      `json:"serviceClusterIPs,omitempty"`
 	ServiceLoadBalancerAggregation string                `json:"serviceLoadBalancerAggregation,omitempty" check:"oneof=Enabled|Disabled" tortie:"stored"`
-	Communities                    []Community           `json:"communities,omitempty" tortie:"stored"`
-	PrefixAdvertisements           []PrefixAdvertisement `json:"prefixAdvertisements,omitempty" tortie:"stored"`
-	BindMode                       string                `json:"bindMode,omitempty" check:"oneof=None|NodeIP" tortie:"stored"`
+	Communities                    []Community           `json:"communities,omitempty"`
+	PrefixAdvertisements           []PrefixAdvertisement `json:"prefixAdvertisements,omitempty"`
+	BindMode                       string                `json:"bindMode,omitempty" check:"oneof=None|NodeIP"`
 	IgnoredInterfaces              []string              `json:"ignoredInterfaces,omitempty" check:"ignoredInterface" tortie:"stored"`
 	LocalWorkloadPeeringIPV4       string                `json:"localWorkloadPeeringIPV4,omitempty" check:"ipv4" tortie:"stored"`
 	LocalWorkloadPeeringIPV6       string                `json:"localWorkloadPeeringIPV6,omitempty" check:"ipv6" tortie:"stored"`
@@ -92,7 +92,7 @@ func (c *BGPConfiguration) ServicePrefixes() []netip.Prefix {
 	return out
 }
 
-// notActedOnValues: the speaker advertises IPv4 ranges only.
+// notActedOnValues: the speaker advertises IPv4 prefixes only.
 func (c *BGPConfiguration) notActedOnValues() []string {
 	var out []string
 	for _, l := range []struct {
@@ -102,6 +102,12 @@ func (c *BGPConfiguration) notActedOnValues() []string {
 		if slices.ContainsFunc(l.blocks, func(b ServiceIPBlock) bool { p, err := b.Prefix(); return err == nil && p.Addr().Is6() }) {
 			out = append(out, "spec."+l.name+" IPv6")
 		}
+	}
+	if slices.ContainsFunc(c.Spec.PrefixAdvertisements, func(pa PrefixAdvertisement) bool {
+		p, err := parseCIDROrIP(pa.CIDR)
+		return err == nil && p.Addr().Is6()
+	}) {
+		out = append(out, "spec.prefixAdvertisements IPv6")
 	}
 	return out
 }
@@ -139,18 +145,18 @@ type BGPPeerSpec struct {
 	ASNumber                 ASNumber    `json:"asNumber,omitempty"`
 	LocalASNumber            *ASNumber   `json:"localASNumber,omitempty" tortie:"stored"`
 	PeerSelector             string      `json:"peerSelector,omitempty" check:"selector"`
-	KeepOriginalNextHop      bool        `json:"keepOriginalNextHop,omitempty" tortie:"stored"`
-	NextHopMode              string      `json:"nextHopMode,omitempty" check:"oneof=Auto|Self|Keep" tortie:"stored"`
+	KeepOriginalNextHop      bool        `json:"keepOriginalNextHop,omitempty"`
+	NextHopMode              string      `json:"nextHopMode,omitempty" check:"oneof=Auto|Self|Keep"`
 	Password                 *Password   `json:"password,omitempty"`
-	SourceAddress            string      `json:"sourceAddress,omitempty" check:"oneof=UseNodeIP|None" tortie:"stored"`
+	SourceAddress            string      `json:"sourceAddress,omitempty" check:"oneof=UseNodeIP|None"`
 	MaxRestartTime           *Duration   `json:"maxRestartTime,omitempty"`
 	KeepaliveTime            *Duration   `json:"keepaliveTime,omitempty"`
-	NumAllowedLocalASNumbers *int32      `json:"numAllowedLocalASNumbers,omitempty" tortie:"stored"`
+	NumAllowedLocalASNumbers *int32      `json:"numAllowedLocalASNumbers,omitempty"`
 	// TTLSecurity is the number of hops the peer may be away (GTSM,
 	// RFC 5082): packets must arrive with TTL >= 256 - ttlSecurity.
 	TTLSecurity           int      `json:"ttlSecurity,omitempty"`
 	ReachableBy           string   `json:"reachableBy,omitempty" check:"ip" tortie:"stored"`
-	Filters               []string `json:"filters,omitempty" check:"name" tortie:"stored"`
+	Filters               []string `json:"filters,omitempty" check:"name"`
 	LocalWorkloadSelector string   `json:"localWorkloadSelector,omitempty" check:"selector" tortie:"stored"`
 	ReversePeering        string   `json:"reversePeering,omitempty" check:"oneof=Auto|Manual" tortie:"stored"`
 	// MaxPrefixes cuts the session when the peer sends more (0: the
