@@ -9,8 +9,9 @@ import (
 	"github.com/tortie-net/tortie/lab"
 )
 
-// serviceRanges is the default BGPConfiguration of the Service tests:
-// cluster, external and LoadBalancer ranges.
+// serviceRanges is the default BGPConfiguration of the Service test:
+// cluster, external and LoadBalancer ranges, two of them advertised with
+// communities (one named).
 const serviceRanges = `apiVersion: projectcalico.org/v3
 kind: BGPConfiguration
 metadata:
@@ -22,12 +23,33 @@ spec:
     - cidr: 203.0.113.0/24
   serviceLoadBalancerIPs:
     - cidr: 198.18.0.0/24
+  communities:
+    - name: lb
+      value: 65001:200:300
+  prefixAdvertisements:
+    - cidr: 10.96.0.0/12
+      communities: ["65001:100"]
+    - cidr: 198.18.0.0/24
+      communities: [lb, "65001:101"]
 `
+
+// birdAttrs is what BIRD shows of a route's communities, spaces removed:
+// "BGP.community:(65001,100)", "BGP.large_community:(65001,200,300)".
+func birdAttrs(out string) string {
+	var b strings.Builder
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, "community") {
+			b.WriteString(strings.Join(strings.Fields(line), "") + "\n")
+		}
+	}
+	return b.String()
+}
 
 // TestBirdServiceRanges: with the Service ranges in the default
 // BGPConfiguration, a BIRD node learns each of them from both tortie
-// nodes; a tortie node keeps its peer's copies out of its FIB; a range
-// taken out of the configuration is withdrawn.
+// nodes, with the communities of prefixAdvertisements; a tortie node keeps
+// its peer's copies out of its FIB; a range taken out of the
+// configuration is withdrawn.
 func TestBirdServiceRanges(t *testing.T) {
 	l := up(t, lab.Options{Name: "tsa", Nodes: 3, Pods: 1, Mode: "native", BirdNodes: 1, Manifest: serviceRanges})
 	n1, n3 := l.Nodes[0], l.Nodes[2]
@@ -43,6 +65,26 @@ func TestBirdServiceRanges(t *testing.T) {
 	})
 	out, _ := l.Birdc(n3, "show route all 10.96.0.0/12")
 	t.Logf("BIRD:\n%s", out)
+	// Communities: on the ranges of prefixAdvertisements only, from both
+	// nodes.
+	b1 := blockOf(l.Pod("n1p1").Address)
+	for r, want := range map[string][]string{
+		"10.96.0.0/12":   {"BGP.community:(65001,100)"},
+		"198.18.0.0/24":  {"BGP.community:(65001,101)", "BGP.large_community:(65001,200,300)"},
+		"203.0.113.0/24": nil,
+		b1:               nil,
+	} {
+		out, _ := l.Birdc(n3, "show route all "+r)
+		got := birdAttrs(out)
+		for _, w := range want {
+			if strings.Count(got, w) != 2 {
+				t.Errorf("BIRD's two routes to %s do not both carry %s:\n%s", r, w, out)
+			}
+		}
+		if want == nil && got != "" {
+			t.Errorf("BIRD's routes to %s carry communities:\n%s", r, out)
+		}
+	}
 	st := bgpStatus(t, n1)
 	for _, r := range ranges {
 		found := false
@@ -74,10 +116,25 @@ func TestBirdServiceRanges(t *testing.T) {
 	if err := l.Apply(strings.Replace(serviceRanges, "  serviceExternalIPs:\n    - cidr: 203.0.113.0/24\n", "", 1)); err != nil {
 		t.Fatal(err)
 	}
-	testutil.WaitFor(t, 30*time.Second, "203.0.113.0/24 withdrawn at BIRD", func() bool {
-		out, err := l.Birdc(n3, "show route 203.0.113.0/24")
-		return err == nil && !strings.Contains(out, "via")
+	testutil.WaitFor(t, 30*time.Second, "203.0.113.0/24 withdrawn by n1", func() bool {
+		for _, a := range bgpStatus(t, n1).Advertised {
+			if a == "203.0.113.0/24" {
+				return false
+			}
+		}
+		return true
 	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, err := l.Birdc(n3, "show route 203.0.113.0/24")
+		if err == nil && !strings.Contains(out, "via") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("203.0.113.0/24 not withdrawn at BIRD (%v):\n%s", err, out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	if out, _ := l.Birdc(n3, "show route 10.96.0.0/12"); !strings.Contains(out, "via 10.0.1.1") || !strings.Contains(out, "via 10.0.1.2") {
 		t.Fatalf("the cluster range went with the external one:\n%s", out)
 	}
