@@ -99,7 +99,10 @@ type Agent struct {
 	bgpMu    sync.Mutex
 	speaker  *bgp.Speaker
 	bgpLocal peering.Local
-	kernelMu sync.Mutex
+	// bgpWarned are the plan's warnings last logged: each is logged when
+	// it appears, not at every sync.
+	bgpWarned map[string]bool
+	kernelMu  sync.Mutex
 }
 
 // BGPOptions tune the speaker.
@@ -382,11 +385,16 @@ func (a *Agent) syncBGP(s *dsync.Snapshot) {
 		a.Log.Warn("BGP plan", zap.Error(err))
 		return
 	}
-	for _, w := range plan.Warnings {
-		a.Log.Warn(w)
-	}
 	a.bgpMu.Lock()
 	defer a.bgpMu.Unlock()
+	warned := make(map[string]bool, len(plan.Warnings))
+	for _, w := range plan.Warnings {
+		if !a.bgpWarned[w] {
+			a.Log.Warn(w)
+		}
+		warned[w] = true
+	}
+	a.bgpWarned = warned
 	if a.speaker == nil {
 		sp, err := bgp.Start(bgp.Config{
 			RouterID: a.Addr.Addr(), ASN: plan.Local.ASN, ListenPort: plan.Local.ListenPort, ListenAddr: plan.Local.ListenAddr,
