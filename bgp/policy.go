@@ -54,7 +54,15 @@ type Rule struct {
 	// Learnt makes an export rule match only routes learnt from peers,
 	// not those this node originates (every imported route is learnt).
 	Learnt bool
-	Accept bool
+	// Community, when set, makes the rule match only routes carrying it.
+	Community *Community
+	// ASPathPrefix, when set, makes the rule match only routes whose AS
+	// path starts with these AS numbers (on export, the path before our
+	// own AS number is put in front of it for an eBGP peer).
+	ASPathPrefix []uint32
+	Accept       bool
+	// AddCommunities are added to the routes an accepting rule matches.
+	AddCommunities []Community
 }
 
 func (r Rule) String() string {
@@ -74,16 +82,42 @@ func (r Rule) String() string {
 	if r.Learnt {
 		b.WriteString(" learnt")
 	}
+	if r.Community != nil {
+		fmt.Fprintf(&b, " with %s", r.Community)
+	}
+	if len(r.ASPathPrefix) > 0 {
+		fmt.Fprintf(&b, " from %v", r.ASPathPrefix)
+	}
+	if len(r.AddCommunities) > 0 {
+		fmt.Fprintf(&b, " adding %v", r.AddCommunities)
+	}
 	return b.String()
 }
 
 // valid reports whether the rule can be given to GoBGP: an IPv4 prefix
 // with lengths in order, or none.
 func (r Rule) valid() bool {
+	if len(r.AddCommunities) > 0 && !r.Accept {
+		return false
+	}
 	if !r.Prefix.IsValid() {
 		return true
 	}
 	return r.Prefix.Addr().Is4() && r.MinLen >= r.Prefix.Bits() && r.MinLen <= r.MaxLen && r.MaxLen <= 32
+}
+
+// addCommunities puts an ADD of each community in act.
+func addCommunities(act *api.Actions, cs []Community) {
+	for _, c := range cs {
+		ca := &act.Community
+		if c.Large {
+			ca = &act.LargeCommunity
+		}
+		if *ca == nil {
+			*ca = &api.CommunityAction{Type: api.CommunityAction_TYPE_ADD}
+		}
+		(*ca).Communities = append((*ca).Communities, c.String())
+	}
 }
 
 // Community is a BGP community: standard (RFC 1997: A:B, 16 bits each)
@@ -127,11 +161,11 @@ type PrefixCommunities struct {
 	Communities []Community
 }
 
-// policies builds the GoBGP policies for peers (sorted by address) and
-// communities: on export, each peer's next hop action, then its rules,
-// then the communities; on import, each peer's rules. Rules GoBGP could not
-// take are left out and returned as warnings.
-func policies(peers []Peer, comms []PrefixCommunities) (*api.SetPoliciesRequest, []string) {
+// policies builds the GoBGP policies for peers (sorted by address) of a
+// speaker in AS localASN and communities: on export, each peer's next hop
+// action, then its rules, then the communities; on import, each peer's
+// rules. Rules GoBGP could not take are left out and returned as warnings.
+func policies(localASN uint32, peers []Peer, comms []PrefixCommunities) (*api.SetPoliciesRequest, []string) {
 	req := &api.SetPoliciesRequest{}
 	var imp, exp []*api.Statement
 	var warnings []string
@@ -161,16 +195,53 @@ func policies(peers []Peer, comms []PrefixCommunities) (*api.SetPoliciesRequest,
 		}{{"import", p.Import, &imp}, {"export", p.Export, &exp}} {
 			for i, r := range dir.rules {
 				if !r.valid() {
-					warnings = append(warnings, fmt.Sprintf("peer %s: %s rule %d (%s) left out: not an IPv4 prefix with lengths in order", a, dir.name, i, r))
+					warnings = append(warnings, fmt.Sprintf("peer %s: %s rule %d (%s) left out: not an IPv4 prefix with lengths in order, or communities added by a reject", a, dir.name, i, r))
 					continue
 				}
 				name := fmt.Sprintf("%s-%s-%d", dir.name, a, i)
+				var sets []*api.DefinedSet
+				if r.Prefix.IsValid() {
+					sets = append(sets, &api.DefinedSet{DefinedType: api.DefinedType_DEFINED_TYPE_PREFIX, Name: name,
+						Prefixes: []*api.Prefix{{IpPrefix: r.Prefix.Masked().String(), MaskLengthMin: uint32(r.MinLen), MaskLengthMax: uint32(r.MaxLen)}}})
+				}
+				if c := r.Community; c != nil {
+					typ := api.DefinedType_DEFINED_TYPE_COMMUNITY
+					if c.Large {
+						typ = api.DefinedType_DEFINED_TYPE_LARGE_COMMUNITY
+					}
+					sets = append(sets, &api.DefinedSet{DefinedType: typ, Name: name, List: []string{"^" + c.String() + "$"}})
+				}
+				if len(r.ASPathPrefix) > 0 {
+					// GoBGP matches the path written "65001 65002" against a
+					// regular expression in which "_" is a boundary. On
+					// export to an eBGP peer it has already put our AS
+					// number first.
+					re := "^"
+					if dir.name == "export" && p.ASN != localASN {
+						re += strconv.FormatUint(uint64(localASN), 10) + "_"
+					}
+					for _, as := range r.ASPathPrefix {
+						re += strconv.FormatUint(uint64(as), 10) + "_"
+					}
+					sets = append(sets, &api.DefinedSet{DefinedType: api.DefinedType_DEFINED_TYPE_AS_PATH, Name: name, List: []string{re}})
+				}
+				req.DefinedSets = append(req.DefinedSets, sets...)
 				cond := func() *api.Conditions {
 					c := &api.Conditions{NeighborSet: neighbor()}
-					if r.Prefix.IsValid() {
-						c.PrefixSet = prefixSet(name, r.Prefix, r.MinLen, r.MaxLen)
-						if r.Invert {
-							c.PrefixSet.Type = api.MatchSet_TYPE_INVERT
+					for _, set := range sets {
+						m := &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: set.Name}
+						switch set.DefinedType {
+						case api.DefinedType_DEFINED_TYPE_PREFIX:
+							c.PrefixSet = m
+							if r.Invert {
+								m.Type = api.MatchSet_TYPE_INVERT
+							}
+						case api.DefinedType_DEFINED_TYPE_COMMUNITY:
+							c.CommunitySet = m
+						case api.DefinedType_DEFINED_TYPE_LARGE_COMMUNITY:
+							c.LargeCommunitySet = m
+						case api.DefinedType_DEFINED_TYPE_AS_PATH:
+							c.AsPathSet = m
 						}
 					}
 					return c
@@ -178,6 +249,7 @@ func policies(peers []Peer, comms []PrefixCommunities) (*api.SetPoliciesRequest,
 				act := &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_REJECT}
 				if r.Accept {
 					act.RouteAction = api.RouteAction_ROUTE_ACTION_ACCEPT
+					addCommunities(act, r.AddCommunities)
 				}
 				if !r.Learnt || dir.name == "import" {
 					*dir.out = append(*dir.out, &api.Statement{Name: name, Conditions: cond(), Actions: act})
@@ -198,16 +270,7 @@ func policies(peers []Peer, comms []PrefixCommunities) (*api.SetPoliciesRequest,
 			continue
 		}
 		act := &api.Actions{}
-		for _, c := range pc.Communities {
-			ca := &act.Community
-			if c.Large {
-				ca = &act.LargeCommunity
-			}
-			if *ca == nil {
-				*ca = &api.CommunityAction{Type: api.CommunityAction_TYPE_ADD}
-			}
-			(*ca).Communities = append((*ca).Communities, c.String())
-		}
+		addCommunities(act, pc.Communities)
 		name := fmt.Sprintf("communities-%d", i)
 		exp = append(exp, &api.Statement{Name: name, Conditions: &api.Conditions{PrefixSet: prefixSet(name, pc.Prefix, pc.Prefix.Bits(), 32)},
 			Actions: act})
@@ -219,7 +282,7 @@ func policies(peers []Peer, comms []PrefixCommunities) (*api.SetPoliciesRequest,
 // assignPolicies puts the (empty) policies in place at start: the global
 // RIB's import and export, accepting by default.
 func (s *Speaker) assignPolicies(ctx context.Context) error {
-	req, _ := policies(nil, nil)
+	req, _ := policies(s.cfg.ASN, nil, nil)
 	if err := s.srv.SetPolicies(ctx, req); err != nil {
 		return err
 	}
@@ -246,7 +309,7 @@ func (s *Speaker) setPolicies(ctx context.Context, peers map[netip.Addr]Peer, co
 		list = append(list, p)
 	}
 	slices.SortFunc(list, func(a, b Peer) int { return a.Address.Compare(b.Address) })
-	req, warnings := policies(list, comms)
+	req, warnings := policies(s.cfg.ASN, list, comms)
 	for _, w := range warnings {
 		s.log.Warn(w)
 	}

@@ -78,7 +78,7 @@ func bgpRoutes(f *fib.FIB) string {
 	return strings.Join(out, " ")
 }
 
-// communitiesAt lists the communities of n's first path to prefix (""
+// communitiesAt lists the communities of n's first path to prefix, sorted (""
 // when it has none, "-" when it has no path).
 func communitiesAt(t *testing.T, n *node, prefix string) string {
 	t.Helper()
@@ -99,6 +99,7 @@ func communitiesAt(t *testing.T, n *node, prefix string) string {
 					}
 				}
 			}
+			slices.Sort(cs)
 			out = strings.Join(cs, " ")
 		}
 	})
@@ -270,6 +271,54 @@ func TestAllowOwnAS(t *testing.T) {
 	})
 }
 
+// Rules match on a community and on the start of the AS path, and an
+// accepting rule adds communities. b (AS 64512) sits between c (65001)
+// and d (65002); d's routes reach c through b.
+func TestFilterCommunityASPath(t *testing.T) {
+	b, c, d := startAS(t, "127.0.0.2", 64512), startAS(t, "127.0.0.3", 65001), startAS(t, "127.0.0.4", 65002)
+	tagged, _ := ParseCommunity("65002:7")
+	std, _ := ParseCommunity("64512:1")
+	large, _ := ParseCommunity("64512:2:3")
+	toD := peerOf(d, false)
+	toD.Import = []Rule{{Community: &tagged, Accept: true, AddCommunities: []Community{std, large}}, {ASPathPrefix: []uint32{65002}}}
+	toC := peerOf(c, false)
+	toC.Export = []Rule{{ASPathPrefix: []uint32{65002}}}
+	setPeers(t, b, toC, toD)
+	setPeers(t, c, peerOf(b, true))
+	setPeers(t, d, peerOf(b, true))
+	if err := d.sp.SetCommunities([]PrefixCommunities{{Prefix: pfx("198.51.100.0/25"), Communities: []Community{tagged}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.sp.Advertise([]netip.Prefix{pfx("198.51.100.0/25"), pfx("198.51.100.128/25")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.sp.Advertise([]netip.Prefix{pfx("10.244.1.0/26")}); err != nil {
+		t.Fatal(err)
+	}
+	waitAllUp(t, b, 2)
+	testutil.WaitFor(t, 10*time.Second, "the tagged route at b, b's own at c", func() bool {
+		return bgpRoutes(b.fib) == "198.51.100.0/25" && bgpRoutes(c.fib) == "10.244.1.0/26"
+	})
+	testutil.WaitFor(t, 10*time.Second, "d's two paths received at b", func() bool {
+		st, err := b.sp.Status()
+		return err == nil && len(st) == 2 && st[1].Address == d.addr.String() && st[1].Received == 2
+	})
+	if got := communitiesAt(t, b, "198.51.100.0/25"); got != "64512:1 64512:2:3 65002:7" {
+		t.Errorf("the accepted route carries %q at b", got)
+	}
+	if got := communitiesAt(t, b, "198.51.100.128/25"); got != "-" {
+		t.Errorf("the untagged route from AS 65002 is at b with %q", got)
+	}
+	if got := bgpRoutes(c.fib); got != "10.244.1.0/26" {
+		t.Errorf("c has %s: b passed on a route from AS 65002", got)
+	}
+	// Without the export rule, c gets d's route through b.
+	setPeers(t, b, peerOf(c, false), toD)
+	testutil.WaitFor(t, 10*time.Second, "d's route at c", func() bool {
+		return bgpRoutes(c.fib) == "10.244.1.0/26 198.51.100.0/25"
+	})
+}
+
 // Communities go with the advertised routes inside their prefix, and
 // change without a session reset.
 func TestCommunities(t *testing.T) {
@@ -320,7 +369,7 @@ func TestPoliciesLeaveOutInvalidRules(t *testing.T) {
 		{Prefix: pfx("10.0.0.0/8"), MinLen: 8, MaxLen: 33},
 		{Prefix: pfx("10.0.0.0/8"), MinLen: 8, MaxLen: 32, Accept: true},
 	}}
-	req, warnings := policies([]Peer{peer}, []PrefixCommunities{{Prefix: pfx("fd00::/64"), Communities: []Community{{A: 1, B: 2}}}})
+	req, warnings := policies(64512, []Peer{peer}, []PrefixCommunities{{Prefix: pfx("fd00::/64"), Communities: []Community{{A: 1, B: 2}}}})
 	if len(warnings) != 4 {
 		t.Errorf("warnings %q", warnings)
 	}

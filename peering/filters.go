@@ -21,9 +21,10 @@ import (
 // blackholes, so the only routes with an interface are those learnt from
 // peers, reached through the underlay interface nic: a rule whose
 // interface pattern matches nic matches learnt routes, other interface
-// rules match nothing. A rule tortie cannot evaluate (it matches on
-// communities, an AS path prefix or a priority) is left out with a
-// warning, rather than matching more than it says.
+// rules match nothing. A rule tortie cannot evaluate (it matches on a
+// priority: tortie's routes have none) is left out with a warning, rather
+// than matching more than it says; of the operations, addCommunity is
+// applied, the others are not.
 func peerRules(names []string, filters map[string]*resources.BGPFilter, export, ebgp bool, nic string, warn func(string)) []bgp.Rule {
 	var out []bgp.Rule
 	dir := "importV4"
@@ -56,16 +57,41 @@ func peerRules(names []string, filters map[string]*resources.BGPFilter, export, 
 // nothing on this session.
 func convertRule(r resources.BGPFilterRule, export, ebgp bool, nic, where string, warn func(string)) (bgp.Rule, bool) {
 	switch {
-	case r.Communities != nil, len(r.ASPathPrefix) > 0, r.Priority != nil:
-		warn(where + ": not applied: tortie does not match routes on communities, AS path or priority yet")
+	case r.Priority != nil:
+		warn(where + ": not applied: tortie's routes have no priority to match")
 		return bgp.Rule{}, false
 	case r.PeerType == "eBGP" && !ebgp, r.PeerType == "iBGP" && ebgp:
 		return bgp.Rule{}, false
 	}
-	if len(r.Operations) > 0 {
-		warn(where + ": applied without its operations: tortie does not change routes' communities, AS path or priority yet")
-	}
 	rule := bgp.Rule{Accept: r.Action == "Accept"}
+	if c := r.Communities; c != nil {
+		if len(c.Values) != 1 {
+			warn(fmt.Sprintf("%s: communities: want one value, got %d; rule not applied", where, len(c.Values)))
+			return bgp.Rule{}, false
+		}
+		v, err := bgp.ParseCommunity(c.Values[0])
+		if err != nil {
+			warn(fmt.Sprintf("%s: %v; rule not applied", where, err))
+			return bgp.Rule{}, false
+		}
+		rule.Community = &v
+	}
+	for _, as := range r.ASPathPrefix {
+		rule.ASPathPrefix = append(rule.ASPathPrefix, uint32(as))
+	}
+	for j, op := range r.Operations {
+		switch {
+		case op.AddCommunity != nil && rule.Accept:
+			v, err := bgp.ParseCommunity(op.AddCommunity.Value)
+			if err != nil {
+				warn(fmt.Sprintf("%s.operations[%d]: %v; not applied", where, j, err))
+				continue
+			}
+			rule.AddCommunities = append(rule.AddCommunities, v)
+		case op.PrependASPath != nil || op.SetPriority != nil:
+			warn(fmt.Sprintf("%s.operations[%d]: not applied: tortie does not prepend AS numbers or set priorities yet", where, j))
+		}
+	}
 	if r.Interface != "" {
 		if ok, err := path.Match(r.Interface, nic); err != nil || !ok {
 			return bgp.Rule{}, false

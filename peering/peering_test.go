@@ -187,12 +187,14 @@ func TestFilterRules(t *testing.T) {
 					{Action: "Reject", MatchOperator: "Equal", CIDR: "10.244.1.0/26"},
 					{Action: "Accept", MatchOperator: "NotEqual", CIDR: "10.244.0.0/16", PrefixLength: &resources.BGPFilterPrefixLength{Min: ptr[int32](24)}},
 					{Action: "Reject", PeerType: "iBGP"},
-					{Action: "Accept", PeerType: "eBGP", Operations: []resources.BGPFilterOperation{{AddCommunity: &resources.BGPFilterAddCommunity{Value: "65000:100"}}}},
+					{Action: "Accept", PeerType: "eBGP", Operations: []resources.BGPFilterOperation{{AddCommunity: &resources.BGPFilterAddCommunity{Value: "65000:100"}},
+						{PrependASPath: &resources.BGPFilterPrependASPath{Prefix: []resources.ASNumber{64512}}}}},
+					{Action: "Reject", Priority: ptr(512)},
 				},
 				ImportV4: []resources.BGPFilterRule{
 					{Action: "Accept", MatchOperator: "In", CIDR: "55.0.0.0/16", PrefixLength: &resources.BGPFilterPrefixLength{Min: ptr[int32](30)}},
 					{Action: "Reject", MatchOperator: "NotIn", CIDR: "44.0.0.0/16", Source: "RemotePeers"},
-					{Action: "Accept", Communities: &resources.BGPFilterCommunities{Values: []string{"65000:100"}}},
+					{Action: "Accept", Communities: &resources.BGPFilterCommunities{Values: []string{"65000:100"}}, ASPathPrefix: []resources.ASNumber{65001, 65002}},
 					{Action: "Reject", MatchOperator: "In", CIDR: "10.0.0.0/24", PrefixLength: &resources.BGPFilterPrefixLength{Max: ptr[int32](16)}},
 					{Action: "Reject", MatchOperator: "NotIn", CIDR: "10.0.0.0/24", PrefixLength: &resources.BGPFilterPrefixLength{Max: ptr[int32](16)}},
 				},
@@ -217,16 +219,16 @@ func TestFilterRules(t *testing.T) {
 		}
 		return fmt.Sprint(out)
 	}
-	wantExport := "[accept in 77.0.0.0/16{16,32} learnt reject learnt reject in 10.244.1.0/26{26,26} accept accept]"
+	wantExport := "[accept in 77.0.0.0/16{16,32} learnt reject learnt reject in 10.244.1.0/26{26,26} accept accept adding [65000:100]]"
 	if got := fmtRules(p.Peers[0].Export); got != wantExport {
 		t.Errorf("export rules\n got %s\nwant %s", got, wantExport)
 	}
-	wantImport := "[accept in 55.0.0.0/16{30,32} reject not in 44.0.0.0/16{16,32} reject reject]"
+	wantImport := "[accept in 55.0.0.0/16{30,32} reject not in 44.0.0.0/16{16,32} accept with 65000:100 from [65001 65002] reject reject]"
 	if got := fmtRules(p.Peers[0].Import); got != wantImport {
 		t.Errorf("import rules\n got %s\nwant %s", got, wantImport)
 	}
 	warnings := fmt.Sprint(p.Warnings)
-	for _, w := range []string{"BGPFilter missing does not exist", "importV4[2]: not applied", "exportV4[6]: applied without its operations"} {
+	for _, w := range []string{"BGPFilter missing does not exist", "exportV4[7]: not applied", "exportV4[6].operations[1]: not applied"} {
 		if !strings.Contains(warnings, w) {
 			t.Errorf("no warning %q in %s", w, warnings)
 		}

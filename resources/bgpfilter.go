@@ -39,15 +39,13 @@ type BGPFilterRule struct {
 	Interface     string                 `json:"interface,omitempty" check:"bgpFilterInterface"`
 	MatchOperator string                 `json:"matchOperator,omitempty" check:"oneof=Equal|NotEqual|In|NotIn"`
 	PeerType      string                 `json:"peerType,omitempty" check:"oneof=eBGP|iBGP"`
-	// Rules matching on communities, an AS path prefix or a priority are
-	// kept but never match (tortie's routes carry no priority, and the
-	// speaker does not match the others yet); operations are kept and
-	// not applied.
-	Communities  *BGPFilterCommunities `json:"communities,omitempty" tortie:"stored"`
-	ASPathPrefix []ASNumber            `json:"asPathPrefix,omitempty" tortie:"stored"`
+	// A rule matching on a priority is kept but never matches: tortie's
+	// routes have no priority.
+	Communities  *BGPFilterCommunities `json:"communities,omitempty"`
+	ASPathPrefix []ASNumber            `json:"asPathPrefix,omitempty"`
 	Priority     *int                  `json:"priority,omitempty" check:"min=1,max=2147483646" tortie:"stored"`
 	Action       string                `json:"action" check:"required,oneof=Accept|Reject"`
-	Operations   []BGPFilterOperation  `json:"operations,omitempty" tortie:"stored"`
+	Operations   []BGPFilterOperation  `json:"operations,omitempty"`
 }
 
 // BGPFilterPrefixLength bounds the prefix length of matched routes.
@@ -65,8 +63,8 @@ type BGPFilterCommunities struct {
 // BGPFilterOperation changes an accepted route: exactly one of its fields.
 type BGPFilterOperation struct {
 	AddCommunity  *BGPFilterAddCommunity  `json:"addCommunity,omitempty"`
-	PrependASPath *BGPFilterPrependASPath `json:"prependASPath,omitempty"`
-	SetPriority   *BGPFilterSetPriority   `json:"setPriority,omitempty"`
+	PrependASPath *BGPFilterPrependASPath `json:"prependASPath,omitempty" tortie:"stored"`
+	SetPriority   *BGPFilterSetPriority   `json:"setPriority,omitempty" tortie:"stored"`
 }
 
 // BGPFilterAddCommunity adds a community to the route.
