@@ -79,8 +79,7 @@ spec:
 		return ok && ok2 && p.State == "up" && p.Type == "global" && p2.State == "up" && p2.Type == "global"
 	})
 	testutil.WaitFor(t, 40*time.Second, "n1's block gone from BIRD, BIRD's from the FIBs", func() bool {
-		out, _ := l.Birdc(n3, "show route "+b1)
-		return !strings.Contains(out, "via") && !inFIB(n1, n3.PodCIDR) && !inFIB(n2, n3.PodCIDR)
+		return birdLacks(l, n3, b1) && !inFIB(n1, n3.PodCIDR) && !inFIB(n2, n3.PodCIDR)
 	})
 	if !atBird(b2, "10.0.1.2") {
 		out, _ := l.Birdc(n3, "show route "+b2)
