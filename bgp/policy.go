@@ -199,9 +199,9 @@ func policies(localASN uint32, peers []Peer, comms []PrefixCommunities) (*api.Se
 					continue
 				}
 				name := fmt.Sprintf("%s-%s-%d", dir.name, a, i)
-				var sets []*api.DefinedSet
+				var sets []*api.DefinedSet // named after the statement and their type
 				if r.Prefix.IsValid() {
-					sets = append(sets, &api.DefinedSet{DefinedType: api.DefinedType_DEFINED_TYPE_PREFIX, Name: name,
+					sets = append(sets, &api.DefinedSet{DefinedType: api.DefinedType_DEFINED_TYPE_PREFIX, Name: "prefix-" + name,
 						Prefixes: []*api.Prefix{{IpPrefix: r.Prefix.Masked().String(), MaskLengthMin: uint32(r.MinLen), MaskLengthMax: uint32(r.MaxLen)}}})
 				}
 				if c := r.Community; c != nil {
@@ -209,7 +209,7 @@ func policies(localASN uint32, peers []Peer, comms []PrefixCommunities) (*api.Se
 					if c.Large {
 						typ = api.DefinedType_DEFINED_TYPE_LARGE_COMMUNITY
 					}
-					sets = append(sets, &api.DefinedSet{DefinedType: typ, Name: name, List: []string{"^" + c.String() + "$"}})
+					sets = append(sets, &api.DefinedSet{DefinedType: typ, Name: "community-" + name, List: []string{"^" + c.String() + "$"}})
 				}
 				if len(r.ASPathPrefix) > 0 {
 					// GoBGP matches the path written "65001 65002" against a
@@ -223,7 +223,7 @@ func policies(localASN uint32, peers []Peer, comms []PrefixCommunities) (*api.Se
 					for _, as := range r.ASPathPrefix {
 						re += strconv.FormatUint(uint64(as), 10) + "_"
 					}
-					sets = append(sets, &api.DefinedSet{DefinedType: api.DefinedType_DEFINED_TYPE_AS_PATH, Name: name, List: []string{re}})
+					sets = append(sets, &api.DefinedSet{DefinedType: api.DefinedType_DEFINED_TYPE_AS_PATH, Name: "aspath-" + name, List: []string{re}})
 				}
 				req.DefinedSets = append(req.DefinedSets, sets...)
 				cond := func() *api.Conditions {
@@ -272,7 +272,7 @@ func policies(localASN uint32, peers []Peer, comms []PrefixCommunities) (*api.Se
 		act := &api.Actions{}
 		addCommunities(act, pc.Communities)
 		name := fmt.Sprintf("communities-%d", i)
-		exp = append(exp, &api.Statement{Name: name, Conditions: &api.Conditions{PrefixSet: prefixSet(name, pc.Prefix, pc.Prefix.Bits(), 32)},
+		exp = append(exp, &api.Statement{Name: name, Conditions: &api.Conditions{PrefixSet: prefixSet("prefix-"+name, pc.Prefix, pc.Prefix.Bits(), 32)},
 			Actions: act})
 	}
 	req.Policies = []*api.Policy{{Name: importPolicy, Statements: imp}, {Name: exportPolicy, Statements: exp}}
