@@ -99,13 +99,19 @@ type Agent struct {
 	bgpMu    sync.Mutex
 	speaker  *bgp.Speaker
 	bgpLocal peering.Local
-	kernelMu sync.Mutex
+	// bgpWarned are the plan's warnings last logged: each is logged when
+	// it appears, not at every sync.
+	bgpWarned map[string]bool
+	kernelMu  sync.Mutex
 }
 
 // BGPOptions tune the speaker.
 type BGPOptions struct {
 	StateFile          string // routes kept across a planned restart
 	DefaultMaxPrefixes uint32
+	// Interface is the underlay interface, through which peers are
+	// reached (BGPFilter rules with an interface match against it).
+	Interface string
 }
 
 // TunnelHandle is the IPAM handle of a node's tunnel address.
@@ -374,19 +380,24 @@ func (a *Agent) syncNativeRoutes() {
 // syncBGP starts the speaker at the first sync and keeps its sessions and
 // advertisements in line with the datastore.
 func (a *Agent) syncBGP(s *dsync.Snapshot) {
-	plan, err := peering.For(a.Node, s)
+	plan, err := peering.For(a.Node, s, a.BGP.Interface)
 	if err != nil {
 		a.Log.Warn("BGP plan", zap.Error(err))
 		return
 	}
-	for _, w := range plan.Warnings {
-		a.Log.Warn(w)
-	}
 	a.bgpMu.Lock()
 	defer a.bgpMu.Unlock()
+	warned := make(map[string]bool, len(plan.Warnings))
+	for _, w := range plan.Warnings {
+		if !a.bgpWarned[w] {
+			a.Log.Warn(w)
+		}
+		warned[w] = true
+	}
+	a.bgpWarned = warned
 	if a.speaker == nil {
 		sp, err := bgp.Start(bgp.Config{
-			RouterID: a.Addr.Addr(), ASN: plan.Local.ASN, ListenPort: plan.Local.ListenPort, ListenAddr: a.Addr.Addr(),
+			RouterID: a.Addr.Addr(), ASN: plan.Local.ASN, ListenPort: plan.Local.ListenPort, ListenAddr: plan.Local.ListenAddr,
 			StateFile: a.BGP.StateFile, DefaultMaxPrefixes: a.BGP.DefaultMaxPrefixes, FIB: a.FIB,
 			Resolve: func(p netip.Prefix, nh netip.Addr) (fib.NextHop, bool) {
 				return a.syncer.Load().Snapshot().Resolve(a.Addr, p, nh)
@@ -401,13 +412,17 @@ func (a *Agent) syncBGP(s *dsync.Snapshot) {
 		a.speaker, a.bgpLocal = sp, plan.Local
 		a.Log.Info("BGP speaker running", zap.Uint32("asn", plan.Local.ASN), zap.Int("port", plan.Local.ListenPort),
 			zap.String("clusterID", plan.Local.ClusterID), zap.Bool("restarting", sp.Restarting()))
-	} else if plan.Local.ASN != a.bgpLocal.ASN || plan.Local.ListenPort != a.bgpLocal.ListenPort {
-		a.Log.Warn("BGP AS number or listen port changed: takes effect at the next restart of tortied",
-			zap.Uint32("asn", plan.Local.ASN), zap.Int("port", plan.Local.ListenPort))
+	} else if plan.Local.ASN != a.bgpLocal.ASN || plan.Local.ListenPort != a.bgpLocal.ListenPort || plan.Local.ListenAddr != a.bgpLocal.ListenAddr {
+		a.Log.Warn("BGP AS number, listen port or bind mode changed: takes effect at the next restart of tortied",
+			zap.Uint32("asn", plan.Local.ASN), zap.Int("port", plan.Local.ListenPort), zap.Stringer("listen", plan.Local.ListenAddr))
 	}
 	a.bgpLocal.ClusterID = plan.Local.ClusterID
 	if err := a.speaker.SetPeers(plan.Peers); err != nil {
 		a.Log.Warn("BGP peers", zap.Error(err))
+	}
+	a.speaker.KeepOut(plan.Services)
+	if err := a.speaker.SetCommunities(plan.Communities); err != nil {
+		a.Log.Warn("BGP communities", zap.Error(err))
 	}
 	if err := a.speaker.Advertise(plan.Advertise); err != nil {
 		a.Log.Warn("BGP advertisements", zap.Error(err))

@@ -16,7 +16,9 @@ import (
 )
 
 // SetPeers makes the speaker's sessions exactly peers: new ones are added,
-// gone ones removed (with a CEASE), changed ones re-created.
+// gone ones removed (with a CEASE), changed ones re-created. A change of
+// routing policy alone (filters, next hop) keeps the session and runs its
+// routes through the new policy (a soft reset).
 func (s *Speaker) SetPeers(peers []Peer) error {
 	want := map[netip.Addr]Peer{}
 	for _, p := range peers {
@@ -26,6 +28,8 @@ func (s *Speaker) SetPeers(peers []Peer) error {
 			}
 		}
 	}
+	s.polMu.Lock()
+	defer s.polMu.Unlock()
 	s.mu.Lock()
 	have := s.peers
 	restarting := s.restarting
@@ -33,10 +37,18 @@ func (s *Speaker) SetPeers(peers []Peer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var errs []error
+	// The policies first, so that new sessions start under them; kept
+	// sessions are soft-reset below.
+	changed, err := s.setPolicies(ctx, want, s.comms)
+	if err != nil {
+		errs = append(errs, err)
+	}
 	next := map[netip.Addr]Peer{}
+	var kept []netip.Addr
 	for a, old := range have {
-		if p, ok := want[a]; ok && p == old {
-			next[a] = old
+		if p, ok := want[a]; ok && sameSession(p, old) {
+			next[a] = p
+			kept = append(kept, a)
 			continue
 		}
 		if err := s.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: a.String()}); err != nil {
@@ -61,6 +73,11 @@ func (s *Speaker) SetPeers(peers []Peer) error {
 	s.mu.Lock()
 	s.peers = next
 	s.mu.Unlock()
+	if changed && len(kept) > 0 {
+		if err := s.softReset(ctx, kept); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -100,6 +117,12 @@ func (s *Speaker) apiPeer(p Peer, restarting bool) *api.Peer {
 	}
 	if p.RRClient {
 		ap.RouteReflector = &api.RouteReflector{RouteReflectorClient: true, RouteReflectorClusterId: p.ClusterID}
+	}
+	if p.AnySource {
+		ap.Transport.LocalAddress = ""
+	}
+	if p.AllowOwnAS > 0 {
+		ap.Conf.AllowOwnAsn = uint32(p.AllowOwnAS)
 	}
 	if p.TTLSecurity > 0 {
 		ap.TtlSecurity = &api.TtlSecurity{Enabled: true, TtlMin: uint32(256 - p.TTLSecurity)}

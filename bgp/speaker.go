@@ -19,6 +19,12 @@
 // State bits, installs the saved routes as stale, and sweeps the ones no
 // peer re-announced once every peer has sent End-of-RIB (or the restart
 // time is over).
+//
+// Each peer may have its own route filters (rules that accept or reject
+// routes by prefix, the first match deciding) both ways and a next hop
+// mode; advertised routes may carry communities by prefix. They change
+// without resetting sessions: the routes already exchanged are run through
+// them again.
 package bgp
 
 import (
@@ -31,6 +37,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -85,6 +92,26 @@ type Peer struct {
 	// MaxPrefixes cuts the session when the peer sends more (0: the
 	// speaker's default).
 	MaxPrefixes uint32
+	// AnySource lets the kernel choose the session's source address
+	// (Calico's sourceAddress None); otherwise it is the router ID.
+	AnySource bool
+	// AllowOwnAS accepts routes whose AS path holds our AS number up to
+	// that many times (0: none, BGP's loop prevention).
+	AllowOwnAS uint8
+
+	// Import and Export filter the routes learnt from and advertised to
+	// the peer; NextHop is the next hop of the routes advertised to it.
+	// They change without resetting the session.
+	Import, Export []Rule
+	NextHop        NextHopMode
+}
+
+// sameSession reports whether two peer entries need the same session:
+// they differ at most in routing policy.
+func sameSession(a, b Peer) bool {
+	a.Import, a.Export, a.NextHop = nil, nil, NextHopAuto
+	b.Import, b.Export, b.NextHop = nil, nil, NextHopAuto
+	return reflect.DeepEqual(a, b)
 }
 
 // Config sets a speaker up.
@@ -129,10 +156,17 @@ type Speaker struct {
 	peers      map[netip.Addr]Peer
 	eor        map[netip.Addr]bool
 	restarting bool
+	keepOut    []netip.Prefix // learnt prefixes inside these stay out of the FIB
 	wake       chan struct{}
 
 	advMu sync.Mutex
 	adv   map[netip.Prefix]bool
+
+	// polMu serialises policy changes: policy is what GoBGP was last
+	// given, comms the communities it was built with.
+	polMu  sync.Mutex
+	policy *api.SetPoliciesRequest
+	comms  []PrefixCommunities
 
 	// Owned by the drain goroutine.
 	known     map[netip.Prefix]learnt         // every peer's best path
@@ -216,6 +250,12 @@ func Start(cfg Config) (*Speaker, error) {
 		stale:  map[netip.Prefix]bool{},
 		cancel: cancel, done: make(chan struct{})}
 	s.loadState()
+	if err := s.assignPolicies(ctx); err != nil {
+		cancel()
+		_ = srv.StopBgp(context.Background(), &api.StopBgpRequest{})
+		srv.Stop()
+		return nil, fmt.Errorf("bgp: route policies: %w", err)
+	}
 	if err := srv.WatchEvent(ctx, server.WatchEventMessageCallbacks{OnBestPath: s.onBest, OnPathEor: s.onEOR},
 		server.WatchBestPath(true), server.WatchEor(true)); err != nil {
 		cancel()
@@ -468,6 +508,7 @@ func (s *Speaker) apply(batch map[netip.Prefix]learnt, all bool) {
 	for a, p := range s.peers {
 		limits[a] = int(cmp.Or(p.MaxPrefixes, s.cfg.DefaultMaxPrefixes))
 	}
+	keepOut := s.keepOut
 	s.mu.Unlock()
 	var edits []fib.Route // NextHop.Kind == KindNone: delete
 	remove := func(p netip.Prefix) {
@@ -486,6 +527,10 @@ func (s *Speaker) apply(batch map[netip.Prefix]learnt, all bool) {
 			continue
 		}
 		s.known[p] = l
+		if within(p, keepOut) {
+			remove(p)
+			continue
+		}
 		hop, ok := s.cfg.Resolve(p, l.nh)
 		if !ok {
 			s.unresolved.Add(1)
@@ -532,6 +577,34 @@ func (s *Speaker) apply(batch map[netip.Prefix]learnt, all bool) {
 	if s.cfg.OnChange != nil {
 		s.cfg.OnChange()
 	}
+}
+
+// within reports whether prefix p lies inside one of ranges.
+func within(p netip.Prefix, ranges []netip.Prefix) bool {
+	for _, r := range ranges {
+		if r.Bits() <= p.Bits() && r.Contains(p.Addr()) {
+			return true
+		}
+	}
+	return false
+}
+
+// KeepOut keeps the learnt prefixes inside ranges out of the FIB (and
+// puts back those of the previous ranges). These are the Service address
+// ranges every node advertises: Calico keeps its peers' copies of them out
+// of the kernel too, for each node handles Service addresses itself.
+func (s *Speaker) KeepOut(ranges []netip.Prefix) {
+	var out []netip.Prefix
+	for _, r := range ranges {
+		if r.Addr().Is4() {
+			out = append(out, r.Masked())
+		}
+	}
+	s.mu.Lock()
+	s.keepOut = out
+	s.reresolve = true
+	s.mu.Unlock()
+	s.kick()
 }
 
 // Reresolve resolves every learnt prefix again (pools or nodes changed).

@@ -147,6 +147,41 @@ func TestRoutesFlowAndWithdraw(t *testing.T) {
 	}
 }
 
+// Learnt prefixes inside the kept-out ranges (the Service ranges) stay out
+// of the FIB, and come in once the range is no longer kept out.
+func TestKeepOut(t *testing.T) {
+	a, b := pair(t, "", false, nil)
+	b.sp.KeepOut([]netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")})
+	if err := a.sp.Advertise([]netip.Prefix{netip.MustParsePrefix("10.244.1.0/26"), netip.MustParsePrefix("10.96.0.0/12"),
+		netip.MustParsePrefix("10.100.7.0/24"), netip.MustParsePrefix("10.0.0.0/8")}); err != nil {
+		t.Fatal(err)
+	}
+	waitUp(t, b)
+	testutil.WaitFor(t, 10*time.Second, "the block and 10.0.0.0/8 at b", func() bool {
+		_, ok1 := bgpRoute(b.fib, "10.244.1.0/26")
+		_, ok2 := bgpRoute(b.fib, "10.0.0.0/8")
+		return ok1 && ok2
+	})
+	testutil.WaitFor(t, 10*time.Second, "every path accepted", func() bool {
+		st, err := b.sp.Status()
+		return err == nil && len(st) == 1 && st[0].Accepted == 4
+	})
+	for _, p := range []string{"10.96.0.0/12", "10.100.7.0/24"} {
+		if _, ok := bgpRoute(b.fib, p); ok {
+			t.Errorf("%s, inside a kept-out range, is in the FIB", p)
+		}
+	}
+	if n := b.sp.Counters().Installed; n != 2 {
+		t.Errorf("%d routes installed, want 2", n)
+	}
+	b.sp.KeepOut(nil)
+	testutil.WaitFor(t, 10*time.Second, "the ranges back in b's FIB", func() bool {
+		_, ok1 := bgpRoute(b.fib, "10.96.0.0/12")
+		_, ok2 := bgpRoute(b.fib, "10.100.7.0/24")
+		return ok1 && ok2
+	})
+}
+
 // A burst of updates coalesces: far fewer FIB snapshots than prefixes.
 func TestBurstCoalesces(t *testing.T) {
 	a, b := pair(t, "", false, nil)

@@ -32,6 +32,7 @@ type Snapshot struct {
 	Blocks     []*ipam.Block
 	BGPConfigs []*resources.BGPConfiguration
 	BGPPeers   []*resources.BGPPeer
+	BGPFilters []*resources.BGPFilter
 	Rev        int64
 }
 
@@ -230,7 +231,11 @@ func (s *Syncer) read(ctx context.Context) (*Snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Snapshot{Pools: pools, Nodes: nodes, Blocks: blocks, BGPConfigs: confs, BGPPeers: peers, Rev: rev}, nil
+	filters, err := rc.BGPFilters(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &Snapshot{Pools: pools, Nodes: nodes, Blocks: blocks, BGPConfigs: confs, BGPPeers: peers, BGPFilters: filters, Rev: rev}, nil
 }
 
 // Resync reads everything now and applies it.

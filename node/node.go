@@ -180,7 +180,7 @@ func New(cfg *config.Config, log *zap.Logger) (n *Node, err error) {
 		n.collectors = append(n.collectors, metrics.InvalidRecords(invalid.Counts), metrics.PolicyCompilations(n.agent.PolicyCounts))
 		if cfg.Datastore.RouteSource == config.RouteSourceBGP {
 			n.agent.BGP = &agent.BGPOptions{StateFile: filepath.Join(cfg.StateDir, "bgp-routes.json"),
-				DefaultMaxPrefixes: cfg.Datastore.BGPMaxPrefixes}
+				DefaultMaxPrefixes: cfg.Datastore.BGPMaxPrefixes, Interface: cfg.Interface}
 			n.api.BGP = n.agent.BGPStatus
 		}
 		n.api.CNI = &cni.Service{Node: cfg.NodeName, NodeLabels: cfg.Labels, Endpoints: n.endpoints, IPAM: ipm,

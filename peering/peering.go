@@ -3,8 +3,9 @@
 // configuration of BIRD does: a node-to-node mesh over the registered nodes
 // (the higher address waits passively), explicit BGPPeers toward routers
 // outside the cluster, selector BGPPeers between nodes (symmetric, so one
-// resource gives both ends), and route reflection for nodes with a
-// routeReflectorClusterID. It has no I/O.
+// resource gives both ends), route reflection for nodes with a
+// routeReflectorClusterID, and the Service address ranges every node
+// advertises. It has no I/O.
 package peering
 
 import (
@@ -23,15 +24,28 @@ import (
 type Local struct {
 	ASN        uint32
 	ListenPort int
+	// ListenAddr is the address the speaker listens on: the node's with
+	// the default BGPConfiguration's bindMode NodeIP, otherwise invalid
+	// (every address, Calico's bindMode None).
+	ListenAddr netip.Addr
 	ClusterID  string // set when the node is a route reflector
 }
 
 // Plan is what a node should do.
 type Plan struct {
-	Local     Local
-	Peers     []bgp.Peer
+	Local Local
+	Peers []bgp.Peer
+	// Advertise is the node's blocks and borrowed addresses, and the
+	// Service address ranges.
 	Advertise []netip.Prefix
-	Warnings  []string
+	// Services are the Service address ranges of the default
+	// BGPConfiguration: every node advertises them, and keeps its peers'
+	// copies out of its FIB.
+	Services []netip.Prefix
+	// Communities are attached to the advertised routes inside their
+	// prefixes (prefixAdvertisements).
+	Communities []bgp.PrefixCommunities
+	Warnings    []string
 }
 
 func nodeASN(n *resources.Node, def uint32) uint32 {
@@ -48,8 +62,10 @@ func clusterID(n *resources.Node) string {
 	return n.Spec.BGP.RouteReflectorClusterID.String()
 }
 
-// For computes node me's plan.
-func For(me string, s *dsync.Snapshot) (Plan, error) {
+// For computes node me's plan; nic is the node's underlay interface,
+// through which it reaches its peers (BGPFilter rules naming an interface
+// match the routes learnt through it).
+func For(me string, s *dsync.Snapshot, nic string) (Plan, error) {
 	self := s.Node(me)
 	if self == nil {
 		return Plan{}, fmt.Errorf("node %q is not registered", me)
@@ -61,6 +77,14 @@ func For(me string, s *dsync.Snapshot) (Plan, error) {
 	cfg := resources.EffectiveBGPConfiguration(s.BGPConfigs, me)
 	def := cfg.ASN()
 	plan := Plan{Local: Local{ASN: nodeASN(self, def), ListenPort: cfg.Port(), ClusterID: clusterID(self)}}
+	global := resources.DefaultBGPConfiguration(s.BGPConfigs)
+	if global != nil && global.Spec.BindMode == "NodeIP" {
+		plan.Local.ListenAddr = myAddr.Addr()
+	}
+	filters := map[string]*resources.BGPFilter{}
+	for _, f := range s.BGPFilters {
+		filters[f.Metadata.Name] = f
+	}
 	seen := map[netip.Addr]bool{}
 	add := func(p bgp.Peer) {
 		if p.Address == myAddr.Addr() || seen[p.Address] {
@@ -90,18 +114,40 @@ func For(me string, s *dsync.Snapshot) (Plan, error) {
 		if bp.Global() {
 			typ = bgp.PeerGlobal
 		}
+		// common sets what a BGPPeer says of its sessions, once p's
+		// address and AS number are known.
 		common := func(p *bgp.Peer) {
-			if bp.Spec.Password != nil {
-				p.Password = bp.Spec.Password.Value
+			sp := &bp.Spec
+			if sp.Password != nil {
+				p.Password = sp.Password.Value
 			}
-			if d := bp.Spec.MaxRestartTime; d != nil {
+			if d := sp.MaxRestartTime; d != nil {
 				p.RestartTime = d.Duration
 			}
-			if d := bp.Spec.KeepaliveTime; d != nil {
+			if d := sp.KeepaliveTime; d != nil {
 				p.Keepalive = d.Duration
 			}
-			p.TTLSecurity = bp.Spec.TTLSecurity
-			p.MaxPrefixes = bp.Spec.MaxPrefixes
+			p.TTLSecurity = sp.TTLSecurity
+			p.MaxPrefixes = sp.MaxPrefixes
+			p.AnySource = sp.SourceAddress == "None"
+			if n := sp.NumAllowedLocalASNumbers; n != nil && *n > 0 {
+				p.AllowOwnAS = uint8(min(*n, 255))
+			}
+			ebgp := p.ASN != plan.Local.ASN
+			switch {
+			case sp.NextHopMode == "Self":
+				p.NextHop = bgp.NextHopSelf
+			case sp.NextHopMode == "Keep":
+				p.NextHop = bgp.NextHopKeep
+			case sp.KeepOriginalNextHop && ebgp:
+				// Calico keeps the next hop for eBGP peers only.
+				p.NextHop = bgp.NextHopKeep
+			}
+			warn := func(w string) {
+				plan.Warnings = append(plan.Warnings, fmt.Sprintf("BGPPeer %s toward %s: %s", bp.Metadata.Name, p.Address, w))
+			}
+			p.Import = peerRules(sp.Filters, filters, false, ebgp, nic, warn)
+			p.Export = peerRules(sp.Filters, filters, true, ebgp, nic, warn)
 		}
 		if bp.Spec.PeerIP.IsValid() {
 			// The speaker peers over IPv4 only; an IPv6 peer is kept (and
@@ -142,7 +188,9 @@ func For(me string, s *dsync.Snapshot) (Plan, error) {
 		}
 	}
 	sort.Slice(plan.Peers, func(i, j int) bool { return plan.Peers[i].Address.Less(plan.Peers[j].Address) })
-	plan.Advertise = Advertised(me, s)
+	plan.Services = global.ServicePrefixes()
+	plan.Advertise = append(Advertised(me, s), plan.Services...)
+	plan.Communities = communities(me, s.BGPConfigs, func(w string) { plan.Warnings = append(plan.Warnings, w) })
 	return plan, nil
 }
 

@@ -43,15 +43,15 @@ type BGPConfigurationSpec struct {
 	ListenPort             int       `json:"listenPort,omitempty"`
 	NodeMeshPassword       *Password `json:"nodeMeshPassword,omitempty"`
 	NodeMeshMaxRestartTime *Duration `json:"nodeMeshMaxRestartTime,omitempty"`
-	// Service address advertisement, communities and the rest: kept for
-	// the BGP work to come.
-	ServiceLoadBalancerIPs         []ServiceIPBlock      `json:"serviceLoadBalancerIPs,omitempty" tortie:"stored"`
-	ServiceExternalIPs             []ServiceIPBlock      `json:"serviceExternalIPs,omitempty" tortie:"stored"`
-	ServiceClusterIPs              []ServiceIPBlock      `json:"serviceClusterIPs,omitempty" tortie:"stored"`
+	// Service address ranges every node advertises (IPv4; read from the
+	// "default" resource only, as Calico does).
+	ServiceLoadBalancerIPs         []ServiceIPBlock      `json:"serviceLoadBalancerIPs,omitempty"`
+	ServiceExternalIPs             []ServiceIPBlock      `json:"serviceExternalIPs,omitempty"`
+	ServiceClusterIPs              []ServiceIPBlock      `json:"serviceClusterIPs,omitempty"`
 	ServiceLoadBalancerAggregation string                `json:"serviceLoadBalancerAggregation,omitempty" check:"oneof=Enabled|Disabled" tortie:"stored"`
-	Communities                    []Community           `json:"communities,omitempty" tortie:"stored"`
-	PrefixAdvertisements           []PrefixAdvertisement `json:"prefixAdvertisements,omitempty" tortie:"stored"`
-	BindMode                       string                `json:"bindMode,omitempty" check:"oneof=None|NodeIP" tortie:"stored"`
+	Communities                    []Community           `json:"communities,omitempty"`
+	PrefixAdvertisements           []PrefixAdvertisement `json:"prefixAdvertisements,omitempty"`
+	BindMode                       string                `json:"bindMode,omitempty" check:"oneof=None|NodeIP"`
 	IgnoredInterfaces              []string              `json:"ignoredInterfaces,omitempty" check:"ignoredInterface" tortie:"stored"`
 	LocalWorkloadPeeringIPV4       string                `json:"localWorkloadPeeringIPV4,omitempty" check:"ipv4" tortie:"stored"`
 	LocalWorkloadPeeringIPV6       string                `json:"localWorkloadPeeringIPV6,omitempty" check:"ipv6" tortie:"stored"`
@@ -63,6 +63,53 @@ type BGPConfigurationSpec struct {
 // ServiceIPBlock is a CIDR of Service addresses to advertise.
 type ServiceIPBlock struct {
 	CIDR string `json:"cidr,omitempty" check:"net"`
+}
+
+// Prefix is the block's CIDR (an address alone is a /32 or /128), masked.
+func (b ServiceIPBlock) Prefix() (netip.Prefix, error) {
+	p, err := parseCIDROrIP(b.CIDR)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("service IP block %q: want a CIDR", b.CIDR)
+	}
+	return p.Masked(), nil
+}
+
+// ServicePrefixes are the IPv4 ranges of the cluster, external and
+// LoadBalancer Service addresses to advertise, in that order; IPv6 ranges
+// are left out (the speaker is IPv4 only) and reported when applied.
+func (c *BGPConfiguration) ServicePrefixes() []netip.Prefix {
+	if c == nil {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, l := range [][]ServiceIPBlock{c.Spec.ServiceClusterIPs, c.Spec.ServiceExternalIPs, c.Spec.ServiceLoadBalancerIPs} {
+		for _, b := range l {
+			if p, err := b.Prefix(); err == nil && p.Addr().Is4() {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// notActedOnValues: the speaker advertises IPv4 prefixes only.
+func (c *BGPConfiguration) notActedOnValues() []string {
+	var out []string
+	for _, l := range []struct {
+		name   string
+		blocks []ServiceIPBlock
+	}{{"serviceClusterIPs", c.Spec.ServiceClusterIPs}, {"serviceExternalIPs", c.Spec.ServiceExternalIPs}, {"serviceLoadBalancerIPs", c.Spec.ServiceLoadBalancerIPs}} {
+		if slices.ContainsFunc(l.blocks, func(b ServiceIPBlock) bool { p, err := b.Prefix(); return err == nil && p.Addr().Is6() }) {
+			out = append(out, "spec."+l.name+" IPv6")
+		}
+	}
+	if slices.ContainsFunc(c.Spec.PrefixAdvertisements, func(pa PrefixAdvertisement) bool {
+		p, err := parseCIDROrIP(pa.CIDR)
+		return err == nil && p.Addr().Is6()
+	}) {
+		out = append(out, "spec.prefixAdvertisements IPv6")
+	}
+	return out
 }
 
 // Community names a BGP community value.
@@ -98,18 +145,18 @@ type BGPPeerSpec struct {
 	ASNumber                 ASNumber    `json:"asNumber,omitempty"`
 	LocalASNumber            *ASNumber   `json:"localASNumber,omitempty" tortie:"stored"`
 	PeerSelector             string      `json:"peerSelector,omitempty" check:"selector"`
-	KeepOriginalNextHop      bool        `json:"keepOriginalNextHop,omitempty" tortie:"stored"`
-	NextHopMode              string      `json:"nextHopMode,omitempty" check:"oneof=Auto|Self|Keep" tortie:"stored"`
+	KeepOriginalNextHop      bool        `json:"keepOriginalNextHop,omitempty"`
+	NextHopMode              string      `json:"nextHopMode,omitempty" check:"oneof=Auto|Self|Keep"`
 	Password                 *Password   `json:"password,omitempty"`
-	SourceAddress            string      `json:"sourceAddress,omitempty" check:"oneof=UseNodeIP|None" tortie:"stored"`
+	SourceAddress            string      `json:"sourceAddress,omitempty" check:"oneof=UseNodeIP|None"`
 	MaxRestartTime           *Duration   `json:"maxRestartTime,omitempty"`
 	KeepaliveTime            *Duration   `json:"keepaliveTime,omitempty"`
-	NumAllowedLocalASNumbers *int32      `json:"numAllowedLocalASNumbers,omitempty" tortie:"stored"`
+	NumAllowedLocalASNumbers *int32      `json:"numAllowedLocalASNumbers,omitempty"`
 	// TTLSecurity is the number of hops the peer may be away (GTSM,
 	// RFC 5082): packets must arrive with TTL >= 256 - ttlSecurity.
 	TTLSecurity           int      `json:"ttlSecurity,omitempty"`
 	ReachableBy           string   `json:"reachableBy,omitempty" check:"ip" tortie:"stored"`
-	Filters               []string `json:"filters,omitempty" check:"name" tortie:"stored"`
+	Filters               []string `json:"filters,omitempty" check:"name"`
 	LocalWorkloadSelector string   `json:"localWorkloadSelector,omitempty" check:"selector" tortie:"stored"`
 	ReversePeering        string   `json:"reversePeering,omitempty" check:"oneof=Auto|Manual" tortie:"stored"`
 	// MaxPrefixes cuts the session when the peer sends more (0: the
@@ -450,6 +497,18 @@ func (c Client) BGPConfigurations(ctx context.Context) ([]*BGPConfiguration, err
 func (c Client) BGPPeers(ctx context.Context) ([]*BGPPeer, error) {
 	out, _, err := list[BGPPeer](ctx, c, KindBGPPeer)
 	return out, err
+}
+
+// DefaultBGPConfiguration is the resource named "default" (nil when there
+// is none): Calico reads the Service address ranges and the bind mode from
+// it alone, whatever a node's own resource says.
+func DefaultBGPConfiguration(all []*BGPConfiguration) *BGPConfiguration {
+	for _, c := range all {
+		if c.Metadata.Name == "default" {
+			return c
+		}
+	}
+	return nil
 }
 
 // EffectiveBGPConfiguration picks node's settings: "node.<name>" fields

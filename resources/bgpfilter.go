@@ -1,6 +1,7 @@
 package resources
 
 import (
+	"context"
 	"fmt"
 )
 
@@ -8,13 +9,13 @@ import (
 const KindBGPFilter = "BGPFilter"
 
 // BGPFilter holds ordered rules that accept or reject routes imported from
-// or exported to the BGPPeers naming it in their filters. tortie keeps and
-// checks them; its speaker does not apply them yet.
+// or exported to the BGPPeers naming it in their filters. tortie's speaker
+// applies the IPv4 rules (it peers over IPv4 only) and keeps the IPv6 ones.
 type BGPFilter struct {
 	APIVersion string        `json:"apiVersion"`
 	Kind       string        `json:"kind"`
 	Metadata   Meta          `json:"metadata"`
-	Spec       BGPFilterSpec `json:"spec" tortie:"stored"`
+	Spec       BGPFilterSpec `json:"spec"`
 }
 
 // BGPFilterSpec mirrors Calico's: rules for IPv4 and IPv6, export and
@@ -22,8 +23,8 @@ type BGPFilter struct {
 type BGPFilterSpec struct {
 	ExportV4 []BGPFilterRule `json:"exportV4,omitempty"`
 	ImportV4 []BGPFilterRule `json:"importV4,omitempty"`
-	ExportV6 []BGPFilterRule `json:"exportV6,omitempty"`
-	ImportV6 []BGPFilterRule `json:"importV6,omitempty"`
+	ExportV6 []BGPFilterRule `json:"exportV6,omitempty" tortie:"stored"`
+	ImportV6 []BGPFilterRule `json:"importV6,omitempty" tortie:"stored"`
 }
 
 // BGPFilterRule matches routes (by CIDR and prefix length, source,
@@ -38,11 +39,13 @@ type BGPFilterRule struct {
 	Interface     string                 `json:"interface,omitempty" check:"bgpFilterInterface"`
 	MatchOperator string                 `json:"matchOperator,omitempty" check:"oneof=Equal|NotEqual|In|NotIn"`
 	PeerType      string                 `json:"peerType,omitempty" check:"oneof=eBGP|iBGP"`
-	Communities   *BGPFilterCommunities  `json:"communities,omitempty"`
-	ASPathPrefix  []ASNumber             `json:"asPathPrefix,omitempty"`
-	Priority      *int                   `json:"priority,omitempty" check:"min=1,max=2147483646"`
-	Action        string                 `json:"action" check:"required,oneof=Accept|Reject"`
-	Operations    []BGPFilterOperation   `json:"operations,omitempty"`
+	// A rule matching on a priority is kept but never matches: tortie's
+	// routes have no priority.
+	Communities  *BGPFilterCommunities `json:"communities,omitempty"`
+	ASPathPrefix []ASNumber            `json:"asPathPrefix,omitempty"`
+	Priority     *int                  `json:"priority,omitempty" check:"min=1,max=2147483646" tortie:"stored"`
+	Action       string                `json:"action" check:"required,oneof=Accept|Reject"`
+	Operations   []BGPFilterOperation  `json:"operations,omitempty"`
 }
 
 // BGPFilterPrefixLength bounds the prefix length of matched routes.
@@ -60,8 +63,8 @@ type BGPFilterCommunities struct {
 // BGPFilterOperation changes an accepted route: exactly one of its fields.
 type BGPFilterOperation struct {
 	AddCommunity  *BGPFilterAddCommunity  `json:"addCommunity,omitempty"`
-	PrependASPath *BGPFilterPrependASPath `json:"prependASPath,omitempty"`
-	SetPriority   *BGPFilterSetPriority   `json:"setPriority,omitempty"`
+	PrependASPath *BGPFilterPrependASPath `json:"prependASPath,omitempty" tortie:"stored"`
+	SetPriority   *BGPFilterSetPriority   `json:"setPriority,omitempty" tortie:"stored"`
 }
 
 // BGPFilterAddCommunity adds a community to the route.
@@ -171,3 +174,9 @@ func (p BGPFilterPrependASPath) check(path string) []error {
 
 func (f *BGPFilter) key() string { return Prefix + "bgpfilters/" + f.Metadata.Name }
 func (f *BGPFilter) setVersion() { f.APIVersion, f.Kind = CalicoAPIVersion, KindBGPFilter }
+
+// BGPFilters lists every BGPFilter.
+func (c Client) BGPFilters(ctx context.Context) ([]*BGPFilter, error) {
+	out, _, err := list[BGPFilter](ctx, c, KindBGPFilter)
+	return out, err
+}

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -25,7 +26,8 @@ import (
 //   - tortie:"stored": tortie keeps and shows the field but does not act on
 //     it yet; applying it is reported (NotActedOn). On a struct-valued
 //     field (not a pointer) each present field of the struct is reported
-//     on its own. Fields without the tag are honoured.
+//     on its own. Fields without the tag are honoured; in a list of
+//     mappings, the elements' fields are tagged and reported alike.
 //
 // Validate methods run checkFields over their spec, then the rules that
 // relate several fields.
@@ -532,7 +534,13 @@ func NotActedOn(o Object) []string {
 			out = append(out, kind+"."+s)
 		}
 	}
-	return out
+	// The elements of a list are named alike: each field once.
+	seen := map[string]bool{}
+	return slices.DeleteFunc(out, func(f string) bool {
+		dup := seen[f]
+		seen[f] = true
+		return dup
+	})
 }
 
 func walkStored(v reflect.Value, path string, eachField bool, out *[]string) {
@@ -563,6 +571,12 @@ func walkStored(v reflect.Value, path string, eachField bool, out *[]string) {
 		case f.Tag.Get("tortie") == "stored":
 			if present(fv) {
 				*out = append(*out, fp)
+			}
+		case fv.Kind() == reflect.Slice:
+			// A list of mappings: each element's fields, under the
+			// list's name.
+			for j := range fv.Len() {
+				walkStored(fv.Index(j), fp, false, out)
 			}
 		default:
 			walkStored(fv, fp, false, out)

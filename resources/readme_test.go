@@ -21,12 +21,21 @@ var (
 		KindIPPool:        {"`cidr` IPv6", "`allowedUses` LoadBalancer"},
 		KindIPReservation: {"`reservedCIDRs` IPv6"},
 		KindBGPPeer:       {"`peerIP` IPv6"},
+		KindBGPConfiguration: {"`serviceClusterIPs` IPv6", "`serviceExternalIPs` IPv6", "`serviceLoadBalancerIPs` IPv6",
+			"`prefixAdvertisements` IPv6"},
 	}
 	fieldNotes = map[string]string{
 		"IPPool.cidr":                             "IPv4",
 		"IPReservation.reservedCIDRs":             "IPv4",
 		"BGPPeer.peerIP":                          "IPv4, with or without a port",
 		"BGPPeer.maxPrefixes":                     "tortie's own",
+		"BGPConfiguration.serviceClusterIPs":      "IPv4: the ranges, from every node",
+		"BGPConfiguration.serviceExternalIPs":     "IPv4: the ranges, from every node",
+		"BGPConfiguration.serviceLoadBalancerIPs": "IPv4: the ranges, from every node; not yet the /32 of each Service with externalTrafficPolicy Local from the nodes with its endpoints",
+		"BGPConfiguration.prefixAdvertisements":   "IPv4",
+		"BGPConfiguration.bindMode":               "read when tortied starts",
+		"BGPFilter.exportV4.interface":            "matches the routes learnt from peers when it matches the underlay interface",
+		"BGPFilter.importV4.interface":            "matches when it matches the underlay interface",
 		"BGPPeer.password.value":                  "tortie's own: the password inline",
 		"BGPConfiguration.nodeMeshPassword.value": "tortie's own: the password inline",
 	}
@@ -99,7 +108,11 @@ func tableFields(f reflect.StructField, prefix, kind string, honoured, reported 
 		}
 	case stored:
 		*reported = append(*reported, "`"+prefix+name+"`")
-	case t.Kind() == reflect.Struct && (holdsStored(t) || name == ""):
+	case t.Kind() == reflect.Struct && (holdsStored(t) || name == ""), t.Kind() == reflect.Slice && structHoldsStored(t.Elem()):
+		if t.Kind() == reflect.Slice {
+			for t = t.Elem(); t.Kind() == reflect.Pointer; t = t.Elem() {
+			}
+		}
 		p := prefix
 		if name != "" {
 			p += name + "."
@@ -118,6 +131,15 @@ func tableFields(f reflect.StructField, prefix, kind string, honoured, reported 
 	}
 }
 
+// structHoldsStored reports whether t is a struct (or a pointer to one)
+// holding a field tagged stored.
+func structHoldsStored(t reflect.Type) bool {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t.Kind() == reflect.Struct && holdsStored(t)
+}
+
 // holdsStored reports whether struct type t has a field tagged stored, at
 // any depth.
 func holdsStored(t reflect.Type) bool {
@@ -130,7 +152,7 @@ func holdsStored(t reflect.Type) bool {
 			return true
 		}
 		ft := f.Type
-		for ft.Kind() == reflect.Pointer {
+		for ft.Kind() == reflect.Pointer || ft.Kind() == reflect.Slice {
 			ft = ft.Elem()
 		}
 		if ft.Kind() == reflect.Struct && holdsStored(ft) {

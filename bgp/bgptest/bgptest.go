@@ -185,6 +185,19 @@ func ValidUpdate(prefix netip.Prefix, nh netip.Addr) []byte {
 	return Frame(Update, update(nil, GoodAttrs(nh), nlri))
 }
 
+// UpdateWithPath announces prefix via nh with AS path asPath (one
+// AS_SEQUENCE of four-octet AS numbers, as OpenMsg negotiates).
+func UpdateWithPath(prefix netip.Prefix, nh netip.Addr, asPath []uint32) []byte {
+	seg := []byte{2, byte(len(asPath))}
+	for _, as := range asPath {
+		seg = binary.BigEndian.AppendUint32(seg, as)
+	}
+	n := nh.As4()
+	a := prefix.Addr().As4()
+	nlri := append([]byte{byte(prefix.Bits())}, a[:(prefix.Bits()+7)/8]...)
+	return Frame(Update, update(nil, cat(attr(0x40, 1, []byte{0}), attr(0x40, 2, seg), attr(0x40, 3, n[:])), nlri))
+}
+
 // Case is one malformed message and whether RFC 4271/7606 says the
 // session must reset (framing and message-level errors) or may treat the
 // update as withdrawn (attribute errors).
