@@ -2,7 +2,6 @@ package oracle
 
 import (
 	"bytes"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"maps"
@@ -15,6 +14,8 @@ import (
 	"github.com/mattfenwick/cyclonus/pkg/generator"
 	"github.com/mattfenwick/cyclonus/pkg/matcher"
 	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/tortie-net/tortie/internal/npmatrix"
 )
 
 // The matrix file: cyclonus' cases as the cluster test in test/k8s
@@ -37,78 +38,13 @@ func cyclonusCases() []*generator.TestCase {
 	return generator.NewTestCaseGenerator(false, cyclonusPodIP, namespaces, nil, nil).GenerateTestCases()
 }
 
-// Matrix is the file's content. The JSON types mirror those of
-// test/k8s/netpol_test.go.
-type Matrix struct {
-	// Source says what made the file.
-	Source string `json:"source"`
-	// Namespaces and Pods are the world every case starts from: labels
-	// by namespace, and by "namespace/pod".
-	Namespaces map[string]map[string]string `json:"namespaces"`
-	Pods       map[string]map[string]string `json:"pods"`
-	Ports      []int                        `json:"ports"`
-	Protocols  []string                     `json:"protocols"`
-	// PodIP is cyclonusPodIP. RelativeCIDRs are the prefix lengths of
-	// the cases' CIDRs that contain it (other than /0); FixedCIDRs are the
-	// others, which no pod's address may fall in.
-	PodIP         string       `json:"podIP"`
-	RelativeCIDRs []int        `json:"relativeCIDRs"`
-	FixedCIDRs    []string     `json:"fixedCIDRs"`
-	Cases         []MatrixCase `json:"cases"`
-}
-
-// MatrixCase is one of cyclonus' cases.
-type MatrixCase struct {
-	Name  string       `json:"name"`
-	Tags  []string     `json:"tags"`
-	Steps []MatrixStep `json:"steps"`
-}
-
-// MatrixStep is a step's actions and cyclonus' verdicts after them.
-//
-// Pods lists the pods that exist then ("namespace/pod", sorted). Allowed
-// holds one character per probe, '1' allowed and '0' denied, for every
-// source pod, destination pod, port and protocol in that order (index
-// ((from*len(Pods)+to)*len(Ports)+port)*len(Protocols)+protocol),
-// from-to-self included. A pod's address matters only to ipBlock rules,
-// and only through its class: the longest of RelativeCIDRs it shares with
-// x/a (0 if none). Allowed is keyed by "<source class>/<destination
-// class>", or "*" alone when the classes do not matter.
-type MatrixStep struct {
-	Actions []MatrixAction    `json:"actions"`
-	Pods    []string          `json:"pods"`
-	Allowed map[string]string `json:"allowed"`
-}
-
-// MatrixAction is one action; exactly one field is set. Namespace actions
-// name the namespace in Name.
-type MatrixAction struct {
-	// Apply creates or updates a policy (a complete object, as kubectl
-	// apply takes it).
-	Apply              *networkingv1.NetworkPolicy `json:"apply,omitempty"`
-	DeletePolicy       *ObjectRef                  `json:"deletePolicy,omitempty"`
-	CreateNamespace    *ObjectRef                  `json:"createNamespace,omitempty"`
-	SetNamespaceLabels *ObjectRef                  `json:"setNamespaceLabels,omitempty"`
-	DeleteNamespace    *ObjectRef                  `json:"deleteNamespace,omitempty"`
-	CreatePod          *ObjectRef                  `json:"createPod,omitempty"`
-	SetPodLabels       *ObjectRef                  `json:"setPodLabels,omitempty"`
-	DeletePod          *ObjectRef                  `json:"deletePod,omitempty"`
-}
-
-// ObjectRef names an object, with the labels an action gives it.
-type ObjectRef struct {
-	Namespace string            `json:"namespace,omitempty"`
-	Name      string            `json:"name"`
-	Labels    map[string]string `json:"labels,omitempty"`
-}
-
 // noPolicyCase leads the file: nothing applied, everything allowed. The
 // cluster test runs it first, and it checks the harness where no policy is
 // enforced.
 const noPolicyCase = "no policy"
 
 // matrixAction converts one of cyclonus' actions.
-func matrixAction(a *generator.Action) (MatrixAction, error) {
+func matrixAction(a *generator.Action) (npmatrix.Action, error) {
 	apply := func(p *networkingv1.NetworkPolicy) *networkingv1.NetworkPolicy {
 		p = p.DeepCopy()
 		p.APIVersion, p.Kind = "networking.k8s.io/v1", "NetworkPolicy"
@@ -116,25 +52,25 @@ func matrixAction(a *generator.Action) (MatrixAction, error) {
 	}
 	switch {
 	case a.CreatePolicy != nil:
-		return MatrixAction{Apply: apply(a.CreatePolicy.Policy)}, nil
+		return npmatrix.Action{Apply: apply(a.CreatePolicy.Policy)}, nil
 	case a.UpdatePolicy != nil:
-		return MatrixAction{Apply: apply(a.UpdatePolicy.Policy)}, nil
+		return npmatrix.Action{Apply: apply(a.UpdatePolicy.Policy)}, nil
 	case a.DeletePolicy != nil:
-		return MatrixAction{DeletePolicy: &ObjectRef{Namespace: a.DeletePolicy.Namespace, Name: a.DeletePolicy.Name}}, nil
+		return npmatrix.Action{DeletePolicy: &npmatrix.ObjectRef{Namespace: a.DeletePolicy.Namespace, Name: a.DeletePolicy.Name}}, nil
 	case a.CreateNamespace != nil:
-		return MatrixAction{CreateNamespace: &ObjectRef{Name: a.CreateNamespace.Namespace, Labels: a.CreateNamespace.Labels}}, nil
+		return npmatrix.Action{CreateNamespace: &npmatrix.ObjectRef{Name: a.CreateNamespace.Namespace, Labels: a.CreateNamespace.Labels}}, nil
 	case a.SetNamespaceLabels != nil:
-		return MatrixAction{SetNamespaceLabels: &ObjectRef{Name: a.SetNamespaceLabels.Namespace, Labels: a.SetNamespaceLabels.Labels}}, nil
+		return npmatrix.Action{SetNamespaceLabels: &npmatrix.ObjectRef{Name: a.SetNamespaceLabels.Namespace, Labels: a.SetNamespaceLabels.Labels}}, nil
 	case a.DeleteNamespace != nil:
-		return MatrixAction{DeleteNamespace: &ObjectRef{Name: a.DeleteNamespace.Namespace}}, nil
+		return npmatrix.Action{DeleteNamespace: &npmatrix.ObjectRef{Name: a.DeleteNamespace.Namespace}}, nil
 	case a.CreatePod != nil:
-		return MatrixAction{CreatePod: &ObjectRef{Namespace: a.CreatePod.Namespace, Name: a.CreatePod.Pod, Labels: a.CreatePod.Labels}}, nil
+		return npmatrix.Action{CreatePod: &npmatrix.ObjectRef{Namespace: a.CreatePod.Namespace, Name: a.CreatePod.Pod, Labels: a.CreatePod.Labels}}, nil
 	case a.SetPodLabels != nil:
-		return MatrixAction{SetPodLabels: &ObjectRef{Namespace: a.SetPodLabels.Namespace, Name: a.SetPodLabels.Pod, Labels: a.SetPodLabels.Labels}}, nil
+		return npmatrix.Action{SetPodLabels: &npmatrix.ObjectRef{Namespace: a.SetPodLabels.Namespace, Name: a.SetPodLabels.Pod, Labels: a.SetPodLabels.Labels}}, nil
 	case a.DeletePod != nil:
-		return MatrixAction{DeletePod: &ObjectRef{Namespace: a.DeletePod.Namespace, Name: a.DeletePod.Pod}}, nil
+		return npmatrix.Action{DeletePod: &npmatrix.ObjectRef{Namespace: a.DeletePod.Namespace, Name: a.DeletePod.Pod}}, nil
 	}
-	return MatrixAction{}, fmt.Errorf("action %+v has no equivalent in the matrix file", a)
+	return npmatrix.Action{}, fmt.Errorf("action %+v has no equivalent in the matrix file", a)
 }
 
 // ipBlocks lists every ipBlock CIDR and exception of the policies.
@@ -212,10 +148,10 @@ func stepVerdicts(w *world, podIP netip.Addr, classes []int) map[string]string {
 }
 
 // buildMatrix runs every case through cyclonus' matcher.
-func buildMatrix() (*Matrix, error) {
+func buildMatrix() (*npmatrix.Matrix, error) {
 	podIP := netip.MustParseAddr(cyclonusPodIP)
 	cases := cyclonusCases()
-	m := &Matrix{
+	m := &npmatrix.Matrix{
 		Source:     "cyclonus v0.5.6 generator (allowDNS false, pod IP " + cyclonusPodIP + ", namespaces x y z) and matcher; made by policy/oracle's TestMatrixFile",
 		Namespaces: map[string]map[string]string{}, Pods: map[string]map[string]string{},
 		Ports: probePorts, PodIP: cyclonusPodIP,
@@ -271,10 +207,10 @@ func buildMatrix() (*Matrix, error) {
 		}
 	}
 
-	m.Cases = append(m.Cases, MatrixCase{Name: noPolicyCase, Tags: []string{},
-		Steps: []MatrixStep{{Actions: []MatrixAction{}, Pods: w.podKeys(), Allowed: stepVerdicts(w, podIP, classes)}}})
+	m.Cases = append(m.Cases, npmatrix.Case{Name: noPolicyCase, Tags: []string{},
+		Steps: []npmatrix.Step{{Actions: []npmatrix.Action{}, Pods: w.podKeys(), Allowed: stepVerdicts(w, podIP, classes)}}})
 	for ci, tc := range cases {
-		mc := MatrixCase{Name: tc.Description, Tags: slices.Sorted(maps.Keys(tc.Tags))}
+		mc := npmatrix.Case{Name: tc.Description, Tags: slices.Sorted(maps.Keys(tc.Tags))}
 		w := newWorld()
 		for si, step := range tc.Steps {
 			// A step without actions probes again, by another means
@@ -283,7 +219,7 @@ func buildMatrix() (*Matrix, error) {
 			if len(step.Actions) == 0 {
 				continue
 			}
-			ms := MatrixStep{}
+			ms := npmatrix.Step{}
 			for _, a := range step.Actions {
 				if err := w.apply(a); err != nil {
 					return nil, fmt.Errorf("case %d %q step %d: %v", ci, tc.Description, si, err)
@@ -316,38 +252,6 @@ func (w *world) podKeys() []string {
 	return out
 }
 
-// encode writes m as compact JSON with one case per line, so that a change
-// of cases shows as a change of lines.
-func (m *Matrix) encode() ([]byte, error) {
-	head := *m
-	head.Cases = nil
-	h, err := json.Marshal(head)
-	if err != nil {
-		return nil, err
-	}
-	// {"source":...,"cases":null} -> {"source":...,"cases":[ <cases> ]}
-	const tail = `"cases":null}`
-	if !bytes.HasSuffix(h, []byte(tail)) {
-		return nil, fmt.Errorf("matrix header %q does not end in %s", h, tail)
-	}
-	var b bytes.Buffer
-	b.Write(h[:len(h)-len(tail)])
-	b.WriteString(`"cases":[` + "\n")
-	for i, c := range m.Cases {
-		j, err := json.Marshal(c)
-		if err != nil {
-			return nil, err
-		}
-		b.Write(j)
-		if i < len(m.Cases)-1 {
-			b.WriteByte(',')
-		}
-		b.WriteByte('\n')
-	}
-	b.WriteString("]}\n")
-	return b.Bytes(), nil
-}
-
 // TestMatrixFile fails when the committed matrix file is not what the
 // cases and cyclonus make now (-update rewrites it), and checks what the
 // cluster test relies on.
@@ -356,7 +260,7 @@ func TestMatrixFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := m.encode()
+	want, err := m.Encode()
 	if err != nil {
 		t.Fatal(err)
 	}

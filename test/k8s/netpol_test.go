@@ -32,6 +32,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tortie-net/tortie/api"
+	"github.com/tortie-net/tortie/internal/npmatrix"
 	"github.com/tortie-net/tortie/internal/testutil"
 	"github.com/tortie-net/tortie/lab"
 	"github.com/tortie-net/tortie/lab/images"
@@ -43,58 +44,14 @@ import (
 // -run TestMatrixFile -update there), which computes cyclonus' verdicts;
 // its types are mirrored here.
 
-// npMatrix is the matrix file.
-type npMatrix struct {
-	Source        string                       `json:"source"`
-	Namespaces    map[string]map[string]string `json:"namespaces"`
-	Pods          map[string]map[string]string `json:"pods"`
-	Ports         []int                        `json:"ports"`
-	Protocols     []string                     `json:"protocols"`
-	PodIP         string                       `json:"podIP"`
-	RelativeCIDRs []int                        `json:"relativeCIDRs"`
-	FixedCIDRs    []string                     `json:"fixedCIDRs"`
-	Cases         []npCase                     `json:"cases"`
-}
-
-type npCase struct {
-	Name  string   `json:"name"`
-	Tags  []string `json:"tags"`
-	Steps []npStep `json:"steps"`
-}
-
-// npStep is a step's actions, the pods that exist after them and cyclonus'
-// verdicts then: one '1' (allowed) or '0' per source pod, destination pod,
-// port and protocol, keyed by the pods' address classes ("*": any).
-type npStep struct {
-	Actions []npAction        `json:"actions"`
-	Pods    []string          `json:"pods"`
-	Allowed map[string]string `json:"allowed"`
-}
-
-type npAction struct {
-	Apply              *networkingv1.NetworkPolicy `json:"apply"`
-	DeletePolicy       *npRef                      `json:"deletePolicy"`
-	CreateNamespace    *npRef                      `json:"createNamespace"`
-	SetNamespaceLabels *npRef                      `json:"setNamespaceLabels"`
-	DeleteNamespace    *npRef                      `json:"deleteNamespace"`
-	CreatePod          *npRef                      `json:"createPod"`
-	SetPodLabels       *npRef                      `json:"setPodLabels"`
-	DeletePod          *npRef                      `json:"deletePod"`
-}
-
-type npRef struct {
-	Namespace string            `json:"namespace"`
-	Name      string            `json:"name"`
-	Labels    map[string]string `json:"labels"`
-}
-
-func loadNPMatrix(t *testing.T) *npMatrix {
+// npmatrix.Matrix is the matrix file.
+func loadNPMatrix(t *testing.T) *npmatrix.Matrix {
 	t.Helper()
 	b, err := os.ReadFile("testdata/np-matrix.json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var m npMatrix
+	var m npmatrix.Matrix
 	if err := json.Unmarshal(b, &m); err != nil {
 		t.Fatalf("testdata/np-matrix.json: %v", err)
 	}
@@ -407,7 +364,7 @@ func npPodManifest(ns, name, node string, labels map[string]string) map[string]a
 // createPods creates pods (namespace, name, labels), each on the next
 // node in turn, and waits until all are Ready and attached: their
 // addresses and network namespaces are read from tortied's endpoints.
-func (c *npCluster) createPods(t *testing.T, refs []npRef) {
+func (c *npCluster) createPods(t *testing.T, refs []npmatrix.ObjectRef) {
 	t.Helper()
 	if len(refs) == 0 {
 		return
@@ -712,7 +669,7 @@ const npMatrixSample = 50
 // of them, a number that many evenly spread, anything else a regular
 // expression matched against the names. The case without policy comes
 // first in all but the last.
-func selectNPCases(m *npMatrix, spec string) ([]int, error) {
+func selectNPCases(m *npmatrix.Matrix, spec string) ([]int, error) {
 	n := len(m.Cases)
 	switch spec = strings.TrimSpace(spec); spec {
 	case "":
@@ -756,7 +713,7 @@ func selectNPCases(m *npMatrix, spec string) ([]int, error) {
 }
 
 // npChangesMore tells whether a case does more than apply policies.
-func npChangesMore(c npCase) bool {
+func npChangesMore(c npmatrix.Case) bool {
 	for _, s := range c.Steps {
 		for _, a := range s.Actions {
 			if a.Apply == nil {
@@ -778,7 +735,7 @@ func spread(n, k int) []int {
 }
 
 // setUpMatrix creates the matrix's namespaces and pods.
-func (c *npCluster) setUpMatrix(t *testing.T, m *npMatrix) {
+func (c *npCluster) setUpMatrix(t *testing.T, m *npmatrix.Matrix) {
 	start := time.Now()
 	for _, ns := range slices.Sorted(maps.Keys(m.Namespaces)) {
 		c.createNamespace(t, ns, m.Namespaces[ns])
@@ -789,10 +746,10 @@ func (c *npCluster) setUpMatrix(t *testing.T, m *npMatrix) {
 		t.Fatalf("applying policies through the API: %v", err)
 	}
 	t.Logf("a policy applied twice and deleted through the API in %v", time.Since(start).Round(time.Millisecond))
-	var refs []npRef
+	var refs []npmatrix.ObjectRef
 	for _, k := range slices.Sorted(maps.Keys(m.Pods)) {
 		ns, name, _ := strings.Cut(k, "/")
-		refs = append(refs, npRef{Namespace: ns, Name: name, Labels: m.Pods[k]})
+		refs = append(refs, npmatrix.ObjectRef{Namespace: ns, Name: name, Labels: m.Pods[k]})
 	}
 	c.createPods(t, refs)
 	xa, err := c.anchor(m)
@@ -807,7 +764,7 @@ func (c *npCluster) setUpMatrix(t *testing.T, m *npMatrix) {
 
 // anchor is x/a's address, around which the ipBlock cases' CIDRs are cut,
 // after checking that no pod lies in the cases' other CIDRs.
-func (c *npCluster) anchor(m *npMatrix) (netip.Addr, error) {
+func (c *npCluster) anchor(m *npmatrix.Matrix) (netip.Addr, error) {
 	xa := c.pods["x/a"]
 	if xa == nil {
 		return netip.Addr{}, errors.New("no pod x/a")
@@ -828,7 +785,7 @@ func (c *npCluster) anchor(m *npMatrix) (netip.Addr, error) {
 
 // npClass is an address's class: the longest of the cases' CIDRs around
 // x/a's address that holds it (0 if none).
-func npClass(m *npMatrix, xa, ip netip.Addr) int {
+func npClass(m *npmatrix.Matrix, xa, ip netip.Addr) int {
 	c := 0
 	for _, l := range m.RelativeCIDRs {
 		if netip.PrefixFrom(xa, l).Masked().Contains(ip) {
@@ -880,7 +837,7 @@ func relocate(p *networkingv1.NetworkPolicy, generated, xa netip.Addr) error {
 }
 
 // runMatrix runs the selected cases, each from the matrix's initial world.
-func (c *npCluster) runMatrix(t *testing.T, m *npMatrix, sel []int) {
+func (c *npCluster) runMatrix(t *testing.T, m *npmatrix.Matrix, sel []int) {
 	generated, err := netip.ParseAddr(m.PodIP)
 	if err != nil {
 		t.Fatalf("matrix podIP: %v", err)
@@ -971,7 +928,7 @@ func (c *npCluster) waitPolicyAfter(t *testing.T, gens map[string]uint64) {
 // applies again: applying replaces them), namespace and pod labels as
 // they were, namespaces and pods the earlier cases made deleted, those
 // they deleted made again.
-func (c *npCluster) reset(t *testing.T, m *npMatrix, tc npCase) {
+func (c *npCluster) reset(t *testing.T, m *npmatrix.Matrix, tc npmatrix.Case) {
 	t.Helper()
 	if c.dirty {
 		c.kubectl(t, time.Minute, "delete", "networkpolicies", "--all", "--all-namespaces")
@@ -1008,11 +965,11 @@ func (c *npCluster) reset(t *testing.T, m *npMatrix, tc npCase) {
 			c.deletePod(t, p.ns, p.name)
 		}
 	}
-	var missing []npRef
+	var missing []npmatrix.ObjectRef
 	for _, k := range slices.Sorted(maps.Keys(m.Pods)) {
 		ns, name, _ := strings.Cut(k, "/")
 		if c.pods[k] == nil {
-			missing = append(missing, npRef{Namespace: ns, Name: name, Labels: m.Pods[k]})
+			missing = append(missing, npmatrix.ObjectRef{Namespace: ns, Name: name, Labels: m.Pods[k]})
 		} else {
 			c.setPodLabels(t, ns, name, m.Pods[k])
 		}
@@ -1033,7 +990,7 @@ func (c *npCluster) deletePolicies(t *testing.T, keys []string) {
 }
 
 // runStep carries out a step's actions in order.
-func (c *npCluster) runStep(t *testing.T, m *npMatrix, step npStep, generated netip.Addr) {
+func (c *npCluster) runStep(t *testing.T, m *npmatrix.Matrix, step npmatrix.Step, generated netip.Addr) {
 	t.Helper()
 	for _, a := range step.Actions {
 		if a.Apply != nil {
@@ -1061,7 +1018,7 @@ func (c *npCluster) runStep(t *testing.T, m *npMatrix, step npStep, generated ne
 		case a.DeleteNamespace != nil:
 			c.deleteNamespace(t, a.DeleteNamespace.Name)
 		case a.CreatePod != nil:
-			c.createPods(t, []npRef{*a.CreatePod})
+			c.createPods(t, []npmatrix.ObjectRef{*a.CreatePod})
 			if _, err := c.anchor(m); err != nil {
 				t.Fatal(err)
 			}
@@ -1077,7 +1034,7 @@ func (c *npCluster) runStep(t *testing.T, m *npMatrix, step npStep, generated ne
 
 // stepCells are the step's probes with cyclonus' verdicts, but those of a
 // pod to itself: they stay inside the pod.
-func (c *npCluster) stepCells(m *npMatrix, step npStep) ([]npCell, error) {
+func (c *npCluster) stepCells(m *npmatrix.Matrix, step npmatrix.Step) ([]npCell, error) {
 	xa, err := c.anchor(m)
 	if err != nil {
 		return nil, err
@@ -1195,7 +1152,7 @@ func (c *npCluster) kubectlScenarios(t *testing.T) {
 	c.createNamespace(t, "np", map[string]string{})
 	c.createNamespace(t, "np-blue", map[string]string{"team": "blue"})
 	c.createNamespace(t, "np-green", map[string]string{})
-	c.createPods(t, []npRef{
+	c.createPods(t, []npmatrix.ObjectRef{
 		{Namespace: "np", Name: "server", Labels: map[string]string{"app": "server"}},
 		{Namespace: "np", Name: "client", Labels: map[string]string{"role": "client"}},
 		{Namespace: "np", Name: "other", Labels: map[string]string{"role": "other"}},
@@ -1248,7 +1205,7 @@ func (c *npCluster) kubectlScenarios(t *testing.T) {
 		npCell{server, blue, 80, "TCP", allow}, npCell{client, green, 81, "UDP", allow}, npCell{blue, green, 80, "TCP", allow})
 	// A pod started under the default deny becomes Ready: the kubelet's
 	// probes come from the pod's own node, which policy always lets in.
-	c.createPods(t, []npRef{{Namespace: "np", Name: "late", Labels: map[string]string{"role": "late"}}})
+	c.createPods(t, []npmatrix.ObjectRef{{Namespace: "np", Name: "late", Labels: map[string]string{"role": "late"}}})
 	c.deletePod(t, "np", "late")
 
 	apply("from-clients")
