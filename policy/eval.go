@@ -161,23 +161,16 @@ func (s *Set) Index(key string) (int, bool) {
 func (s *Set) Key(i int) string { return s.keys[i] }
 
 // Subject reports whether local endpoint ep is subject to policy in
-// direction dir: a packet can be denied or logged there. An endpoint that
-// is not subject is allowed everything in that direction (Calico's default
-// for pods no policy selects, or a profile whose first rule allows
-// everything, as the per-namespace profile does), and callers may skip
-// evaluating it; Explain still says what allowed it.
+// direction dir: some tier or profile decides there, so a packet can be
+// denied. An endpoint that is not subject is allowed everything in that
+// direction (Calico's default for pods no policy selects), and callers may
+// skip evaluating it.
 func (s *Set) Subject(ep int, dir Direction) bool {
 	if ep < 0 || ep >= len(s.progs) || dir > Egress {
 		return false
 	}
 	prog := s.progs[ep][dir]
-	return len(prog) == 0 || !(prog[0].kind == kDefaultAllow || prog[0].allowsAll())
-}
-
-// allowsAll says whether a rule allows every IPv4 packet.
-func (r *rule) allowsAll() bool {
-	return r.kind == kRule && r.action == Allow && !r.never && r.proto < 0 && r.noProto < 0 &&
-		!r.icmp.set && !r.notICMP.set && r.src.flags == 0 && r.dst.flags == 0
+	return len(prog) != 1 || prog[0].kind != kDefaultAllow
 }
 
 // Counters lists what can decide in the Set, indexed by Verdict.Counter;
