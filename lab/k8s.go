@@ -404,7 +404,24 @@ serializeImagePulls: false
 	// for both.
 	argv := append(inNode(n), filepath.Join(binDir, "kubelet"), "--config", conf,
 		"--kubeconfig", kc, "--root-dir", filepath.Join(dir, "root"), "--hostname-override", n.Name, "--node-ip", n.Addr())
-	return cp.run("kubelet-"+n.Name, argv...)
+	started := time.Now()
+	if err := cp.run("kubelet-"+n.Name, argv...); err != nil {
+		return err
+	}
+	if n.MountNS == "" {
+		// Without a view of its own the node shares the device-plugin
+		// directory with every other kubelet here: the next one starts
+		// only once this one has bound its socket there (or a minute has
+		// passed), so that none empties the directory between another's
+		// clean-up and bind.
+		sock := filepath.Join(DevicePluginDir, "kubelet.sock")
+		for deadline := started.Add(time.Minute); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if fi, err := os.Stat(sock); err == nil && !fi.ModTime().Before(started.Truncate(time.Second)) {
+				break
+			}
+		}
+	}
+	return nil
 }
 
 // coreDNSManifest is CoreDNS as kubeadm deploys it, trimmed to what a lab

@@ -16,8 +16,15 @@ import (
 // each of these paths is a bind mount of the node's own directory:
 // containerd, the kubelet and every container they start see the node's
 // CNI configuration, tortie socket and state, and pod network namespaces,
-// as on a machine of its own.
-var NodePaths = []string{"/etc/cni/net.d", "/opt/cni/bin", "/run/tortie", "/var/lib/tortie", "/run/netns"}
+// as on a machine of its own. The kubelet's device-plugin directory is
+// one of them although tortie does not use it: its path is fixed, and
+// every kubelet empties it when it starts, then binds its socket there, so
+// kubelets starting together on one file system make each other fail.
+var NodePaths = []string{"/etc/cni/net.d", "/opt/cni/bin", "/run/tortie", "/var/lib/tortie", "/run/netns", DevicePluginDir}
+
+// DevicePluginDir is where a kubelet serves device plugins (a path fixed
+// in the kubelet, not under its --root-dir).
+const DevicePluginDir = "/var/lib/kubelet/device-plugins"
 
 // nodeRoot holds a node's own copies of NodePaths.
 func nodeRoot(lab, node string) string { return filepath.Join(Dir(lab), node+"-root") }
