@@ -83,10 +83,10 @@ type Agent struct {
 	tunnelIPIP, tunnelVXLAN bool
 
 	// routed is what the kernel routes to the host TUN since the last
-	// successful sync; routedCh is closed and replaced when it changes.
-	routedMu sync.Mutex
-	routed   []netip.Prefix
-	routedCh chan struct{}
+	// successful sync; routedChanged fires when it changes.
+	routedMu      sync.Mutex
+	routed        []netip.Prefix
+	routedChanged broadcast
 
 	// natRules and natAt are the natOutgoing ruleset last applied and
 	// when; only the sync goroutine (onSync) touches them.
@@ -324,12 +324,9 @@ func TunnelNeeds(all []*resources.IPPool, labels map[string]string) (ipip, vxlan
 
 func (a *Agent) setRouted(cidrs []netip.Prefix) {
 	a.routedMu.Lock()
-	defer a.routedMu.Unlock()
 	a.routed = cidrs
-	if a.routedCh != nil {
-		close(a.routedCh)
-	}
-	a.routedCh = make(chan struct{})
+	a.routedMu.Unlock()
+	a.routedChanged.fire()
 }
 
 // WaitRouted returns once the node's kernel routes addr to the host TUN (a
@@ -338,15 +335,12 @@ func (a *Agent) setRouted(cidrs []netip.Prefix) {
 // the new pod.
 func (a *Agent) WaitRouted(ctx context.Context, addr netip.Addr) error {
 	for {
+		changed := a.routedChanged.next()
 		a.routedMu.Lock()
 		covered := false
 		for _, p := range a.routed {
 			covered = covered || p.Contains(addr)
 		}
-		if a.routedCh == nil {
-			a.routedCh = make(chan struct{})
-		}
-		changed := a.routedCh
 		a.routedMu.Unlock()
 		if covered {
 			return nil

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -31,29 +30,8 @@ type policyState struct {
 	compiles atomic.Uint64
 	failures atomic.Uint64
 	lastErr  atomic.Pointer[error] // the last compilation's failure; nil after a success
-
-	// installed is closed and replaced after every attempt to install.
-	mu        sync.Mutex
-	installed chan struct{}
-}
-
-// attempted wakes WaitPolicy's callers.
-func (p *policyState) attempted() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.installed != nil {
-		close(p.installed)
-	}
-	p.installed = make(chan struct{})
-}
-
-func (p *policyState) next() <-chan struct{} {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.installed == nil {
-		p.installed = make(chan struct{})
-	}
-	return p.installed
+	// attempted fires after every attempt to install.
+	attempted broadcast
 }
 
 // WaitPolicy returns once the installed policy includes the local endpoint
@@ -66,7 +44,7 @@ func (a *Agent) WaitPolicy(ctx context.Context, key string) error {
 		return nil
 	}
 	for {
-		next := a.pol.next()
+		next := a.pol.attempted.next()
 		if set := a.pol.set.Load(); set != nil {
 			if _, ok := set.Index(key); ok {
 				return nil
@@ -194,7 +172,7 @@ func (a *Agent) syncPolicy(ctx context.Context) error {
 	for _, w := range warnings {
 		a.Log.Warn(w)
 	}
-	defer a.pol.attempted()
+	defer a.pol.attempted.fire()
 	set, err := policy.Compile(in)
 	if err != nil {
 		a.pol.failures.Add(1)
