@@ -302,6 +302,9 @@ current-context: kubetest
 		"--service-account-key-file", saPub, "--service-account-signing-key-file", saKey,
 		"--service-cluster-ip-range", ServiceCIDR,
 		"--authorization-mode", "RBAC",
+		// As clusters that run tortie do (kubeadm's too): its DaemonSet
+		// is privileged.
+		"--allow-privileged",
 		"--profiling=false",
 	}, nil
 }

@@ -1,8 +1,10 @@
 package kubetest
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
+
+	"github.com/tortie-net/tortie/deploy"
 )
 
 func TestStart(t *testing.T) {
@@ -107,6 +111,59 @@ func TestStart(t *testing.T) {
 	}
 	if f := strings.Fields(lines[1]); len(f) != 6 || f[0] != "pool-a" || f[1] != "10.244.0.0/16" || f[2] != "Always" || f[3] != "Never" || f[4] != "true" {
 		t.Errorf("kubectl get ippools row %q, want pool-a 10.244.0.0/16 Always Never true <age>", lines[1])
+	}
+
+	t.Run("deploy", func(t *testing.T) { testDeployRBAC(ctx, t, s) })
+}
+
+// testDeployRBAC applies deploy/tortie.yaml and checks, with the API
+// server's own authorizer, that its service account may use the
+// Kubernetes API datastore.
+func testDeployRBAC(ctx context.Context, t *testing.T, s *APIServer) {
+	cache := t.TempDir()
+	// kubectl's standard output; its warnings go to standard error, shown
+	// with an error.
+	kubectl := func(args ...string) (string, error) {
+		args = append([]string{"--kubeconfig", s.Kubeconfig, "--cache-dir", cache}, args...)
+		var stderr bytes.Buffer
+		cmd := exec.CommandContext(ctx, s.Kubectl(), args...)
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			err = fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
+		}
+		return strings.TrimSpace(string(out)), err
+	}
+	manifest := filepath.Join(t.TempDir(), "tortie.yaml")
+	if err := os.WriteFile(manifest, deploy.Manifest, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := kubectl("apply", "-f", manifest); err != nil {
+		t.Fatalf("kubectl apply -f tortie.yaml: %v: %s", err, out)
+	}
+	const sa = "system:serviceaccount:kube-system:tortie-node"
+	for _, c := range []struct {
+		verb, resource string
+		want           string
+	}{
+		{"create", "ippools.crd.projectcalico.org", "yes"},
+		{"delete", "workloadendpoints.crd.projectcalico.org", "yes"},
+		{"watch", "ipamblocks.crd.projectcalico.org", "yes"},
+		{"create", "nodes", "yes"},
+		{"update", "nodes", "yes"},
+		{"update", "leases.coordination.k8s.io", "yes"},
+		{"delete", "leases.coordination.k8s.io", "yes"},
+		{"watch", "pods", "yes"},
+		// Nothing beyond what it needs.
+		{"delete", "nodes", "no"},
+		{"create", "pods", "no"},
+		{"get", "secrets", "no"},
+	} {
+		// can-i exits 1 when the answer is no; its output says which.
+		out, _ := kubectl("auth", "can-i", c.verb, c.resource, "--as", sa)
+		if out != c.want {
+			t.Errorf("may tortie-node %s %s? %q, want %s", c.verb, c.resource, out, c.want)
+		}
 	}
 }
 
