@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -23,7 +26,7 @@ import (
 
 // One API server for the package's tests: each test uses records of its
 // own and removes them.
-func start(t *testing.T) (*kubestore.Store, dynamic.Interface) {
+func start(t *testing.T) (*kubestore.Store, dynamic.Interface, *kubetest.APIServer) {
 	t.Helper()
 	api := kubetest.Start(t)
 	s, err := kubestore.New(api.Config)
@@ -35,7 +38,7 @@ func start(t *testing.T) (*kubestore.Store, dynamic.Interface) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s, dyn
+	return s, dyn, api
 }
 
 var (
@@ -45,11 +48,12 @@ var (
 
 // The same contract as the memory store and etcd, on a real API server.
 func TestKubernetes(t *testing.T) {
-	s, dyn := start(t)
+	s, dyn, api := start(t)
 	t.Run("contract", func(t *testing.T) { storetest.Contract(t, s) })
 	t.Run("records", func(t *testing.T) { storetest.Records(t, s) })
 	t.Run("node", func(t *testing.T) { testNode(t, s, dyn) })
 	t.Run("kubectl", func(t *testing.T) { testForeignObjects(t, s, dyn) })
+	t.Run("sameState", func(t *testing.T) { testSameState(t, s, api) })
 	t.Run("noPlace", func(t *testing.T) {
 		if _, err := s.Put(context.Background(), "/elsewhere/x", []byte("{}")); !errors.Is(err, kubestore.ErrNoPlace) {
 			t.Fatalf("put outside tortie's directories: %v", err)
@@ -219,5 +223,68 @@ func testForeignObjects(t *testing.T, s *kubestore.Store, dyn dynamic.Interface)
 		if err := s.Delete(ctx, resources.KindPrefix(resources.KindIPPool)+n, 0); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// `kubectl apply -f` of Calico's CRD manifest and an apply of the v3
+// manifest through tortie give the same resource; what tortie wrote,
+// kubectl shows as Calico's CRD object.
+func testSameState(t *testing.T, s *kubestore.Store, api *kubetest.APIServer) {
+	ctx := context.Background()
+	crdYAML := `apiVersion: crd.projectcalico.org/v1
+kind: IPPool
+metadata:
+  name: same
+  annotations:
+    projectcalico.org/metadata: '{"labels":{"zone":"c"}}'
+spec:
+  cidr: 10.88.0.0/16
+  blockSize: 27
+  ipipMode: CrossSubnet
+  natOutgoing: true
+  nodeSelector: zone == "c"
+  allowedUses: [Workload]
+`
+	f := filepath.Join(t.TempDir(), "pool.yaml")
+	if err := os.WriteFile(f, []byte(crdYAML), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(api.Kubectl(), "--kubeconfig", api.Kubeconfig, "apply", "-f", f).CombinedOutput(); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+	c := resources.Client{S: s}
+	byKubectl, err := c.Pools(ctx)
+	if err != nil || len(byKubectl) != 1 {
+		t.Fatalf("pools: %v %v", byKubectl, err)
+	}
+	kb, _ := json.Marshal(byKubectl[0])
+	if err := c.Delete(ctx, resources.KindIPPool, "same"); err != nil {
+		t.Fatal(err)
+	}
+	objs, err := resources.Decode(strings.NewReader(`apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: same, labels: {zone: c}}
+spec: {cidr: 10.88.0.0/16, blockSize: 27, ipipMode: CrossSubnet, natOutgoing: true, nodeSelector: zone == "c", allowedUses: [Workload]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Apply(ctx, objs); err != nil {
+		t.Fatal(err)
+	}
+	byTortie, err := c.Pools(ctx)
+	if err != nil || len(byTortie) != 1 {
+		t.Fatalf("pools: %v %v", byTortie, err)
+	}
+	if tb, _ := json.Marshal(byTortie[0]); string(tb) != string(kb) {
+		t.Fatalf("kubectl's pool and tortie's differ:\n%s\n%s", kb, tb)
+	}
+	out, err := exec.Command(api.Kubectl(), "--kubeconfig", api.Kubeconfig, "get", "ippools.crd.projectcalico.org", "same",
+		"-o", "jsonpath={.spec.cidr} {.spec.ipipMode} {.metadata.annotations.projectcalico\\.org/metadata}").CombinedOutput()
+	if err != nil || string(out) != `10.88.0.0/16 CrossSubnet {"labels":{"zone":"c"}}` {
+		t.Fatalf("kubectl get: %v %s", err, out)
+	}
+	if err := c.Delete(ctx, resources.KindIPPool, "same"); err != nil {
+		t.Fatal(err)
 	}
 }
