@@ -84,6 +84,10 @@ type PortStats struct {
 // OffloadStats say how much segmentation and coalescing the router did.
 type OffloadStats struct {
 	TSOFrames, TSOSegments, GROFrames, GROSegments uint64
+	// GROBadChecksums counts segments from other nodes or the host whose
+	// TCP checksum was wrong: never joined into a superframe (which the
+	// pod would not verify), written alone for the pod to drop.
+	GROBadChecksums uint64
 }
 
 // FlowStats are the flow table's counters: entries in use and the most it

@@ -17,6 +17,9 @@ const (
 	VirtioNetHdrLen = 10
 
 	VirtioNetHdrFNeedsCsum = 1
+	// VirtioNetHdrFDataValid: the sender (the kernel, for a TUN read)
+	// verified the packet's checksums.
+	VirtioNetHdrFDataValid = 2
 
 	VirtioGSONone  = 0
 	VirtioGSOTCPv4 = 1
@@ -52,6 +55,9 @@ func (v VirtioNetHdr) Clear() { clear(v[:VirtioNetHdrLen]) }
 
 // NeedsCsum reports whether the NEEDS_CSUM flag is set.
 func (v VirtioNetHdr) NeedsCsum() bool { return v[0]&VirtioNetHdrFNeedsCsum != 0 }
+
+// DataValid reports whether the DATA_VALID flag is set.
+func (v VirtioNetHdr) DataValid() bool { return v[0]&VirtioNetHdrFDataValid != 0 }
 
 // Encode writes every field.
 func (v VirtioNetHdr) Encode(flags, gsoType uint8, hdrLen, gsoSize, csumStart, csumOffset int) {

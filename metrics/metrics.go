@@ -72,7 +72,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		kind, unit string
 		v          uint64
 	}{{"tso", "superframes", s.Offload.TSOFrames}, {"tso", "segments", s.Offload.TSOSegments},
-		{"gro", "superframes", s.Offload.GROFrames}, {"gro", "segments", s.Offload.GROSegments}} {
+		{"gro", "superframes", s.Offload.GROFrames}, {"gro", "segments", s.Offload.GROSegments},
+		{"gro", "bad_checksum_segments", s.Offload.GROBadChecksums}} {
 		ch <- prometheus.MustNewConstMetric(offDesc, prometheus.CounterValue, float64(o.v), o.kind, o.unit)
 	}
 }

@@ -12,7 +12,21 @@ type podOut struct {
 	p          *Port
 	buf        []byte
 	start, end int
+	csum       csumState
 }
+
+// csumState says what is known of a queued frame's TCP checksum. A
+// superframe is written CHECKSUM_PARTIAL, which the pod's kernel does not
+// verify, so a segment nobody vouches for (from another node, where a
+// kernel VXLAN peer may send without an outer UDP checksum; from the host
+// unchecked) joins one only once its checksum is verified here.
+type csumState uint8
+
+const (
+	csumTrusted   csumState = iota // computed here, or verified by a kernel
+	csumUnchecked                  // to verify before joining a superframe
+	csumBad                        // verified, and wrong: written alone
+)
 
 // podQueue holds the frames for offload ports until the batch ends, so
 // that consecutive segments of one TCP flow can be written as one
@@ -31,12 +45,27 @@ func newPodQueue(n int) podQueue {
 }
 
 // queuePod holds a frame for an offload port until the batch ends.
-func (w *worker) queuePod(p *Port, buf []byte, start, end int) {
+func (w *worker) queuePod(p *Port, buf []byte, start, end int, csum csumState) {
 	q := &w.pods
 	if len(q.frames) == cap(q.frames) {
 		w.flushPods()
 	}
-	q.frames = append(q.frames, podOut{p, buf, start, end})
+	q.frames = append(q.frames, podOut{p, buf, start, end, csum})
+}
+
+// checksumOK says whether the segment of o may be joined into a
+// superframe: its TCP checksum needs no check, or is right. A wrong one
+// is counted, and the segment is written alone, for the pod's kernel to
+// verify and drop.
+func (w *worker) checksumOK(o *podOut, s tcpSeg) bool {
+	if o.csum == csumUnchecked {
+		o.csum = csumTrusted
+		if header.Checksum(s.tcp, header.PseudoHeaderSum(s.ip.Src(), s.ip.Dst(), header.ProtocolTCP, len(s.tcp))) != 0xffff {
+			o.csum = csumBad
+			w.r.offload.groBadChecksums.Add(1)
+		}
+	}
+	return o.csum == csumTrusted
 }
 
 // tcpSeg is what coalescing compares about one queued frame.
@@ -93,6 +122,11 @@ func (w *worker) flushPods() {
 			for j < len(q) && q[j].p == q[i].p && last.payload == first.payload {
 				s, ok := asSeg(q[j].buf[q[j].start:q[j].end])
 				if !ok || s.payload > first.payload || total+s.payload > header.IPv4MaxLen || !follows(last, s) {
+					break
+				}
+				// Checksums only of segments that are joined: a frame
+				// written alone is verified by the pod's kernel.
+				if (j == i+1 && !w.checksumOK(&q[i], first)) || !w.checksumOK(&q[j], s) {
 					break
 				}
 				last, total = s, total+s.payload

@@ -50,9 +50,13 @@ func (w *worker) fromOffload(in ingress, buf []byte, off, end int) {
 			w.drop(DropBadOffload)
 			return
 		}
+		w.hostCsumKnown = h.NeedsCsum() || h.DataValid()
 		w.fromIngress(in, buf, frame, end)
+		w.hostCsumKnown = false
 	case header.VirtioGSOTCPv4:
+		w.hostCsumKnown = true // every segment's checksum is computed here
 		w.segmentTCP(in, buf[frame:end], h.GSOSize())
+		w.hostCsumKnown = false
 	default:
 		w.drop(DropBadOffload)
 	}

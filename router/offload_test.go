@@ -3,6 +3,7 @@ package router
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -283,6 +284,55 @@ func TestGROCoalescesOneFlow(t *testing.T) {
 			}
 			if s := h.r.Stats(); s.Ports[len(s.Ports)-1].TxPackets != 5 {
 				t.Fatalf("tx counted %d packets, want 5 segments", s.Ports[len(s.Ports)-1].TxPackets)
+			}
+		})
+	}
+}
+
+// TestGROVerifiesChecksums: a superframe is written CHECKSUM_PARTIAL,
+// which the pod's kernel does not verify, so a segment from another node
+// with a wrong TCP checksum (a kernel VXLAN peer sends no outer UDP
+// checksum) never joins one: it is written alone, for the pod to drop.
+func TestGROVerifiesChecksums(t *testing.T) {
+	ack, push := uint8(header.TCPFlagACK), uint8(header.TCPFlagACK|header.TCPFlagPSH)
+	corrupt := func(b []byte) []byte { b[len(b)-1] ^= 0x40; return b }
+	for _, c := range []struct {
+		name  string
+		batch [][]byte
+		gso   []int // segments per write: 1 is a plain frame
+	}{
+		{"middle", [][]byte{seg(1000, 1000, ack, 1), corrupt(seg(2000, 1000, ack, 1)), seg(3000, 1000, ack, 1), seg(4000, 500, push, 1)}, []int{1, 1, 2}},
+		{"first", [][]byte{corrupt(seg(1000, 1000, ack, 1)), seg(2000, 1000, ack, 1), seg(3000, 500, push, 1)}, []int{1, 2}},
+		{"last", [][]byte{seg(1000, 1000, ack, 1), seg(2000, 1000, ack, 1), corrupt(seg(3000, 500, push, 1))}, []int{2, 1}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHarness(t)
+			_, devC := withOffloadPort(t, h)
+			h.w.begin()
+			for i, p := range c.batch {
+				n := copy(h.w.bufs[i][Headroom:], p)
+				h.w.fromVXLAN(nodeB, h.w.bufs[i], Headroom, Headroom+n)
+			}
+			h.w.flush()
+			out := devC.Take()
+			var got []int
+			for _, f := range out {
+				v := header.VirtioNetHdr(f)
+				if v.GSOType() == header.VirtioGSONone {
+					if v.NeedsCsum() {
+						t.Fatal("a lone segment was written CHECKSUM_PARTIAL")
+					}
+					got = append(got, 1)
+					continue
+				}
+				ip := header.IPv4(f[header.VirtioNetHdrLen+14:])
+				got = append(got, (ip.TotalLen()-52+999)/1000)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(c.gso) {
+				t.Fatalf("writes of %v segments, want %v", got, c.gso)
+			}
+			if o := h.r.Stats().Offload; o.GROBadChecksums != 1 || o.GROFrames != 1 {
+				t.Fatalf("offload counters %+v", o)
 			}
 		})
 	}

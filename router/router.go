@@ -477,6 +477,9 @@ func (r *Router) Close() error {
 // offloadCounters say how much the virtio-net offloads save.
 type offloadCounters struct {
 	tsoFrames, tsoSegments, groFrames, groSegments atomic.Uint64
+	// groBadChecksums counts segments kept out of superframes because
+	// their TCP checksum is wrong (the pod's kernel drops them).
+	groBadChecksums atomic.Uint64
 }
 
 // OffloadStats is a copy of the offload counters: superframes from pods
@@ -491,7 +494,8 @@ type Stats = api.Counters
 func (r *Router) Stats() Stats {
 	s := Stats{Drops: map[string]uint64{}, FIBSize: r.fib.Load().Len(), PathMTU: r.PathMTU(),
 		Offload: OffloadStats{TSOFrames: r.offload.tsoFrames.Load(), TSOSegments: r.offload.tsoSegments.Load(),
-			GROFrames: r.offload.groFrames.Load(), GROSegments: r.offload.groSegments.Load()}}
+			GROFrames: r.offload.groFrames.Load(), GROSegments: r.offload.groSegments.Load(),
+			GROBadChecksums: r.offload.groBadChecksums.Load()}}
 	fs := r.flows.Stats()
 	s.Flows = api.FlowStats{Entries: fs.Entries, Capacity: fs.Capacity, Inserts: fs.Inserts, Evictions: fs.Evictions,
 		Refusals: fs.Refusals, Expired: fs.Expired, RepliesViaHost: r.viaHost.Load()}

@@ -39,6 +39,11 @@ type worker struct {
 	pol   *policyState // nil: no policy installed
 	now   int64        // flow.Now() at the start of the batch
 	from  *Port        // the pod port of the packet being forwarded (fromPod)
+	// hostCsumKnown: the packet being forwarded from the host has its
+	// TCP checksum computed here (a superframe cut, a CHECKSUM_PARTIAL
+	// finished) or verified by the kernel (DATA_VALID); set by
+	// fromOffload around the packet, false otherwise.
+	hostCsumKnown bool
 
 	// The outputs, each a queue emptied at the end of the batch (or when
 	// full). The underlay queue and the GSO run hold the worker's own
@@ -306,7 +311,11 @@ func (w *worker) forward(o origin, buf []byte, start, end int) {
 		p := w.ports[nh.Port]
 		header.Ethernet(buf[start-header.EthernetLen:]).Encode(p.cfg.MAC, GatewayMAC, header.EtherTypeIPv4)
 		if p.cfg.Offload {
-			w.queuePod(p, buf, start-header.EthernetLen, end)
+			csum := csumTrusted
+			if o == fromTunnel || (o == fromHost && !w.hostCsumKnown) {
+				csum = csumUnchecked
+			}
+			w.queuePod(p, buf, start-header.EthernetLen, end, csum)
 		} else {
 			w.writePort(p, buf, start-header.EthernetLen, end)
 		}

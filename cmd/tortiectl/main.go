@@ -277,6 +277,7 @@ func run(c *api.Client, output string, args []string) error {
 			fmt.Fprintf(tw, "\nOFFLOAD\tSUPERFRAMES\tSEGMENTS\n")
 			fmt.Fprintf(tw, "tso (from pods and host, segmented)\t%d\t%d\n", o.TSOFrames, o.TSOSegments)
 			fmt.Fprintf(tw, "gro (to pods, coalesced)\t%d\t%d\n", o.GROFrames, o.GROSegments)
+			fmt.Fprintf(tw, "gro: bad TCP checksums, not coalesced\t\t%d\n", o.GROBadChecksums)
 			f := s.Flows
 			fmt.Fprintf(tw, "\nFLOWS\tENTRIES\tCAPACITY\tINSERTS\tEVICTIONS\tREFUSALS\tEXPIRED\tREPLIES VIA HOST\n")
 			fmt.Fprintf(tw, "\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", f.Entries, f.Capacity, f.Inserts, f.Evictions, f.Refusals, f.Expired, f.RepliesViaHost)

@@ -1,0 +1,155 @@
+package test
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tortie-net/tortie/api"
+	"github.com/tortie-net/tortie/internal/nsdial"
+	"github.com/tortie-net/tortie/internal/testutil"
+	"github.com/tortie-net/tortie/lab"
+	"github.com/tortie-net/tortie/nsutil"
+)
+
+// TestCorruptSegmentFromKernelVXLAN: a Linux kernel node sends VXLAN with
+// no outer UDP checksum (the kernel's default for IPv4, as Calico's
+// vxlan.calico), so a payload byte changed on the wire is caught only by
+// the inner TCP checksum. tortie joins segments into CHECKSUM_PARTIAL
+// superframes, which the pod's kernel does not verify: it must verify them
+// itself and keep a bad one out, or the pod takes corrupted data.
+//
+// The kernel node's pod computes its checksums in software (tx
+// checksumming off), so every segment leaves with its checksum final, and
+// an nftables rule on the node sets one payload byte of every 40th VXLAN
+// packet after that. The data that reaches tortie's pod must be exactly
+// what was sent.
+func TestCorruptSegmentFromKernelVXLAN(t *testing.T) {
+	l := up(t, lab.Options{Name: "tcs", Nodes: 2, Pods: 1, KernelNodes: 1, Mode: "vxlan"})
+	kernel, sender := l.Nodes[1], l.Pod("n2p1")
+	if !kernel.Kernel || sender == nil {
+		t.Fatal("n2 should be a kernel node with pod n2p1")
+	}
+	if out, err := exec.Command("ip", "netns", "exec", sender.Netns, "ethtool", "-K", "eth0", "tx", "off").CombinedOutput(); err != nil {
+		t.Fatalf("ethtool: %v\n%s", err, out)
+	}
+	// Every 40th VXLAN packet the node sends gets the byte 180 bytes
+	// into its UDP packet set: inside the TCP payload of a full segment
+	// (UDP 8, VXLAN 8, inner Ethernet 14, IP 20, TCP 32 bytes of
+	// headers). The outer checksum is 0, so nothing else changes.
+	nft := exec.Command("ip", "netns", "exec", kernel.Netns, "nft", "-f", "-")
+	nft.Stdin = strings.NewReader(`table ip corrupt {
+	chain post {
+		type filter hook postrouting priority 0; policy accept;
+		udp dport 4789 numgen inc mod 40 == 0 @th,1440,8 set 0xaa counter
+	}
+}
+`)
+	if out, err := nft.CombinedOutput(); err != nil {
+		t.Fatalf("nft: %v\n%s", err, out)
+	}
+	receiver := l.Pod("n1p1")
+	var ln net.Listener
+	if err := nsutil.Do(testutil.NetnsPath(receiver.Netns), func() (err error) { ln, err = net.Listen("tcp4", ":7000"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	got := make(chan [32]byte, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		h := sha256.New()
+		io.Copy(h, c)
+		var sum [32]byte
+		copy(sum[:], h.Sum(nil))
+		got <- sum
+	}()
+	csumErrors := func() uint64 { return tcpInCsumErrors(t, receiver.Netns) }
+	before := csumErrors()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	conn, err := nsdial.Dial(ctx, testutil.NetnsPath(sender.Netns), strings.Split(receiver.Address, "/")[0]+":7000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetDeadline(time.Now().Add(2 * time.Minute))
+	const size = 64 << 20
+	rng := rand.New(rand.NewPCG(1, 2))
+	data := make([]byte, size)
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	want := sha256.Sum256(data)
+	if _, err := conn.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	conn.(*net.TCPConn).CloseWrite()
+	select {
+	case sum := <-got:
+		if sum != want {
+			t.Fatal("the pod received data that differs from what was sent: a corrupted segment was accepted")
+		}
+	case <-ctx.Done():
+		t.Fatal("the transfer did not end")
+	}
+	conn.Close()
+	s, err := api.NewClient(l.Nodes[0].Socket).Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad, dropped := s.Offload.GROBadChecksums, csumErrors()-before
+	t.Logf("%d MiB intact; tortie kept %d segments with bad checksums out of superframes; the pod dropped %d (TcpInCsumErrors); %d superframes carried %d segments",
+		size>>20, bad, dropped, s.Offload.GROFrames, s.Offload.GROSegments)
+	if bad == 0 || dropped == 0 {
+		t.Fatalf("no corrupted segment was seen (tortie %d, pod %d): the test corrupted nothing", bad, dropped)
+	}
+}
+
+// tcpInCsumErrors reads the TCP checksum errors of a namespace's stack.
+func tcpInCsumErrors(t *testing.T, netns string) uint64 {
+	t.Helper()
+	var v uint64
+	err := nsutil.Do(testutil.NetnsPath(netns), func() error {
+		f, err := os.Open("/proc/thread-self/net/snmp")
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		var names []string
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			fields := strings.Fields(sc.Text())
+			if len(fields) == 0 || fields[0] != "Tcp:" {
+				continue
+			}
+			if names == nil {
+				names = fields
+				continue
+			}
+			for i, n := range names {
+				if n == "InCsumErrors" && i < len(fields) {
+					v, err = strconv.ParseUint(fields[i], 10, 64)
+					return err
+				}
+			}
+		}
+		return sc.Err()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
