@@ -171,3 +171,40 @@ func FuzzDecodeAffinity(f *testing.F) {
 		}
 	})
 }
+
+// CheckRecord judges what IPAM writes as valid, and the damaged records
+// its readers skip as invalid, by directory.
+func TestCheckRecord(t *testing.T) {
+	ctx := context.Background()
+	s := datastore.NewMemory()
+	m := withPools(t, s, pool("p", "10.9.0.0/24", 26, ""))
+	assign(t, m, "h1", "a")
+	kvs, _, err := s.List(ctx, resources.Prefix+"ipam/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]int{}
+	for _, kv := range kvs {
+		kind, err := CheckRecord(kv)
+		if err != nil {
+			t.Errorf("%s: %v", kv.Key, err)
+		}
+		kinds[kind]++
+	}
+	if kinds[resources.KindIPAMBlock] != 1 || kinds[resources.KindIPAMAffinity] != 1 || kinds[resources.KindIPAMHandle] != 1 {
+		t.Fatalf("kinds of IPAM's records: %v", kinds)
+	}
+	for _, c := range []struct{ key, value, kind string }{
+		{blockPrefix + "10.9.0.0-26", `{"cidr":"10.9.0.0/26","allocations":[]}`, resources.KindIPAMBlock},
+		{affinityPrefix + "a/10.9.0.0-26", `{"state":"maybe"}`, resources.KindIPAMAffinity},
+		{handlePrefix + "h2", `{"id":"h2"}`, resources.KindIPAMHandle},
+	} {
+		kind, err := CheckRecord(datastore.KV{Key: c.key, Value: []byte(c.value)})
+		if kind != c.kind || !errors.Is(err, ErrInvalid) {
+			t.Errorf("CheckRecord(%s) = %q, %v; want %s, invalid", c.key, kind, err, c.kind)
+		}
+	}
+	if kind, err := CheckRecord(datastore.KV{Key: resources.Prefix + "ippools/p", Value: []byte("{")}); kind != "" || err != nil {
+		t.Errorf("a pool is no IPAM record: %q %v", kind, err)
+	}
+}

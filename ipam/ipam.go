@@ -452,6 +452,24 @@ func DecodeAffinity(kv datastore.KV) (Affinity, error) {
 	return Affinity{Node: node, CIDR: p, State: v.State}, nil
 }
 
+// CheckRecord decodes the stored IPAM record kv as its key's directory
+// says: it returns the record's kind (resources.KindIPAMBlock, ...) and
+// why it does not decode, or kind "" for a key outside IPAM's directories.
+func CheckRecord(kv datastore.KV) (kind string, err error) {
+	switch {
+	case strings.HasPrefix(kv.Key, blockPrefix):
+		_, err = DecodeBlock(kv)
+		return resources.KindIPAMBlock, err
+	case strings.HasPrefix(kv.Key, affinityPrefix):
+		_, err = DecodeAffinity(kv)
+		return resources.KindIPAMAffinity, err
+	case strings.HasPrefix(kv.Key, handlePrefix):
+		_, err = DecodeHandle(kv)
+		return resources.KindIPAMHandle, err
+	}
+	return "", nil
+}
+
 func invalid(kind string, kv datastore.KV, err error) resources.InvalidRecord {
 	return resources.InvalidRecord{Key: kv.Key, Kind: kind, Error: err.Error(), Rev: kv.Rev}
 }
