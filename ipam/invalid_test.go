@@ -172,9 +172,9 @@ func FuzzDecodeAffinity(f *testing.F) {
 	})
 }
 
-// CheckRecord judges what IPAM writes as valid, and the damaged records
-// its readers skip as invalid, by directory.
-func TestCheckRecord(t *testing.T) {
+// DecodeRecord decodes what IPAM writes, and finds invalid the damaged
+// records its readers skip, by directory.
+func TestDecodeRecord(t *testing.T) {
 	ctx := context.Background()
 	s := datastore.NewMemory()
 	m := withPools(t, s, pool("p", "10.9.0.0/24", 26, ""))
@@ -185,9 +185,9 @@ func TestCheckRecord(t *testing.T) {
 	}
 	kinds := map[string]int{}
 	for _, kv := range kvs {
-		kind, err := CheckRecord(kv)
-		if err != nil {
-			t.Errorf("%s: %v", kv.Key, err)
+		kind, v, err := DecodeRecord(kv)
+		if err != nil || v == nil {
+			t.Errorf("%s: %v %v", kv.Key, v, err)
 		}
 		kinds[kind]++
 	}
@@ -199,12 +199,12 @@ func TestCheckRecord(t *testing.T) {
 		{affinityPrefix + "a/10.9.0.0-26", `{"state":"maybe"}`, resources.KindIPAMAffinity},
 		{handlePrefix + "h2", `{"id":"h2"}`, resources.KindIPAMHandle},
 	} {
-		kind, err := CheckRecord(datastore.KV{Key: c.key, Value: []byte(c.value)})
-		if kind != c.kind || !errors.Is(err, ErrInvalid) {
-			t.Errorf("CheckRecord(%s) = %q, %v; want %s, invalid", c.key, kind, err, c.kind)
+		kind, v, err := DecodeRecord(datastore.KV{Key: c.key, Value: []byte(c.value)})
+		if kind != c.kind || v != nil || !errors.Is(err, ErrInvalid) {
+			t.Errorf("DecodeRecord(%s) = %q, %v, %v; want %s, nothing, invalid", c.key, kind, v, err, c.kind)
 		}
 	}
-	if kind, err := CheckRecord(datastore.KV{Key: resources.Prefix + "ippools/p", Value: []byte("{")}); kind != "" || err != nil {
+	if kind, v, err := DecodeRecord(datastore.KV{Key: resources.Prefix + "ippools/p", Value: []byte("{")}); kind != "" || v != nil || err != nil {
 		t.Errorf("a pool is no IPAM record: %q %v", kind, err)
 	}
 }

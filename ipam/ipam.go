@@ -452,22 +452,32 @@ func DecodeAffinity(kv datastore.KV) (Affinity, error) {
 	return Affinity{Node: node, CIDR: p, State: v.State}, nil
 }
 
-// CheckRecord decodes the stored IPAM record kv as its key's directory
+// DecodeRecord decodes the stored IPAM record kv as its key's directory
 // says: it returns the record's kind (resources.KindIPAMBlock, ...) and
-// why it does not decode, or kind "" for a key outside IPAM's directories.
-func CheckRecord(kv datastore.KV) (kind string, err error) {
+// the decoded *Block, Affinity or Handle, or why it does not decode; kind
+// "" for a key outside IPAM's directories.
+func DecodeRecord(kv datastore.KV) (kind string, v any, err error) {
 	switch {
 	case strings.HasPrefix(kv.Key, blockPrefix):
-		_, err = DecodeBlock(kv)
-		return resources.KindIPAMBlock, err
+		b, err := DecodeBlock(kv)
+		if err != nil {
+			return resources.KindIPAMBlock, nil, err
+		}
+		return resources.KindIPAMBlock, b, nil
 	case strings.HasPrefix(kv.Key, affinityPrefix):
-		_, err = DecodeAffinity(kv)
-		return resources.KindIPAMAffinity, err
+		a, err := DecodeAffinity(kv)
+		if err != nil {
+			return resources.KindIPAMAffinity, nil, err
+		}
+		return resources.KindIPAMAffinity, a, nil
 	case strings.HasPrefix(kv.Key, handlePrefix):
-		_, err = DecodeHandle(kv)
-		return resources.KindIPAMHandle, err
+		h, err := DecodeHandle(kv)
+		if err != nil {
+			return resources.KindIPAMHandle, nil, err
+		}
+		return resources.KindIPAMHandle, h, nil
 	}
-	return "", nil
+	return "", nil, nil
 }
 
 func invalid(kind string, kv datastore.KV, err error) resources.InvalidRecord {
