@@ -553,7 +553,19 @@ var kindDirs = map[string]string{
 // be stored under its own name: every field is typed once, here.
 func decodeStored[T any, P object[T]](kv datastore.KV) (P, error) {
 	p := P(new(T))
-	if err := json.Unmarshal(kv.Value, p); err != nil {
+	if crd, err := isCRDRecord(kv.Value); err != nil {
+		return nil, err
+	} else if crd {
+		o, err := decodeCRDRecord(kv.Value)
+		if err != nil {
+			return nil, err
+		}
+		q, ok := o.(P)
+		if !ok {
+			return nil, fmt.Errorf("a record of another kind (%T) is stored here", o)
+		}
+		p = q
+	} else if err := json.Unmarshal(kv.Value, p); err != nil {
 		return nil, err
 	}
 	if err := p.Validate(); err != nil {
