@@ -4,12 +4,12 @@
 package open
 
 import (
-	"errors"
 	"fmt"
 
 	"k8s.io/client-go/rest"
 
 	"github.com/tortie-net/tortie/datastore"
+	"github.com/tortie-net/tortie/datastore/kubestore"
 	"github.com/tortie-net/tortie/kubeview"
 )
 
@@ -32,7 +32,6 @@ func Kubernetes(kubeconfig, userAgent string) (datastore.Store, error) {
 	return s, nil
 }
 
-// newKubeStore builds the Store on the API server rc reaches.
-var newKubeStore = func(*rest.Config) (datastore.Store, error) {
-	return nil, errors.New("not available in this build")
-}
+// newKubeStore builds the Store on the API server rc reaches; tests
+// replace it.
+var newKubeStore = func(rc *rest.Config) (datastore.Store, error) { return kubestore.New(rc) }
