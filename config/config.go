@@ -51,9 +51,10 @@ type File struct {
 	Nodes []Node `json:"nodes,omitempty"`
 	// LogLevel: debug, info, warn, error.
 	LogLevel string `json:"logLevel,omitempty"`
-	// Datastore, when set, makes IP pools, IPAM blocks and nodes in etcd
-	// the source of pod addresses and routes; encapsulation then comes from
-	// each pool, and podCIDR, clusterCIDRs and nodes are not used.
+	// Datastore, when set, makes IP pools, IPAM blocks and nodes in the
+	// datastore (etcd or the Kubernetes API) the source of pod addresses
+	// and routes; encapsulation then comes from each pool, and podCIDR,
+	// clusterCIDRs and nodes are not used.
 	Datastore *Datastore `json:"datastore,omitempty"`
 	// Kubernetes, with a datastore, makes the Kubernetes API the source of
 	// pods', namespaces' and service accounts' labels and of
@@ -87,6 +88,15 @@ func (f *File) Offload() bool { return f.PodOffload == nil || *f.PodOffload }
 
 // Datastore says where cluster state lives.
 type Datastore struct {
+	// Type is the datastore, as Calico's DATASTORE_TYPE spells it: etcdv3
+	// (default), or kubernetes for Calico's custom resources
+	// (crd.projectcalico.org/v1, installed from deploy/crds.yaml) in the
+	// Kubernetes API, which then needs no etcd of its own.
+	Type string `json:"type,omitempty"`
+	// Kubeconfig, with type kubernetes, is the kubeconfig file of the API
+	// server holding the datastore; empty: kubernetes.kubeconfig if that is
+	// set, else the in-cluster configuration of a pod.
+	Kubeconfig string `json:"kubeconfig,omitempty"`
 	// EtcdEndpoints of an etcd cluster (e.g. https://10.0.1.1:2379).
 	EtcdEndpoints []string `json:"etcdEndpoints,omitempty"`
 	// EtcdCACertFile, EtcdCertFile and EtcdKeyFile are the PEM files of
@@ -123,6 +133,12 @@ type Kubernetes struct {
 	// used yet.
 	ServiceClusterIPRanges []string `json:"serviceClusterIPRanges,omitempty"`
 }
+
+// Datastore types.
+const (
+	DatastoreEtcd       = "etcdv3"
+	DatastoreKubernetes = "kubernetes"
+)
 
 // Route sources.
 const (
@@ -285,16 +301,32 @@ func (f File) Validate() (*Config, error) {
 		}
 	}
 	if d := f.Datastore; d != nil {
-		if len(d.EtcdEndpoints) == 0 && d.Embedded == nil {
-			bad("datastore: set etcdEndpoints, embedded, or both")
-		}
-		if e := d.Embedded; e != nil {
-			if e.DataDir == "" || e.ClientURL == "" || e.PeerURL == "" {
-				bad("datastore.embedded: dataDir, clientURL and peerURL are required")
+		switch d.Type {
+		case "", DatastoreEtcd:
+			c.Datastore.Type = DatastoreEtcd
+			if d.Kubeconfig != "" {
+				bad("datastore.kubeconfig is for type kubernetes (type is %s)", DatastoreEtcd)
 			}
-			c.DefragInterval = validateEmbedded(e, d, bad)
+			if len(d.EtcdEndpoints) == 0 && d.Embedded == nil {
+				bad("datastore: set etcdEndpoints, embedded, or both")
+			}
+			if e := d.Embedded; e != nil {
+				if e.DataDir == "" || e.ClientURL == "" || e.PeerURL == "" {
+					bad("datastore.embedded: dataDir, clientURL and peerURL are required")
+				}
+				c.DefragInterval = validateEmbedded(e, d, bad)
+			}
+			validateClientTLS(d, bad)
+		case DatastoreKubernetes:
+			if etcd := etcdSettings(d); len(etcd) > 0 {
+				bad("datastore: type kubernetes keeps cluster state in the Kubernetes API, not etcd: remove %s", strings.Join(etcd, ", "))
+			}
+			if d.Kubeconfig == "" && f.Kubernetes != nil {
+				c.Datastore.Kubeconfig = f.Kubernetes.Kubeconfig
+			}
+		default:
+			bad("datastore.type %q: want %s or %s", d.Type, DatastoreEtcd, DatastoreKubernetes)
 		}
-		validateClientTLS(d, bad)
 		if f.PodCIDR != "" || len(f.Nodes) > 0 {
 			bad("podCIDR and nodes are static settings: with a datastore, IP pools and IPAM provide them")
 		}
@@ -360,6 +392,25 @@ func (f File) Validate() (*Config, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// etcdSettings names the etcd settings d has, which a Kubernetes
+// datastore must not: a node given both would leave an operator unsure
+// which one holds the cluster's state.
+func etcdSettings(d *Datastore) []string {
+	var set []string
+	for _, s := range []struct {
+		name string
+		on   bool
+	}{
+		{"etcdEndpoints", len(d.EtcdEndpoints) > 0}, {"embedded", d.Embedded != nil},
+		{"etcdCACertFile", d.EtcdCACertFile != ""}, {"etcdCertFile", d.EtcdCertFile != ""}, {"etcdKeyFile", d.EtcdKeyFile != ""},
+	} {
+		if s.on {
+			set = append(set, s.name)
+		}
+	}
+	return set
 }
 
 // validateEmbedded checks the embedded member's TLS and housekeeping and

@@ -215,3 +215,42 @@ func TestKubernetes(t *testing.T) {
 		}
 	}
 }
+
+func TestDatastoreType(t *testing.T) {
+	const head = "nodeName: a\naddress: 10.0.1.1/24\n"
+	c, err := Parse([]byte(head + "datastore: {etcdEndpoints: [http://x:2379]}\n"))
+	if err != nil || c.Datastore.Type != DatastoreEtcd {
+		t.Fatalf("default type: %+v %v", c, err)
+	}
+	c, err = Parse([]byte(head + "datastore: {type: kubernetes, kubeconfig: /etc/tortie/kube.conf}\n"))
+	if err != nil || c.Datastore.Type != DatastoreKubernetes || c.Datastore.Kubeconfig != "/etc/tortie/kube.conf" {
+		t.Fatalf("kubernetes: %+v %v", c, err)
+	}
+	// Without its own kubeconfig the datastore reaches the API server the
+	// kubernetes section names, and in-cluster without one.
+	c, err = Parse([]byte(head + "datastore: {type: kubernetes}\nkubernetes: {kubeconfig: k.conf}\n"))
+	if err != nil || c.Datastore.Kubeconfig != "k.conf" {
+		t.Fatalf("kubeconfig from kubernetes: %+v %v", c, err)
+	}
+	c, err = Parse([]byte(head + "datastore: {type: kubernetes, kubeconfig: d.conf, routeSource: bgp}\nkubernetes: {kubeconfig: k.conf}\n"))
+	if err != nil || c.Datastore.Kubeconfig != "d.conf" || c.Datastore.RouteSource != RouteSourceBGP {
+		t.Fatalf("datastore's own kubeconfig and BGP: %+v %v", c, err)
+	}
+	c, err = Parse([]byte(head + "datastore: {type: kubernetes}\n"))
+	if err != nil || c.Datastore.Kubeconfig != "" || c.Datastore.RouteSource != RouteSourceDatastore {
+		t.Fatalf("in-cluster: %+v %v", c, err)
+	}
+	for _, tc := range []struct{ in, want string }{
+		{head + "datastore: {type: kubernetes, etcdEndpoints: [http://x:2379]}\n", "type kubernetes keeps cluster state in the Kubernetes API, not etcd: remove etcdEndpoints"},
+		{head + "datastore: {type: kubernetes, embedded: {dataDir: /d, clientURL: http://a:2379, peerURL: http://a:2380}}\n", "remove embedded"},
+		{head + "datastore: {type: kubernetes, etcdCACertFile: ca.crt, etcdCertFile: n.crt, etcdKeyFile: n.key}\n", "remove etcdCACertFile, etcdCertFile, etcdKeyFile"},
+		{head + "datastore: {type: etcdv3, kubeconfig: k.conf, etcdEndpoints: [http://x:2379]}\n", "datastore.kubeconfig is for type kubernetes"},
+		{head + "datastore: {type: etcdv3}\n", "set etcdEndpoints, embedded, or both"},
+		{head + "datastore: {type: etcd, etcdEndpoints: [http://x:2379]}\n", `datastore.type "etcd": want etcdv3 or kubernetes`},
+		{head + "datastore: {type: kubernetes}\npodCIDR: 10.1.0.0/24\n", "podCIDR and nodes are static settings"},
+	} {
+		if _, err := Parse([]byte(tc.in)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Parse(%q) = %v, want error containing %q", tc.in, err, tc.want)
+		}
+	}
+}

@@ -171,3 +171,40 @@ func FuzzDecodeAffinity(f *testing.F) {
 		}
 	})
 }
+
+// DecodeRecord decodes what IPAM writes, and finds invalid the damaged
+// records its readers skip, by directory.
+func TestDecodeRecord(t *testing.T) {
+	ctx := context.Background()
+	s := datastore.NewMemory()
+	m := withPools(t, s, pool("p", "10.9.0.0/24", 26, ""))
+	assign(t, m, "h1", "a")
+	kvs, _, err := s.List(ctx, resources.Prefix+"ipam/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]int{}
+	for _, kv := range kvs {
+		kind, v, err := DecodeRecord(kv)
+		if err != nil || v == nil {
+			t.Errorf("%s: %v %v", kv.Key, v, err)
+		}
+		kinds[kind]++
+	}
+	if kinds[resources.KindIPAMBlock] != 1 || kinds[resources.KindIPAMAffinity] != 1 || kinds[resources.KindIPAMHandle] != 1 {
+		t.Fatalf("kinds of IPAM's records: %v", kinds)
+	}
+	for _, c := range []struct{ key, value, kind string }{
+		{blockPrefix + "10.9.0.0-26", `{"cidr":"10.9.0.0/26","allocations":[]}`, resources.KindIPAMBlock},
+		{affinityPrefix + "a/10.9.0.0-26", `{"state":"maybe"}`, resources.KindIPAMAffinity},
+		{handlePrefix + "h2", `{"id":"h2"}`, resources.KindIPAMHandle},
+	} {
+		kind, v, err := DecodeRecord(datastore.KV{Key: c.key, Value: []byte(c.value)})
+		if kind != c.kind || v != nil || !errors.Is(err, ErrInvalid) {
+			t.Errorf("DecodeRecord(%s) = %q, %v, %v; want %s, nothing, invalid", c.key, kind, v, err, c.kind)
+		}
+	}
+	if kind, v, err := DecodeRecord(datastore.KV{Key: resources.Prefix + "ippools/p", Value: []byte("{")}); kind != "" || v != nil || err != nil {
+		t.Errorf("a pool is no IPAM record: %q %v", kind, err)
+	}
+}

@@ -452,6 +452,34 @@ func DecodeAffinity(kv datastore.KV) (Affinity, error) {
 	return Affinity{Node: node, CIDR: p, State: v.State}, nil
 }
 
+// DecodeRecord decodes the stored IPAM record kv as its key's directory
+// says: it returns the record's kind (resources.KindIPAMBlock, ...) and
+// the decoded *Block, Affinity or Handle, or why it does not decode; kind
+// "" for a key outside IPAM's directories.
+func DecodeRecord(kv datastore.KV) (kind string, v any, err error) {
+	switch {
+	case strings.HasPrefix(kv.Key, blockPrefix):
+		b, err := DecodeBlock(kv)
+		if err != nil {
+			return resources.KindIPAMBlock, nil, err
+		}
+		return resources.KindIPAMBlock, b, nil
+	case strings.HasPrefix(kv.Key, affinityPrefix):
+		a, err := DecodeAffinity(kv)
+		if err != nil {
+			return resources.KindIPAMAffinity, nil, err
+		}
+		return resources.KindIPAMAffinity, a, nil
+	case strings.HasPrefix(kv.Key, handlePrefix):
+		h, err := DecodeHandle(kv)
+		if err != nil {
+			return resources.KindIPAMHandle, nil, err
+		}
+		return resources.KindIPAMHandle, h, nil
+	}
+	return "", nil, nil
+}
+
 func invalid(kind string, kv datastore.KV, err error) resources.InvalidRecord {
 	return resources.InvalidRecord{Key: kv.Key, Kind: kind, Error: err.Error(), Rev: kv.Rev}
 }

@@ -510,36 +510,67 @@ func (l *Lab) startTortied(o Options, n *Node) error {
 	}
 	if l.Datastore {
 		cfg.PodCIDR, cfg.ClusterCIDRs, cfg.TunnelAddress, cfg.Nodes, cfg.Encapsulation, cfg.CrossSubnet = "", nil, "", nil, "", false
-		cfg.Datastore = &config.Datastore{EtcdEndpoints: []string{l.EtcdURL}}
-		if l.EtcdTLS {
-			f := l.etcdFiles(n.Name)
-			cfg.Datastore.EtcdCACertFile, cfg.Datastore.EtcdCertFile, cfg.Datastore.EtcdKeyFile = f.CA, f.Cert, f.Key
-		}
-		if l.BGP {
-			cfg.Datastore.RouteSource = config.RouteSourceBGP
-		}
-		if len(l.Etcd) > 0 {
-			cfg.Datastore.EtcdEndpoints = nil
-			for _, m := range l.Etcd {
-				cfg.Datastore.EtcdEndpoints = append(cfg.Datastore.EtcdEndpoints, m.ClientURL)
-			}
-		} else if n == l.Nodes[0] {
-			cfg.Datastore.Embedded = &config.EmbeddedEtcd{DataDir: filepath.Join(dir, "etcd"), ClientURL: l.EtcdURL,
-				PeerURL: l.etcdScheme() + "://" + n.Addr() + ":2380"}
-			if l.EtcdTLS {
-				f := l.etcdFiles(etcdMemberCert)
-				cfg.Datastore.Embedded.CertFile, cfg.Datastore.Embedded.KeyFile, cfg.Datastore.Embedded.TrustedCAFile = f.Cert, f.Key, f.CA
-			}
-		}
+		cfg.Datastore = l.etcdDatastore(n)
 	}
-	b, err := yaml.Marshal(cfg)
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, n.Name+".yaml"), b, 0o644); err != nil {
+	if err := l.WriteNodeConfig(n, cfg); err != nil {
 		return err
 	}
 	return l.launch(n)
+}
+
+// etcdDatastore is node n's datastore section on the lab's etcd: the
+// external members, or the member embedded in n1.
+func (l *Lab) etcdDatastore(n *Node) *config.Datastore {
+	d := &config.Datastore{EtcdEndpoints: []string{l.EtcdURL}}
+	if l.EtcdTLS {
+		f := l.etcdFiles(n.Name)
+		d.EtcdCACertFile, d.EtcdCertFile, d.EtcdKeyFile = f.CA, f.Cert, f.Key
+	}
+	if l.BGP {
+		d.RouteSource = config.RouteSourceBGP
+	}
+	if len(l.Etcd) > 0 {
+		d.EtcdEndpoints = nil
+		for _, m := range l.Etcd {
+			d.EtcdEndpoints = append(d.EtcdEndpoints, m.ClientURL)
+		}
+	} else if n == l.Nodes[0] {
+		d.Embedded = &config.EmbeddedEtcd{DataDir: filepath.Join(Dir(l.Name), "etcd"), ClientURL: l.EtcdURL,
+			PeerURL: l.etcdScheme() + "://" + n.Addr() + ":2380"}
+		if l.EtcdTLS {
+			f := l.etcdFiles(etcdMemberCert)
+			d.Embedded.CertFile, d.Embedded.KeyFile, d.Embedded.TrustedCAFile = f.Cert, f.Key, f.CA
+		}
+	}
+	return d
+}
+
+// nodeConfigPath is where node n's tortied configuration is.
+func (l *Lab) nodeConfigPath(n *Node) string { return filepath.Join(Dir(l.Name), n.Name+".yaml") }
+
+// NodeConfig reads the tortied configuration the lab wrote for node n.
+func (l *Lab) NodeConfig(n *Node) (config.File, error) {
+	var f config.File
+	b, err := os.ReadFile(l.nodeConfigPath(n))
+	if err != nil {
+		return f, err
+	}
+	return f, yaml.UnmarshalStrict(b, &f)
+}
+
+// WriteNodeConfig replaces node n's tortied configuration; tortied reads
+// it when it next starts (Start, Restart).
+func (l *Lab) WriteNodeConfig(n *Node, f config.File) error {
+	b, err := yaml.Marshal(f)
+	if err != nil {
+		return err
+	}
+	// As tortied will read it: a file it refuses fails here, clearly,
+	// rather than as a node that does not come up.
+	if _, err := config.Parse(b); err != nil {
+		return fmt.Errorf("lab: node %s: %w", n.Name, err)
+	}
+	return os.WriteFile(l.nodeConfigPath(n), b, 0o644)
 }
 
 // launch starts tortied on a node from its config file and waits until it
@@ -623,6 +654,13 @@ func (l *Lab) Restart(n *Node, kill bool) error {
 	if err := l.Stop(n, kill); err != nil {
 		return err
 	}
+	return l.Start(n)
+}
+
+// Start starts tortied on a node whose tortied is stopped (Stop), from
+// its configuration file, and waits until it is ready: its pods are
+// restored from its state file.
+func (l *Lab) Start(n *Node) error {
 	if err := l.launch(n); err != nil {
 		return err
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/tortie-net/tortie/cni"
 	"github.com/tortie-net/tortie/config"
 	"github.com/tortie-net/tortie/datastore"
+	"github.com/tortie-net/tortie/datastore/open"
 	"github.com/tortie-net/tortie/encap"
 	"github.com/tortie-net/tortie/endpoint"
 	"github.com/tortie-net/tortie/fib"
@@ -325,8 +326,11 @@ func (n *Node) status() api.Status {
 }
 
 func (n *Node) logStart() {
-	fields := []zap.Field{zap.String("node", n.cfg.NodeName), zap.Stringer("address", n.cfg.Addr),
-		zap.Bool("datastore", n.cfg.Datastore != nil)}
+	store := "none"
+	if n.cfg.Datastore != nil {
+		store = n.cfg.Datastore.Type
+	}
+	fields := []zap.Field{zap.String("node", n.cfg.NodeName), zap.Stringer("address", n.cfg.Addr), zap.String("datastore", store)}
 	if n.cfg.Datastore != nil {
 		// Encapsulation and CrossSubnet are then per IP pool: the static
 		// settings say nothing.
@@ -338,10 +342,23 @@ func (n *Node) logStart() {
 		zap.Int("routes", n.fib.Load().Len()))...)
 }
 
-// openStore starts the embedded etcd member if configured and connects to
-// the datastore; the returned func closes both.
+// openStore connects to the datastore of cfg's type: the Kubernetes API,
+// or etcd, after starting the embedded member if one is configured. The
+// returned func closes what it opened.
 func openStore(cfg *config.Config, log *zap.Logger) (datastore.Store, func(), error) {
 	d := cfg.Datastore
+	if d.Type == config.DatastoreKubernetes {
+		store, err := open.Kubernetes(d.Kubeconfig, "tortied/"+cfg.NodeName)
+		if err != nil {
+			return nil, nil, err
+		}
+		kubeconfig := d.Kubeconfig
+		if kubeconfig == "" {
+			kubeconfig = "in-cluster"
+		}
+		log.Info("datastore: Kubernetes API", zap.String("type", d.Type), zap.String("kubeconfig", kubeconfig))
+		return store, func() { store.Close() }, nil
+	}
 	endpoints := d.EtcdEndpoints
 	var member *datastore.Embedded
 	if e := d.Embedded; e != nil {
@@ -368,6 +385,7 @@ func openStore(cfg *config.Config, log *zap.Logger) (datastore.Store, func(), er
 		}
 		return nil, nil, err
 	}
+	log.Info("datastore: etcd", zap.String("type", d.Type), zap.Strings("endpoints", endpoints))
 	return store, func() {
 		store.Close()
 		if member != nil {

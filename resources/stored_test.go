@@ -211,3 +211,30 @@ func nameOf(o Object) string {
 	_ = json.Unmarshal(b, &probe)
 	return probe.Metadata.Name
 }
+
+func TestKindOfKey(t *testing.T) {
+	for key, want := range map[string]string{
+		Prefix + "ippools/default":                       KindIPPool,
+		Prefix + "nodes/n1":                              KindNode,
+		Prefix + "bgpfilters/f":                          KindBGPFilter,
+		Prefix + "clusterinformations/default":           KindClusterInformation,
+		CalicoPrefix + "networkpolicies/default/p":       KindNetworkPolicy,
+		CalicoPrefix + "globalnetworkpolicies/g":         KindGlobalNetworkPolicy,
+		CalicoPrefix + "workloadendpoints/ns/n1-k8s-pod": KindWorkloadEndpoint,
+		CalicoPrefix + "profiles/kns.default":            KindProfile,
+		Prefix + "ipam/blocks/10.244.0.0-26":             "",
+		Prefix + "ippools":                               "",
+		"/tortie/heartbeats/n1":                          "",
+		"/calico/resources/v3/projectcalico.org/bogus/x": "",
+	} {
+		if got := KindOfKey(key); got != want {
+			t.Errorf("KindOfKey(%q) = %q, want %q", key, got, want)
+		}
+	}
+	// Every kind's own key maps back to it.
+	for _, kind := range Kinds {
+		if got := KindOfKey(kindPrefix(kind) + "x"); got != kind {
+			t.Errorf("KindOfKey of %s's directory = %q", kind, got)
+		}
+	}
+}

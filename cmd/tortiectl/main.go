@@ -1,18 +1,23 @@
 // Command tortiectl is the operator's CLI for a tortie node: status,
 // endpoints, FIB routes, counters and the flow table, read from tortied's
-// unix socket, and traces of what it would do with a packet.
+// unix socket, and traces of what it would do with a packet; and, opening
+// the datastores themselves, the migration of a cluster's state between
+// etcd and the Kubernetes API.
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"net/netip"
 	"os"
+	"os/signal"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -62,6 +67,20 @@ commands:
                                   unless --limit)
   ipam                            IPAM blocks (affinity, use) and handles
   invalid                         datastore records skipped because they do not decode
+  datastore migrate --from etcd|kubernetes --to kubernetes|etcd --etcd-endpoints URL[,URL]
+        [--etcd-ca-cert-file F] [--etcd-cert-file F --etcd-key-file F] [--kubeconfig F]
+        [--overwrite] [--dry-run]
+                                  copy the cluster's state (pools, nodes, BGP and Felix
+                                  resources, IPAM, policy, workload endpoints; not the nodes'
+                                  heartbeats) between etcd and the Kubernetes API (Calico's
+                                  CRDs, deploy/crds.yaml, installed first), opening both
+                                  directly, not through tortied; --kubeconfig defaults to
+                                  $KUBECONFIG. Records already the same are skipped, so it can
+                                  run again; one that differs in the destination stops it
+                                  before it writes, unless --overwrite; --dry-run prints what
+                                  it would copy. Stop every tortied first (writes made during
+                                  the copy may be lost), migrate, set each node's
+                                  datastore.type (and kubeconfig), start them again
 `
 
 func main() {
@@ -106,6 +125,10 @@ func run(c *api.Client, output string, args []string) error {
 		return nil
 	}
 	switch args[0] {
+	case "datastore":
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return datastoreCmd(ctx, args[1:], output, os.Stdout, os.Stderr)
 	case "apply":
 		if len(args) != 3 || args[1] != "-f" {
 			break
