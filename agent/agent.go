@@ -3,8 +3,10 @@
 // kernel's routes to the host TUN and the pod MTU in line with the pools,
 // takes a tunnel address from IPAM when a pool encapsulates, follows the
 // network policy resources and workload endpoints and installs their
-// compiled policy in the router, and restores the node's pods after a
-// restart, releasing the addresses of pods whose namespace is gone.
+// compiled policy in the router, advertises over BGP what the node should
+// (its blocks, the Service ranges, and the addresses of Services with local
+// endpoints), and restores the node's pods after a restart, releasing the
+// addresses of pods whose namespace is gone.
 package agent
 
 import (
@@ -12,6 +14,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,7 +68,9 @@ type Agent struct {
 
 	// Kube, when set, makes the Kubernetes API the source of pods' and
 	// namespaces' labels, service accounts and NetworkPolicies (runPolicy
-	// starts it); without it they come from the datastore's records.
+	// starts it); without it they come from the datastore's records. With
+	// BGP and a View that follows Services, the node also advertises the
+	// addresses of single Services (runServices).
 	Kube *kubeview.View
 
 	// BGP makes BGP the source of other nodes' routes (a speaker is
@@ -99,6 +105,16 @@ type Agent struct {
 	bgpMu    sync.Mutex
 	speaker  *bgp.Speaker
 	bgpLocal peering.Local
+	// What the speaker advertises is the plan's prefixes (planAdvertise)
+	// and the addresses of single Services (peering.ServiceRoutes of
+	// svcRanges and kubeServices, last svcRoutes), which change with the
+	// Kubernetes API rather than the datastore; svcDirty says they are
+	// to be computed again.
+	planAdvertise []netip.Prefix
+	svcRanges     resources.ServiceRanges
+	kubeServices  *kubeview.Services
+	svcRoutes     []netip.Prefix
+	svcDirty      bool
 	// bgpWarned are the plan's warnings last logged: each is logged when
 	// it appears, not at every sync.
 	bgpWarned map[string]bool
@@ -147,6 +163,9 @@ func (a *Agent) Start(ctx context.Context) error {
 	go a.reclaim(ctx, time.Minute)
 	if a.Router != nil {
 		go a.runPolicy(ctx)
+	}
+	if a.BGP != nil && a.Kube != nil && a.Kube.FollowsServices() {
+		go a.runServices(ctx)
 	}
 	return nil
 }
@@ -418,10 +437,61 @@ func (a *Agent) syncBGP(s *dsync.Snapshot) {
 	if err := a.speaker.SetCommunities(plan.Communities); err != nil {
 		a.Log.Warn("BGP communities", zap.Error(err))
 	}
-	if err := a.speaker.Advertise(plan.Advertise); err != nil {
+	if !reflect.DeepEqual(plan.ServiceRanges, a.svcRanges) {
+		a.svcRanges, a.svcDirty = plan.ServiceRanges, true
+	}
+	a.planAdvertise = plan.Advertise
+	a.advertiseLocked()
+	a.speaker.Reresolve()
+}
+
+// advertiseLocked gives the speaker the plan's prefixes and the
+// addresses of single Services, computing these again when their inputs
+// changed. The caller holds bgpMu.
+func (a *Agent) advertiseLocked() {
+	if a.svcDirty {
+		routes := peering.ServiceRoutes(a.Node, a.svcRanges, a.kubeServices)
+		if !slices.Equal(routes, a.svcRoutes) {
+			a.Log.Debug("BGP Service addresses", zap.Stringers("prefixes", routes))
+		}
+		a.svcRoutes, a.svcDirty = routes, false
+	}
+	if a.speaker == nil {
+		return // the first sync starts it, and advertises these
+	}
+	if err := a.speaker.Advertise(slices.Concat(a.planAdvertise, a.svcRoutes)); err != nil {
 		a.Log.Warn("BGP advertisements", zap.Error(err))
 	}
-	a.speaker.Reresolve()
+}
+
+// runServices follows the Kubernetes Services and EndpointSlices and keeps
+// the addresses of single Services the node advertises in line with them
+// (peering.ServiceRoutes): a /32 appears when the node gets a ready
+// endpoint of a Service with externalTrafficPolicy Local and goes with the
+// last one. Until the first full list it advertises none.
+func (a *Agent) runServices(ctx context.Context) {
+	a.Kube.Start(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.Kube.ServicesChanged():
+		}
+		// A rollout moves many endpoints at once: one computation for the
+		// burst.
+		t := time.NewTimer(20 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		svcs := a.Kube.Services()
+		a.bgpMu.Lock()
+		a.kubeServices, a.svcDirty = svcs, true
+		a.advertiseLocked()
+		a.bgpMu.Unlock()
+	}
 }
 
 // BGPStatus reports the speaker for the API.

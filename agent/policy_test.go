@@ -328,7 +328,10 @@ func TestPolicyFromKubernetes(t *testing.T) {
 		web,
 		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "dev", Name: "client", Labels: map[string]string{"role": "client"}}},
 	)
-	kube := kubeview.New(kubeview.Clients{Core: cs.CoreV1(), Networking: cs.NetworkingV1()}, zap.NewNop())
+	kube, err := kubeview.New(kubeview.Clients{Core: cs.CoreV1(), Networking: cs.NetworkingV1()}, zap.NewNop(), kubeview.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	a := &Agent{Node: "n1", Store: s, Router: r, Log: zap.NewNop(), Invalid: resources.NewInvalid(zap.NewNop()), Kube: kube}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -58,7 +58,8 @@ type File struct {
 	Datastore *Datastore `json:"datastore,omitempty"`
 	// Kubernetes, with a datastore, makes the Kubernetes API the source of
 	// pods', namespaces' and service accounts' labels and of
-	// NetworkPolicies, for network policy.
+	// NetworkPolicies, for network policy, and with routeSource bgp of the
+	// Services and EndpointSlices whose addresses the node advertises.
 	Kubernetes *Kubernetes `json:"kubernetes,omitempty"`
 	// Labels of this node, for pools' nodeSelector.
 	Labels map[string]string `json:"labels,omitempty"`

@@ -249,6 +249,9 @@ func TestClusterRole(t *testing.T) {
 		// What it had before the Kubernetes API datastore.
 		{"", "pods", []string{"get", "list", "watch"}},
 		{"networking.k8s.io", "networkpolicies", []string{"get", "list", "watch"}},
+		// Service advertisement over BGP.
+		{"", "services", []string{"get", "list", "watch"}},
+		{"discovery.k8s.io", "endpointslices", []string{"get", "list", "watch"}},
 	} {
 		for _, verb := range want.verbs {
 			if !allows(want.group, want.resource, verb) {

@@ -1,9 +1,11 @@
 // Package kubeview follows the Kubernetes objects that network policy is
-// made of — pods, namespaces, service accounts and NetworkPolicies —
-// through client-go informers, and hands out consistent, read-only
-// snapshots of them. It keeps only what policy needs of each object
-// (labels, service account, named ports, node), so that a node's memory
-// does not grow with the size of every pod spec in the cluster.
+// made of — pods, namespaces, service accounts and NetworkPolicies — and,
+// when asked, those BGP advertises Services by — Services and
+// EndpointSlices — through client-go informers, and hands out consistent,
+// read-only snapshots of them. It keeps only what is needed of each object
+// (labels, service account, named ports, node; a Service's addresses and
+// traffic policies; an endpoint's node and readiness), so that a node's
+// memory does not grow with the size of every pod spec in the cluster.
 //
 // The API server has validated what it stores, but a View trusts nothing:
 // an object it cannot use is left out and counted, never a reason to stop.
@@ -11,20 +13,24 @@ package kubeview
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"sort"
 	"sync"
 	"sync/atomic"
 
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	discoveryv1client "k8s.io/client-go/kubernetes/typed/discovery/v1"
 	networkingv1client "k8s.io/client-go/kubernetes/typed/networking/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
@@ -59,14 +65,44 @@ type Snapshot struct {
 // View follows the objects. Construct it with New, then Start it once; its
 // methods are safe for concurrent use, before, during and after Start.
 type View struct {
-	pods    cache.SharedIndexInformer
-	ns      cache.SharedIndexInformer
-	sas     cache.SharedIndexInformer
-	nps     cache.SharedIndexInformer
-	log     *zap.Logger
-	changed chan struct{}
-	synced  atomic.Bool
-	started sync.Once
+	pods cache.SharedIndexInformer
+	ns   cache.SharedIndexInformer
+	sas  cache.SharedIndexInformer
+	nps  cache.SharedIndexInformer
+	// svcs and slices are nil unless Options.Services.
+	svcs   cache.SharedIndexInformer
+	slices cache.SharedIndexInformer
+	log    *zap.Logger
+	// The policy objects and the Service objects sync and signal apart:
+	// policy is not compiled again when an endpoint becomes ready, nor are
+	// BGP advertisements computed again when a pod's labels change.
+	policy, services group
+	started          sync.Once
+}
+
+// group is informers that sync and signal changes together.
+type group struct {
+	informers []cache.SharedIndexInformer
+	changed   chan struct{}
+	synced    atomic.Bool
+}
+
+// notify signals a change, once the group has synced.
+func (g *group) notify() {
+	if !g.synced.Load() {
+		return
+	}
+	select {
+	case g.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Options choose what a View follows beyond the policy objects.
+type Options struct {
+	// Services follows Services and EndpointSlices, for the Service
+	// addresses a node advertises over BGP.
+	Services bool
 }
 
 // RESTConfig loads a client configuration: from the kubeconfig file at
@@ -87,11 +123,13 @@ func RESTConfig(path string) (*rest.Config, error) {
 	return c, nil
 }
 
-// Clients are the typed API clients a View reads through (only these two
-// groups: the whole clientset would double the size of tortied).
+// Clients are the typed API clients a View reads through (only these
+// groups: the whole clientset would double the size of tortied). Discovery
+// is needed only with Options.Services.
 type Clients struct {
 	Core       corev1client.CoreV1Interface
 	Networking networkingv1client.NetworkingV1Interface
+	Discovery  discoveryv1client.DiscoveryV1Interface
 }
 
 // NewClients makes the clients from a configuration.
@@ -104,7 +142,11 @@ func NewClients(c *rest.Config) (Clients, error) {
 	if err != nil {
 		return Clients{}, fmt.Errorf("kubernetes: %w", err)
 	}
-	return Clients{Core: core, Networking: nw}, nil
+	disc, err := discoveryv1client.NewForConfig(c)
+	if err != nil {
+		return Clients{}, fmt.Errorf("kubernetes: %w", err)
+	}
+	return Clients{Core: core, Networking: nw, Discovery: disc}, nil
 }
 
 // informer lists and watches one kind in every namespace. No periodic
@@ -118,7 +160,10 @@ func informer[T runtime.Object](obj T, list func(context.Context, metav1.ListOpt
 
 // New returns a View of the cluster the clients talk to. Nothing is read
 // until Start.
-func New(c Clients, log *zap.Logger) *View {
+func New(c Clients, log *zap.Logger, o Options) (*View, error) {
+	if c.Core == nil || c.Networking == nil || (o.Services && c.Discovery == nil) {
+		return nil, errors.New("kubeview: a client of the core, networking or (for Services) discovery API is missing")
+	}
 	pods := c.Core.Pods(metav1.NamespaceAll)
 	nss := c.Core.Namespaces()
 	sas := c.Core.ServiceAccounts(metav1.NamespaceAll)
@@ -132,8 +177,19 @@ func New(c Clients, log *zap.Logger) *View {
 			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return sas.List(ctx, o) }, sas.Watch),
 		nps: informer(&networkingv1.NetworkPolicy{},
 			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return nps.List(ctx, o) }, nps.Watch),
-		log:     log,
-		changed: make(chan struct{}, 1),
+		log:      log,
+		policy:   group{changed: make(chan struct{}, 1)},
+		services: group{changed: make(chan struct{}, 1)},
+	}
+	v.policy.informers = []cache.SharedIndexInformer{v.pods, v.ns, v.sas, v.nps}
+	if o.Services {
+		svcs := c.Core.Services(metav1.NamespaceAll)
+		eps := c.Discovery.EndpointSlices(metav1.NamespaceAll)
+		v.svcs = informer(&corev1.Service{},
+			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return svcs.List(ctx, o) }, svcs.Watch)
+		v.slices = informer(&discoveryv1.EndpointSlice{},
+			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return eps.List(ctx, o) }, eps.Watch)
+		v.services.informers = []cache.SharedIndexInformer{v.svcs, v.slices}
 	}
 	// Transforms run before an object enters the cache; they cannot fail
 	// the informer: what they cannot use they pass on untouched, and
@@ -141,63 +197,97 @@ func New(c Clients, log *zap.Logger) *View {
 	_ = v.pods.SetTransform(trimPod)
 	_ = v.sas.SetTransform(trimMeta)
 	_ = v.ns.SetTransform(trimMeta)
-	for _, inf := range []cache.SharedIndexInformer{v.pods, v.ns, v.sas, v.nps} {
-		_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(any) { v.notify() },
-			UpdateFunc: func(old, cur any) { v.notifyUpdate(old, cur) },
-			DeleteFunc: func(any) { v.notify() },
-		})
+	if o.Services {
+		_ = v.svcs.SetTransform(trimService)
+		_ = v.slices.SetTransform(trimSlice)
 	}
-	return v
+	for _, g := range []*group{&v.policy, &v.services} {
+		for _, inf := range g.informers {
+			_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+				AddFunc:    func(any) { g.notify() },
+				UpdateFunc: func(old, cur any) { notifyUpdate(g, old, cur) },
+				DeleteFunc: func(any) { g.notify() },
+			})
+		}
+	}
+	return v, nil
 }
 
 // Start starts the informers; they stop when ctx ends. It returns at once:
-// Synced says when the first lists are in, and Changed signals then and
-// after every change.
+// Synced (ServicesSynced) says when the first lists of the policy objects
+// (Services and EndpointSlices) are in, and Changed (ServicesChanged)
+// signals then and after every change.
 func (v *View) Start(ctx context.Context) {
 	v.started.Do(func() {
-		for _, inf := range []cache.SharedIndexInformer{v.pods, v.ns, v.sas, v.nps} {
-			go inf.RunWithContext(ctx)
-		}
-		go func() {
-			if !cache.WaitForCacheSync(ctx.Done(), v.pods.HasSynced, v.ns.HasSynced, v.sas.HasSynced, v.nps.HasSynced) {
-				return
+		for _, g := range []*group{&v.policy, &v.services} {
+			if len(g.informers) == 0 {
+				continue
 			}
-			v.synced.Store(true)
-			v.log.Info("kubernetes objects synced", zap.Int("pods", len(v.pods.GetStore().ListKeys())),
-				zap.Int("namespaces", len(v.ns.GetStore().ListKeys())),
-				zap.Int("networkPolicies", len(v.nps.GetStore().ListKeys())))
-			v.notify()
-		}()
+			var synced []cache.InformerSynced
+			for _, inf := range g.informers {
+				go inf.RunWithContext(ctx)
+				synced = append(synced, inf.HasSynced)
+			}
+			go func() {
+				if !cache.WaitForCacheSync(ctx.Done(), synced...) {
+					return
+				}
+				g.synced.Store(true)
+				if g == &v.policy {
+					v.log.Info("kubernetes objects synced", zap.Int("pods", len(v.pods.GetStore().ListKeys())),
+						zap.Int("namespaces", len(v.ns.GetStore().ListKeys())),
+						zap.Int("networkPolicies", len(v.nps.GetStore().ListKeys())))
+				} else {
+					v.log.Info("kubernetes services synced", zap.Int("services", len(v.svcs.GetStore().ListKeys())),
+						zap.Int("endpointSlices", len(v.slices.GetStore().ListKeys())))
+				}
+				g.notify()
+			}()
+		}
 	})
 }
 
-// Synced says whether every informer has its first full list.
-func (v *View) Synced() bool { return v.synced.Load() }
+// Synced says whether every informer of the policy objects has its first
+// full list.
+func (v *View) Synced() bool { return v.policy.synced.Load() }
 
-// Changed is signalled (it holds at most one signal) when the objects
-// change after the first sync, and once at the sync itself.
-func (v *View) Changed() <-chan struct{} { return v.changed }
+// Changed is signalled (it holds at most one signal) when the policy
+// objects change after the first sync, and once at the sync itself.
+func (v *View) Changed() <-chan struct{} { return v.policy.changed }
 
-func (v *View) notify() {
-	if !v.synced.Load() {
-		return
-	}
-	select {
-	case v.changed <- struct{}{}:
-	default:
-	}
-}
+// FollowsServices says whether the View follows Services and
+// EndpointSlices (Options.Services).
+func (v *View) FollowsServices() bool { return v.svcs != nil }
 
-// notifyUpdate ignores updates that change nothing policy reads: a pod's
-// status changes many times in its life, its labels rarely.
-func (v *View) notifyUpdate(old, cur any) {
-	if op, ok := old.(*corev1.Pod); ok {
-		if cp, ok := cur.(*corev1.Pod); ok && samePod(op, cp) {
+// ServicesSynced says whether the Services and EndpointSlices have their
+// first full list (never without Options.Services).
+func (v *View) ServicesSynced() bool { return v.services.synced.Load() }
+
+// ServicesChanged is signalled (it holds at most one signal) when Services
+// or EndpointSlices change after their first sync, and once at the sync
+// itself.
+func (v *View) ServicesChanged() <-chan struct{} { return v.services.changed }
+
+// notifyUpdate ignores updates that change nothing the View keeps: a pod's
+// status changes many times in its life, its labels rarely; an
+// EndpointSlice changes with every address, of which only the nodes and
+// readiness are kept.
+func notifyUpdate(g *group, old, cur any) {
+	switch o := old.(type) {
+	case *corev1.Pod:
+		if c, ok := cur.(*corev1.Pod); ok && samePod(o, c) {
+			return
+		}
+	case *corev1.Service:
+		if c, ok := cur.(*corev1.Service); ok && reflect.DeepEqual(ServiceFrom(o), ServiceFrom(c)) {
+			return
+		}
+	case *discoveryv1.EndpointSlice:
+		if c, ok := cur.(*discoveryv1.EndpointSlice); ok && reflect.DeepEqual(SliceFrom(o), SliceFrom(c)) {
 			return
 		}
 	}
-	v.notify()
+	g.notify()
 }
 
 func samePod(a, b *corev1.Pod) bool {

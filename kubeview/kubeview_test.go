@@ -47,7 +47,13 @@ func TestView(t *testing.T) {
 		pod("x", "a", map[string]string{"pod": "a"}),
 		&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "deny"}},
 	)
-	v := New(Clients{Core: cs.CoreV1(), Networking: cs.NetworkingV1()}, zaptest.NewLogger(t))
+	v, err := New(Clients{Core: cs.CoreV1(), Networking: cs.NetworkingV1()}, zaptest.NewLogger(t), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.FollowsServices() || len(v.Services().Services) != 0 {
+		t.Error("a View without Options.Services follows Services")
+	}
 	if v.Synced() {
 		t.Fatal("synced before Start")
 	}

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/tortie-net/tortie/config"
 	"github.com/tortie-net/tortie/internal/pki"
 	"github.com/tortie-net/tortie/lab/images"
@@ -237,6 +239,43 @@ func (cp *ControlPlane) stop(log string) error {
 	case <-time.After(30 * time.Second):
 		return fmt.Errorf("lab: %s did not end within 30s of SIGKILL", log)
 	}
+}
+
+// ConnectKubernetes gives every tortie node's tortied the control plane's
+// API (its config's kubernetes section, with the administrator's
+// kubeconfig) and restarts it (a planned restart): network policy then
+// reads the Kubernetes objects, and with BGP the nodes advertise the
+// addresses of Services with local endpoints. Labs whose tortied runs as
+// a DaemonSet get the API from their pods instead.
+func (l *Lab) ConnectKubernetes(cp *ControlPlane) error {
+	if l.DaemonSet {
+		return errors.New("lab: a DaemonSet lab's tortied reaches the API as its pods do")
+	}
+	for _, n := range l.Nodes {
+		if n.Kernel {
+			continue
+		}
+		path := filepath.Join(Dir(l.Name), n.Name+".yaml")
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		var cfg config.File
+		if err := yaml.Unmarshal(b, &cfg); err != nil {
+			return fmt.Errorf("lab: %s: %w", path, err)
+		}
+		cfg.Kubernetes = &config.Kubernetes{Kubeconfig: cp.Admin}
+		if b, err = yaml.Marshal(cfg); err != nil {
+			return err
+		}
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			return err
+		}
+		if err := l.Restart(n, false); err != nil {
+			return fmt.Errorf("lab: node %s: %w", n.Name, err)
+		}
+	}
+	return nil
 }
 
 // StopKubelet kills node n's kubelet (as a crash or an upgrade would) and

@@ -175,7 +175,13 @@ func New(cfg *config.Config, log *zap.Logger) (n *Node, err error) {
 			if err != nil {
 				return nil, err
 			}
-			n.agent.Kube = kubeview.New(clients, log.Named("kube"))
+			// Services and EndpointSlices are followed only for what BGP
+			// advertises: without it nothing reads them, and they are the
+			// objects of a cluster that change most.
+			bgp := cfg.Datastore.RouteSource == config.RouteSourceBGP
+			if n.agent.Kube, err = kubeview.New(clients, log.Named("kube"), kubeview.Options{Services: bgp}); err != nil {
+				return nil, err
+			}
 		}
 		n.api.Invalid = n.agent.InvalidRecords
 		n.collectors = append(n.collectors, metrics.InvalidRecords(invalid.Counts), metrics.PolicyCompilations(n.agent.PolicyCounts))

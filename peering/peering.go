@@ -4,8 +4,9 @@
 // (the higher address waits passively), explicit BGPPeers toward routers
 // outside the cluster, selector BGPPeers between nodes (symmetric, so one
 // resource gives both ends), route reflection for nodes with a
-// routeReflectorClusterID, and the Service address ranges every node
-// advertises. It has no I/O.
+// routeReflectorClusterID, the Service address ranges every node
+// advertises, and the addresses of single Services it advertises besides
+// (ServiceRoutes). It has no I/O.
 package peering
 
 import (
@@ -40,8 +41,10 @@ type Plan struct {
 	Advertise []netip.Prefix
 	// Services are the Service address ranges of the default
 	// BGPConfiguration: every node advertises them, and keeps its peers'
-	// copies out of its FIB.
-	Services []netip.Prefix
+	// copies out of its FIB. ServiceRanges are the same by kind of
+	// address, for ServiceRoutes.
+	Services      []netip.Prefix
+	ServiceRanges resources.ServiceRanges
 	// Communities are attached to the advertised routes inside their
 	// prefixes (prefixAdvertisements).
 	Communities []bgp.PrefixCommunities
@@ -188,7 +191,8 @@ func For(me string, s *dsync.Snapshot, nic string) (Plan, error) {
 		}
 	}
 	sort.Slice(plan.Peers, func(i, j int) bool { return plan.Peers[i].Address.Less(plan.Peers[j].Address) })
-	plan.Services = global.ServicePrefixes()
+	plan.ServiceRanges = global.ServiceRanges()
+	plan.Services = plan.ServiceRanges.All()
 	plan.Advertise = append(Advertised(me, s), plan.Services...)
 	plan.Communities = communities(me, s.BGPConfigs, func(w string) { plan.Warnings = append(plan.Warnings, w) })
 	return plan, nil

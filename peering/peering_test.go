@@ -153,6 +153,10 @@ func TestServiceRanges(t *testing.T) {
 		if got := fmt.Sprint(p.Services); got != want {
 			t.Errorf("%s: services %s, want %s", n, got, want)
 		}
+		if r := p.ServiceRanges; fmt.Sprint(r.ClusterIPs, r.ExternalIPs, r.LoadBalancerIPs) !=
+			"[10.96.0.0/12] [203.0.113.0/24 198.51.100.7/32] [192.210.0.0/20]" {
+			t.Errorf("%s: service ranges %+v", n, r)
+		}
 		adv := fmt.Sprint(p.Advertise)
 		if n == "a" && adv != "[10.244.1.0/26 10.96.0.0/12 203.0.113.0/24 198.51.100.7/32 192.210.0.0/20]" {
 			t.Errorf("a advertises %s", adv)

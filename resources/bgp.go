@@ -44,7 +44,9 @@ type BGPConfigurationSpec struct {
 	NodeMeshPassword       *Password `json:"nodeMeshPassword,omitempty"`
 	NodeMeshMaxRestartTime *Duration `json:"nodeMeshMaxRestartTime,omitempty"`
 	// Service address ranges every node advertises (IPv4; read from the
-	// "default" resource only, as Calico does).
+	// "default" resource only, as Calico does). Within them, a node also
+	// advertises the /32s of the Services with externalTrafficPolicy
+	// Local it has ready endpoints of (peering.ServiceRoutes).
 	ServiceLoadBalancerIPs         []ServiceIPBlock      `json:"serviceLoadBalancerIPs,omitempty"`
 	ServiceExternalIPs             []ServiceIPBlock      `json:"serviceExternalIPs,omitempty"`
 	ServiceClusterIPs              []ServiceIPBlock      `json:"serviceClusterIPs,omitempty"`
@@ -74,22 +76,42 @@ func (b ServiceIPBlock) Prefix() (netip.Prefix, error) {
 	return p.Masked(), nil
 }
 
-// ServicePrefixes are the IPv4 ranges of the cluster, external and
-// LoadBalancer Service addresses to advertise, in that order; IPv6 ranges
-// are left out (the speaker is IPv4 only) and reported when applied.
-func (c *BGPConfiguration) ServicePrefixes() []netip.Prefix {
+// ServiceRanges are the IPv4 Service address ranges of a
+// BGPConfiguration, by kind of address.
+type ServiceRanges struct {
+	ClusterIPs, ExternalIPs, LoadBalancerIPs []netip.Prefix
+}
+
+// ServiceRanges gives the IPv4 ranges of the cluster, external and
+// LoadBalancer Service addresses to advertise; IPv6 ranges are left out
+// (the speaker is IPv4 only) and reported when applied.
+func (c *BGPConfiguration) ServiceRanges() ServiceRanges {
 	if c == nil {
-		return nil
+		return ServiceRanges{}
 	}
-	var out []netip.Prefix
-	for _, l := range [][]ServiceIPBlock{c.Spec.ServiceClusterIPs, c.Spec.ServiceExternalIPs, c.Spec.ServiceLoadBalancerIPs} {
+	v4 := func(l []ServiceIPBlock) []netip.Prefix {
+		var out []netip.Prefix
 		for _, b := range l {
 			if p, err := b.Prefix(); err == nil && p.Addr().Is4() {
 				out = append(out, p)
 			}
 		}
+		return out
 	}
-	return out
+	return ServiceRanges{ClusterIPs: v4(c.Spec.ServiceClusterIPs), ExternalIPs: v4(c.Spec.ServiceExternalIPs),
+		LoadBalancerIPs: v4(c.Spec.ServiceLoadBalancerIPs)}
+}
+
+// All lists the ranges: cluster, external, then LoadBalancer.
+func (r ServiceRanges) All() []netip.Prefix {
+	return slices.Concat(r.ClusterIPs, r.ExternalIPs, r.LoadBalancerIPs)
+}
+
+// ServicePrefixes are the IPv4 ranges of the cluster, external and
+// LoadBalancer Service addresses to advertise, in that order; IPv6 ranges
+// are left out (the speaker is IPv4 only) and reported when applied.
+func (c *BGPConfiguration) ServicePrefixes() []netip.Prefix {
+	return c.ServiceRanges().All()
 }
 
 // notActedOnValues: the speaker advertises IPv4 prefixes only.

@@ -166,6 +166,15 @@ var (
 	binDirErr  error
 )
 
+// BinDir is the directory of Kubernetes' binaries, for tests that run
+// them otherwise than Start does (a lab's control plane): as for Start, it
+// skips the test when they are not found and TORTIE_K8S_BIN is unset, and
+// fails it when TORTIE_K8S_BIN names a directory without kube-apiserver.
+func BinDir(tb testing.TB) string {
+	tb.Helper()
+	return findBinDir(tb)
+}
+
 // findBinDir returns the directory of kube-apiserver, or ends the test.
 func findBinDir(tb testing.TB) string {
 	tb.Helper()

@@ -154,10 +154,15 @@ func testDeployRBAC(ctx context.Context, t *testing.T, s *APIServer) {
 		{"update", "leases.coordination.k8s.io", "yes"},
 		{"delete", "leases.coordination.k8s.io", "yes"},
 		{"watch", "pods", "yes"},
+		{"watch", "services", "yes"},
+		{"list", "endpointslices.discovery.k8s.io", "yes"},
+		{"watch", "endpointslices.discovery.k8s.io", "yes"},
 		// Nothing beyond what it needs.
 		{"delete", "nodes", "no"},
 		{"create", "pods", "no"},
 		{"get", "secrets", "no"},
+		{"update", "services", "no"},
+		{"create", "endpointslices.discovery.k8s.io", "no"},
 	} {
 		// can-i exits 1 when the answer is no; its output says which.
 		out, _ := kubectl("auth", "can-i", c.verb, c.resource, "--as", sa)
