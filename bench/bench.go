@@ -233,10 +233,10 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		rep.TrialDuration, rep.SearchSteps = o.TrialDuration.String(), o.SearchSteps
 		rep.Notes = append(rep.Notes,
 			fmt.Sprintf("zero loss (RFC 2544 style): the highest offered rate forwarded with under %g%% lost, found with at most %d paced trials of %v: "+
-				"the first at the rate the unpaced flood delivered; while trials pass, twice the rate (up to the flood's offered rate); "+
+				"the first at the rate the unpaced flood delivered; while trials pass, twice the rate (up to the flood's offered rate, or twice the first rate if that is more); "+
 				"after one fails, halfway between the highest rate that passed and the lowest that failed; the figure is the highest offered rate of the trials that lost under %g%%, "+
 				"its loss and the number of trials are reported with it; 0 if none did", ZeroLossPct, o.SearchSteps, o.TrialDuration, ZeroLossPct),
-			fmt.Sprintf("the paced trials do not use trafgen, whose --rate sends each second's frames back to back and then sleeps, and whose --gap sleeps after every frame (15-70k frames/s at most here): "+
+			fmt.Sprintf("the paced trials do not use trafgen, whose --rate sends each second's frames back to back and then sleeps, and whose --gap sleeps after every frame (gaps of 20, 5 and 1 µs gave 14k, 15k and 57k frames/s here): "+
 				"tortie-bench's own pacer sends from a packet socket in the sending pod, every %v what is due at the rate asked, in bursts of at most %d frames after a stall; "+
 				"where the generator reaches under %.0f%% of the rate asked, the machine cannot carry that rate (with the kernel the sender's own system calls carry the forwarding, so that is where its limit shows): "+
 				"the search goes lower, as after a loss, and the trial counts at the rate it reached if it lost under the threshold",
@@ -537,7 +537,8 @@ func zeroLoss(ctx context.Context, o Options, l *lab.Lab, sizes []int, unpaced P
 	logged := func(ctx context.Context, rate float64) (Trial, error) {
 		t, err := trial(ctx, rate)
 		if err == nil {
-			o.Log("    trial at %.0f/s: offered %.0f/s, delivered %.0f/s, loss %.3f%%", rate, t.Offered, t.Delivered, t.LossPct)
+			o.Log("    trial at %.0f/s: offered %.0f/s, delivered %.0f/s, loss %.3f%% (dropped by the sending pod's interface: %.0f/s)",
+				rate, t.Offered, t.Delivered, t.LossPct, t.SenderDropped)
 		}
 		return t, err
 	}
@@ -545,7 +546,10 @@ func zeroLoss(ctx context.Context, o Options, l *lab.Lab, sizes []int, unpaced P
 	if !(start > 0) {
 		start = 1000 // nothing arrived unpaced: the search still finds whether a trickle does
 	}
-	res, err := SearchZeroLoss(ctx, logged, SearchOptions{Start: start, Max: unpaced.Offered, Steps: o.SearchSteps})
+	// Up to what the flood offered, and at least twice the start: with
+	// the kernel, the flood offers only what its own sends forward, which
+	// is the generator's limit, not necessarily the path's.
+	res, err := SearchZeroLoss(ctx, logged, SearchOptions{Start: start, Max: max(unpaced.Offered, 2*start), Steps: o.SearchSteps})
 	if err != nil {
 		return res, err
 	}

@@ -50,6 +50,9 @@ type PPSResult struct {
 	CPUNsPerPacket     float64
 	// DeliveredBits is what arrived, in frame bits (with FCS) per second.
 	DeliveredBits float64
+	// SenderDropped is what the sending pod's interface dropped, per
+	// second.
+	SenderDropped float64
 }
 
 // PPS floods UDP frames of frameSize bytes (without FCS) from one pod to
@@ -112,7 +115,8 @@ func flowRates(c0, c1 flowCounters, elapsed time.Duration) PPSResult {
 	offered := float64((c1.tx - c0.tx) + (c1.drop - c0.drop))
 	delivered := float64(c1.rx - c0.rx)
 	r := PPSResult{Offered: offered / secs, Delivered: delivered / secs,
-		DeliveredBits: 8 * (float64(c1.rxBytes-c0.rxBytes) + fcs*delivered) / secs}
+		DeliveredBits: 8 * (float64(c1.rxBytes-c0.rxBytes) + fcs*delivered) / secs,
+		SenderDropped: float64(c1.drop-c0.drop) / secs}
 	if offered > 0 {
 		r.LossPct = max(0, 100*(1-delivered/offered)) // frames in flight at the start can make it a hair negative
 	}
@@ -230,7 +234,8 @@ func PacedTrials(l *lab.Lab, from, to string, sizes []int, d time.Duration) (Tri
 			return Trial{}, err
 		}
 		r := flowRates(c0, c1, elapsed)
-		return Trial{Target: rate, Offered: r.Offered, Delivered: r.Delivered, LossPct: r.LossPct, DeliveredBits: r.DeliveredBits}, nil
+		return Trial{Target: rate, Offered: r.Offered, Delivered: r.Delivered, LossPct: r.LossPct,
+			DeliveredBits: r.DeliveredBits, SenderDropped: r.SenderDropped}, nil
 	}
 	return trial, p.Close, nil
 }

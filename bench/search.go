@@ -27,6 +27,10 @@ type Trial struct {
 	LossPct   float64 `json:"lossPct"`
 	// DeliveredBits is what arrived, in frame bits (with FCS) per second.
 	DeliveredBits float64 `json:"deliveredBits"`
+	// SenderDropped is the part of the loss, in frames per second, that
+	// the sending pod's interface dropped (a full TAP queue, for
+	// tortie); the rest was lost on the way.
+	SenderDropped float64 `json:"senderDropped"`
 }
 
 // TrialFunc offers frames at rate per second for one trial.
@@ -37,9 +41,9 @@ type SearchOptions struct {
 	// Start is the first rate tried: the rate the unpaced flood
 	// delivered.
 	Start float64
-	// Max is the highest rate tried (the unpaced flood's offered rate):
-	// while trials pass, the search doubles the rate up to it. Below
-	// Start it is Start.
+	// Max is the highest rate tried (the unpaced flood's offered rate,
+	// say): while trials pass, the search doubles the rate up to it.
+	// Below Start it is Start.
 	Max float64
 	// Steps is the number of trials at most.
 	Steps int
@@ -116,7 +120,7 @@ func SearchZeroLoss(ctx context.Context, trial TrialFunc, o SearchOptions) (Sear
 		}
 		if hi == 0 {
 			if rate >= o.Max {
-				res.Note = fmt.Sprintf("forwarded the highest rate tried (%.0f/s, the unpaced flood's offered rate) with under %g%% lost", rate, o.MaxLossPct)
+				res.Note = fmt.Sprintf("forwarded the highest rate the search tries (%.0f/s) with under %g%% lost", rate, o.MaxLossPct)
 				break
 			}
 			rate = min(2*rate, o.Max)

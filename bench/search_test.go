@@ -194,7 +194,7 @@ func TestSearchStopsAtMax(t *testing.T) {
 	if len(c.rates) != len(want) || c.rates[2] != want[2] || c.rates[1] != want[1] {
 		t.Fatalf("rates %v, want %v", c.rates, want)
 	}
-	if res.Rate != 300_000 || !strings.Contains(res.Note, "highest rate tried") {
+	if res.Rate != 300_000 || !strings.Contains(res.Note, "highest rate the search tries") {
 		t.Fatalf("rate %.0f, note %q", res.Rate, res.Note)
 	}
 }
