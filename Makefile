@@ -181,8 +181,10 @@ integration: deps
 # Figures only; never gates CI. Micro-benchmarks of the per-packet path and
 # of policy, then tortie against the kernel, and tortie with 100 policies in
 # force against none, in one run (BENCH_FLAGS to change it, e.g.
-# BENCH_FLAGS="--duration 10s --reps 5 --setups kernel-vxlan,tortie-vxlan" or
-# "--policies 1000 --setups tortie-vxlan-no-policy,tortie-vxlan-policy").
+# BENCH_FLAGS="--duration 10s --reps 5 --setups kernel-vxlan,tortie-vxlan",
+# "--policies 1000 --setups tortie-vxlan-no-policy,tortie-vxlan-policy", or
+# "--tests pps,tcp,latency" to leave out the zero-loss searches, which
+# nearly double the run).
 BENCH_FLAGS ?= --duration 5s --reps 3
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem ./router/... ./fib/ ./encap/ ./policy/

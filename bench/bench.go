@@ -2,9 +2,11 @@
 // the same machine, in one run: the same two-node lab is built once with
 // Calico-style kernel nodes (veth pods with proxy ARP, native routes or
 // vxlan.calico) and once with tortie, with the same pods, generator and
-// placement, and each is measured for 64-byte packets per second (trafgen),
-// TCP throughput with 1 and 2 streams (iperf3), latency idle and under load
-// (sockperf) and CPU per packet. It also measures what network policy
+// placement, and each is measured for 64-byte packets per second in an
+// unpaced flood (trafgen), the highest rate of 64-byte and of IMIX frames
+// forwarded with under 0.1% loss (SearchZeroLoss over paced trials), TCP
+// throughput with 1 and 2 streams (iperf3) and its CPU cost per Gbit,
+// latency idle and under load (sockperf) and CPU per packet. It also measures what network policy
 // costs: a datastore lab measured with and without PolicyManifest's
 // policies in force, in turn. Results are medians over repetitions, with
 // the ratio per metric to the reference (tortie to the kernel, policies to
@@ -84,19 +86,51 @@ const (
 	MetricLoadP50    = "latency_loaded_p50_us"
 	MetricLoadP99    = "latency_loaded_p99_us"
 	MetricPodMTU     = "pod_mtu"
+
+	// The zero-loss searches (SearchZeroLoss): the highest offered rate
+	// forwarded with under ZeroLossPct lost, the loss of that trial, and
+	// how many trials the search ran.
+	MetricPPSZeroLoss       = "pps_64B_zero_loss"
+	MetricPPSZeroLossLoss   = "pps_64B_zero_loss_loss_pct"
+	MetricPPSZeroLossTrials = "pps_64B_zero_loss_trials"
+	// The simple IMIX (IMIXFrames): unpaced flood, then zero-loss
+	// search; Gbit/s count frame bits with FCS, as delivered.
+	MetricIMIXPPS            = "pps_imix"
+	MetricIMIXGbps           = "gbps_imix"
+	MetricIMIXLoss           = "loss_imix_pct"
+	MetricIMIXZeroLoss       = "pps_imix_zero_loss"
+	MetricIMIXGbpsZeroLoss   = "gbps_imix_zero_loss"
+	MetricIMIXZeroLossLoss   = "pps_imix_zero_loss_loss_pct"
+	MetricIMIXZeroLossTrials = "pps_imix_zero_loss_trials"
+	// CPU seconds per Gbit moved during the TCP tests: each node's
+	// tortied (all threads, user and system), and the whole machine.
+	MetricTCP1CPUNode1   = "tcp_1_stream_cpu_s_per_gbit_node1"
+	MetricTCP1CPUNode2   = "tcp_1_stream_cpu_s_per_gbit_node2"
+	MetricTCP1CPUMachine = "tcp_1_stream_cpu_s_per_gbit_machine"
+	MetricTCP2CPUNode1   = "tcp_2_streams_cpu_s_per_gbit_node1"
+	MetricTCP2CPUNode2   = "tcp_2_streams_cpu_s_per_gbit_node2"
+	MetricTCP2CPUMachine = "tcp_2_streams_cpu_s_per_gbit_machine"
 )
+
+// Tests are the tests a run can pick (Options.Tests), in the order run.
+var Tests = []string{"pps", "zeroloss", "imix", "tcp", "latency"}
 
 // Options choose what a run measures.
 type Options struct {
-	Setups    []string      // names from Setups (default: all)
-	Tests     []string      // pps, tcp, latency (default: all)
-	Duration  time.Duration // per measurement
-	Reps      int
-	FrameSize int // bytes on the wire for the pps test, without FCS (default 60: a 64-byte frame)
-	Policies  int // policies in force for the policy setups (default 100)
-	OutDir    string
-	Tortied   string
-	Log       func(format string, a ...any)
+	Setups   []string      // names from Setups (default: all)
+	Tests    []string      // from Tests (default: all)
+	Duration time.Duration // per measurement
+	Reps     int
+	// TrialDuration is the length of each trial of a zero-loss search
+	// (default 2s); SearchSteps the trials of a search at most (default
+	// 7).
+	TrialDuration time.Duration
+	SearchSteps   int
+	FrameSize     int // bytes on the wire for the pps test, without FCS (default 60: a 64-byte frame)
+	Policies      int // policies in force for the policy setups (default 100)
+	OutDir        string
+	Tortied       string
+	Log           func(format string, a ...any)
 }
 
 // Measurement is one metric of one setup over all repetitions.
@@ -117,16 +151,20 @@ type Ratio struct {
 
 // Report is the whole run.
 type Report struct {
-	Date         time.Time     `json:"date"`
-	CPUs         int           `json:"cpus"`
-	Kernel       string        `json:"kernel"`
-	Duration     string        `json:"duration"`
-	Reps         int           `json:"reps"`
-	FrameSize    int           `json:"frameSize"`
-	Policies     int           `json:"policies,omitempty"`
-	Notes        []string      `json:"notes"`
-	Measurements []Measurement `json:"measurements"`
-	Ratios       []Ratio       `json:"ratios"`
+	Date      time.Time `json:"date"`
+	CPUs      int       `json:"cpus"`
+	Kernel    string    `json:"kernel"`
+	Duration  string    `json:"duration"`
+	Reps      int       `json:"reps"`
+	FrameSize int       `json:"frameSize"`
+	// TrialDuration and SearchSteps are those of the zero-loss searches,
+	// when the run had them.
+	TrialDuration string        `json:"trialDuration,omitempty"`
+	SearchSteps   int           `json:"searchSteps,omitempty"`
+	Policies      int           `json:"policies,omitempty"`
+	Notes         []string      `json:"notes"`
+	Measurements  []Measurement `json:"measurements"`
+	Ratios        []Ratio       `json:"ratios"`
 }
 
 func median(v []float64) float64 {
@@ -156,7 +194,18 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		o.Log = func(string, ...any) {}
 	}
 	if len(o.Tests) == 0 {
-		o.Tests = []string{"pps", "tcp", "latency"}
+		o.Tests = Tests
+	}
+	for _, t := range o.Tests {
+		if !slices.Contains(Tests, t) {
+			return nil, fmt.Errorf("no test %q (tests: %s)", t, strings.Join(Tests, ", "))
+		}
+	}
+	if o.TrialDuration <= 0 {
+		o.TrialDuration = 2 * time.Second
+	}
+	if o.SearchSteps < 1 {
+		o.SearchSteps = 7
 	}
 	if o.Policies <= 0 {
 		o.Policies = 100
@@ -175,11 +224,35 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			"each tortie node's tortied runs one Go thread pinned to a CPU of its own (node 1 on the first CPU, node 2 on the next), as a node would give its vRouter a core; pods, generators and the kernel path are not pinned",
 			"with the kernel, the generator's own sends carry the forwarding (veth, VXLAN and the peer's receive run in its context), so the offered load is what one CPU forwards; into a TAP, sends only queue",
 			"veth offloads are the kernel's defaults (TSO, GSO, checksum offload on); tortie's pod TAPs have checksum and TSO offload (virtio-net headers): tortie segments pods' TCP superframes and coalesces segments toward pods",
-			"the generator floods without backpressure: tortie's loss is frames dropped at the sending pod's TAP queue, and its CPU per packet includes the generator's work on frames that were dropped",
-			"pps counts frames delivered to the receiving pod's interface; loss is 1 - delivered/offered",
-			"CPU per packet = busy time of all CPUs during the pps test / packets delivered",
+			"the unpaced flood (trafgen, no pacing) has no backpressure: tortie's loss is frames dropped at the sending pod's TAP queue, and its CPU per packet includes the generator's work on frames that were dropped",
+			"unpaced pps counts frames delivered to the receiving pod's interface; loss is 1 - delivered/offered",
+			"CPU per packet = busy time of all CPUs during the unpaced 64-byte flood / packets delivered",
 			"tortie-ipip is compared with kernel-vxlan: the kernel ipip module is not available here",
 		}}
+	if slices.Contains(o.Tests, "zeroloss") || slices.Contains(o.Tests, "imix") {
+		rep.TrialDuration, rep.SearchSteps = o.TrialDuration.String(), o.SearchSteps
+		rep.Notes = append(rep.Notes,
+			fmt.Sprintf("zero loss (RFC 2544 style): the highest offered rate forwarded with under %g%% lost, found with at most %d paced trials of %v: "+
+				"the first at the rate the unpaced flood delivered; while trials pass, twice the rate (up to the flood's offered rate, or twice the first rate if that is more); "+
+				"after one fails, halfway between the highest rate that passed and the lowest that failed; the figure is the highest offered rate of the trials that lost under %g%%, "+
+				"its loss and the number of trials are reported with it; 0 if none did", ZeroLossPct, o.SearchSteps, o.TrialDuration, ZeroLossPct),
+			fmt.Sprintf("the paced trials do not use trafgen, whose --rate sends each second's frames back to back and then sleeps, and whose --gap sleeps after every frame (gaps of 20, 5 and 1 µs gave 14k, 15k and 57k frames/s here): "+
+				"tortie-bench's own pacer sends from a packet socket in the sending pod, every %v what is due at the rate asked, in bursts of at most %d frames after a stall; "+
+				"where the generator reaches under %.0f%% of the rate asked, the machine cannot carry that rate (with the kernel the sender's own system calls carry the forwarding, so that is where its limit shows): "+
+				"the search goes lower, as after a loss, and the trial counts at the rate it reached if it lost under the threshold",
+				pacerQuantum, pacerMaxBurst, 100*MinOfferedShare))
+	}
+	if slices.Contains(o.Tests, "imix") {
+		rep.Notes = append(rep.Notes, "IMIX is the simple IMIX, 7:4:1 of 64-, 594- and 1518-byte frames interleaved frame by frame (trafgen sends a configuration's packets round robin; so does the pacer); "+
+			"the 1518-byte frame is cut to the pod's MTU (1468 bytes with VXLAN's MTU of 1450, 1498 with IPIP's 1480); Gbit/s count delivered frame bits with FCS, without preamble and gap")
+	}
+	if slices.Contains(o.Tests, "tcp") {
+		rep.Notes = append(rep.Notes, "TCP CPU per Gbit = CPU seconds used / Gbit the receiving pod's interface received (frames with their headers), over a window inside each iperf3 test "+
+			"(from 1s after its start to 0.5s before its end; a quarter and an eighth of the test when it is shorter), which leaves out starting iperf3; equally, CPUs kept busy per Gbit/s; "+
+			"per node for tortie: the node's tortied process, all threads, user and system time (/proc/<pid>/stat), which includes the kernel work its system calls do, such as the pods' TCP receive run in its TAP writes; "+
+			"the kernel's forwarding runs in softirqs and in the pods' own system calls, which belong to no node, so kernel setups have the machine-wide figure only: "+
+			"busy time of all CPUs, which counts iperf3 and everything else running on this shared machine")
+	}
 	done := map[string]bool{}
 	for i, s := range Setups {
 		if !selected(s) || done[s.Name] {
@@ -203,11 +276,12 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			}
 		}
 		o.Log("== %s", strings.Join(names, ", "))
-		ms, err := measureSetups(ctx, o, group)
+		ms, notes, err := measureSetups(ctx, o, group)
 		if err != nil {
 			return rep, fmt.Errorf("%s: %w", strings.Join(names, ", "), err)
 		}
 		rep.Measurements = append(rep.Measurements, ms...)
+		rep.Notes = append(rep.Notes, notes...)
 	}
 	if rep.Policies > 0 {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("tortie-vxlan-policy is the lab of tortie-vxlan-no-policy (a datastore lab: etcd, pods through CNI) "+
@@ -243,7 +317,8 @@ func ratios(ms []Measurement) []Ratio {
 		if ref == "" {
 			continue
 		}
-		for _, metric := range []string{MetricPPS, MetricNewFlowPPS, MetricTCP1, MetricTCP2, MetricLatP50, MetricLatP99, MetricCPU} {
+		for _, metric := range []string{MetricPPS, MetricPPSZeroLoss, MetricIMIXZeroLoss, MetricIMIXGbpsZeroLoss, MetricNewFlowPPS,
+			MetricTCP1, MetricTCP2, MetricTCP1CPUMachine, MetricLatP50, MetricLatP99, MetricCPU} {
 			t, ok1 := get(s.Name, metric)
 			k, ok2 := get(ref, metric)
 			if ok1 && ok2 && k > 0 {
@@ -258,7 +333,7 @@ func ratios(ms []Measurement) []Ratio {
 // the datastore setups of one mode) and runs every test Reps times, the
 // setups in turn within each repetition, with policies in force for
 // those that have them.
-func measureSetups(ctx context.Context, o Options, group []Setup) (_ []Measurement, err error) {
+func measureSetups(ctx context.Context, o Options, group []Setup) (_ []Measurement, notes []string, err error) {
 	s := group[0]
 	name := "bn"
 	opts := lab.Options{Name: name, Nodes: 2, Pods: 2, Mode: s.Mode, Static: !s.Datastore, Tortied: o.Tortied, LogLevel: "warn"}
@@ -268,12 +343,12 @@ func measureSetups(ctx context.Context, o Options, group []Setup) (_ []Measureme
 	_ = lab.Down(name)
 	l, err := lab.Up(opts)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer lab.Down(name)
 	if s.Datastore {
 		if err := labelPods(l); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	vals := map[string]map[string][]float64{} // setup -> metric -> values
@@ -287,13 +362,13 @@ func measureSetups(ctx context.Context, o Options, group []Setup) (_ []Measureme
 			case x.Policies && !applied:
 				start := time.Now()
 				if err := applyPolicies(l, o.Policies); err != nil {
-					return nil, err
+					return nil, nil, err
 				}
 				applied = true
 				o.Log("  %d policies in force on both nodes after %v", o.Policies, time.Since(start).Round(time.Millisecond))
 			case !x.Policies && applied:
 				if err := removePolicies(l, o.Policies); err != nil {
-					return nil, err
+					return nil, nil, err
 				}
 				applied = false
 			}
@@ -302,20 +377,21 @@ func measureSetups(ctx context.Context, o Options, group []Setup) (_ []Measureme
 			}
 			add := func(metric string, v float64) { vals[x.Name][metric] = append(vals[x.Name][metric], v) }
 			before, _ := policyWork(l)
-			if err := runTests(ctx, o, l, x.Datastore, add); err != nil {
-				return nil, err
+			note := func(n string) { notes = append(notes, fmt.Sprintf("%s, repetition %d: %s", x.Name, rep+1, n)) }
+			if err := runTests(ctx, o, l, x.Datastore, add, note); err != nil {
+				return nil, nil, err
 			}
 			if x.Datastore {
 				// What policy did meanwhile on the receiving node: flows
 				// judged, packets denied (none, or the policies are wrong).
 				after, err := policyWork(l)
 				if err != nil {
-					return nil, err
+					return nil, nil, err
 				}
 				o.Log("  node 2: %d flows inserted, %d packets denied by policy", after.Flows.Inserts-before.Flows.Inserts,
 					after.Drops["policy_denied"]-before.Drops["policy_denied"])
 				if after.Drops["policy_denied"] != before.Drops["policy_denied"] {
-					return nil, fmt.Errorf("%s: policy denied benchmark packets on node 2", x.Name)
+					return nil, nil, fmt.Errorf("%s: policy denied benchmark packets on node 2", x.Name)
 				}
 			}
 		}
@@ -329,22 +405,24 @@ func measureSetups(ctx context.Context, o Options, group []Setup) (_ []Measureme
 	slices.SortFunc(out, func(a, b Measurement) int {
 		return cmp.Or(strings.Compare(a.Setup, b.Setup), strings.Compare(a.Metric, b.Metric))
 	})
-	return out, nil
+	return out, notes, nil
 }
 
 // runTests runs one repetition of every test of o on the lab, passing
-// each figure to add; newFlows adds the pps test of new flows.
-func runTests(ctx context.Context, o Options, l *lab.Lab, newFlows bool, add func(metric string, v float64)) error {
-	if slices.Contains(o.Tests, "pps") {
+// each figure to add and what limited a result to note; newFlows adds
+// the pps test of new flows.
+func runTests(ctx context.Context, o Options, l *lab.Lab, newFlows bool, add func(metric string, v float64), note func(string)) error {
+	run := func(t string) bool { return slices.Contains(o.Tests, t) }
+	if run("pps") || run("zeroloss") {
 		r, err := PPS(ctx, l, "n1p1", "n2p1", o.FrameSize, o.Duration)
 		if err != nil {
 			return err
 		}
-		o.Log("  pps: %.0f delivered/s, loss %.1f%%, %.0f ns CPU per packet", r.Delivered, r.LossPct, r.CPUNsPerPacket)
+		o.Log("  pps, unpaced: %.0f delivered/s of %.0f offered, loss %.1f%%, %.0f ns CPU per packet", r.Delivered, r.Offered, r.LossPct, r.CPUNsPerPacket)
 		add(MetricPPS, r.Delivered)
 		add(MetricLoss, r.LossPct)
 		add(MetricCPU, r.CPUNsPerPacket)
-		if newFlows {
+		if newFlows && run("pps") {
 			before, _ := policyWork(l)
 			r, err := NewFlowsPPS(ctx, l, "n1p1", "n2p1", o.FrameSize, o.Duration)
 			if err != nil {
@@ -355,23 +433,77 @@ func runTests(ctx context.Context, o Options, l *lab.Lab, newFlows bool, add fun
 				r.Delivered, r.LossPct, after.Flows.Inserts-before.Flows.Inserts, after.Flows.Evictions-before.Flows.Evictions)
 			add(MetricNewFlowPPS, r.Delivered)
 		}
+		if run("zeroloss") {
+			start := time.Now()
+			res, err := zeroLoss(ctx, o, l, []int{o.FrameSize}, r)
+			if err != nil {
+				return fmt.Errorf("zero-loss search, %d-byte frames: %w", o.FrameSize+fcs, err)
+			}
+			add(MetricPPSZeroLoss, res.Rate)
+			add(MetricPPSZeroLossLoss, res.Best.LossPct)
+			add(MetricPPSZeroLossTrials, float64(len(res.Trials)))
+			o.Log("  zero-loss search took %v", time.Since(start).Round(time.Second))
+			if res.Note != "" {
+				note(fmt.Sprintf("%d-byte zero-loss search: %s", o.FrameSize+fcs, res.Note))
+			}
+		}
 	}
-	if slices.Contains(o.Tests, "tcp") {
+	if run("imix") {
+		start := time.Now()
+		sizes, err := IMIXFrames(l.PodMTU(1500))
+		if err != nil {
+			return err
+		}
+		r, err := PPSFrames(ctx, l, "n1p1", "n2p1", sizes, o.Duration)
+		if err != nil {
+			return err
+		}
+		o.Log("  imix, unpaced: %.0f delivered/s (%.2f Gbit/s) of %.0f offered, loss %.1f%%", r.Delivered, r.DeliveredBits/1e9, r.Offered, r.LossPct)
+		add(MetricIMIXPPS, r.Delivered)
+		add(MetricIMIXGbps, r.DeliveredBits/1e9)
+		add(MetricIMIXLoss, r.LossPct)
+		res, err := zeroLoss(ctx, o, l, sizes, r)
+		if err != nil {
+			return fmt.Errorf("zero-loss search, IMIX: %w", err)
+		}
+		add(MetricIMIXZeroLoss, res.Rate)
+		add(MetricIMIXGbpsZeroLoss, res.Best.DeliveredBits/1e9)
+		add(MetricIMIXZeroLossLoss, res.Best.LossPct)
+		add(MetricIMIXZeroLossTrials, float64(len(res.Trials)))
+		o.Log("  imix flood and search took %v", time.Since(start).Round(time.Second))
+		if res.Note != "" {
+			note("IMIX zero-loss search: " + res.Note)
+		}
+	}
+	if run("tcp") {
+		meter := nodeCPUMeter(l, o.Log)
 		for _, streams := range []int{1, 2} {
-			r, err := TCP(ctx, l, streams, o.Duration)
+			r, cpu, err := tcpWithCPU(ctx, l, streams, o.Duration, meter)
 			if err != nil {
 				return err
 			}
-			o.Log("  tcp %d stream(s): %.2f Gbit/s, %d retransmits", streams, r.BitsPerSecond/1e9, r.Retransmits)
+			nodes, machine := cpu.nodes, cpu.machine
+			o.Log("  tcp %d stream(s): %.2f Gbit/s, %d retransmits; CPU s per Gbit: nodes %.2f, machine %.2f",
+				streams, r.BitsPerSecond/1e9, r.Retransmits, nodes, machine)
+			cpuMetrics := []string{MetricTCP1CPUNode1, MetricTCP1CPUNode2, MetricTCP1CPUMachine}
 			if streams == 1 {
 				add(MetricTCP1, r.BitsPerSecond/1e9)
 				add(MetricRetrans, float64(r.Retransmits))
 			} else {
 				add(MetricTCP2, r.BitsPerSecond/1e9)
+				cpuMetrics = []string{MetricTCP2CPUNode1, MetricTCP2CPUNode2, MetricTCP2CPUMachine}
+			}
+			if nodes != nil {
+				for i, v := range nodes[:min(2, len(nodes))] {
+					if v >= 0 {
+						add(cpuMetrics[i], v)
+					}
+				}
+				add(cpuMetrics[2], machine)
 			}
 		}
 	}
-	if slices.Contains(o.Tests, "latency") {
+	if run("latency") {
 		for _, loaded := range []bool{false, true} {
 			p50, p99, err := Latency(ctx, l, o.Duration, loaded)
 			if err != nil {
@@ -391,6 +523,113 @@ func runTests(ctx context.Context, o Options, l *lab.Lab, newFlows bool, add fun
 		}
 	}
 	return nil
+}
+
+// zeroLoss searches for the highest rate the lab forwards from n1p1 to
+// n2p1 with under ZeroLossPct lost, for frames of sizes (one round, sent
+// round robin), starting from what the unpaced flood delivered.
+func zeroLoss(ctx context.Context, o Options, l *lab.Lab, sizes []int, unpaced PPSResult) (SearchResult, error) {
+	trial, closePacer, err := PacedTrials(l, "n1p1", "n2p1", sizes, o.TrialDuration)
+	if err != nil {
+		return SearchResult{}, err
+	}
+	defer closePacer()
+	logged := func(ctx context.Context, rate float64) (Trial, error) {
+		t, err := trial(ctx, rate)
+		if err == nil {
+			o.Log("    trial at %.0f/s: offered %.0f/s, delivered %.0f/s, loss %.3f%% (dropped by the sending pod's interface: %.0f/s)",
+				rate, t.Offered, t.Delivered, t.LossPct, t.SenderDropped)
+		}
+		return t, err
+	}
+	start := unpaced.Delivered
+	if !(start > 0) {
+		start = 1000 // nothing arrived unpaced: the search still finds whether a trickle does
+	}
+	// Up to what the flood offered, and at least twice the start: with
+	// the kernel, the flood offers only what its own sends forward, which
+	// is the generator's limit, not necessarily the path's.
+	res, err := SearchZeroLoss(ctx, logged, SearchOptions{Start: start, Max: max(unpaced.Offered, 2*start), Steps: o.SearchSteps})
+	if err != nil {
+		return res, err
+	}
+	o.Log("  zero loss: %.0f/s (loss %.3f%%, %d trials) %s", res.Rate, res.Best.LossPct, len(res.Trials), res.Note)
+	return res, nil
+}
+
+// tcpCPU is the CPU cost of a TCP test: CPU seconds per Gbit received,
+// per node (-1 where not measured) and for the whole machine; nodes is
+// nil when the window saw no traffic.
+type tcpCPU struct {
+	nodes   []float64
+	machine float64
+}
+
+// tcpWithCPU runs TCP and meanwhile measures its CPU cost over a window
+// inside the transfer (from a quarter of d, at most 1s, to an eighth of d,
+// at most 0.5s, before its end), so that starting iperf3, which costs CPU
+// and moves nothing, is left out. What moved in the window is what the
+// receiving pod's interface received (frames with their headers).
+func tcpWithCPU(ctx context.Context, l *lab.Lab, streams int, d time.Duration, meter cpuMeter) (lab.IperfResult, tcpCPU, error) {
+	dst := l.Pod("n2p1")
+	if dst == nil {
+		return lab.IperfResult{}, tcpCPU{}, fmt.Errorf("no pod n2p1")
+	}
+	type result struct {
+		r   lab.IperfResult
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		r, err := TCP(ctx, l, streams, d)
+		done <- result{r, err}
+	}()
+	from, to := min(time.Second, d/4), d-min(500*time.Millisecond, d/8)
+	var cpu tcpCPU
+	var before cpuReading
+	var rx0 uint64
+	var err0 error
+	timer := time.NewTimer(from)
+	defer timer.Stop()
+	for step := 0; ; step++ {
+		select {
+		case res := <-done:
+			if step < 2 {
+				cpu = tcpCPU{} // ended before the window closed: not measured
+			}
+			return res.r, cpu, res.err
+		case <-timer.C:
+		}
+		switch step {
+		case 0:
+			before = meter.read()
+			rx0, err0 = readCounter(dst.Netns, "rx_bytes")
+			timer.Reset(to - from)
+		case 1:
+			after := meter.read()
+			rx1, err := readCounter(dst.Netns, "rx_bytes")
+			if err0 == nil && err == nil {
+				cpu.nodes, cpu.machine = meter.cpuPerGbit(before, after, 8*float64(rx1-rx0))
+			}
+		}
+	}
+}
+
+// nodeCPUMeter measures each node's tortied; kernel nodes have none.
+func nodeCPUMeter(l *lab.Lab, log func(string, ...any)) cpuMeter {
+	var m cpuMeter
+	for _, n := range l.Nodes {
+		pid := 0
+		if !n.Kernel && n.PID > 0 {
+			if name := procName(n.PID); name == "tortied" {
+				pid = n.PID
+			} else {
+				log("  node %s: process %d is %q, not tortied: its CPU is not measured", n.Name, n.PID, name)
+			}
+		}
+		m.pids = append(m.pids, pid)
+	}
+	return m
 }
 
 // Write saves results.json, results.md and chart.png in dir.

@@ -2,9 +2,12 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -45,6 +48,11 @@ type PPSResult struct {
 	Offered, Delivered float64 // per second
 	LossPct            float64
 	CPUNsPerPacket     float64
+	// DeliveredBits is what arrived, in frame bits (with FCS) per second.
+	DeliveredBits float64
+	// SenderDropped is what the sending pod's interface dropped, per
+	// second.
+	SenderDropped float64
 }
 
 // PPS floods UDP frames of frameSize bytes (without FCS) from one pod to
@@ -52,32 +60,88 @@ type PPSResult struct {
 // got. The UDP source port varies per frame (over 65,536 values, to port
 // 9), so flows spread as real traffic does.
 func PPS(ctx context.Context, l *lab.Lab, from, to string, frameSize int, d time.Duration) (PPSResult, error) {
-	return pps(ctx, l, from, to, frameSize, d, "9")
+	return pps(ctx, l, from, to, []int{frameSize}, d, "9")
+}
+
+// PPSFrames is PPS with frames of several sizes, sent round robin in the
+// order given (one round of IMIXFrames, for instance).
+func PPSFrames(ctx context.Context, l *lab.Lab, from, to string, sizes []int, d time.Duration) (PPSResult, error) {
+	return pps(ctx, l, from, to, sizes, d, "9")
 }
 
 // NewFlowsPPS is PPS with random source and destination ports: of the
 // 2^32 port pairs a test sends only millions, so nearly every frame is a
 // flow of its own, as a flood of new connections would be.
 func NewFlowsPPS(ctx context.Context, l *lab.Lab, from, to string, frameSize int, d time.Duration) (PPSResult, error) {
-	return pps(ctx, l, from, to, frameSize, d, "drnd()")
+	return pps(ctx, l, from, to, []int{frameSize}, d, "drnd()")
+}
+
+// flowCounters are the counters of a test's two pods: what the sending
+// pod's interface sent and dropped, what the receiving pod's got.
+type flowCounters struct{ tx, drop, rx, rxBytes uint64 }
+
+func readFlow(src, dst *lab.Pod) (c flowCounters, err error) {
+	if c.tx, err = readCounter(src.Netns, "tx_packets"); err != nil {
+		return
+	}
+	if c.drop, err = readCounter(src.Netns, "tx_dropped"); err != nil {
+		return
+	}
+	if c.rx, err = readCounter(dst.Netns, "rx_packets"); err != nil {
+		return
+	}
+	c.rxBytes, err = readCounter(dst.Netns, "rx_bytes")
+	return
+}
+
+// settleFlow lets what is in flight arrive: it polls until the
+// receiver's count stops changing, then reads the counters.
+func settleFlow(src, dst *lab.Pod) (flowCounters, error) {
+	prev, _ := readCounter(dst.Netns, "rx_packets")
+	for i := 0; i < 50; i++ {
+		time.Sleep(20 * time.Millisecond)
+		rx, _ := readCounter(dst.Netns, "rx_packets")
+		if rx == prev {
+			break
+		}
+		prev = rx
+	}
+	return readFlow(src, dst)
+}
+
+// flowRates turns two readings of the counters, elapsed apart, into rates.
+func flowRates(c0, c1 flowCounters, elapsed time.Duration) PPSResult {
+	secs := elapsed.Seconds()
+	offered := float64((c1.tx - c0.tx) + (c1.drop - c0.drop))
+	delivered := float64(c1.rx - c0.rx)
+	r := PPSResult{Offered: offered / secs, Delivered: delivered / secs,
+		DeliveredBits: 8 * (float64(c1.rxBytes-c0.rxBytes) + fcs*delivered) / secs,
+		SenderDropped: float64(c1.drop-c0.drop) / secs}
+	if offered > 0 {
+		r.LossPct = max(0, 100*(1-delivered/offered)) // frames in flight at the start can make it a hair negative
+	}
+	return r
 }
 
 // pps runs a pps test whose frames go to UDP port dport (a trafgen value).
-func pps(ctx context.Context, l *lab.Lab, from, to string, frameSize int, d time.Duration, dport string) (PPSResult, error) {
+func pps(ctx context.Context, l *lab.Lab, from, to string, sizes []int, d time.Duration, dport string) (PPSResult, error) {
 	src, dst := l.Pod(from), l.Pod(to)
 	if src == nil || dst == nil {
 		return PPSResult{}, fmt.Errorf("no pods %s and %s", from, to)
 	}
-	fill := frameSize - 14 - 20 - 8
-	if fill < 0 {
-		return PPSResult{}, fmt.Errorf("frame size %d is below the 42-byte Ethernet+IPv4+UDP headers", frameSize)
+	srcAddr, err1 := netip.ParseAddr(src.Address)
+	dstAddr, err2 := netip.ParseAddr(dst.Address)
+	if err := errors.Join(err1, err2); err != nil {
+		return PPSResult{}, err
 	}
 	macOut, err := exec.Command("ip", "netns", "exec", src.Netns, "cat", "/sys/class/net/eth0/address").Output()
 	if err != nil {
 		return PPSResult{}, err
 	}
-	conf := fmt.Sprintf("{ eth(da=ee:ee:ee:ee:ee:ee, sa=%s, type=0x0800), ipv4(saddr=%s, daddr=%s, ttl=64), udp(sp=drnd(), dp=%s), fill(0x00, %d) }\n",
-		strings.TrimSpace(string(macOut)), src.Address, dst.Address, dport, fill)
+	conf, err := trafgenConfig(strings.TrimSpace(string(macOut)), srcAddr, dstAddr, dport, sizes)
+	if err != nil {
+		return PPSResult{}, err
+	}
 	f, err := os.CreateTemp("", "trafgen-*.cfg")
 	if err != nil {
 		return PPSResult{}, err
@@ -87,17 +151,7 @@ func pps(ctx context.Context, l *lab.Lab, from, to string, frameSize int, d time
 		return PPSResult{}, err
 	}
 	f.Close()
-	counters := func() (tx, drop, rx uint64, err error) {
-		if tx, err = readCounter(src.Netns, "tx_packets"); err != nil {
-			return
-		}
-		if drop, err = readCounter(src.Netns, "tx_dropped"); err != nil {
-			return
-		}
-		rx, err = readCounter(dst.Netns, "rx_packets")
-		return
-	}
-	tx0, drop0, rx0, err := counters()
+	c0, err := readFlow(src, dst)
 	if err != nil {
 		return PPSResult{}, err
 	}
@@ -132,31 +186,58 @@ func pps(ctx context.Context, l *lab.Lab, from, to string, frameSize int, d time
 		return PPSResult{}, ctx.Err()
 	}
 	b1, _ := busy()
-	// Let what is in flight arrive: poll until the receiver's count settles.
-	_, _, rxPrev, _ := counters()
-	for i := 0; i < 50; i++ {
-		time.Sleep(20 * time.Millisecond)
-		_, _, rx, _ := counters()
-		if rx == rxPrev {
-			break
-		}
-		rxPrev = rx
-	}
-	tx1, drop1, rx1, err := counters()
+	c1, err := settleFlow(src, dst)
 	if err != nil {
 		return PPSResult{}, err
 	}
-	secs := elapsed.Seconds()
-	offered := float64((tx1 - tx0) + (drop1 - drop0))
-	delivered := float64(rx1 - rx0)
-	r := PPSResult{Offered: offered / secs, Delivered: delivered / secs}
-	if offered > 0 {
-		r.LossPct = max(0, 100*(1-delivered/offered)) // frames in flight at the start can make it a hair negative
-	}
-	if delivered > 0 {
+	r := flowRates(c0, c1, elapsed)
+	if delivered := float64(c1.rx - c0.rx); delivered > 0 {
 		r.CPUNsPerPacket = float64(b1-b0) * 1e7 / delivered // USER_HZ is 100: one tick is 10 ms
 	}
 	return r, nil
+}
+
+// PacedTrials opens a pacer on pod from's interface that sends one round
+// of sizes (frame sizes without FCS), round robin, to pod to, and returns
+// a TrialFunc for SearchZeroLoss whose trials last d each, and a function
+// that closes the pacer.
+func PacedTrials(l *lab.Lab, from, to string, sizes []int, d time.Duration) (TrialFunc, func() error, error) {
+	src, dst := l.Pod(from), l.Pod(to)
+	if src == nil || dst == nil {
+		return nil, nil, fmt.Errorf("no pods %s and %s", from, to)
+	}
+	srcAddr, err1 := netip.ParseAddr(src.Address)
+	dstAddr, err2 := netip.ParseAddr(dst.Address)
+	if err := errors.Join(err1, err2); err != nil {
+		return nil, nil, err
+	}
+	p, err := newPacer(filepath.Join("/var/run/netns", src.Netns), "eth0", sizes,
+		netip.AddrPortFrom(srcAddr, 1024), netip.AddrPortFrom(dstAddr, 9))
+	if err != nil {
+		return nil, nil, err
+	}
+	trial := func(ctx context.Context, rate float64) (Trial, error) {
+		c0, err := readFlow(src, dst)
+		if err != nil {
+			return Trial{}, err
+		}
+		start := time.Now()
+		if _, _, err := p.Run(ctx, rate, d); err != nil {
+			return Trial{}, err
+		}
+		elapsed := time.Since(start)
+		if err := ctx.Err(); err != nil {
+			return Trial{}, err
+		}
+		c1, err := settleFlow(src, dst)
+		if err != nil {
+			return Trial{}, err
+		}
+		r := flowRates(c0, c1, elapsed)
+		return Trial{Target: rate, Offered: r.Offered, Delivered: r.Delivered, LossPct: r.LossPct,
+			DeliveredBits: r.DeliveredBits, SenderDropped: r.SenderDropped}, nil
+	}
+	return trial, p.Close, nil
 }
 
 // TCP runs iperf3 from n1p1 to n2p1 with 1 or 2 streams.

@@ -6,7 +6,9 @@ import (
 	"image/color"
 	"image/draw"
 	"image/png"
+	"math"
 	"os"
+	"slices"
 	"strings"
 
 	"golang.org/x/image/font"
@@ -16,13 +18,27 @@ import (
 
 // shown are the metrics of the table and the chart, in order, with units.
 var shown = []struct{ metric, label, unit string }{
-	{MetricPPS, "64-byte frames delivered", "pps"},
-	{MetricNewFlowPPS, "64-byte frames delivered, each a new flow", "pps"},
-	{MetricLoss, "loss at that offered load", "%"},
-	{MetricCPU, "CPU per delivered packet", "ns"},
+	{MetricPPS, "64-byte frames delivered, unpaced flood", "pps"},
+	{MetricNewFlowPPS, "64-byte frames delivered, unpaced, each a new flow", "pps"},
+	{MetricLoss, "loss of the unpaced flood", "%"},
+	{MetricCPU, "CPU per delivered packet, unpaced flood", "ns"},
+	{MetricPPSZeroLoss, "64-byte frames, highest rate under 0.1% loss", "pps"},
+	{MetricPPSZeroLossLoss, "loss at that rate", "%"},
+	{MetricPPSZeroLossTrials, "trials of that search", ""},
+	{MetricIMIXPPS, "IMIX frames delivered, unpaced flood", "pps"},
+	{MetricIMIXGbps, "IMIX delivered, unpaced flood", "Gbit/s"},
+	{MetricIMIXLoss, "loss of the unpaced IMIX flood", "%"},
+	{MetricIMIXZeroLoss, "IMIX, highest rate under 0.1% loss", "pps"},
+	{MetricIMIXGbpsZeroLoss, "IMIX, highest rate under 0.1% loss", "Gbit/s"},
+	{MetricIMIXZeroLossLoss, "loss at that rate", "%"},
+	{MetricIMIXZeroLossTrials, "trials of that search", ""},
 	{MetricTCP1, "TCP, 1 stream", "Gbit/s"},
 	{MetricTCP2, "TCP, 2 streams", "Gbit/s"},
 	{MetricRetrans, "TCP retransmits (1 stream)", ""},
+	{MetricTCP1CPUNode1, "TCP 1 stream, CPU per Gbit, node 1's tortied", "CPU s"},
+	{MetricTCP1CPUNode2, "TCP 1 stream, CPU per Gbit, node 2's tortied", "CPU s"},
+	{MetricTCP1CPUMachine, "TCP 1 stream, CPU per Gbit, whole machine", "CPU s"},
+	{MetricTCP2CPUMachine, "TCP 2 streams, CPU per Gbit, whole machine", "CPU s"},
 	{MetricLatP50, "latency p50, idle", "µs"},
 	{MetricLatP99, "latency p99, idle", "µs"},
 	{MetricLoadP50, "latency p50, under load", "µs"},
@@ -73,8 +89,12 @@ func format(v float64) string {
 func (r *Report) Markdown() string {
 	var b strings.Builder
 	setups := r.setups()
-	fmt.Fprintf(&b, "Measured %s on %d CPUs, Linux %s; %s per measurement, median of %d; %d-byte frames.\n\n",
+	fmt.Fprintf(&b, "Measured %s on %d CPUs, Linux %s; %s per measurement, median of %d; %d-byte frames",
 		r.Date.Format("2006-01-02 15:04 MST"), r.CPUs, r.Kernel, r.Duration, r.Reps, r.FrameSize)
+	if r.SearchSteps > 0 {
+		fmt.Fprintf(&b, "; zero-loss searches of at most %d trials of %s", r.SearchSteps, r.TrialDuration)
+	}
+	b.WriteString(".\n\n")
 	b.WriteString("| metric |")
 	for _, s := range setups {
 		fmt.Fprintf(&b, " %s |", s)
@@ -92,7 +112,11 @@ func (r *Report) Markdown() string {
 		found := false
 		for _, s := range setups {
 			if v, ok := r.value(s, m.metric); ok {
-				row += " " + format(v) + " |"
+				if m.unit == "" && v == math.Trunc(v) {
+					row += fmt.Sprintf(" %.0f |", v) // counts
+				} else {
+					row += " " + format(v) + " |"
+				}
 				found = true
 			} else {
 				row += " – |"
@@ -123,12 +147,19 @@ func isKernel(setup string) bool { return strings.HasPrefix(setup, "kernel") }
 // in blue, tortie in orange, value at the bar's end.
 func (r *Report) Chart(path string) error {
 	metrics := []struct{ metric, title string }{
-		{MetricPPS, "64-byte frames delivered per second (higher is better)"},
+		{MetricPPS, "64-byte frames delivered per second, unpaced flood (higher is better)"},
+		{MetricPPSZeroLoss, "64-byte frames per second forwarded with under 0.1% loss (higher is better)"},
+		{MetricIMIXGbpsZeroLoss, "IMIX Gbit/s forwarded with under 0.1% loss (higher is better)"},
 		{MetricTCP1, "TCP Gbit/s, 1 stream (higher is better)"},
 		{MetricTCP2, "TCP Gbit/s, 2 streams (higher is better)"},
 		{MetricCPU, "CPU ns per delivered packet (lower is better)"},
+		{MetricTCP1CPUMachine, "CPU seconds per Gbit, TCP 1 stream, whole machine (lower is better)"},
 		{MetricLatP99, "latency p99 in microseconds, idle (lower is better)"},
 	}
+	// Only the panels this run measured.
+	metrics = slices.DeleteFunc(metrics, func(m struct{ metric, title string }) bool {
+		return !slices.ContainsFunc(r.Measurements, func(x Measurement) bool { return x.Metric == m.metric })
+	})
 	setups := r.setups()
 	const width, left, barH, gap, pad = 900, 130, 16, 4, 28
 	panelH := pad + len(setups)*(barH+gap) + 12

@@ -1,7 +1,9 @@
 // Command tortie-bench builds the same two-node topology with the Linux
-// kernel's dataplane and with tortie, measures both in one run, as well as
-// tortie with --policies network policies in force against none, and
-// writes results.json, results.md and chart.png.
+// kernel's dataplane and with tortie, measures both in one run (unpaced
+// floods, zero-loss rates of 64-byte frames and of IMIX, TCP with its CPU
+// cost per Gbit, latency), as well as tortie with --policies network
+// policies in force against none, and writes results.json, results.md and
+// chart.png.
 package main
 
 import (
@@ -25,8 +27,11 @@ func main() {
 		names = append(names, s.Name)
 	}
 	setups := flag.String("setups", "", "comma-separated setups (default all): "+strings.Join(names, ", "))
-	tests := flag.String("tests", "pps,tcp,latency", "comma-separated tests: pps, tcp, latency")
+	tests := flag.String("tests", strings.Join(bench.Tests, ","), "comma-separated tests: pps (unpaced 64-byte flood), "+
+		"zeroloss (highest 64-byte rate under 0.1% loss), imix (IMIX flood and its zero-loss search), tcp, latency")
 	flag.DurationVar(&o.Duration, "duration", 5*time.Second, "length of each measurement")
+	flag.DurationVar(&o.TrialDuration, "trial-duration", 2*time.Second, "length of each trial of a zero-loss search")
+	flag.IntVar(&o.SearchSteps, "search-steps", 7, "trials of a zero-loss search, at most")
 	flag.IntVar(&o.Reps, "reps", 3, "repetitions (medians are reported)")
 	flag.IntVar(&o.FrameSize, "frame-size", 60, "frame size for the pps test, without the 4-byte FCS")
 	flag.IntVar(&o.Policies, "policies", 100, "policies in force for tortie-vxlan-policy (measured against tortie-vxlan-no-policy)")
