@@ -88,6 +88,13 @@ type OffloadStats struct {
 	// TCP checksum was wrong: never joined into a superframe (which the
 	// pod would not verify), written alone for the pod to drop.
 	GROBadChecksums uint64
+	// WholeToHost counts superframes from pods passed to the host whole,
+	// behind a virtio-net header for the kernel to segment: natively
+	// routed ones, and ones for the node itself (not in TSOFrames).
+	// WholeToPods counts superframes from the host (natively routed
+	// traffic the underlay coalesced, the node's own) written to pods
+	// whole, without being cut and coalesced again.
+	WholeToHost, WholeToPods uint64
 }
 
 // FlowStats are the flow table's counters: entries in use and the most it

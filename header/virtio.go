@@ -70,15 +70,17 @@ func (v VirtioNetHdr) Encode(flags, gsoType uint8, hdrLen, gsoSize, csumStart, c
 
 // TCP header fields used by segmentation and coalescing (RFC 9293 §3.1).
 const (
-	TCPMinLen  = 20
-	TCPFlagFIN = 0x01
-	TCPFlagSYN = 0x02
-	TCPFlagRST = 0x04
-	TCPFlagPSH = 0x08
-	TCPFlagACK = 0x10
-	TCPFlagURG = 0x20
-	TCPFlagECE = 0x40
-	TCPFlagCWR = 0x80
+	TCPMinLen = 20
+	// TCPChecksumOffset is where the checksum lies in a TCP header.
+	TCPChecksumOffset = 16
+	TCPFlagFIN        = 0x01
+	TCPFlagSYN        = 0x02
+	TCPFlagRST        = 0x04
+	TCPFlagPSH        = 0x08
+	TCPFlagACK        = 0x10
+	TCPFlagURG        = 0x20
+	TCPFlagECE        = 0x40
+	TCPFlagCWR        = 0x80
 )
 
 // TCP is a view of a TCP header and payload.

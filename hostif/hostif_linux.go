@@ -14,8 +14,12 @@
 // packet at a time. The Host reads its descriptor in batches instead
 // (io_uring, through the tap package) and hands the router each packet
 // behind its virtio-net header; the router finishes checksums and cuts
-// superframes as it does for pods. Writes stay with the library, which
-// coalesces TCP segments into superframes for the kernel.
+// superframes as it does for pods. Most writes stay with the library,
+// which coalesces TCP segments into superframes for the kernel; the
+// router's natively routed packets, and pods' superframes passed on whole
+// (the kernel, or the underlay's NIC, segments them), go through the
+// batched writer behind virtio-net headers of the router's own
+// (WriteOffload).
 package hostif
 
 import (
@@ -51,8 +55,9 @@ type Config struct {
 //
 // Concurrency: Read is owned by one reader (the router's host worker) and
 // is not safe for concurrent use. Write (the TUN library's, which takes
-// its own lock around its coalescing tables), BatchSize, VnetHdr and Close
-// are safe for concurrent use, as are the kernel-programming methods.
+// its own lock around its coalescing tables), WriteOffload (the batched
+// writer's, under its own lock), BatchSize, VnetHdr and Close are safe for
+// concurrent use, as are the kernel-programming methods.
 type Host struct {
 	tun.Device
 	cfg  Config
@@ -119,6 +124,18 @@ func (h *Host) VnetHdr() bool { return h.vnet }
 // Read reads a batch of packets: all that are queued, up to len(bufs).
 func (h *Host) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	return h.rx.Read(bufs, sizes, offset)
+}
+
+// WriteOffload writes each packet as it is, behind its own virtio-net
+// header (a TCP superframe's GSO fields for the kernel to segment, or all
+// zero), in one batch through io_uring; it returns how many were written,
+// with the first error. Without the virtio-net header it writes nothing
+// and says so. Safe for concurrent use.
+func (h *Host) WriteOffload(pkts [][]byte) (int, error) {
+	if !h.vnet {
+		return 0, errors.New("hostif: the TUN has no virtio-net header")
+	}
+	return h.rx.Write(pkts, 0)
 }
 
 // BatchSize is the most packets one Read returns.

@@ -29,7 +29,7 @@ var (
 	polEP     = prometheus.NewDesc("tortie_policy_denied_total", "Packets network policy denied, by local endpoint.", []string{"endpoint"}, nil)
 	polBy     = prometheus.NewDesc("tortie_policy_denied_by_total", "Packets network policy denied, by what decided: a policy or profile rule, the end of a tier or of the profiles.", []string{"decider", "tier", "policy"}, nil)
 	polLogs   = prometheus.NewDesc("tortie_policy_logs_total", "Log rule records written, or dropped (over the rate or the queue full).", []string{"outcome"}, nil)
-	offDesc   = prometheus.NewDesc("tortie_offload_total", "TCP superframes from pods and the host segmented (tso), or coalesced toward pods (gro), and the segments involved.", []string{"kind", "unit"}, nil)
+	offDesc   = prometheus.NewDesc("tortie_offload_total", "TCP superframes from pods and the host segmented (tso), passed on whole to the host's kernel or from it to pods (whole), or coalesced toward pods (gro), and the segments involved.", []string{"kind", "unit"}, nil)
 )
 
 type collector struct{ r *router.Router }
@@ -73,7 +73,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		v          uint64
 	}{{"tso", "superframes", s.Offload.TSOFrames}, {"tso", "segments", s.Offload.TSOSegments},
 		{"gro", "superframes", s.Offload.GROFrames}, {"gro", "segments", s.Offload.GROSegments},
-		{"gro", "bad_checksum_segments", s.Offload.GROBadChecksums}} {
+		{"gro", "bad_checksum_segments", s.Offload.GROBadChecksums},
+		{"whole", "to_host", s.Offload.WholeToHost}, {"whole", "to_pods", s.Offload.WholeToPods}} {
 		ch <- prometheus.MustNewConstMetric(offDesc, prometheus.CounterValue, float64(o.v), o.kind, o.unit)
 	}
 }

@@ -26,6 +26,9 @@ const (
 	csumTrusted   csumState = iota // computed here, or verified by a kernel
 	csumUnchecked                  // to verify before joining a superframe
 	csumBad                        // verified, and wrong: written alone
+	// csumWhole: a superframe passed on whole, its virtio-net header
+	// already in front of it; written alone.
+	csumWhole
 )
 
 // podQueue holds the frames for offload ports until the batch ends, so
@@ -115,11 +118,17 @@ func (w *worker) flushPods() {
 	pq := &w.pods
 	q := pq.frames
 	for i := 0; i < len(q); {
+		if q[i].csum == csumWhole {
+			w.flushPlain()
+			w.writeWhole(&q[i])
+			i++
+			continue
+		}
 		first, ok := asSeg(q[i].buf[q[i].start:q[i].end])
 		j := i + 1
 		if ok {
 			last, total := first, len(first.ip)
-			for j < len(q) && q[j].p == q[i].p && last.payload == first.payload {
+			for j < len(q) && q[j].p == q[i].p && q[j].csum != csumWhole && last.payload == first.payload {
 				s, ok := asSeg(q[j].buf[q[j].start:q[j].end])
 				if !ok || s.payload > first.payload || total+s.payload > header.IPv4MaxLen || !follows(last, s) {
 					break
@@ -152,6 +161,19 @@ func (w *worker) flushPods() {
 	w.flushPlain()
 	clear(pq.frames)
 	pq.frames = pq.frames[:0]
+}
+
+// writeWhole writes a superframe passed on whole, behind the virtio-net
+// header that lies in front of it.
+func (w *worker) writeWhole(o *podOut) {
+	w.one[0] = o.buf[:o.end]
+	if _, err := o.p.dev.Write(w.one, o.start-header.VirtioNetHdrLen); err != nil {
+		w.drop(DropTxError)
+		return
+	}
+	o.p.TxPackets.Add(1)
+	o.p.TxBytes.Add(uint64(o.end - o.start))
+	w.r.offload.wholeToPods.Add(1)
 }
 
 // flushPlain writes the plain frames queued for one port in one call.

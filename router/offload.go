@@ -54,12 +54,79 @@ func (w *worker) fromOffload(in ingress, buf []byte, off, end int) {
 		w.fromIngress(in, buf, frame, end)
 		w.hostCsumKnown = false
 	case header.VirtioGSOTCPv4:
+		if w.whole(in, buf, frame, end, h) {
+			return
+		}
 		w.hostCsumKnown = true // every segment's checksum is computed here
 		w.segmentTCP(in, buf[frame:end], h.GSOSize())
 		w.hostCsumKnown = false
 	default:
 		w.drop(DropBadOffload)
 	}
+}
+
+// superframe describes a TCP superframe forwarded whole: the GSO fields of
+// the virtio-net header it leaves with, as offsets from its IPv4 header.
+type superframe struct {
+	on        bool
+	gsoType   uint8 // TCPv4, with the ECN bit if it came with it
+	mss       int
+	hdrLen    int // IPv4 and TCP headers
+	csumStart int // the TCP header
+}
+
+// whole forwards a TCP superframe (at buf[frame:end], which came behind h)
+// without cutting it where it can leave as it is: a pod's to the host (a
+// natively routed node, for the kernel to forward and segment, or the
+// underlay's NIC, or no one: a veth carries it whole; or the node
+// itself), and the host's to a pod on an offload port (natively routed
+// traffic the kernel received coalesced, or the node's own), whose kernel
+// takes it as it would a coalesced one. It reports false, having done
+// nothing, for any other destination, or a superframe it cannot pass on as
+// it is: those are cut here.
+func (w *worker) whole(in ingress, buf []byte, frame, end int, h header.VirtioNetHdr) bool {
+	l2 := in.linkHeaderLen()
+	if end-frame < l2+header.IPv4MinLen || (l2 > 0 && header.Ethernet(buf[frame:end]).Type() != header.EtherTypeIPv4) {
+		return false
+	}
+	if in.host && frame < header.VirtioNetHdrLen+header.EthernetLen {
+		return false // no room for the pod's Ethernet and virtio-net headers
+	}
+	if hp := w.r.host.Load(); !in.host && (hp == nil || hp.off == nil) {
+		return false
+	}
+	// What the receiving kernel needs: a valid IPv4 header of TCP with its
+	// real total length, the TCP checksum left partial (the pseudo-header
+	// sum in place), and a segment size.
+	ip, st := header.IPv4(buf[frame+l2 : end]).Check()
+	if st != header.IPv4OK || ip.Protocol() != header.ProtocolTCP || ip.IsFragment() {
+		return false
+	}
+	hl := ip.HeaderLen()
+	if len(ip) < hl+header.TCPMinLen {
+		return false
+	}
+	thl := header.TCP(ip[hl:]).HeaderLen()
+	mss := h.GSOSize()
+	if thl < header.TCPMinLen || hl+thl > len(ip) || mss <= 0 || !h.NeedsCsum() ||
+		h.CsumStart() != l2+hl || h.CsumOffset() != header.TCPChecksumOffset {
+		return false
+	}
+	nh := w.tab.Lookup(ip.DstU32())
+	if nh == nil {
+		return false
+	}
+	if in.host {
+		if nh.Kind != fib.KindLocal || nh.Port >= uint32(len(w.ports)) || w.ports[nh.Port] == nil || !w.ports[nh.Port].cfg.Offload {
+			return false
+		}
+	} else if nh.Kind != fib.KindHost && (nh.Kind != fib.KindRemote || nh.Mode != fib.ModeNative) {
+		return false
+	}
+	w.super = superframe{on: true, gsoType: h.GSOType(), mss: mss, hdrLen: hl + thl, csumStart: hl}
+	w.fromIngress(in, buf, frame, end)
+	w.super = superframe{}
+	return true
 }
 
 // fromIngress takes a frame from a pod, or a packet from the host.

@@ -260,7 +260,20 @@ type Router struct {
 type hostPort struct {
 	dev  Device
 	vnet bool // packets come behind a virtio-net header
+	// off, when the device has it, takes packets behind their own
+	// virtio-net headers: natively routed packets from pods, and pods'
+	// superframes for the kernel, leave through it.
+	off OffloadWriter
 	Counters
+}
+
+// OffloadWriter is a host device that takes IPv4 packets each behind its
+// own virtio-net header, so a pod's TCP superframe can be handed to the
+// kernel whole (GSO TCPv4, checksum partial) for the kernel, or the
+// underlay's NIC, to segment. Packets are written in order, in one batch
+// where the device can. WriteOffload must be safe for concurrent use.
+type OffloadWriter interface {
+	WriteOffload(pkts [][]byte) (int, error)
 }
 
 // VnetDevice is a host device that may deliver each packet behind a
@@ -425,6 +438,7 @@ func (r *Router) AttachHost(dev Device) {
 	size := maxPacket
 	if v, ok := dev.(VnetDevice); ok && v.VnetHdr() {
 		h.vnet, size = true, header.VirtioNetHdrLen+maxPacket
+		h.off, _ = dev.(OffloadWriter)
 	}
 	r.host.Store(h)
 	r.closers = append(r.closers, dev.Close)
@@ -480,6 +494,8 @@ type offloadCounters struct {
 	// groBadChecksums counts segments kept out of superframes because
 	// their TCP checksum is wrong (the pod's kernel drops them).
 	groBadChecksums atomic.Uint64
+	// Superframes passed on whole (WholeToHost, WholeToPods).
+	wholeToHost, wholeToPods atomic.Uint64
 }
 
 // OffloadStats is a copy of the offload counters: superframes from pods
@@ -495,7 +511,8 @@ func (r *Router) Stats() Stats {
 	s := Stats{Drops: map[string]uint64{}, FIBSize: r.fib.Load().Len(), PathMTU: r.PathMTU(),
 		Offload: OffloadStats{TSOFrames: r.offload.tsoFrames.Load(), TSOSegments: r.offload.tsoSegments.Load(),
 			GROFrames: r.offload.groFrames.Load(), GROSegments: r.offload.groSegments.Load(),
-			GROBadChecksums: r.offload.groBadChecksums.Load()}}
+			GROBadChecksums: r.offload.groBadChecksums.Load(),
+			WholeToHost:     r.offload.wholeToHost.Load(), WholeToPods: r.offload.wholeToPods.Load()}}
 	fs := r.flows.Stats()
 	s.Flows = api.FlowStats{Entries: fs.Entries, Capacity: fs.Capacity, Inserts: fs.Inserts, Evictions: fs.Evictions,
 		Refusals: fs.Refusals, Expired: fs.Expired, RepliesViaHost: r.viaHost.Load()}

@@ -44,14 +44,21 @@ type worker struct {
 	// finished) or verified by the kernel (DATA_VALID); set by
 	// fromOffload around the packet, false otherwise.
 	hostCsumKnown bool
+	// super: the packet being forwarded is a pod's TCP superframe that
+	// goes to the host whole (set by fromOffload around it).
+	super superframe
 
 	// The outputs, each a queue emptied at the end of the batch (or when
 	// full). The underlay queue and the GSO run hold the worker's own
 	// senders (see Underlay).
 	under underQueue // complete packets for the underlay
 	host  hostQueue  // packets for the host, written at flush
-	pods  podQueue   // frames for offload ports, coalesced at flush
-	gso   gsoRun     // VXLAN datagrams gathered for one UDP GSO send
+	// hostOff: packets for the host behind their own virtio-net headers
+	// (the host's OffloadWriter). At most one of host and hostOff holds
+	// packets at a time, so the host sees them in the order routed.
+	hostOff hostQueue
+	pods    podQueue // frames for offload ports, coalesced at flush
+	gso     gsoRun   // VXLAN datagrams gathered for one UDP GSO send
 
 	icmpBufs [][]byte
 	icmpUsed int
@@ -83,6 +90,7 @@ func (r *Router) newWorker(batch, bufSize int) *worker {
 	q := 2*batch + 64
 	w.under = newUnderQueue(r.ul.Sender(), q)
 	w.host = hostQueue{pkts: make([][]byte, 0, q)}
+	w.hostOff = hostQueue{pkts: make([][]byte, 0, q)}
 	w.pods = newPodQueue(q)
 	w.icmpBufs = make([][]byte, batch)
 	for i := range w.icmpBufs {
@@ -290,9 +298,7 @@ func (w *worker) forward(o origin, buf []byte, start, end int) {
 				return
 			}
 			w.r.viaHost.Add(1)
-			if w.host.add(buf[start-tunOffset : end]) {
-				w.flushHost()
-			}
+			w.toHost(buf, start, end)
 			return
 		}
 	}
@@ -310,7 +316,19 @@ func (w *worker) forward(o origin, buf []byte, start, end int) {
 		}
 		p := w.ports[nh.Port]
 		header.Ethernet(buf[start-header.EthernetLen:]).Encode(p.cfg.MAC, GatewayMAC, header.EtherTypeIPv4)
-		if p.cfg.Offload {
+		if w.super.on {
+			// The host's superframe, whole (see whole): behind a
+			// virtio-net header for the pod's kernel.
+			if !p.cfg.Offload || o != fromHost {
+				w.drop(DropBadOffload)
+				return
+			}
+			s := &w.super
+			at := start - header.EthernetLen - header.VirtioNetHdrLen
+			header.VirtioNetHdr(buf[at:]).Encode(header.VirtioNetHdrFNeedsCsum, s.gsoType, header.EthernetLen+s.hdrLen, s.mss,
+				header.EthernetLen+s.csumStart, header.TCPChecksumOffset)
+			w.queuePod(p, buf, start-header.EthernetLen, end, csumWhole)
+		} else if p.cfg.Offload {
 			csum := csumTrusted
 			if o == fromTunnel || (o == fromHost && !w.hostCsumKnown) {
 				csum = csumUnchecked
@@ -322,6 +340,16 @@ func (w *worker) forward(o origin, buf []byte, start, end int) {
 	case fib.KindRemote:
 		if o == fromTunnel {
 			w.drop(DropDecapNotLocal) // never relay: we are not an open tunnel endpoint
+			return
+		}
+		if o == fromPod && nh.Mode == fib.ModeNative && w.nativeViaHost() {
+			// The kernel forwards it (and decrements its TTL, once
+			// for this node, as for a Calico pod's packet).
+			w.toHostOffload(buf, start, end)
+			return
+		}
+		if w.super.on {
+			w.drop(DropBadOffload)
 			return
 		}
 		if o == fromPod && !w.decTTL(o, ip) {
@@ -337,9 +365,7 @@ func (w *worker) forward(o origin, buf []byte, start, end int) {
 			w.drop(DropDecapNotLocal)
 			return
 		}
-		if w.host.add(buf[start-tunOffset : end]) {
-			w.flushHost()
-		}
+		w.toHost(buf, start, end)
 	case fib.KindBlackhole:
 		w.drop(DropBlackhole)
 	default:
@@ -445,7 +471,77 @@ func (q *hostQueue) reset() {
 	q.pkts = q.pkts[:0]
 }
 
+// toHost queues the packet at buf[start:end] for the host: a superframe
+// behind its virtio-net header, anything else for the device's Write
+// (tunOffset bytes of room in front).
+func (w *worker) toHost(buf []byte, start, end int) {
+	if w.super.on {
+		w.toHostOffload(buf, start, end)
+		return
+	}
+	if len(w.hostOff.pkts) > 0 {
+		w.flushHostOffload() // keep the order routed
+	}
+	if w.host.add(buf[start-tunOffset : end]) {
+		w.flushHost()
+	}
+}
+
+// nativeViaHost says whether natively routed packets from pods go to the
+// host's kernel (behind virtio-net headers, superframes whole) rather
+// than out of the underlay's raw socket one by one.
+func (w *worker) nativeViaHost() bool {
+	h := w.r.host.Load()
+	return h != nil && h.off != nil
+}
+
+// toHostOffload queues buf[start:end] for the host's OffloadWriter behind
+// a virtio-net header written into the 10 bytes in front of it (the
+// Ethernet header of a pod's frame, or headroom): the superframe's GSO
+// fields, or all zero.
+func (w *worker) toHostOffload(buf []byte, start, end int) {
+	if len(w.host.pkts) > 0 {
+		w.flushHost() // keep the order routed
+	}
+	v := header.VirtioNetHdr(buf[start-header.VirtioNetHdrLen : start])
+	if s := &w.super; s.on {
+		v.Encode(header.VirtioNetHdrFNeedsCsum, s.gsoType, s.hdrLen, s.mss, s.csumStart, header.TCPChecksumOffset)
+		w.r.offload.wholeToHost.Add(1)
+	} else {
+		v.Clear()
+	}
+	if w.hostOff.add(buf[start-header.VirtioNetHdrLen : end]) {
+		w.flushHostOffload()
+	}
+}
+
+// flushHostOffload writes the packets queued for the host's OffloadWriter.
+func (w *worker) flushHostOffload() {
+	q := &w.hostOff
+	if len(q.pkts) == 0 {
+		return
+	}
+	h := w.r.host.Load()
+	if h == nil || h.off == nil {
+		w.drops[DropTxError] += uint64(len(q.pkts))
+	} else {
+		var bytes uint64
+		for _, b := range q.pkts {
+			bytes += uint64(len(b) - header.VirtioNetHdrLen)
+		}
+		n, err := h.off.WriteOffload(q.pkts)
+		if err != nil {
+			w.drops[DropTxError] += uint64(len(q.pkts) - n)
+		}
+		h.TxPackets.Add(uint64(n))
+		h.TxBytes.Add(bytes)
+	}
+	q.reset()
+}
+
+// flushHost writes what is queued for the host.
 func (w *worker) flushHost() {
+	w.flushHostOffload()
 	q := &w.host
 	if len(q.pkts) == 0 {
 		return

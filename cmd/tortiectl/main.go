@@ -299,6 +299,8 @@ func run(c *api.Client, output string, args []string) error {
 			o := s.Offload
 			fmt.Fprintf(tw, "\nOFFLOAD\tSUPERFRAMES\tSEGMENTS\n")
 			fmt.Fprintf(tw, "tso (from pods and host, segmented)\t%d\t%d\n", o.TSOFrames, o.TSOSegments)
+			fmt.Fprintf(tw, "whole (from pods to the host's kernel)\t%d\t\n", o.WholeToHost)
+			fmt.Fprintf(tw, "whole (from the host's kernel to pods)\t%d\t\n", o.WholeToPods)
 			fmt.Fprintf(tw, "gro (to pods, coalesced)\t%d\t%d\n", o.GROFrames, o.GROSegments)
 			fmt.Fprintf(tw, "gro: bad TCP checksums, not coalesced\t\t%d\n", o.GROBadChecksums)
 			f := s.Flows
