@@ -6,6 +6,7 @@
 package pki
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -149,7 +150,32 @@ func (ca *CA) WriteCA(dir string) (string, error) {
 		return "", err
 	}
 	p := filepath.Join(dir, "ca.crt")
-	return p, os.WriteFile(p, ca.CertPEM, 0o644)
+	if have, err := os.ReadFile(p); err == nil && bytes.Equal(have, ca.CertPEM) {
+		return p, nil
+	}
+	return p, writeAtomic(p, ca.CertPEM, 0o644)
+}
+
+// writeAtomic replaces path with data through a temporary file and a
+// rename: every issue rewrites ca.crt, and a process reading it meanwhile
+// (a kubelet starting while the next node's certificates are issued) must
+// see the old file or the new one, never an empty one.
+func writeAtomic(path string, data []byte, perm os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	_, werr := f.Write(data)
+	cerr := f.Close()
+	if err := errors.Join(werr, cerr, os.Chmod(f.Name(), perm)); err != nil {
+		_ = os.Remove(f.Name())
+		return err
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		_ = os.Remove(f.Name())
+		return err
+	}
+	return nil
 }
 
 // WriteIssued issues a certificate for name and writes dir/name.crt,
@@ -170,10 +196,10 @@ func (ca *CA) WriteIssuedGroups(dir, file, name string, groups []string, usage U
 		return Files{}, err
 	}
 	f := Files{CA: caPath, Cert: filepath.Join(dir, file+".crt"), Key: filepath.Join(dir, file+".key")}
-	if err := os.WriteFile(f.Key, keyPEM, 0o600); err != nil {
+	if err := writeAtomic(f.Key, keyPEM, 0o600); err != nil {
 		return Files{}, err
 	}
-	return f, os.WriteFile(f.Cert, certPEM, 0o644)
+	return f, writeAtomic(f.Cert, certPEM, 0o644)
 }
 
 // WriteKeyPair writes a new ECDSA P-256 key pair: the private key (SEC 1

@@ -1,9 +1,13 @@
 package pki
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -91,5 +95,50 @@ func TestIssueGroups(t *testing.T) {
 	c := parse(t, certPEM)
 	if c.Subject.CommonName != "system:node:n1" || len(c.Subject.Organization) != 1 || c.Subject.Organization[0] != "system:nodes" {
 		t.Fatalf("subject %v", c.Subject)
+	}
+}
+
+// TestWritesNeverShowEmptyFiles: a reader of ca.crt, as a kubelet started
+// while the next node's certificates are issued, never finds it empty or
+// partial, and the files keep their permissions.
+func TestWritesNeverShowEmptyFiles(t *testing.T) {
+	ca, err := NewCA("test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if _, err := ca.WriteIssued(dir, "first", Client); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		for i := range 50 {
+			if _, err := ca.WriteIssued(dir, fmt.Sprintf("n%d", i%3), Client); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for reads := 0; ; reads++ {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := os.Stat(filepath.Join(dir, "n0.key"))
+			if err != nil || st.Mode().Perm() != 0o600 {
+				t.Fatalf("key: %v, mode %v", err, st.Mode())
+			}
+			if left, _ := filepath.Glob(filepath.Join(dir, ".*")); len(left) != 0 {
+				t.Fatalf("temporary files left: %v", left)
+			}
+			return
+		default:
+		}
+		b, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
+		if err != nil || !bytes.Equal(b, ca.CertPEM) {
+			t.Fatalf("read %d: ca.crt has %d bytes (%v), want the CA's %d", reads, len(b), err, len(ca.CertPEM))
+		}
 	}
 }
