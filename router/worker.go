@@ -44,8 +44,9 @@ type worker struct {
 	// finished) or verified by the kernel (DATA_VALID); set by
 	// fromOffload around the packet, false otherwise.
 	hostCsumKnown bool
-	// super: the packet being forwarded is a pod's TCP superframe that
-	// goes to the host whole (set by fromOffload around it).
+	// super: the packet being forwarded is a TCP superframe that leaves
+	// whole, a pod's to the host or the host's to a pod (set by whole
+	// around it).
 	super superframe
 
 	// The outputs, each a queue emptied at the end of the batch (or when
