@@ -2,6 +2,7 @@ package router
 
 import (
 	"bytes"
+	"net/netip"
 	"testing"
 
 	"github.com/tortie-net/tortie/header"
@@ -158,6 +159,7 @@ func FuzzWholeToHost(f *testing.F) {
 	f.Add(tcpSuper(remoteN, 3000, 1000, header.TCPFlagACK))
 	f.Add(tcpSuper(hostDst, 100, 1400, header.TCPFlagACK))
 	h, pC, host := newNativeHarness(&testing.T{})
+	dev := pC.dev.(*routertest.Device)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if len(b) > 65000 {
 			return
@@ -177,6 +179,7 @@ func FuzzWholeToHost(f *testing.F) {
 				t.Fatalf("superframe to the host with header %x and %d bytes", p[:header.VirtioNetHdrLen], len(ip))
 			}
 		}
+		checkPodSuperframes(t, dev.Take()) // pod C's own, hairpinned
 		h.u.Take()
 		h.gso.Take()
 		h.devA.Take()
@@ -269,24 +272,107 @@ func FuzzWholeToPod(f *testing.F) {
 			return
 		}
 		h.fromOffload(hostIngress, b)
-		for _, p := range dev.Take() {
-			if len(p) < header.VirtioNetHdrLen+header.EthernetLen+header.IPv4MinLen {
-				continue // an ARP-sized or ICMP frame; not a superframe
-			}
-			v := header.VirtioNetHdr(p)
-			if v.GSOType() == header.VirtioGSONone {
-				continue
-			}
-			ip := header.IPv4(p[header.VirtioNetHdrLen+header.EthernetLen:])
-			if v.GSOType()&^header.VirtioGSOECN != header.VirtioGSOTCPv4 || ip.Protocol() != header.ProtocolTCP || v.GSOSize() == 0 ||
-				v.HdrLen() > len(p)-header.VirtioNetHdrLen || v.CsumStart()+v.CsumOffset()+2 > len(p)-header.VirtioNetHdrLen {
-				t.Fatalf("superframe to the pod with header %x and %d bytes", p[:header.VirtioNetHdrLen], len(p))
-			}
-		}
+		checkPodSuperframes(t, dev.Take())
 		host.Take()
+		checkPodSuperframes(t, dev.Take()) // pod C's own, hairpinned
 		h.u.Take()
 		h.gso.Take()
 		h.devA.Take()
 		h.devB.Take()
 	})
+}
+
+// checkPodSuperframes fails t unless every superframe among the frames
+// written to an offload pod is a TCPv4 one whose header lengths fit
+// inside it.
+func checkPodSuperframes(t *testing.T, frames [][]byte) {
+	t.Helper()
+	for _, p := range frames {
+		if len(p) < header.VirtioNetHdrLen+header.EthernetLen+header.IPv4MinLen {
+			continue // an ARP-sized or ICMP frame; not a superframe
+		}
+		v := header.VirtioNetHdr(p)
+		if v.GSOType() == header.VirtioGSONone {
+			continue
+		}
+		ip := header.IPv4(p[header.VirtioNetHdrLen+header.EthernetLen:])
+		if v.GSOType()&^header.VirtioGSOECN != header.VirtioGSOTCPv4 || ip.Protocol() != header.ProtocolTCP || v.GSOSize() == 0 ||
+			v.HdrLen() > len(p)-header.VirtioNetHdrLen || v.CsumStart()+v.CsumOffset()+2 > len(p)-header.VirtioNetHdrLen ||
+			ip.TotalLen() != len(ip) {
+			t.Fatalf("superframe to the pod with header %x and %d bytes", p[:header.VirtioNetHdrLen], len(p))
+		}
+	}
+}
+
+var (
+	podD = [4]byte{10, 244, 1, 5}
+	macD = header.MAC{2, 0, 0, 0, 0, 0xd}
+)
+
+// withPodD adds pod D, a second pod on an offload port.
+func withPodD(t testing.TB, h *harness) *routertest.Device {
+	dev := routertest.NewDevice()
+	if _, err := h.r.AddPort(PortConfig{Name: "d", Addr: netip.AddrFrom4(podD), MAC: macD, Offload: true}, dev); err != nil {
+		t.Fatal(err)
+	}
+	return dev
+}
+
+// TestPodSuperframeWholeToLocalPod: a pod's superframe for another pod of
+// the node on an offload port is written to it whole, its TTL decremented
+// once, behind a GSO header that describes it from its Ethernet header on,
+// in order with the frames around it; nothing of it reaches the host or
+// the underlay.
+func TestPodSuperframeWholeToLocalPod(t *testing.T) {
+	h, pC, host := newNativeHarness(t)
+	devD := withPodD(t, h)
+	small := tcpSuper(podD, 100, 1000, header.TCPFlagACK|header.TCPFlagPSH)
+	super := tcpSuper(podD, 3000, 1000, header.TCPFlagACK)
+	h.fromOffload(podIngress(pC), small, super, small)
+	out := devD.Take()
+	if len(out) != 3 || len(host.Take()) != 0 || len(h.u.Take()) != 0 || len(h.gso.Take()) != 0 {
+		t.Fatalf("pod D got %d frames, want 3 (drops %v)", len(out), h.drops())
+	}
+	for i, f := range out {
+		v := header.VirtioNetHdr(f)
+		ip := header.IPv4(f[header.VirtioNetHdrLen+header.EthernetLen:])
+		if eth := header.Ethernet(f[header.VirtioNetHdrLen:]); eth.Dst() != macD || eth.Src() != GatewayMAC {
+			t.Fatalf("frame %d: Ethernet header %x", i, f[header.VirtioNetHdrLen:header.VirtioNetHdrLen+header.EthernetLen])
+		}
+		if ip.TTL() != 63 {
+			t.Fatalf("frame %d: TTL %d", i, ip.TTL())
+		}
+		validChecksum(t, ip)
+		if i != 1 {
+			if v.GSOType() != header.VirtioGSONone || ip.TotalLen() != 140 {
+				t.Fatalf("frame %d: header %x, length %d", i, f[:header.VirtioNetHdrLen], ip.TotalLen())
+			}
+			continue
+		}
+		if v.Flags() != header.VirtioNetHdrFNeedsCsum || v.GSOType() != header.VirtioGSOTCPv4 || v.GSOSize() != 1000 ||
+			v.HdrLen() != 54 || v.CsumStart() != 34 || v.CsumOffset() != 16 {
+			t.Fatalf("superframe header %x", f[:header.VirtioNetHdrLen])
+		}
+		if sent := super[header.VirtioNetHdrLen+header.EthernetLen:]; ip.TotalLen() != len(sent) || !bytes.Equal(ip[20:], sent[20:]) {
+			t.Fatalf("the superframe changed on its way (length %d)", ip.TotalLen())
+		}
+	}
+	if o := h.r.Stats().Offload; o.WholeToPods != 1 || o.TSOFrames != 0 || o.WholeToHost != 0 {
+		t.Fatalf("offload counters %+v", o)
+	}
+	checkPodSuperframes(t, out)
+}
+
+func TestWholeToLocalPodAllocatesNothing(t *testing.T) {
+	h, pC, _ := newNativeHarness(t)
+	devD := withPodD(t, h)
+	devD.Discard = true
+	f := tcpSuper(podD, 60000, 1448, header.TCPFlagACK)
+	h.fromOffload(podIngress(pC), f)
+	if n := testing.AllocsPerRun(100, func() { h.fromOffload(podIngress(pC), f) }); n != 0 {
+		t.Fatalf("%v allocations per superframe", n)
+	}
+	if o := h.r.Stats().Offload; o.WholeToPods < 101 {
+		t.Fatalf("%d superframes passed whole, want at least 101", o.WholeToPods)
+	}
 }

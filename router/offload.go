@@ -79,11 +79,12 @@ type superframe struct {
 // without cutting it where it can leave as it is: a pod's to the host (a
 // natively routed node, for the kernel to forward and segment, or the
 // underlay's NIC, or no one: a veth carries it whole; or the node
-// itself), and the host's to a pod on an offload port (natively routed
-// traffic the kernel received coalesced, or the node's own), whose kernel
-// takes it as it would a coalesced one. It reports false, having done
-// nothing, for any other destination, or a superframe it cannot pass on as
-// it is: those are cut here.
+// itself), a pod's to another pod of this node on an offload port, and
+// the host's to such a pod (natively routed traffic the kernel received
+// coalesced, or the node's own): the pod's kernel takes it as it would a
+// coalesced one. It reports false, having done nothing, for any other
+// destination, or a superframe it cannot pass on as it is: those are cut
+// here.
 func (w *worker) whole(in ingress, buf []byte, frame, end int, h header.VirtioNetHdr) bool {
 	l2 := in.linkHeaderLen()
 	if end-frame < l2+header.IPv4MinLen || (l2 > 0 && header.Ethernet(buf[frame:end]).Type() != header.EtherTypeIPv4) {
@@ -92,6 +93,9 @@ func (w *worker) whole(in ingress, buf []byte, frame, end int, h header.VirtioNe
 	if in.host && frame < header.VirtioNetHdrLen+header.EthernetLen {
 		return false // no room for the pod's Ethernet and virtio-net headers
 	}
+	// A pod's superframe may still turn out to be a reply the kernel must
+	// see (forward's replyViaHost), even one for a local pod: only a host
+	// that takes superframes can take it whole.
 	if hp := w.r.host.Load(); !in.host && (hp == nil || hp.off == nil) {
 		return false
 	}
@@ -116,11 +120,12 @@ func (w *worker) whole(in ingress, buf []byte, frame, end int, h header.VirtioNe
 	if nh == nil {
 		return false
 	}
+	toOffloadPod := nh.Kind == fib.KindLocal && nh.Port < uint32(len(w.ports)) && w.ports[nh.Port] != nil && w.ports[nh.Port].cfg.Offload
 	if in.host {
-		if nh.Kind != fib.KindLocal || nh.Port >= uint32(len(w.ports)) || w.ports[nh.Port] == nil || !w.ports[nh.Port].cfg.Offload {
+		if !toOffloadPod {
 			return false
 		}
-	} else if nh.Kind != fib.KindHost && (nh.Kind != fib.KindRemote || nh.Mode != fib.ModeNative) {
+	} else if !toOffloadPod && nh.Kind != fib.KindHost && (nh.Kind != fib.KindRemote || nh.Mode != fib.ModeNative) {
 		return false
 	}
 	w.super = superframe{on: true, gsoType: h.GSOType(), mss: mss, hdrLen: hl + thl, csumStart: hl}

@@ -318,9 +318,9 @@ func (w *worker) forward(o origin, buf []byte, start, end int) {
 		p := w.ports[nh.Port]
 		header.Ethernet(buf[start-header.EthernetLen:]).Encode(p.cfg.MAC, GatewayMAC, header.EtherTypeIPv4)
 		if w.super.on {
-			// The host's superframe, whole (see whole): behind a
-			// virtio-net header for the pod's kernel.
-			if !p.cfg.Offload || o != fromHost {
+			// A superframe of the host or of a pod, whole (see whole):
+			// behind a virtio-net header for the pod's kernel.
+			if !p.cfg.Offload || (o != fromHost && o != fromPod) {
 				w.drop(DropBadOffload)
 				return
 			}
