@@ -71,7 +71,8 @@ type File struct {
 	PodOffload *bool `json:"podOffload,omitempty"`
 	// CPUs bounds the OS threads running Go code in tortied (GOMAXPROCS;
 	// 0 = every CPU). Forwarding runs to completion in one goroutine per
-	// input, so on a machine shared with the pods' own work (or, in a lab,
+	// input (each pod, the host, and each VXLAN socket: one per thread, up
+	// to 8, sharing port 4789 by flow), so on a machine shared with the pods' own work (or, in a lab,
 	// with other "nodes"), fewer threads mean fewer cross-CPU wake-ups:
 	// measured here, TCP through a node rose 30% with 1 on 2 CPUs.
 	CPUs int `json:"cpus,omitempty"`
@@ -82,6 +83,15 @@ type File struct {
 	// the pods' work; in a Kubernetes pod the kubelet's static CPU manager
 	// does the same through the cgroup's cpuset.
 	CPUSet string `json:"cpuSet,omitempty"`
+}
+
+// Threads is how many OS threads run tortied's Go code: cpus, else as many
+// as cpuSet names, else 0 (Go's default: every CPU).
+func (c *Config) Threads() int {
+	if c.CPUs == 0 && c.Pin != nil {
+		return c.Pin.Count()
+	}
+	return c.CPUs
 }
 
 // Offload reports whether pod TAPs get offloads.

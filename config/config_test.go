@@ -33,12 +33,15 @@ func TestParse(t *testing.T) {
 	if c.PodMTU(1500) != 1450 || len(c.Routes()) != 4 || c.Socket == "" {
 		t.Fatalf("derived settings wrong: %+v", c)
 	}
-	if c.Pin != nil {
-		t.Fatalf("pinned to %s without cpuSet", c.Pin)
+	if c.Pin != nil || c.Threads() != 0 {
+		t.Fatalf("pinned to %s, %d threads, without cpuSet or cpus", c.Pin, c.Threads())
 	}
 	c, err = Parse([]byte(sample + "cpuSet: 0,2-3\n"))
-	if err != nil || c.Pin == nil || c.Pin.String() != "0,2-3" || c.Pin.Count() != 3 {
+	if err != nil || c.Pin == nil || c.Pin.String() != "0,2-3" || c.Pin.Count() != 3 || c.Threads() != 3 {
 		t.Fatalf("cpuSet 0,2-3: %v %v", c.Pin, err)
+	}
+	if c, err = Parse([]byte(sample + "cpuSet: 0,2-3\ncpus: 2\n")); err != nil || c.Threads() != 2 {
+		t.Fatalf("cpus 2 on cpuSet 0,2-3: %d threads, %v", c.Threads(), err)
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/netip"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -105,11 +106,14 @@ func New(cfg *config.Config, log *zap.Logger) (n *Node, err error) {
 		}
 		n.closers = append(n.closers, func() { g.Close() })
 		ul.GSO = func() router.GSOSender { return g.NewWriter() }
-		rx, err := underlay.ListenVXLAN(cfg.Addr.Addr())
+		// One socket per thread, each read by a router worker of its own.
+		rxs, err := underlay.ListenVXLANQueues(cfg.Addr.Addr(), vxlanQueues(cfg))
 		if err != nil {
 			return nil, err
 		}
-		n.receivers = append(n.receivers, rx)
+		for _, rx := range rxs {
+			n.receivers = append(n.receivers, rx)
+		}
 	}
 	rcfg := router.Config{
 		NodeAddr:    cfg.Addr.Addr().As4(),
@@ -398,4 +402,17 @@ func openStore(cfg *config.Config, log *zap.Logger) (datastore.Store, func(), er
 			member.Close()
 		}
 	}, nil
+}
+
+// maxVXLANQueues bounds the VXLAN sockets a node opens.
+const maxVXLANQueues = 8
+
+// vxlanQueues is how many VXLAN sockets share the node's port 4789: one
+// for each thread tortied runs Go code on.
+func vxlanQueues(cfg *config.Config) int {
+	n := cfg.Threads()
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	return min(max(n, 1), maxVXLANQueues)
 }

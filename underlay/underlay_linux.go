@@ -5,9 +5,10 @@
 // VXLAN source port can carry flow entropy, as Linux's own VXLAN does), and
 // natively routed packets go out as they are, routed by the node's kernel.
 // GSOSender sends runs of VXLAN datagrams through UDP sockets with
-// segmentation offload. ListenVXLAN (UDP port 4789) and ListenIPIP (raw,
-// IP protocol 4) return Receivers that read with recvmmsg. All of them sit
-// on Go's poller, so no goroutine blocks a thread while idle.
+// segmentation offload. ListenVXLAN (UDP port 4789; ListenVXLANQueues for
+// several sockets sharing it by flow) and ListenIPIP (raw, IP protocol 4)
+// return Receivers that read with recvmmsg. All of them sit on Go's
+// poller, so no goroutine blocks a thread while idle.
 //
 // Concurrency: a socket is shared, its send state is not. Sender and
 // GSOSender are safe for concurrent use and hand out Writers and
@@ -312,12 +313,51 @@ func groSize(oob []byte) int {
 
 // ListenVXLAN binds UDP port 4789 on addr (the node's underlay address).
 func ListenVXLAN(addr netip.Addr) (*Receiver, error) {
+	return listenVXLAN(addr, false)
+}
+
+// ListenVXLANQueues binds n sockets (at least one) to UDP port 4789 on
+// addr, in one SO_REUSEPORT group when n > 1: the kernel hands each
+// datagram to one of them by a hash of its addresses and ports, so the
+// datagrams of one outer flow (a VXLAN sender derives its source port
+// from the inner flow) always reach the same socket, in order, and
+// several readers can share the work. The sockets are returned in the
+// order opened; on error none stays open.
+func ListenVXLANQueues(addr netip.Addr, n int) ([]*Receiver, error) {
+	if n <= 1 {
+		r, err := listenVXLAN(addr, false)
+		if err != nil {
+			return nil, err
+		}
+		return []*Receiver{r}, nil
+	}
+	out := make([]*Receiver, 0, n)
+	for range n {
+		r, err := listenVXLAN(addr, true)
+		if err != nil {
+			for _, o := range out {
+				o.Close()
+			}
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func listenVXLAN(addr netip.Addr, reusePort bool) (*Receiver, error) {
 	f, rc, err := socketFile(unix.AF_INET, unix.SOCK_DGRAM, unix.IPPROTO_UDP, "underlay-vxlan")
 	if err != nil {
 		return nil, err
 	}
 	fd := int(f.Fd())
 	setBuffer(fd, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF)
+	if reusePort {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("underlay: SO_REUSEPORT: %w", err)
+		}
+	}
 	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: header.VXLANPort, Addr: addr.As4()}); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("underlay: bind %s:%d: %w", addr, header.VXLANPort, err)

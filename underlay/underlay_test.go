@@ -3,8 +3,10 @@ package underlay
 import (
 	"errors"
 	"net/netip"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/tortie-net/tortie/header"
 	"github.com/tortie-net/tortie/internal/testutil"
@@ -125,5 +127,111 @@ func TestLoopback(t *testing.T) {
 	var mtu int
 	if err := nsutil.Do(testutil.NetnsPath(ns), func() (err error) { mtu, err = s.MTU(); return err }); err != nil || mtu != 1280 {
 		t.Fatalf("MTU() = %d, %v; want 1280", mtu, err)
+	}
+}
+
+// TestVXLANQueues: four sockets share port 4789; datagrams from 64 source
+// ports are each read exactly once, from more than one socket, and the
+// datagrams of one source port all reach the same socket in the order
+// sent.
+func TestVXLANQueues(t *testing.T) {
+	ns := testutil.Netns(t)
+	testutil.Run(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	self := [4]byte{127, 0, 0, 1}
+	var (
+		s   *Sender
+		rxs []*Receiver
+	)
+	err := nsutil.Do(testutil.NetnsPath(ns), func() (err error) {
+		if s, err = NewSender("lo"); err != nil {
+			return err
+		}
+		rxs, err = ListenVXLANQueues(netip.AddrFrom4(self), 4)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if len(rxs) != 4 {
+		for _, r := range rxs {
+			r.Close()
+		}
+		t.Fatalf("%d sockets, want 4", len(rxs))
+	}
+	const ports, each = 64, 4
+	w := s.NewWriter()
+	for seq := range each {
+		var pkts [][]byte
+		var dsts [][4]byte
+		for p := range ports {
+			b := make([]byte, 20+8+8+8)
+			header.IPv4(b).Encode(&header.IPv4Fields{TotalLen: len(b), TTL: 64, Protocol: header.ProtocolUDP, Src: self, Dst: self})
+			header.UDP(b[20:]).Encode(40000+uint16(p), header.VXLANPort, 24, 0)
+			header.VXLAN(b[28:]).Encode(uint32(p))
+			b[36] = byte(seq)
+			pkts, dsts = append(pkts, b), append(dsts, self)
+		}
+		if n, err := w.Send(pkts, dsts); n != len(pkts) || err != nil {
+			t.Fatalf("sent %d: %v", n, err)
+		}
+	}
+	// One reader per socket, as the router has; each passes on what it
+	// read, in the order read.
+	type datagram struct {
+		queue, size, segs int
+		vni               uint32
+		seq               byte
+	}
+	got := make(chan datagram, ports*each)
+	var readers sync.WaitGroup
+	for q, r := range rxs {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			bufs := make([][]byte, 64)
+			for i := range bufs {
+				bufs[i] = make([]byte, 2048)
+			}
+			sizes, segs, srcs := make([]int, 64), make([]int, 64), make([][4]byte, 64)
+			for {
+				n, err := r.Recv(bufs, sizes, segs, srcs, 0)
+				if err != nil {
+					return // closed
+				}
+				for i := range n {
+					got <- datagram{queue: q, size: sizes[i], segs: segs[i], vni: header.VXLAN(bufs[i]).VNI(), seq: bufs[i][8]}
+				}
+			}
+		}()
+	}
+	defer readers.Wait()
+	for _, r := range rxs {
+		defer r.Close()
+	}
+	queueOf := map[uint32]int{} // VNI (the source port's index) -> socket
+	next := map[uint32]byte{}   // VNI -> the sequence number expected
+	used := map[int]bool{}
+	timeout := time.After(10 * time.Second)
+	for n := 0; n < ports*each; n++ {
+		var d datagram
+		select {
+		case d = <-got:
+		case <-timeout:
+			t.Fatalf("%d of %d datagrams read", n, ports*each)
+		}
+		if d.segs != 0 || d.size != 16 {
+			t.Fatalf("message of %d bytes (segments of %d)", d.size, d.segs)
+		}
+		if first, ok := queueOf[d.vni]; ok && first != d.queue {
+			t.Fatalf("flow %d read from sockets %d and %d", d.vni, first, d.queue)
+		}
+		if d.seq != next[d.vni] {
+			t.Fatalf("flow %d: datagram %d read where %d was next", d.vni, d.seq, next[d.vni])
+		}
+		queueOf[d.vni], next[d.vni], used[d.queue] = d.queue, d.seq+1, true
+	}
+	if len(used) < 2 {
+		t.Fatalf("every flow reached one socket of %d", len(rxs))
 	}
 }

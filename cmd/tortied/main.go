@@ -66,17 +66,13 @@ func run(cfgPath string) error {
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
 	}
-	procs := cfg.CPUs
 	if cfg.Pin != nil {
 		if err := cpuset.Pin(*cfg.Pin); err != nil {
 			return err
 		}
-		if procs == 0 {
-			procs = cfg.Pin.Count()
-		}
 		log.Info("pinned to CPUs", zap.Stringer("cpus", cfg.Pin))
 	}
-	if procs > 0 {
+	if procs := cfg.Threads(); procs > 0 {
 		runtime.GOMAXPROCS(procs)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
