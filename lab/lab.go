@@ -55,6 +55,10 @@ type Options struct {
 	Tortied     string // tortied binary
 	UnderlayMTU int    // 0 = 1500
 	LogLevel    string
+	// Threads is each tortied's OS threads (its config's cpus): 0 or 1 is
+	// one thread pinned to a CPU of its own where there are enough; more
+	// run unpinned, with that many VXLAN sockets sharing port 4789.
+	Threads int
 	// Static gives every node its peers in its config file; otherwise the
 	// cluster lives in an etcd embedded in n1's tortied, pods get addresses
 	// from an IP pool, and are created through tortie-cni. Labs with kernel
@@ -115,6 +119,8 @@ type Lab struct {
 	Etcd        []*EtcdMember `json:"etcd,omitempty"`
 	EtcdTLS     bool          `json:"etcdTLS,omitempty"`
 	DaemonSet   bool          `json:"daemonSet,omitempty"`
+	// Threads is Options.Threads.
+	Threads int `json:"threads,omitempty"`
 	// Manifest is Options.Manifest, kept for DeployTortie.
 	Manifest string `json:"manifest,omitempty"`
 	// K8sBinDir holds the Kubernetes binaries of the lab's control plane
@@ -267,7 +273,7 @@ func Up(o Options) (l *Lab, err error) {
 	}
 	l = &Lab{Name: o.Name, Mode: o.Mode, Encap: enc, CrossSubnet: cross, Subnets: o.Subnets, Fabric: o.Name + "-fab", Datastore: !o.Static,
 		Tortied: o.Tortied, LogLevel: o.LogLevel, BGP: o.BGP && !o.Static, EtcdTLS: o.EtcdTLS,
-		DaemonSet: o.DaemonSet, Manifest: o.Manifest}
+		DaemonSet: o.DaemonSet, Manifest: o.Manifest, Threads: o.Threads}
 	if l.Datastore {
 		if err := l.prepareCNI(o); err != nil {
 			return nil, err
@@ -504,9 +510,12 @@ func (l *Lab) startTortied(o Options, n *Node) error {
 		// Every node of a lab shares this machine's CPUs with the others
 		// and with the pods: one thread each, as a node's share, pinned to
 		// a CPU of its own where there are enough, as a node would give
-		// its vRouter a core.
+		// its vRouter a core (unless the lab asks for more threads).
 		CPUs:   1,
 		CPUSet: nodeCPU(slices.Index(l.Nodes, n)),
+	}
+	if l.Threads > 1 {
+		cfg.CPUs, cfg.CPUSet = l.Threads, ""
 	}
 	if l.Datastore {
 		cfg.PodCIDR, cfg.ClusterCIDRs, cfg.TunnelAddress, cfg.Nodes, cfg.Encapsulation, cfg.CrossSubnet = "", nil, "", nil, "", false

@@ -36,6 +36,7 @@ var commands = []command{
 		fs.StringVar(&o.Mode, "mode", "vxlan", "native, ipip, vxlan, ipip-crosssubnet or vxlan-crosssubnet")
 		fs.IntVar(&o.Subnets, "subnets", 0, "underlay subnets (1 or 2; default 2 for crosssubnet modes)")
 		fs.IntVar(&o.KernelNodes, "kernel-nodes", 0, "make the last N nodes Calico-style kernel nodes")
+		fs.IntVar(&o.Threads, "threads", 0, "OS threads per tortied (0 or 1: one, pinned to a CPU of its own; more: unpinned, with that many VXLAN sockets)")
 		fs.IntVar(&o.UnderlayMTU, "mtu", 1500, "underlay MTU")
 		fs.StringVar(&o.Tortied, "tortied", "", "tortied binary (default: next to tortie-lab)")
 		fs.StringVar(&o.LogLevel, "log-level", "info", "tortied log level: debug, info, warn or error")
