@@ -38,6 +38,11 @@ var Setups = []Setup{
 	{Name: "tortie-vxlan", Mode: "vxlan"},
 	{Name: "tortie-vxlan-no-policy", Mode: "vxlan", Datastore: true},
 	{Name: "tortie-vxlan-policy", Mode: "vxlan", Datastore: true, Policies: true},
+	// One node, four pods, two TCP pairs at once (the scale test): the
+	// kernel, and tortied on one thread and on two.
+	{Name: "kernel-local", Kernel: true, Mode: "native", Local: true},
+	{Name: "tortie-local-1", Mode: "native", Local: true, Threads: 1},
+	{Name: "tortie-local-2", Mode: "native", Local: true, Threads: 2},
 }
 
 // Setup is one dataplane under test.
@@ -53,6 +58,18 @@ type Setup struct {
 	// Policies puts Options.Policies policies in force (PolicyManifest)
 	// while the setup is measured.
 	Policies bool `json:"policies,omitempty"`
+	// Local builds one node with four pods, measured by the scale test
+	// only (every other test crosses two nodes).
+	Local bool `json:"local,omitempty"`
+	// Threads is the lab's Threads for tortied: 1 pinned to a CPU, more
+	// unpinned.
+	Threads int `json:"threads,omitempty"`
+}
+
+// runs reports whether the setup has any of tests to run: the scale test
+// for a local setup, any other for the rest.
+func (s Setup) runs(tests []string) bool {
+	return slices.ContainsFunc(tests, func(t string) bool { return (t == "scale") == s.Local })
 }
 
 // Reference is the setup another is compared with: for one with policies,
@@ -60,6 +77,12 @@ type Setup struct {
 func (s Setup) Reference() string {
 	if s.Kernel {
 		return ""
+	}
+	if s.Local {
+		if s.Threads > 1 {
+			return "tortie-local-1" // what a second thread adds
+		}
+		return "kernel-local"
 	}
 	if s.Policies {
 		return "tortie-" + s.Mode + "-no-policy"
@@ -110,10 +133,15 @@ const (
 	MetricTCP2CPUNode1   = "tcp_2_streams_cpu_s_per_gbit_node1"
 	MetricTCP2CPUNode2   = "tcp_2_streams_cpu_s_per_gbit_node2"
 	MetricTCP2CPUMachine = "tcp_2_streams_cpu_s_per_gbit_machine"
+	// The scale test (local setups): two TCP pairs on one node at once,
+	// their sum, and CPU per Gbit of the node's tortied and the machine.
+	MetricScaleTCP        = "tcp_2_pairs_one_node_gbps"
+	MetricScaleCPUNode    = "tcp_2_pairs_cpu_s_per_gbit_node1"
+	MetricScaleCPUMachine = "tcp_2_pairs_cpu_s_per_gbit_machine"
 )
 
 // Tests are the tests a run can pick (Options.Tests), in the order run.
-var Tests = []string{"pps", "zeroloss", "imix", "tcp", "latency"}
+var Tests = []string{"pps", "zeroloss", "imix", "tcp", "latency", "scale"}
 
 // Options choose what a run measures.
 type Options struct {
@@ -215,7 +243,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			return nil, fmt.Errorf("no setup %q", name)
 		}
 	}
-	selected := func(s Setup) bool { return len(o.Setups) == 0 || slices.Contains(o.Setups, s.Name) }
+	selected := func(s Setup) bool {
+		return (len(o.Setups) == 0 || slices.Contains(o.Setups, s.Name)) && s.runs(o.Tests)
+	}
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	rep := &Report{Date: time.Now().UTC(), CPUs: runtime.NumCPU(), Kernel: strings.TrimSpace(string(kernel)),
 		Duration: o.Duration.String(), Reps: o.Reps, FrameSize: o.FrameSize + 4,
@@ -245,6 +275,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if slices.Contains(o.Tests, "imix") {
 		rep.Notes = append(rep.Notes, "IMIX is the simple IMIX, 7:4:1 of 64-, 594- and 1518-byte frames interleaved frame by frame (trafgen sends a configuration's packets round robin; so does the pacer); "+
 			"the 1518-byte frame is cut to the pod's MTU (1468 bytes with VXLAN's MTU of 1450, 1498 with IPIP's 1480); Gbit/s count delivered frame bits with FCS, without preamble and gap")
+	}
+	if slices.Contains(o.Tests, "scale") {
+		rep.Notes = append(rep.Notes, "the scale test (the local setups): one node with four pods, two iperf3 pairs at once (p1 to p2, p3 to p4, one stream each), "+
+			"their Gbit/s summed and CPU per Gbit measured as for TCP; kernel-local is a Calico-style kernel node, tortie-local-1 a tortied on one thread pinned to a CPU, "+
+			"tortie-local-2 one on two threads, unpinned, compared with tortie-local-1: what a second core adds when the node has one to give (here the pods' iperf3 share the same two CPUs)")
 	}
 	if slices.Contains(o.Tests, "tcp") {
 		rep.Notes = append(rep.Notes, "TCP CPU per Gbit = CPU seconds used / Gbit the receiving pod's interface received (frames with their headers), over a window inside each iperf3 test "+
@@ -294,6 +329,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			"so flows are tracked and judged by one rule: tortie-vxlan, a lab without a datastore, has no policy at all", o.Policies))
 	}
 	rep.Ratios = ratios(rep.Measurements)
+	if one, ok1 := rep.value("tortie-local-1", MetricScaleTCP); ok1 {
+		if two, ok2 := rep.value("tortie-local-2", MetricScaleTCP); ok2 {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("scale: a second tortied thread took two TCP pairs on one node from %.2f to %.2f Gbit/s, %+.2f Gbit/s for the added core", one, two, two-one))
+		}
+	}
 	if o.OutDir != "" {
 		if err := rep.Write(o.OutDir); err != nil {
 			return rep, err
@@ -318,7 +358,7 @@ func ratios(ms []Measurement) []Ratio {
 			continue
 		}
 		for _, metric := range []string{MetricPPS, MetricPPSZeroLoss, MetricIMIXZeroLoss, MetricIMIXGbpsZeroLoss, MetricNewFlowPPS,
-			MetricTCP1, MetricTCP2, MetricTCP1CPUMachine, MetricLatP50, MetricLatP99, MetricCPU} {
+			MetricTCP1, MetricTCP2, MetricTCP1CPUMachine, MetricLatP50, MetricLatP99, MetricCPU, MetricScaleTCP, MetricScaleCPUMachine} {
 			t, ok1 := get(s.Name, metric)
 			k, ok2 := get(ref, metric)
 			if ok1 && ok2 && k > 0 {
@@ -336,9 +376,12 @@ func ratios(ms []Measurement) []Ratio {
 func measureSetups(ctx context.Context, o Options, group []Setup) (_ []Measurement, notes []string, err error) {
 	s := group[0]
 	name := "bn"
-	opts := lab.Options{Name: name, Nodes: 2, Pods: 2, Mode: s.Mode, Static: !s.Datastore, Tortied: o.Tortied, LogLevel: "warn"}
+	opts := lab.Options{Name: name, Nodes: 2, Pods: 2, Mode: s.Mode, Static: !s.Datastore, Tortied: o.Tortied, LogLevel: "warn", Threads: s.Threads}
+	if s.Local {
+		opts.Nodes, opts.Pods = 1, 4
+	}
 	if s.Kernel {
-		opts.KernelNodes = 2
+		opts.KernelNodes = opts.Nodes
 	}
 	_ = lab.Down(name)
 	l, err := lab.Up(opts)
@@ -378,7 +421,11 @@ func measureSetups(ctx context.Context, o Options, group []Setup) (_ []Measureme
 			add := func(metric string, v float64) { vals[x.Name][metric] = append(vals[x.Name][metric], v) }
 			before, _ := policyWork(l)
 			note := func(n string) { notes = append(notes, fmt.Sprintf("%s, repetition %d: %s", x.Name, rep+1, n)) }
-			if err := runTests(ctx, o, l, x.Datastore, add, note); err != nil {
+			run := runTests
+			if x.Local {
+				run = runScale
+			}
+			if err := run(ctx, o, l, x.Datastore, add, note); err != nil {
 				return nil, nil, err
 			}
 			if x.Datastore {
@@ -525,6 +572,36 @@ func runTests(ctx context.Context, o Options, l *lab.Lab, newFlows bool, add fun
 	return nil
 }
 
+// runScale runs one repetition of the scale test on a one-node lab: two
+// TCP pairs at once, n1p1 to n1p2 and n1p3 to n1p4.
+func runScale(ctx context.Context, o Options, l *lab.Lab, _ bool, add func(metric string, v float64), _ func(string)) error {
+	if !slices.Contains(o.Tests, "scale") {
+		return nil
+	}
+	var receivers []*lab.Pod
+	for _, name := range []string{"n1p2", "n1p4"} {
+		p := l.Pod(name)
+		if p == nil {
+			return fmt.Errorf("no pod %s", name)
+		}
+		receivers = append(receivers, p)
+	}
+	r, cpu, err := windowCPU(ctx, func() (lab.IperfResult, error) { return TwoPairs(ctx, l, o.Duration) }, receivers, o.Duration, nodeCPUMeter(l, o.Log))
+	if err != nil {
+		return err
+	}
+	o.Log("  two TCP pairs on one node: %.2f Gbit/s, %d retransmits; CPU s per Gbit: node %.2f, machine %.2f",
+		r.BitsPerSecond/1e9, r.Retransmits, cpu.nodes, cpu.machine)
+	add(MetricScaleTCP, r.BitsPerSecond/1e9)
+	if cpu.nodes != nil {
+		if cpu.nodes[0] >= 0 {
+			add(MetricScaleCPUNode, cpu.nodes[0])
+		}
+		add(MetricScaleCPUMachine, cpu.machine)
+	}
+	return nil
+}
+
 // zeroLoss searches for the highest rate the lab forwards from n1p1 to
 // n2p1 with under ZeroLossPct lost, for frames of sizes (one round, sent
 // round robin), starting from what the unpaced flood delivered.
@@ -575,15 +652,32 @@ func tcpWithCPU(ctx context.Context, l *lab.Lab, streams int, d time.Duration, m
 	if dst == nil {
 		return lab.IperfResult{}, tcpCPU{}, fmt.Errorf("no pod n2p1")
 	}
+	return windowCPU(ctx, func() (lab.IperfResult, error) { return TCP(ctx, l, streams, d) }, []*lab.Pod{dst}, d, meter)
+}
+
+// windowCPU runs test, a TCP test of length d, and measures its CPU cost
+// as tcpWithCPU does, counting what the receivers' interfaces received.
+func windowCPU(ctx context.Context, test func() (lab.IperfResult, error), receivers []*lab.Pod, d time.Duration, meter cpuMeter) (lab.IperfResult, tcpCPU, error) {
 	type result struct {
 		r   lab.IperfResult
 		err error
 	}
 	done := make(chan result, 1)
 	go func() {
-		r, err := TCP(ctx, l, streams, d)
+		r, err := test()
 		done <- result{r, err}
 	}()
+	received := func() (uint64, error) {
+		var sum uint64
+		for _, p := range receivers {
+			n, err := readCounter(p.Netns, "rx_bytes")
+			if err != nil {
+				return 0, err
+			}
+			sum += n
+		}
+		return sum, nil
+	}
 	from, to := min(time.Second, d/4), d-min(500*time.Millisecond, d/8)
 	var cpu tcpCPU
 	var before cpuReading
@@ -603,11 +697,11 @@ func tcpWithCPU(ctx context.Context, l *lab.Lab, streams int, d time.Duration, m
 		switch step {
 		case 0:
 			before = meter.read()
-			rx0, err0 = readCounter(dst.Netns, "rx_bytes")
+			rx0, err0 = received()
 			timer.Reset(to - from)
 		case 1:
 			after := meter.read()
-			rx1, err := readCounter(dst.Netns, "rx_bytes")
+			rx1, err := received()
 			if err0 == nil && err == nil {
 				cpu.nodes, cpu.machine = meter.cpuPerGbit(before, after, 8*float64(rx1-rx0))
 			}

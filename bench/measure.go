@@ -245,6 +245,37 @@ func TCP(ctx context.Context, l *lab.Lab, streams int, d time.Duration) (lab.Ipe
 	return l.IperfWith(ctx, "n1p1", "n2p1", lab.IperfOptions{Duration: d, Streams: streams})
 }
 
+// TwoPairs runs two iperf3 tests at once on a one-node lab, n1p1 to n1p2
+// and n1p3 to n1p4, one stream each, and returns their sum.
+func TwoPairs(ctx context.Context, l *lab.Lab, d time.Duration) (lab.IperfResult, error) {
+	type result struct {
+		r   lab.IperfResult
+		err error
+	}
+	pairs := [][2]string{{"n1p1", "n1p2"}, {"n1p3", "n1p4"}}
+	done := make(chan result, len(pairs))
+	for i, p := range pairs {
+		go func() {
+			r, err := l.IperfWith(ctx, p[0], p[1], lab.IperfOptions{Duration: d, Port: 5201 + i})
+			if err != nil {
+				err = fmt.Errorf("%s to %s: %w", p[0], p[1], err)
+			}
+			done <- result{r, err}
+		}()
+	}
+	var sum lab.IperfResult
+	var errs []error
+	for range pairs {
+		res := <-done
+		errs = append(errs, res.err)
+		sum.BitsPerSecond += res.r.BitsPerSecond
+		sum.Retransmits += res.r.Retransmits
+		sum.Sent += res.r.Sent
+		sum.Received += res.r.Received
+	}
+	return sum, errors.Join(errs...)
+}
+
 var pctRe = regexp.MustCompile(`percentile (\d+\.\d+) =\s+([\d.]+)`)
 
 // Latency measures one-way UDP latency (half the round trip) between n1p1

@@ -43,6 +43,9 @@ var shown = []struct{ metric, label, unit string }{
 	{MetricLatP99, "latency p99, idle", "µs"},
 	{MetricLoadP50, "latency p50, under load", "µs"},
 	{MetricLoadP99, "latency p99, under load", "µs"},
+	{MetricScaleTCP, "TCP, two pairs on one node", "Gbit/s"},
+	{MetricScaleCPUNode, "two pairs on one node, CPU per Gbit, the node's tortied", "CPU s"},
+	{MetricScaleCPUMachine, "two pairs on one node, CPU per Gbit, whole machine", "CPU s"},
 	{MetricPodMTU, "pod MTU", "bytes"},
 }
 
@@ -155,15 +158,24 @@ func (r *Report) Chart(path string) error {
 		{MetricCPU, "CPU ns per delivered packet (lower is better)"},
 		{MetricTCP1CPUMachine, "CPU seconds per Gbit, TCP 1 stream, whole machine (lower is better)"},
 		{MetricLatP99, "latency p99 in microseconds, idle (lower is better)"},
+		{MetricScaleTCP, "TCP Gbit/s, two pairs at once on one node (higher is better)"},
 	}
 	// Only the panels this run measured.
 	metrics = slices.DeleteFunc(metrics, func(m struct{ metric, title string }) bool {
 		return !slices.ContainsFunc(r.Measurements, func(x Measurement) bool { return x.Metric == m.metric })
 	})
-	setups := r.setups()
+	// Each panel shows the setups that measured its metric.
+	panels := make([][]string, len(metrics))
 	const width, left, barH, gap, pad = 900, 130, 16, 4, 28
-	panelH := pad + len(setups)*(barH+gap) + 12
-	height := 40 + len(metrics)*panelH
+	height := 40
+	for i, m := range metrics {
+		for _, s := range r.setups() {
+			if _, ok := r.value(s, m.metric); ok {
+				panels[i] = append(panels[i], s)
+			}
+		}
+		height += pad + len(panels[i])*(barH+gap) + 12
+	}
 	img := image.NewRGBA(image.Rect(0, 0, width, height))
 	draw.Draw(img, img.Bounds(), image.NewUniform(color.White), image.Point{}, draw.Src)
 	text := func(x, y int, s string, c color.Color) {
@@ -172,7 +184,8 @@ func (r *Report) Chart(path string) error {
 	}
 	text(10, 20, fmt.Sprintf("tortie vs the Linux kernel, same machine, same run (%d CPUs, %s, median of %d)", r.CPUs, r.Duration, r.Reps), color.Black)
 	y := 40
-	for _, m := range metrics {
+	for i, m := range metrics {
+		setups := panels[i]
 		text(10, y+16, m.title, color.Black)
 		var top float64
 		for _, s := range setups {
@@ -192,7 +205,7 @@ func (r *Report) Chart(path string) error {
 			}
 			by += barH + gap
 		}
-		y += panelH
+		y += pad + len(setups)*(barH+gap) + 12
 	}
 	f, err := os.Create(path)
 	if err != nil {

@@ -1,0 +1,62 @@
+package bench
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestLocalSetups: the local setups run the scale test and nothing else,
+// the others everything but it; a second thread is compared with one,
+// one thread with the kernel.
+func TestLocalSetups(t *testing.T) {
+	for _, s := range Setups {
+		if s.runs([]string{"scale"}) != s.Local || s.runs([]string{"tcp", "latency"}) == s.Local {
+			t.Errorf("%s (local %v) runs the scale test %v, tcp and latency %v", s.Name, s.Local,
+				s.runs([]string{"scale"}), s.runs([]string{"tcp", "latency"}))
+		}
+		if !s.runs(Tests) {
+			t.Errorf("%s runs none of the default tests", s.Name)
+		}
+	}
+	want := map[string]string{"kernel-local": "", "tortie-local-1": "kernel-local", "tortie-local-2": "tortie-local-1"}
+	for _, s := range Setups {
+		if ref, ok := want[s.Name]; ok && s.Reference() != ref {
+			t.Errorf("%s is compared with %q, want %q", s.Name, s.Reference(), ref)
+		}
+	}
+}
+
+// TestReportWithScale: a report whose setups measured different tests
+// renders a table row and a chart panel for the scale test, and the
+// ratio of two threads to one.
+func TestReportWithScale(t *testing.T) {
+	ms := []Measurement{
+		{Setup: "kernel-native", Metric: MetricTCP1, Median: 12},
+		{Setup: "tortie-native", Metric: MetricTCP1, Median: 4},
+		{Setup: "kernel-local", Metric: MetricScaleTCP, Median: 20},
+		{Setup: "tortie-local-1", Metric: MetricScaleTCP, Median: 5},
+		{Setup: "tortie-local-2", Metric: MetricScaleTCP, Median: 7.5},
+	}
+	r := &Report{CPUs: 2, Reps: 1, Measurements: ms, Ratios: ratios(ms)}
+	var scaled bool
+	for _, x := range r.Ratios {
+		if x.Setup == "tortie-local-2" && x.Reference == "tortie-local-1" && x.Metric == MetricScaleTCP && x.Ratio == 1.5 {
+			scaled = true
+		}
+	}
+	if !scaled {
+		t.Fatalf("no ratio of two threads to one: %+v", r.Ratios)
+	}
+	if md := r.Markdown(); !strings.Contains(md, "| TCP, two pairs on one node (Gbit/s) | – | – | 20.00 | 5.00 | 7.50 |") {
+		t.Fatalf("table:\n%s", md)
+	}
+	dir := t.TempDir()
+	if err := r.Write(dir); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "chart.png")); err != nil || fi.Size() == 0 {
+		t.Fatalf("chart: %v", err)
+	}
+}
