@@ -65,18 +65,22 @@ func (g *gsoRun) follows(b []byte) bool {
 }
 
 // gsoAppend adds one VXLAN datagram (buf[v:end], inner packet ip) for dst
-// to the run, sending the run first if the datagram cannot join it. The
-// run's first packet picks the socket, and so the source port.
+// to the run, sending the run first if the datagram cannot join it. A run
+// carries one inner flow: its hash picks the socket, and so the source
+// port, and every datagram of a flow must leave from the same one, or a
+// receiver that spreads flows over sockets or cores by source port (and
+// an ECMP fabric) would take them apart and reorder them.
 func (w *worker) gsoAppend(buf []byte, v, end int, dst [4]byte, ip header.IPv4) {
 	g := &w.gso
 	size := end - v
-	if g.count > 0 && (g.dst != dst || g.closed || size > g.seg || g.len()+size > gsoMaxBytes || g.count == gsoMaxSegments) {
+	hash := uint32(encap.SourcePort(ip))
+	if g.count > 0 && (g.dst != dst || g.hash != hash || g.closed || size > g.seg || g.len()+size > gsoMaxBytes || g.count == gsoMaxSegments) {
 		w.flushGSO()
 	}
 	d := buf[v:end]
 	switch {
 	case g.count == 0:
-		g.dst, g.seg, g.hash = dst, size, uint32(encap.SourcePort(ip))
+		g.dst, g.seg, g.hash = dst, size, hash
 		g.ext = d
 	case g.ext != nil && g.follows(d):
 		g.ext = g.ext[:len(g.ext)+size]

@@ -358,6 +358,38 @@ func TestGSORuns(t *testing.T) {
 	}
 }
 
+// TestGSORunOneFlow: datagrams of two flows to one VXLAN peer, however
+// interleaved, never share a run: each run leaves with its own flow's
+// source port (the run's hash), the same for every run of a flow.
+func TestGSORunOneFlow(t *testing.T) {
+	h := newGSOHarness(t)
+	flow := func(port uint16) []byte {
+		ip := pkt{src: podA, dst: remoteV, payload: 100}.ip()
+		binary.BigEndian.PutUint16(ip[20:], port)
+		return eth(header.EtherTypeIPv4, ip)
+	}
+	x, y := flow(1000), flow(2000)
+	hx, hy := uint32(encap.SourcePort(header.IPv4(x[14:]))), uint32(encap.SourcePort(header.IPv4(y[14:])))
+	if hx == hy {
+		t.Fatal("the two flows hash alike; pick other ports")
+	}
+	h.fromPodA(x, x, y, x)
+	sends := h.gso.Take()
+	want := []struct {
+		hash  uint32
+		count int
+	}{{hx, 2}, {hy, 1}, {hx, 1}}
+	if len(sends) != len(want) {
+		t.Fatalf("%d runs, want %d: %+v", len(sends), len(want), sends)
+	}
+	for i, s := range sends {
+		if s.Hash != want[i].hash || len(s.Data) != want[i].count*s.Seg {
+			t.Fatalf("run %d: hash %d with %d bytes of %d-byte datagrams, want hash %d and %d datagrams",
+				i, s.Hash, len(s.Data), s.Seg, want[i].hash, want[i].count)
+		}
+	}
+}
+
 // TestGROMessageSplit: a receive message holding three datagrams (UDP
 // GRO) is handled as three VXLAN packets, and they reach pod C as one
 // coalesced superframe.
