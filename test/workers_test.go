@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tortie-net/tortie/internal/testutil"
 	"github.com/tortie-net/tortie/lab"
 )
 
@@ -15,7 +16,8 @@ import (
 // Every pod reaches every other, and four TCP streams at once, whose
 // datagrams the kernel spreads over both sockets by their outer ports,
 // carry all their data in both directions (under the race detector, with
-// both workers writing to the same pods).
+// both workers writing to the same pods); on the underlay, each flow's
+// datagrams have one source port.
 func TestVXLANWorkers(t *testing.T) {
 	l := up(t, lab.Options{Name: "tw", Nodes: 2, Pods: 2, Mode: "vxlan", Static: true, Threads: 2})
 	for _, n := range l.Nodes {
@@ -40,5 +42,37 @@ func TestVXLANWorkers(t *testing.T) {
 			t.Fatalf("reverse %v: sent %d, received %d of %d bytes", reverse, r.Sent, r.Received, n)
 		}
 		t.Logf("4 streams, reverse %v: %.2f Gbit/s, %d retransmits", reverse, r.BitsPerSecond/1e9, r.Retransmits)
+	}
+	// Each flow's datagrams leave from one source port (the receiving
+	// node's kernel keys its choice of socket on it), as tshark sees them
+	// on the underlay: with UDP segmentation off on n1's underlay
+	// interface, its kernel cuts each GSO run before the wire, so that
+	// every datagram shows its own inner TCP header.
+	testutil.Run(t, "ip", "netns", "exec", l.Nodes[0].Netns, "ethtool", "-K", "eth0", "tx-udp-segmentation", "off")
+	pcap := capture(t, l, "udp dst port 4789", 400, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if _, err := l.IperfWith(ctx, "n1p1", "n2p1", lab.IperfOptions{Bytes: 4 << 20, Streams: 4}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	ports := map[string]map[string]bool{} // inner TCP ports -> outer UDP source ports
+	for _, f := range tsharkFields(t, pcap, "ip.src", "udp.srcport", "tcp.srcport", "tcp.dstport") {
+		if len(f) != 4 || f[2] == "" {
+			continue // not TCP inside
+		}
+		flow := f[0] + " " + f[2] + ">" + f[3]
+		if ports[flow] == nil {
+			ports[flow] = map[string]bool{}
+		}
+		ports[flow][f[1]] = true
+	}
+	if len(ports) < 4 {
+		t.Fatalf("%d TCP flows in the capture, want at least 4", len(ports))
+	}
+	for flow, ps := range ports {
+		if len(ps) != 1 {
+			t.Errorf("flow %s left from %d source ports: %v", flow, len(ps), ps)
+		}
 	}
 }
