@@ -17,6 +17,10 @@ type GSOSender interface {
 	// SendGSO sends payload as datagrams of segSize bytes (the last may
 	// be shorter) to dst; hash picks the source port.
 	SendGSO(payload []byte, segSize int, dst [4]byte, hash uint32) error
+	// Source says which source (a socket, and so a source port) a hash
+	// leaves from, a number from 0: datagrams whose hashes share a
+	// source may share a run.
+	Source(hash uint32) int
 	// MTU re-reads the underlay's MTU (after EMSGSIZE).
 	MTU() (int, error)
 }
@@ -24,6 +28,9 @@ type GSOSender interface {
 const (
 	gsoMaxBytes    = 65000 // what one UDP GSO send may carry
 	gsoMaxSegments = 64
+	// gsoLanes is how many runs a worker gathers at once, one per
+	// source (sources beyond share lanes, and flush each other's runs).
+	gsoLanes = 8
 )
 
 // SuperframeSegments is how many segments a pod's TCP superframe should
@@ -33,21 +40,31 @@ func SuperframeSegments(mtu int) int {
 	return min(gsoMaxSegments, gsoMaxBytes/(mtu+header.EthernetLen+header.VXLANLen))
 }
 
-// gsoRun is the run of datagrams a worker is gathering, and the worker's
-// own GSO sender it leaves by (nil: no GSO, VXLAN goes to the underlay
-// queue). A run starts in place, where its first datagram lies; datagrams
-// that follow it directly in the same buffer (segments of a superframe
-// laid out back to back) join it there, and the first one that does not
-// moves the run into buf.
+// gsoRuns are the runs of datagrams a worker is gathering, one per lane,
+// and the worker's own GSO sender they leave by (nil: no GSO, VXLAN goes
+// to the underlay queue). Every datagram of an inner flow must leave from
+// one source port, or a receiver that spreads VXLAN over sockets or cores
+// by source port (and an ECMP fabric) would take the flow apart and
+// reorder it: a run holds datagrams of one source only, and a lane per
+// source lets datagrams of many flows, interleaved, still leave in runs.
+type gsoRuns struct {
+	send GSOSender
+	lane [gsoLanes]gsoRun
+}
+
+// gsoRun is one lane's run. A run starts in place, where its first
+// datagram lies; datagrams that follow it directly in the same buffer
+// (segments of a superframe laid out back to back) join it there, and the
+// first one that does not moves the run into buf.
 type gsoRun struct {
-	send   GSOSender
 	buf    []byte // the run, once it left its place
 	n      int    // bytes of the run in buf
 	ext    []byte // the run in place (nil once moved)
 	seg    int
 	count  int
 	dst    [4]byte
-	hash   uint32
+	hash   uint32 // the first datagram's: it picks the source
+	src    int
 	closed bool // a shorter datagram ended the run
 }
 
@@ -65,22 +82,20 @@ func (g *gsoRun) follows(b []byte) bool {
 }
 
 // gsoAppend adds one VXLAN datagram (buf[v:end], inner packet ip) for dst
-// to the run, sending the run first if the datagram cannot join it. A run
-// carries one inner flow: its hash picks the socket, and so the source
-// port, and every datagram of a flow must leave from the same one, or a
-// receiver that spreads flows over sockets or cores by source port (and
-// an ECMP fabric) would take them apart and reorder them.
+// to the run of its flow's source, sending that run first if the datagram
+// cannot join it.
 func (w *worker) gsoAppend(buf []byte, v, end int, dst [4]byte, ip header.IPv4) {
-	g := &w.gso
-	size := end - v
 	hash := uint32(encap.SourcePort(ip))
-	if g.count > 0 && (g.dst != dst || g.hash != hash || g.closed || size > g.seg || g.len()+size > gsoMaxBytes || g.count == gsoMaxSegments) {
-		w.flushGSO()
+	src := w.gso.send.Source(hash)
+	g := &w.gso.lane[src%gsoLanes]
+	size := end - v
+	if g.count > 0 && (g.dst != dst || g.src != src || g.closed || size > g.seg || g.len()+size > gsoMaxBytes || g.count == gsoMaxSegments) {
+		w.flushRun(g)
 	}
 	d := buf[v:end]
 	switch {
 	case g.count == 0:
-		g.dst, g.seg, g.hash = dst, size, hash
+		g.dst, g.seg, g.hash, g.src = dst, size, hash, src
 		g.ext = d
 	case g.ext != nil && g.follows(d):
 		g.ext = g.ext[:len(g.ext)+size]
@@ -98,10 +113,16 @@ func (w *worker) gsoAppend(buf []byte, v, end int, dst [4]byte, ip header.IPv4) 
 	g.closed = size < g.seg
 }
 
-// flushGSO sends the gathered run. A refusal for size means the underlay
-// MTU shrank: the path MTU is lowered; the run itself is counted lost.
+// flushGSO sends every gathered run.
 func (w *worker) flushGSO() {
-	g := &w.gso
+	for i := range w.gso.lane {
+		w.flushRun(&w.gso.lane[i])
+	}
+}
+
+// flushRun sends one gathered run. A refusal for size means the underlay
+// MTU shrank: the path MTU is lowered; the run itself is counted lost.
+func (w *worker) flushRun(g *gsoRun) {
 	if g.count == 0 {
 		return
 	}
@@ -109,12 +130,12 @@ func (w *worker) flushGSO() {
 	if run == nil {
 		run = g.buf[:g.n]
 	}
-	err := g.send.SendGSO(run, g.seg, g.dst, g.hash)
+	err := w.gso.send.SendGSO(run, g.seg, g.dst, g.hash)
 	switch {
 	case err == nil:
 	case errors.Is(err, syscall.EMSGSIZE) || errors.Is(err, syscall.EINVAL):
 		w.drops[DropMTUExceeded] += uint64(g.count)
-		if mtu, merr := g.send.MTU(); merr == nil {
+		if mtu, merr := w.gso.send.MTU(); merr == nil {
 			w.r.lowerPathMTU(mtu)
 		}
 	default:

@@ -358,35 +358,48 @@ func TestGSORuns(t *testing.T) {
 	}
 }
 
-// TestGSORunOneFlow: datagrams of two flows to one VXLAN peer, however
-// interleaved, never share a run: each run leaves with its own flow's
-// source port (the run's hash), the same for every run of a flow.
-func TestGSORunOneFlow(t *testing.T) {
+// TestGSORunOneSource: datagrams of flows to one VXLAN peer, however
+// interleaved, share a run only when they leave from the same source (the
+// socket, and so the source port, their hash picks): each flow always
+// leaves from its own source, and interleaved flows still leave in one
+// run per source.
+func TestGSORunOneSource(t *testing.T) {
 	h := newGSOHarness(t)
 	flow := func(port uint16) []byte {
 		ip := pkt{src: podA, dst: remoteV, payload: 100}.ip()
 		binary.BigEndian.PutUint16(ip[20:], port)
 		return eth(header.EtherTypeIPv4, ip)
 	}
-	x, y := flow(1000), flow(2000)
-	hx, hy := uint32(encap.SourcePort(header.IPv4(x[14:]))), uint32(encap.SourcePort(header.IPv4(y[14:])))
-	if hx == hy {
-		t.Fatal("the two flows hash alike; pick other ports")
-	}
-	h.fromPodA(x, x, y, x)
-	sends := h.gso.Take()
-	want := []struct {
-		hash  uint32
-		count int
-	}{{hx, 2}, {hy, 1}, {hx, 1}}
-	if len(sends) != len(want) {
-		t.Fatalf("%d runs, want %d: %+v", len(sends), len(want), sends)
-	}
-	for i, s := range sends {
-		if s.Hash != want[i].hash || len(s.Data) != want[i].count*s.Seg {
-			t.Fatalf("run %d: hash %d with %d bytes of %d-byte datagrams, want hash %d and %d datagrams",
-				i, s.Hash, len(s.Data), s.Seg, want[i].hash, want[i].count)
+	src := func(f []byte) int { return int(uint32(encap.SourcePort(header.IPv4(f[14:]))) % routertest.GSOSources) }
+	// Two flows of different sources, and a third of the first's.
+	x := flow(1000)
+	var y, z []byte
+	for p := uint16(1001); y == nil || z == nil; p++ {
+		switch f := flow(p); {
+		case y == nil && src(f) != src(x):
+			y = f
+		case z == nil && src(f) == src(x):
+			z = f
 		}
+	}
+	h.fromPodA(x, y, z, y, x)
+	sends := h.gso.Take()
+	if len(sends) != 2 {
+		t.Fatalf("%d runs, want one per source: %+v", len(sends), sends)
+	}
+	counts := map[int]int{}
+	for _, s := range sends {
+		n := len(s.Data) / s.Seg
+		for d := 0; d < len(s.Data); d += s.Seg {
+			inner := s.Data[d+header.VXLANLen+header.EthernetLen:]
+			if got := int(uint32(encap.SourcePort(header.IPv4(inner))) % routertest.GSOSources); got != int(s.Hash%routertest.GSOSources) {
+				t.Fatalf("a datagram of source %d in a run of source %d", got, s.Hash%routertest.GSOSources)
+			}
+		}
+		counts[int(s.Hash%routertest.GSOSources)] += n
+	}
+	if counts[src(x)] != 3 || counts[src(y)] != 2 {
+		t.Fatalf("datagrams per source %v, want 3 of %d and 2 of %d", counts, src(x), src(y))
 	}
 }
 
@@ -476,8 +489,10 @@ func TestGSORunInPlace(t *testing.T) {
 	pC, _ := withOffloadPort(t, h)
 	const payload, mss = 64000, 1398
 	h.fromOffload(podIngress(pC), tcpSuper(remoteV, payload, mss, header.TCPFlagACK|header.TCPFlagPSH))
-	if h.w.gso.buf != nil {
-		t.Error("the run was copied into the gathering buffer")
+	for _, g := range h.w.gso.lane {
+		if g.buf != nil {
+			t.Error("the run was copied into the gathering buffer")
+		}
 	}
 	next, total := uint32(0), 0
 	sends := h.gso.Take()
@@ -557,8 +572,10 @@ func TestHostSuperframes(t *testing.T) {
 
 	const payload, mss = 40 * 1398, 1398
 	h.fromOffload(hostIngress, hostSuper(remoteV, payload, mss, header.TCPFlagACK))
-	if h.w.gso.buf != nil {
-		t.Error("the run was copied into the gathering buffer")
+	for _, g := range h.w.gso.lane {
+		if g.buf != nil {
+			t.Error("the run was copied into the gathering buffer")
+		}
 	}
 	sends := h.gso.Take()
 	if len(sends) != 1 || len(sends[0].Data) != 40*sends[0].Seg {

@@ -59,7 +59,7 @@ type worker struct {
 	// packets at a time, so the host sees them in the order routed.
 	hostOff hostQueue
 	pods    podQueue // frames for offload ports, coalesced at flush
-	gso     gsoRun   // VXLAN datagrams gathered for one UDP GSO send
+	gso     gsoRuns  // VXLAN datagrams gathered for UDP GSO sends
 
 	icmpBufs [][]byte
 	icmpUsed int

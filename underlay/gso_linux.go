@@ -118,7 +118,7 @@ func (w *GSOWriter) SendGSO(payload []byte, segSize int, dst [4]byte, hash uint3
 	if len(payload) == 0 || segSize <= 0 {
 		return fmt.Errorf("underlay: GSO run of %d bytes in segments of %d", len(payload), segSize)
 	}
-	s := &w.g.socks[hash%uint32(len(w.g.socks))]
+	s := &w.g.socks[w.Source(hash)]
 	w.iov.Base = &payload[0]
 	w.iov.SetLen(len(payload))
 	w.name.Addr = dst
@@ -138,6 +138,9 @@ func (w *GSOWriter) SendGSO(payload []byte, segSize int, dst [4]byte, hash uint3
 	}
 	return w.err
 }
+
+// Source is the socket a hash picks, and so its source port.
+func (w *GSOWriter) Source(hash uint32) int { return int(hash % uint32(len(w.g.socks))) }
 
 // MTU reads the underlay interface's MTU.
 func (w *GSOWriter) MTU() (int, error) { return w.g.MTU() }

@@ -346,6 +346,12 @@ func (w *GSOWriter) SendGSO(p []byte, seg int, dst [4]byte, hash uint32) error {
 	return nil
 }
 
+// GSOSources is how many sources (as sockets) a GSOWriter has.
+const GSOSources = 4
+
+// Source is the hash modulo GSOSources.
+func (w *GSOWriter) Source(hash uint32) int { return int(hash % GSOSources) }
+
 // MTU is 1500.
 func (w *GSOWriter) MTU() (int, error) {
 	w.own.enter("GSOWriter.MTU")
