@@ -72,9 +72,10 @@ type File struct {
 	// CPUs bounds the OS threads running Go code in tortied (GOMAXPROCS;
 	// 0 = every CPU). Forwarding runs to completion in one goroutine per
 	// input (each pod, the host, and each VXLAN socket: one per thread, up
-	// to 8, sharing port 4789 by flow), so on a machine shared with the pods' own work (or, in a lab,
-	// with other "nodes"), fewer threads mean fewer cross-CPU wake-ups:
-	// measured here, TCP through a node rose 30% with 1 on 2 CPUs.
+	// to 8, sharing port 4789 by flow), so on a machine shared with the
+	// pods' own work (or, in a lab, with other "nodes"), fewer threads
+	// mean fewer cross-CPU wake-ups: measured here, TCP through a node
+	// rose 30% with 1 on 2 CPUs.
 	CPUs int `json:"cpus,omitempty"`
 	// CPUSet pins every tortied thread to these CPUs, a Linux CPU list
 	// such as "2" or "2-3" (default: no pinning). Without cpus, tortied
