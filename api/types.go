@@ -91,10 +91,15 @@ type OffloadStats struct {
 	// WholeToHost counts superframes from pods passed to the host whole,
 	// behind a virtio-net header for the kernel to segment: natively
 	// routed ones, and ones for the node itself (not in TSOFrames).
-	// WholeToPods counts superframes from the host (natively routed
-	// traffic the underlay coalesced, the node's own) written to pods
-	// whole, without being cut and coalesced again.
+	// WholeToPods counts superframes written to pods whole, without
+	// being cut and coalesced again: the host's (natively routed traffic
+	// the underlay coalesced, the node's own), other local pods', and
+	// IPIP the underlay coalesced.
 	WholeToHost, WholeToPods uint64
+	// FromUnderlay counts TCP superframes in IPIP that the underlay's
+	// kernel coalesced (GRO on the NIC); each is then written to its pod
+	// whole (and counted in WholeToPods) or cut (in TSOFrames).
+	FromUnderlay uint64
 }
 
 // FlowStats are the flow table's counters: entries in use and the most it

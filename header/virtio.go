@@ -101,6 +101,9 @@ func (t TCP) Flags() uint8 { return t[13] }
 // SetFlags sets the flags byte.
 func (t TCP) SetFlags(f uint8) { t[13] = f }
 
+// Checksum returns the checksum field.
+func (t TCP) Checksum() uint16 { return binary.BigEndian.Uint16(t[16:18]) }
+
 // SetChecksum sets the checksum field.
 func (t TCP) SetChecksum(c uint16) { binary.BigEndian.PutUint16(t[16:18], c) }
 

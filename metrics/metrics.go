@@ -74,7 +74,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}{{"tso", "superframes", s.Offload.TSOFrames}, {"tso", "segments", s.Offload.TSOSegments},
 		{"gro", "superframes", s.Offload.GROFrames}, {"gro", "segments", s.Offload.GROSegments},
 		{"gro", "bad_checksum_segments", s.Offload.GROBadChecksums},
-		{"whole", "to_host", s.Offload.WholeToHost}, {"whole", "to_pods", s.Offload.WholeToPods}} {
+		{"whole", "to_host", s.Offload.WholeToHost}, {"whole", "to_pods", s.Offload.WholeToPods},
+		{"underlay_gro", "superframes", s.Offload.FromUnderlay}} {
 		ch <- prometheus.MustNewConstMetric(offDesc, prometheus.CounterValue, float64(o.v), o.kind, o.unit)
 	}
 }

@@ -11,25 +11,74 @@ import (
 const segBatch = 64
 
 // ingress names what a packet with a virtio-net header came in on: a pod's
-// port (an Ethernet frame) or the host (an IPv4 packet).
+// port (an Ethernet frame), the host or the underlay (an IPv4 packet; the
+// underlay's header is made here, see fromCoalesced).
 type ingress struct {
-	host bool
-	pod  *Port // when !host
+	host, tunnel bool
+	pod          *Port // when neither
 }
 
 // hostIngress is the host's TUN.
 var hostIngress = ingress{host: true}
 
+// tunnelIngress is the underlay: a packet some other node sent us.
+var tunnelIngress = ingress{tunnel: true}
+
 // podIngress is pod port p.
 func podIngress(p *Port) ingress { return ingress{pod: p} }
 
 // linkHeaderLen is where the IPv4 header starts in what comes in: after
-// the Ethernet header of a pod's frame; at once in the host's packets.
+// the Ethernet header of a pod's frame; at once in the host's packets and
+// the underlay's.
 func (in ingress) linkHeaderLen() int {
-	if in.host {
+	if in.host || in.tunnel {
 		return 0
 	}
 	return header.EthernetLen
+}
+
+// coalesced reports whether ip, a packet decapsulated from IPIP, is a
+// TCP superframe the underlay's kernel coalesced (GRO on the NIC, which
+// Linux does for IPIP with or without an ipip module): its segments were
+// verified and joined, its IPv4 length rewritten, and its TCP checksum
+// field left holding the pseudo-header sum, as for CHECKSUM_PARTIAL. A
+// raw socket says no more than that. A segment whose real checksum
+// happens to equal that sum (one in 65,536) is taken as a superframe too,
+// harmlessly: its checksum is then computed again or left to the pod's
+// kernel, and comes out the same.
+func coalesced(ip header.IPv4) bool {
+	hl := ip.HeaderLen()
+	if ip.Protocol() != header.ProtocolTCP || ip.IsFragment() || len(ip) < hl+header.TCPMinLen {
+		return false
+	}
+	ps := header.PseudoHeaderSum(ip.Src(), ip.Dst(), header.ProtocolTCP, len(ip)-hl)
+	for ps>>16 != 0 {
+		ps = ps&0xffff + ps>>16
+	}
+	return header.TCP(ip[hl:]).Checksum() == uint16(ps)
+}
+
+// fromCoalesced takes a TCP superframe the underlay coalesced, the IPv4
+// packet at buf[start:end] (see coalesced), as one that came with a
+// virtio-net header: the header is written in front of it, over the
+// outer IPv4 header already read. The raw socket does not say the
+// segment size the sender used; the largest segment a pod's MTU holds
+// here (the IPIP tunnel's) stands for it, which is what the pod's kernel
+// or our own segmentation needs of it.
+func (w *worker) fromCoalesced(buf []byte, start, end int) {
+	ip := header.IPv4(buf[start:end])
+	hl := ip.HeaderLen()
+	thl := header.TCP(ip[hl:]).HeaderLen()
+	mss := int(w.r.pathMTU.Load()) - encap.Overhead(fib.ModeIPIP) - hl - thl
+	if thl < header.TCPMinLen || hl+thl > len(ip) || mss <= 0 || start < header.VirtioNetHdrLen {
+		w.drop(DropBadOffload)
+		return
+	}
+	w.r.offload.underlaySuperframes.Add(1)
+	at := start - header.VirtioNetHdrLen
+	header.VirtioNetHdr(buf[at:start]).Encode(header.VirtioNetHdrFNeedsCsum, header.VirtioGSOTCPv4, hl+thl, mss,
+		hl, header.TCPChecksumOffset)
+	w.fromOffload(tunnelIngress, buf, at, end)
 }
 
 // fromOffload handles a frame or packet that starts with a virtio-net
@@ -50,16 +99,16 @@ func (w *worker) fromOffload(in ingress, buf []byte, off, end int) {
 			w.drop(DropBadOffload)
 			return
 		}
-		w.hostCsumKnown = h.NeedsCsum() || h.DataValid()
+		w.csumKnown = h.NeedsCsum() || h.DataValid()
 		w.fromIngress(in, buf, frame, end)
-		w.hostCsumKnown = false
+		w.csumKnown = false
 	case header.VirtioGSOTCPv4:
 		if w.whole(in, buf, frame, end, h) {
 			return
 		}
-		w.hostCsumKnown = true // every segment's checksum is computed here
+		w.csumKnown = true // every segment's checksum is computed here
 		w.segmentTCP(in, buf[frame:end], h.GSOSize())
-		w.hostCsumKnown = false
+		w.csumKnown = false
 	default:
 		w.drop(DropBadOffload)
 	}
@@ -80,9 +129,9 @@ type superframe struct {
 // natively routed node, for the kernel to forward and segment, or the
 // underlay's NIC, or no one: a veth carries it whole; or the node
 // itself), a pod's to another pod of this node on an offload port, and
-// the host's to such a pod (natively routed traffic the kernel received
-// coalesced, or the node's own): the pod's kernel takes it as it would a
-// coalesced one. It reports false, having done nothing, for any other
+// the host's or the underlay's to such a pod (natively routed traffic or
+// IPIP the kernel received coalesced, or the node's own): the pod's
+// kernel takes it as it would a coalesced one. It reports false, having done nothing, for any other
 // destination, or a superframe it cannot pass on as it is: those are cut
 // here.
 func (w *worker) whole(in ingress, buf []byte, frame, end int, h header.VirtioNetHdr) bool {
@@ -90,7 +139,7 @@ func (w *worker) whole(in ingress, buf []byte, frame, end int, h header.VirtioNe
 	if end-frame < l2+header.IPv4MinLen || (l2 > 0 && header.Ethernet(buf[frame:end]).Type() != header.EtherTypeIPv4) {
 		return false
 	}
-	if in.host && frame < header.VirtioNetHdrLen+header.EthernetLen {
+	if l2 == 0 && frame < header.VirtioNetHdrLen+header.EthernetLen {
 		return false // no room for the pod's Ethernet and virtio-net headers
 	}
 	// A pod's superframe may still turn out to be a reply the kernel must
@@ -121,7 +170,7 @@ func (w *worker) whole(in ingress, buf []byte, frame, end int, h header.VirtioNe
 		return false
 	}
 	toOffloadPod := nh.Kind == fib.KindLocal && nh.Port < uint32(len(w.ports)) && w.ports[nh.Port] != nil && w.ports[nh.Port].cfg.Offload
-	if in.host {
+	if in.host || in.tunnel {
 		if !toOffloadPod {
 			return false
 		}
@@ -134,8 +183,13 @@ func (w *worker) whole(in ingress, buf []byte, frame, end int, h header.VirtioNe
 	return true
 }
 
-// fromIngress takes a frame from a pod, or a packet from the host.
+// fromIngress takes a frame from a pod, or a packet from the host or the
+// underlay.
 func (w *worker) fromIngress(in ingress, buf []byte, off, end int) {
+	if in.tunnel {
+		w.forward(fromTunnel, buf, off, end)
+		return
+	}
 	if in.host {
 		w.fromHost(buf, off, end)
 		return

@@ -496,6 +496,8 @@ type offloadCounters struct {
 	groBadChecksums atomic.Uint64
 	// Superframes passed on whole (WholeToHost, WholeToPods).
 	wholeToHost, wholeToPods atomic.Uint64
+	// underlaySuperframes: IPIP the underlay coalesced (FromUnderlay).
+	underlaySuperframes atomic.Uint64
 }
 
 // OffloadStats is a copy of the offload counters: superframes from pods
@@ -512,7 +514,8 @@ func (r *Router) Stats() Stats {
 		Offload: OffloadStats{TSOFrames: r.offload.tsoFrames.Load(), TSOSegments: r.offload.tsoSegments.Load(),
 			GROFrames: r.offload.groFrames.Load(), GROSegments: r.offload.groSegments.Load(),
 			GROBadChecksums: r.offload.groBadChecksums.Load(),
-			WholeToHost:     r.offload.wholeToHost.Load(), WholeToPods: r.offload.wholeToPods.Load()}}
+			WholeToHost:     r.offload.wholeToHost.Load(), WholeToPods: r.offload.wholeToPods.Load(),
+			FromUnderlay: r.offload.underlaySuperframes.Load()}}
 	fs := r.flows.Stats()
 	s.Flows = api.FlowStats{Entries: fs.Entries, Capacity: fs.Capacity, Inserts: fs.Inserts, Evictions: fs.Evictions,
 		Refusals: fs.Refusals, Expired: fs.Expired, RepliesViaHost: r.viaHost.Load()}

@@ -39,14 +39,14 @@ type worker struct {
 	pol   *policyState // nil: no policy installed
 	now   int64        // flow.Now() at the start of the batch
 	from  *Port        // the pod port of the packet being forwarded (fromPod)
-	// hostCsumKnown: the packet being forwarded from the host has its
-	// TCP checksum computed here (a superframe cut, a CHECKSUM_PARTIAL
-	// finished) or verified by the kernel (DATA_VALID); set by
-	// fromOffload around the packet, false otherwise.
-	hostCsumKnown bool
+	// csumKnown: the packet being forwarded from the host or the
+	// underlay has its TCP checksum computed here (a superframe cut, a
+	// CHECKSUM_PARTIAL finished) or verified by the kernel (DATA_VALID);
+	// set by fromOffload around the packet, false otherwise.
+	csumKnown bool
 	// super: the packet being forwarded is a TCP superframe that leaves
-	// whole, a pod's to the host or the host's to a pod (set by whole
-	// around it).
+	// whole, a pod's to the host, the host's or the underlay's to a pod
+	// (set by whole around it).
 	super superframe
 
 	// The outputs, each a queue emptied at the end of the batch (or when
@@ -255,6 +255,10 @@ func (w *worker) fromIPIP(buf []byte, off, end int) {
 		w.drop(ipv4Drop(st))
 		return
 	}
+	if coalesced(ip) {
+		w.fromCoalesced(buf, start, start+len(ip))
+		return
+	}
 	w.forward(fromTunnel, buf, start, start+len(ip))
 }
 
@@ -320,7 +324,7 @@ func (w *worker) forward(o origin, buf []byte, start, end int) {
 		if w.super.on {
 			// A superframe of the host or of a pod, whole (see whole):
 			// behind a virtio-net header for the pod's kernel.
-			if !p.cfg.Offload || (o != fromHost && o != fromPod) {
+			if !p.cfg.Offload || o == fromSelf {
 				w.drop(DropBadOffload)
 				return
 			}
@@ -331,7 +335,7 @@ func (w *worker) forward(o origin, buf []byte, start, end int) {
 			w.queuePod(p, buf, start-header.EthernetLen, end, csumWhole)
 		} else if p.cfg.Offload {
 			csum := csumTrusted
-			if o == fromTunnel || (o == fromHost && !w.hostCsumKnown) {
+			if (o == fromTunnel || o == fromHost) && !w.csumKnown {
 				csum = csumUnchecked
 			}
 			w.queuePod(p, buf, start-header.EthernetLen, end, csum)

@@ -1,0 +1,206 @@
+package router
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/tortie-net/tortie/header"
+	"github.com/tortie-net/tortie/router/routertest"
+)
+
+// ipipCoalesced is what a raw IPIP socket reads when the underlay's kernel
+// coalesced TCP segments from node C's pod remoteI to dst: the outer
+// header and the inner packet with their lengths rewritten, the inner TCP
+// checksum field holding the pseudo-header sum.
+func ipipCoalesced(dst [4]byte, payload int) []byte {
+	inner := hostSuper(dst, payload, 1000, header.TCPFlagACK)[header.VirtioNetHdrLen:]
+	ip := header.IPv4(inner)
+	copy(ip[12:16], remoteI[:])
+	ip.ComputeChecksum()
+	ps := header.PseudoHeaderSum(remoteI, dst, header.ProtocolTCP, len(ip)-20)
+	for ps>>16 != 0 {
+		ps = ps&0xffff + ps>>16
+	}
+	header.TCP(ip[20:]).SetChecksum(uint16(ps))
+	return ipipOuter(ip)
+}
+
+// ipipSegment is one ordinary segment in IPIP, its checksum complete.
+func ipipSegment(dst [4]byte, payload int) []byte {
+	b := ipipCoalesced(dst, payload)
+	ip := header.IPv4(b[20:])
+	tcp := header.TCP(ip[20:])
+	tcp.SetChecksum(0)
+	tcp.SetChecksum(^header.Checksum(tcp, header.PseudoHeaderSum(ip.Src(), ip.Dst(), header.ProtocolTCP, len(tcp))))
+	return b
+}
+
+func ipipOuter(inner []byte) []byte {
+	o := make([]byte, 20+len(inner))
+	header.IPv4(o).Encode(&header.IPv4Fields{TotalLen: len(o), TTL: 64, Protocol: header.ProtocolIPIP,
+		FlagsFrag: header.IPv4FlagDF, Src: nodeC, Dst: nodeA})
+	copy(o[20:], inner)
+	return o
+}
+
+// fromIPIP runs IPIP packets read from the underlay through one batch.
+func (h *harness) fromIPIP(pkts ...[]byte) {
+	h.w.begin()
+	for i, p := range pkts {
+		b := h.w.bufs[i%len(h.w.bufs)]
+		n := copy(b[Headroom:], p)
+		h.w.fromIPIP(b, Headroom, Headroom+n)
+	}
+	h.w.flush()
+}
+
+// TestIPIPCoalescedWholeToPod: a TCP superframe the underlay coalesced
+// reaches a pod on an offload port whole, its TTL decremented once,
+// behind a GSO header whose segment size is the largest the IPIP tunnel
+// carries, in order with the segments around it; a pod on a plain port
+// gets it cut into segments with their checksums complete.
+func TestIPIPCoalescedWholeToPod(t *testing.T) {
+	h, pC, _ := newNativeHarness(t)
+	dev := pC.dev.(*routertest.Device)
+	super := ipipCoalesced(podC, 5000)
+	h.fromIPIP(ipipSegment(podC, 100), super, ipipSegment(podC, 100))
+	out := dev.Take()
+	if len(out) != 3 {
+		t.Fatalf("pod C got %d frames, want 3 (drops %v)", len(out), h.drops())
+	}
+	for i, f := range out {
+		v := header.VirtioNetHdr(f)
+		ip := header.IPv4(f[header.VirtioNetHdrLen+header.EthernetLen:])
+		if i != 1 {
+			if v.GSOType() != header.VirtioGSONone || ip.TotalLen() != 140 || !tcpChecksumOK(ip) {
+				t.Fatalf("frame %d: header %x, length %d", i, f[:header.VirtioNetHdrLen], ip.TotalLen())
+			}
+			continue
+		}
+		const mss = 1500 - 20 - 20 - 20 // underlay MTU, outer IPv4, inner IPv4 and TCP headers
+		if v.Flags() != header.VirtioNetHdrFNeedsCsum || v.GSOType() != header.VirtioGSOTCPv4 || v.GSOSize() != mss ||
+			v.HdrLen() != 54 || v.CsumStart() != 34 || v.CsumOffset() != 16 {
+			t.Fatalf("superframe header %x", f[:header.VirtioNetHdrLen])
+		}
+		want := header.IPv4(bytes.Clone(super[20:]))
+		if ip.TTL() != want.TTL()-1 {
+			t.Fatalf("TTL %d, want %d", ip.TTL(), want.TTL()-1)
+		}
+		if ip.Checksum() == want.Checksum() || !bytes.Equal(ip[20:], want[20:]) {
+			t.Fatalf("the superframe changed on its way, or its IPv4 checksum did not")
+		}
+		// What the pod's kernel does with NEEDS_CSUM gives a valid segment.
+		if !finishChecksum(f[header.VirtioNetHdrLen:], header.EthernetLen, v.CsumStart(), v.CsumOffset()) || !tcpChecksumOK(ip) {
+			t.Fatal("the TCP checksum cannot be finished")
+		}
+	}
+	if o := h.r.Stats().Offload; o.FromUnderlay != 1 || o.WholeToPods != 1 || o.TSOFrames != 0 {
+		t.Fatalf("offload counters %+v", o)
+	}
+
+	h.fromIPIP(ipipCoalesced(podB, 5000))
+	segs := h.devB.Take()
+	if len(segs) != 4 {
+		t.Fatalf("a superframe for a plain pod became %d frames, want 4 (drops %v)", len(segs), h.drops())
+	}
+	var payload int
+	for _, f := range segs {
+		ip := header.IPv4(f[header.EthernetLen:])
+		if len(ip) > 1480 || !tcpChecksumOK(ip) || ip.TTL() != 63 {
+			t.Fatalf("segment of %d bytes, TTL %d, checksum ok %v", len(ip), ip.TTL(), tcpChecksumOK(ip))
+		}
+		payload += len(ip) - 40
+	}
+	if payload != 5000 {
+		t.Fatalf("segments carry %d bytes, want 5000", payload)
+	}
+	if o := h.r.Stats().Offload; o.FromUnderlay != 2 || o.TSOFrames != 1 {
+		t.Fatalf("offload counters %+v", o)
+	}
+	if d := h.drops(); len(d) != 0 {
+		t.Fatalf("drops %v", d)
+	}
+}
+
+// TestIPIPSegmentsNotCoalesced: ordinary segments, even larger than the
+// tunnel's MTU (reassembled from fragments), are no superframes, and one
+// whose checksum is wrong reaches the pod as it came, for its kernel to
+// drop, never passed on as a superframe with a checksum to finish.
+func TestIPIPSegmentsNotCoalesced(t *testing.T) {
+	h, pC, _ := newNativeHarness(t)
+	dev := pC.dev.(*routertest.Device)
+	bad := ipipSegment(podC, 1000)
+	bad[len(bad)-1]++
+	h.fromIPIP(ipipSegment(podC, 1000), ipipSegment(podC, 3000), bad)
+	out := dev.Take()
+	if len(out) != 3 {
+		t.Fatalf("pod C got %d frames, want 3 (drops %v)", len(out), h.drops())
+	}
+	for i, f := range out {
+		v := header.VirtioNetHdr(f)
+		if v.GSOType() != header.VirtioGSONone || v.NeedsCsum() {
+			t.Fatalf("frame %d went as a superframe: %x", i, f[:header.VirtioNetHdrLen])
+		}
+		if ok := tcpChecksumOK(header.IPv4(f[header.VirtioNetHdrLen+header.EthernetLen:])); ok != (i < 2) {
+			t.Fatalf("frame %d: TCP checksum valid %v", i, ok)
+		}
+	}
+	if o := h.r.Stats().Offload; o.FromUnderlay != 0 {
+		t.Fatalf("offload counters %+v", o)
+	}
+}
+
+func TestIPIPCoalescedAllocatesNothing(t *testing.T) {
+	h, pC, _ := newNativeHarness(t)
+	pC.dev.(*routertest.Device).Discard = true
+	super := ipipCoalesced(podC, 60000)
+	h.fromIPIP(super)
+	if n := testing.AllocsPerRun(100, func() { h.fromIPIP(super) }); n != 0 {
+		t.Fatalf("%v allocations per superframe", n)
+	}
+	if o := h.r.Stats().Offload; o.WholeToPods < 101 {
+		t.Fatalf("%d superframes passed whole, want at least 101", o.WholeToPods)
+	}
+}
+
+// FuzzIPIPCoalesced: any inner packet from a known node, its TCP checksum
+// field (where it has one) set to what a coalesced superframe holds: no
+// panic, whatever reaches the offload pod whole is a sound TCPv4
+// superframe, and nothing decapsulated goes back out to the underlay.
+func FuzzIPIPCoalesced(f *testing.F) {
+	f.Add(ipipCoalesced(podC, 5000)[20:])
+	f.Add(ipipCoalesced(podB, 3000)[20:])
+	f.Add(ipipCoalesced(hostDst, 3000)[20:])
+	h, pC, host := newNativeHarness(&testing.T{})
+	dev := pC.dev.(*routertest.Device)
+	f.Fuzz(func(t *testing.T, inner []byte) {
+		if len(inner) > 65000 {
+			return
+		}
+		ip := header.IPv4(inner)
+		if len(ip) >= header.IPv4MinLen {
+			hl := ip.HeaderLen()
+			if hl >= header.IPv4MinLen && hl+header.TCPMinLen <= len(ip) {
+				ps := header.PseudoHeaderSum(ip.Src(), ip.Dst(), header.ProtocolTCP, len(ip)-hl)
+				for ps>>16 != 0 {
+					ps = ps&0xffff + ps>>16
+				}
+				header.TCP(ip[hl:]).SetChecksum(uint16(ps))
+			}
+		}
+		h.fromIPIP(ipipOuter(inner))
+		checkPodSuperframes(t, dev.Take())
+		for _, s := range h.u.Take() {
+			// Only our own ICMP errors (e.g. time exceeded) may go back out.
+			if in := header.IPv4(s.Pkt[20:]); in.Protocol() != header.ProtocolICMP || in.Src() != nodeA {
+				t.Fatalf("decapsulated packet relayed to the underlay: %x", s.Pkt)
+			}
+		}
+		if len(h.gso.Take()) != 0 {
+			t.Fatal("decapsulated packet relayed to the underlay as VXLAN")
+		}
+		host.Take()
+		h.devA.Take()
+		h.devB.Take()
+	})
+}
