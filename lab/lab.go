@@ -59,6 +59,12 @@ type Options struct {
 	// one thread pinned to a CPU of its own where there are enough; more
 	// run unpinned, with that many VXLAN sockets sharing port 4789.
 	Threads int
+	// UnderlayGRO makes every node's underlay interface coalesce what it
+	// receives as a NIC's GRO does (a veth forwards packets one by one;
+	// this turns on its NAPI GRO, holds a poll's packets a little for
+	// the next, and has the fabric side hand it segments, not TSO
+	// superframes it would pass through as they are).
+	UnderlayGRO bool
 	// Static gives every node its peers in its config file; otherwise the
 	// cluster lives in an etcd embedded in n1's tortied, pods get addresses
 	// from an IP pool, and are created through tortie-cni. Labs with kernel
@@ -391,6 +397,21 @@ func Load(name string) (*Lab, error) {
 	return &l, json.Unmarshal(b, &l)
 }
 
+// coalesceUnderlay has node n's underlay veth (eth0, whose fabric side is
+// port) coalesce TCP segments as a NIC's GRO does; see
+// Options.UnderlayGRO. A veth's peer uses GRO only for packets from a
+// device without TSO, and flushes after every poll, which a packet at a
+// time never fills, unless told to hold them (gro_flush_timeout, ns).
+func (l *Lab) coalesceUnderlay(n *Node, port string) error {
+	if err := run("ip", "netns", "exec", n.Netns, "ethtool", "-K", "eth0", "gro", "on"); err != nil {
+		return err
+	}
+	if err := run("ip", "netns", "exec", l.Fabric, "ethtool", "-K", port, "tso", "off"); err != nil {
+		return err
+	}
+	return run("ip", "netns", "exec", n.Netns, "sh", "-c", "echo 50000 > /sys/class/net/eth0/gro_flush_timeout")
+}
+
 // buildFabric makes the router namespace with one bridge per subnet.
 func (l *Lab) buildFabric(o Options) error {
 	f := l.Fabric
@@ -442,6 +463,11 @@ func (l *Lab) buildNode(o Options, n *Node) error {
 	}
 	if err := sysctl(n.Netns, "net.ipv4.ip_forward", "1"); err != nil {
 		return err
+	}
+	if o.UnderlayGRO {
+		if err := l.coalesceUnderlay(n, port); err != nil {
+			return err
+		}
 	}
 	if n.Kernel {
 		// A real NIC completes checksums before the wire; a veth hands the

@@ -38,6 +38,7 @@ var commands = []command{
 		fs.IntVar(&o.KernelNodes, "kernel-nodes", 0, "make the last N nodes Calico-style kernel nodes")
 		fs.IntVar(&o.Threads, "threads", 0, "OS threads per tortied (0 or 1: one, pinned to a CPU of its own; more: unpinned, with that many VXLAN sockets)")
 		fs.IntVar(&o.UnderlayMTU, "mtu", 1500, "underlay MTU")
+		fs.BoolVar(&o.UnderlayGRO, "underlay-gro", false, "nodes' underlay interfaces coalesce what they receive (GRO), as a NIC does")
 		fs.StringVar(&o.Tortied, "tortied", "", "tortied binary (default: next to tortie-lab)")
 		fs.StringVar(&o.LogLevel, "log-level", "info", "tortied log level: debug, info, warn or error")
 		fs.BoolVar(&o.Static, "static", false, "peers in each node's config file instead of a datastore, pool and CNI")
