@@ -35,6 +35,9 @@ var Setups = []Setup{
 	{Name: "kernel-vxlan", Kernel: true, Mode: "vxlan"},
 	{Name: "tortie-native", Mode: "native"},
 	{Name: "tortie-ipip", Mode: "ipip"},
+	// IPIP whose receiving underlay coalesces as a NIC's GRO does (a
+	// veth does not unless told to): what a real node's NIC does for it.
+	{Name: "tortie-ipip-gro", Mode: "ipip", UnderlayGRO: true},
 	{Name: "tortie-vxlan", Mode: "vxlan"},
 	{Name: "tortie-vxlan-no-policy", Mode: "vxlan", Datastore: true},
 	{Name: "tortie-vxlan-policy", Mode: "vxlan", Datastore: true, Policies: true},
@@ -64,6 +67,9 @@ type Setup struct {
 	// Threads is the lab's Threads for tortied: 1 pinned to a CPU, more
 	// unpinned.
 	Threads int `json:"threads,omitempty"`
+	// UnderlayGRO is the lab's UnderlayGRO: the nodes' underlay veths
+	// coalesce what they receive, as a NIC does.
+	UnderlayGRO bool `json:"underlayGRO,omitempty"`
 }
 
 // runs reports whether the setup has any of tests to run: the scale test
@@ -258,6 +264,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			"unpaced pps counts frames delivered to the receiving pod's interface; loss is 1 - delivered/offered",
 			"CPU per packet = busy time of all CPUs during the unpaced 64-byte flood / packets delivered",
 			"tortie-ipip is compared with kernel-vxlan: the kernel ipip module is not available here",
+			"tortie-ipip-gro is tortie-ipip with the nodes' underlay veths coalescing what they receive as a NIC's GRO does (tortie-lab --underlay-gro): a veth does not by default, a real NIC does",
 		}}
 	if slices.Contains(o.Tests, "zeroloss") || slices.Contains(o.Tests, "imix") {
 		rep.TrialDuration, rep.SearchSteps = o.TrialDuration.String(), o.SearchSteps
@@ -376,7 +383,8 @@ func ratios(ms []Measurement) []Ratio {
 func measureSetups(ctx context.Context, o Options, group []Setup) (_ []Measurement, notes []string, err error) {
 	s := group[0]
 	name := "bn"
-	opts := lab.Options{Name: name, Nodes: 2, Pods: 2, Mode: s.Mode, Static: !s.Datastore, Tortied: o.Tortied, LogLevel: "warn", Threads: s.Threads}
+	opts := lab.Options{Name: name, Nodes: 2, Pods: 2, Mode: s.Mode, Static: !s.Datastore, Tortied: o.Tortied, LogLevel: "warn", Threads: s.Threads,
+		UnderlayGRO: s.UnderlayGRO}
 	if s.Local {
 		opts.Nodes, opts.Pods = 1, 4
 	}
