@@ -2,6 +2,7 @@ package router
 
 import (
 	"bytes"
+	"encoding/binary"
 	"testing"
 
 	"github.com/tortie-net/tortie/header"
@@ -203,4 +204,39 @@ func FuzzIPIPCoalesced(f *testing.F) {
 		h.devA.Take()
 		h.devB.Take()
 	})
+}
+
+// TestIPIPCoalescedReplyViaHost: a superframe the underlay coalesced that
+// answers a flow the node translated (a Service's DNAT, the request
+// handed to us by the host) goes back to the host whole, for the kernel
+// to reverse the translation, not to the pod.
+func TestIPIPCoalescedReplyViaHost(t *testing.T) {
+	h, pC, host := newNativeHarness(t)
+	dev := pC.dev.(*routertest.Device)
+	// The request, as the host forwards it after DNAT: pod C's port 5201
+	// to remoteI's 40000 (the reverse of ipipCoalesced's reply).
+	req := pkt{src: podC, dst: remoteI, proto: header.ProtocolTCP, payload: 20}.ip()
+	binary.BigEndian.PutUint16(req[20:], 5201)
+	binary.BigEndian.PutUint16(req[22:], 40000)
+	req[32] = 5 << 4
+	req[33] = header.TCPFlagSYN
+	h.fromHostPkts(req)
+	if len(h.u.Take()) != 1 {
+		t.Fatalf("the request did not leave: drops %v", h.drops())
+	}
+	h.fromIPIP(ipipCoalesced(podC, 5000))
+	out := host.Take()
+	if len(out) != 1 || len(dev.Take()) != 0 {
+		t.Fatalf("host got %d packets (drops %v)", len(out), h.drops())
+	}
+	v := header.VirtioNetHdr(out[0])
+	if v.GSOType() != header.VirtioGSOTCPv4 || !v.NeedsCsum() || v.CsumStart() != 20 {
+		t.Fatalf("reply to the host with header %x", out[0][:header.VirtioNetHdrLen])
+	}
+	if ip := header.IPv4(out[0][header.VirtioNetHdrLen:]); len(ip) != 5040 || ip.Src() != remoteI || ip.TTL() != 63 {
+		t.Fatalf("reply of %d bytes from %v, TTL %d", len(ip), ip.Src(), ip.TTL())
+	}
+	if o := h.r.Stats().Offload; o.FromUnderlay != 1 || o.WholeToHost != 1 {
+		t.Fatalf("offload counters %+v", o)
+	}
 }
