@@ -19,7 +19,7 @@ K8S_LAB ?= k8s
 PKGS    := iproute2 iputils-ping iperf3 tshark ethtool procps nftables iptables etcd-server netsniff-ng sockperf bird2 frr containerd runc containernetworking-plugins
 TOOLS   := ip ping iperf3 tshark ethtool sysctl nft iptables etcd trafgen sockperf bird birdc vtysh containerd ctr runc /usr/lib/cni/loopback
 
-.PHONY: all build deps lab k8s-demo test unit integration bench fuzz vet lint fmt-check clean lab-down k8s-bins k8s-bin-dir coredns-bin coredns-bin-path
+.PHONY: all build deps lab k8s-demo test test-prereqs unit integration bench fuzz vet lint fmt-check clean lab-down k8s-bins k8s-bin-dir coredns-bin coredns-bin-path
 
 all: build
 
@@ -165,10 +165,16 @@ fmt-check:
 # going down (upstream issue osrg/gobgp#2705), which the bgp tests of prefix
 # limits, TTL security and malformed messages provoke: they skip themselves
 # under -race (bgp/race_test.go), and the bgp package runs once more without it.
-test: deps fmt-check vet lint k8s-bins coredns-bin
+# What the tests need is made two steps at a time (output kept per step):
+# on a fresh machine, installing packages and fetching modules wait on the
+# network and the disk while a build uses the CPUs.
+test:
+	$(MAKE) -j2 --output-sync=target test-prereqs
 	TORTIE_K8S_BIN=$(K8S_BIN_DIR) $(GO) test -race -count=1 -timeout 30m ./...
 	cd $(ORACLE) && $(GO) test -race -count=1 ./...
 	$(GO) test -count=1 ./bgp/
+
+test-prereqs: deps fmt-check vet lint k8s-bins coredns-bin
 
 unit:
 	$(if $(wildcard $(K8S_BIN_DIR)/kube-apiserver),TORTIE_K8S_BIN=$(K8S_BIN_DIR) )$(GO) test -race -count=1 $$($(GO) list ./... | grep -v '/test$$')
