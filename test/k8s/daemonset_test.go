@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,29 +22,48 @@ import (
 	"github.com/tortie-net/tortie/lab/images"
 )
 
-// tortieImage is tortie's image from the binaries the tests run
-// (tortied under the race detector, with the libraries it loads).
-func tortieImage(t *testing.T) images.Image {
-	t.Helper()
-	img, err := images.TortieImage(context.Background(), labtest.BinDir, "GORACE=halt_on_error=0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return img
+// clusterImages is the image archive of the DaemonSet clusters (pause,
+// the echo server, tortie's image from the binaries the tests run, with
+// tortied under the race detector, and CoreDNS as `make coredns-bin`
+// builds it), with the static tortie-echo beside it. It is made once for
+// all of them, in labtest.BinDir (removed when the tests end): writing it
+// (gzip, in this race-instrumented test binary) takes minutes.
+var clusterImages struct {
+	once sync.Once
+	dir  string
+	err  error
 }
 
-// coreDNSImage is CoreDNS (as `make coredns-bin` builds it) as an image.
-func coreDNSImage(t *testing.T) images.Image {
+// imageArchive returns the archive of clusterImages and its directory.
+func imageArchive(t *testing.T) (archive, dir string) {
 	t.Helper()
-	out, err := exec.Command("make", "-s", "-C", "../..", "coredns-bin-path").Output()
-	if err != nil {
-		t.Fatalf("make coredns-bin-path: %v", err)
+	c := &clusterImages
+	c.once.Do(func() {
+		c.dir, c.err = os.MkdirTemp(labtest.BinDir, "images-")
+		if c.err != nil {
+			return
+		}
+		tortie, err := images.TortieImage(context.Background(), labtest.BinDir, "GORACE=halt_on_error=0")
+		if err != nil {
+			c.err = err
+			return
+		}
+		out, err := exec.Command("make", "-s", "-C", "../..", "coredns-bin-path").Output()
+		if err != nil {
+			c.err = fmt.Errorf("make coredns-bin-path: %w", err)
+			return
+		}
+		dns, err := images.BinaryImage(images.CoreDNS, strings.TrimSpace(string(out)))
+		if err != nil {
+			c.err = fmt.Errorf("CoreDNS image (make coredns-bin builds it): %w", err)
+			return
+		}
+		c.err = images.Lab(context.Background(), ".", c.dir, filepath.Join(c.dir, "images.tar"), tortie, dns)
+	})
+	if c.err != nil {
+		t.Fatalf("the clusters' images: %v", c.err)
 	}
-	dns, err := images.BinaryImage(images.CoreDNS, strings.TrimSpace(string(out)))
-	if err != nil {
-		t.Fatalf("CoreDNS image (make coredns-bin builds it): %v", err)
-	}
-	return dns
+	return filepath.Join(c.dir, "images.tar"), c.dir
 }
 
 // daemonSetCluster builds a DaemonSet lab (o: nodes, mode, BGP) with a
@@ -55,8 +76,8 @@ func daemonSetCluster(t *testing.T, o lab.Options, proxyMode string) (*lab.Lab, 
 	testutil.RequireRoot(t)
 	bins := k8sBinDir(t)
 	work := t.TempDir()
-	archive := filepath.Join(work, "images.tar")
-	if err := images.Lab(context.Background(), ".", work, archive, tortieImage(t), coreDNSImage(t)); err != nil {
+	archive, imgDir := imageArchive(t)
+	if err := os.Symlink(filepath.Join(imgDir, "tortie-echo"), filepath.Join(work, "tortie-echo")); err != nil {
 		t.Fatal(err)
 	}
 	o.DaemonSet, o.Images = true, archive

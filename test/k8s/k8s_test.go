@@ -271,17 +271,22 @@ spec:
 func TestDNSAndServices(t *testing.T) {
 	for _, mode := range []string{"iptables", "nftables"} {
 		t.Run(mode, func(t *testing.T) {
+			start := time.Now()
+			step := func(what string) { t.Logf("%s at %.0fs", what, time.Since(start).Seconds()) }
 			l, cp, work := daemonSetCluster(t, lab.Options{Name: "tks" + mode[:1], Nodes: 3, Mode: "vxlan-crosssubnet", BGP: true}, mode)
+			step("cluster ready")
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
 			if err := cp.DeployCoreDNS(ctx, images.CoreDNS); err != nil {
 				t.Fatal(err)
 			}
 			echo := deployEcho(t, cp, 4)
+			step("CoreDNS and echo pods running")
 			kubectl(t, cp, "expose", "deployment", "echo", "--port", "80", "--target-port", "8080")
 			svcIP := kubectl(t, cp, "get", "service", "echo", "-o", "jsonpath={.spec.clusterIP}")
 			client := echo[0].name
 			singleBackendServices(t, cp, l, work, echo)
+			step("single-backend Services checked")
 			inPod := func(args ...string) string {
 				return kubectl(t, cp, append([]string{"exec", client, "--", "/tortie-echo"}, args...)...)
 			}
@@ -306,6 +311,7 @@ func TestDNSAndServices(t *testing.T) {
 			if out := inPod("apiserver", "/api"); !strings.Contains(out, `"kind":"APIVersions"`) {
 				t.Fatalf("GET /api through the kubernetes Service: %s", out)
 			}
+			step("DNS and the echo Service checked")
 
 			// NodePort from the outside host, to every node, over TCP and
 			// UDP: with externalTrafficPolicy Cluster the backend may be on
@@ -356,6 +362,7 @@ spec:
 						})
 					}
 				}
+				step("NodePorts with externalTrafficPolicy " + policy + " checked")
 			}
 
 			// sessionAffinity ClientIP: every connection of one client
@@ -369,6 +376,7 @@ spec:
 				}
 				return len(backends) == 1
 			})
+			step("session affinity checked")
 		})
 	}
 }
