@@ -191,15 +191,20 @@ func FuzzWholeToHost(f *testing.F) {
 // remote pod, as the host hands over what its underlay received.
 func fromRemoteN(payload, mss int, flags uint8) []byte {
 	f := hostSuper(podC, payload, mss, flags)
-	ip := header.IPv4(f[header.VirtioNetHdrLen:])
-	copy(ip[12:16], remoteN[:])
+	setSource(header.IPv4(f[header.VirtioNetHdrLen:]), remoteN)
+	return f
+}
+
+// setSource gives a TCP superframe (IPv4 header of 20 bytes) another
+// source, its IPv4 checksum and partial TCP checksum made again.
+func setSource(ip header.IPv4, src [4]byte) {
+	copy(ip[12:16], src[:])
 	ip.ComputeChecksum()
-	ps := header.PseudoHeaderSum(remoteN, podC, header.ProtocolTCP, len(ip)-20)
+	ps := header.PseudoHeaderSum(src, ip.Dst(), header.ProtocolTCP, len(ip)-20)
 	for ps>>16 != 0 {
 		ps = ps&0xffff + ps>>16
 	}
 	header.TCP(ip[20:]).SetChecksum(uint16(ps))
-	return f
 }
 
 // TestHostSuperframeWholeToPod: a superframe from the host for a pod on an
@@ -212,29 +217,9 @@ func TestHostSuperframeWholeToPod(t *testing.T) {
 	super := fromRemoteN(3000, 1000, header.TCPFlagACK)
 	small := fromRemoteN(100, 1000, header.TCPFlagACK|header.TCPFlagPSH)
 	h.fromOffload(hostIngress, small, super, small)
-	out := dev.Take()
-	if len(out) != 3 {
-		t.Fatalf("pod C got %d frames, want 3 (drops %v)", len(out), h.drops())
-	}
-	for i, f := range out {
-		v := header.VirtioNetHdr(f)
-		ip := header.IPv4(f[header.VirtioNetHdrLen+header.EthernetLen:])
-		if i != 1 {
-			if v.GSOType() != header.VirtioGSONone || ip.TotalLen() != 140 || !tcpChecksumOK(ip) {
-				t.Fatalf("frame %d: header %x, length %d", i, f[:header.VirtioNetHdrLen], ip.TotalLen())
-			}
-			continue
-		}
-		if v.Flags() != header.VirtioNetHdrFNeedsCsum || v.GSOType() != header.VirtioGSOTCPv4 || v.GSOSize() != 1000 ||
-			v.HdrLen() != 54 || v.CsumStart() != 34 || v.CsumOffset() != 16 {
-			t.Fatalf("superframe header %x", f[:header.VirtioNetHdrLen])
-		}
-		if eth := header.Ethernet(f[header.VirtioNetHdrLen:]); eth.Dst() != macC || eth.Src() != GatewayMAC {
-			t.Fatalf("Ethernet header %x", f[header.VirtioNetHdrLen:header.VirtioNetHdrLen+header.EthernetLen])
-		}
-		if !bytes.Equal(ip, super[header.VirtioNetHdrLen:]) {
-			t.Fatalf("the superframe changed on its way (TTL %d, length %d)", ip.TTL(), len(ip))
-		}
+	ip := wholeAmidSegments(t, h, dev.Take(), 1000)
+	if !bytes.Equal(ip, super[header.VirtioNetHdrLen:]) {
+		t.Fatalf("the superframe changed on its way (TTL %d, length %d)", ip.TTL(), len(ip))
 	}
 	if o := h.r.Stats().Offload; o.WholeToPods != 1 || o.TSOFrames != 0 {
 		t.Fatalf("offload counters %+v", o)
@@ -280,6 +265,36 @@ func FuzzWholeToPod(f *testing.F) {
 		h.devA.Take()
 		h.devB.Take()
 	})
+}
+
+// wholeAmidSegments checks what pod C got for a 100-byte segment, a
+// superframe and another such segment: three frames in that order, the
+// segments plain and valid, the superframe behind a GSO header for
+// segments of mss bytes that describes it from its Ethernet header on
+// (addressed to pod C). It returns the superframe's IPv4 packet.
+func wholeAmidSegments(t *testing.T, h *harness, out [][]byte, mss int) header.IPv4 {
+	t.Helper()
+	if len(out) != 3 {
+		t.Fatalf("pod C got %d frames, want 3 (drops %v)", len(out), h.drops())
+	}
+	for i, f := range out {
+		v := header.VirtioNetHdr(f)
+		ip := header.IPv4(f[header.VirtioNetHdrLen+header.EthernetLen:])
+		if i != 1 {
+			if v.GSOType() != header.VirtioGSONone || ip.TotalLen() != 140 || !tcpChecksumOK(ip) {
+				t.Fatalf("frame %d: header %x, length %d", i, f[:header.VirtioNetHdrLen], ip.TotalLen())
+			}
+		}
+	}
+	f := out[1]
+	if v := header.VirtioNetHdr(f); v.Flags() != header.VirtioNetHdrFNeedsCsum || v.GSOType() != header.VirtioGSOTCPv4 ||
+		v.GSOSize() != mss || v.HdrLen() != 54 || v.CsumStart() != 34 || v.CsumOffset() != 16 {
+		t.Fatalf("superframe header %x", f[:header.VirtioNetHdrLen])
+	}
+	if eth := header.Ethernet(f[header.VirtioNetHdrLen:]); eth.Dst() != macC || eth.Src() != GatewayMAC {
+		t.Fatalf("Ethernet header %x", f[header.VirtioNetHdrLen:header.VirtioNetHdrLen+header.EthernetLen])
+	}
+	return header.IPv4(f[header.VirtioNetHdrLen+header.EthernetLen:])
 }
 
 // checkPodSuperframes fails t unless every superframe among the frames
