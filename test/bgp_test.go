@@ -133,6 +133,19 @@ func TestBirdMesh(t *testing.T) {
 			t.Errorf("/metrics lacks %s", w)
 		}
 	}
+	// Each tortie node's kernel routes the other's block straight to it
+	// (tortied installs these routes after BGP learns them; until then
+	// the default route sends the packets through the fabric's router,
+	// one hop more).
+	for _, w := range []struct {
+		n        *lab.Node
+		blk, via string
+	}{{n1, b2, "via 10.0.1.2"}, {l.Nodes[1], b1, "via 10.0.1.1"}} {
+		testutil.WaitFor(t, 30*time.Second, w.n.Name+"'s kernel route to "+w.blk, func() bool {
+			out, _ := exec.Command("ip", "-n", w.n.Netns, "route", "show", w.blk).CombinedOutput()
+			return strings.Contains(string(out), w.via)
+		})
+	}
 	checkAll(t, l)
 	transfer(t, l, "n1p1", "n3p1", false)
 	transfer(t, l, "n1p1", "n3p1", true)
