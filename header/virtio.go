@@ -107,6 +107,13 @@ func (t TCP) Checksum() uint16 { return binary.BigEndian.Uint16(t[16:18]) }
 // SetChecksum sets the checksum field.
 func (t TCP) SetChecksum(c uint16) { binary.BigEndian.PutUint16(t[16:18], c) }
 
+// PartialChecksum is what a TCP or UDP checksum field holds while the
+// checksum is left to finish (CHECKSUM_PARTIAL, NEEDS_CSUM, a coalesced
+// superframe): the pseudo-header sum, folded, not complemented.
+func PartialChecksum(src, dst [4]byte, proto uint8, length int) uint16 {
+	return Checksum(nil, PseudoHeaderSum(src, dst, proto, length))
+}
+
 // PseudoHeaderSum is the RFC 793 pseudo-header sum (source, destination,
 // protocol, length), not yet complemented.
 func PseudoHeaderSum(src, dst [4]byte, proto uint8, length int) uint32 {

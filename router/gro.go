@@ -2,7 +2,6 @@ package router
 
 import (
 	"bytes"
-	"encoding/binary"
 
 	"github.com/tortie-net/tortie/header"
 )
@@ -254,11 +253,7 @@ func (q *podQueue) superHeaders(frame []byte, n, hdrs int, flags uint8, mss int)
 	ip.ComputeChecksum()
 	tcp := header.TCP(ip[header.IPv4MinLen:])
 	tcp.SetFlags(tcp.Flags() | flags&header.TCPFlagPSH)
-	ps := header.PseudoHeaderSum(ip.Src(), ip.Dst(), header.ProtocolTCP, n-header.EthernetLen-header.IPv4MinLen)
-	for ps>>16 != 0 {
-		ps = ps&0xffff + ps>>16
-	}
-	binary.BigEndian.PutUint16(tcp[16:18], uint16(ps))
+	tcp.SetChecksum(header.PartialChecksum(ip.Src(), ip.Dst(), header.ProtocolTCP, n-header.EthernetLen-header.IPv4MinLen))
 	csumStart := header.EthernetLen + header.IPv4MinLen
 	header.VirtioNetHdr(q.vnet[:]).Encode(header.VirtioNetHdrFNeedsCsum, header.VirtioGSOTCPv4, hdrs, mss, csumStart, 16)
 }

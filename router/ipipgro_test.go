@@ -160,11 +160,7 @@ func FuzzIPIPCoalesced(f *testing.F) {
 		if len(ip) >= header.IPv4MinLen {
 			hl := ip.HeaderLen()
 			if hl >= header.IPv4MinLen && hl+header.TCPMinLen <= len(ip) {
-				ps := header.PseudoHeaderSum(ip.Src(), ip.Dst(), header.ProtocolTCP, len(ip)-hl)
-				for ps>>16 != 0 {
-					ps = ps&0xffff + ps>>16
-				}
-				header.TCP(ip[hl:]).SetChecksum(uint16(ps))
+				header.TCP(ip[hl:]).SetChecksum(header.PartialChecksum(ip.Src(), ip.Dst(), header.ProtocolTCP, len(ip)-hl))
 			}
 		}
 		h.fromIPIP(ipipOuter(inner))

@@ -200,11 +200,7 @@ func fromRemoteN(payload, mss int, flags uint8) []byte {
 func setSource(ip header.IPv4, src [4]byte) {
 	copy(ip[12:16], src[:])
 	ip.ComputeChecksum()
-	ps := header.PseudoHeaderSum(src, ip.Dst(), header.ProtocolTCP, len(ip)-20)
-	for ps>>16 != 0 {
-		ps = ps&0xffff + ps>>16
-	}
-	header.TCP(ip[20:]).SetChecksum(uint16(ps))
+	header.TCP(ip[20:]).SetChecksum(header.PartialChecksum(src, ip.Dst(), header.ProtocolTCP, len(ip)-20))
 }
 
 // TestHostSuperframeWholeToPod: a superframe from the host for a pod on an

@@ -51,11 +51,7 @@ func coalesced(ip header.IPv4) bool {
 	if ip.Protocol() != header.ProtocolTCP || ip.IsFragment() || len(ip) < hl+header.TCPMinLen {
 		return false
 	}
-	ps := header.PseudoHeaderSum(ip.Src(), ip.Dst(), header.ProtocolTCP, len(ip)-hl)
-	for ps>>16 != 0 {
-		ps = ps&0xffff + ps>>16
-	}
-	return header.TCP(ip[hl:]).Checksum() == uint16(ps)
+	return header.TCP(ip[hl:]).Checksum() == header.PartialChecksum(ip.Src(), ip.Dst(), header.ProtocolTCP, len(ip)-hl)
 }
 
 // fromCoalesced takes a TCP superframe the underlay coalesced, the IPv4

@@ -51,11 +51,7 @@ func tcpSuper(dst [4]byte, payload, mss int, flags uint8) []byte {
 	for i := 40; i < len(ip); i++ {
 		ip[i] = byte(i * 7)
 	}
-	ps := header.PseudoHeaderSum(podC, dst, header.ProtocolTCP, 20+payload)
-	for ps>>16 != 0 {
-		ps = ps&0xffff + ps>>16
-	}
-	tcp.SetChecksum(uint16(ps))
+	tcp.SetChecksum(header.PartialChecksum(podC, dst, header.ProtocolTCP, 20+payload))
 	gso := uint8(header.VirtioGSOTCPv4)
 	if payload <= mss {
 		gso = header.VirtioGSONone
