@@ -31,7 +31,7 @@ func podIngress(p *Port) ingress { return ingress{pod: p} }
 // the Ethernet header of a pod's frame; at once in the host's packets and
 // the underlay's.
 func (in ingress) linkHeaderLen() int {
-	if in.host || in.tunnel {
+	if in.pod == nil {
 		return 0
 	}
 	return header.EthernetLen
@@ -60,16 +60,13 @@ func coalesced(ip header.IPv4) bool {
 // outer IPv4 header already read. The raw socket does not say the
 // segment size the sender used; the largest segment a pod's MTU holds
 // here (the IPIP tunnel's) stands for it, which is what the pod's kernel
-// or our own segmentation needs of it.
+// or our own segmentation needs of it. fromOffload checks the headers
+// against the packet as it does any sender's.
 func (w *worker) fromCoalesced(buf []byte, start, end int) {
 	ip := header.IPv4(buf[start:end])
 	hl := ip.HeaderLen()
 	thl := header.TCP(ip[hl:]).HeaderLen()
 	mss := int(w.r.pathMTU.Load()) - encap.Overhead(fib.ModeIPIP) - hl - thl
-	if thl < header.TCPMinLen || hl+thl > len(ip) || mss <= 0 || start < header.VirtioNetHdrLen {
-		w.drop(DropBadOffload)
-		return
-	}
 	w.r.offload.underlaySuperframes.Add(1)
 	at := start - header.VirtioNetHdrLen
 	header.VirtioNetHdr(buf[at:start]).Encode(header.VirtioNetHdrFNeedsCsum, header.VirtioGSOTCPv4, hl+thl, mss,
@@ -166,7 +163,7 @@ func (w *worker) whole(in ingress, buf []byte, frame, end int, h header.VirtioNe
 		return false
 	}
 	toOffloadPod := nh.Kind == fib.KindLocal && nh.Port < uint32(len(w.ports)) && w.ports[nh.Port] != nil && w.ports[nh.Port].cfg.Offload
-	if in.host || in.tunnel {
+	if in.pod == nil { // the host's or the underlay's: only to an offload pod
 		if !toOffloadPod {
 			return false
 		}
