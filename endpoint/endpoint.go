@@ -41,6 +41,9 @@ type Manager struct {
 	// Offload opens pod TAPs with virtio-net headers and checksum/TSO
 	// offload (set before the first Add).
 	Offload bool
+	// Queues is how many queues a new pod TAP gets (0 or 1: one; set
+	// before the first Add).
+	Queues int
 
 	mu  sync.Mutex
 	eps map[string]*entry // by Spec.Key
@@ -142,11 +145,7 @@ func (m *Manager) attach(s Spec) (*entry, error) {
 		mac net.HardwareAddr
 	)
 	err := nsutil.Do(s.Netns, func() (err error) {
-		if m.Offload {
-			dev, err = tap.CreateOffload(s.IfName, m.state != "")
-		} else {
-			dev, err = tap.Create(s.IfName, m.state != "")
-		}
+		dev, err = tap.Open(s.IfName, tap.Options{Persist: m.state != "", Offload: m.Offload, Queues: m.Queues})
 		if err != nil {
 			return err
 		}
@@ -159,6 +158,10 @@ func (m *Manager) attach(s Spec) (*entry, error) {
 			dev.Close()
 		}
 		return nil, fmt.Errorf("endpoint %s: %w", s.Name, err)
+	}
+	if q := dev.Queues(); q < m.Queues {
+		m.log.Info("pod TAP has fewer queues than asked: a persistent TAP made with another kind keeps it until the pod is re-created, and more than one queue needs eBPF for steering",
+			zap.String("name", s.Key()), zap.Int("queues", q), zap.Int("asked", m.Queues))
 	}
 	// The port is named by the key: port names label the metrics, where
 	// two pods' ports must not share a name.

@@ -7,6 +7,10 @@
 // queued frames and Write sends a batch with one io_uring_enter each, and
 // otherwise they fall back to one read or write per frame. Either way the
 // router sees batches, and batches what follows (sendmmsg on the underlay).
+//
+// A TAP may have several queues (IFF_MULTI_QUEUE), each read on its own, so
+// one pod's flows are forwarded on more than one core; a small eBPF
+// steering program keeps each flow on one queue.
 package tap
 
 import (
@@ -18,7 +22,6 @@ import (
 	"syscall"
 	"unsafe"
 
-	"github.com/songgao/water"
 	"golang.org/x/sys/unix"
 
 	"github.com/tortie-net/tortie/internal/uring"
@@ -29,17 +32,23 @@ const BatchSize = 32
 
 // Device is a TAP file descriptor held by the daemon.
 //
-// Concurrency: Read is owned by one reader and is not safe for concurrent
-// use (its per-call state and read ring are its own). Write, WritePlain,
-// WriteVec, MaxVec, BatchSize and Close are safe for concurrent use, with
-// each other and with Read: writes share the write ring under a lock.
+// Concurrency: Read, and ReadQueue of each queue, is owned by one reader
+// and is not safe for concurrent use (its per-call state and read ring are
+// its own); readers of different queues run concurrently. Write,
+// WritePlain, WriteVec, MaxVec, BatchSize, Queues and Close are safe for
+// concurrent use, with each other and with the readers: a write takes the
+// write ring of one queue under that queue's lock (queue 0's, or with
+// several queues whichever is free).
 type Device struct {
 	// Offload is set when every frame carries a virtio-net header and the
 	// pod's kernel may hand over partial checksums and TCP superframes.
 	Offload bool
 	f       *os.File
 	rc      syscall.RawConn
-	closed  atomic.Bool
+	// queues are the queues after the first of a multi-queue TAP, each
+	// its own descriptor, read by its own reader; fixed by Open.
+	queues []*Device
+	closed atomic.Bool
 	// per-call state of the poller callback
 	bufs   [][]byte
 	sizes  []int
@@ -49,7 +58,8 @@ type Device struct {
 	readFn func(fd uintptr) bool
 
 	// io_uring batching (nil rings: one syscall per frame). The read ring
-	// belongs to the one reader; writers share the write ring under wmu.
+	// belongs to the one reader; writers share the write ring under wmu
+	// (Device.writer picks the queue).
 	rring   *uring.Ring
 	res     []int32 // per-read results of one batch
 	resFn   func(user uint64, res int32)
@@ -66,82 +76,126 @@ type Device struct {
 // zeroVnetHdr is the virtio-net header of a frame with nothing left to do.
 var zeroVnetHdr [10]byte
 
-// Create makes (or, if a persistent one of that name exists, re-attaches
-// to) a TAP device called name in the current network namespace; call it
-// inside nsutil.Do. A persistent TAP outlives the daemon's descriptor, so a
-// restarted daemon finds the pod's eth0 unchanged. songgao/water opens
-// /dev/net/tun non-blocking, so the descriptor sits on Go's poller.
-func Create(name string, persist bool) (*Device, error) {
-	ifce, err := water.New(water.Config{
-		DeviceType:             water.TAP,
-		PlatformSpecificParams: water.PlatformSpecificParams{Name: name, Persist: persist},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("tap: create %s: %w", name, err)
-	}
-	f, ok := ifce.ReadWriteCloser.(*os.File)
-	if !ok {
-		ifce.Close()
-		return nil, errors.New("tap: unexpected device type from water")
-	}
-	return FromFile(f)
+// Options say how Open makes a TAP.
+type Options struct {
+	// Persist sets the persistent flag: the TAP outlives the daemon's
+	// descriptors, so a restarted daemon finds the pod's eth0 unchanged.
+	Persist bool
+	// Offload opens the TAP with IFF_VNET_HDR and checksum and TCPv4
+	// segmentation offload: the pod's kernel then sends frames up to 64 KB
+	// with a virtio-net header saying what is left to do, so one read
+	// carries what would otherwise take dozens.
+	Offload bool
+	// Queues is how many queues to open: more than one makes a multi-queue
+	// TAP (IFF_MULTI_QUEUE) whose flows a steering program spreads over the
+	// queues by flow hash, each queue read on its own (ReadQueue). 0 is 1.
+	Queues int
 }
 
-// CreateOffload makes (or re-attaches to) a TAP with IFF_VNET_HDR and
-// checksum and TCPv4 segmentation offload enabled: the pod's kernel then
-// sends frames up to 64 KB with a virtio-net header saying what is left to
-// do, so one read carries what would otherwise take dozens. songgao/water
-// cannot set these flags, so this opens /dev/net/tun itself.
-func CreateOffload(name string, persist bool) (*Device, error) {
-	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("tap: open /dev/net/tun: %w", err)
+// tapFlags are the flags every open of a pod TAP asks for.
+const tapFlags = unix.IFF_TAP | unix.IFF_NO_PI
+
+// Open makes (or, if a persistent one of that name exists, re-attaches to)
+// a TAP device called name in the current network namespace; call it
+// inside nsutil.Do. Descriptors are non-blocking, so they sit on Go's
+// poller.
+//
+// A persistent TAP keeps the queue kind it was made with: re-attaching
+// with the other kind is refused by the kernel, so Open then takes the
+// kind the device has (one queue of a multi-queue TAP; a single-queue TAP
+// when queues were asked for). Without a steering program (no eBPF here),
+// a multi-queue TAP is read through one queue. Device.Queues says how many
+// queues Open got.
+func Open(name string, o Options) (*Device, error) {
+	flags := uint16(tapFlags)
+	if o.Offload {
+		flags |= unix.IFF_VNET_HDR
 	}
-	ifr, err := unix.NewIfreq(name)
+	multi := o.Queues > 1
+	fd, err := openQueue(name, flags, multi)
+	if errors.Is(err, unix.EINVAL) {
+		multi = !multi // a persistent TAP of the other kind
+		fd, err = openQueue(name, flags, multi)
+	}
 	if err != nil {
+		return nil, err
+	}
+	if err := setup(fd, name, o); err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
-	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
-	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("tap: create %s: %w", name, err)
-	}
-	p := 0
-	if persist {
-		p = 1
-	}
-	steps := []struct {
-		what string
-		req  uint
-		val  int
-	}{
-		{"persist", unix.TUNSETPERSIST, p},
-		{"virtio-net header size", unix.TUNSETVNETHDRSZ, 10},
-		{"offloads", unix.TUNSETOFFLOAD, unix.TUN_F_CSUM | unix.TUN_F_TSO4},
-	}
-	for _, s := range steps {
-		var err error
-		if s.req == unix.TUNSETVNETHDRSZ {
-			v := int32(s.val)
-			_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(s.req), uintptr(unsafe.Pointer(&v)))
-			if e != 0 {
-				err = e
+	var extra []int
+	if multi && o.Queues > 1 && steer(fd) == nil {
+		for range o.Queues - 1 {
+			q, err := openQueue(name, flags, true)
+			if err != nil {
+				break // fewer queues: still correct
 			}
-		} else {
-			err = unix.IoctlSetInt(fd, s.req, s.val)
-		}
-		if err != nil {
-			unix.Close(fd)
-			return nil, fmt.Errorf("tap: %s on %s: %w", s.what, name, err)
+			extra = append(extra, q)
 		}
 	}
 	d, err := FromFile(os.NewFile(uintptr(fd), name))
 	if err != nil {
+		for _, q := range extra {
+			unix.Close(q)
+		}
 		return nil, err
 	}
-	d.Offload = true
+	d.Offload = o.Offload
+	for _, q := range extra {
+		qd, err := FromFile(os.NewFile(uintptr(q), name))
+		if err != nil {
+			unix.Close(q)
+			continue
+		}
+		d.queues = append(d.queues, qd)
+	}
 	return d, nil
+}
+
+// openQueue opens one queue of the TAP called name.
+func openQueue(name string, flags uint16, multi bool) (int, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("tap: open /dev/net/tun: %w", err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	if multi {
+		flags |= unix.IFF_MULTI_QUEUE
+	}
+	ifr.SetUint16(flags)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("tap: create %s: %w", name, err)
+	}
+	return fd, nil
+}
+
+// setup sets what belongs to the device rather than to a queue: the
+// persistent flag and, for offload, the header size and offloads.
+func setup(fd int, name string, o Options) error {
+	p := 0
+	if o.Persist {
+		p = 1
+	}
+	if err := unix.IoctlSetInt(fd, unix.TUNSETPERSIST, p); err != nil {
+		return fmt.Errorf("tap: persist on %s: %w", name, err)
+	}
+	if !o.Offload {
+		return nil
+	}
+	hdr := int32(10)
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.TUNSETVNETHDRSZ, uintptr(unsafe.Pointer(&hdr))); e != 0 {
+		return fmt.Errorf("tap: virtio-net header size on %s: %w", name, e)
+	}
+	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, unix.TUN_F_CSUM|unix.TUN_F_TSO4); err != nil {
+		return fmt.Errorf("tap: offloads on %s: %w", name, err)
+	}
+	return nil
 }
 
 // FromFile adapts an open TAP file.
@@ -327,61 +381,92 @@ func (d *Device) MaxVec() int {
 
 // WriteVec writes one frame gathered from parts (at most MaxVec of them).
 func (d *Device) WriteVec(parts [][]byte) error {
-	d.wmu.Lock()
-	defer d.wmu.Unlock()
-	if d.closed.Load() || d.wring == nil {
+	w := d.writer()
+	defer w.wmu.Unlock()
+	if d.closed.Load() || w.closed.Load() || w.wring == nil {
 		return os.ErrClosed
 	}
-	if len(parts) > len(d.iov) {
-		return fmt.Errorf("tap: %d parts for one frame, at most %d", len(parts), len(d.iov))
+	if len(parts) > len(w.iov) {
+		return fmt.Errorf("tap: %d parts for one frame, at most %d", len(parts), len(w.iov))
 	}
-	v := d.iov[:len(parts)]
+	v := w.iov[:len(parts)]
 	for i, b := range parts {
 		v[i].Base = unsafe.SliceData(b)
 		v[i].SetLen(len(b))
 	}
-	d.written, d.werr = 0, nil
-	err := d.wring.Writev(d.wfd, v, 0)
+	w.written, w.werr = 0, nil
+	err := w.wring.Writev(w.wfd, v, 0)
 	if err == nil {
-		err = d.wring.Submit(d.wresFn)
+		err = w.wring.Submit(w.wresFn)
 	}
 	clear(v)
 	if err != nil {
 		return err
 	}
-	return d.werr
+	return w.werr
+}
+
+// writer locks and returns the queue to write through: with several
+// queues, the first whose write ring is free, so that writers to one pod
+// do not wait for each other; else queue 0, once it is free. Frames one
+// goroutine writes in turn keep their order whichever queues they take.
+func (d *Device) writer() *Device {
+	if len(d.queues) > 0 {
+		if d.wmu.TryLock() {
+			return d
+		}
+		for _, q := range d.queues {
+			if q.ringW && q.wmu.TryLock() {
+				return q
+			}
+		}
+	}
+	d.wmu.Lock()
+	return d
 }
 
 func (d *Device) writeRing(bufs [][]byte, offset int, vnet bool) (int, error) {
-	d.wmu.Lock()
-	defer d.wmu.Unlock()
-	if d.closed.Load() || d.wring == nil {
+	w := d.writer()
+	defer w.wmu.Unlock()
+	if d.closed.Load() || w.closed.Load() || w.wring == nil {
 		return 0, os.ErrClosed
 	}
-	d.written, d.werr = 0, nil
+	w.written, w.werr = 0, nil
 	for len(bufs) > 0 {
-		chunk := bufs[:min(len(bufs), d.wring.Size())]
+		chunk := bufs[:min(len(bufs), w.wring.Size())]
 		bufs = bufs[len(chunk):]
 		for i, b := range chunk {
-			v := d.iov[2*i : 2*i+1]
+			v := w.iov[2*i : 2*i+1]
 			if vnet {
-				v = d.iov[2*i : 2*i+2]
+				v = w.iov[2*i : 2*i+2]
 				v[0].Base = &zeroVnetHdr[0]
 				v[0].SetLen(len(zeroVnetHdr))
 			}
 			f := b[offset:]
 			v[len(v)-1].Base = unsafe.SliceData(f)
 			v[len(v)-1].SetLen(len(f))
-			if err := d.wring.Writev(d.wfd, v, uint64(i)); err != nil {
-				return d.written, err
+			if err := w.wring.Writev(w.wfd, v, uint64(i)); err != nil {
+				return w.written, err
 			}
 		}
-		if err := d.wring.Submit(d.wresFn); err != nil {
-			return d.written, err
+		if err := w.wring.Submit(w.wresFn); err != nil {
+			return w.written, err
 		}
 	}
-	clear(d.iov) // drop references to the frames
-	return d.written, d.werr
+	clear(w.iov) // drop references to the frames
+	return w.written, w.werr
+}
+
+// Queues is how many queues the device reads from: 1, or more for a
+// multi-queue TAP.
+func (d *Device) Queues() int { return 1 + len(d.queues) }
+
+// ReadQueue is Read from queue q (0 ≤ q < Queues; queue 0 is Read's).
+func (d *Device) ReadQueue(q int, bufs [][]byte, sizes []int, offset int) (int, error) {
+	if q == 0 {
+		return d.Read(bufs, sizes, offset)
+	}
+	return d.queues[q-1].Read(bufs, sizes, offset)
 }
 
 // Unpersist clears the persistent flag, so the device disappears when the
@@ -406,5 +491,9 @@ func (d *Device) Close() error {
 		d.wring = nil
 	}
 	d.wmu.Unlock()
-	return d.f.Close()
+	errs := []error{d.f.Close()}
+	for _, q := range d.queues {
+		errs = append(errs, q.Close())
+	}
+	return errors.Join(errs...)
 }

@@ -3,6 +3,7 @@ package tap
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"sync/atomic"
@@ -18,10 +19,16 @@ import (
 // and a static neighbour 10.9.0.2, so datagrams to it leave without ARP.
 func podTAP(t *testing.T) (ns string, d *Device, mac net.HardwareAddr) {
 	t.Helper()
+	return podTAPQueues(t, 1)
+}
+
+// podTAPQueues is podTAP with queues queues.
+func podTAPQueues(t *testing.T, queues int) (ns string, d *Device, mac net.HardwareAddr) {
+	t.Helper()
 	ns = testutil.Netns(t)
 	err := nsutil.Do(testutil.NetnsPath(ns), func() error {
 		var err error
-		d, err = CreateOffload("eth0", false)
+		d, err = Open("eth0", Options{Offload: true, Queues: queues})
 		return err
 	})
 	if err != nil {
@@ -103,9 +110,19 @@ func TestBatchedReadKeepsOrder(t *testing.T) {
 }
 
 // TestBatchedWriteDelivers: frames written back to back, with and without
-// the device's own virtio-net header, reach a socket in the pod in order.
+// the device's own virtio-net header, reach a socket in the pod in order,
+// also through a TAP of several queues.
 func TestBatchedWriteDelivers(t *testing.T) {
-	ns, d, mac := podTAP(t)
+	for _, queues := range []int{1, 3} {
+		t.Run(fmt.Sprintf("queues=%d", queues), func(t *testing.T) { batchedWriteDelivers(t, queues) })
+	}
+}
+
+func batchedWriteDelivers(t *testing.T, queues int) {
+	ns, d, mac := podTAPQueues(t, queues)
+	if d.Queues() != queues {
+		t.Fatalf("%d queues, want %d", d.Queues(), queues)
+	}
 	var conn *net.UDPConn
 	err := nsutil.Do(testutil.NetnsPath(ns), func() error {
 		var err error
@@ -212,9 +229,17 @@ func TestClosedDevice(t *testing.T) {
 
 // TestCloseWhileWriting: several goroutines write (as every router worker
 // writes to every pod) while the port is removed; each write either goes
-// or reports the close, and none touches the write ring after it closed.
+// or reports the close, and none touches the write ring after it closed,
+// with one queue and with several (whose writers take whichever queue's
+// ring is free).
 func TestCloseWhileWriting(t *testing.T) {
-	_, d, mac := podTAP(t)
+	for _, queues := range []int{1, 2} {
+		t.Run(fmt.Sprintf("queues=%d", queues), func(t *testing.T) { closeWhileWriting(t, queues) })
+	}
+}
+
+func closeWhileWriting(t *testing.T, queues int) {
+	_, d, mac := podTAPQueues(t, queues)
 	const writers = 4
 	var wrote atomic.Int64
 	errs := make(chan error, writers)
@@ -255,6 +280,127 @@ func TestCloseWhileWriting(t *testing.T) {
 			}
 		case <-time.After(10 * time.Second):
 			t.Fatal("a writer kept writing after Close")
+		}
+	}
+}
+
+// TestMultiQueue: a TAP opened with two queues spreads the pod's flows over
+// both, each flow on one queue and in order.
+func TestMultiQueue(t *testing.T) {
+	ns := testutil.Netns(t)
+	var d *Device
+	err := nsutil.Do(testutil.NetnsPath(ns), func() error {
+		var err error
+		d, err = Open("eth0", Options{Offload: true, Queues: 2})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if d.Queues() != 2 {
+		t.Fatalf("%d queues, want 2", d.Queues())
+	}
+	testutil.Run(t, "ip", "-n", ns, "addr", "add", "10.9.0.1/24", "dev", "eth0")
+	testutil.Run(t, "ip", "-n", ns, "link", "set", "eth0", "up")
+	testutil.Run(t, "ip", "-n", ns, "neigh", "add", "10.9.0.2", "lladdr", "02:00:00:00:00:02", "dev", "eth0")
+
+	// 32 flows (connected sockets, each with its own flow hash), 20
+	// datagrams each, carrying the flow's number and a sequence number.
+	const flows, each = 32, 20
+	err = nsutil.Do(testutil.NetnsPath(ns), func() error {
+		for f := 0; f < flows; f++ {
+			c, err := net.Dial("udp4", "10.9.0.2:9")
+			if err != nil {
+				return err
+			}
+			for i := 0; i < each; i++ {
+				if _, err := c.Write(binary.BigEndian.AppendUint32([]byte{0xab, byte(f)}, uint32(i))); err != nil {
+					c.Close()
+					return err
+				}
+			}
+			c.Close()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type seen struct{ queue, next int }
+	got := make([][]seen, 2) // per queue, in read order: flow, sequence
+	done := make(chan error, 2)
+	var total atomic.Int64
+	for q := 0; q < 2; q++ {
+		go func() {
+			bufs, sizes := [][]byte{make([]byte, 2048), make([]byte, 2048)}, []int{0, 0}
+			for {
+				n, err := d.ReadQueue(q, bufs, sizes, 0)
+				if err != nil {
+					done <- err
+					return
+				}
+				for i := 0; i < n; i++ {
+					f := bufs[i][10:sizes[i]]
+					if len(f) != 14+20+8+6 || binary.BigEndian.Uint16(f[12:]) != 0x0800 || f[14+9] != 17 || f[42] != 0xab {
+						continue
+					}
+					got[q] = append(got[q], seen{int(f[43]), int(binary.BigEndian.Uint32(f[44:]))})
+					total.Add(1)
+				}
+			}
+		}()
+	}
+	testutil.WaitFor(t, 10*time.Second, "every datagram read", func() bool { return total.Load() == flows*each })
+	d.Close()
+	for range 2 {
+		if err := <-done; err != os.ErrClosed {
+			t.Errorf("read after close: %v", err)
+		}
+	}
+	queueOf := map[int]int{}
+	for q, s := range got {
+		next := map[int]int{}
+		for _, x := range s {
+			if prev, ok := queueOf[x.queue]; ok && prev != q {
+				t.Fatalf("flow %d read from queues %d and %d", x.queue, prev, q)
+			}
+			queueOf[x.queue] = q
+			if x.next != next[x.queue] {
+				t.Fatalf("flow %d: datagram %d read where %d was due", x.queue, x.next, next[x.queue])
+			}
+			next[x.queue]++
+		}
+	}
+	if len(got[0]) == 0 || len(got[1]) == 0 {
+		t.Fatalf("flows not spread: %d and %d datagrams per queue", len(got[0]), len(got[1]))
+	}
+	t.Logf("datagrams per queue: %d, %d", len(got[0]), len(got[1]))
+}
+
+// TestReattachOtherKind: a persistent TAP re-opened asking for the other
+// queue kind is taken as it is, not refused.
+func TestReattachOtherKind(t *testing.T) {
+	for _, tc := range []struct{ made, asked, want int }{{1, 4, 1}, {3, 1, 1}, {2, 2, 2}} {
+		ns := testutil.Netns(t)
+		err := nsutil.Do(testutil.NetnsPath(ns), func() error {
+			d, err := Open("eth0", Options{Persist: true, Offload: true, Queues: tc.made})
+			if err != nil {
+				return err
+			}
+			d.Close()
+			d, err = Open("eth0", Options{Persist: true, Offload: true, Queues: tc.asked})
+			if err != nil {
+				return fmt.Errorf("made with %d queues, re-opened asking %d: %w", tc.made, tc.asked, err)
+			}
+			defer d.Close()
+			if d.Queues() != tc.want {
+				return fmt.Errorf("made with %d queues, re-opened asking %d: got %d, want %d", tc.made, tc.asked, d.Queues(), tc.want)
+			}
+			return d.Unpersist()
+		})
+		if err != nil {
+			t.Error(err)
 		}
 	}
 }
