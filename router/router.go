@@ -188,7 +188,22 @@ type Port struct {
 	vec    VectorWriter
 	maxVec int
 	Counters
-	done chan struct{}
+	// readers are the port's reader goroutines, one per queue.
+	readers sync.WaitGroup
+}
+
+// MultiQueue is a pod device with more than one receive queue (a
+// multi-queue TAP): each queue is read by a goroutine and worker of its
+// own, so one pod's flows are forwarded on more than one core. The device
+// keeps each flow on one queue, so each flow stays in order. Frames to the
+// pod are written through the Device itself.
+//
+// Concurrency: Queues is fixed and safe for concurrent use; ReadQueue of
+// one queue is owned by that queue's reader (queue 0's is Device.Read's),
+// and readers of different queues run concurrently.
+type MultiQueue interface {
+	Queues() int
+	ReadQueue(q int, bufs [][]byte, sizes []int, offset int) (int, error)
 }
 
 // PlainWriter is a pod device with virtio-net headers that supplies the
@@ -353,7 +368,7 @@ func (r *Router) AddPort(cfg PortConfig, dev Device) (*Port, error) {
 	}
 	r.mu.Lock()
 	old := *r.ports.Load()
-	p := &Port{cfg: cfg, addr: cfg.Addr.As4(), dev: dev, done: make(chan struct{})}
+	p := &Port{cfg: cfg, addr: cfg.Addr.As4(), dev: dev}
 	if pw, ok := dev.(PlainWriter); ok && cfg.Offload {
 		p.plain = pw
 	}
@@ -385,13 +400,22 @@ func (r *Router) AddPort(cfg PortConfig, dev Device) (*Port, error) {
 		r.dropPort(p)
 		return nil, err
 	}
-	// The worker's buffers are allocated here, not in the goroutine: once
-	// AddPort returns, the port's reader allocates nothing more.
-	w := r.portWorker(p)
-	r.spawn(func() {
-		defer close(p.done)
-		r.readPort(p, w)
-	})
+	// One reader per queue. The workers' buffers are allocated here, not
+	// in the goroutines: once AddPort returns, the readers allocate nothing
+	// more.
+	read := func(_ int, bufs [][]byte, sizes []int, offset int) (int, error) { return dev.Read(bufs, sizes, offset) }
+	queues := 1
+	if mq, ok := dev.(MultiQueue); ok && mq.Queues() > 1 {
+		read, queues = mq.ReadQueue, mq.Queues()
+	}
+	for q := range queues {
+		w := r.portWorker(p)
+		p.readers.Add(1)
+		r.spawn(func() {
+			defer p.readers.Done()
+			r.readPort(p, w, q, read)
+		})
+	}
 	return p, nil
 }
 
@@ -404,7 +428,7 @@ func (r *Router) RemovePort(p *Port) error {
 	})
 	r.dropPort(p)
 	err := p.dev.Close()
-	<-p.done
+	p.readers.Wait()
 	return err
 }
 
@@ -549,14 +573,15 @@ func (r *Router) portWorker(p *Port) *worker {
 	return r.newWorker(batch, size)
 }
 
-func (r *Router) readPort(p *Port, w *worker) {
+// readPort reads queue q of a pod port with read until the device closes.
+func (r *Router) readPort(p *Port, w *worker, q int, read func(q int, bufs [][]byte, sizes []int, offset int) (int, error)) {
 	for {
-		n, err := p.dev.Read(w.bufs, w.sizes, Headroom)
+		n, err := read(q, w.bufs, w.sizes, Headroom)
 		if err != nil {
 			if isClosed(err) || r.closed.Load() {
 				return
 			}
-			r.log.Warn("pod port read failed", zap.String("port", p.cfg.Name), zap.Error(err))
+			r.log.Warn("pod port read failed", zap.String("port", p.cfg.Name), zap.Int("queue", q), zap.Error(err))
 			return
 		}
 		w.begin()

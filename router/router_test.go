@@ -556,6 +556,49 @@ func TestReaders(t *testing.T) {
 	}
 }
 
+// TestMultiQueuePort: a port whose device has several queues is read on
+// every queue, each by its own reader (the double panics if two goroutines
+// read one queue), and removing it stops them all.
+func TestMultiQueuePort(t *testing.T) {
+	h := newHarness(t)
+	mq := routertest.NewMultiQueue(3)
+	podM := [4]byte{10, 244, 1, 9}
+	pM, err := h.r.AddPort(PortConfig{Name: "m", Addr: netip.AddrFrom4(podM), MAC: header.MAC{2, 0, 0, 0, 0, 0xc}}, mq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const each = 50
+	for range each {
+		for q := range mq.Queues() {
+			mq.InjectQueue(q, eth(header.EtherTypeIPv4, pkt{src: podM, dst: podB, proto: 253, payload: 10 + q}.ip()))
+		}
+	}
+	perQueue := map[int]int{} // by payload length: which queue the packet came in on
+	testutil.WaitFor(t, 30*time.Second, "every queue's packets at pod B", func() bool {
+		for _, f := range h.devB.Take() {
+			perQueue[int(header.IPv4(f[14:]).TotalLen())-20-10]++
+		}
+		return len(perQueue) == mq.Queues() && perQueue[0]+perQueue[1]+perQueue[2] == each*mq.Queues()
+	})
+	if s := pM.RxPackets.Load(); s != each*uint64(mq.Queues()) {
+		t.Fatalf("port counted %d packets received, want %d", s, each*mq.Queues())
+	}
+	if d := h.drops(); len(d) != 0 {
+		t.Fatalf("drops %v", d)
+	}
+	// RemovePort returns once every queue's reader has stopped.
+	removed := make(chan error, 1)
+	go func() { removed <- h.r.RemovePort(pM) }()
+	select {
+	case err := <-removed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("RemovePort did not return: a queue's reader kept running")
+	}
+}
+
 func TestPerPacketPathAllocatesNothing(t *testing.T) {
 	h := newHarness(t)
 	h.u.Discard, h.devB.Discard, h.devA.Discard, h.host.Discard = true, true, true, true

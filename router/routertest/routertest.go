@@ -170,6 +170,52 @@ func (d *Device) Close() error {
 	return nil
 }
 
+// MultiQueue is a pod Device with more receive queues (router.MultiQueue):
+// queue 0 is the Device itself, each further queue an input of its own,
+// owned by its own reader. Writes go to the Device; Close closes every
+// queue.
+type MultiQueue struct {
+	*Device
+	More []*Device // queues 1, 2, ...
+}
+
+// NewMultiQueue returns a device with queues queues (at least 1).
+func NewMultiQueue(queues int) *MultiQueue {
+	m := &MultiQueue{Device: NewDevice()}
+	for range queues - 1 {
+		m.More = append(m.More, NewDevice())
+	}
+	return m
+}
+
+// Queues is how many queues there are.
+func (m *MultiQueue) Queues() int { return 1 + len(m.More) }
+
+// ReadQueue reads queue q; each queue is owned by its own reader.
+func (m *MultiQueue) ReadQueue(q int, bufs [][]byte, sizes []int, offset int) (int, error) {
+	if q == 0 {
+		return m.Device.Read(bufs, sizes, offset)
+	}
+	return m.More[q-1].Read(bufs, sizes, offset)
+}
+
+// InjectQueue queues a frame on queue q for the router to read.
+func (m *MultiQueue) InjectQueue(q int, frame []byte) {
+	if q == 0 {
+		m.Device.Inject(frame)
+		return
+	}
+	m.More[q-1].Inject(frame)
+}
+
+// Close closes every queue.
+func (m *MultiQueue) Close() error {
+	for _, d := range m.More {
+		d.Close()
+	}
+	return m.Device.Close()
+}
+
 // OffloadHost is a host Device with virtio-net headers (router.VnetDevice)
 // that also takes packets behind headers of their own
 // (router.OffloadWriter). Write and WriteOffload record into the same
