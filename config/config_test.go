@@ -43,6 +43,15 @@ func TestParse(t *testing.T) {
 	if c, err = Parse([]byte(sample + "cpuSet: 0,2-3\ncpus: 2\n")); err != nil || c.Threads() != 2 {
 		t.Fatalf("cpus 2 on cpuSet 0,2-3: %d threads, %v", c.Threads(), err)
 	}
+	// Pod queues: one unless podQueues says.
+	for _, q := range []struct {
+		extra string
+		want  int
+	}{{"", 1}, {"cpus: 4\n", 1}, {"podQueues: 1\n", 1}, {"podQueues: 6\n", 6}} {
+		if c, err = Parse([]byte(sample + q.extra)); err != nil || c.Queues() != q.want {
+			t.Errorf("%q: %d pod queues, want %d (%v)", q.extra, c.Queues(), q.want, err)
+		}
+	}
 }
 
 func TestParseErrors(t *testing.T) {
@@ -52,6 +61,7 @@ func TestParseErrors(t *testing.T) {
 		{"nodeName: a\naddress: 10.0.0.1/24\nencapsulation: vxlan\npodCIDR: 10.1.0.0/24\nbogus: 1", "unknown field"},
 		{"nodeName: a\naddress: 10.0.0.1/24\nencapsulation: vxlan\npodCIDR: 10.1.0.0/24\nnodes: [{name: a, address: x, podCIDR: y}]", "must be set and differ"},
 		{"{", "config"},
+		{"nodeName: a\naddress: 10.0.0.1/24\nencapsulation: vxlan\npodCIDR: 10.1.0.0/24\npodQueues: 9", "podQueues 9: want 0 (one) to 8"},
 		{"nodeName: a\naddress: 10.0.0.1/24\nencapsulation: vxlan\npodCIDR: 10.1.0.0/24\ncpuSet: 3-1", "cpuSet: CPU list \"3-1\": range 3-1 runs backwards"},
 	} {
 		if _, err := Parse([]byte(c.in)); err == nil || !strings.Contains(err.Error(), c.want) {

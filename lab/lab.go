@@ -59,6 +59,8 @@ type Options struct {
 	// one thread pinned to a CPU of its own where there are enough; more
 	// run unpinned, with that many VXLAN sockets sharing port 4789.
 	Threads int
+	// PodQueues is each tortied's podQueues: queues per pod TAP (0: one).
+	PodQueues int
 	// UnderlayGRO makes every node's underlay interface coalesce what it
 	// receives as a NIC's GRO does (a veth forwards packets one by one;
 	// this turns on its NAPI GRO, holds a poll's packets a little for
@@ -127,6 +129,8 @@ type Lab struct {
 	DaemonSet   bool          `json:"daemonSet,omitempty"`
 	// Threads is Options.Threads.
 	Threads int `json:"threads,omitempty"`
+	// PodQueues is Options.PodQueues.
+	PodQueues int `json:"podQueues,omitempty"`
 	// Manifest is Options.Manifest, kept for DeployTortie.
 	Manifest string `json:"manifest,omitempty"`
 	// K8sBinDir holds the Kubernetes binaries of the lab's control plane
@@ -279,7 +283,7 @@ func Up(o Options) (l *Lab, err error) {
 	}
 	l = &Lab{Name: o.Name, Mode: o.Mode, Encap: enc, CrossSubnet: cross, Subnets: o.Subnets, Fabric: o.Name + "-fab", Datastore: !o.Static,
 		Tortied: o.Tortied, LogLevel: o.LogLevel, BGP: o.BGP && !o.Static, EtcdTLS: o.EtcdTLS,
-		DaemonSet: o.DaemonSet, Manifest: o.Manifest, Threads: o.Threads}
+		DaemonSet: o.DaemonSet, Manifest: o.Manifest, Threads: o.Threads, PodQueues: o.PodQueues}
 	if l.Datastore {
 		if err := l.prepareCNI(o); err != nil {
 			return nil, err
@@ -543,6 +547,7 @@ func (l *Lab) startTortied(o Options, n *Node) error {
 	if l.Threads > 1 {
 		cfg.CPUs, cfg.CPUSet = l.Threads, ""
 	}
+	cfg.PodQueues = l.PodQueues
 	if l.Datastore {
 		cfg.PodCIDR, cfg.ClusterCIDRs, cfg.TunnelAddress, cfg.Nodes, cfg.Encapsulation, cfg.CrossSubnet = "", nil, "", nil, "", false
 		cfg.Datastore = l.etcdDatastore(n)

@@ -157,6 +157,7 @@ func New(cfg *config.Config, log *zap.Logger) (n *Node, err error) {
 
 	n.endpoints = endpoint.New(log.Named("endpoint"), n.router, n.podMTU, n.stateFile)
 	n.endpoints.Offload = cfg.Offload()
+	n.endpoints.Queues = cfg.Queues()
 	n.api = &apiserver.Server{Endpoints: n.endpoints, Router: n.router, Status: n.status}
 	if withStore {
 		store, closeStore, err := openStore(cfg, log)

@@ -3,6 +3,8 @@ package test
 import (
 	"context"
 	"os/exec"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,9 +19,11 @@ import (
 // datagrams the kernel spreads over both sockets by their outer ports,
 // carry all their data in both directions (under the race detector, with
 // both workers writing to the same pods); on the underlay, each flow's
-// datagrams have one source port.
+// datagrams have one source port. Each pod's TAP has two queues, each read
+// by its own reader: sixteen streams from one pod, which its kernel
+// spreads over both queues, carry all their data.
 func TestVXLANWorkers(t *testing.T) {
-	l := up(t, lab.Options{Name: "tw", Nodes: 2, Pods: 2, Mode: "vxlan", Static: true, Threads: 2})
+	l := up(t, lab.Options{Name: "tw", Nodes: 2, Pods: 2, Mode: "vxlan", Static: true, Threads: 2, PodQueues: 2})
 	for _, n := range l.Nodes {
 		out, err := exec.Command("ip", "netns", "exec", n.Netns, "ss", "-Hlun", "sport", "= :4789").CombinedOutput()
 		if err != nil {
@@ -43,6 +47,7 @@ func TestVXLANWorkers(t *testing.T) {
 		}
 		t.Logf("4 streams, reverse %v: %.2f Gbit/s, %d retransmits", reverse, r.BitsPerSecond/1e9, r.Retransmits)
 	}
+	podQueues(t, l)
 	// Each flow's datagrams leave from one source port (the receiving
 	// node's kernel keys its choice of socket on it), as tshark sees them
 	// on the underlay: with UDP segmentation off on n1's underlay
@@ -75,4 +80,57 @@ func TestVXLANWorkers(t *testing.T) {
 			t.Errorf("flow %s left from %d source ports: %v", flow, len(ps), ps)
 		}
 	}
+}
+
+// podQueues checks that n1p1's TAP has two queues, and that sixteen TCP
+// streams from it, which its kernel hands to both queues (its mq qdisc
+// counts what each queue sent), arrive whole: a queue tortied did not read
+// would hold its flows' data back.
+func podQueues(t *testing.T, l *lab.Lab) {
+	t.Helper()
+	pod := l.Pod("n1p1")
+	link := testutil.Run(t, "ip", "-n", pod.Netns, "-d", "link", "show", "eth0")
+	if !strings.Contains(link, "multi_queue numqueues 2 ") {
+		t.Fatalf("n1p1's eth0 is not a TAP with two queues:\n%s", link)
+	}
+	const n = 32 << 20
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	r, err := l.IperfWith(ctx, "n1p1", "n2p1", lab.IperfOptions{Bytes: n, Streams: 16})
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Sent < n || r.Received < n/2 {
+		t.Fatalf("16 streams: sent %d, received %d of %d bytes", r.Sent, r.Received, n)
+	}
+	sent := queueBytes(t, testutil.Run(t, "ip", "netns", "exec", pod.Netns, "tc", "-s", "qdisc", "show", "dev", "eth0"))
+	if len(sent) != 2 || sent[":1"] < n/64 || sent[":2"] < n/64 {
+		t.Fatalf("bytes each queue of n1p1's eth0 sent: %v, want both queues busy", sent)
+	}
+	t.Logf("16 streams: %.2f Gbit/s; bytes per TAP queue: %v", r.BitsPerSecond/1e9, sent)
+}
+
+// queueBytes reads, from tc -s qdisc output of an mq qdisc, the bytes each
+// child (queue, by its parent handle ":1", ":2", ...) sent.
+func queueBytes(t *testing.T, out string) map[string]uint64 {
+	t.Helper()
+	sent := map[string]uint64{}
+	parent := ""
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) > 0 && f[0] == "qdisc":
+			parent = ""
+			if i := slices.Index(f, "parent"); i >= 0 && i+1 < len(f) {
+				parent = f[i+1]
+			}
+		case len(f) >= 2 && f[0] == "Sent" && parent != "":
+			v, err := strconv.ParseUint(f[1], 10, 64)
+			if err != nil {
+				t.Fatalf("tc output %q: %v", line, err)
+			}
+			sent[parent] = v
+		}
+	}
+	return sent
 }
