@@ -41,11 +41,13 @@ var Setups = []Setup{
 	{Name: "tortie-vxlan", Mode: "vxlan"},
 	{Name: "tortie-vxlan-no-policy", Mode: "vxlan", Datastore: true},
 	{Name: "tortie-vxlan-policy", Mode: "vxlan", Datastore: true, Policies: true},
-	// One node, four pods, two TCP pairs at once (the scale test): the
-	// kernel, and tortied on one thread and on two.
+	// One node, four pods, two TCP pairs at once and one pair with four
+	// streams (the scale test): the kernel, and tortied on one thread and
+	// on two, with one queue in every pod's TAP (the default) and with two.
 	{Name: "kernel-local", Kernel: true, Mode: "native", Local: true},
 	{Name: "tortie-local-1", Mode: "native", Local: true, Threads: 1},
 	{Name: "tortie-local-2", Mode: "native", Local: true, Threads: 2},
+	{Name: "tortie-local-2-2q", Mode: "native", Local: true, Threads: 2, PodQueues: 2},
 }
 
 // Setup is one dataplane under test.
@@ -67,6 +69,8 @@ type Setup struct {
 	// Threads is the lab's Threads for tortied: 1 pinned to a CPU, more
 	// unpinned.
 	Threads int `json:"threads,omitempty"`
+	// PodQueues is the lab's PodQueues: queues per pod TAP (0: one).
+	PodQueues int `json:"podQueues,omitempty"`
 	// UnderlayGRO is the lab's UnderlayGRO: the nodes' underlay veths
 	// coalesce what they receive, as a NIC does.
 	UnderlayGRO bool `json:"underlayGRO,omitempty"`
@@ -85,6 +89,9 @@ func (s Setup) Reference() string {
 		return ""
 	}
 	if s.Local {
+		if s.PodQueues > 1 && s.Threads > 1 {
+			return "tortie-local-2" // what the queues add
+		}
 		if s.Threads > 1 {
 			return "tortie-local-1" // what a second thread adds
 		}
@@ -144,6 +151,9 @@ const (
 	MetricScaleTCP        = "tcp_2_pairs_one_node_gbps"
 	MetricScaleCPUNode    = "tcp_2_pairs_cpu_s_per_gbit_node1"
 	MetricScaleCPUMachine = "tcp_2_pairs_cpu_s_per_gbit_machine"
+	// ... and one pair with four streams: one sending pod's flows, which
+	// one TAP queue reads on one core and several queues on several.
+	MetricScaleOnePair = "tcp_1_pair_4_streams_one_node_gbps"
 )
 
 // Tests are the tests a run can pick (Options.Tests), in the order run.
@@ -285,8 +295,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	if slices.Contains(o.Tests, "scale") {
 		rep.Notes = append(rep.Notes, "the scale test (the local setups): one node with four pods, two iperf3 pairs at once (p1 to p2, p3 to p4, one stream each), "+
-			"their Gbit/s summed and CPU per Gbit measured as for TCP; kernel-local is a Calico-style kernel node, tortie-local-1 a tortied on one thread pinned to a CPU, "+
-			"tortie-local-2 one on two threads, unpinned, compared with tortie-local-1: what a second core adds when the node has one to give (here the pods' iperf3 share the same two CPUs)")
+			"their Gbit/s summed and CPU per Gbit measured as for TCP, then one pair with four streams (p1 to p2); kernel-local is a Calico-style kernel node, tortie-local-1 a tortied on one thread pinned to a CPU, "+
+			"tortie-local-2 one on two threads, unpinned, compared with tortie-local-1: what a second core adds when the node has one to give (here the pods' iperf3 share the same two CPUs); "+
+			"tortie-local-2-2q is tortie-local-2 with two queues in each pod's TAP, each read on its own, compared with tortie-local-2: what the queues add for one pod's flows")
 	}
 	if slices.Contains(o.Tests, "tcp") {
 		rep.Notes = append(rep.Notes, "TCP CPU per Gbit = CPU seconds used / Gbit the receiving pod's interface received (frames with their headers), over a window inside each iperf3 test "+
@@ -341,6 +352,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			rep.Notes = append(rep.Notes, fmt.Sprintf("scale: a second tortied thread took two TCP pairs on one node from %.2f to %.2f Gbit/s, %+.2f Gbit/s for the added core", one, two, two-one))
 		}
 	}
+	if one, ok1 := rep.value("tortie-local-2", MetricScaleOnePair); ok1 {
+		if two, ok2 := rep.value("tortie-local-2-2q", MetricScaleOnePair); ok2 {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("scale: on two threads, two queues per pod TAP took one pod pair's four streams from %.2f (one queue) to %.2f Gbit/s, %+.2f Gbit/s", one, two, two-one))
+		}
+	}
 	if o.OutDir != "" {
 		if err := rep.Write(o.OutDir); err != nil {
 			return rep, err
@@ -365,7 +381,7 @@ func ratios(ms []Measurement) []Ratio {
 			continue
 		}
 		for _, metric := range []string{MetricPPS, MetricPPSZeroLoss, MetricIMIXZeroLoss, MetricIMIXGbpsZeroLoss, MetricNewFlowPPS,
-			MetricTCP1, MetricTCP2, MetricTCP1CPUMachine, MetricLatP50, MetricLatP99, MetricCPU, MetricScaleTCP, MetricScaleCPUMachine} {
+			MetricTCP1, MetricTCP2, MetricTCP1CPUMachine, MetricLatP50, MetricLatP99, MetricCPU, MetricScaleTCP, MetricScaleCPUMachine, MetricScaleOnePair} {
 			t, ok1 := get(s.Name, metric)
 			k, ok2 := get(ref, metric)
 			if ok1 && ok2 && k > 0 {
@@ -384,7 +400,7 @@ func measureSetups(ctx context.Context, o Options, group []Setup) (_ []Measureme
 	s := group[0]
 	name := "bn"
 	opts := lab.Options{Name: name, Nodes: 2, Pods: 2, Mode: s.Mode, Static: !s.Datastore, Tortied: o.Tortied, LogLevel: "warn", Threads: s.Threads,
-		UnderlayGRO: s.UnderlayGRO}
+		PodQueues: s.PodQueues, UnderlayGRO: s.UnderlayGRO}
 	if s.Local {
 		opts.Nodes, opts.Pods = 1, 4
 	}
@@ -581,7 +597,8 @@ func runTests(ctx context.Context, o Options, l *lab.Lab, newFlows bool, add fun
 }
 
 // runScale runs one repetition of the scale test on a one-node lab: two
-// TCP pairs at once, n1p1 to n1p2 and n1p3 to n1p4.
+// TCP pairs at once, n1p1 to n1p2 and n1p3 to n1p4, then one pair with
+// four streams, n1p1 to n1p2.
 func runScale(ctx context.Context, o Options, l *lab.Lab, _ bool, add func(metric string, v float64), _ func(string)) error {
 	if !slices.Contains(o.Tests, "scale") {
 		return nil
@@ -607,6 +624,12 @@ func runScale(ctx context.Context, o Options, l *lab.Lab, _ bool, add func(metri
 		}
 		add(MetricScaleCPUMachine, cpu.machine)
 	}
+	one, err := l.IperfWith(ctx, "n1p1", "n1p2", lab.IperfOptions{Duration: o.Duration, Streams: 4})
+	if err != nil {
+		return fmt.Errorf("one pair, four streams: %w", err)
+	}
+	o.Log("  one TCP pair, four streams, on one node: %.2f Gbit/s, %d retransmits", one.BitsPerSecond/1e9, one.Retransmits)
+	add(MetricScaleOnePair, one.BitsPerSecond/1e9)
 	return nil
 }
 

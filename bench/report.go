@@ -46,6 +46,7 @@ var shown = []struct{ metric, label, unit string }{
 	{MetricScaleTCP, "TCP, two pairs on one node", "Gbit/s"},
 	{MetricScaleCPUNode, "two pairs on one node, CPU per Gbit, the node's tortied", "CPU s"},
 	{MetricScaleCPUMachine, "two pairs on one node, CPU per Gbit, whole machine", "CPU s"},
+	{MetricScaleOnePair, "TCP, one pair, four streams, on one node", "Gbit/s"},
 	{MetricPodMTU, "pod MTU", "bytes"},
 }
 
@@ -159,6 +160,7 @@ func (r *Report) Chart(path string) error {
 		{MetricTCP1CPUMachine, "CPU seconds per Gbit, TCP 1 stream, whole machine (lower is better)"},
 		{MetricLatP99, "latency p99 in microseconds, idle (lower is better)"},
 		{MetricScaleTCP, "TCP Gbit/s, two pairs at once on one node (higher is better)"},
+		{MetricScaleOnePair, "TCP Gbit/s, one pair, four streams, on one node (higher is better)"},
 	}
 	// Only the panels this run measured.
 	metrics = slices.DeleteFunc(metrics, func(m struct{ metric, title string }) bool {

@@ -8,8 +8,8 @@ import (
 )
 
 // TestLocalSetups: the local setups run the scale test and nothing else,
-// the others everything but it; a second thread is compared with one,
-// one thread with the kernel.
+// the others everything but it; a second thread is compared with one, one
+// queue per pod with two, one thread with the kernel.
 func TestLocalSetups(t *testing.T) {
 	for _, s := range Setups {
 		if s.runs([]string{"scale"}) != s.Local || s.runs([]string{"tcp", "latency"}) == s.Local {
@@ -20,7 +20,7 @@ func TestLocalSetups(t *testing.T) {
 			t.Errorf("%s runs none of the default tests", s.Name)
 		}
 	}
-	want := map[string]string{"kernel-local": "", "tortie-local-1": "kernel-local", "tortie-local-2": "tortie-local-1"}
+	want := map[string]string{"kernel-local": "", "tortie-local-1": "kernel-local", "tortie-local-2": "tortie-local-1", "tortie-local-2-2q": "tortie-local-2"}
 	for _, s := range Setups {
 		if ref, ok := want[s.Name]; ok && s.Reference() != ref {
 			t.Errorf("%s is compared with %q, want %q", s.Name, s.Reference(), ref)

@@ -29,7 +29,7 @@ func main() {
 	setups := flag.String("setups", "", "comma-separated setups (default all): "+strings.Join(names, ", "))
 	tests := flag.String("tests", strings.Join(bench.Tests, ","), "comma-separated tests: pps (unpaced 64-byte flood), "+
 		"zeroloss (highest 64-byte rate under 0.1% loss), imix (IMIX flood and its zero-loss search), tcp, latency, "+
-		"scale (two TCP pairs at once on one node: the local setups run it and nothing else)")
+		"scale (two TCP pairs at once on one node, then one pair with four streams: the local setups run it and nothing else)")
 	flag.DurationVar(&o.Duration, "duration", 5*time.Second, "length of each measurement")
 	flag.DurationVar(&o.TrialDuration, "trial-duration", 2*time.Second, "length of each trial of a zero-loss search")
 	flag.IntVar(&o.SearchSteps, "search-steps", 7, "trials of a zero-loss search, at most")
