@@ -2,7 +2,6 @@ package tap
 
 import (
 	"fmt"
-	"runtime"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -15,11 +14,13 @@ import (
 // frame's flow hash (the sending socket's, fixed for the socket's life
 // unless TCP rehashes after a timeout) modulo the number of queues, so one
 // flow stays on one queue, in order, and flows spread over the queues.
+// The queue count is the kernel's at each frame: while a restarted daemon
+// re-attaches a persistent TAP's queues one by one, flows may move once.
 
 // bpfInsn is one eBPF instruction (struct bpf_insn).
 type bpfInsn struct {
 	code uint8
-	regs uint8 // dst in the low nibble, src in the high one
+	regs uint8 // dst in the low nibble, src in the high one (little-endian machines)
 	off  int16
 	imm  int32
 }
@@ -49,18 +50,19 @@ type bpfProgLoad struct {
 	progFlags   uint32
 }
 
+// bpfLicense is the program's license, NUL-terminated.
+var bpfLicense = []byte("GPL\x00")
+
 // loadSteering loads steerByHash as a socket filter program (the type a
 // TAP's steering program has) and returns its descriptor.
 func loadSteering() (int, error) {
-	license := []byte("GPL\x00")
 	attr := bpfProgLoad{
 		progType: unix.BPF_PROG_TYPE_SOCKET_FILTER,
 		insnCnt:  uint32(len(steerByHash)),
 		insns:    uint64(uintptr(unsafe.Pointer(&steerByHash[0]))),
-		license:  uint64(uintptr(unsafe.Pointer(&license[0]))),
+		license:  uint64(uintptr(unsafe.Pointer(&bpfLicense[0]))),
 	}
 	fd, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_PROG_LOAD, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
-	runtime.KeepAlive(license)
 	if errno != 0 {
 		return -1, fmt.Errorf("tap: load the steering program: %w", errno)
 	}

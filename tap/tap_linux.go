@@ -60,8 +60,9 @@ type Device struct {
 	// io_uring batching (nil rings: one syscall per frame). The read ring
 	// belongs to the one reader; writers share the write ring under wmu
 	// (Device.writer picks the queue).
-	rring   *uring.Ring
-	res     []int32 // per-read results of one batch
+	rring   *uring.Ring // under rmu
+	rmu     sync.Mutex  // held by Read; Close takes it to close a ring no reader will
+	res     []int32     // per-read results of one batch
 	resFn   func(user uint64, res int32)
 	wmu     sync.Mutex
 	ringW   bool        // writes go through wring; fixed before the device is handed out
@@ -134,7 +135,7 @@ func Open(name string, o Options) (*Device, error) {
 			extra = append(extra, q)
 		}
 	}
-	d, err := FromFile(os.NewFile(uintptr(fd), name))
+	d, err := fromFD(fd, name)
 	if err != nil {
 		for _, q := range extra {
 			unix.Close(q)
@@ -143,14 +144,22 @@ func Open(name string, o Options) (*Device, error) {
 	}
 	d.Offload = o.Offload
 	for _, q := range extra {
-		qd, err := FromFile(os.NewFile(uintptr(q), name))
-		if err != nil {
-			unix.Close(q)
-			continue
+		if qd, err := fromFD(q, name); err == nil {
+			d.queues = append(d.queues, qd)
 		}
-		d.queues = append(d.queues, qd)
 	}
 	return d, nil
+}
+
+// fromFD adapts a descriptor Open made; on failure the descriptor is
+// closed (through its file, which owns it from then on).
+func fromFD(fd int, name string) (*Device, error) {
+	f := os.NewFile(uintptr(fd), name)
+	d, err := FromFile(f)
+	if err != nil {
+		f.Close()
+	}
+	return d, err
 }
 
 // openQueue opens one queue of the TAP called name.
@@ -317,6 +326,8 @@ func (d *Device) readRing(fd int) bool {
 // Read reads at least one frame, and every further frame already queued,
 // up to len(bufs).
 func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	d.rmu.Lock()
+	defer d.rmu.Unlock()
 	d.bufs, d.sizes, d.off, d.got, d.err = bufs, sizes, offset, 0, nil
 	err := d.rc.Read(d.readFn)
 	d.bufs, d.sizes = nil, nil
@@ -409,7 +420,10 @@ func (d *Device) WriteVec(parts [][]byte) error {
 // writer locks and returns the queue to write through: with several
 // queues, the first whose write ring is free, so that writers to one pod
 // do not wait for each other; else queue 0, once it is free. Frames one
-// goroutine writes in turn keep their order whichever queues they take.
+// goroutine writes in turn keep their order whichever queues they take:
+// each write returns once the pod's kernel has taken the frame in. (A pod
+// that sets RPS differently per receive queue of its eth0 could see one
+// flow's frames handled on different CPUs.)
 func (d *Device) writer() *Device {
 	if len(d.queues) > 0 {
 		if d.wmu.TryLock() {
@@ -480,9 +494,10 @@ func (d *Device) Unpersist() error {
 // BatchSize is the most frames one Read returns.
 func (d *Device) BatchSize() int { return BatchSize }
 
-// Close closes the descriptor; a non-persistent TAP disappears with it.
-// The rings close once no write is using them, and the read ring after the
-// reader has seen the close.
+// Close closes the descriptor (every queue's); a non-persistent TAP
+// disappears with it. The write ring closes once no write is using it; the
+// read ring at once when no Read is under way (a reader may never have
+// started), else when the reader has seen the close.
 func (d *Device) Close() error {
 	d.closed.Store(true)
 	d.wmu.Lock() // no write is between its closed check and its submit
@@ -491,6 +506,13 @@ func (d *Device) Close() error {
 		d.wring = nil
 	}
 	d.wmu.Unlock()
+	if d.rmu.TryLock() {
+		if d.rring != nil {
+			d.rring.Close()
+			d.rring = nil
+		}
+		d.rmu.Unlock()
+	}
 	errs := []error{d.f.Close()}
 	for _, q := range d.queues {
 		errs = append(errs, q.Close())
