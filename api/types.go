@@ -73,6 +73,9 @@ type EndpointInfo struct {
 	MAC  string `json:"mac"`
 	MTU  int    `json:"mtu"`
 	Port uint32 `json:"port"`
+	// Queues is how many queues the pod's TAP has, each read on its own
+	// (a persistent TAP keeps the count it was made with; see podQueues).
+	Queues int `json:"queues"`
 }
 
 // PortStats are one port's packet and byte counters.

@@ -172,7 +172,7 @@ func (m *Manager) attach(s Spec) (*entry, error) {
 		dev.Close()
 		return nil, fmt.Errorf("endpoint %s: %w", s.Name, err)
 	}
-	return &entry{info: Info{EndpointSpec: s, MAC: mac.String(), MTU: s.MTU, Port: port.ID}, port: port, dev: dev}, nil
+	return &entry{info: Info{EndpointSpec: s, MAC: mac.String(), MTU: s.MTU, Port: port.ID, Queues: dev.Queues()}, port: port, dev: dev}, nil
 }
 
 // configure makes the pod side of a TAP what the spec says; it runs inside

@@ -3,12 +3,15 @@ package test
 import (
 	"context"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tortie-net/tortie/api"
+	"github.com/tortie-net/tortie/internal/labtest"
 	"github.com/tortie-net/tortie/internal/testutil"
 	"github.com/tortie-net/tortie/lab"
 )
@@ -92,6 +95,27 @@ func podQueues(t *testing.T, l *lab.Lab) {
 	link := testutil.Run(t, "ip", "-n", pod.Netns, "-d", "link", "show", "eth0")
 	if !strings.Contains(link, "multi_queue numqueues 2 ") {
 		t.Fatalf("n1p1's eth0 is not a TAP with two queues:\n%s", link)
+	}
+	// tortied says so too.
+	eps, err := api.NewClient(l.Nodes[0].Socket).Endpoints()
+	if err != nil || len(eps) == 0 {
+		t.Fatalf("n1's endpoints: %v, %v", eps, err)
+	}
+	for _, e := range eps {
+		if e.Queues != 2 {
+			t.Fatalf("endpoint %s has %d queues, want 2", e.Name, e.Queues)
+		}
+	}
+	out := testutil.Run(t, filepath.Join(labtest.BinDir, "tortiectl"), "--socket", l.Nodes[0].Socket, "endpoints")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	col := slices.Index(strings.Fields(lines[0]), "QUEUES")
+	for _, line := range lines[1:] {
+		if f := strings.Fields(line); col < 0 || col >= len(f) || f[col] != "2" {
+			t.Fatalf("tortiectl endpoints does not show two queues:\n%s", out)
+		}
+	}
+	if len(lines) != 1+len(eps) {
+		t.Fatalf("tortiectl endpoints shows %d rows for %d endpoints:\n%s", len(lines)-1, len(eps), out)
 	}
 	const n = 32 << 20
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

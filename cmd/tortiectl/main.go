@@ -262,13 +262,13 @@ func run(c *api.Client, output string, args []string) error {
 			return err
 		}
 		return emit(eps, func() {
-			fmt.Fprintln(tw, "NAME\tPOD\tADDRESS\tMAC\tMTU\tPORT\tNETNS")
+			fmt.Fprintln(tw, "NAME\tPOD\tADDRESS\tMAC\tMTU\tPORT\tQUEUES\tNETNS")
 			for _, e := range eps {
 				pod := "-"
 				if e.PodName != "" {
 					pod = e.PodNamespace + "/" + e.PodName
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", e.Name, pod, e.Address, e.MAC, e.MTU, e.Port, e.Netns)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", e.Name, pod, e.Address, e.MAC, e.MTU, e.Port, e.Queues, e.Netns)
 			}
 		})
 	case "routes":
