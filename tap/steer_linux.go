@@ -9,11 +9,12 @@ import (
 
 // A multi-queue TAP hands each frame its pod sends to one queue. Left to
 // itself the kernel steers a flow to the queue its latest reply was written
-// to ("automq"); tortied writes every frame through queue 0, so every flow
-// would end up there. A steering program decides instead: the queue is the
-// frame's flow hash (the sending socket's, fixed for the socket's life
-// unless TCP rehashes after a timeout) modulo the number of queues, so one
-// flow stays on one queue, in order, and flows spread over the queues.
+// to ("automq"); tortied writes through whichever queue is free, so a flow
+// would follow tortied's writers. A steering program decides instead: the
+// queue is the frame's flow hash (the sending socket's, fixed for the
+// socket's life unless TCP rehashes after a timeout) modulo the number of
+// queues, so one flow stays on one queue, in order, and flows spread over
+// the queues.
 // The queue count is the kernel's at each frame: while a restarted daemon
 // re-attaches a persistent TAP's queues one by one, flows may move once.
 

@@ -60,8 +60,8 @@ type Device struct {
 	// io_uring batching (nil rings: one syscall per frame). The read ring
 	// belongs to the one reader; writers share the write ring under wmu
 	// (Device.writer picks the queue).
-	rring   *uring.Ring // under rmu
-	rmu     sync.Mutex  // held by Read; Close takes it to close a ring no reader will
+	rring   *uring.Ring // under rmu; closed by Close
+	rmu     sync.Mutex  // held by Read, so Close knows when no read uses rring
 	res     []int32     // per-read results of one batch
 	resFn   func(user uint64, res int32)
 	wmu     sync.Mutex
@@ -331,10 +331,6 @@ func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	d.bufs, d.sizes, d.off, d.got, d.err = bufs, sizes, offset, 0, nil
 	err := d.rc.Read(d.readFn)
 	d.bufs, d.sizes = nil, nil
-	if err != nil && d.rring != nil {
-		d.rring.Close() // only this reader uses it, and it is done
-		d.rring = nil
-	}
 	if err != nil {
 		if d.closed.Load() {
 			return 0, os.ErrClosed // a raw read reports the close in its own words
@@ -495,9 +491,9 @@ func (d *Device) Unpersist() error {
 func (d *Device) BatchSize() int { return BatchSize }
 
 // Close closes the descriptor (every queue's); a non-persistent TAP
-// disappears with it. The write ring closes once no write is using it; the
-// read ring at once when no Read is under way (a reader may never have
-// started), else when the reader has seen the close.
+// disappears with it. The rings close once no write and no read is using
+// them: closing the descriptor wakes a Read waiting for frames, and Close
+// waits for it to return.
 func (d *Device) Close() error {
 	d.closed.Store(true)
 	d.wmu.Lock() // no write is between its closed check and its submit
@@ -506,14 +502,13 @@ func (d *Device) Close() error {
 		d.wring = nil
 	}
 	d.wmu.Unlock()
-	if d.rmu.TryLock() {
-		if d.rring != nil {
-			d.rring.Close()
-			d.rring = nil
-		}
-		d.rmu.Unlock()
-	}
 	errs := []error{d.f.Close()}
+	d.rmu.Lock()
+	if d.rring != nil {
+		d.rring.Close()
+		d.rring = nil
+	}
+	d.rmu.Unlock()
 	for _, q := range d.queues {
 		errs = append(errs, q.Close())
 	}
