@@ -88,9 +88,10 @@ type File struct {
 	// each read by a goroutine of its own, so one pod's flows can be
 	// forwarded on several cores, each flow on one queue (default 1: on
 	// the 2-CPU machine of the benchmarks a second queue paid for one
-	// pod's many streams, not for one; see the README). Each queue's reader keeps its own buffers (about 0.5 MB
-	// with offloads). A persistent TAP keeps the queue kind it was made
-	// with until its pod is re-created.
+	// pod's many streams, not for one; see the README). Each queue's
+	// reader keeps its own buffers (about 0.5 MB with offloads). A
+	// persistent TAP keeps the queue kind it was made with until its pod
+	// is re-created.
 	PodQueues int `json:"podQueues,omitempty"`
 }
 
