@@ -175,6 +175,12 @@ type Options struct {
 	OutDir        string
 	Tortied       string
 	Log           func(format string, a ...any)
+	// Interleave brings every setup's lab up at once and measures the
+	// setups in turn within each repetition, instead of one setup's
+	// repetitions after another's: on a machine whose speed drifts over
+	// minutes, a setup and its reference are then measured close
+	// together.
+	Interleave bool
 }
 
 // Measurement is one metric of one setup over all repetitions.
@@ -203,12 +209,15 @@ type Report struct {
 	FrameSize int       `json:"frameSize"`
 	// TrialDuration and SearchSteps are those of the zero-loss searches,
 	// when the run had them.
-	TrialDuration string        `json:"trialDuration,omitempty"`
-	SearchSteps   int           `json:"searchSteps,omitempty"`
-	Policies      int           `json:"policies,omitempty"`
-	Notes         []string      `json:"notes"`
-	Measurements  []Measurement `json:"measurements"`
-	Ratios        []Ratio       `json:"ratios"`
+	TrialDuration string `json:"trialDuration,omitempty"`
+	SearchSteps   int    `json:"searchSteps,omitempty"`
+	Policies      int    `json:"policies,omitempty"`
+	// Interleaved: the setups' labs were up at once, measured in turn
+	// within each repetition (Options.Interleave).
+	Interleaved  bool          `json:"interleaved,omitempty"`
+	Notes        []string      `json:"notes"`
+	Measurements []Measurement `json:"measurements"`
+	Ratios       []Ratio       `json:"ratios"`
 }
 
 func median(v []float64) float64 {
@@ -306,35 +315,25 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			"the kernel's forwarding runs in softirqs and in the pods' own system calls, which belong to no node, so kernel setups have the machine-wide figure only: "+
 			"busy time of all CPUs, which counts iperf3 and everything else running on this shared machine")
 	}
-	done := map[string]bool{}
-	for i, s := range Setups {
-		if !selected(s) || done[s.Name] {
-			continue
-		}
-		// The datastore setups of a mode share a lab.
-		group := []Setup{s}
-		if s.Datastore {
-			for _, x := range Setups[i+1:] {
-				if x.Datastore && x.Mode == s.Mode && selected(x) {
-					group = append(group, x)
-				}
-			}
-		}
-		var names []string
-		for _, x := range group {
-			done[x.Name] = true
-			names = append(names, x.Name)
+	groups := groupSetups(selected)
+	for _, g := range groups {
+		for _, x := range g {
 			if x.Policies {
 				rep.Policies = o.Policies
 			}
 		}
-		o.Log("== %s", strings.Join(names, ", "))
-		ms, notes, err := measureSetups(ctx, o, group)
-		if err != nil {
-			return rep, fmt.Errorf("%s: %w", strings.Join(names, ", "), err)
-		}
-		rep.Measurements = append(rep.Measurements, ms...)
-		rep.Notes = append(rep.Notes, notes...)
+	}
+	var err error
+	if o.Interleave {
+		rep.Interleaved = true
+		rep.Notes = append(rep.Notes, "interleaved: every setup's lab was up at once (an idle tortied used about 0.4% of a CPU here), and each repetition measured the setups in turn, "+
+			"so a setup and its reference were measured minutes apart, not a whole setup's run apart: this machine's speed drifts over minutes")
+		err = runInterleaved(ctx, o, groups, rep)
+	} else {
+		err = runInSequence(ctx, o, groups, rep)
+	}
+	if err != nil {
+		return rep, err
 	}
 	if rep.Policies > 0 {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("tortie-vxlan-policy is the lab of tortie-vxlan-no-policy (a datastore lab: etcd, pods through CNI) "+
@@ -392,13 +391,108 @@ func ratios(ms []Measurement) []Ratio {
 	return out
 }
 
-// measureSetups builds one lab for the setups of a group (one setup, or
-// the datastore setups of one mode) and runs every test Reps times, the
-// setups in turn within each repetition, with policies in force for
-// those that have them.
-func measureSetups(ctx context.Context, o Options, group []Setup) (_ []Measurement, notes []string, err error) {
+// groupSetups returns the selected setups in Setups' order, one group
+// each, but the datastore setups of one mode, which share a lab, in one.
+func groupSetups(selected func(Setup) bool) [][]Setup {
+	var groups [][]Setup
+	done := map[string]bool{}
+	for i, s := range Setups {
+		if !selected(s) || done[s.Name] {
+			continue
+		}
+		group := []Setup{s}
+		if s.Datastore {
+			for _, x := range Setups[i+1:] {
+				if x.Datastore && x.Mode == s.Mode && selected(x) {
+					group = append(group, x)
+				}
+			}
+		}
+		for _, x := range group {
+			done[x.Name] = true
+		}
+		groups = append(groups, group)
+	}
+	return groups
+}
+
+func groupNames(group []Setup) string {
+	var names []string
+	for _, x := range group {
+		names = append(names, x.Name)
+	}
+	return strings.Join(names, ", ")
+}
+
+// runInSequence builds each group's lab in turn and runs every repetition
+// on it before the next.
+func runInSequence(ctx context.Context, o Options, groups [][]Setup, rep *Report) error {
+	for _, group := range groups {
+		o.Log("== %s", groupNames(group))
+		g, err := upGroup(o, group, "bn")
+		if err != nil {
+			return fmt.Errorf("%s: %w", groupNames(group), err)
+		}
+		for r := 0; r < o.Reps && err == nil; r++ {
+			err = g.measure(ctx, o, r)
+		}
+		g.down()
+		if err != nil {
+			return fmt.Errorf("%s: %w", groupNames(group), err)
+		}
+		rep.Measurements = append(rep.Measurements, g.results()...)
+		rep.Notes = append(rep.Notes, g.notes...)
+	}
+	return nil
+}
+
+// runInterleaved builds every group's lab at once and, in each
+// repetition, measures the groups in turn.
+func runInterleaved(ctx context.Context, o Options, groups [][]Setup, rep *Report) error {
+	var labs []*groupLab
+	defer func() {
+		for _, g := range labs {
+			g.down()
+		}
+	}()
+	for i, group := range groups {
+		name := fmt.Sprintf("bn%d", i+1)
+		o.Log("== up: %s (lab %s)", groupNames(group), name)
+		g, err := upGroup(o, group, name)
+		if err != nil {
+			return fmt.Errorf("%s: %w", groupNames(group), err)
+		}
+		labs = append(labs, g)
+	}
+	for r := 0; r < o.Reps; r++ {
+		for _, g := range labs {
+			o.Log("== repetition %d: %s", r+1, groupNames(g.group))
+			if err := g.measure(ctx, o, r); err != nil {
+				return fmt.Errorf("%s: %w", groupNames(g.group), err)
+			}
+		}
+	}
+	for _, g := range labs {
+		rep.Measurements = append(rep.Measurements, g.results()...)
+		rep.Notes = append(rep.Notes, g.notes...)
+	}
+	return nil
+}
+
+// groupLab is the lab of a group of setups (one setup, or the datastore
+// setups of one mode) and what was measured on it so far. It is used by
+// one goroutine.
+type groupLab struct {
+	group   []Setup
+	lab     *lab.Lab
+	vals    map[string]map[string][]float64 // setup -> metric -> values
+	applied bool                            // policies in force
+	notes   []string
+}
+
+// upGroup builds the lab, named name, for the setups of a group.
+func upGroup(o Options, group []Setup, name string) (*groupLab, error) {
 	s := group[0]
-	name := "bn"
 	opts := lab.Options{Name: name, Nodes: 2, Pods: 2, Mode: s.Mode, Static: !s.Datastore, Tortied: o.Tortied, LogLevel: "warn", Threads: s.Threads,
 		PodQueues: s.PodQueues, UnderlayGRO: s.UnderlayGRO}
 	if s.Local {
@@ -410,73 +504,85 @@ func measureSetups(ctx context.Context, o Options, group []Setup) (_ []Measureme
 	_ = lab.Down(name)
 	l, err := lab.Up(opts)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	defer lab.Down(name)
+	g := &groupLab{group: group, lab: l, vals: map[string]map[string][]float64{}}
 	if s.Datastore {
 		if err := labelPods(l); err != nil {
-			return nil, nil, err
+			g.down()
+			return nil, err
 		}
 	}
-	vals := map[string]map[string][]float64{} // setup -> metric -> values
 	for _, x := range group {
-		vals[x.Name] = map[string][]float64{MetricPodMTU: {float64(l.PodMTU(1500))}}
+		g.vals[x.Name] = map[string][]float64{MetricPodMTU: {float64(l.PodMTU(1500))}}
 	}
-	applied := false
-	for rep := 0; rep < o.Reps; rep++ {
-		for _, x := range group {
-			switch {
-			case x.Policies && !applied:
-				start := time.Now()
-				if err := applyPolicies(l, o.Policies); err != nil {
-					return nil, nil, err
-				}
-				applied = true
-				o.Log("  %d policies in force on both nodes after %v", o.Policies, time.Since(start).Round(time.Millisecond))
-			case !x.Policies && applied:
-				if err := removePolicies(l, o.Policies); err != nil {
-					return nil, nil, err
-				}
-				applied = false
+	return g, nil
+}
+
+func (g *groupLab) down() { _ = lab.Down(g.lab.Name) }
+
+// measure runs repetition rep (from 0) of every test on the lab, the
+// group's setups in turn, with policies in force for those that have
+// them.
+func (g *groupLab) measure(ctx context.Context, o Options, rep int) error {
+	l := g.lab
+	for _, x := range g.group {
+		switch {
+		case x.Policies && !g.applied:
+			start := time.Now()
+			if err := applyPolicies(l, o.Policies); err != nil {
+				return err
 			}
-			if len(group) > 1 {
-				o.Log("  %s:", x.Name)
+			g.applied = true
+			o.Log("  %d policies in force on both nodes after %v", o.Policies, time.Since(start).Round(time.Millisecond))
+		case !x.Policies && g.applied:
+			if err := removePolicies(l, o.Policies); err != nil {
+				return err
 			}
-			add := func(metric string, v float64) { vals[x.Name][metric] = append(vals[x.Name][metric], v) }
-			before, _ := policyWork(l)
-			note := func(n string) { notes = append(notes, fmt.Sprintf("%s, repetition %d: %s", x.Name, rep+1, n)) }
-			run := runTests
-			if x.Local {
-				run = runScale
+			g.applied = false
+		}
+		if len(g.group) > 1 {
+			o.Log("  %s:", x.Name)
+		}
+		add := func(metric string, v float64) { g.vals[x.Name][metric] = append(g.vals[x.Name][metric], v) }
+		before, _ := policyWork(l)
+		note := func(n string) { g.notes = append(g.notes, fmt.Sprintf("%s, repetition %d: %s", x.Name, rep+1, n)) }
+		run := runTests
+		if x.Local {
+			run = runScale
+		}
+		if err := run(ctx, o, l, x.Datastore, add, note); err != nil {
+			return err
+		}
+		if x.Datastore {
+			// What policy did meanwhile on the receiving node: flows
+			// judged, packets denied (none, or the policies are wrong).
+			after, err := policyWork(l)
+			if err != nil {
+				return err
 			}
-			if err := run(ctx, o, l, x.Datastore, add, note); err != nil {
-				return nil, nil, err
-			}
-			if x.Datastore {
-				// What policy did meanwhile on the receiving node: flows
-				// judged, packets denied (none, or the policies are wrong).
-				after, err := policyWork(l)
-				if err != nil {
-					return nil, nil, err
-				}
-				o.Log("  node 2: %d flows inserted, %d packets denied by policy", after.Flows.Inserts-before.Flows.Inserts,
-					after.Drops["policy_denied"]-before.Drops["policy_denied"])
-				if after.Drops["policy_denied"] != before.Drops["policy_denied"] {
-					return nil, nil, fmt.Errorf("%s: policy denied benchmark packets on node 2", x.Name)
-				}
+			o.Log("  node 2: %d flows inserted, %d packets denied by policy", after.Flows.Inserts-before.Flows.Inserts,
+				after.Drops["policy_denied"]-before.Drops["policy_denied"])
+			if after.Drops["policy_denied"] != before.Drops["policy_denied"] {
+				return fmt.Errorf("%s: policy denied benchmark packets on node 2", x.Name)
 			}
 		}
 	}
+	return nil
+}
+
+// results are the group's measurements, sorted by setup and metric.
+func (g *groupLab) results() []Measurement {
 	var out []Measurement
-	for _, x := range group {
-		for metric, v := range vals[x.Name] {
+	for _, x := range g.group {
+		for metric, v := range g.vals[x.Name] {
 			out = append(out, Measurement{Setup: x.Name, Metric: metric, Values: v, Median: median(v)})
 		}
 	}
 	slices.SortFunc(out, func(a, b Measurement) int {
 		return cmp.Or(strings.Compare(a.Setup, b.Setup), strings.Compare(a.Metric, b.Metric))
 	})
-	return out, notes, nil
+	return out
 }
 
 // runTests runs one repetition of every test of o on the lab, passing

@@ -98,6 +98,9 @@ func (r *Report) Markdown() string {
 	if r.SearchSteps > 0 {
 		fmt.Fprintf(&b, "; zero-loss searches of at most %d trials of %s", r.SearchSteps, r.TrialDuration)
 	}
+	if r.Interleaved {
+		b.WriteString("; setups interleaved (all labs up, measured in turn in each repetition)")
+	}
 	b.WriteString(".\n\n")
 	b.WriteString("| metric |")
 	for _, s := range setups {

@@ -3,6 +3,7 @@ package bench
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -58,5 +59,24 @@ func TestReportWithScale(t *testing.T) {
 	}
 	if fi, err := os.Stat(filepath.Join(dir, "chart.png")); err != nil || fi.Size() == 0 {
 		t.Fatalf("chart: %v", err)
+	}
+}
+
+// TestGroupSetups: the selected setups keep Setups' order, one lab each,
+// but the datastore setups of a mode share one, wherever they were asked.
+func TestGroupSetups(t *testing.T) {
+	pick := func(names ...string) func(Setup) bool {
+		return func(s Setup) bool { return slices.Contains(names, s.Name) }
+	}
+	var got []string
+	for _, g := range groupSetups(pick("tortie-vxlan-policy", "kernel-vxlan", "tortie-vxlan-no-policy", "tortie-local-1")) {
+		got = append(got, groupNames(g))
+	}
+	want := []string{"kernel-vxlan", "tortie-vxlan-no-policy, tortie-vxlan-policy", "tortie-local-1"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("groups %q, want %q", got, want)
+	}
+	if g := groupSetups(pick("tortie-vxlan-policy")); len(g) != 1 || groupNames(g[0]) != "tortie-vxlan-policy" {
+		t.Fatalf("policy setup alone: %v", g)
 	}
 }

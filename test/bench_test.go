@@ -3,31 +3,66 @@ package test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"image/png"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/tortie-net/tortie/bench"
 	"github.com/tortie-net/tortie/internal/labtest"
 	"github.com/tortie-net/tortie/internal/testutil"
+	"github.com/tortie-net/tortie/lab"
 )
 
-// TestBenchHarness runs the benchmark end to end on a very short setting
-// and checks only that it produces a well-formed result: JSON with every
-// metric for both setups and the ratios, a Markdown table, a PNG chart.
-// How fast anything is never decides this test.
+// TestBenchHarness runs the benchmark end to end on a very short setting,
+// interleaved, and checks only that it produces a well-formed result: JSON
+// with every metric of both repetitions for both setups and the ratios, a
+// Markdown table, a PNG chart; and that both labs were up before either
+// was measured, the setups measured in turn in each repetition, and both
+// labs gone afterwards. How fast anything is never decides this test.
 func TestBenchHarness(t *testing.T) {
 	testutil.RequireRoot(t)
 	out := t.TempDir()
+	var mu sync.Mutex
+	var logged []string
+	logf := func(format string, a ...any) {
+		t.Logf(format, a...)
+		mu.Lock()
+		logged = append(logged, fmt.Sprintf(format, a...))
+		mu.Unlock()
+	}
 	rep, err := bench.Run(context.Background(), bench.Options{
-		Setups: []string{"kernel-vxlan", "tortie-vxlan"}, Tests: []string{"pps", "tcp", "latency"},
-		Duration: time.Second, Reps: 1, OutDir: out, Tortied: filepath.Join(labtest.BinDir, "tortied"), Log: t.Logf,
+		Setups: []string{"kernel-vxlan", "tortie-vxlan"}, Tests: []string{"pps", "tcp", "latency"}, Interleave: true,
+		Duration: time.Second, Reps: 2, OutDir: out, Tortied: filepath.Join(labtest.BinDir, "tortied"), Log: logf,
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	var order []string
+	mu.Lock()
+	for _, line := range logged {
+		if strings.HasPrefix(line, "== ") {
+			order = append(order, line)
+		}
+	}
+	mu.Unlock()
+	want := []string{"== up: kernel-vxlan (lab bn1)", "== up: tortie-vxlan (lab bn2)",
+		"== repetition 1: kernel-vxlan", "== repetition 1: tortie-vxlan", "== repetition 2: kernel-vxlan", "== repetition 2: tortie-vxlan"}
+	if !slices.Equal(order, want) {
+		t.Errorf("run order:\n%s\nwant:\n%s", strings.Join(order, "\n"), strings.Join(want, "\n"))
+	}
+	for _, name := range []string{"bn1", "bn2"} {
+		if _, err := os.Stat(lab.Dir(name)); !os.IsNotExist(err) {
+			t.Errorf("lab %s is still there after the run (%v)", name, err)
+		}
+	}
+	if !rep.Interleaved {
+		t.Error("report does not say it was interleaved")
 	}
 	b, err := os.ReadFile(filepath.Join(out, "results.json"))
 	if err != nil {
@@ -41,10 +76,14 @@ func TestBenchHarness(t *testing.T) {
 		for _, metric := range []string{bench.MetricPPS, bench.MetricLoss, bench.MetricCPU, bench.MetricTCP1, bench.MetricTCP2, bench.MetricLatP50, bench.MetricPodMTU} {
 			found := false
 			for _, m := range back.Measurements {
-				found = found || (m.Setup == setup && m.Metric == metric && len(m.Values) == 1)
+				reps := 2
+				if metric == bench.MetricPodMTU {
+					reps = 1 // a property of the lab
+				}
+				found = found || (m.Setup == setup && m.Metric == metric && len(m.Values) == reps)
 			}
 			if !found {
-				t.Errorf("no %s for %s", metric, setup)
+				t.Errorf("no %s for %s in both repetitions", metric, setup)
 			}
 		}
 	}
@@ -52,7 +91,7 @@ func TestBenchHarness(t *testing.T) {
 		t.Error("no tortie/kernel ratios")
 	}
 	md, _ := os.ReadFile(filepath.Join(out, "results.md"))
-	if !strings.Contains(string(md), "| tortie-vxlan / kernel-vxlan | pps_64B |") {
+	if !strings.Contains(string(md), "| tortie-vxlan / kernel-vxlan | pps_64B |") || !strings.Contains(string(md), "setups interleaved") {
 		t.Errorf("results.md lacks the ratio table:\n%s", md)
 	}
 	f, err := os.Open(filepath.Join(out, "chart.png"))

@@ -38,6 +38,8 @@ func main() {
 	flag.IntVar(&o.Policies, "policies", 100, "policies in force for tortie-vxlan-policy (measured against tortie-vxlan-no-policy)")
 	flag.StringVar(&o.OutDir, "out", "bench/out", "output directory")
 	flag.StringVar(&o.Tortied, "tortied", "", "tortied binary (default: next to tortie-bench)")
+	flag.BoolVar(&o.Interleave, "interleave", false, "bring every setup's lab up at once and measure the setups in turn in each repetition "+
+		"(a setup and its reference measured close together, on a machine whose speed drifts), instead of each setup's repetitions in a row")
 	render := flag.String("render", "", "only re-render results.md and chart.png from this results.json into --out")
 	flag.Parse()
 	if *render != "" {
