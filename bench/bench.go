@@ -197,6 +197,11 @@ type Ratio struct {
 	Reference string  `json:"reference"`
 	Metric    string  `json:"metric"`
 	Ratio     float64 `json:"ratio"` // setup / reference
+	// Paired, for an interleaved run (Report.Interleaved), is the median
+	// of the ratios within each repetition, where a setup and its
+	// reference were measured minutes apart: the machine's drift between
+	// repetitions cancels out of it. 0 when not every repetition has both.
+	Paired float64 `json:"paired,omitempty"`
 }
 
 // Report is the whole run.
@@ -327,7 +332,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Interleave {
 		rep.Interleaved = true
 		rep.Notes = append(rep.Notes, "interleaved: every setup's lab was up at once (an idle tortied used about 0.4% of a CPU here), and each repetition measured the setups in turn, "+
-			"so a setup and its reference were measured minutes apart, not a whole setup's run apart: this machine's speed drifts over minutes")
+			"so a setup and its reference were measured minutes apart, not a whole setup's run apart: this machine's speed drifts over minutes; "+
+			"the median of paired ratios is the median of each repetition's own ratio of a setup to its reference, from which that drift cancels out")
 		err = runInterleaved(ctx, o, groups, rep)
 	} else {
 		err = runInSequence(ctx, o, groups, rep)
@@ -345,7 +351,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			"test is one flow judged once; without policies the pods are still subject to their namespace's profile (Allow), "+
 			"so flows are tracked and judged by one rule: tortie-vxlan, a lab without a datastore, has no policy at all", o.Policies))
 	}
-	rep.Ratios = ratios(rep.Measurements)
+	rep.Ratios = ratios(rep.Measurements, rep.Interleaved)
 	if one, ok1 := rep.value("tortie-local-1", MetricScaleTCP); ok1 {
 		if two, ok2 := rep.value("tortie-local-2", MetricScaleTCP); ok2 {
 			rep.Notes = append(rep.Notes, fmt.Sprintf("scale: a second tortied thread took two TCP pairs on one node from %.2f to %.2f Gbit/s, %+.2f Gbit/s for the added core", one, two, two-one))
@@ -364,12 +370,20 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	return rep, nil
 }
 
-func ratios(ms []Measurement) []Ratio {
-	get := func(setup, metric string) (float64, bool) {
-		for _, m := range ms {
-			if m.Setup == setup && m.Metric == metric {
-				return m.Median, true
+// ratios compares each setup with its reference on the main metrics;
+// paired adds the median of the per-repetition ratios.
+func ratios(ms []Measurement, paired bool) []Ratio {
+	find := func(setup, metric string) *Measurement {
+		for i := range ms {
+			if ms[i].Setup == setup && ms[i].Metric == metric {
+				return &ms[i]
 			}
+		}
+		return nil
+	}
+	get := func(setup, metric string) (float64, bool) {
+		if m := find(setup, metric); m != nil {
+			return m.Median, true
 		}
 		return 0, false
 	}
@@ -384,11 +398,32 @@ func ratios(ms []Measurement) []Ratio {
 			t, ok1 := get(s.Name, metric)
 			k, ok2 := get(ref, metric)
 			if ok1 && ok2 && k > 0 {
-				out = append(out, Ratio{Setup: s.Name, Reference: ref, Metric: metric, Ratio: t / k})
+				r := Ratio{Setup: s.Name, Reference: ref, Metric: metric, Ratio: t / k}
+				if paired {
+					r.Paired = pairedRatio(find(s.Name, metric).Values, find(ref, metric).Values)
+				}
+				out = append(out, r)
 			}
 		}
 	}
 	return out
+}
+
+// pairedRatio is the median of a[i]/b[i], 0 unless a and b have a value
+// for every repetition (a test that failed in one leaves a gap, and the
+// values would no longer pair up) and every b[i] is positive.
+func pairedRatio(a, b []float64) float64 {
+	if len(a) == 0 || len(a) != len(b) {
+		return 0
+	}
+	r := make([]float64, len(a))
+	for i := range a {
+		if !(b[i] > 0) {
+			return 0
+		}
+		r[i] = a[i] / b[i]
+	}
+	return median(r)
 }
 
 // groupSetups returns the selected setups in Setups' order, one group
@@ -888,12 +923,18 @@ func firstLine(s string) string {
 	return s
 }
 
-// Load reads a saved results.json.
+// Load reads a saved results.json. Its ratios are derived again from its
+// measurements, so that a report saved before a kind of ratio existed
+// renders with it.
 func Load(path string) (*Report, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
 	var r Report
-	return &r, json.Unmarshal(b, &r)
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, err
+	}
+	r.Ratios = ratios(r.Measurements, r.Interleaved)
+	return &r, nil
 }

@@ -134,9 +134,21 @@ func (r *Report) Markdown() string {
 		}
 	}
 	if len(r.Ratios) > 0 {
-		b.WriteString("\n| setup / reference | metric | ratio |\n|---|---|---:|\n")
+		if r.Interleaved {
+			b.WriteString("\n| setup / reference | metric | ratio of medians | median of paired ratios |\n|---|---|---:|---:|\n")
+		} else {
+			b.WriteString("\n| setup / reference | metric | ratio |\n|---|---|---:|\n")
+		}
 		for _, x := range r.Ratios {
-			fmt.Fprintf(&b, "| %s / %s | %s | %.2f× |\n", x.Setup, x.Reference, x.Metric, x.Ratio)
+			fmt.Fprintf(&b, "| %s / %s | %s | %.2f× |", x.Setup, x.Reference, x.Metric, x.Ratio)
+			switch {
+			case !r.Interleaved:
+			case x.Paired > 0:
+				fmt.Fprintf(&b, " %.2f× |", x.Paired)
+			default:
+				b.WriteString(" – |")
+			}
+			b.WriteString("\n")
 		}
 	}
 	b.WriteString("\nNotes:\n")

@@ -40,7 +40,7 @@ func TestReportWithScale(t *testing.T) {
 		{Setup: "tortie-local-1", Metric: MetricScaleTCP, Median: 5},
 		{Setup: "tortie-local-2", Metric: MetricScaleTCP, Median: 7.5},
 	}
-	r := &Report{CPUs: 2, Reps: 1, Measurements: ms, Ratios: ratios(ms)}
+	r := &Report{CPUs: 2, Reps: 1, Measurements: ms, Ratios: ratios(ms, false)}
 	var scaled bool
 	for _, x := range r.Ratios {
 		if x.Setup == "tortie-local-2" && x.Reference == "tortie-local-1" && x.Metric == MetricScaleTCP && x.Ratio == 1.5 {
@@ -78,5 +78,41 @@ func TestGroupSetups(t *testing.T) {
 	}
 	if g := groupSetups(pick("tortie-vxlan-policy")); len(g) != 1 || groupNames(g[0]) != "tortie-vxlan-policy" {
 		t.Fatalf("policy setup alone: %v", g)
+	}
+}
+
+// TestPairedRatios: an interleaved report pairs each repetition's values
+// of a setup and its reference; a metric missing from a repetition gets
+// no paired ratio, and the table says so.
+func TestPairedRatios(t *testing.T) {
+	ms := []Measurement{
+		// Ratio of medians 9/20; each repetition's own 0.6, 0.45, 0.5.
+		{Setup: "kernel-vxlan", Metric: MetricTCP1, Values: []float64{10, 20, 30}, Median: 20},
+		{Setup: "tortie-vxlan", Metric: MetricTCP1, Values: []float64{6, 9, 15}, Median: 9},
+		{Setup: "kernel-vxlan", Metric: MetricLatP50, Values: []float64{10, 20, 30}, Median: 20},
+		{Setup: "tortie-vxlan", Metric: MetricLatP50, Values: []float64{40, 50}, Median: 45},
+	}
+	r := &Report{CPUs: 2, Reps: 3, Interleaved: true, Measurements: ms, Ratios: ratios(ms, true)}
+	got := map[string]Ratio{}
+	for _, x := range r.Ratios {
+		got[x.Metric] = x
+	}
+	if x := got[MetricTCP1]; x.Ratio != 0.45 || x.Paired != 0.5 {
+		t.Errorf("tcp: %+v", x)
+	}
+	if x := got[MetricLatP50]; x.Ratio != 2.25 || x.Paired != 0 {
+		t.Errorf("latency, one repetition missing: %+v", x)
+	}
+	md := r.Markdown()
+	for _, want := range []string{"| tortie-vxlan / kernel-vxlan | tcp_1_stream_gbps | 0.45× | 0.50× |", "| tortie-vxlan / kernel-vxlan | latency_p50_us | 2.25× | – |", "setups interleaved"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("table lacks %q:\n%s", want, md)
+		}
+	}
+	if x := ratios(ms, false); x[0].Paired != 0 {
+		t.Errorf("paired ratio without interleaving: %+v", x[0])
+	}
+	if p := pairedRatio([]float64{1, 2}, []float64{1, 0}); p != 0 {
+		t.Errorf("paired ratio over a zero reference: %v", p)
 	}
 }
