@@ -39,6 +39,9 @@ var Setups = []Setup{
 	// veth does not unless told to): what a real node's NIC does for it.
 	{Name: "tortie-ipip-gro", Mode: "ipip", UnderlayGRO: true},
 	{Name: "tortie-vxlan", Mode: "vxlan"},
+	// VXLAN with each tortied's threads real-time (realtimePriority 1),
+	// preempting the pods as the kernel's softirqs do.
+	{Name: "tortie-vxlan-rt", Mode: "vxlan", Realtime: 1},
 	{Name: "tortie-vxlan-no-policy", Mode: "vxlan", Datastore: true},
 	{Name: "tortie-vxlan-policy", Mode: "vxlan", Datastore: true, Policies: true},
 	// One node, four pods, two TCP pairs at once and one pair with four
@@ -74,6 +77,8 @@ type Setup struct {
 	// UnderlayGRO is the lab's UnderlayGRO: the nodes' underlay veths
 	// coalesce what they receive, as a NIC does.
 	UnderlayGRO bool `json:"underlayGRO,omitempty"`
+	// Realtime is the lab's RealtimePriority (0: the normal scheduler).
+	Realtime int `json:"realtime,omitempty"`
 }
 
 // runs reports whether the setup has any of tests to run: the scale test
@@ -289,6 +294,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			"CPU per packet = busy time of all CPUs during the unpaced 64-byte flood / packets delivered",
 			"tortie-ipip is compared with kernel-vxlan: the kernel ipip module is not available here",
 			"tortie-ipip-gro is tortie-ipip with the nodes' underlay veths coalescing what they receive as a NIC's GRO does (tortie-lab --underlay-gro): a veth does not by default, a real NIC does",
+			"tortie-vxlan-rt is tortie-vxlan with every thread of each tortied under SCHED_FIFO at priority 1 (realtimePriority: 1, tortie-lab --realtime 1): it preempts the pods and generators on its CPU as the kernel's softirqs do",
 		}}
 	if slices.Contains(o.Tests, "zeroloss") || slices.Contains(o.Tests, "imix") {
 		rep.TrialDuration, rep.SearchSteps = o.TrialDuration.String(), o.SearchSteps
@@ -394,7 +400,7 @@ func ratios(ms []Measurement, paired bool) []Ratio {
 			continue
 		}
 		for _, metric := range []string{MetricPPS, MetricPPSZeroLoss, MetricIMIXZeroLoss, MetricIMIXGbpsZeroLoss, MetricNewFlowPPS,
-			MetricTCP1, MetricTCP2, MetricTCP1CPUMachine, MetricLatP50, MetricLatP99, MetricCPU, MetricScaleTCP, MetricScaleCPUMachine, MetricScaleOnePair} {
+			MetricTCP1, MetricTCP2, MetricTCP1CPUMachine, MetricLatP50, MetricLatP99, MetricLoadP99, MetricCPU, MetricScaleTCP, MetricScaleCPUMachine, MetricScaleOnePair} {
 			t, ok1 := get(s.Name, metric)
 			k, ok2 := get(ref, metric)
 			if ok1 && ok2 && k > 0 {
@@ -529,7 +535,7 @@ type groupLab struct {
 func upGroup(o Options, group []Setup, name string) (*groupLab, error) {
 	s := group[0]
 	opts := lab.Options{Name: name, Nodes: 2, Pods: 2, Mode: s.Mode, Static: !s.Datastore, Tortied: o.Tortied, LogLevel: "warn", Threads: s.Threads,
-		PodQueues: s.PodQueues, UnderlayGRO: s.UnderlayGRO}
+		PodQueues: s.PodQueues, UnderlayGRO: s.UnderlayGRO, RealtimePriority: s.Realtime}
 	if s.Local {
 		opts.Nodes, opts.Pods = 1, 4
 	}

@@ -88,12 +88,33 @@ type File struct {
 	// each read by a goroutine of its own, so one pod's flows can be
 	// forwarded on several cores, each flow on one queue (default 1: on
 	// the 2-CPU machine of the benchmarks a second queue paid for one
-	// pod's many streams, not for one; see the README). Each queue's
+	// pod's many streams, not for one, when measured by hand, and 1-3%
+	// in an interleaved benchmark run; see the README). Each queue's
 	// reader keeps its own buffers (about 0.5 MB with offloads). A
 	// persistent TAP keeps the queue kind it was made with until its pod
 	// is re-created.
 	PodQueues int `json:"podQueues,omitempty"`
+	// RealtimePriority runs every tortied thread under the real-time
+	// policy SCHED_FIFO at this priority, 1 to 99 (default 0: the normal
+	// scheduler). The kernel's own forwarding runs in softirqs, which
+	// preempt every task; a tortied sharing CPUs with pods waits for them
+	// instead, and under load that wait is most of its latency (measured
+	// here with VXLAN: p99 under load 2.3-2.8 ms, real-time 0.6 ms in two
+	// runs of three; see the README). Its threads sleep when there is
+	// nothing to forward, so this costs nothing idle; while it forwards,
+	// tasks on its CPUs wait for it, as they wait for softirqs, and the
+	// kernel's real-time throttling (kernel.sched_rt_runtime_us, 95% of
+	// each second by default) keeps it from taking a CPU whole. It needs
+	// CAP_SYS_NICE and, where the kernel has real-time group scheduling,
+	// real-time runtime in tortied's cgroup: tortied does not start
+	// without them. Threads of one real-time priority do not preempt
+	// each other, so tortied needs a CPU for each of its threads: with
+	// cpuSet, cpus may not name more threads than it has CPUs.
+	RealtimePriority int `json:"realtimePriority,omitempty"`
 }
+
+// MaxRealtimePriority bounds realtimePriority (SCHED_FIFO's highest).
+const MaxRealtimePriority = 99
 
 // MaxPodQueues bounds podQueues.
 const MaxPodQueues = 8
@@ -303,12 +324,21 @@ func (f File) Validate() (*Config, error) {
 	if c.PodQueues < 0 || c.PodQueues > MaxPodQueues {
 		bad("podQueues %d: want 0 (one) to %d", c.PodQueues, MaxPodQueues)
 	}
+	if c.RealtimePriority < 0 || c.RealtimePriority > MaxRealtimePriority {
+		bad("realtimePriority %d: want 0 (the normal scheduler) or 1 to %d (SCHED_FIFO)", c.RealtimePriority, MaxRealtimePriority)
+	}
 	if f.CPUSet != "" {
 		if set, err := cpuset.Parse(f.CPUSet); err != nil {
 			bad("cpuSet: %v", err)
 		} else {
 			c.Pin = &set
 		}
+	}
+	if c.RealtimePriority > 0 && c.Pin != nil && c.Threads() > c.Pin.Count() {
+		// Real-time threads of one priority never preempt each other: a
+		// runtime thread waiting for a CPU that another spins on would
+		// wait for good.
+		bad("realtimePriority: cpus %d is more than the %d CPUs of cpuSet %s; real-time threads need a CPU each", c.Threads(), c.Pin.Count(), c.Pin)
 	}
 	c.VTEPMAC = calico.VTEPMAC(c.NodeName)
 	if c.Mode, err = fib.ParseMode(f.Encapsulation); err != nil {

@@ -52,6 +52,9 @@ func TestParse(t *testing.T) {
 			t.Errorf("%q: %d pod queues, want %d (%v)", q.extra, c.Queues(), q.want, err)
 		}
 	}
+	if c, err = Parse([]byte(sample + "realtimePriority: 1\n")); err != nil || c.RealtimePriority != 1 {
+		t.Fatalf("realtimePriority 1: %+v, %v", c, err)
+	}
 }
 
 func TestParseErrors(t *testing.T) {
@@ -62,6 +65,9 @@ func TestParseErrors(t *testing.T) {
 		{"nodeName: a\naddress: 10.0.0.1/24\nencapsulation: vxlan\npodCIDR: 10.1.0.0/24\nnodes: [{name: a, address: x, podCIDR: y}]", "must be set and differ"},
 		{"{", "config"},
 		{"nodeName: a\naddress: 10.0.0.1/24\nencapsulation: vxlan\npodCIDR: 10.1.0.0/24\npodQueues: 9", "podQueues 9: want 0 (one) to 8"},
+		{"nodeName: a\naddress: 10.0.0.1/24\nencapsulation: vxlan\npodCIDR: 10.1.0.0/24\nrealtimePriority: 100", "realtimePriority 100: want 0 (the normal scheduler) or 1 to 99"},
+		{"nodeName: a\naddress: 10.0.0.1/24\nencapsulation: vxlan\npodCIDR: 10.1.0.0/24\nrealtimePriority: -1", "realtimePriority -1"},
+		{"nodeName: a\naddress: 10.0.0.1/24\nencapsulation: vxlan\npodCIDR: 10.1.0.0/24\nrealtimePriority: 1\ncpuSet: \"1\"\ncpus: 2", "realtimePriority: cpus 2 is more than the 1 CPUs of cpuSet 1"},
 		{"nodeName: a\naddress: 10.0.0.1/24\nencapsulation: vxlan\npodCIDR: 10.1.0.0/24\ncpuSet: 3-1", "cpuSet: CPU list \"3-1\": range 3-1 runs backwards"},
 	} {
 		if _, err := Parse([]byte(c.in)); err == nil || !strings.Contains(err.Error(), c.want) {

@@ -1,7 +1,9 @@
 // Package cpuset reads Linux CPU lists ("0-3,6", as in cpuset cgroups and
 // taskset -c) and pins every thread of the running process to such a set:
 // the placement a node gives its vRouter, so that forwarding keeps its
-// caches and does not chase the pods' work from CPU to CPU.
+// caches and does not chase the pods' work from CPU to CPU. It also puts
+// every thread under the real-time scheduler (Realtime), the other half
+// of how a node gives its vRouter CPU.
 package cpuset
 
 import (
@@ -103,7 +105,44 @@ func (s Set) String() string {
 // process's threads until a pass finds none it has not pinned, so a thread
 // started while it runs is not missed.
 func Pin(s Set) error {
-	pinned := map[int]bool{}
+	return eachThread(func(tid int) error {
+		err := unix.SchedSetaffinity(tid, &s.mask)
+		switch {
+		case errors.Is(err, unix.EINVAL):
+			return fmt.Errorf("pin to CPUs %s: none of them is online", s)
+		case err != nil:
+			return fmt.Errorf("pin thread %d to CPUs %s: %w", tid, s, err)
+		}
+		return nil
+	})
+}
+
+// Realtime puts every thread of this process under SCHED_FIFO at
+// priority (1 to 99). Threads started later inherit the policy from the
+// thread that starts them; like Pin, it goes over the threads until a pass
+// finds none new. It fails without CAP_SYS_NICE, or where the process's
+// cgroup has no real-time runtime.
+func Realtime(priority int) error {
+	if priority < 1 || priority > 99 {
+		return fmt.Errorf("real-time priority %d: want 1 to 99", priority)
+	}
+	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: uint32(priority)}
+	return eachThread(func(tid int) error {
+		if err := unix.SchedSetAttr(tid, &attr, 0); err != nil {
+			if errors.Is(err, unix.EPERM) {
+				err = fmt.Errorf("%w (it needs CAP_SYS_NICE, and real-time runtime in the cgroup where the kernel has real-time group scheduling)", err)
+			}
+			return fmt.Errorf("real-time priority %d for thread %d: %w", priority, tid, err)
+		}
+		return nil
+	})
+}
+
+// eachThread calls set once for every thread of this process, passing
+// over them until a pass finds none it has not done, so that a thread
+// started meanwhile is not missed. A thread that ended (ESRCH) is skipped.
+func eachThread(set func(tid int) error) error {
+	done := map[int]bool{}
 	for {
 		tids, err := threads()
 		if err != nil {
@@ -111,24 +150,29 @@ func Pin(s Set) error {
 		}
 		fresh := false
 		for _, tid := range tids {
-			if pinned[tid] {
+			if done[tid] {
 				continue
 			}
 			fresh = true
-			pinned[tid] = true
-			err := unix.SchedSetaffinity(tid, &s.mask)
-			switch {
-			case errors.Is(err, unix.ESRCH): // the thread ended
-			case errors.Is(err, unix.EINVAL):
-				return fmt.Errorf("pin to CPUs %s: none of them is online", s)
-			case err != nil:
-				return fmt.Errorf("pin thread %d to CPUs %s: %w", tid, s, err)
+			done[tid] = true
+			if err := set(tid); err != nil && !errors.Is(err, unix.ESRCH) {
+				return err
 			}
 		}
 		if !fresh {
 			return nil
 		}
 	}
+}
+
+// Policy returns thread tid's scheduling policy (unix.SCHED_NORMAL,
+// unix.SCHED_FIFO, ...) and real-time priority; 0 is the calling thread.
+func Policy(tid int) (policy, priority int, err error) {
+	attr, err := unix.SchedGetAttr(tid, 0)
+	if err != nil {
+		return 0, 0, err
+	}
+	return int(attr.Policy), int(attr.Priority), nil
 }
 
 // Current returns the CPUs thread tid (0: the calling thread) may run on.

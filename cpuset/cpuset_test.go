@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestParse(t *testing.T) {
@@ -134,5 +136,76 @@ func pinChild() {
 	}
 	close(hold)
 	fmt.Fprintf(os.Stdout, "pinned %d threads to CPU %s\n", len(tids), want)
+	os.Exit(0)
+}
+
+// TestRealtimeEveryThread puts a child process (this test binary again)
+// under SCHED_FIFO and checks, thread by thread, that every thread it had
+// and every thread it starts afterwards has the policy and priority; and
+// that a priority out of range is refused before anything changes.
+func TestRealtimeEveryThread(t *testing.T) {
+	if os.Getenv("CPUSET_RT_CHILD") == "1" {
+		realtimeChild()
+		return
+	}
+	for _, p := range []int{0, 100, -1} {
+		if err := Realtime(p); err == nil || !strings.Contains(err.Error(), "want 1 to 99") {
+			t.Errorf("Realtime(%d): %v", p, err)
+		}
+	}
+	if policy, _, err := Policy(0); err != nil || policy != unix.SCHED_NORMAL {
+		t.Fatalf("this test's thread: policy %d, %v", policy, err)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (CAP_SYS_NICE)")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestRealtimeEveryThread$")
+	cmd.Env = append(os.Environ(), "CPUSET_RT_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "real-time ") {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	t.Logf("%s", strings.TrimSpace(string(out)))
+}
+
+func realtimeChild() {
+	fail := func(format string, args ...any) {
+		os.Stdout.WriteString("FAIL: " + strings.TrimSpace(fmt.Sprintf(format, args...)) + "\n")
+		os.Exit(1)
+	}
+	const prio = 3
+	hold := make(chan struct{})
+	var started sync.WaitGroup
+	lockThreads := func(n int) {
+		for range n {
+			started.Add(1)
+			go func() {
+				runtime.LockOSThread()
+				started.Done()
+				<-hold
+			}()
+		}
+		started.Wait()
+	}
+	lockThreads(4)
+	if err := Realtime(prio); err != nil {
+		fail("Realtime: %v", err)
+	}
+	lockThreads(4) // threads started afterwards inherit the policy
+	tids, err := threads()
+	if err != nil {
+		fail("%v", err)
+	}
+	for _, tid := range tids {
+		policy, priority, err := Policy(tid)
+		if err != nil {
+			fail("thread %d: %v", tid, err)
+		}
+		if policy != unix.SCHED_FIFO || priority != prio {
+			fail("thread %d: policy %d priority %d, want SCHED_FIFO (%d) at %d", tid, policy, priority, unix.SCHED_FIFO, prio)
+		}
+	}
+	close(hold)
+	fmt.Fprintf(os.Stdout, "real-time at %d: %d threads\n", prio, len(tids))
 	os.Exit(0)
 }

@@ -61,6 +61,9 @@ type Options struct {
 	Threads int
 	// PodQueues is each tortied's podQueues: queues per pod TAP (0: one).
 	PodQueues int
+	// RealtimePriority is each tortied's realtimePriority: its threads
+	// under SCHED_FIFO at this priority (0: the normal scheduler).
+	RealtimePriority int
 	// UnderlayGRO makes every node's underlay interface coalesce what it
 	// receives as a NIC's GRO does (a veth forwards packets one by one;
 	// this turns on its NAPI GRO, holds a poll's packets a little for
@@ -131,6 +134,8 @@ type Lab struct {
 	Threads int `json:"threads,omitempty"`
 	// PodQueues is Options.PodQueues.
 	PodQueues int `json:"podQueues,omitempty"`
+	// RealtimePriority is Options.RealtimePriority.
+	RealtimePriority int `json:"realtimePriority,omitempty"`
 	// Manifest is Options.Manifest, kept for DeployTortie.
 	Manifest string `json:"manifest,omitempty"`
 	// K8sBinDir holds the Kubernetes binaries of the lab's control plane
@@ -283,7 +288,8 @@ func Up(o Options) (l *Lab, err error) {
 	}
 	l = &Lab{Name: o.Name, Mode: o.Mode, Encap: enc, CrossSubnet: cross, Subnets: o.Subnets, Fabric: o.Name + "-fab", Datastore: !o.Static,
 		Tortied: o.Tortied, LogLevel: o.LogLevel, BGP: o.BGP && !o.Static, EtcdTLS: o.EtcdTLS,
-		DaemonSet: o.DaemonSet, Manifest: o.Manifest, Threads: o.Threads, PodQueues: o.PodQueues}
+		DaemonSet: o.DaemonSet, Manifest: o.Manifest, Threads: o.Threads, PodQueues: o.PodQueues,
+		RealtimePriority: o.RealtimePriority}
 	if l.Datastore {
 		if err := l.prepareCNI(o); err != nil {
 			return nil, err
@@ -547,7 +553,7 @@ func (l *Lab) startTortied(o Options, n *Node) error {
 	if l.Threads > 1 {
 		cfg.CPUs, cfg.CPUSet = l.Threads, ""
 	}
-	cfg.PodQueues = l.PodQueues
+	cfg.PodQueues, cfg.RealtimePriority = l.PodQueues, l.RealtimePriority
 	if l.Datastore {
 		cfg.PodCIDR, cfg.ClusterCIDRs, cfg.TunnelAddress, cfg.Nodes, cfg.Encapsulation, cfg.CrossSubnet = "", nil, "", nil, "", false
 		cfg.Datastore = l.etcdDatastore(n)

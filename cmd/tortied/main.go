@@ -75,6 +75,20 @@ func run(cfgPath string) error {
 	if procs := cfg.Threads(); procs > 0 {
 		runtime.GOMAXPROCS(procs)
 	}
+	// Real-time last: threads of one real-time priority do not preempt
+	// each other, so the runtime must have no more Ps than CPUs to run
+	// them on (config checks that), and changing GOMAXPROCS stops the
+	// world, which under SCHED_FIFO could wait forever for a thread on
+	// a CPU another one spins on.
+	if cfg.RealtimePriority > 0 {
+		if cpus, err := cpuset.Current(0); err == nil && runtime.GOMAXPROCS(0) > cpus.Count() {
+			return fmt.Errorf("realtimePriority: %d threads (cpus) but %d CPUs to run them on; real-time threads need a CPU each", runtime.GOMAXPROCS(0), cpus.Count())
+		}
+		if err := cpuset.Realtime(cfg.RealtimePriority); err != nil {
+			return err
+		}
+		log.Info("threads run real-time (SCHED_FIFO)", zap.Int("priority", cfg.RealtimePriority))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	n, err := node.New(cfg, log)
