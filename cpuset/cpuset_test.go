@@ -94,44 +94,29 @@ func TestPinEveryThread(t *testing.T) {
 }
 
 func pinChild() {
-	fail := func(format string, args ...any) {
-		os.Stdout.WriteString("FAIL: " + strings.TrimSpace(fmt.Sprintf(format, args...)) + "\n")
-		os.Exit(1)
-	}
 	target := os.Getenv("CPUSET_PIN_TARGET")
 	want, err := Parse(target)
 	if err != nil {
-		fail("target %q: %v", target, err)
+		childFail("target %q: %v", target, err)
 	}
 	hold := make(chan struct{})
-	var started sync.WaitGroup
-	lockThreads := func(n int) {
-		for range n {
-			started.Add(1)
-			go func() {
-				runtime.LockOSThread()
-				started.Done()
-				<-hold
-			}()
-		}
-		started.Wait()
-	}
+	lockThreads := threadStarter(hold)
 	lockThreads(4)
 	if err := Pin(want); err != nil {
-		fail("Pin: %v", err)
+		childFail("Pin: %v", err)
 	}
 	lockThreads(4) // threads started after Pin inherit the mask
 	tids, err := threads()
 	if err != nil {
-		fail("%v", err)
+		childFail("%v", err)
 	}
 	for _, tid := range tids {
 		got, err := Current(tid)
 		if err != nil {
-			fail("thread %d: %v", tid, err)
+			childFail("thread %d: %v", tid, err)
 		}
 		if got != want {
-			fail("thread %d runs on CPUs %s, want %s", tid, got, want)
+			childFail("thread %d runs on CPUs %s, want %s", tid, got, want)
 		}
 	}
 	close(hold)
@@ -169,14 +154,45 @@ func TestRealtimeEveryThread(t *testing.T) {
 }
 
 func realtimeChild() {
-	fail := func(format string, args ...any) {
-		os.Stdout.WriteString("FAIL: " + strings.TrimSpace(fmt.Sprintf(format, args...)) + "\n")
-		os.Exit(1)
-	}
 	const prio = 3
 	hold := make(chan struct{})
+	lockThreads := threadStarter(hold)
+	lockThreads(4)
+	if err := Realtime(prio); err != nil {
+		childFail("Realtime: %v", err)
+	}
+	lockThreads(4) // threads started afterwards inherit the policy
+	tids, err := threads()
+	if err != nil {
+		childFail("%v", err)
+	}
+	for _, tid := range tids {
+		policy, priority, err := Policy(tid)
+		if err != nil {
+			childFail("thread %d: %v", tid, err)
+		}
+		if policy != unix.SCHED_FIFO || priority != prio {
+			childFail("thread %d: policy %d priority %d, want SCHED_FIFO (%d) at %d", tid, policy, priority, unix.SCHED_FIFO, prio)
+		}
+	}
+	close(hold)
+	fmt.Fprintf(os.Stdout, "real-time at %d: %d threads\n", prio, len(tids))
+	os.Exit(0)
+}
+
+// childFail reports a child process's failure to the parent test, which
+// reads its output, and ends the child.
+func childFail(format string, args ...any) {
+	os.Stdout.WriteString("FAIL: " + strings.TrimSpace(fmt.Sprintf(format, args...)) + "\n")
+	os.Exit(1)
+}
+
+// threadStarter returns a function that starts n goroutines, each locked
+// to an OS thread of its own until hold is closed, and returns once all
+// of them run.
+func threadStarter(hold <-chan struct{}) func(n int) {
 	var started sync.WaitGroup
-	lockThreads := func(n int) {
+	return func(n int) {
 		for range n {
 			started.Add(1)
 			go func() {
@@ -187,25 +203,4 @@ func realtimeChild() {
 		}
 		started.Wait()
 	}
-	lockThreads(4)
-	if err := Realtime(prio); err != nil {
-		fail("Realtime: %v", err)
-	}
-	lockThreads(4) // threads started afterwards inherit the policy
-	tids, err := threads()
-	if err != nil {
-		fail("%v", err)
-	}
-	for _, tid := range tids {
-		policy, priority, err := Policy(tid)
-		if err != nil {
-			fail("thread %d: %v", tid, err)
-		}
-		if policy != unix.SCHED_FIFO || priority != prio {
-			fail("thread %d: policy %d priority %d, want SCHED_FIFO (%d) at %d", tid, policy, priority, unix.SCHED_FIFO, prio)
-		}
-	}
-	close(hold)
-	fmt.Fprintf(os.Stdout, "real-time at %d: %d threads\n", prio, len(tids))
-	os.Exit(0)
 }
