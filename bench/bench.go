@@ -105,6 +105,9 @@ func (s Setup) Reference() string {
 	if s.Policies {
 		return "tortie-" + s.Mode + "-no-policy"
 	}
+	if s.Realtime > 0 {
+		return "tortie-" + s.Mode // what real-time threads change
+	}
 	if s.Mode == "native" {
 		return "kernel-native"
 	}
@@ -193,7 +196,10 @@ type Measurement struct {
 	Setup  string    `json:"setup"`
 	Metric string    `json:"metric"`
 	Values []float64 `json:"values"`
-	Median float64   `json:"median"`
+	// Repetitions says which repetition (from 1) each value is from: a
+	// test that failed in one leaves no value for it.
+	Repetitions []int   `json:"repetitions,omitempty"`
+	Median      float64 `json:"median"`
 }
 
 // Ratio compares a setup with its reference (Setup.Reference) on one metric.
@@ -406,7 +412,7 @@ func ratios(ms []Measurement, paired bool) []Ratio {
 			if ok1 && ok2 && k > 0 {
 				r := Ratio{Setup: s.Name, Reference: ref, Metric: metric, Ratio: t / k}
 				if paired {
-					r.Paired = pairedRatio(find(s.Name, metric).Values, find(ref, metric).Values)
+					r.Paired = pairedRatio(find(s.Name, metric), find(ref, metric))
 				}
 				out = append(out, r)
 			}
@@ -415,21 +421,36 @@ func ratios(ms []Measurement, paired bool) []Ratio {
 	return out
 }
 
-// pairedRatio is the median of a[i]/b[i], 0 unless a and b have a value
-// for every repetition (a test that failed in one leaves a gap, and the
-// values would no longer pair up) and every b[i] is positive.
-func pairedRatio(a, b []float64) float64 {
-	if len(a) == 0 || len(a) != len(b) {
-		return 0
-	}
-	r := make([]float64, len(a))
-	for i := range a {
-		if !(b[i] > 0) {
+// pairedRatio is the median, over the repetitions both a and b have a
+// value for, of a's value over b's; 0 when they share none or b's value
+// in one is not positive.
+func pairedRatio(a, b *Measurement) float64 {
+	ra, rb := a.repetitions(), b.repetitions()
+	var r []float64
+	for i, n := range ra {
+		j := slices.Index(rb, n)
+		if j < 0 {
+			continue
+		}
+		if !(b.Values[j] > 0) {
 			return 0
 		}
-		r[i] = a[i] / b[i]
+		r = append(r, a.Values[i]/b.Values[j])
+	}
+	if len(r) == 0 {
+		return 0
 	}
 	return median(r)
+}
+
+// repetitions is Repetitions when it names one for every value; nil
+// otherwise (a report saved before Repetitions existed), so that values
+// are never paired by position.
+func (m *Measurement) repetitions() []int {
+	if len(m.Repetitions) != len(m.Values) {
+		return nil
+	}
+	return m.Repetitions
 }
 
 // groupSetups returns the selected setups in Setups' order, one group
@@ -490,6 +511,10 @@ func runInSequence(ctx context.Context, o Options, groups [][]Setup, rep *Report
 // runInterleaved builds every group's lab at once and, in each
 // repetition, measures the groups in turn.
 func runInterleaved(ctx context.Context, o Options, groups [][]Setup, rep *Report) error {
+	// Labs a run with more groups left behind when it was killed.
+	for i := len(groups); i < len(Setups); i++ {
+		_ = lab.Down(fmt.Sprintf("bn%d", i+1))
+	}
 	var labs []*groupLab
 	defer func() {
 		for _, g := range labs {
@@ -527,6 +552,7 @@ type groupLab struct {
 	group   []Setup
 	lab     *lab.Lab
 	vals    map[string]map[string][]float64 // setup -> metric -> values
+	reps    map[string]map[string][]int     // setup -> metric -> the repetition of each value
 	applied bool                            // policies in force
 	notes   []string
 }
@@ -547,7 +573,7 @@ func upGroup(o Options, group []Setup, name string) (*groupLab, error) {
 	if err != nil {
 		return nil, err
 	}
-	g := &groupLab{group: group, lab: l, vals: map[string]map[string][]float64{}}
+	g := &groupLab{group: group, lab: l, vals: map[string]map[string][]float64{}, reps: map[string]map[string][]int{}}
 	if s.Datastore {
 		if err := labelPods(l); err != nil {
 			g.down()
@@ -556,6 +582,7 @@ func upGroup(o Options, group []Setup, name string) (*groupLab, error) {
 	}
 	for _, x := range group {
 		g.vals[x.Name] = map[string][]float64{MetricPodMTU: {float64(l.PodMTU(1500))}}
+		g.reps[x.Name] = map[string][]int{}
 	}
 	return g, nil
 }
@@ -585,7 +612,10 @@ func (g *groupLab) measure(ctx context.Context, o Options, rep int) error {
 		if len(g.group) > 1 {
 			o.Log("  %s:", x.Name)
 		}
-		add := func(metric string, v float64) { g.vals[x.Name][metric] = append(g.vals[x.Name][metric], v) }
+		add := func(metric string, v float64) {
+			g.vals[x.Name][metric] = append(g.vals[x.Name][metric], v)
+			g.reps[x.Name][metric] = append(g.reps[x.Name][metric], rep+1)
+		}
 		before, _ := policyWork(l)
 		note := func(n string) { g.notes = append(g.notes, fmt.Sprintf("%s, repetition %d: %s", x.Name, rep+1, n)) }
 		run := runTests
@@ -617,7 +647,7 @@ func (g *groupLab) results() []Measurement {
 	var out []Measurement
 	for _, x := range g.group {
 		for metric, v := range g.vals[x.Name] {
-			out = append(out, Measurement{Setup: x.Name, Metric: metric, Values: v, Median: median(v)})
+			out = append(out, Measurement{Setup: x.Name, Metric: metric, Values: v, Repetitions: g.reps[x.Name][metric], Median: median(v)})
 		}
 	}
 	slices.SortFunc(out, func(a, b Measurement) int {

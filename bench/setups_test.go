@@ -21,7 +21,8 @@ func TestLocalSetups(t *testing.T) {
 			t.Errorf("%s runs none of the default tests", s.Name)
 		}
 	}
-	want := map[string]string{"kernel-local": "", "tortie-local-1": "kernel-local", "tortie-local-2": "tortie-local-1", "tortie-local-2-2q": "tortie-local-2"}
+	want := map[string]string{"kernel-local": "", "tortie-local-1": "kernel-local", "tortie-local-2": "tortie-local-1", "tortie-local-2-2q": "tortie-local-2",
+		"tortie-vxlan-rt": "tortie-vxlan", "tortie-vxlan": "kernel-vxlan"}
 	for _, s := range Setups {
 		if ref, ok := want[s.Name]; ok && s.Reference() != ref {
 			t.Errorf("%s is compared with %q, want %q", s.Name, s.Reference(), ref)
@@ -81,16 +82,23 @@ func TestGroupSetups(t *testing.T) {
 	}
 }
 
-// TestPairedRatios: an interleaved report pairs each repetition's values
-// of a setup and its reference; a metric missing from a repetition gets
-// no paired ratio, and the table says so.
+// TestPairedRatios: an interleaved report pairs a setup's and its
+// reference's values of the same repetition; where one lacks a
+// repetition, the others still pair; values without their repetitions
+// are not paired by position; the table shows both ratios.
 func TestPairedRatios(t *testing.T) {
 	ms := []Measurement{
 		// Ratio of medians 9/20; each repetition's own 0.6, 0.45, 0.5.
-		{Setup: "kernel-vxlan", Metric: MetricTCP1, Values: []float64{10, 20, 30}, Median: 20},
-		{Setup: "tortie-vxlan", Metric: MetricTCP1, Values: []float64{6, 9, 15}, Median: 9},
-		{Setup: "kernel-vxlan", Metric: MetricLatP50, Values: []float64{10, 20, 30}, Median: 20},
-		{Setup: "tortie-vxlan", Metric: MetricLatP50, Values: []float64{40, 50}, Median: 45},
+		{Setup: "kernel-vxlan", Metric: MetricTCP1, Values: []float64{10, 20, 30}, Repetitions: []int{1, 2, 3}, Median: 20},
+		{Setup: "tortie-vxlan", Metric: MetricTCP1, Values: []float64{6, 9, 15}, Repetitions: []int{1, 2, 3}, Median: 9},
+		// The reference lacks repetition 3, the setup repetition 1: only
+		// repetition 2 pairs (50/20), where pairing by position would
+		// give 40/10 and 50/20.
+		{Setup: "kernel-vxlan", Metric: MetricLatP50, Values: []float64{10, 20}, Repetitions: []int{1, 2}, Median: 15},
+		{Setup: "tortie-vxlan", Metric: MetricLatP50, Values: []float64{50, 40}, Repetitions: []int{2, 3}, Median: 45},
+		// Saved without repetitions.
+		{Setup: "kernel-vxlan", Metric: MetricTCP2, Values: []float64{10, 20}, Median: 15},
+		{Setup: "tortie-vxlan", Metric: MetricTCP2, Values: []float64{5, 10}, Median: 7.5},
 	}
 	r := &Report{CPUs: 2, Reps: 3, Interleaved: true, Measurements: ms, Ratios: ratios(ms, true)}
 	got := map[string]Ratio{}
@@ -100,11 +108,15 @@ func TestPairedRatios(t *testing.T) {
 	if x := got[MetricTCP1]; x.Ratio != 0.45 || x.Paired != 0.5 {
 		t.Errorf("tcp: %+v", x)
 	}
-	if x := got[MetricLatP50]; x.Ratio != 2.25 || x.Paired != 0 {
-		t.Errorf("latency, one repetition missing: %+v", x)
+	if x := got[MetricLatP50]; x.Ratio != 3 || x.Paired != 2.5 {
+		t.Errorf("latency, repetitions missing on both sides: %+v", x)
+	}
+	if x := got[MetricTCP2]; x.Ratio != 0.5 || x.Paired != 0 {
+		t.Errorf("values without repetitions: %+v", x)
 	}
 	md := r.Markdown()
-	for _, want := range []string{"| tortie-vxlan / kernel-vxlan | tcp_1_stream_gbps | 0.45× | 0.50× |", "| tortie-vxlan / kernel-vxlan | latency_p50_us | 2.25× | – |", "setups interleaved"} {
+	for _, want := range []string{"| tortie-vxlan / kernel-vxlan | tcp_1_stream_gbps | 0.45× | 0.50× |",
+		"| tortie-vxlan / kernel-vxlan | tcp_2_streams_gbps | 0.50× | – |", "setups interleaved"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("table lacks %q:\n%s", want, md)
 		}
@@ -112,7 +124,11 @@ func TestPairedRatios(t *testing.T) {
 	if x := ratios(ms, false); x[0].Paired != 0 {
 		t.Errorf("paired ratio without interleaving: %+v", x[0])
 	}
-	if p := pairedRatio([]float64{1, 2}, []float64{1, 0}); p != 0 {
+	zero := []Measurement{
+		{Setup: "kernel-vxlan", Metric: MetricTCP1, Values: []float64{0, 2}, Repetitions: []int{1, 2}},
+		{Setup: "tortie-vxlan", Metric: MetricTCP1, Values: []float64{1, 2}, Repetitions: []int{1, 2}},
+	}
+	if p := pairedRatio(&zero[1], &zero[0]); p != 0 {
 		t.Errorf("paired ratio over a zero reference: %v", p)
 	}
 }
