@@ -88,8 +88,8 @@ type File struct {
 	// each read by a goroutine of its own, so one pod's flows can be
 	// forwarded on several cores, each flow on one queue (default 1: on
 	// the 2-CPU machine of the benchmarks a second queue paid for one
-	// pod's many streams, not for one, when measured by hand, and 1-3%
-	// in an interleaved benchmark run; see the README). Each queue's
+	// pod's many streams, not for one, with two labs measured side by
+	// side, and 1-3% in an interleaved benchmark run; see the README). Each queue's
 	// reader keeps its own buffers (about 0.5 MB with offloads). A
 	// persistent TAP keeps the queue kind it was made with until its pod
 	// is re-created.
@@ -100,16 +100,21 @@ type File struct {
 	// preempt every task; a tortied sharing CPUs with pods waits for them
 	// instead, and under load that wait is most of its latency (measured
 	// here with VXLAN: p99 under load 2.3-2.8 ms, real-time 0.6 ms in two
-	// runs of three; see the README). Its threads sleep when there is
-	// nothing to forward, so this costs nothing idle; while it forwards,
-	// tasks on its CPUs wait for it, as they wait for softirqs, and the
-	// kernel's real-time throttling (kernel.sched_rt_runtime_us, 95% of
-	// each second by default) keeps it from taking a CPU whole. It needs
-	// CAP_SYS_NICE and, where the kernel has real-time group scheduling,
-	// real-time runtime in tortied's cgroup: tortied does not start
-	// without them. Threads of one real-time priority do not preempt
-	// each other, so tortied needs a CPU for each of its threads: with
-	// cpuSet, cpus may not name more threads than it has CPUs.
+	// repetitions of three of one run; see the README). Its threads sleep
+	// when there is nothing to forward, so this costs nothing idle; while
+	// it forwards, tasks on its CPUs wait for it, as they wait for
+	// softirqs, and the kernel's real-time throttling
+	// (kernel.sched_rt_runtime_us, 95% of each second by default) keeps
+	// it from taking a CPU whole. It needs CAP_SYS_NICE and, where the
+	// kernel has real-time group scheduling, real-time runtime in
+	// tortied's cgroup: tortied does not start without them. Threads of
+	// one real-time priority do not preempt each other, so tortied needs
+	// a CPU for each of its threads: with cpuSet, cpus may not name more
+	// threads than it has CPUs. The Go runtime's own threads (its
+	// monitor, threads back from system calls) and the processes tortied
+	// starts (nft) run real-time too; the runtime expects its threads to
+	// take turns, so this is for a node that can give tortied CPUs it is
+	// mostly alone on.
 	RealtimePriority int `json:"realtimePriority,omitempty"`
 }
 

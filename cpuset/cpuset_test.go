@@ -1,6 +1,7 @@
 package cpuset
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -138,8 +139,8 @@ func TestRealtimeEveryThread(t *testing.T) {
 			t.Errorf("Realtime(%d): %v", p, err)
 		}
 	}
-	if policy, _, err := Policy(0); err != nil || policy != unix.SCHED_NORMAL {
-		t.Fatalf("this test's thread: policy %d, %v", policy, err)
+	if policy, _, err := Policy(0); err != nil || policy == unix.SCHED_FIFO {
+		t.Fatalf("this test's thread is already real-time (policy %d), or: %v", policy, err)
 	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (CAP_SYS_NICE)")
@@ -147,6 +148,9 @@ func TestRealtimeEveryThread(t *testing.T) {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestRealtimeEveryThread$")
 	cmd.Env = append(os.Environ(), "CPUSET_RT_CHILD=1")
 	out, err := cmd.CombinedOutput()
+	if err == nil && strings.HasPrefix(string(out), "SKIP: ") {
+		t.Skip(strings.TrimSpace(string(out)))
+	}
 	if err != nil || !strings.Contains(string(out), "real-time ") {
 		t.Fatalf("child: %v\n%s", err, out)
 	}
@@ -158,7 +162,12 @@ func realtimeChild() {
 	hold := make(chan struct{})
 	lockThreads := threadStarter(hold)
 	lockThreads(4)
-	if err := Realtime(prio); err != nil {
+	if err := Realtime(prio); errors.Is(err, unix.EPERM) {
+		// Root without CAP_SYS_NICE (a container), or a cgroup with no
+		// real-time runtime: nothing this test can check.
+		fmt.Fprintf(os.Stdout, "SKIP: %v\n", err)
+		os.Exit(0)
+	} else if err != nil {
 		childFail("Realtime: %v", err)
 	}
 	lockThreads(4) // threads started afterwards inherit the policy
