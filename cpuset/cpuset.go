@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 
@@ -122,10 +123,27 @@ func Pin(s Set) error {
 // thread that starts them; like Pin, it goes over the threads until a pass
 // finds none new. It fails without CAP_SYS_NICE, or where the process's
 // cgroup has no real-time runtime.
+//
+// Threads of one real-time priority do not preempt each other, and the Go
+// runtime expects its threads to take turns: Realtime refuses when the
+// runtime has more Ps (GOMAXPROCS) than the CPUs this thread may run on,
+// and fixes GOMAXPROCS first, which stops the runtime's own later changes
+// of it (each stops the world, which under SCHED_FIFO could wait for good
+// for a thread on a CPU another spins on). Call it after Pin and after
+// setting GOMAXPROCS.
 func Realtime(priority int) error {
 	if priority < 1 || priority > 99 {
 		return fmt.Errorf("real-time priority %d: want 1 to 99", priority)
 	}
+	cpus, err := Current(0)
+	if err != nil {
+		return fmt.Errorf("real-time priority %d: the CPUs this process may run on: %w", priority, err)
+	}
+	procs := runtime.GOMAXPROCS(0)
+	if procs > cpus.Count() {
+		return fmt.Errorf("real-time priority %d: %d threads run Go code (GOMAXPROCS) but %d CPUs can run them; real-time threads need a CPU each", priority, procs, cpus.Count())
+	}
+	runtime.GOMAXPROCS(procs)
 	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: uint32(priority)}
 	return eachThread(func(tid int) error {
 		if err := unix.SchedSetAttr(tid, &attr, 0); err != nil {

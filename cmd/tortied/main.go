@@ -74,25 +74,9 @@ func run(cfgPath string) error {
 	}
 	if procs := cfg.Threads(); procs > 0 {
 		runtime.GOMAXPROCS(procs)
-	} else if cfg.RealtimePriority > 0 {
-		// Setting it turns off the runtime's own updates of GOMAXPROCS
-		// (when the cgroup's CPU limit changes), each of which would stop
-		// the world under SCHED_FIFO; see below.
-		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
 	}
-	// Real-time last: threads of one real-time priority do not preempt
-	// each other, so the runtime must have no more Ps than CPUs to run
-	// them on (config checks that), and changing GOMAXPROCS stops the
-	// world, which under SCHED_FIFO could wait forever for a thread on
-	// a CPU another one spins on.
+	// Real-time last (cpuset.Realtime says why).
 	if cfg.RealtimePriority > 0 {
-		cpus, err := cpuset.Current(0)
-		if err != nil {
-			return fmt.Errorf("realtimePriority: the CPUs tortied may run on: %w", err)
-		}
-		if runtime.GOMAXPROCS(0) > cpus.Count() {
-			return fmt.Errorf("realtimePriority: %d threads (cpus) but %d CPUs to run them on; real-time threads need a CPU each", runtime.GOMAXPROCS(0), cpus.Count())
-		}
 		if err := cpuset.Realtime(cfg.RealtimePriority); err != nil {
 			return err
 		}
