@@ -340,18 +340,27 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			}
 		}
 	}
-	var err error
+	// Labs a killed run left behind.
+	for i := range Setups {
+		_ = lab.Down(fmt.Sprintf("bn%d", i+1))
+	}
+	// Interleaved, every group's lab is up at once; else one after another.
+	batches := [][][]Setup{groups}
 	if o.Interleave {
 		rep.Interleaved = true
 		rep.Notes = append(rep.Notes, "interleaved: every setup's lab was up at once (an idle tortied used about 0.4% of a CPU here), and each repetition measured the setups in turn, "+
 			"so a setup and its reference were measured minutes apart, not a whole setup's run apart: this machine's speed drifts over minutes; "+
 			"the median of paired ratios is the median of each repetition's own ratio of a setup to its reference, from which that drift cancels out")
-		err = runInterleaved(ctx, o, groups, rep)
 	} else {
-		err = runInSequence(ctx, o, groups, rep)
+		batches = nil
+		for _, g := range groups {
+			batches = append(batches, [][]Setup{g})
+		}
 	}
-	if err != nil {
-		return rep, err
+	for _, b := range batches {
+		if err := measureTogether(ctx, o, b, rep); err != nil {
+			return rep, err
+		}
 	}
 	if rep.Policies > 0 {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("tortie-vxlan-policy is the lab of tortie-vxlan-no-policy (a datastore lab: etcd, pods through CNI) "+
@@ -486,35 +495,10 @@ func groupNames(group []Setup) string {
 	return strings.Join(names, ", ")
 }
 
-// runInSequence builds each group's lab in turn and runs every repetition
-// on it before the next.
-func runInSequence(ctx context.Context, o Options, groups [][]Setup, rep *Report) error {
-	for _, group := range groups {
-		o.Log("== %s", groupNames(group))
-		g, err := upGroup(o, group, "bn")
-		if err != nil {
-			return fmt.Errorf("%s: %w", groupNames(group), err)
-		}
-		for r := 0; r < o.Reps && err == nil; r++ {
-			err = g.measure(ctx, o, r)
-		}
-		g.down()
-		if err != nil {
-			return fmt.Errorf("%s: %w", groupNames(group), err)
-		}
-		rep.Measurements = append(rep.Measurements, g.results()...)
-		rep.Notes = append(rep.Notes, g.notes...)
-	}
-	return nil
-}
-
-// runInterleaved builds every group's lab at once and, in each
-// repetition, measures the groups in turn.
-func runInterleaved(ctx context.Context, o Options, groups [][]Setup, rep *Report) error {
-	// Labs a run with more groups left behind when it was killed.
-	for i := len(groups); i < len(Setups); i++ {
-		_ = lab.Down(fmt.Sprintf("bn%d", i+1))
-	}
+// measureTogether builds the labs of groups at once (bn1, bn2, ...) and,
+// in each repetition, measures the groups in turn; it takes the labs down
+// when it returns.
+func measureTogether(ctx context.Context, o Options, groups [][]Setup, rep *Report) error {
 	var labs []*groupLab
 	defer func() {
 		for _, g := range labs {
@@ -551,9 +535,8 @@ func runInterleaved(ctx context.Context, o Options, groups [][]Setup, rep *Repor
 type groupLab struct {
 	group   []Setup
 	lab     *lab.Lab
-	vals    map[string]map[string][]float64 // setup -> metric -> values
-	reps    map[string]map[string][]int     // setup -> metric -> the repetition of each value
-	applied bool                            // policies in force
+	ms      map[string]map[string]*Measurement // setup -> metric -> values so far
+	applied bool                               // policies in force
 	notes   []string
 }
 
@@ -573,7 +556,7 @@ func upGroup(o Options, group []Setup, name string) (*groupLab, error) {
 	if err != nil {
 		return nil, err
 	}
-	g := &groupLab{group: group, lab: l, vals: map[string]map[string][]float64{}, reps: map[string]map[string][]int{}}
+	g := &groupLab{group: group, lab: l, ms: map[string]map[string]*Measurement{}}
 	if s.Datastore {
 		if err := labelPods(l); err != nil {
 			g.down()
@@ -581,8 +564,8 @@ func upGroup(o Options, group []Setup, name string) (*groupLab, error) {
 		}
 	}
 	for _, x := range group {
-		g.vals[x.Name] = map[string][]float64{MetricPodMTU: {float64(l.PodMTU(1500))}}
-		g.reps[x.Name] = map[string][]int{}
+		// The pod MTU is the lab's, measured once, of no repetition.
+		g.ms[x.Name] = map[string]*Measurement{MetricPodMTU: {Setup: x.Name, Metric: MetricPodMTU, Values: []float64{float64(l.PodMTU(1500))}}}
 	}
 	return g, nil
 }
@@ -613,8 +596,12 @@ func (g *groupLab) measure(ctx context.Context, o Options, rep int) error {
 			o.Log("  %s:", x.Name)
 		}
 		add := func(metric string, v float64) {
-			g.vals[x.Name][metric] = append(g.vals[x.Name][metric], v)
-			g.reps[x.Name][metric] = append(g.reps[x.Name][metric], rep+1)
+			m := g.ms[x.Name][metric]
+			if m == nil {
+				m = &Measurement{Setup: x.Name, Metric: metric}
+				g.ms[x.Name][metric] = m
+			}
+			m.Values, m.Repetitions = append(m.Values, v), append(m.Repetitions, rep+1)
 		}
 		before, _ := policyWork(l)
 		note := func(n string) { g.notes = append(g.notes, fmt.Sprintf("%s, repetition %d: %s", x.Name, rep+1, n)) }
@@ -646,8 +633,9 @@ func (g *groupLab) measure(ctx context.Context, o Options, rep int) error {
 func (g *groupLab) results() []Measurement {
 	var out []Measurement
 	for _, x := range g.group {
-		for metric, v := range g.vals[x.Name] {
-			out = append(out, Measurement{Setup: x.Name, Metric: metric, Values: v, Repetitions: g.reps[x.Name][metric], Median: median(v)})
+		for _, m := range g.ms[x.Name] {
+			m.Median = median(m.Values)
+			out = append(out, *m)
 		}
 	}
 	slices.SortFunc(out, func(a, b Measurement) int {
