@@ -442,3 +442,76 @@ func TestCloseFreesRings(t *testing.T) {
 		t.Fatalf("%d io_uring and TAP descriptors open before, %d after opening and closing four TAPs", before, after)
 	}
 }
+
+// TestReadBatchFollowsQueue: a batched Read queues about as many reads as
+// the queue holds frames: one frame leaves the next batch at two reads, an
+// empty queue at one, and batches that come back full double up to the
+// buffers given, so a long queue is still drained 32 frames at a time.
+func TestReadBatchFollowsQueue(t *testing.T) {
+	ns, d, _ := podTAP(t)
+	if !d.Batched() {
+		t.Skip("io_uring unavailable: reads go one frame per syscall")
+	}
+	bufs, sizes := make([][]byte, BatchSize), make([]int, BatchSize)
+	for i := range bufs {
+		bufs[i] = make([]byte, 2048)
+	}
+	// send sends n one-byte datagrams holding b from the pod.
+	send := func(n int, b byte) {
+		t.Helper()
+		err := nsutil.Do(testutil.NetnsPath(ns), func() error {
+			c, err := net.Dial("udp4", "10.9.0.2:9")
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			for range n {
+				if _, err := c.Write([]byte{b}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Nothing but the test's datagrams from now on: no IPv6 (router
+	// solicitations); then read up to a marker, past what came before.
+	testutil.Run(t, "ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+	send(1, 0xAA)
+	for marked := false; !marked; {
+		got, err := d.Read(bufs, sizes, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < got; i++ {
+			f := bufs[i][10:sizes[i]] // after the virtio-net header
+			marked = marked || (len(f) == 14+20+8+1 && f[14+9] == 17 && f[14+20+8] == 0xAA)
+		}
+	}
+	send(1, 1)
+	got, err := d.Read(bufs, sizes, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != 1 || d.want != 2 {
+		t.Fatalf("one frame queued: read %d, next batch %d reads; want 1 and 2", got, d.want)
+	}
+	send(200, 2)
+	var batches []int
+	for total := 0; total < 200; {
+		got, err := d.Read(bufs, sizes, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		batches = append(batches, got)
+		total += got
+	}
+	want := []int{2, 4, 8, 16, 32, 32, 32, 32}
+	for i, n := range want {
+		if i >= len(batches) || batches[i] != n {
+			t.Fatalf("200 frames queued read in batches %v; want them to start %v", batches, want)
+		}
+	}
+}
