@@ -18,6 +18,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -230,7 +231,11 @@ type Report struct {
 	Policies      int    `json:"policies,omitempty"`
 	// Interleaved: the setups' labs were up at once, measured in turn
 	// within each repetition (Options.Interleave).
-	Interleaved  bool          `json:"interleaved,omitempty"`
+	Interleaved bool `json:"interleaved,omitempty"`
+	// Stopped is why the run ended before every repetition of every setup
+	// was measured (empty when it did not): the report then holds what was
+	// measured until then.
+	Stopped      string        `json:"stopped,omitempty"`
 	Notes        []string      `json:"notes"`
 	Measurements []Measurement `json:"measurements"`
 	Ratios       []Ratio       `json:"ratios"`
@@ -357,9 +362,13 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			batches = append(batches, [][]Setup{g})
 		}
 	}
+	// A run that fails part-way still reports what it measured: the
+	// repetitions done are often an hour's work.
+	var runErr error
 	for _, b := range batches {
-		if err := measureTogether(ctx, o, b, rep); err != nil {
-			return rep, err
+		if runErr = measureTogether(ctx, o, b, rep); runErr != nil {
+			rep.Stopped = runErr.Error()
+			break
 		}
 	}
 	if rep.Policies > 0 {
@@ -385,10 +394,10 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	if o.OutDir != "" {
 		if err := rep.Write(o.OutDir); err != nil {
-			return rep, err
+			return rep, errors.Join(runErr, err)
 		}
 	}
-	return rep, nil
+	return rep, runErr
 }
 
 // ratios compares each setup with its reference on the main metrics;
@@ -497,11 +506,14 @@ func groupNames(group []Setup) string {
 
 // measureTogether builds the labs of groups at once (bn1, bn2, ...) and,
 // in each repetition, measures the groups in turn; it takes the labs down
-// when it returns.
+// when it returns, and adds to rep what was measured, also when it fails
+// part-way.
 func measureTogether(ctx context.Context, o Options, groups [][]Setup, rep *Report) error {
 	var labs []*groupLab
 	defer func() {
 		for _, g := range labs {
+			rep.Measurements = append(rep.Measurements, g.results()...)
+			rep.Notes = append(rep.Notes, g.notes...)
 			g.down()
 		}
 	}()
@@ -518,13 +530,9 @@ func measureTogether(ctx context.Context, o Options, groups [][]Setup, rep *Repo
 		for _, g := range labs {
 			o.Log("== repetition %d: %s", r+1, groupNames(g.group))
 			if err := g.measure(ctx, o, r); err != nil {
-				return fmt.Errorf("%s: %w", groupNames(g.group), err)
+				return fmt.Errorf("repetition %d of %s: %w", r+1, groupNames(g.group), err)
 			}
 		}
-	}
-	for _, g := range labs {
-		rep.Measurements = append(rep.Measurements, g.results()...)
-		rep.Notes = append(rep.Notes, g.notes...)
 	}
 	return nil
 }

@@ -102,6 +102,9 @@ func (r *Report) Markdown() string {
 		b.WriteString("; setups interleaved (all labs up, measured in turn in each repetition)")
 	}
 	b.WriteString(".\n\n")
+	if r.Stopped != "" {
+		fmt.Fprintf(&b, "**The run stopped part-way** (%s): these are the figures of what was measured until then.\n\n", r.Stopped)
+	}
 	b.WriteString("| metric |")
 	for _, s := range setups {
 		fmt.Fprintf(&b, " %s |", s)

@@ -105,6 +105,62 @@ func TestBenchHarness(t *testing.T) {
 	}
 }
 
+// TestBenchStoppedPartWay stops an interleaved run as Ctrl-C does (its
+// context cancelled) when the second repetition begins: Run returns the
+// error, and the report it still writes holds the first repetition of both
+// setups and says that it stopped; both labs are gone.
+func TestBenchStoppedPartWay(t *testing.T) {
+	testutil.RequireRoot(t)
+	out := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logf := func(format string, a ...any) {
+		t.Logf(format, a...)
+		if strings.HasPrefix(fmt.Sprintf(format, a...), "== repetition 2:") {
+			cancel()
+		}
+	}
+	rep, err := bench.Run(ctx, bench.Options{
+		Setups: []string{"kernel-vxlan", "tortie-vxlan"}, Tests: []string{"tcp"}, Interleave: true,
+		Duration: time.Second, Reps: 2, OutDir: out, Tortied: filepath.Join(labtest.BinDir, "tortied"), Log: logf,
+	})
+	if err == nil || !strings.Contains(err.Error(), "repetition 2 of kernel-vxlan") {
+		t.Fatalf("Run: %v, want the error of repetition 2 of kernel-vxlan", err)
+	}
+	if rep == nil || rep.Stopped != err.Error() {
+		t.Fatalf("report: %+v, want it stopped with %q", rep, err)
+	}
+	for _, name := range []string{"bn1", "bn2"} {
+		if _, err := os.Stat(lab.Dir(name)); !os.IsNotExist(err) {
+			t.Errorf("lab %s is still there after the run (%v)", name, err)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(out, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back bench.Report
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatalf("results.json: %v", err)
+	}
+	if back.Stopped == "" {
+		t.Error("results.json does not say the run stopped")
+	}
+	for _, setup := range []string{"kernel-vxlan", "tortie-vxlan"} {
+		found := false
+		for _, m := range back.Measurements {
+			found = found || (m.Setup == setup && m.Metric == bench.MetricTCP1 && slices.Equal(m.Repetitions, []int{1}))
+		}
+		if !found {
+			t.Errorf("no %s for %s of repetition 1 alone: %+v", bench.MetricTCP1, setup, back.Measurements)
+		}
+	}
+	md, _ := os.ReadFile(filepath.Join(out, "results.md"))
+	if !strings.Contains(string(md), "stopped part-way") {
+		t.Errorf("results.md does not say the run stopped:\n%s", md)
+	}
+}
+
 // TestBenchPolicyHarness runs the policy comparison end to end on a very
 // short setting: the datastore lab measured without policies and with 20
 // in force, twice, so that they are applied, removed and applied again

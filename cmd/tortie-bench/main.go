@@ -66,10 +66,13 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	rep, err := bench.Run(ctx, o)
+	if rep != nil && (err == nil || rep.Stopped != "") {
+		// A run stopped part-way has still written what it measured.
+		fmt.Print(rep.Markdown())
+		fmt.Printf("\nwritten to %s/{results.json,results.md,chart.png}\n", o.OutDir)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tortie-bench:", err)
 		os.Exit(1)
 	}
-	fmt.Print(rep.Markdown())
-	fmt.Printf("\nwritten to %s/{results.json,results.md,chart.png}\n", o.OutDir)
 }
