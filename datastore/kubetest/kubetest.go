@@ -98,6 +98,13 @@ func (s *APIServer) Kubectl() string { return filepath.Join(s.BinDir, "kubectl")
 // missing there.
 func Start(tb testing.TB) *APIServer {
 	tb.Helper()
+	return startOn(tb, etcdtest.FreePort)
+}
+
+// startOn is Start with the API server's port chosen by pickPort (a test
+// hands it a port that is taken).
+func startOn(tb testing.TB, pickPort func(testing.TB) int) *APIServer {
+	tb.Helper()
 	binDir := findBinDir(tb)
 	crds, err := parseCRDs(deploy.CRDs)
 	if err != nil {
@@ -109,43 +116,41 @@ func Start(tb testing.TB) *APIServer {
 	for i, c := range crds {
 		s.CRDs[i] = c.CRD
 	}
-	port := etcdtest.FreePort(tb)
-	s.URL = "https://127.0.0.1:" + strconv.Itoa(port)
-	args, err := s.prepare(dir, port, etcd.URL)
-	if err != nil {
-		tb.Fatalf("kubetest: %v", err)
-	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", s.Kubeconfig)
-	if err != nil {
-		tb.Fatalf("kubetest: %s: %v", s.Kubeconfig, err)
-	}
-	// Tests make bursts of requests; client-go's default of 5 a second
-	// would make them slow, not more faithful.
-	cfg.QPS, cfg.Burst = -1, 0
-	cfg.UserAgent = "tortie-kubetest"
-	s.Config = cfg
-
-	p, err := startProcess(filepath.Join(binDir, "kube-apiserver"), args, s.Log)
-	if err != nil {
-		tb.Fatalf("kubetest: %v", err)
-	}
-	tb.Cleanup(func() {
-		exited, err := p.stop(30 * time.Second)
-		if err != nil {
-			tb.Errorf("kubetest: %v", err)
-		}
-		// A crash during the test would otherwise show only as the
-		// test's own failures, if any.
-		if exited && !tb.Failed() {
-			tb.Errorf("kubetest: kube-apiserver exited before the test ended (%v)\nkube-apiserver log (%s), last lines:\n%s",
-				p.err, s.Log, logTail(s.Log, 30))
-		}
-	})
 	begin := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
 	defer cancel()
-	if err := s.waitReady(ctx, p); err != nil {
-		tb.Fatalf("kubetest: %v\nkube-apiserver log (%s), last lines:\n%s", err, s.Log, logTail(s.Log, 30))
+	// The port is free when chosen and bound a moment later, by which
+	// time another process may have taken it: then kube-apiserver exits
+	// saying so, and it starts again on another port.
+	for attempt := 1; ; attempt++ {
+		port := pickPort(tb)
+		s.URL = "https://127.0.0.1:" + strconv.Itoa(port)
+		p, err := s.start(dir, port, etcd.URL)
+		if err != nil {
+			tb.Fatalf("kubetest: %v", err)
+		}
+		err = s.waitReady(ctx, p)
+		if err != nil && attempt < maxAttempts && p.exited() && strings.Contains(logTail(s.Log, 30), "address already in use") {
+			tb.Logf("kubetest: port %d was taken before kube-apiserver bound it; trying another", port)
+			_ = os.Rename(s.Log, fmt.Sprintf("%s.%d", s.Log, attempt))
+			continue
+		}
+		tb.Cleanup(func() {
+			exited, err := p.stop(30 * time.Second)
+			if err != nil {
+				tb.Errorf("kubetest: %v", err)
+			}
+			// A crash during the test would otherwise show only as the
+			// test's own failures, if any.
+			if exited && !tb.Failed() {
+				tb.Errorf("kubetest: kube-apiserver exited before the test ended (%v)\nkube-apiserver log (%s), last lines:\n%s",
+					p.err, s.Log, logTail(s.Log, 30))
+			}
+		})
+		if err != nil {
+			tb.Fatalf("kubetest: %v\nkube-apiserver log (%s), last lines:\n%s", err, s.Log, logTail(s.Log, 30))
+		}
+		break
 	}
 	ready := time.Now()
 	ctx, cancel = context.WithTimeout(context.Background(), crdTimeout)
@@ -156,6 +161,28 @@ func Start(tb testing.TB) *APIServer {
 	tb.Logf("kubetest: kube-apiserver at %s ready in %v, its %d CRDs served %v later",
 		s.URL, ready.Sub(begin).Round(time.Millisecond), len(crds), time.Since(ready).Round(time.Millisecond))
 	return s
+}
+
+// maxAttempts is how many ports Start tries.
+const maxAttempts = 5
+
+// start writes the API server's certificates and kubeconfig for port and
+// starts it; s.Config is the kubeconfig's.
+func (s *APIServer) start(dir string, port int, etcdURL string) (*process, error) {
+	args, err := s.prepare(dir, port, etcdURL)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", s.Kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", s.Kubeconfig, err)
+	}
+	// Tests make bursts of requests; client-go's default of 5 a second
+	// would make them slow, not more faithful.
+	cfg.QPS, cfg.Burst = -1, 0
+	cfg.UserAgent = "tortie-kubetest"
+	s.Config = cfg
+	return startProcess(filepath.Join(s.BinDir, "kube-apiserver"), args, s.Log)
 }
 
 // The binary directory is looked up once per test binary: `make` takes a
@@ -323,6 +350,16 @@ type process struct {
 	cmd  *exec.Cmd
 	done chan struct{} // closed once it has been reaped
 	err  error         // how it ended, once done is closed
+}
+
+// exited tells whether the process has ended.
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // startProcess runs path with args, its output appended to logPath. The

@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/tortie-net/tortie/datastore/etcdtest"
 	"github.com/tortie-net/tortie/deploy"
 )
 
@@ -169,6 +172,42 @@ func testDeployRBAC(ctx context.Context, t *testing.T, s *APIServer) {
 		if out != c.want {
 			t.Errorf("may tortie-node %s %s? %q, want %s", c.verb, c.resource, out, c.want)
 		}
+	}
+}
+
+// TestStartPortTaken: when the port chosen for kube-apiserver is taken
+// before it binds it, kube-apiserver exits saying so, and Start brings it
+// up on another port.
+func TestStartPortTaken(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	taken := l.Addr().(*net.TCPAddr).Port
+	picks := 0
+	s := startOn(t, func(tb testing.TB) int {
+		picks++
+		if picks == 1 {
+			return taken
+		}
+		return etcdtest.FreePort(tb)
+	})
+	if picks != 2 || strings.HasSuffix(s.URL, ":"+strconv.Itoa(taken)) {
+		t.Fatalf("ports picked: %d, API server at %s; want it on a second port, not %d", picks, s.URL, taken)
+	}
+	if _, err := os.Stat(s.Log + ".1"); err != nil {
+		t.Errorf("the first attempt's log was not kept: %v", err)
+	}
+	cs, err := dynamic.NewForConfig(s.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	nss := schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
+	if _, err := cs.Resource(nss).Get(ctx, "default", metav1.GetOptions{}); err != nil {
+		t.Fatalf("the API server Start returned does not answer: %v", err)
 	}
 }
 
