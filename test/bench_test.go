@@ -56,22 +56,11 @@ func TestBenchHarness(t *testing.T) {
 	if !slices.Equal(order, want) {
 		t.Errorf("run order:\n%s\nwant:\n%s", strings.Join(order, "\n"), strings.Join(want, "\n"))
 	}
-	for _, name := range []string{"bn1", "bn2"} {
-		if _, err := os.Stat(lab.Dir(name)); !os.IsNotExist(err) {
-			t.Errorf("lab %s is still there after the run (%v)", name, err)
-		}
-	}
+	labsGone(t, "bn1", "bn2")
 	if !rep.Interleaved {
 		t.Error("report does not say it was interleaved")
 	}
-	b, err := os.ReadFile(filepath.Join(out, "results.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var back bench.Report
-	if err := json.Unmarshal(b, &back); err != nil {
-		t.Fatalf("results.json: %v", err)
-	}
+	back := readResults(t, out)
 	for _, setup := range []string{"kernel-vxlan", "tortie-vxlan"} {
 		for _, metric := range []string{bench.MetricPPS, bench.MetricLoss, bench.MetricCPU, bench.MetricTCP1, bench.MetricTCP2, bench.MetricLatP50, bench.MetricPodMTU} {
 			found := false
@@ -130,19 +119,8 @@ func TestBenchStoppedPartWay(t *testing.T) {
 	if rep == nil || rep.Stopped != err.Error() {
 		t.Fatalf("report: %+v, want it stopped with %q", rep, err)
 	}
-	for _, name := range []string{"bn1", "bn2"} {
-		if _, err := os.Stat(lab.Dir(name)); !os.IsNotExist(err) {
-			t.Errorf("lab %s is still there after the run (%v)", name, err)
-		}
-	}
-	b, err := os.ReadFile(filepath.Join(out, "results.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var back bench.Report
-	if err := json.Unmarshal(b, &back); err != nil {
-		t.Fatalf("results.json: %v", err)
-	}
+	labsGone(t, "bn1", "bn2")
+	back := readResults(t, out)
 	if back.Stopped == "" {
 		t.Error("results.json does not say the run stopped")
 	}
@@ -195,4 +173,28 @@ func TestBenchPolicyHarness(t *testing.T) {
 	if !strings.Contains(string(md), "| tortie-vxlan-policy / tortie-vxlan-no-policy | pps_64B |") {
 		t.Errorf("results.md lacks the policy ratio:\n%s", md)
 	}
+}
+
+// labsGone fails the test for each of the labs that is still there.
+func labsGone(t *testing.T, names ...string) {
+	t.Helper()
+	for _, name := range names {
+		if _, err := os.Stat(lab.Dir(name)); !os.IsNotExist(err) {
+			t.Errorf("lab %s is still there after the run (%v)", name, err)
+		}
+	}
+}
+
+// readResults reads the report a run wrote to its results.json in dir.
+func readResults(t *testing.T, dir string) bench.Report {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back bench.Report
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatalf("results.json: %v", err)
+	}
+	return back
 }
