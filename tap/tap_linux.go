@@ -292,12 +292,13 @@ func (d *Device) read(fd uintptr) bool {
 // earlier read found the queue empty moves down to close the gap.
 //
 // A read that finds the queue empty costs about what one that carries a
-// frame does (about 0.45 µs each here), so a batch of 32 on a queue holding
-// one frame costs more than the frame: 15 µs, which an idle round trip pays
-// at each TAP it crosses. So a batch queues as many reads as the last one
-// found frames, plus one, and twice as many after a batch came back full,
-// up to len(bufs). A Read that leaves frames queued loses nothing: the next
-// one reads before it waits.
+// frame does (about 0.45 µs each here), so a full batch on a queue holding
+// one frame costs more than the frame: 32 reads (the host TUN's batch) took
+// 15.6 µs, 8 (a pod TAP's with offload) 4.2 µs, one 0.9 µs; and a Read pays
+// it twice when idle, before it waits and after it wakes. So a batch queues
+// as many reads as the last one found frames, plus one, and twice as many
+// after a batch came back full, up to len(bufs). A Read that leaves frames
+// queued loses nothing: the next one reads before it waits.
 func (d *Device) readRing(fd int) bool {
 	n := min(len(d.bufs), len(d.res), max(1, d.want))
 	for i := 0; i < n; i++ {
@@ -339,8 +340,10 @@ func (d *Device) readRing(fd int) bool {
 	return d.got > 0 || d.err != nil
 }
 
-// Read reads at least one frame, and every further frame already queued,
-// up to len(bufs).
+// Read reads at least one frame, and further frames already queued, up to
+// len(bufs): about as many as the previous Read found (see readRing), so
+// frames may stay queued for the next Read, which takes them without
+// waiting.
 func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	d.rmu.Lock()
 	defer d.rmu.Unlock()

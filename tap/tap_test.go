@@ -480,15 +480,21 @@ func TestReadBatchFollowsQueue(t *testing.T) {
 	// solicitations); then read up to a marker, past what came before.
 	testutil.Run(t, "ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
 	send(1, 0xAA)
+	// A Read still waiting after the deadline is ended by closing the TAP.
+	stuck := time.AfterFunc(10*time.Second, func() { d.Close() })
+	defer stuck.Stop()
 	for marked := false; !marked; {
 		got, err := d.Read(bufs, sizes, 0)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("the marker datagram did not come out of the TAP: %v", err)
 		}
 		for i := 0; i < got; i++ {
 			f := bufs[i][10:sizes[i]] // after the virtio-net header
 			marked = marked || (len(f) == 14+20+8+1 && f[14+9] == 17 && f[14+20+8] == 0xAA)
 		}
+	}
+	if !d.Batched() {
+		t.Skip("this kernel's TAP cannot read without waiting: reads went back to one frame per syscall")
 	}
 	send(1, 1)
 	got, err := d.Read(bufs, sizes, 0)
