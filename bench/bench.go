@@ -394,11 +394,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	if o.OutDir != "" {
 		if err := rep.Write(o.OutDir); err != nil {
-			return rep, errors.Join(runErr, err)
+			return rep, errors.Join(runErr, fmt.Errorf("%w to %s: %w", ErrNotWritten, o.OutDir, err))
 		}
 	}
 	return rep, runErr
 }
+
+// ErrNotWritten is in the error of a Run whose report could not be saved.
+var ErrNotWritten = errors.New("report not written")
 
 // ratios compares each setup with its reference on the main metrics;
 // paired adds the median of the per-repetition ratios.

@@ -103,7 +103,9 @@ func (r *Report) Markdown() string {
 	}
 	b.WriteString(".\n\n")
 	if r.Stopped != "" {
-		fmt.Fprintf(&b, "**The run stopped part-way** (%s): these are the figures of what was measured until then.\n\n", r.Stopped)
+		fmt.Fprintf(&b, "**The run stopped part-way** (%s): these are the figures of what was measured until then; "+
+			"where a repetition was cut short, a setup and its reference may have values of different repetitions, which the paired ratios leave out.\n\n",
+			firstLine(r.Stopped))
 	}
 	b.WriteString("| metric |")
 	for _, s := range setups {

@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -66,10 +67,13 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	rep, err := bench.Run(ctx, o)
-	if rep != nil && (err == nil || rep.Stopped != "") {
-		// A run stopped part-way has still written what it measured.
+	if rep != nil {
+		// Also a run stopped part-way, or one whose files could not be
+		// written: what it measured is not lost.
 		fmt.Print(rep.Markdown())
-		fmt.Printf("\nwritten to %s/{results.json,results.md,chart.png}\n", o.OutDir)
+		if !errors.Is(err, bench.ErrNotWritten) {
+			fmt.Printf("\nwritten to %s/{results.json,results.md,chart.png}\n", o.OutDir)
+		}
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tortie-bench:", err)
