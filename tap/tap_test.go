@@ -521,3 +521,36 @@ func TestReadBatchFollowsQueue(t *testing.T) {
 		}
 	}
 }
+
+// TestReadAllocatesNothing: a Read of queued frames allocates nothing,
+// batched or not.
+func TestReadAllocatesNothing(t *testing.T) {
+	ns, d, _ := podTAP(t)
+	err := nsutil.Do(testutil.NetnsPath(ns), func() error {
+		c, err := net.Dial("udp4", "10.9.0.2:9")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		for range 300 {
+			if _, err := c.Write([]byte{1}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One buffer: each Read takes one frame, so the 101 Reads below all
+	// find one queued and none waits.
+	bufs, sizes := [][]byte{make([]byte, 2048)}, make([]int, 1)
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := d.Read(bufs, sizes, 64); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per Read, want 0", allocs)
+	}
+}
