@@ -122,35 +122,34 @@ func startOn(tb testing.TB, pickPort func(testing.TB) int) *APIServer {
 	// The port is free when chosen and bound a moment later, by which
 	// time another process may have taken it: then kube-apiserver exits
 	// saying so, and it starts again on another port.
+	var p *process
 	for attempt := 1; ; attempt++ {
 		port := pickPort(tb)
 		s.URL = "https://127.0.0.1:" + strconv.Itoa(port)
-		p, err := s.start(dir, port, etcd.URL)
-		if err != nil {
+		if p, err = s.start(dir, port, etcd.URL); err != nil {
 			tb.Fatalf("kubetest: %v", err)
 		}
 		err = s.waitReady(ctx, p)
-		if err != nil && attempt < maxAttempts && p.exited() && strings.Contains(logTail(s.Log, 30), "address already in use") {
-			tb.Logf("kubetest: port %d was taken before kube-apiserver bound it; trying another", port)
-			_ = os.Rename(s.Log, fmt.Sprintf("%s.%d", s.Log, attempt))
-			continue
+		if err == nil || attempt == maxAttempts || !p.exited() || !strings.Contains(logTail(s.Log, 30), "address already in use") {
+			break
 		}
-		tb.Cleanup(func() {
-			exited, err := p.stop(30 * time.Second)
-			if err != nil {
-				tb.Errorf("kubetest: %v", err)
-			}
-			// A crash during the test would otherwise show only as the
-			// test's own failures, if any.
-			if exited && !tb.Failed() {
-				tb.Errorf("kubetest: kube-apiserver exited before the test ended (%v)\nkube-apiserver log (%s), last lines:\n%s",
-					p.err, s.Log, logTail(s.Log, 30))
-			}
-		})
+		tb.Logf("kubetest: port %d was taken before kube-apiserver bound it; trying another", port)
+		_ = os.Rename(s.Log, fmt.Sprintf("%s.%d", s.Log, attempt))
+	}
+	tb.Cleanup(func() {
+		exited, err := p.stop(30 * time.Second)
 		if err != nil {
-			tb.Fatalf("kubetest: %v\nkube-apiserver log (%s), last lines:\n%s", err, s.Log, logTail(s.Log, 30))
+			tb.Errorf("kubetest: %v", err)
 		}
-		break
+		// A crash during the test would otherwise show only as the
+		// test's own failures, if any.
+		if exited && !tb.Failed() {
+			tb.Errorf("kubetest: kube-apiserver exited before the test ended (%v)\nkube-apiserver log (%s), last lines:\n%s",
+				p.err, s.Log, logTail(s.Log, 30))
+		}
+	})
+	if err != nil {
+		tb.Fatalf("kubetest: %v\nkube-apiserver log (%s), last lines:\n%s", err, s.Log, logTail(s.Log, 30))
 	}
 	ready := time.Now()
 	ctx, cancel = context.WithTimeout(context.Background(), crdTimeout)
