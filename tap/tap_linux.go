@@ -32,10 +32,11 @@ const BatchSize = 32
 
 // Device is a TAP file descriptor held by the daemon.
 //
-// Concurrency: Read, and ReadQueue of each queue, is owned by one reader
-// and is not safe for concurrent use (its per-call state and read ring are
-// its own); readers of different queues run concurrently. Write,
-// WritePlain, WriteVec, MaxVec, BatchSize, Queues and Close are safe for
+// Concurrency: Read and TryRead, and ReadQueue and TryReadQueue of each
+// queue, are owned by one reader and are not safe for concurrent use (the
+// per-call state and read ring are the reader's); readers of different
+// queues run concurrently. Write, WritePlain, WriteVec, MaxVec, BatchSize,
+// Queues, PollFD, QueuePollFD and Close are safe for
 // concurrent use, with each other and with the readers: a write takes the
 // write ring of one queue under that queue's lock (queue 0's, or with
 // several queues whichever is free).
@@ -55,7 +56,11 @@ type Device struct {
 	off    int
 	got    int
 	err    error
-	readFn func(fd uintptr) bool
+	nowait bool // TryRead: report an empty queue rather than wait
+	// drained: a read of this call found the queue empty, so every frame
+	// still queued came after it
+	drained bool
+	readFn  func(fd uintptr) bool
 
 	// io_uring batching (nil rings: one syscall per frame). The read ring
 	// belongs to the one reader; writers share the write ring under wmu
@@ -274,7 +279,8 @@ func (d *Device) read(fd uintptr) bool {
 		n, err := unix.Read(int(fd), d.bufs[d.got][d.off:])
 		switch {
 		case err == unix.EAGAIN:
-			return d.got > 0 // nothing queued yet: wait on the poller
+			d.drained = true
+			return d.got > 0 || d.nowait // nothing queued yet: wait on the poller
 		case err == unix.EINTR:
 			continue
 		case err != nil:
@@ -319,7 +325,9 @@ func (d *Device) readRing(fd int) bool {
 			}
 			d.sizes[d.got] = int(res)
 			d.got++
-		case res == -int32(unix.EAGAIN) || res == -int32(unix.EINTR):
+		case res == -int32(unix.EAGAIN):
+			d.drained = true
+		case res == -int32(unix.EINTR):
 		case res == -int32(unix.EOPNOTSUPP) || res == -int32(unix.EINVAL):
 			// This kernel's TAP cannot read without waiting: go back to
 			// one read per frame.
@@ -337,7 +345,7 @@ func (d *Device) readRing(fd int) bool {
 	} else {
 		d.want = d.got + 1
 	}
-	return d.got > 0 || d.err != nil
+	return d.got > 0 || d.err != nil || d.nowait
 }
 
 // Read reads at least one frame, and further frames already queued, up to
@@ -345,24 +353,50 @@ func (d *Device) readRing(fd int) bool {
 // frames may stay queued for the next Read, which takes them without
 // waiting.
 func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	n, _, err := d.readBatch(bufs, sizes, offset, false)
+	return n, err
+}
+
+// TryRead is Read that never waits: with no frame queued it returns 0 and
+// no error. A reader that reads several devices in turn calls it once the
+// device's PollFD polls readable. drained says a read of the call found
+// the queue empty: any frame still queued came after it, and so made the
+// descriptor poll readable afresh. Otherwise frames may remain that no
+// new readiness announces.
+func (d *Device) TryRead(bufs [][]byte, sizes []int, offset int) (n int, drained bool, err error) {
+	return d.readBatch(bufs, sizes, offset, true)
+}
+
+// PollFD returns the device's descriptor (queue 0's), to watch for
+// readability beside Go's poller: it is readable while a frame is queued.
+// It is valid until Close; take it out of any epoll set before then.
+func (d *Device) PollFD() (int, error) {
+	fd := -1
+	if err := d.rc.Control(func(f uintptr) { fd = int(f) }); err != nil {
+		return -1, err
+	}
+	return fd, nil
+}
+
+func (d *Device) readBatch(bufs [][]byte, sizes []int, offset int, nowait bool) (int, bool, error) {
 	d.rmu.Lock()
 	defer d.rmu.Unlock()
-	d.bufs, d.sizes, d.off, d.got, d.err = bufs, sizes, offset, 0, nil
+	d.bufs, d.sizes, d.off, d.got, d.err, d.nowait, d.drained = bufs, sizes, offset, 0, nil, nowait, false
 	err := d.rc.Read(d.readFn)
 	d.bufs, d.sizes = nil, nil
 	if err != nil {
 		if d.closed.Load() {
-			return 0, os.ErrClosed // a raw read reports the close in its own words
+			return 0, false, os.ErrClosed // a raw read reports the close in its own words
 		}
-		return 0, err
+		return 0, false, err
 	}
 	if d.err != nil && d.got == 0 {
 		if d.err == unix.EBADFD {
-			return 0, os.ErrClosed
+			return 0, false, os.ErrClosed
 		}
-		return 0, d.err
+		return 0, false, d.err
 	}
-	return d.got, nil
+	return d.got, d.drained, nil
 }
 
 // Write writes each bufs[i][offset:] as one frame and returns how many
@@ -496,6 +530,22 @@ func (d *Device) ReadQueue(q int, bufs [][]byte, sizes []int, offset int) (int, 
 		return d.Read(bufs, sizes, offset)
 	}
 	return d.queues[q-1].Read(bufs, sizes, offset)
+}
+
+// TryReadQueue is TryRead from queue q.
+func (d *Device) TryReadQueue(q int, bufs [][]byte, sizes []int, offset int) (int, bool, error) {
+	if q == 0 {
+		return d.TryRead(bufs, sizes, offset)
+	}
+	return d.queues[q-1].TryRead(bufs, sizes, offset)
+}
+
+// QueuePollFD is PollFD of queue q.
+func (d *Device) QueuePollFD(q int) (int, error) {
+	if q == 0 {
+		return d.PollFD()
+	}
+	return d.queues[q-1].PollFD()
 }
 
 // Unpersist clears the persistent flag, so the device disappears when the

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tortie-net/tortie/header"
 	"github.com/tortie-net/tortie/internal/testutil"
 	"github.com/tortie-net/tortie/nsutil"
@@ -456,43 +458,8 @@ func TestReadBatchFollowsQueue(t *testing.T) {
 	for i := range bufs {
 		bufs[i] = make([]byte, 2048)
 	}
-	// send sends n one-byte datagrams holding b from the pod.
-	send := func(n int, b byte) {
-		t.Helper()
-		err := nsutil.Do(testutil.NetnsPath(ns), func() error {
-			c, err := net.Dial("udp4", "10.9.0.2:9")
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			for range n {
-				if _, err := c.Write([]byte{b}); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Nothing but the test's datagrams from now on: no IPv6 (router
-	// solicitations); then read up to a marker, past what came before.
-	testutil.Run(t, "ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
-	send(1, 0xAA)
-	// A Read still waiting after the deadline is ended by closing the TAP.
-	stuck := time.AfterFunc(10*time.Second, func() { d.Close() })
-	defer stuck.Stop()
-	for marked := false; !marked; {
-		got, err := d.Read(bufs, sizes, 0)
-		if err != nil {
-			t.Fatalf("the marker datagram did not come out of the TAP: %v", err)
-		}
-		for i := 0; i < got; i++ {
-			f := bufs[i][10:sizes[i]] // after the virtio-net header
-			marked = marked || (len(f) == 14+20+8+1 && f[14+9] == 17 && f[14+20+8] == 0xAA)
-		}
-	}
+	send := func(n int, b byte) { sendFromPod(t, ns, n, b) }
+	drainToMarker(t, ns, d, bufs, sizes)
 	if !d.Batched() {
 		t.Skip("this kernel's TAP cannot read without waiting: reads went back to one frame per syscall")
 	}
@@ -522,18 +489,18 @@ func TestReadBatchFollowsQueue(t *testing.T) {
 	}
 }
 
-// TestReadAllocatesNothing: a Read of queued frames allocates nothing,
-// batched or not.
-func TestReadAllocatesNothing(t *testing.T) {
-	ns, d, _ := podTAP(t)
+// sendFromPod sends n one-byte datagrams holding b from the pod of ns to
+// 10.9.0.2.
+func sendFromPod(t *testing.T, ns string, n int, b byte) {
+	t.Helper()
 	err := nsutil.Do(testutil.NetnsPath(ns), func() error {
 		c, err := net.Dial("udp4", "10.9.0.2:9")
 		if err != nil {
 			return err
 		}
 		defer c.Close()
-		for range 300 {
-			if _, err := c.Write([]byte{1}); err != nil {
+		for range n {
+			if _, err := c.Write([]byte{b}); err != nil {
 				return err
 			}
 		}
@@ -542,6 +509,97 @@ func TestReadAllocatesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// drainToMarker leaves nothing but the test's own datagrams to come out of
+// d (no IPv6, so no router solicitations), then reads up to a marker
+// datagram, past what came before. A Read still waiting after 10 s is
+// ended by closing the TAP.
+func drainToMarker(t *testing.T, ns string, d *Device, bufs [][]byte, sizes []int) {
+	t.Helper()
+	testutil.Run(t, "ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+	sendFromPod(t, ns, 1, 0xAA)
+	stuck := time.AfterFunc(10*time.Second, func() { d.Close() })
+	defer stuck.Stop()
+	for marked := false; !marked; {
+		got, err := d.Read(bufs, sizes, 0)
+		if err != nil {
+			t.Fatalf("the marker datagram did not come out of the TAP: %v", err)
+		}
+		for i := 0; i < got; i++ {
+			f := bufs[i][10:sizes[i]] // after the virtio-net header
+			marked = marked || (len(f) == 14+20+8+1 && f[14+9] == 17 && f[14+20+8] == 0xAA)
+		}
+	}
+}
+
+// TestTryRead: TryRead returns no frame and no error on an empty queue,
+// and says it found it empty, where PollFD does not poll readable; once
+// the pod sends, PollFD polls readable and TryRead takes the frames, in
+// order; after Close it says the device is closed.
+func TestTryRead(t *testing.T) {
+	ns, d, _ := podTAP(t)
+	bufs, sizes := make([][]byte, BatchSize), make([]int, BatchSize)
+	for i := range bufs {
+		bufs[i] = make([]byte, 2048)
+	}
+	drainToMarker(t, ns, d, bufs, sizes)
+	fd, err := d.PollFD()
+	if err != nil {
+		t.Fatal(err)
+	}
+	readable := func(timeout time.Duration) bool {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(pfd, int(timeout/time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n == 1 && pfd[0].Revents&unix.POLLIN != 0
+	}
+	if got, drained, err := d.TryRead(bufs, sizes, 0); got != 0 || !drained || err != nil {
+		t.Fatalf("TryRead of an empty TAP: %d frames, drained %v, %v; want 0, true, nil", got, drained, err)
+	}
+	if readable(0) {
+		t.Fatal("PollFD polls readable with no frame queued")
+	}
+	sendFromPod(t, ns, 3, 7)
+	if !readable(10 * time.Second) {
+		t.Fatal("PollFD did not poll readable with frames queued")
+	}
+	var seen []byte
+	for tries := 0; len(seen) < 3; tries++ {
+		if tries > 0 && !readable(10*time.Second) {
+			t.Fatalf("after %d of 3 frames, PollFD no longer polls readable", len(seen))
+		}
+		got, _, err := d.TryRead(bufs, sizes, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < got; i++ {
+			f := bufs[i][10:sizes[i]]
+			if len(f) != 14+20+8+1 || f[14+9] != 17 {
+				t.Fatalf("frame %d is not the pod's datagram: % x", len(seen), f)
+			}
+			seen = append(seen, f[14+20+8])
+		}
+	}
+	if string(seen) != "\x07\x07\x07" {
+		t.Fatalf("read % x, want three datagrams of 07", seen)
+	}
+	if got, drained, err := d.TryRead(bufs, sizes, 0); got != 0 || !drained || err != nil {
+		t.Fatalf("TryRead after the frames: %d frames, drained %v, %v; want 0, true, nil", got, drained, err)
+	}
+	d.Close()
+	if _, _, err := d.TryRead(bufs, sizes, 0); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("TryRead after Close: %v, want os.ErrClosed", err)
+	}
+}
+
+// TestReadAllocatesNothing: a Read of queued frames allocates nothing,
+// batched or not.
+func TestReadAllocatesNothing(t *testing.T) {
+	ns, d, _ := podTAP(t)
+	sendFromPod(t, ns, 300, 1)
 	// One buffer: each Read takes one frame, so the 101 Reads below all
 	// find one queued and none waits.
 	bufs, sizes := [][]byte{make([]byte, 2048)}, make([]int, 1)
