@@ -205,8 +205,8 @@ func InterfaceMTU(name string) (int, error) {
 }
 
 // Receiver reads a socket with recvmmsg; it implements router.UnderlayReceiver.
-// Recv is owned by one goroutine and not safe for concurrent use; Close is
-// safe from any goroutine.
+// Recv and TryRecv are owned by one goroutine and not safe for concurrent
+// use; PollFD and Close are safe from any goroutine.
 type Receiver struct {
 	closed atomic.Bool
 	gro    bool     // UDP_GRO: a message may hold several datagrams of one size
@@ -217,6 +217,7 @@ type Receiver struct {
 	mode   fib.Mode
 	n, got int
 	err    error
+	nowait bool // TryRecv: report an empty queue rather than wait
 	readFn func(fd uintptr) bool
 }
 
@@ -230,7 +231,7 @@ func (r *Receiver) read(fd uintptr) bool {
 	// Raw: MSG_DONTWAIT, the call never waits; see the package comment.
 	n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.b.msgs[0])), uintptr(r.n), unix.MSG_DONTWAIT, 0, 0)
 	if e == unix.EAGAIN {
-		return false
+		return r.nowait
 	}
 	if e != 0 {
 		r.err = e
@@ -244,6 +245,30 @@ func (r *Receiver) read(fd uintptr) bool {
 // With UDP GRO, a message may hold several datagrams of segs[i] bytes each
 // (the last may be shorter); segs[i] is 0 for a single datagram.
 func (r *Receiver) Recv(bufs [][]byte, sizes, segs []int, srcs [][4]byte, offset int) (int, error) {
+	return r.recv(bufs, sizes, segs, srcs, offset, false)
+}
+
+// TryRecv is Recv that never waits: with no message queued it returns 0
+// and no error. drained says the call took fewer messages than it had
+// room for, so the socket was found empty: any message still queued came
+// after, and made the descriptor poll readable afresh.
+func (r *Receiver) TryRecv(bufs [][]byte, sizes, segs []int, srcs [][4]byte, offset int) (n int, drained bool, err error) {
+	n, err = r.recv(bufs, sizes, segs, srcs, offset, true)
+	return n, err == nil && n < r.n, err
+}
+
+// PollFD returns the socket's descriptor, to watch for readability beside
+// Go's poller. It is valid until Close; take it out of any epoll set
+// before then.
+func (r *Receiver) PollFD() (int, error) {
+	fd := -1
+	if err := r.rc.Control(func(f uintptr) { fd = int(f) }); err != nil {
+		return -1, err
+	}
+	return fd, nil
+}
+
+func (r *Receiver) recv(bufs [][]byte, sizes, segs []int, srcs [][4]byte, offset int, nowait bool) (int, error) {
 	n := min(len(bufs), len(r.b.msgs))
 	for i := 0; i < n; i++ {
 		b := bufs[i][offset:]
@@ -256,7 +281,7 @@ func (r *Receiver) Recv(bufs [][]byte, sizes, segs []int, srcs [][4]byte, offset
 			r.b.msgs[i].Hdr.SetControllen(len(r.oobs[i]))
 		}
 	}
-	r.n, r.got, r.err = n, 0, nil
+	r.n, r.got, r.err, r.nowait = n, 0, nil, nowait
 	for r.got == 0 {
 		if err := r.rc.Read(r.readFn); err != nil {
 			if r.closed.Load() {
@@ -270,6 +295,9 @@ func (r *Receiver) Recv(bufs [][]byte, sizes, segs []int, srcs [][4]byte, offset
 				continue
 			}
 			return 0, r.err
+		}
+		if nowait {
+			break // nothing queued: r.got is 0
 		}
 	}
 	for i := 0; i < r.got; i++ {

@@ -2,11 +2,15 @@ package underlay
 
 import (
 	"errors"
+	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tortie-net/tortie/header"
 	"github.com/tortie-net/tortie/internal/testutil"
@@ -233,5 +237,89 @@ func TestVXLANQueues(t *testing.T) {
 	}
 	if len(used) < 2 {
 		t.Fatalf("every flow reached one socket of %d", len(rxs))
+	}
+}
+
+// TestTryRecv: TryRecv returns no message and no error on an empty socket,
+// where PollFD does not poll readable; once datagrams arrive, PollFD polls
+// readable and TryRecv takes them, saying it found the socket empty when
+// it took fewer than it had room for; after Close it says the socket is
+// closed.
+func TestTryRecv(t *testing.T) {
+	ns := testutil.Netns(t)
+	testutil.Run(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	self := netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	var rx *Receiver
+	if err := nsutil.Do(testutil.NetnsPath(ns), func() (err error) { rx, err = ListenVXLAN(self); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer rx.Close()
+	fd, err := rx.PollFD()
+	if err != nil {
+		t.Fatal(err)
+	}
+	readable := func(timeout time.Duration) bool {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(pfd, int(timeout/time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n == 1 && pfd[0].Revents&unix.POLLIN != 0
+	}
+	bufs := make([][]byte, 4)
+	for i := range bufs {
+		bufs[i] = make([]byte, 2048)
+	}
+	sizes, segs, srcs := make([]int, 4), make([]int, 4), make([][4]byte, 4)
+	if n, drained, err := rx.TryRecv(bufs, sizes, segs, srcs, 64); n != 0 || !drained || err != nil {
+		t.Fatalf("TryRecv of an empty socket: %d, drained %v, %v; want 0, true, nil", n, drained, err)
+	}
+	if readable(0) {
+		t.Fatal("PollFD polls readable with nothing queued")
+	}
+	err = nsutil.Do(testutil.NetnsPath(ns), func() error {
+		c, err := net.Dial("udp4", "127.0.0.1:4789")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		for _, b := range []byte{1, 2} {
+			if _, err := c.Write([]byte{b, b, b, b, b, b, b, b}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	for len(got) < 2 {
+		if !readable(10 * time.Second) {
+			t.Fatalf("after %d of 2 datagrams, PollFD does not poll readable", len(got))
+		}
+		n, drained, err := rx.TryRecv(bufs, sizes, segs, srcs, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !drained {
+			t.Fatalf("TryRecv took %d of room for %d but says the socket may hold more", n, len(bufs))
+		}
+		for i := 0; i < n; i++ {
+			if sizes[i] != 8 || srcs[i] != self.As4() {
+				t.Fatalf("datagram of %d bytes from %v, want 8 from %v", sizes[i], srcs[i], self)
+			}
+			got = append(got, bufs[i][64])
+		}
+	}
+	if string(got) != "\x01\x02" {
+		t.Fatalf("received % x, want 01 02", got)
+	}
+	if n, _, err := rx.TryRecv(bufs, sizes, segs, srcs, 64); n != 0 || err != nil {
+		t.Fatalf("TryRecv after the datagrams: %d, %v; want 0, nil", n, err)
+	}
+	rx.Close()
+	if _, _, err := rx.TryRecv(bufs, sizes, segs, srcs, 64); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("TryRecv after Close: %v, want os.ErrClosed", err)
 	}
 }
