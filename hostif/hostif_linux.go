@@ -53,11 +53,12 @@ type Config struct {
 
 // Host is the TUN device plus the kernel state around it.
 //
-// Concurrency: Read is owned by one reader (the router's host worker) and
-// is not safe for concurrent use. Write (the TUN library's, which takes
-// its own lock around its coalescing tables), WriteOffload (the batched
-// writer's, under its own lock), BatchSize, VnetHdr and Close are safe for
-// concurrent use, as are the kernel-programming methods.
+// Concurrency: Read and TryReadQueue are owned by one reader (the router's
+// host worker) and are not safe for concurrent use. Write (the TUN
+// library's, which takes its own lock around its coalescing tables),
+// WriteOffload (the batched writer's, under its own lock), BatchSize,
+// VnetHdr, QueuePollFD and Close are safe for concurrent use, as are the
+// kernel-programming methods.
 type Host struct {
 	tun.Device
 	cfg  Config
@@ -125,6 +126,17 @@ func (h *Host) VnetHdr() bool { return h.vnet }
 func (h *Host) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	return h.rx.Read(bufs, sizes, offset)
 }
+
+// TryReadQueue is Read that never waits (0 packets and no error when none
+// are queued; drained as tap.Device.TryRead says); the TUN has one queue,
+// q is 0.
+func (h *Host) TryReadQueue(_ int, bufs [][]byte, sizes []int, offset int) (int, bool, error) {
+	return h.rx.TryRead(bufs, sizes, offset)
+}
+
+// QueuePollFD returns the TUN's descriptor, readable while a packet is
+// queued (q is 0); valid until Close.
+func (h *Host) QueuePollFD(int) (int, error) { return h.rx.PollFD() }
 
 // WriteOffload writes each packet as it is, behind its own virtio-net
 // header (a TCP superframe's GSO fields for the kernel to segment, or all
