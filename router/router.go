@@ -2,11 +2,13 @@
 // packets from the host TUN and encapsulated packets from the underlay, routes
 // each through the FIB, and writes it out, encapsulating toward other nodes.
 //
-// One goroutine reads each input in batches and carries every packet of the
-// batch to its output itself: no channels on the per-packet path, no locks
-// (the FIB and port table are immutable snapshots behind atomic pointers), and
-// no allocation. Buffers carry Headroom bytes in front of every packet so that
-// outer headers are written in place.
+// Each input is read in batches, and whoever reads a batch carries every
+// packet of it to its output itself: no channels on the per-packet path, no
+// locks (the FIB and port table are immutable snapshots behind atomic
+// pointers), and no allocation. Inputs that can be polled (Config.InputLoops)
+// are read on input loops, each taking one batch of each of its ready inputs
+// in turn; others each have a goroutine of their own. Buffers carry Headroom
+// bytes in front of every packet so that outer headers are written in place.
 //
 // # Network policy
 //
@@ -143,7 +145,12 @@ type Config struct {
 	// how many wait for the logger (default 1024).
 	PolicyLogRate, PolicyLogBurst float64
 	PolicyLogQueue                int
-	Logger                        *zap.Logger
+	// InputLoops is how many goroutines read the inputs that can be
+	// polled (PolledDevice, PolledReceiver), each input on one of them, in
+	// turn with the others there (see inputLoop). 0: a goroutine per
+	// input, as for inputs that cannot be polled.
+	InputLoops int
+	Logger     *zap.Logger
 }
 
 // Counters are a port's traffic counters.
@@ -188,8 +195,10 @@ type Port struct {
 	vec    VectorWriter
 	maxVec int
 	Counters
-	// readers are the port's reader goroutines, one per queue.
+	// readers are the port's reader goroutines, one per queue, and
+	// polled its queues on input loops (fixed once AddPort returns).
 	readers sync.WaitGroup
+	polled  []loopEntry
 }
 
 // MultiQueue is a pod device with more than one receive queue (a
@@ -204,6 +213,38 @@ type Port struct {
 type MultiQueue interface {
 	Queues() int
 	ReadQueue(q int, bufs [][]byte, sizes []int, offset int) (int, error)
+}
+
+// PolledDevice is a Device (pod port or host) whose queues an input loop
+// can read in turn with other inputs (Config.InputLoops).
+//
+// Concurrency: QueuePollFD is safe for concurrent use; TryReadQueue of one
+// queue is owned by that queue's reader, as Read is.
+type PolledDevice interface {
+	// QueuePollFD returns a descriptor of queue q (0, or below
+	// MultiQueue.Queues) that polls readable while frames are queued. It
+	// stays valid until Close.
+	QueuePollFD(q int) (int, error)
+	// TryReadQueue reads queue q as Read does, but returns 0 frames and no
+	// error rather than wait. drained says a read of the call found the
+	// queue empty, so any frame still queued came after it and made the
+	// descriptor poll readable afresh; otherwise frames may remain that no
+	// new readiness announces.
+	TryReadQueue(q int, bufs [][]byte, sizes []int, offset int) (n int, drained bool, err error)
+}
+
+// PolledReceiver is an UnderlayReceiver an input loop can read in turn
+// with other inputs.
+//
+// Concurrency: PollFD is safe for concurrent use; TryRecv is owned by the
+// receiver's reader, as Recv is.
+type PolledReceiver interface {
+	// PollFD returns a descriptor that polls readable while messages are
+	// queued; it stays valid until Close.
+	PollFD() (int, error)
+	// TryRecv is Recv that returns 0 messages and no error rather than
+	// wait; drained as PolledDevice.TryReadQueue says.
+	TryRecv(bufs [][]byte, sizes, segs []int, srcs [][4]byte, offset int) (n int, drained bool, err error)
 }
 
 // PlainWriter is a pod device with virtio-net headers that supplies the
@@ -247,6 +288,7 @@ type Router struct {
 	readers sync.WaitGroup
 	closed  atomic.Bool
 	closers []func() error
+	loops   []*inputLoop // fixed by New
 
 	// flows is the router's one flow table; nodeAddr the node's address
 	// (packets from it are the node's own, not forwarded ones).
@@ -339,6 +381,23 @@ func New(cfg Config, f *fib.FIB, ul Underlay) *Router {
 	r.SetTunnelAddr(cfg.TunnelAddr)
 	empty := []*Port{}
 	r.ports.Store(&empty)
+	for range cfg.InputLoops {
+		l, err := newInputLoop(r.log)
+		if err != nil {
+			r.log.Warn("input loops unavailable: a goroutine per input", zap.Error(err))
+			for _, l := range r.loops {
+				l.stop()
+			}
+			r.loops = nil
+			break
+		}
+		r.loops = append(r.loops, l)
+		r.readers.Add(1)
+		go func() {
+			defer r.readers.Done()
+			l.run()
+		}()
+	}
 	return r
 }
 
@@ -400,24 +459,72 @@ func (r *Router) AddPort(cfg PortConfig, dev Device) (*Port, error) {
 		r.dropPort(p)
 		return nil, err
 	}
-	// One reader per queue. The workers' buffers are allocated here, not
-	// in the goroutines: once AddPort returns, the readers allocate nothing
-	// more.
-	read := func(_ int, bufs [][]byte, sizes []int, offset int) (int, error) { return dev.Read(bufs, sizes, offset) }
+	// One reader per queue: on an input loop if the device can be polled,
+	// else a goroutine. The workers' buffers are allocated here, not in
+	// the readers: once AddPort returns, they allocate nothing more.
+	read := waiting(func(_ int, bufs [][]byte, sizes []int, offset int) (int, error) { return dev.Read(bufs, sizes, offset) })
 	queues := 1
 	if mq, ok := dev.(MultiQueue); ok && mq.Queues() > 1 {
-		read, queues = mq.ReadQueue, mq.Queues()
+		read, queues = waiting(mq.ReadQueue), mq.Queues()
 	}
+	pd, _ := dev.(PolledDevice)
 	for q := range queues {
 		w := r.portWorker(p)
+		if pd != nil {
+			try := pd.TryReadQueue
+			if e, ok := r.addInput(pd, q, func() stepResult { return r.portBatch(p, w, q, try) }); ok {
+				p.polled = append(p.polled, e)
+				continue
+			}
+		}
 		p.readers.Add(1)
 		r.spawn(func() {
 			defer p.readers.Done()
-			r.readPort(p, w, q, read)
+			for r.portBatch(p, w, q, read).goOn() {
+			}
 		})
 	}
 	return p, nil
 }
+
+// loopEntry is an input on a loop, for its removal.
+type loopEntry struct {
+	l  *inputLoop
+	id int32
+}
+
+// addInput puts an input on the loop with the fewest; false: no loop took
+// it (none configured, or the descriptor could not be watched), and the
+// caller reads it on its own goroutine.
+func (r *Router) addInput(d interface{ QueuePollFD(int) (int, error) }, q int, step func() stepResult) (loopEntry, bool) {
+	if len(r.loops) == 0 {
+		return loopEntry{}, false
+	}
+	fd, err := d.QueuePollFD(q)
+	if err != nil {
+		r.log.Warn("input cannot be polled: read on its own goroutine", zap.Error(err))
+		return loopEntry{}, false
+	}
+	l := r.loops[0]
+	for _, m := range r.loops[1:] {
+		if m.size() < l.size() {
+			l = m
+		}
+	}
+	id, err := l.add(&loopInput{fd: fd, step: step})
+	if err != nil {
+		if !errors.Is(err, errLoopStopped) {
+			r.log.Warn("input cannot be polled: read on its own goroutine", zap.Error(err))
+		}
+		return loopEntry{}, false
+	}
+	return loopEntry{l, id}, true
+}
+
+// receiverFD adapts a PolledReceiver to addInput.
+type receiverFD struct{ PolledReceiver }
+
+func (r receiverFD) QueuePollFD(int) (int, error) { return r.PollFD() }
 
 // RemovePort withdraws the pod's route, closes its device and waits for its
 // reader to stop.
@@ -427,6 +534,9 @@ func (r *Router) RemovePort(p *Port) error {
 		return nil
 	})
 	r.dropPort(p)
+	for _, e := range p.polled {
+		e.l.remove(e.id) // before the close: the descriptor leaves the loop's epoll
+	}
 	err := p.dev.Close()
 	p.readers.Wait()
 	return err
@@ -467,14 +577,38 @@ func (r *Router) AttachHost(dev Device) {
 	r.host.Store(h)
 	r.closers = append(r.closers, dev.Close)
 	w := r.newWorker(dev.BatchSize(), size)
-	r.spawn(func() { r.readHost(h, w) })
+	if pd, ok := dev.(PolledDevice); ok {
+		try := pd.TryReadQueue
+		if _, ok := r.addInput(pd, 0, func() stepResult { return r.hostBatch(h, w, try) }); ok {
+			return
+		}
+	}
+	read := waiting(func(_ int, bufs [][]byte, sizes []int, offset int) (int, error) { return dev.Read(bufs, sizes, offset) })
+	r.spawn(func() {
+		for r.hostBatch(h, w, read).goOn() {
+		}
+	})
 }
 
 // AttachUnderlay starts reading encapsulated packets from rx.
 func (r *Router) AttachUnderlay(rx UnderlayReceiver) {
 	r.closers = append(r.closers, rx.Close)
-	w := r.newWorker(rx.BatchSize(), maxPacket)
-	r.spawn(func() { r.readUnderlay(rx, w) })
+	u := &underlayReader{rx: rx, w: r.newWorker(rx.BatchSize(), maxPacket), mode: rx.Mode()}
+	u.srcs, u.segs = make([][4]byte, len(u.w.bufs)), make([]int, len(u.w.bufs))
+	if pr, ok := rx.(PolledReceiver); ok {
+		try := pr.TryRecv
+		if _, ok := r.addInput(receiverFD{pr}, 0, func() stepResult { return r.underlayBatch(u, try) }); ok {
+			return
+		}
+	}
+	recv := func(bufs [][]byte, sizes, segs []int, srcs [][4]byte, offset int) (int, bool, error) {
+		n, err := rx.Recv(bufs, sizes, segs, srcs, offset)
+		return n, false, err
+	}
+	r.spawn(func() {
+		for r.underlayBatch(u, recv).goOn() {
+		}
+	})
 }
 
 // spawn starts a reader goroutine that Close waits for.
@@ -501,6 +635,9 @@ func (r *Router) lowerPathMTU(mtu int) {
 func (r *Router) Close() error {
 	r.closed.Store(true)
 	r.closeOnce.Do(func() { close(r.polLogDone) })
+	for _, l := range r.loops {
+		l.stop() // before the devices close: no turn reads a closed one
+	}
 	var errs []error
 	for _, c := range r.closers {
 		errs = append(errs, c())
@@ -573,31 +710,56 @@ func (r *Router) portWorker(p *Port) *worker {
 	return r.newWorker(batch, size)
 }
 
-// readPort reads queue q of a pod port with read until the device closes.
-func (r *Router) readPort(p *Port, w *worker, q int, read func(q int, bufs [][]byte, sizes []int, offset int) (int, error)) {
-	for {
-		n, err := read(q, w.bufs, w.sizes, Headroom)
-		if err != nil {
-			if isClosed(err) || r.closed.Load() {
-				return
-			}
-			r.log.Warn("pod port read failed", zap.String("port", p.cfg.Name), zap.Int("queue", q), zap.Error(err))
-			return
-		}
-		w.begin()
-		var bytes uint64
-		for i := 0; i < n; i++ {
-			bytes += uint64(w.sizes[i])
-			if p.cfg.Offload {
-				w.fromOffload(podIngress(p), w.bufs[i], Headroom, Headroom+w.sizes[i])
-			} else {
-				w.fromPod(p, w.bufs[i], Headroom, Headroom+w.sizes[i])
-			}
-		}
-		p.RxPackets.Add(uint64(n))
-		p.RxBytes.Add(bytes)
-		w.flush()
+// readFunc reads one batch of queue q into bufs; drained as
+// PolledDevice.TryReadQueue says.
+type readFunc func(q int, bufs [][]byte, sizes []int, offset int) (n int, drained bool, err error)
+
+// waiting adapts a read that waits for a batch (drained is then unknown,
+// and no matter: the reader reads again at once).
+func waiting(read func(q int, bufs [][]byte, sizes []int, offset int) (int, error)) readFunc {
+	return func(q int, bufs [][]byte, sizes []int, offset int) (int, bool, error) {
+		n, err := read(q, bufs, sizes, offset)
+		return n, false, err
 	}
+}
+
+// batchResult is a read batch's stepResult: an input found empty waits
+// for new readiness; one that filled its batch may hold more.
+func batchResult(drained bool) stepResult {
+	if drained {
+		return stepDrained
+	}
+	return stepMore
+}
+
+// portBatch reads one batch of queue q of a pod port with read and
+// forwards it.
+func (r *Router) portBatch(p *Port, w *worker, q int, read readFunc) stepResult {
+	n, drained, err := read(q, w.bufs, w.sizes, Headroom)
+	if err != nil {
+		if isClosed(err) || r.closed.Load() {
+			return stepClosed
+		}
+		r.log.Warn("pod port read failed", zap.String("port", p.cfg.Name), zap.Int("queue", q), zap.Error(err))
+		return stepFailed
+	}
+	if n == 0 {
+		return stepDrained
+	}
+	w.begin()
+	var bytes uint64
+	for i := 0; i < n; i++ {
+		bytes += uint64(w.sizes[i])
+		if p.cfg.Offload {
+			w.fromOffload(podIngress(p), w.bufs[i], Headroom, Headroom+w.sizes[i])
+		} else {
+			w.fromPod(p, w.bufs[i], Headroom, Headroom+w.sizes[i])
+		}
+	}
+	p.RxPackets.Add(uint64(n))
+	p.RxBytes.Add(bytes)
+	w.flush()
+	return batchResult(drained)
 }
 
 // maxFrameFor sizes pod read buffers: a pod's frames are bounded by its MTU,
@@ -605,66 +767,80 @@ func (r *Router) readPort(p *Port, w *worker, q int, read func(q int, bufs [][]b
 // as a malformed drop rather than silent.
 func maxFrameFor(r *Router) int { return max(r.cfg.UnderlayMTU, 1500) + header.EthernetLen + 256 }
 
-func (r *Router) readHost(h *hostPort, w *worker) {
-	for {
-		n, err := h.dev.Read(w.bufs, w.sizes, Headroom)
-		if err != nil {
-			if isClosed(err) || r.closed.Load() {
-				return
-			}
-			// The TUN reports malformed offload metadata as an error for
-			// that read only; keep going.
-			w.begin()
-			w.drop(DropMalformed)
-			w.flush()
-			continue
+// hostBatch reads one batch from the host with read and forwards it.
+func (r *Router) hostBatch(h *hostPort, w *worker, read readFunc) stepResult {
+	n, drained, err := read(0, w.bufs, w.sizes, Headroom)
+	if err != nil {
+		if isClosed(err) || r.closed.Load() {
+			return stepClosed
 		}
+		// The TUN reports malformed offload metadata as an error for
+		// that read only; keep going.
 		w.begin()
-		var bytes uint64
-		for i := 0; i < n; i++ {
-			bytes += uint64(w.sizes[i])
-			if h.vnet {
-				w.fromOffload(hostIngress, w.bufs[i], Headroom, Headroom+w.sizes[i])
-			} else {
-				w.fromHost(w.bufs[i], Headroom, Headroom+w.sizes[i])
-			}
-		}
-		h.RxPackets.Add(uint64(n))
-		h.RxBytes.Add(bytes)
+		w.drop(DropMalformed)
 		w.flush()
+		return stepMore
 	}
+	if n == 0 {
+		return stepDrained
+	}
+	w.begin()
+	var bytes uint64
+	for i := 0; i < n; i++ {
+		bytes += uint64(w.sizes[i])
+		if h.vnet {
+			w.fromOffload(hostIngress, w.bufs[i], Headroom, Headroom+w.sizes[i])
+		} else {
+			w.fromHost(w.bufs[i], Headroom, Headroom+w.sizes[i])
+		}
+	}
+	h.RxPackets.Add(uint64(n))
+	h.RxBytes.Add(bytes)
+	w.flush()
+	return batchResult(drained)
 }
 
-func (r *Router) readUnderlay(rx UnderlayReceiver, w *worker) {
-	srcs := make([][4]byte, len(w.bufs))
-	segs := make([]int, len(w.bufs))
-	mode := rx.Mode()
-	for {
-		n, err := rx.Recv(w.bufs, w.sizes, segs, srcs, Headroom)
-		if err != nil {
-			if isClosed(err) || r.closed.Load() {
-				return
-			}
-			r.log.Warn("underlay read failed", zap.Stringer("mode", mode), zap.Error(err))
-			return
+// underlayReader is one underlay receiver's reader state.
+type underlayReader struct {
+	rx   UnderlayReceiver
+	w    *worker
+	srcs [][4]byte
+	segs []int
+	mode fib.Mode
+}
+
+// underlayBatch reads one batch of encapsulated packets with recv and
+// forwards it.
+func (r *Router) underlayBatch(u *underlayReader, recv func(bufs [][]byte, sizes, segs []int, srcs [][4]byte, offset int) (int, bool, error)) stepResult {
+	w := u.w
+	n, drained, err := recv(w.bufs, w.sizes, u.segs, u.srcs, Headroom)
+	if err != nil {
+		if isClosed(err) || r.closed.Load() {
+			return stepClosed
 		}
-		w.begin()
-		for i := 0; i < n; i++ {
-			if mode == fib.ModeVXLAN {
-				// Datagrams of a GRO message are handled where they lie:
-				// writes in front of one touch only its own VXLAN header
-				// room, and frames are written in the order they came.
-				end, step := Headroom+w.sizes[i], w.sizes[i]
-				if segs[i] > 0 {
-					step = segs[i]
-				}
-				for d := Headroom; d < end; d += step {
-					w.fromVXLAN(srcs[i], w.bufs[i], d, min(d+step, end))
-				}
-			} else {
-				w.fromIPIP(w.bufs[i], Headroom, Headroom+w.sizes[i])
-			}
-		}
-		w.flush()
+		r.log.Warn("underlay read failed", zap.Stringer("mode", u.mode), zap.Error(err))
+		return stepFailed
 	}
+	if n == 0 {
+		return stepDrained
+	}
+	w.begin()
+	for i := 0; i < n; i++ {
+		if u.mode == fib.ModeVXLAN {
+			// Datagrams of a GRO message are handled where they lie:
+			// writes in front of one touch only its own VXLAN header
+			// room, and frames are written in the order they came.
+			end, step := Headroom+w.sizes[i], w.sizes[i]
+			if u.segs[i] > 0 {
+				step = u.segs[i]
+			}
+			for d := Headroom; d < end; d += step {
+				w.fromVXLAN(u.srcs[i], w.bufs[i], d, min(d+step, end))
+			}
+		} else {
+			w.fromIPIP(w.bufs[i], Headroom, Headroom+w.sizes[i])
+		}
+	}
+	w.flush()
+	return batchResult(drained)
 }
