@@ -55,6 +55,15 @@ func TestParse(t *testing.T) {
 	if c, err = Parse([]byte(sample + "realtimePriority: 1\n")); err != nil || c.RealtimePriority != 1 {
 		t.Fatalf("realtimePriority 1: %+v, %v", c, err)
 	}
+	// Input loops: on unless inputLoops says false.
+	for _, l := range []struct {
+		extra string
+		want  bool
+	}{{"", true}, {"inputLoops: true\n", true}, {"inputLoops: false\n", false}} {
+		if c, err = Parse([]byte(sample + l.extra)); err != nil || c.Loops() != l.want {
+			t.Errorf("%q: input loops %v, want %v (%v)", l.extra, c.Loops(), l.want, err)
+		}
+	}
 }
 
 func TestParseErrors(t *testing.T) {

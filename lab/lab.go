@@ -64,6 +64,9 @@ type Options struct {
 	// RealtimePriority is each tortied's realtimePriority: its threads
 	// under SCHED_FIFO at this priority (0: the normal scheduler).
 	RealtimePriority int
+	// GoroutineReaders sets each tortied's inputLoops to false: a
+	// goroutine per input instead of a read loop per thread.
+	GoroutineReaders bool
 	// UnderlayGRO makes every node's underlay interface coalesce what it
 	// receives as a NIC's GRO does (a veth forwards packets one by one;
 	// this turns on its NAPI GRO, holds a poll's packets a little for
@@ -136,6 +139,8 @@ type Lab struct {
 	PodQueues int `json:"podQueues,omitempty"`
 	// RealtimePriority is Options.RealtimePriority.
 	RealtimePriority int `json:"realtimePriority,omitempty"`
+	// GoroutineReaders is Options.GoroutineReaders.
+	GoroutineReaders bool `json:"goroutineReaders,omitempty"`
 	// Manifest is Options.Manifest, kept for DeployTortie.
 	Manifest string `json:"manifest,omitempty"`
 	// K8sBinDir holds the Kubernetes binaries of the lab's control plane
@@ -289,7 +294,7 @@ func Up(o Options) (l *Lab, err error) {
 	l = &Lab{Name: o.Name, Mode: o.Mode, Encap: enc, CrossSubnet: cross, Subnets: o.Subnets, Fabric: o.Name + "-fab", Datastore: !o.Static,
 		Tortied: o.Tortied, LogLevel: o.LogLevel, BGP: o.BGP && !o.Static, EtcdTLS: o.EtcdTLS,
 		DaemonSet: o.DaemonSet, Manifest: o.Manifest, Threads: o.Threads, PodQueues: o.PodQueues,
-		RealtimePriority: o.RealtimePriority}
+		RealtimePriority: o.RealtimePriority, GoroutineReaders: o.GoroutineReaders}
 	if l.Datastore {
 		if err := l.prepareCNI(o); err != nil {
 			return nil, err
@@ -554,6 +559,10 @@ func (l *Lab) startTortied(o Options, n *Node) error {
 		cfg.CPUs, cfg.CPUSet = l.Threads, ""
 	}
 	cfg.PodQueues, cfg.RealtimePriority = l.PodQueues, l.RealtimePriority
+	if l.GoroutineReaders {
+		no := false
+		cfg.InputLoops = &no
+	}
 	if l.Datastore {
 		cfg.PodCIDR, cfg.ClusterCIDRs, cfg.TunnelAddress, cfg.Nodes, cfg.Encapsulation, cfg.CrossSubnet = "", nil, "", nil, "", false
 		cfg.Datastore = l.etcdDatastore(n)

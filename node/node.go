@@ -122,6 +122,9 @@ func New(cfg *config.Config, log *zap.Logger) (n *Node, err error) {
 		UnderlayMTU: n.underlayMTU,
 		Logger:      log.Named("router"),
 	}
+	if cfg.Loops() {
+		rcfg.InputLoops = threads(cfg) // one per thread, each reading its inputs in turn
+	}
 	if cfg.TunnelAddr.IsValid() {
 		rcfg.TunnelAddr = cfg.TunnelAddr.As4()
 	}
@@ -411,9 +414,15 @@ const maxVXLANQueues = 8
 // vxlanQueues is how many VXLAN sockets share the node's port 4789: one
 // for each thread tortied runs Go code on.
 func vxlanQueues(cfg *config.Config) int {
+	return min(threads(cfg), maxVXLANQueues)
+}
+
+// threads is how many threads forward: the configured count, or all Go
+// may use.
+func threads(cfg *config.Config) int {
 	n := cfg.Threads()
 	if n <= 0 {
 		n = runtime.GOMAXPROCS(0)
 	}
-	return min(max(n, 1), maxVXLANQueues)
+	return max(n, 1)
 }

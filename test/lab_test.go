@@ -7,6 +7,7 @@ package test
 import (
 	"context"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -65,15 +66,46 @@ func counters(t *testing.T, n *lab.Node) map[string]uint64 {
 }
 
 // TestStaticModes: the static route source (peers in the config file) in
-// the two tunnel modes.
+// the two tunnel modes; and, in the second, tortied reading each input on
+// a goroutine of its own (inputLoops: false) rather than on read loops.
 func TestStaticModes(t *testing.T) {
-	for i, mode := range []string{"ipip", "vxlan-crosssubnet"} {
-		t.Run(mode, func(t *testing.T) {
-			l := up(t, lab.Options{Name: fmt.Sprintf("ts%d", i), Nodes: 3, Pods: 1, Mode: mode, Static: true})
+	for i, c := range []struct {
+		name, mode string
+		readers    bool
+	}{{"ipip", "ipip", false}, {"vxlan-crosssubnet", "vxlan-crosssubnet", false}, {"goroutine-readers", "vxlan-crosssubnet", true}} {
+		t.Run(c.name, func(t *testing.T) {
+			l := up(t, lab.Options{Name: fmt.Sprintf("ts%d", i), Nodes: 3, Pods: 1, Mode: c.mode, Static: true,
+				GoroutineReaders: c.readers})
+			// Go's poller holds one epoll; a read loop (one thread:
+			// one loop) holds another.
+			want := 2
+			if c.readers {
+				want = 1
+			}
+			if n := epolls(t, l.Nodes[0].PID); n != want {
+				t.Fatalf("n1's tortied holds %d epolls, want %d", n, want)
+			}
 			checkAll(t, l)
 			transfer(t, l, "n1p1", "n2p1", false)
 		})
 	}
+}
+
+// epolls counts the epoll descriptors process pid holds.
+func epolls(t *testing.T, pid int) int {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if link, err := os.Readlink(dir + "/" + e.Name()); err == nil && link == "anon_inode:[eventpoll]" {
+			n++
+		}
+	}
+	return n
 }
 
 // TestModes: every mode, every pod to every pod (TTL 63 same node, 62

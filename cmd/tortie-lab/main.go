@@ -39,6 +39,7 @@ var commands = []command{
 		fs.IntVar(&o.Threads, "threads", 0, "OS threads per tortied (0 or 1: one, pinned to a CPU of its own; more: unpinned, with that many VXLAN sockets)")
 		fs.IntVar(&o.PodQueues, "pod-queues", 0, "queues per pod TAP, each read on its own (0: one)")
 		fs.IntVar(&o.RealtimePriority, "realtime", 0, "run every tortied's threads real-time, SCHED_FIFO at this priority (1-99; 0: the normal scheduler)")
+		fs.BoolVar(&o.GoroutineReaders, "goroutine-readers", false, "give each input a goroutine of its own (inputLoops: false) instead of a read loop per thread")
 		fs.IntVar(&o.UnderlayMTU, "mtu", 1500, "underlay MTU")
 		fs.BoolVar(&o.UnderlayGRO, "underlay-gro", false, "nodes' underlay interfaces coalesce what they receive (GRO), as a NIC does")
 		fs.StringVar(&o.Tortied, "tortied", "", "tortied binary (default: next to tortie-lab)")
