@@ -14,24 +14,27 @@ import (
 )
 
 // inputLoop reads many inputs in turn on one goroutine, one batch of each
-// ready input per turn, so that a packet waits for at most one batch of
-// every other ready input of its loop.
+// ready input per turn (up to loopEvents of them), so that a packet waits
+// for about one batch of each other ready input of its loop.
 //
 // With a goroutine per input, a packet on a quiet input waits for the
 // reader of a busy one to find its queue empty and park: Go's scheduler
 // looks at its network poller, which would wake the quiet input's reader,
 // only when it has nothing else to run, and otherwise about every 10 ms
 // from its monitor. A loop asks the kernel which of its inputs are ready
-// after every turn instead.
+// before every turn instead.
 //
 // The inputs' descriptors sit on a private level-triggered epoll; the loop
 // waits for that epoll's own descriptor through Go's poller, so a waiting
-// loop holds no thread. After a turn, the loop asks the epoll again only if
-// an input may still hold packets (its batch came back full, or the turn
-// took fewer ready inputs than were ready); otherwise every packet not read
-// came after its input was found empty, and its arrival, made readable
-// afresh, wakes the loop through Go's poller. That saves a system call per
-// turn.
+// loop holds no thread. After a turn, the loop asks the epoll again at once
+// only if an input may still hold packets (its batch came back full) or the
+// poll filled its event array; otherwise every packet not read came after
+// its input was found empty, and its arrival, made readable afresh, wakes
+// the loop through Go's poller. That saves a system call per turn.
+//
+// A step that waits (an underlay send waiting for room in a full socket
+// buffer) holds up the loop's other inputs, and remove and stop, until it
+// goes on.
 //
 // The nesting has a price: a wake-up that goes through the private epoll
 // into Go's costs more than one straight from Go's poller (1-2 µs per hop
@@ -58,7 +61,9 @@ type inputLoop struct {
 	ins     map[int32]*loopInput
 	next    int32
 	stopped bool
-	count   int // inputs added and not removed (under mu), for placing inputs
+	// count is how many inputs were added and not removed (changed under
+	// mu), read without it to place inputs.
+	count atomic.Int32
 
 	// The loop goroutine's own: what the last epoll_wait found.
 	evs     []unix.EpollEvent
@@ -82,15 +87,15 @@ type stepResult uint8
 const (
 	stepMore    stepResult = iota // the batch came back full: the input may hold more
 	stepDrained                   // the input was found empty: what came after announces itself
-	stepClosed                    // the input was closed (by Close, which comes after remove)
+	stepClosed                    // the input says it is closed (a TAP whose device is gone, or the router closing)
 	stepFailed                    // a read failed for good
 )
 
 // goOn says whether the input is read again.
 func (s stepResult) goOn() bool { return s == stepMore || s == stepDrained }
 
-// loopEvents is how many ready inputs one turn takes; more wait for the
-// next turn, which comes before any input is read twice more.
+// loopEvents is how many ready inputs one turn takes; more wait for a
+// later turn (the epoll hands out its ready inputs in rotation).
 const loopEvents = 64
 
 func newInputLoop(log *zap.Logger) (*inputLoop, error) {
@@ -120,9 +125,12 @@ func (l *inputLoop) run() {
 	// One Read for the loop's life: Read clears the poller's readiness of
 	// the epoll once, when it begins; after that a wake-up that came
 	// during a turn is kept for the next wait (see serve).
-	_ = l.rc.Read(l.serveFn) // returns when stop closes the epoll
+	err := l.rc.Read(l.serveFn) // returns when stop closes the epoll
 	if l.err != nil {
-		l.log.Error("input loop stopped: its inputs are no longer read", zap.Error(l.err))
+		err = l.err
+	}
+	if err != nil && !l.quit.Load() {
+		l.log.Error("input loop stopped: its inputs are no longer read", zap.Error(err))
 	}
 }
 
@@ -205,7 +213,7 @@ func (l *inputLoop) add(in *loopInput) (int32, error) {
 		return 0, fmt.Errorf("router: watch input: %w", err)
 	}
 	l.ins[id] = in
-	l.count++
+	l.count.Add(1)
 	return id, nil
 }
 
@@ -222,7 +230,7 @@ func (l *inputLoop) remove(id int32) {
 
 func (l *inputLoop) removeLocked(id int32, in *loopInput) {
 	delete(l.ins, id)
-	l.count--
+	l.count.Add(-1)
 	if !l.stopped {
 		// The descriptor is still open: its owner closes it after remove
 		// (or after stop).
@@ -230,12 +238,8 @@ func (l *inputLoop) removeLocked(id int32, in *loopInput) {
 	}
 }
 
-// size is how many inputs the loop reads.
-func (l *inputLoop) size() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.count
-}
+// size is how many inputs the loop reads; it does not wait for a turn.
+func (l *inputLoop) size() int { return int(l.count.Load()) }
 
 // stop ends run (waiting for its turn to finish) and closes the epoll; the
 // inputs' descriptors are their owners' to close. Later adds fail and
@@ -249,6 +253,6 @@ func (l *inputLoop) stop() {
 	<-l.done
 	l.mu.Lock()
 	clear(l.ins)
-	l.count = 0
+	l.count.Store(0)
 	l.mu.Unlock()
 }

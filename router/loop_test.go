@@ -2,6 +2,10 @@ package router
 
 import (
 	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -9,6 +13,11 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+
+	"github.com/tortie-net/tortie/fib"
+	"github.com/tortie-net/tortie/header"
+	"github.com/tortie-net/tortie/internal/testutil"
+	"github.com/tortie-net/tortie/router/routertest"
 )
 
 // pipeInput is a loop input over a non-blocking pipe: each step reads one
@@ -145,34 +154,58 @@ func TestInputLoopTakesTurns(t *testing.T) {
 	}
 }
 
-// TestInputLoopRemove: remove waits for a step in progress, and a removed
-// input is not stepped again although it stays readable.
+// TestInputLoopRemove: remove waits for a step in progress, takes the
+// input's descriptor out of the epoll, and a removed input is not stepped
+// again although it stays readable.
 func TestInputLoopRemove(t *testing.T) {
 	log := &stepLog{}
-	l := startLoop(t)
 	a, b := newPipeInput(t, "a", log), newPipeInput(t, "b", log)
-	a.entry, a.hold = make(chan struct{}), make(chan struct{})
+	l := startLoop(t)
+	var running atomic.Bool
+	entered, hold := make(chan struct{}), make(chan struct{})
+	var buf [1]byte
+	a.step = func() stepResult {
+		running.Store(true)
+		defer running.Store(false)
+		entered <- struct{}{}
+		<-hold
+		if n, _ := unix.Read(a.r, buf[:]); n == 1 {
+			log.add("a")
+		}
+		return stepDrained
+	}
 	idA := addInput(t, l, a)
 	addInput(t, l, b)
+	if n := watched(t, l); n != 2 {
+		t.Fatalf("the epoll watches %d descriptors, want 2", n)
+	}
 	a.send(t, 1)
 	select {
-	case <-a.entry: // a's step is running and holds
+	case <-entered: // a's step is running and holds
 	case <-time.After(10 * time.Second):
 		t.Fatal("a was not stepped")
 	}
+	var stepRunning atomic.Bool
 	removed := make(chan struct{})
 	go func() {
 		l.remove(idA)
+		stepRunning.Store(running.Load())
 		close(removed)
 	}()
-	// remove cannot return while a's step runs.
+	// A remove that did not wait would return now, with the step held.
 	select {
 	case <-removed:
 		t.Fatal("remove returned while the input's step was running")
-	default:
+	case <-time.After(100 * time.Millisecond):
 	}
-	close(a.hold)
+	close(hold)
 	<-removed
+	if stepRunning.Load() {
+		t.Fatal("remove returned while the input's step was running")
+	}
+	if n := watched(t, l); n != 1 {
+		t.Fatalf("after remove the epoll watches %d descriptors, want 1", n)
+	}
 	before := log.count("a")
 	a.send(t, 5)
 	b.send(t, 1)
@@ -187,30 +220,39 @@ func TestInputLoopRemove(t *testing.T) {
 	}
 }
 
-// TestInputLoopFailedInput: an input whose step fails is taken out.
+// watched counts the descriptors l's epoll watches (its fdinfo's tfd lines).
+func watched(t *testing.T, l *inputLoop) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", l.epfd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), "tfd:")
+}
+
+// TestInputLoopFailedInput: an input whose step fails is taken out of the
+// loop and its epoll.
 func TestInputLoopFailedInput(t *testing.T) {
-	l := startLoop(t)
 	in := newPipeInput(t, "x", nil)
-	var steps int
-	var mu sync.Mutex
+	other := newPipeInput(t, "y", &stepLog{})
+	l := startLoop(t)
+	var steps atomic.Int64
 	in.step = func() stepResult {
-		mu.Lock()
-		steps++
-		mu.Unlock()
+		steps.Add(1)
 		return stepFailed
 	}
 	addInput(t, l, in)
-	in.send(t, 1)
-	waitFor(t, "the failed input to leave the loop", func() bool { return l.size() == 0 })
-	// Still readable: a later turn must not step it.
-	other := newPipeInput(t, "y", &stepLog{})
 	addInput(t, l, other)
+	in.send(t, 1)
+	waitFor(t, "the failed input to leave the loop", func() bool { return l.size() == 1 })
+	if n := watched(t, l); n != 1 {
+		t.Fatalf("the epoll watches %d descriptors after one of two failed, want 1", n)
+	}
+	// Still readable: a later turn must not step it.
 	other.send(t, 1)
 	waitFor(t, "the other input's step", func() bool { return other.log.count("y") == 1 })
-	mu.Lock()
-	defer mu.Unlock()
-	if steps != 1 {
-		t.Fatalf("failed input stepped %d times, want 1", steps)
+	if n := steps.Load(); n != 1 {
+		t.Fatalf("failed input stepped %d times, want 1", n)
 	}
 }
 
@@ -262,8 +304,8 @@ func TestInputLoopTurnAllocatesNothing(t *testing.T) {
 // inputs all came back drained: its readiness wakes the loop.
 func TestInputLoopWakeDuringTurn(t *testing.T) {
 	log := &stepLog{}
-	l := startLoop(t)
 	a, b := newPipeInput(t, "a", log), newPipeInput(t, "b", log)
+	l := startLoop(t)
 	var buf [1]byte
 	a.step = func() stepResult {
 		if n, _ := unix.Read(a.r, buf[:]); n == 1 {
@@ -293,5 +335,151 @@ func TestInputLoopStopWhileBusy(t *testing.T) {
 	addInput(t, l, in)
 	go l.run()
 	waitFor(t, "the input's steps", func() bool { return steps.Load() > 10 })
-	l.stop()
+	stopped := make(chan struct{})
+	go func() { l.stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("stop did not end a loop whose input never runs dry")
+	}
+}
+
+// TestInputLoopManyReady: more inputs ready at once than one poll takes
+// are all read, although every step comes back drained: a poll that fills
+// its event array is followed by another.
+func TestInputLoopManyReady(t *testing.T) {
+	log := &stepLog{}
+	const n = loopEvents + 6
+	ins := make([]*pipeInput, n)
+	for i := range ins {
+		in := newPipeInput(t, fmt.Sprint(i), log)
+		in.send(t, 1)
+		var buf [1]byte
+		in.step = func() stepResult {
+			if n, _ := unix.Read(in.r, buf[:]); n == 1 {
+				log.add(in.name)
+			}
+			return stepDrained // each input's only byte: found empty
+		}
+		ins[i] = in
+	}
+	l, err := newInputLoop(zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range ins {
+		addInput(t, l, in)
+	}
+	go l.run()
+	defer l.stop()
+	waitFor(t, fmt.Sprintf("all %d inputs read", n), func() bool { return len(log.get()) == n })
+}
+
+// polledDevice is a pod or host device an input loop can read: frames
+// queue in memory, each with a byte on a pipe whose read end is the
+// descriptor the loop watches. Writes go to the embedded double.
+type polledDevice struct {
+	*routertest.Device
+	mu     sync.Mutex
+	frames [][]byte
+	r, w   int
+	tok    []byte
+}
+
+func newPolledDevice(t *testing.T) *polledDevice {
+	t.Helper()
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	return &polledDevice{Device: routertest.NewDevice(), r: p[0], w: p[1], tok: make([]byte, 64)}
+}
+
+func (d *polledDevice) inject(frame []byte) {
+	d.mu.Lock()
+	d.frames = append(d.frames, append([]byte(nil), frame...))
+	d.mu.Unlock()
+	unix.Write(d.w, []byte{0})
+}
+
+func (d *polledDevice) QueuePollFD(int) (int, error) { return d.r, nil }
+
+func (d *polledDevice) TryReadQueue(_ int, bufs [][]byte, sizes []int, offset int) (int, bool, error) {
+	n, err := unix.Read(d.r, d.tok[:min(len(bufs), len(d.tok))])
+	switch {
+	case err == unix.EAGAIN:
+		return 0, true, nil
+	case err == unix.EBADF:
+		return 0, false, os.ErrClosed
+	case err != nil:
+		return 0, false, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i := 0; i < n; i++ {
+		sizes[i] = copy(bufs[i][offset:], d.frames[i])
+	}
+	d.frames = d.frames[n:]
+	return n, n < len(bufs), nil
+}
+
+func (d *polledDevice) Close() error {
+	unix.Close(d.r)
+	unix.Close(d.w)
+	return d.Device.Close()
+}
+
+// TestRouterInputLoop: a router with an input loop reads polled pods and
+// host on it (and nothing else on goroutines of their own): frames from a
+// pod and from the host reach another pod; RemovePort takes the pod's
+// descriptor off the loop's epoll before closing the device, and Close
+// stops the loop.
+func TestRouterInputLoop(t *testing.T) {
+	f := fib.New()
+	r := New(Config{NodeAddr: nodeA, VTEPMAC: ourVTEP, UnderlayMTU: 1500, InputLoops: 1}, f, testUnderlay(&routertest.Underlay{}, nil))
+	if len(r.loops) != 1 {
+		t.Fatalf("%d input loops, want 1", len(r.loops))
+	}
+	l := r.loops[0]
+	host, devA, devB := newPolledDevice(t), newPolledDevice(t), newPolledDevice(t)
+	r.AttachHost(host)
+	pA, err := r.AddPort(PortConfig{Name: "a", Addr: netip.AddrFrom4(podA), MAC: macA}, devA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pB, err := r.AddPort(PortConfig{Name: "b", Addr: netip.AddrFrom4(podB), MAC: macB}, devB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := l.size(); n != 3 {
+		t.Fatalf("the loop reads %d inputs, want 3 (host, a, b)", n)
+	}
+	if n := watched(t, l); n != 3 {
+		t.Fatalf("the loop's epoll watches %d descriptors, want 3", n)
+	}
+	devA.inject(eth(header.EtherTypeIPv4, pkt{src: podA, dst: podB, proto: 253, payload: 10}.ip()))
+	host.inject(pkt{src: nodeA, dst: podB, proto: 253, payload: 20}.ip())
+	got := 0
+	testutil.WaitFor(t, 30*time.Second, "two frames at pod B", func() bool { got += len(devB.Take()); return got >= 2 })
+	if got != 2 || pA.RxPackets.Load() != 1 {
+		t.Fatalf("pod B got %d frames of 2; port a read %d of 1", got, pA.RxPackets.Load())
+	}
+	if err := r.RemovePort(pB); err != nil {
+		t.Fatal(err)
+	}
+	if n := watched(t, l); n != 2 {
+		t.Fatalf("after RemovePort the loop's epoll watches %d descriptors, want 2", n)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- r.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close did not return: the loop kept running")
+	}
+	select {
+	case <-l.done:
+	default:
+		t.Fatal("Close returned with the loop still running")
+	}
 }

@@ -196,7 +196,7 @@ type Port struct {
 	maxVec int
 	Counters
 	// readers are the port's reader goroutines, one per queue, and
-	// polled its queues on input loops (fixed once AddPort returns).
+	// polled its queues on input loops (under Router.mu).
 	readers sync.WaitGroup
 	polled  []loopEntry
 }
@@ -472,8 +472,13 @@ func (r *Router) AddPort(cfg PortConfig, dev Device) (*Port, error) {
 		w := r.portWorker(p)
 		if pd != nil {
 			try := pd.TryReadQueue
-			if e, ok := r.addInput(pd, q, func() stepResult { return r.portBatch(p, w, q, try) }); ok {
+			e, added := r.addInput(pd, q, func() stepResult { return r.portBatch(p, w, q, try) })
+			if added == inputAdded {
+				r.mu.Lock() // RemovePort reads polled under it
 				p.polled = append(p.polled, e)
+				r.mu.Unlock()
+			}
+			if added != inputNotPolled {
 				continue
 			}
 		}
@@ -493,17 +498,24 @@ type loopEntry struct {
 	id int32
 }
 
-// addInput puts an input on the loop with the fewest; false: no loop took
-// it (none configured, or the descriptor could not be watched), and the
-// caller reads it on its own goroutine.
-func (r *Router) addInput(d interface{ QueuePollFD(int) (int, error) }, q int, step func() stepResult) (loopEntry, bool) {
+// inputPlace says where addInput put an input.
+type inputPlace uint8
+
+const (
+	inputAdded     inputPlace = iota // on a loop
+	inputNotPolled                   // on no loop: the caller reads it on a goroutine of its own
+	inputStopped                     // the router is closing: nobody reads it
+)
+
+// addInput puts an input on the loop with the fewest.
+func (r *Router) addInput(d interface{ QueuePollFD(int) (int, error) }, q int, step func() stepResult) (loopEntry, inputPlace) {
 	if len(r.loops) == 0 {
-		return loopEntry{}, false
+		return loopEntry{}, inputNotPolled
 	}
 	fd, err := d.QueuePollFD(q)
 	if err != nil {
 		r.log.Warn("input cannot be polled: read on its own goroutine", zap.Error(err))
-		return loopEntry{}, false
+		return loopEntry{}, inputNotPolled
 	}
 	l := r.loops[0]
 	for _, m := range r.loops[1:] {
@@ -512,13 +524,14 @@ func (r *Router) addInput(d interface{ QueuePollFD(int) (int, error) }, q int, s
 		}
 	}
 	id, err := l.add(&loopInput{fd: fd, step: step})
-	if err != nil {
-		if !errors.Is(err, errLoopStopped) {
-			r.log.Warn("input cannot be polled: read on its own goroutine", zap.Error(err))
-		}
-		return loopEntry{}, false
+	if errors.Is(err, errLoopStopped) {
+		return loopEntry{}, inputStopped
 	}
-	return loopEntry{l, id}, true
+	if err != nil {
+		r.log.Warn("input cannot be polled: read on its own goroutine", zap.Error(err))
+		return loopEntry{}, inputNotPolled
+	}
+	return loopEntry{l, id}, inputAdded
 }
 
 // receiverFD adapts a PolledReceiver to addInput.
@@ -534,7 +547,10 @@ func (r *Router) RemovePort(p *Port) error {
 		return nil
 	})
 	r.dropPort(p)
-	for _, e := range p.polled {
+	r.mu.Lock()
+	polled := p.polled
+	r.mu.Unlock()
+	for _, e := range polled {
 		e.l.remove(e.id) // before the close: the descriptor leaves the loop's epoll
 	}
 	err := p.dev.Close()
@@ -579,7 +595,7 @@ func (r *Router) AttachHost(dev Device) {
 	w := r.newWorker(dev.BatchSize(), size)
 	if pd, ok := dev.(PolledDevice); ok {
 		try := pd.TryReadQueue
-		if _, ok := r.addInput(pd, 0, func() stepResult { return r.hostBatch(h, w, try) }); ok {
+		if _, added := r.addInput(pd, 0, func() stepResult { return r.hostBatch(h, w, try) }); added != inputNotPolled {
 			return
 		}
 	}
@@ -597,7 +613,7 @@ func (r *Router) AttachUnderlay(rx UnderlayReceiver) {
 	u.srcs, u.segs = make([][4]byte, len(u.w.bufs)), make([]int, len(u.w.bufs))
 	if pr, ok := rx.(PolledReceiver); ok {
 		try := pr.TryRecv
-		if _, ok := r.addInput(receiverFD{pr}, 0, func() stepResult { return r.underlayBatch(u, try) }); ok {
+		if _, added := r.addInput(receiverFD{pr}, 0, func() stepResult { return r.underlayBatch(u, try) }); added != inputNotPolled {
 			return
 		}
 	}
@@ -744,7 +760,7 @@ func (r *Router) portBatch(p *Port, w *worker, q int, read readFunc) stepResult 
 		return stepFailed
 	}
 	if n == 0 {
-		return stepDrained
+		return batchResult(drained)
 	}
 	w.begin()
 	var bytes uint64
@@ -782,7 +798,7 @@ func (r *Router) hostBatch(h *hostPort, w *worker, read readFunc) stepResult {
 		return stepMore
 	}
 	if n == 0 {
-		return stepDrained
+		return batchResult(drained)
 	}
 	w.begin()
 	var bytes uint64
@@ -822,7 +838,7 @@ func (r *Router) underlayBatch(u *underlayReader, recv func(bufs [][]byte, sizes
 		return stepFailed
 	}
 	if n == 0 {
-		return stepDrained
+		return batchResult(drained)
 	}
 	w.begin()
 	for i := 0; i < n; i++ {
