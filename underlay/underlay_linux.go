@@ -250,8 +250,11 @@ func (r *Receiver) Recv(bufs [][]byte, sizes, segs []int, srcs [][4]byte, offset
 
 // TryRecv is Recv that never waits: with no message queued it returns 0
 // and no error. drained says the call took fewer messages than it had
-// room for, so the socket was found empty: any message still queued came
-// after, and made the descriptor poll readable afresh.
+// room for: recvmmsg stops short when the socket is found empty, so any
+// message still queued came after and made the descriptor poll readable
+// afresh (it also stops short on an error after the first message, which
+// it reports on the next call; none of those can happen here with valid
+// buffers).
 func (r *Receiver) TryRecv(bufs [][]byte, sizes, segs []int, srcs [][4]byte, offset int) (n int, drained bool, err error) {
 	n, err = r.recv(bufs, sizes, segs, srcs, offset, true)
 	return n, err == nil && n < r.n, err
