@@ -86,7 +86,7 @@ type File struct {
 	// does the same through the cgroup's cpuset.
 	CPUSet string `json:"cpuSet,omitempty"`
 	// PodQueues is how many queues each pod's TAP gets (IFF_MULTI_QUEUE),
-	// each read by a goroutine of its own, so one pod's flows can be
+	// each read as an input of its own, so one pod's flows can be
 	// forwarded on several cores, each flow on one queue (default 1: on
 	// the 2-CPU machine of the benchmarks a second queue paid for one
 	// pod's many streams, not for one, with two labs measured side by
@@ -118,7 +118,7 @@ type File struct {
 	// mostly alone on.
 	RealtimePriority int `json:"realtimePriority,omitempty"`
 	// InputLoops reads the inputs (pod TAPs, the host TUN, underlay
-	// sockets) on one loop per thread, each loop taking one batch of each
+	// sockets) on one loop per thread (at most 8), each taking one batch of each
 	// of its ready inputs in turn (default true). false gives each input a
 	// goroutine of its own, woken by Go's poller: a quiet pod's packet then
 	// waits until a busy input's reader finds its queue empty, up to Go's

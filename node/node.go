@@ -123,7 +123,11 @@ func New(cfg *config.Config, log *zap.Logger) (n *Node, err error) {
 		Logger:      log.Named("router"),
 	}
 	if cfg.Loops() {
-		rcfg.InputLoops = threads(cfg) // one per thread, each reading its inputs in turn
+		// One per thread, each reading its inputs in turn; as many as
+		// the VXLAN sockets at most, so a large machine's loops still
+		// share inputs (each loop's wake-up costs the same however many
+		// it serves).
+		rcfg.InputLoops = min(threads(cfg), maxVXLANQueues)
 	}
 	if cfg.TunnelAddr.IsValid() {
 		rcfg.TunnelAddr = cfg.TunnelAddr.As4()

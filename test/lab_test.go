@@ -8,6 +8,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,13 +79,14 @@ func TestStaticModes(t *testing.T) {
 			l := up(t, lab.Options{Name: fmt.Sprintf("ts%d", i), Nodes: 3, Pods: 1, Mode: c.mode, Static: true,
 				GoroutineReaders: c.readers})
 			// Go's poller holds one epoll; a read loop (one thread:
-			// one loop) holds another.
-			want := 2
-			if c.readers {
-				want = 1
-			}
-			if n := epolls(t, l.Nodes[0].PID); n != want {
-				t.Fatalf("n1's tortied holds %d epolls, want %d", n, want)
+			// one loop) holds another, watching the host TUN, the pod's
+			// TAP and the underlay socket.
+			ep := epolls(t, l.Nodes[0].PID)
+			switch {
+			case c.readers && len(ep) != 1:
+				t.Fatalf("n1's tortied holds %d epolls, want 1 (Go's poller's)", len(ep))
+			case !c.readers && (len(ep) != 2 || slices.Min(ep) != 3):
+				t.Fatalf("n1's tortied holds epolls watching %v descriptors, want Go's poller's and a loop's of 3", ep)
 			}
 			checkAll(t, l)
 			transfer(t, l, "n1p1", "n2p1", false)
@@ -91,21 +94,26 @@ func TestStaticModes(t *testing.T) {
 	}
 }
 
-// epolls counts the epoll descriptors process pid holds.
-func epolls(t *testing.T, pid int) int {
+// epolls returns, for each epoll descriptor process pid holds, how many
+// descriptors it watches.
+func epolls(t *testing.T, pid int) []int {
 	t.Helper()
 	dir := fmt.Sprintf("/proc/%d/fd", pid)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := 0
+	var out []int
 	for _, e := range ents {
 		if link, err := os.Readlink(dir + "/" + e.Name()); err == nil && link == "anon_inode:[eventpoll]" {
-			n++
+			info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, e.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, strings.Count(string(info), "tfd:"))
 		}
 	}
-	return n
+	return out
 }
 
 // TestModes: every mode, every pod to every pod (TTL 63 same node, 62
