@@ -43,6 +43,10 @@ var Setups = []Setup{
 	// VXLAN with each tortied's threads real-time (realtimePriority 1),
 	// preempting the pods as the kernel's softirqs do.
 	{Name: "tortie-vxlan-rt", Mode: "vxlan", Realtime: 1},
+	// A goroutine per input (inputLoops: false) instead of a read loop
+	// per thread, against the loops of tortie-native and tortie-vxlan.
+	{Name: "tortie-native-goroutines", Mode: "native", GoroutineReaders: true},
+	{Name: "tortie-vxlan-goroutines", Mode: "vxlan", GoroutineReaders: true},
 	{Name: "tortie-vxlan-no-policy", Mode: "vxlan", Datastore: true},
 	{Name: "tortie-vxlan-policy", Mode: "vxlan", Datastore: true, Policies: true},
 	// One node, four pods, two TCP pairs at once and one pair with four
@@ -80,6 +84,9 @@ type Setup struct {
 	UnderlayGRO bool `json:"underlayGRO,omitempty"`
 	// Realtime is the lab's RealtimePriority (0: the normal scheduler).
 	Realtime int `json:"realtime,omitempty"`
+	// GoroutineReaders is the lab's GoroutineReaders: a goroutine per
+	// input instead of a read loop per thread.
+	GoroutineReaders bool `json:"goroutineReaders,omitempty"`
 }
 
 // runs reports whether the setup has any of tests to run: the scale test
@@ -106,8 +113,8 @@ func (s Setup) Reference() string {
 	if s.Policies {
 		return "tortie-" + s.Mode + "-no-policy"
 	}
-	if s.Realtime > 0 {
-		return "tortie-" + s.Mode // what real-time threads change
+	if s.Realtime > 0 || s.GoroutineReaders {
+		return "tortie-" + s.Mode // what real-time threads, or goroutines instead of loops, change
 	}
 	if s.Mode == "native" {
 		return "kernel-native"
@@ -306,6 +313,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			"tortie-ipip is compared with kernel-vxlan: the kernel ipip module is not available here",
 			"tortie-ipip-gro is tortie-ipip with the nodes' underlay veths coalescing what they receive as a NIC's GRO does (tortie-lab --underlay-gro): a veth does not by default, a real NIC does",
 			"tortie-vxlan-rt is tortie-vxlan with every thread of each tortied under SCHED_FIFO at priority 1 (realtimePriority: 1, tortie-lab --realtime 1): it preempts the pods and generators on its CPU as the kernel's softirqs do",
+			"tortie-native-goroutines and tortie-vxlan-goroutines read each input on a goroutine of its own (inputLoops: false, tortie-lab --goroutine-readers), where the other tortie setups read them on one loop per thread",
 		}}
 	if slices.Contains(o.Tests, "zeroloss") || slices.Contains(o.Tests, "imix") {
 		rep.TrialDuration, rep.SearchSteps = o.TrialDuration.String(), o.SearchSteps
@@ -555,7 +563,7 @@ type groupLab struct {
 func upGroup(o Options, group []Setup, name string) (*groupLab, error) {
 	s := group[0]
 	opts := lab.Options{Name: name, Nodes: 2, Pods: 2, Mode: s.Mode, Static: !s.Datastore, Tortied: o.Tortied, LogLevel: "warn", Threads: s.Threads,
-		PodQueues: s.PodQueues, UnderlayGRO: s.UnderlayGRO, RealtimePriority: s.Realtime}
+		PodQueues: s.PodQueues, UnderlayGRO: s.UnderlayGRO, RealtimePriority: s.Realtime, GoroutineReaders: s.GoroutineReaders}
 	if s.Local {
 		opts.Nodes, opts.Pods = 1, 4
 	}

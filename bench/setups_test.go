@@ -22,7 +22,8 @@ func TestLocalSetups(t *testing.T) {
 		}
 	}
 	want := map[string]string{"kernel-local": "", "tortie-local-1": "kernel-local", "tortie-local-2": "tortie-local-1", "tortie-local-2-2q": "tortie-local-2",
-		"tortie-vxlan-rt": "tortie-vxlan", "tortie-vxlan": "kernel-vxlan"}
+		"tortie-vxlan-rt": "tortie-vxlan", "tortie-vxlan": "kernel-vxlan",
+		"tortie-vxlan-goroutines": "tortie-vxlan", "tortie-native-goroutines": "tortie-native"}
 	for _, s := range Setups {
 		if ref, ok := want[s.Name]; ok && s.Reference() != ref {
 			t.Errorf("%s is compared with %q, want %q", s.Name, s.Reference(), ref)
