@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/tortie-net/tortie/header"
 	"github.com/tortie-net/tortie/internal/testutil"
 	"github.com/tortie-net/tortie/nsutil"
@@ -258,14 +256,7 @@ func TestTryRecv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	readable := func(timeout time.Duration) bool {
-		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		n, err := unix.Poll(pfd, int(timeout/time.Millisecond))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return n == 1 && pfd[0].Revents&unix.POLLIN != 0
-	}
+	readable := func(timeout time.Duration) bool { return testutil.Readable(t, fd, timeout) }
 	bufs := make([][]byte, 4)
 	for i := range bufs {
 		bufs[i] = make([]byte, 2048)

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // RequireRoot skips t unless it runs as root (network namespaces, TAP
@@ -59,5 +61,22 @@ func WaitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool
 			tb.Fatalf("timed out after %v waiting for %s", timeout, what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Readable polls fd for reading for up to timeout (0: without waiting) and
+// reports whether it is readable.
+func Readable(tb testing.TB, fd int, timeout time.Duration) bool {
+	tb.Helper()
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(pfd, int(timeout/time.Millisecond))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return n == 1 && pfd[0].Revents&unix.POLLIN != 0
 	}
 }
