@@ -230,12 +230,12 @@ func (l *inputLoop) remove(id int32) {
 
 func (l *inputLoop) removeLocked(id int32, in *loopInput) {
 	delete(l.ins, id)
-	l.count.Add(-1)
 	if !l.stopped {
 		// The descriptor is still open: its owner closes it after remove
 		// (or after stop).
 		_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, in.fd, nil)
 	}
+	l.count.Add(-1) // after the epoll: size is read without the lock
 }
 
 // size is how many inputs the loop reads; it does not wait for a turn.

@@ -23,12 +23,10 @@ import (
 // pipeInput is a loop input over a non-blocking pipe: each step reads one
 // byte and records the input's name in a shared log.
 type pipeInput struct {
-	r, w  int
-	name  string
-	log   *stepLog
-	step  func() stepResult
-	entry chan struct{} // if set, a step signals it, then waits for release
-	hold  chan struct{}
+	r, w int
+	name string
+	log  *stepLog
+	step func() stepResult
 }
 
 // stepLog is what the loop's steps did, in order (written on the loop's
@@ -70,10 +68,6 @@ func newPipeInput(t *testing.T, name string, log *stepLog) *pipeInput {
 	t.Cleanup(func() { unix.Close(in.r); unix.Close(in.w) })
 	var b [1]byte
 	in.step = func() stepResult {
-		if in.entry != nil {
-			in.entry <- struct{}{}
-			<-in.hold
-		}
 		n, err := unix.Read(in.r, b[:])
 		if err == unix.EAGAIN {
 			return stepDrained
@@ -380,10 +374,12 @@ func TestInputLoopManyReady(t *testing.T) {
 // descriptor the loop watches. Writes go to the embedded double.
 type polledDevice struct {
 	*routertest.Device
-	mu     sync.Mutex
-	frames [][]byte
-	r, w   int
-	tok    []byte
+	mu          sync.Mutex
+	frames      [][]byte
+	r, w        int
+	tok         []byte
+	closed      atomic.Bool
+	beforeClose func() // if set, called by Close before the pipe closes
 }
 
 func newPolledDevice(t *testing.T) *polledDevice {
@@ -392,7 +388,7 @@ func newPolledDevice(t *testing.T) *polledDevice {
 	if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
 		t.Fatal(err)
 	}
-	return &polledDevice{Device: routertest.NewDevice(), r: p[0], w: p[1], tok: make([]byte, 64)}
+	return &polledDevice{Device: routertest.NewDevice(), r: p[0], w: p[1], tok: make([]byte, 256)}
 }
 
 func (d *polledDevice) inject(frame []byte) {
@@ -405,12 +401,16 @@ func (d *polledDevice) inject(frame []byte) {
 func (d *polledDevice) QueuePollFD(int) (int, error) { return d.r, nil }
 
 func (d *polledDevice) TryReadQueue(_ int, bufs [][]byte, sizes []int, offset int) (int, bool, error) {
-	n, err := unix.Read(d.r, d.tok[:min(len(bufs), len(d.tok))])
+	if d.closed.Load() {
+		return 0, false, os.ErrClosed
+	}
+	if len(bufs) > len(d.tok) {
+		d.tok = make([]byte, len(bufs)) // first call only: the router's batches are fixed
+	}
+	n, err := unix.Read(d.r, d.tok[:len(bufs)])
 	switch {
 	case err == unix.EAGAIN:
 		return 0, true, nil
-	case err == unix.EBADF:
-		return 0, false, os.ErrClosed
 	case err != nil:
 		return 0, false, err
 	}
@@ -424,6 +424,10 @@ func (d *polledDevice) TryReadQueue(_ int, bufs [][]byte, sizes []int, offset in
 }
 
 func (d *polledDevice) Close() error {
+	if d.beforeClose != nil {
+		d.beforeClose()
+	}
+	d.closed.Store(true)
 	unix.Close(d.r)
 	unix.Close(d.w)
 	return d.Device.Close()
@@ -440,6 +444,7 @@ func TestRouterInputLoop(t *testing.T) {
 	if len(r.loops) != 1 {
 		t.Fatalf("%d input loops, want 1", len(r.loops))
 	}
+	t.Cleanup(func() { r.Close() })
 	l := r.loops[0]
 	host, devA, devB := newPolledDevice(t), newPolledDevice(t), newPolledDevice(t)
 	r.AttachHost(host)
@@ -464,11 +469,15 @@ func TestRouterInputLoop(t *testing.T) {
 	if got != 2 || pA.RxPackets.Load() != 1 {
 		t.Fatalf("pod B got %d frames of 2; port a read %d of 1", got, pA.RxPackets.Load())
 	}
+	// When RemovePort closes the device, its descriptor is already off
+	// the loop (closing it would take it off the epoll by itself).
+	atClose := -1
+	devB.beforeClose = func() { atClose = watched(t, l) }
 	if err := r.RemovePort(pB); err != nil {
 		t.Fatal(err)
 	}
-	if n := watched(t, l); n != 2 {
-		t.Fatalf("after RemovePort the loop's epoll watches %d descriptors, want 2", n)
+	if atClose != 2 || l.size() != 2 {
+		t.Fatalf("RemovePort closed the device with %d descriptors watched, then the loop read %d inputs; want 2 and 2", atClose, l.size())
 	}
 	closed := make(chan error, 1)
 	go func() { closed <- r.Close() }()
@@ -481,5 +490,27 @@ func TestRouterInputLoop(t *testing.T) {
 	case <-l.done:
 	default:
 		t.Fatal("Close returned with the loop still running")
+	}
+}
+
+// TestAddPortWhileClosing: a port added after the loops stopped (Close
+// under way) is refused and leaves no route or table entry behind, since
+// nobody would read or close it.
+func TestAddPortWhileClosing(t *testing.T) {
+	r := New(Config{NodeAddr: nodeA, VTEPMAC: ourVTEP, UnderlayMTU: 1500, InputLoops: 1}, fib.New(), testUnderlay(&routertest.Underlay{}, nil))
+	t.Cleanup(func() { r.Close() })
+	for _, l := range r.loops {
+		l.stop() // as Close does first
+	}
+	dev := newPolledDevice(t)
+	t.Cleanup(func() { dev.Close() })
+	if _, err := r.AddPort(PortConfig{Name: "a", Addr: netip.AddrFrom4(podA), MAC: macA}, dev); err == nil {
+		t.Fatal("AddPort after the loops stopped succeeded")
+	}
+	if nh := r.FIB().Load().Lookup(fib.AddrU32(netip.AddrFrom4(podA))); nh != nil {
+		t.Fatalf("the refused port's route stayed: %+v", nh)
+	}
+	if ps := r.Ports(); len(ps) != 0 {
+		t.Fatalf("the refused port stayed in the table: %v", ps)
 	}
 }

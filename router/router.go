@@ -473,12 +473,18 @@ func (r *Router) AddPort(cfg PortConfig, dev Device) (*Port, error) {
 		if pd != nil {
 			try := pd.TryReadQueue
 			e, added := r.addInput(pd, q, func() stepResult { return r.portBatch(p, w, q, try) })
+			if added == inputStopped {
+				// Close began after the check above: nobody would
+				// read or close the port. Take it back; the caller
+				// closes the device (and so ends any reader of an
+				// earlier queue).
+				r.withdrawPort(p)
+				return nil, errors.New("router: closed")
+			}
 			if added == inputAdded {
 				r.mu.Lock() // RemovePort reads polled under it
 				p.polled = append(p.polled, e)
 				r.mu.Unlock()
-			}
-			if added != inputNotPolled {
 				continue
 			}
 		}
@@ -542,11 +548,10 @@ func (r receiverFD) QueuePollFD(int) (int, error) { return r.PollFD() }
 // RemovePort withdraws the pod's route, closes its device and waits for its
 // reader to stop.
 func (r *Router) RemovePort(p *Port) error {
-	_ = r.fib.Update(func(tx fib.Tx) error {
-		tx.Delete(fib.SourceEndpoint, netip.PrefixFrom(p.cfg.Addr, 32))
-		return nil
-	})
-	r.dropPort(p)
+	r.withdrawPort(p)
+	// A queue AddPort puts on a loop after this snapshot (RemovePort
+	// running beside the same port's AddPort) would stay there; through
+	// Close, the loops are stopped first and hold nothing.
 	r.mu.Lock()
 	polled := p.polled
 	r.mu.Unlock()
@@ -556,6 +561,15 @@ func (r *Router) RemovePort(p *Port) error {
 	err := p.dev.Close()
 	p.readers.Wait()
 	return err
+}
+
+// withdrawPort deletes the pod's route and takes the port out of the table.
+func (r *Router) withdrawPort(p *Port) {
+	_ = r.fib.Update(func(tx fib.Tx) error {
+		tx.Delete(fib.SourceEndpoint, netip.PrefixFrom(p.cfg.Addr, 32))
+		return nil
+	})
+	r.dropPort(p)
 }
 
 func (r *Router) dropPort(p *Port) {

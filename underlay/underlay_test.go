@@ -269,9 +269,9 @@ func TestTryRecv(t *testing.T) {
 		t.Fatal("PollFD polls readable with nothing queued")
 	}
 	// Six datagrams, more than one call has room for: a full call has not
-	// found the socket empty, a short one has. Loopback delivers each
-	// before its send returns, so the first call is full; in case it is
-	// not, the round is sent again.
+	// found the socket empty, a short one has. Loopback usually delivers
+	// each before its send returns, so the first call is full; in case it
+	// is not, the round is sent again.
 	var full bool
 	for round := 0; round < 5 && !full; round++ {
 		err = nsutil.Do(testutil.NetnsPath(ns), func() error {
@@ -303,6 +303,12 @@ func TestTryRecv(t *testing.T) {
 				t.Fatalf("%d datagrams into room for %d, drained %v: want drained exactly when short", n, len(bufs), drained)
 			}
 			full = full || n == len(bufs)
+			switch left := 6 - len(got) - n; {
+			case n == len(bufs) && left > 0 && !readable(10*time.Second):
+				t.Fatalf("a full call left %d datagrams, but the socket does not poll readable", left)
+			case drained && left == 0 && readable(0):
+				t.Fatal("a short call took the last datagram, but the socket still polls readable")
+			}
 			for i := 0; i < n; i++ {
 				if sizes[i] != 8 || srcs[i] != self.As4() {
 					t.Fatalf("datagram of %d bytes from %v, want 8 from %v", sizes[i], srcs[i], self)
