@@ -119,7 +119,7 @@ func TestFilters(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUp(t, b)
-	testutil.WaitFor(t, 10*time.Second, "every route at b", func() bool {
+	testutil.WaitFor(t, converge, "every route at b", func() bool {
 		return bgpRoutes(b.fib) == "10.244.1.0/26 10.244.2.0/26 10.244.3.7/32 10.96.0.0/12 10.97.0.0/24"
 	})
 	st, _ := b.sp.Status()
@@ -135,20 +135,20 @@ func TestFilters(t *testing.T) {
 	toA := meshPeer(a, true)
 	toA.Import = []Rule{{Prefix: pfx("10.96.0.0/12"), MinLen: 12, MaxLen: 12}}
 	setPeers(t, b, toA)
-	testutil.WaitFor(t, 10*time.Second, "filtered routes at b", func() bool {
+	testutil.WaitFor(t, converge, "filtered routes at b", func() bool {
 		return bgpRoutes(b.fib) == "10.244.2.0/26 10.97.0.0/24"
 	})
 	// NotIn: b takes only what is inside 10.244.0.0/16, prefix lengths 26
 	// to 32 (10.97.0.0/24 goes).
 	toA.Import = []Rule{{Prefix: pfx("10.244.0.0/16"), MinLen: 26, MaxLen: 32, Invert: true}}
 	setPeers(t, b, toA)
-	testutil.WaitFor(t, 10*time.Second, "b keeps only 10.244.0.0/16 /26 to /32", func() bool {
+	testutil.WaitFor(t, converge, "b keeps only 10.244.0.0/16 /26 to /32", func() bool {
 		return bgpRoutes(b.fib) == "10.244.2.0/26"
 	})
 	// Filters gone: everything back.
 	setPeers(t, a, meshPeer(b, false))
 	setPeers(t, b, meshPeer(a, true))
-	testutil.WaitFor(t, 10*time.Second, "every route back at b", func() bool {
+	testutil.WaitFor(t, converge, "every route back at b", func() bool {
 		return bgpRoutes(b.fib) == "10.244.1.0/26 10.244.2.0/26 10.244.3.7/32 10.96.0.0/12 10.97.0.0/24"
 	})
 	st, _ = b.sp.Status()
@@ -183,7 +183,7 @@ func TestFilterLearntRoutes(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitAllUp(t, b, 2)
-	testutil.WaitFor(t, 10*time.Second, "a's route at b, b's at c", func() bool {
+	testutil.WaitFor(t, converge, "a's route at b, b's at c", func() bool {
 		_, ok := bgpRoute(b.fib, "10.244.1.0/26")
 		return ok && bgpRoutes(c.fib) == "10.244.2.0/26"
 	})
@@ -192,7 +192,7 @@ func TestFilterLearntRoutes(t *testing.T) {
 	}
 	// Without the rule, c gets a's route too.
 	setPeers(t, b, peerOf(a, true), peerOf(c, false))
-	testutil.WaitFor(t, 10*time.Second, "a's route at c", func() bool {
+	testutil.WaitFor(t, converge, "a's route at c", func() bool {
 		return bgpRoutes(c.fib) == "10.244.1.0/26 10.244.2.0/26"
 	})
 }
@@ -212,11 +212,11 @@ func TestNextHopKeep(t *testing.T) {
 		}
 		return netip.AddrFrom4(r.NextHop.Node)
 	}
-	testutil.WaitFor(t, 10*time.Second, "a's route at c via b", func() bool { return nextHop() == b.addr })
+	testutil.WaitFor(t, converge, "a's route at c via b", func() bool { return nextHop() == b.addr })
 	toC := peerOf(c, false)
 	toC.NextHop = NextHopKeep
 	setPeers(t, b, peerOf(a, true), toC)
-	testutil.WaitFor(t, 10*time.Second, "a's route at c via a", func() bool { return nextHop() == a.addr })
+	testutil.WaitFor(t, converge, "a's route at c via a", func() bool { return nextHop() == a.addr })
 }
 
 // A route whose AS path holds our own AS number is dropped (BGP's loop
@@ -249,8 +249,8 @@ func TestAllowOwnAS(t *testing.T) {
 	}
 	setPeers(t, b, toPeer)
 	send()
-	testutil.WaitFor(t, 10*time.Second, "192.0.2.0/24 at b", func() bool { return bgpRoutes(b.fib) != "" })
-	testutil.WaitFor(t, 10*time.Second, "three paths received", func() bool {
+	testutil.WaitFor(t, converge, "192.0.2.0/24 at b", func() bool { return bgpRoutes(b.fib) != "" })
+	testutil.WaitFor(t, converge, "three paths received", func() bool {
 		st, err := b.sp.Status()
 		return err == nil && len(st) == 1 && st[0].Received == 3
 	})
@@ -260,13 +260,13 @@ func TestAllowOwnAS(t *testing.T) {
 	toPeer.AllowOwnAS = 1
 	setPeers(t, b, toPeer) // a new session
 	send()
-	testutil.WaitFor(t, 10*time.Second, "the path with our AS once at b", func() bool {
+	testutil.WaitFor(t, converge, "the path with our AS once at b", func() bool {
 		return bgpRoutes(b.fib) == "10.244.1.0/26 192.0.2.0/24"
 	})
 	toPeer.AllowOwnAS = 2
 	setPeers(t, b, toPeer)
 	send()
-	testutil.WaitFor(t, 10*time.Second, "the path with our AS twice at b", func() bool {
+	testutil.WaitFor(t, converge, "the path with our AS twice at b", func() bool {
 		return bgpRoutes(b.fib) == "10.244.1.0/26 10.244.2.0/26 192.0.2.0/24"
 	})
 }
@@ -296,10 +296,10 @@ func TestFilterCommunityASPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitAllUp(t, b, 2)
-	testutil.WaitFor(t, 10*time.Second, "the tagged route at b, b's own at c", func() bool {
+	testutil.WaitFor(t, converge, "the tagged route at b, b's own at c", func() bool {
 		return bgpRoutes(b.fib) == "198.51.100.0/25" && bgpRoutes(c.fib) == "10.244.1.0/26"
 	})
-	testutil.WaitFor(t, 10*time.Second, "d's two paths received at b", func() bool {
+	testutil.WaitFor(t, converge, "d's two paths received at b", func() bool {
 		st, err := b.sp.Status()
 		return err == nil && len(st) == 2 && st[1].Address == d.addr.String() && st[1].Received == 2
 	})
@@ -314,7 +314,7 @@ func TestFilterCommunityASPath(t *testing.T) {
 	}
 	// Without the export rule, c gets d's route through b.
 	setPeers(t, b, peerOf(c, false), toD)
-	testutil.WaitFor(t, 10*time.Second, "d's route at c", func() bool {
+	testutil.WaitFor(t, converge, "d's route at c", func() bool {
 		return bgpRoutes(c.fib) == "10.244.1.0/26 198.51.100.0/25"
 	})
 }
@@ -332,7 +332,7 @@ func TestCommunities(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUp(t, b)
-	testutil.WaitFor(t, 10*time.Second, "routes at b", func() bool {
+	testutil.WaitFor(t, converge, "routes at b", func() bool {
 		return bgpRoutes(b.fib) == "10.100.1.0/24 10.244.1.0/26 10.96.0.0/12"
 	})
 	for p, want := range map[string]string{"10.96.0.0/12": "65001:100 65001:200:300", "10.100.1.0/24": "65001:100 65001:200:300", "10.244.1.0/26": ""} {
@@ -343,7 +343,7 @@ func TestCommunities(t *testing.T) {
 	if err := a.sp.SetCommunities(nil); err != nil {
 		t.Fatal(err)
 	}
-	testutil.WaitFor(t, 10*time.Second, "communities gone at b", func() bool { return communitiesAt(t, b, "10.96.0.0/12") == "" })
+	testutil.WaitFor(t, converge, "communities gone at b", func() bool { return communitiesAt(t, b, "10.96.0.0/12") == "" })
 }
 
 func TestParseCommunity(t *testing.T) {

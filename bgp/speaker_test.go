@@ -17,6 +17,11 @@ import (
 	"github.com/tortie-net/tortie/internal/testutil"
 )
 
+// converge bounds how long a test waits for sessions and routes to settle:
+// a deadline, not a figure under test; generous for a loaded machine
+// running the race detector (10 s once ran out there).
+const converge = 30 * time.Second
+
 // skipUnderRace skips a test that provokes GoBGP's own data race between its
 // event watcher and a peer going down (upstream osrg/gobgp#2705): cut
 // sessions by prefix limit, malformed messages or TTL checks. Such tests run
@@ -118,7 +123,7 @@ func TestRoutesFlowAndWithdraw(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUp(t, b)
-	testutil.WaitFor(t, 10*time.Second, "routes at b", func() bool {
+	testutil.WaitFor(t, converge, "routes at b", func() bool {
 		_, ok1 := bgpRoute(b.fib, "10.244.1.0/26")
 		_, ok2 := bgpRoute(b.fib, "10.244.9.7/32")
 		return ok1 && ok2
@@ -138,7 +143,7 @@ func TestRoutesFlowAndWithdraw(t *testing.T) {
 	if err := a.sp.Advertise([]netip.Prefix{netip.MustParsePrefix("10.244.1.0/26")}); err != nil {
 		t.Fatal(err)
 	}
-	testutil.WaitFor(t, 10*time.Second, "withdrawal at b", func() bool {
+	testutil.WaitFor(t, converge, "withdrawal at b", func() bool {
 		_, ok := bgpRoute(b.fib, "10.244.9.7/32")
 		return !ok
 	})
@@ -157,12 +162,12 @@ func TestKeepOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUp(t, b)
-	testutil.WaitFor(t, 10*time.Second, "the block and 10.0.0.0/8 at b", func() bool {
+	testutil.WaitFor(t, converge, "the block and 10.0.0.0/8 at b", func() bool {
 		_, ok1 := bgpRoute(b.fib, "10.244.1.0/26")
 		_, ok2 := bgpRoute(b.fib, "10.0.0.0/8")
 		return ok1 && ok2
 	})
-	testutil.WaitFor(t, 10*time.Second, "every path accepted", func() bool {
+	testutil.WaitFor(t, converge, "every path accepted", func() bool {
 		st, err := b.sp.Status()
 		return err == nil && len(st) == 1 && st[0].Accepted == 4
 	})
@@ -175,7 +180,7 @@ func TestKeepOut(t *testing.T) {
 		t.Errorf("%d routes installed, want 2", n)
 	}
 	b.sp.KeepOut(nil)
-	testutil.WaitFor(t, 10*time.Second, "the ranges back in b's FIB", func() bool {
+	testutil.WaitFor(t, converge, "the ranges back in b's FIB", func() bool {
 		_, ok1 := bgpRoute(b.fib, "10.96.0.0/12")
 		_, ok2 := bgpRoute(b.fib, "10.100.7.0/24")
 		return ok1 && ok2
@@ -317,7 +322,7 @@ func TestMalformedMessages(t *testing.T) {
 	if o := s.Send(bgptest.ValidUpdate(netip.MustParsePrefix("198.18.1.0/24"), peer), 200*time.Millisecond); !o.Alive {
 		t.Fatalf("valid update: %s", o)
 	}
-	testutil.WaitFor(t, 10*time.Second, "valid route", func() bool { _, ok := bgpRoute(a.fib, "198.18.1.0/24"); return ok })
+	testutil.WaitFor(t, converge, "valid route", func() bool { _, ok := bgpRoute(a.fib, "198.18.1.0/24"); return ok })
 }
 
 func dialEstablished(t testing.TB, a *node, peer netip.Addr) *bgptest.Session {
@@ -381,7 +386,7 @@ func TestCrashRestartKeepsRoutes(t *testing.T) {
 	a, b := pair(t, state, true, nil)
 	_ = a.sp.Advertise([]netip.Prefix{netip.MustParsePrefix("10.244.1.0/26")})
 	testutil.WaitFor(t, 20*time.Second, "route at b", func() bool { return b.sp.Counters().Installed == 1 })
-	testutil.WaitFor(t, 10*time.Second, "restart state saved", func() bool {
+	testutil.WaitFor(t, converge, "restart state saved", func() bool {
 		st, err := os.Stat(state)
 		return err == nil && st.Size() > 0 && strings.Contains(readFile(state), "10.244.1.0/26")
 	})
