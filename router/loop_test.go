@@ -514,3 +514,123 @@ func TestAddPortWhileClosing(t *testing.T) {
 		t.Fatalf("the refused port stayed in the table: %v", ps)
 	}
 }
+
+// queuedDevice is a polled pod device of several queues, each a
+// polledDevice of its own. If placing is set, QueuePollFD of queue 1 sends
+// on it and waits for release.
+type queuedDevice struct {
+	*polledDevice // queue 0, and the device's writes
+	qs            []*polledDevice
+	placing       chan struct{}
+	release       chan struct{}
+}
+
+func newQueuedDevice(t *testing.T, queues int) *queuedDevice {
+	d := &queuedDevice{}
+	for range queues {
+		d.qs = append(d.qs, newPolledDevice(t))
+	}
+	d.polledDevice = d.qs[0]
+	return d
+}
+
+func (d *queuedDevice) Queues() int { return len(d.qs) }
+
+func (d *queuedDevice) ReadQueue(int, [][]byte, []int, int) (int, error) {
+	return 0, errors.New("queuedDevice: read on an input loop only")
+}
+
+func (d *queuedDevice) QueuePollFD(q int) (int, error) {
+	if q == 1 && d.placing != nil {
+		d.placing <- struct{}{}
+		<-d.release
+	}
+	return d.qs[q].QueuePollFD(0)
+}
+
+func (d *queuedDevice) TryReadQueue(q int, bufs [][]byte, sizes []int, offset int) (int, bool, error) {
+	return d.qs[q].TryReadQueue(0, bufs, sizes, offset)
+}
+
+func (d *queuedDevice) Close() error {
+	for _, q := range d.qs[1:] {
+		q.Close()
+	}
+	return d.qs[0].Close()
+}
+
+// TestPortQueuesSpread: a pod's queues go to different loops even when
+// removals left one loop emptier by two: the least loaded loop this pod's
+// queues are not on yet.
+func TestPortQueuesSpread(t *testing.T) {
+	r := New(Config{NodeAddr: nodeA, VTEPMAC: ourVTEP, UnderlayMTU: 1500, InputLoops: 2}, fib.New(), testUnderlay(&routertest.Underlay{}, nil))
+	t.Cleanup(func() { r.Close() })
+	var ports []*Port
+	for i, a := range [][4]byte{podA, podB, podC} {
+		p, err := r.AddPort(PortConfig{Name: fmt.Sprint(i), Addr: netip.AddrFrom4(a), MAC: macA}, newPolledDevice(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports = append(ports, p)
+	}
+	if err := r.RemovePort(ports[1]); err != nil { // the second loop's only input
+		t.Fatal(err)
+	}
+	if a, b := r.loops[0].size(), r.loops[1].size(); a != 2 || b != 0 {
+		t.Fatalf("loops read %d and %d inputs, want 2 and 0", a, b)
+	}
+	p, err := r.AddPort(PortConfig{Name: "mq", Addr: netip.AddrFrom4(podB), MAC: macB}, newQueuedDevice(t, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.polled) != 2 || p.polled[0].l == p.polled[1].l {
+		t.Fatalf("the pod's 2 queues are on %d loops' entries %v, want one on each loop", len(p.polled), p.polled)
+	}
+	if p.polled[0].l != r.loops[1] {
+		t.Fatal("the first queue did not go to the emptier loop")
+	}
+}
+
+// TestRemovePortWhileAdding: RemovePort of a port found through Ports
+// while its AddPort is still placing queues waits for the placing, then
+// takes every queue off the loops: none is left on a loop, reading a
+// closed device, and no route stays.
+func TestRemovePortWhileAdding(t *testing.T) {
+	r := New(Config{NodeAddr: nodeA, VTEPMAC: ourVTEP, UnderlayMTU: 1500, InputLoops: 1}, fib.New(), testUnderlay(&routertest.Underlay{}, nil))
+	t.Cleanup(func() { r.Close() })
+	l := r.loops[0]
+	dev := newQueuedDevice(t, 3)
+	dev.placing, dev.release = make(chan struct{}), make(chan struct{})
+	added := make(chan error, 1)
+	go func() {
+		_, err := r.AddPort(PortConfig{Name: "a", Addr: netip.AddrFrom4(podA), MAC: macA}, dev)
+		added <- err
+	}()
+	<-dev.placing // queue 0 is on the loop; the port is in the table
+	ps := r.Ports()
+	if len(ps) != 1 {
+		t.Fatalf("%d ports in the table while the first is placing its queues, want 1", len(ps))
+	}
+	removed := make(chan error, 1)
+	go func() { removed <- r.RemovePort(ps[0]) }()
+	select {
+	case err := <-removed:
+		t.Fatalf("RemovePort returned (%v) while AddPort was still placing the port's queues", err)
+	case <-added:
+		t.Fatal("AddPort returned before its second queue was placed")
+	default:
+	}
+	close(dev.release)
+	if err := <-added; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-removed; err != nil {
+		t.Fatal(err)
+	}
+	if n, w := l.size(), watched(t, l); n != 0 || w != 0 {
+		t.Fatalf("after RemovePort the loop reads %d inputs and watches %d descriptors, want 0 and 0", n, w)
+	}
+	if nh := r.FIB().Load().Lookup(fib.AddrU32(netip.AddrFrom4(podA))); nh != nil {
+		t.Fatalf("the removed port's route stayed: %+v", nh)
+	}
+}

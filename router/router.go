@@ -196,9 +196,13 @@ type Port struct {
 	maxVec int
 	Counters
 	// readers are the port's reader goroutines, one per queue, and
-	// polled its queues on input loops (under Router.mu).
+	// polled its queues on input loops. AddPort holds attach from before
+	// the port is in the table until it returns, and RemovePort takes it
+	// first, so a removal found through Ports waits for the whole attach
+	// (its route and every queue) before it undoes it.
+	attach  sync.Mutex
 	readers sync.WaitGroup
-	polled  []loopEntry
+	polled  []loopEntry // under attach
 }
 
 // MultiQueue is a pod device with more than one receive queue (a
@@ -425,9 +429,11 @@ func (r *Router) AddPort(cfg PortConfig, dev Device) (*Port, error) {
 	if r.closed.Load() {
 		return nil, errors.New("router: closed")
 	}
+	p := &Port{cfg: cfg, addr: cfg.Addr.As4(), dev: dev}
+	p.attach.Lock() // before the port is in the table: see Port.attach
+	defer p.attach.Unlock()
 	r.mu.Lock()
 	old := *r.ports.Load()
-	p := &Port{cfg: cfg, addr: cfg.Addr.As4(), dev: dev}
 	if pw, ok := dev.(PlainWriter); ok && cfg.Offload {
 		p.plain = pw
 	}
@@ -472,7 +478,7 @@ func (r *Router) AddPort(cfg PortConfig, dev Device) (*Port, error) {
 		w := r.portWorker(p)
 		if pd != nil {
 			try := pd.TryReadQueue
-			e, added := r.addInput(pd, q, func() stepResult { return r.portBatch(p, w, q, try) })
+			e, added := r.addInput(pd, q, p.polled, func() stepResult { return r.portBatch(p, w, q, try) })
 			if added == inputStopped {
 				// Close began after the check above: nobody would
 				// read or close the port. Take it back; the caller
@@ -482,9 +488,7 @@ func (r *Router) AddPort(cfg PortConfig, dev Device) (*Port, error) {
 				return nil, errors.New("router: closed")
 			}
 			if added == inputAdded {
-				r.mu.Lock() // RemovePort reads polled under it
 				p.polled = append(p.polled, e)
-				r.mu.Unlock()
 				continue
 			}
 		}
@@ -513,8 +517,11 @@ const (
 	inputStopped                     // the router is closing: nobody reads it
 )
 
-// addInput puts an input on the loop with the fewest.
-func (r *Router) addInput(d interface{ QueuePollFD(int) (int, error) }, q int, step func() stepResult) (loopEntry, inputPlace) {
+// addInput puts an input on the loop with the fewest inputs, leaving out
+// the loops of taken (the other queues of the same device) while any other
+// loop is left, so that a device's queues are read on different threads
+// however uneven removals left the loops.
+func (r *Router) addInput(d interface{ QueuePollFD(int) (int, error) }, q int, taken []loopEntry, step func() stepResult) (loopEntry, inputPlace) {
 	if len(r.loops) == 0 {
 		return loopEntry{}, inputNotPolled
 	}
@@ -523,12 +530,7 @@ func (r *Router) addInput(d interface{ QueuePollFD(int) (int, error) }, q int, s
 		r.log.Warn("input cannot be polled: read on its own goroutine", zap.Error(err))
 		return loopEntry{}, inputNotPolled
 	}
-	l := r.loops[0]
-	for _, m := range r.loops[1:] {
-		if m.size() < l.size() {
-			l = m
-		}
-	}
+	l := leastLoaded(r.loops, taken)
 	id, err := l.add(&loopInput{fd: fd, step: step})
 	if errors.Is(err, errLoopStopped) {
 		return loopEntry{}, inputStopped
@@ -540,6 +542,27 @@ func (r *Router) addInput(d interface{ QueuePollFD(int) (int, error) }, q int, s
 	return loopEntry{l, id}, inputAdded
 }
 
+// leastLoaded is the loop with the fewest inputs among those no entry of
+// taken is on, or among all if taken covers every loop; the first such on
+// a tie.
+func leastLoaded(loops []*inputLoop, taken []loopEntry) *inputLoop {
+	var best *inputLoop
+	bestFree := false
+	for _, l := range loops {
+		free := true
+		for _, e := range taken {
+			if e.l == l {
+				free = false
+				break
+			}
+		}
+		if best == nil || free && !bestFree || free == bestFree && l.size() < best.size() {
+			best, bestFree = l, free
+		}
+	}
+	return best
+}
+
 // receiverFD adapts a PolledReceiver to addInput.
 type receiverFD struct{ PolledReceiver }
 
@@ -548,14 +571,10 @@ func (r receiverFD) QueuePollFD(int) (int, error) { return r.PollFD() }
 // RemovePort withdraws the pod's route, closes its device and waits for its
 // reader to stop.
 func (r *Router) RemovePort(p *Port) error {
+	p.attach.Lock() // waits for an AddPort of p still placing its queues
+	defer p.attach.Unlock()
 	r.withdrawPort(p)
-	// A queue AddPort puts on a loop after this snapshot (RemovePort
-	// running beside the same port's AddPort) would stay there; through
-	// Close, the loops are stopped first and hold nothing.
-	r.mu.Lock()
-	polled := p.polled
-	r.mu.Unlock()
-	for _, e := range polled {
+	for _, e := range p.polled {
 		e.l.remove(e.id) // before the close: the descriptor leaves the loop's epoll
 	}
 	err := p.dev.Close()
@@ -609,7 +628,7 @@ func (r *Router) AttachHost(dev Device) {
 	w := r.newWorker(dev.BatchSize(), size)
 	if pd, ok := dev.(PolledDevice); ok {
 		try := pd.TryReadQueue
-		if _, added := r.addInput(pd, 0, func() stepResult { return r.hostBatch(h, w, try) }); added != inputNotPolled {
+		if _, added := r.addInput(pd, 0, nil, func() stepResult { return r.hostBatch(h, w, try) }); added != inputNotPolled {
 			return
 		}
 	}
@@ -627,7 +646,7 @@ func (r *Router) AttachUnderlay(rx UnderlayReceiver) {
 	u.srcs, u.segs = make([][4]byte, len(u.w.bufs)), make([]int, len(u.w.bufs))
 	if pr, ok := rx.(PolledReceiver); ok {
 		try := pr.TryRecv
-		if _, added := r.addInput(receiverFD{pr}, 0, func() stepResult { return r.underlayBatch(u, try) }); added != inputNotPolled {
+		if _, added := r.addInput(receiverFD{pr}, 0, nil, func() stepResult { return r.underlayBatch(u, try) }); added != inputNotPolled {
 			return
 		}
 	}
