@@ -87,8 +87,7 @@ type stepResult uint8
 const (
 	stepMore    stepResult = iota // the batch came back full: the input may hold more
 	stepDrained                   // the input was found empty: what came after announces itself
-	stepClosed                    // the input says it is closed (a TAP whose device is gone, or the router closing)
-	stepFailed                    // a read failed for good
+	stepDone                      // the input is finished: closed (a TAP whose device is gone, or the router closing), or its read failed for good (the step logs why)
 )
 
 // goOn says whether the input is read again.
@@ -185,7 +184,7 @@ func (l *inputLoop) turn() (more bool) {
 		case stepMore:
 			more = true
 		case stepDrained:
-		case stepClosed, stepFailed:
+		case stepDone:
 			l.removeLocked(ev.Fd, in)
 		}
 	}

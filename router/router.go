@@ -787,10 +787,10 @@ func (r *Router) portBatch(p *Port, w *worker, q int, read readFunc) stepResult 
 	n, drained, err := read(q, w.bufs, w.sizes, Headroom)
 	if err != nil {
 		if isClosed(err) || r.closed.Load() {
-			return stepClosed
+			return stepDone
 		}
 		r.log.Warn("pod port read failed", zap.String("port", p.cfg.Name), zap.Int("queue", q), zap.Error(err))
-		return stepFailed
+		return stepDone
 	}
 	if n == 0 {
 		return batchResult(drained)
@@ -821,7 +821,7 @@ func (r *Router) hostBatch(h *hostPort, w *worker, read readFunc) stepResult {
 	n, drained, err := read(0, w.bufs, w.sizes, Headroom)
 	if err != nil {
 		if isClosed(err) || r.closed.Load() {
-			return stepClosed
+			return stepDone
 		}
 		// The TUN reports malformed offload metadata as an error for
 		// that read only; keep going.
@@ -865,10 +865,10 @@ func (r *Router) underlayBatch(u *underlayReader, recv func(bufs [][]byte, sizes
 	n, drained, err := recv(w.bufs, w.sizes, u.segs, u.srcs, Headroom)
 	if err != nil {
 		if isClosed(err) || r.closed.Load() {
-			return stepClosed
+			return stepDone
 		}
 		r.log.Warn("underlay read failed", zap.Stringer("mode", u.mode), zap.Error(err))
-		return stepFailed
+		return stepDone
 	}
 	if n == 0 {
 		return batchResult(drained)
