@@ -145,8 +145,8 @@ type PolicyDenied struct {
 }
 
 // Counters is a snapshot of the router's counters: drops by reason, ports,
-// the host, offload work, the flow table, network policy, the FIB's size
-// and the path MTU.
+// the host, input loops, offload work, the flow table, network policy, the
+// FIB's size and the path MTU.
 type Counters struct {
 	Offload OffloadStats
 	Flows   FlowStats
@@ -154,8 +154,24 @@ type Counters struct {
 	Drops   map[string]uint64
 	Ports   []PortStats
 	Host    PortStats
+	// Loops are the input loops' counters, one per loop (none with
+	// inputLoops: false).
+	Loops   []LoopStats
 	FIBSize int
 	PathMTU int
+}
+
+// LoopStats count one input loop's work. A loop wakes (Wakeups) when one of
+// its inputs turns readable while it waits (now and then a wake-up finds
+// nothing), and then takes turns (Turns)
+// until its inputs are read dry: each turn reads one batch from each ready
+// input (Steps counts the batches). A turn after which an input's batch came
+// back full (FullTurns) is followed at once by another: a loop whose turns
+// are mostly full is busy all the time, and a packet arriving on it waits
+// for one batch of each busy input.
+type LoopStats struct {
+	Inputs                           int
+	Wakeups, Turns, Steps, FullTurns uint64
 }
 
 // PeerStatus is one BGP session as `tortiectl node status` shows it.

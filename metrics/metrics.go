@@ -5,6 +5,7 @@ package metrics
 
 import (
 	"net/http"
+	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -29,13 +30,15 @@ var (
 	polEP     = prometheus.NewDesc("tortie_policy_denied_total", "Packets network policy denied, by local endpoint.", []string{"endpoint"}, nil)
 	polBy     = prometheus.NewDesc("tortie_policy_denied_by_total", "Packets network policy denied, by what decided: a policy or profile rule, the end of a tier or of the profiles.", []string{"decider", "tier", "policy"}, nil)
 	polLogs   = prometheus.NewDesc("tortie_policy_logs_total", "Log rule records written, or dropped (over the rate or the queue full).", []string{"outcome"}, nil)
+	loopIns   = prometheus.NewDesc("tortie_input_loop_inputs", "Inputs (pod TAP queues, the host TUN, underlay sockets) an input loop reads.", []string{"loop"}, nil)
+	loopWork  = prometheus.NewDesc("tortie_input_loop_total", "An input loop's work: wake-ups, turns, batches read (one per ready input per turn), full turns (after which an input may hold more, so another turn follows at once).", []string{"loop", "event"}, nil)
 	offDesc   = prometheus.NewDesc("tortie_offload_total", "TCP superframes from pods and the host segmented (tso), passed on whole to the host's kernel or from it to pods (whole), or coalesced toward pods (gro), and the segments involved.", []string{"kind", "unit"}, nil)
 )
 
 type collector struct{ r *router.Router }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dropsDesc, rxPkts, rxBytes, txPkts, txBytes, fibDesc, mtuDesc, offDesc, flowsDesc, flowsCap, flowEvt, viaHost, polGen, polEP, polBy, polLogs} {
+	for _, d := range []*prometheus.Desc{dropsDesc, rxPkts, rxBytes, txPkts, txBytes, fibDesc, mtuDesc, offDesc, flowsDesc, flowsCap, flowEvt, viaHost, polGen, polEP, polBy, polLogs, loopIns, loopWork} {
 		ch <- d
 	}
 }
@@ -50,6 +53,13 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(rxBytes, prometheus.CounterValue, float64(p.RxBytes), p.Name)
 		ch <- prometheus.MustNewConstMetric(txPkts, prometheus.CounterValue, float64(p.TxPackets), p.Name)
 		ch <- prometheus.MustNewConstMetric(txBytes, prometheus.CounterValue, float64(p.TxBytes), p.Name)
+	}
+	for i, l := range s.Loops {
+		loop := strconv.Itoa(i)
+		ch <- prometheus.MustNewConstMetric(loopIns, prometheus.GaugeValue, float64(l.Inputs), loop)
+		for ev, v := range map[string]uint64{"wakeup": l.Wakeups, "turn": l.Turns, "batch": l.Steps, "full_turn": l.FullTurns} {
+			ch <- prometheus.MustNewConstMetric(loopWork, prometheus.CounterValue, float64(v), loop, ev)
+		}
 	}
 	ch <- prometheus.MustNewConstMetric(fibDesc, prometheus.GaugeValue, float64(s.FIBSize))
 	ch <- prometheus.MustNewConstMetric(mtuDesc, prometheus.GaugeValue, float64(s.PathMTU))

@@ -65,6 +65,9 @@ type inputLoop struct {
 	// mu), read without it to place inputs.
 	count atomic.Int32
 
+	// The loop's work, written by its goroutine, read by Stats.
+	wakeups, turns, steps, fullTurns atomic.Uint64
+
 	// The loop goroutine's own: what the last epoll_wait found.
 	evs     []unix.EpollEvent
 	nready  int
@@ -138,6 +141,7 @@ func (l *inputLoop) run() {
 // hold more. It returns false to wait on Go's poller for the epoll to poll
 // readable, and true to end the loop: on stop, or if the epoll fails.
 func (l *inputLoop) serve(fd uintptr) bool {
+	l.wakeups.Add(1)
 	for {
 		if l.quit.Load() {
 			return true
@@ -175,11 +179,13 @@ func (l *inputLoop) poll(fd uintptr) bool {
 func (l *inputLoop) turn() (more bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	steps := 0
 	for _, ev := range l.evs[:l.nready] {
 		in := l.ins[ev.Fd] // Fd holds the input's id, not its descriptor
 		if in == nil {
 			continue // removed after the poll found it
 		}
+		steps++
 		switch in.step() {
 		case stepMore:
 			more = true
@@ -187,6 +193,11 @@ func (l *inputLoop) turn() (more bool) {
 		case stepDone:
 			l.removeLocked(ev.Fd, in)
 		}
+	}
+	l.turns.Add(1)
+	l.steps.Add(uint64(steps))
+	if more {
+		l.fullTurns.Add(1)
 	}
 	return more
 }
@@ -239,6 +250,12 @@ func (l *inputLoop) removeLocked(id int32, in *loopInput) {
 
 // size is how many inputs the loop reads; it does not wait for a turn.
 func (l *inputLoop) size() int { return int(l.count.Load()) }
+
+// stats is a snapshot of the loop's counters; it does not wait for a turn.
+func (l *inputLoop) stats() LoopStats {
+	return LoopStats{Inputs: l.size(), Wakeups: l.wakeups.Load(), Turns: l.turns.Load(), Steps: l.steps.Load(),
+		FullTurns: l.fullTurns.Load()}
+}
 
 // stop ends run (waiting for its turn to finish) and closes the epoll; the
 // inputs' descriptors are their owners' to close. Later adds fail and

@@ -148,6 +148,42 @@ func TestInputLoopTakesTurns(t *testing.T) {
 	}
 }
 
+// TestInputLoopStats: the counters say what the loop did. A busy input
+// of 50 packets and a quiet one of 1, both ready when the loop starts: a
+// wake-up (Go's poller may report one more, which finds nothing), a first
+// turn reading both, then 49 turns of the busy one alone, every one of
+// them full (each step reads one packet, a full batch).
+func TestInputLoopStats(t *testing.T) {
+	busy, quiet := newPipeInput(t, "busy", nil), newPipeInput(t, "quiet", nil)
+	busy.send(t, 50)
+	quiet.send(t, 1)
+	l, err := newInputLoop(zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	addInput(t, l, busy)
+	addInput(t, l, quiet)
+	if st := l.stats(); st != (LoopStats{Inputs: 2}) {
+		t.Fatalf("before the loop runs: %+v", st)
+	}
+	go l.run()
+	defer l.stop()
+	locked := func() LoopStats { // a turn updates them under mu
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.stats()
+	}
+	waitFor(t, "50 turns", func() bool { return locked().Turns >= 50 })
+	want := LoopStats{Inputs: 2, Turns: 50, Steps: 51, FullTurns: 50}
+	st := locked()
+	if st.Wakeups < 1 {
+		t.Fatalf("loop stats %+v: no wake-up counted", st)
+	}
+	if st.Wakeups = 0; st != want {
+		t.Fatalf("loop stats %+v, want %+v", st, want)
+	}
+}
+
 // TestInputLoopRemove: remove waits for a step in progress, takes the
 // input's descriptor out of the epoll, and a removed input is not stepped
 // again although it stays readable.
@@ -468,6 +504,9 @@ func TestRouterInputLoop(t *testing.T) {
 	testutil.WaitFor(t, 30*time.Second, "two frames at pod B", func() bool { got += len(devB.Take()); return got >= 2 })
 	if got != 2 || pA.RxPackets.Load() != 1 {
 		t.Fatalf("pod B got %d frames of 2; port a read %d of 1", got, pA.RxPackets.Load())
+	}
+	if st := r.Stats().Loops; len(st) != 1 || st[0].Inputs != 3 || st[0].Steps < 2 || st[0].Wakeups < 1 {
+		t.Fatalf("the router's loop stats %+v: want one loop of 3 inputs that woke and read at least 2 batches", st)
 	}
 	// When RemovePort closes the device, its descriptor is already off
 	// the loop (closing it would take it off the epoll by itself).

@@ -718,6 +718,9 @@ type OffloadStats = api.OffloadStats
 // Stats is a snapshot of the router's counters.
 type Stats = api.Counters
 
+// LoopStats count an input loop's work.
+type LoopStats = api.LoopStats
+
 // Stats copies every counter.
 func (r *Router) Stats() Stats {
 	s := Stats{Drops: map[string]uint64{}, FIBSize: r.fib.Load().Len(), PathMTU: r.PathMTU(),
@@ -738,6 +741,9 @@ func (r *Router) Stats() Stats {
 	}
 	if h := r.host.Load(); h != nil {
 		s.Host = h.snapshot("host")
+	}
+	for _, l := range r.loops {
+		s.Loops = append(s.Loops, l.stats())
 	}
 	return s
 }

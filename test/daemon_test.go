@@ -65,7 +65,9 @@ func TestOperatorViews(t *testing.T) {
 		"status":    {"tortie process is running.", "ipip", "1480", "READY"},
 		"endpoints": {"n1p1", "10.244.1.10", "n1p2"},
 		"routes":    {"10.244.2.0/24", "remote", "10.0.1.2 (n2)", "ipip", "10.244.1.0/24", "blackhole", "10.244.1.10/32", "local"},
-		"counters":  {"n1p1", "host"},
+		// One loop (one thread) reads the host TUN, both pods' TAPs and
+		// the IPIP socket.
+		"counters": {"n1p1", "host", "INPUT LOOP", "FULL TURNS"},
 	} {
 		out := ctl(args)
 		for _, w := range want {
@@ -90,7 +92,8 @@ func TestOperatorViews(t *testing.T) {
 	}
 	body := string(b)
 	for _, w := range []string{`tortie_port_rx_packets_total{port="n1p1"}`, `tortie_port_tx_packets_total{port="host"}`,
-		`tortie_router_drops_total{reason="spoofed_source"} 0`, `tortie_fib_routes 6`, `tortie_underlay_path_mtu_bytes 1500`} {
+		`tortie_router_drops_total{reason="spoofed_source"} 0`, `tortie_fib_routes 6`, `tortie_underlay_path_mtu_bytes 1500`,
+		`tortie_input_loop_inputs{loop="0"} 4`, `tortie_input_loop_total{event="batch",loop="0"}`} {
 		if !strings.Contains(body, w) {
 			t.Errorf("/metrics lacks %s", w)
 		}
