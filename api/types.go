@@ -163,15 +163,15 @@ type Counters struct {
 
 // LoopStats count one input loop's work. A loop wakes (Wakeups) when one of
 // its inputs turns readable while it waits (now and then a wake-up finds
-// nothing), and then takes turns (Turns)
-// until its inputs are read dry: each turn reads one batch from each ready
-// input (Steps counts the batches). A turn after which an input's batch came
-// back full (FullTurns) is followed at once by another: a loop whose turns
-// are mostly full is busy all the time, and a packet arriving on it waits
-// for one batch of each busy input.
+// nothing), and then takes turns (Turns) until its inputs are read dry:
+// each turn reads one batch from each input the loop found ready (Reads
+// counts them, a read that found the input empty included). A turn after
+// which an input's batch came back full (FullTurns) is followed at once by
+// another: a loop whose turns are mostly full is busy all the time, and a
+// packet arriving on it waits for one batch of each busy input.
 type LoopStats struct {
 	Inputs                           int
-	Wakeups, Turns, Steps, FullTurns uint64
+	Wakeups, Turns, Reads, FullTurns uint64
 }
 
 // PeerStatus is one BGP session as `tortiectl node status` shows it.

@@ -31,14 +31,17 @@ var (
 	polBy     = prometheus.NewDesc("tortie_policy_denied_by_total", "Packets network policy denied, by what decided: a policy or profile rule, the end of a tier or of the profiles.", []string{"decider", "tier", "policy"}, nil)
 	polLogs   = prometheus.NewDesc("tortie_policy_logs_total", "Log rule records written, or dropped (over the rate or the queue full).", []string{"outcome"}, nil)
 	loopIns   = prometheus.NewDesc("tortie_input_loop_inputs", "Inputs (pod TAP queues, the host TUN, underlay sockets) an input loop reads.", []string{"loop"}, nil)
-	loopWork  = prometheus.NewDesc("tortie_input_loop_total", "An input loop's work: wake-ups, turns, batches read (one per ready input per turn), full turns (after which an input may hold more, so another turn follows at once).", []string{"loop", "event"}, nil)
+	loopWake  = prometheus.NewDesc("tortie_input_loop_wakeups_total", "Times an input loop woke because one of its inputs turned readable.", []string{"loop"}, nil)
+	loopTurns = prometheus.NewDesc("tortie_input_loop_turns_total", "Turns an input loop took, each reading one batch of every input it found ready.", []string{"loop"}, nil)
+	loopReads = prometheus.NewDesc("tortie_input_loop_reads_total", "Batch reads an input loop made (one per ready input per turn; a read may find the input empty).", []string{"loop"}, nil)
+	loopFull  = prometheus.NewDesc("tortie_input_loop_full_turns_total", "Turns after which an input came back with a full batch, so another turn followed at once.", []string{"loop"}, nil)
 	offDesc   = prometheus.NewDesc("tortie_offload_total", "TCP superframes from pods and the host segmented (tso), passed on whole to the host's kernel or from it to pods (whole), or coalesced toward pods (gro), and the segments involved.", []string{"kind", "unit"}, nil)
 )
 
 type collector struct{ r *router.Router }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dropsDesc, rxPkts, rxBytes, txPkts, txBytes, fibDesc, mtuDesc, offDesc, flowsDesc, flowsCap, flowEvt, viaHost, polGen, polEP, polBy, polLogs, loopIns, loopWork} {
+	for _, d := range []*prometheus.Desc{dropsDesc, rxPkts, rxBytes, txPkts, txBytes, fibDesc, mtuDesc, offDesc, flowsDesc, flowsCap, flowEvt, viaHost, polGen, polEP, polBy, polLogs, loopIns, loopWake, loopTurns, loopReads, loopFull} {
 		ch <- d
 	}
 }
@@ -57,9 +60,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	for i, l := range s.Loops {
 		loop := strconv.Itoa(i)
 		ch <- prometheus.MustNewConstMetric(loopIns, prometheus.GaugeValue, float64(l.Inputs), loop)
-		for ev, v := range map[string]uint64{"wakeup": l.Wakeups, "turn": l.Turns, "batch": l.Steps, "full_turn": l.FullTurns} {
-			ch <- prometheus.MustNewConstMetric(loopWork, prometheus.CounterValue, float64(v), loop, ev)
-		}
+		ch <- prometheus.MustNewConstMetric(loopWake, prometheus.CounterValue, float64(l.Wakeups), loop)
+		ch <- prometheus.MustNewConstMetric(loopTurns, prometheus.CounterValue, float64(l.Turns), loop)
+		ch <- prometheus.MustNewConstMetric(loopReads, prometheus.CounterValue, float64(l.Reads), loop)
+		ch <- prometheus.MustNewConstMetric(loopFull, prometheus.CounterValue, float64(l.FullTurns), loop)
 	}
 	ch <- prometheus.MustNewConstMetric(fibDesc, prometheus.GaugeValue, float64(s.FIBSize))
 	ch <- prometheus.MustNewConstMetric(mtuDesc, prometheus.GaugeValue, float64(s.PathMTU))

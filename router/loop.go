@@ -66,9 +66,10 @@ type inputLoop struct {
 	count atomic.Int32
 
 	// The loop's work, written by its goroutine, read by Stats.
-	wakeups, turns, steps, fullTurns atomic.Uint64
+	wakeups, turns, reads, fullTurns atomic.Uint64
 
 	// The loop goroutine's own: what the last epoll_wait found.
+	served  bool // serve ran once: later calls follow a wait
 	evs     []unix.EpollEvent
 	nready  int
 	err     error
@@ -141,7 +142,10 @@ func (l *inputLoop) run() {
 // hold more. It returns false to wait on Go's poller for the epoll to poll
 // readable, and true to end the loop: on stop, or if the epoll fails.
 func (l *inputLoop) serve(fd uintptr) bool {
-	l.wakeups.Add(1)
+	if l.served {
+		l.wakeups.Add(1)
+	}
+	l.served = true
 	for {
 		if l.quit.Load() {
 			return true
@@ -179,13 +183,13 @@ func (l *inputLoop) poll(fd uintptr) bool {
 func (l *inputLoop) turn() (more bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	steps := 0
+	reads := 0
 	for _, ev := range l.evs[:l.nready] {
 		in := l.ins[ev.Fd] // Fd holds the input's id, not its descriptor
 		if in == nil {
 			continue // removed after the poll found it
 		}
-		steps++
+		reads++
 		switch in.step() {
 		case stepMore:
 			more = true
@@ -195,7 +199,7 @@ func (l *inputLoop) turn() (more bool) {
 		}
 	}
 	l.turns.Add(1)
-	l.steps.Add(uint64(steps))
+	l.reads.Add(uint64(reads))
 	if more {
 		l.fullTurns.Add(1)
 	}
@@ -253,7 +257,7 @@ func (l *inputLoop) size() int { return int(l.count.Load()) }
 
 // stats is a snapshot of the loop's counters; it does not wait for a turn.
 func (l *inputLoop) stats() LoopStats {
-	return LoopStats{Inputs: l.size(), Wakeups: l.wakeups.Load(), Turns: l.turns.Load(), Steps: l.steps.Load(),
+	return LoopStats{Inputs: l.size(), Wakeups: l.wakeups.Load(), Turns: l.turns.Load(), Reads: l.reads.Load(),
 		FullTurns: l.fullTurns.Load()}
 }
 

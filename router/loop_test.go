@@ -150,9 +150,10 @@ func TestInputLoopTakesTurns(t *testing.T) {
 
 // TestInputLoopStats: the counters say what the loop did. A busy input
 // of 50 packets and a quiet one of 1, both ready when the loop starts: a
-// wake-up (Go's poller may report one more, which finds nothing), a first
-// turn reading both, then 49 turns of the busy one alone, every one of
-// them full (each step reads one packet, a full batch).
+// first turn reading both, then 49 turns of the busy one alone, every one
+// of them full (each step reads one packet, a full batch). Then packets
+// sent to the quiet input one at a time, each once the loop is done with
+// the one before: each wakes the loop for one turn.
 func TestInputLoopStats(t *testing.T) {
 	busy, quiet := newPipeInput(t, "busy", nil), newPipeInput(t, "quiet", nil)
 	busy.send(t, 50)
@@ -173,14 +174,27 @@ func TestInputLoopStats(t *testing.T) {
 		defer l.mu.Unlock()
 		return l.stats()
 	}
-	waitFor(t, "50 turns", func() bool { return locked().Turns >= 50 })
-	want := LoopStats{Inputs: 2, Turns: 50, Steps: 51, FullTurns: 50}
-	st := locked()
-	if st.Wakeups < 1 {
-		t.Fatalf("loop stats %+v: no wake-up counted", st)
+	check := func(want LoopStats) LoopStats {
+		t.Helper()
+		waitFor(t, fmt.Sprint(want.Turns, " turns"), func() bool { return locked().Turns >= want.Turns })
+		st := locked()
+		wakeups := st.Wakeups
+		if st.Wakeups = 0; st != want {
+			t.Fatalf("loop stats %+v (wake-ups not compared), want %+v", st, want)
+		}
+		st.Wakeups = wakeups
+		return st
 	}
-	if st.Wakeups = 0; st != want {
-		t.Fatalf("loop stats %+v, want %+v", st, want)
+	check(LoopStats{Inputs: 2, Turns: 50, Reads: 51, FullTurns: 50})
+	for i := range uint64(5) {
+		quiet.send(t, 1)
+		check(LoopStats{Inputs: 2, Turns: 51 + i, Reads: 52 + i, FullTurns: 51 + i})
+	}
+	// A wake-up may race a turn's end (the packet is then found by the
+	// poll after the turn), and Go's poller may report one that finds
+	// nothing; but packets sent to a waiting loop wake it.
+	if st := locked(); st.Wakeups < 1 {
+		t.Fatalf("loop stats %+v: five packets sent one at a time woke the loop 0 times", st)
 	}
 }
 
@@ -505,8 +519,11 @@ func TestRouterInputLoop(t *testing.T) {
 	if got != 2 || pA.RxPackets.Load() != 1 {
 		t.Fatalf("pod B got %d frames of 2; port a read %d of 1", got, pA.RxPackets.Load())
 	}
-	if st := r.Stats().Loops; len(st) != 1 || st[0].Inputs != 3 || st[0].Steps < 2 || st[0].Wakeups < 1 {
-		t.Fatalf("the router's loop stats %+v: want one loop of 3 inputs that woke and read at least 2 batches", st)
+	l.mu.Lock() // the turn that forwarded the frames has counted them
+	st := r.Stats().Loops
+	l.mu.Unlock()
+	if len(st) != 1 || st[0].Inputs != 3 || st[0].Reads < 2 || st[0].Turns < 1 {
+		t.Fatalf("the router's loop stats %+v: want one loop of 3 inputs that took a turn and read at least 2 batches", st)
 	}
 	// When RemovePort closes the device, its descriptor is already off
 	// the loop (closing it would take it off the epoll by itself).
@@ -640,6 +657,9 @@ func TestRemovePortWhileAdding(t *testing.T) {
 	l := r.loops[0]
 	dev := newQueuedDevice(t, 3)
 	dev.placing, dev.release = make(chan struct{}), make(chan struct{})
+	var release sync.Once
+	letGo := func() { release.Do(func() { close(dev.release) }) }
+	t.Cleanup(letGo) // before Close (cleanups run last first): a failed test must not leave AddPort holding the port
 	added := make(chan error, 1)
 	go func() {
 		_, err := r.AddPort(PortConfig{Name: "a", Addr: netip.AddrFrom4(podA), MAC: macA}, dev)
@@ -659,7 +679,7 @@ func TestRemovePortWhileAdding(t *testing.T) {
 		t.Fatal("AddPort returned before its second queue was placed")
 	default:
 	}
-	close(dev.release)
+	letGo()
 	if err := <-added; err != nil {
 		t.Fatal(err)
 	}
@@ -671,5 +691,27 @@ func TestRemovePortWhileAdding(t *testing.T) {
 	}
 	if nh := r.FIB().Load().Lookup(fib.AddrU32(netip.AddrFrom4(podA))); nh != nil {
 		t.Fatalf("the removed port's route stayed: %+v", nh)
+	}
+}
+
+// TestAddPortWhileClosingQueues: Close stops the loops one by one; a pod
+// whose first queue went on a loop still running and whose second found
+// its loop stopped is refused, and its first queue is taken off the
+// running loop before the caller closes the device.
+func TestAddPortWhileClosingQueues(t *testing.T) {
+	r := New(Config{NodeAddr: nodeA, VTEPMAC: ourVTEP, UnderlayMTU: 1500, InputLoops: 2}, fib.New(), testUnderlay(&routertest.Underlay{}, nil))
+	t.Cleanup(func() { r.Close() })
+	live := r.loops[0]
+	r.loops[1].stop() // as Close does, one loop at a time
+	dev := newQueuedDevice(t, 2)
+	t.Cleanup(func() { dev.Close() })
+	if _, err := r.AddPort(PortConfig{Name: "a", Addr: netip.AddrFrom4(podA), MAC: macA}, dev); err == nil {
+		t.Fatal("AddPort with a loop stopped succeeded")
+	}
+	if n, w := live.size(), watched(t, live); n != 0 || w != 0 {
+		t.Fatalf("the refused pod left the running loop reading %d inputs and watching %d descriptors, want 0 and 0", n, w)
+	}
+	if ps := r.Ports(); len(ps) != 0 {
+		t.Fatalf("the refused port stayed in the table: %v", ps)
 	}
 }

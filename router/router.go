@@ -481,9 +481,13 @@ func (r *Router) AddPort(cfg PortConfig, dev Device) (*Port, error) {
 			e, added := r.addInput(pd, q, p.polled, func() stepResult { return r.portBatch(p, w, q, try) })
 			if added == inputStopped {
 				// Close began after the check above: nobody would
-				// read or close the port. Take it back; the caller
+				// read or close the port. Take it back, earlier
+				// queues off loops not stopped yet first; the caller
 				// closes the device (and so ends any reader of an
 				// earlier queue).
+				for _, e := range p.polled {
+					e.l.remove(e.id)
+				}
 				r.withdrawPort(p)
 				return nil, errors.New("router: closed")
 			}
@@ -520,7 +524,7 @@ const (
 // addInput puts an input on the loop with the fewest inputs, leaving out
 // the loops of taken (the other queues of the same device) while any other
 // loop is left, so that a device's queues are read on different threads
-// however uneven removals left the loops.
+// (while there are loops enough) however uneven removals left the loops.
 func (r *Router) addInput(d interface{ QueuePollFD(int) (int, error) }, q int, taken []loopEntry, step func() stepResult) (loopEntry, inputPlace) {
 	if len(r.loops) == 0 {
 		return loopEntry{}, inputNotPolled

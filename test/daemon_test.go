@@ -93,7 +93,7 @@ func TestOperatorViews(t *testing.T) {
 	body := string(b)
 	for _, w := range []string{`tortie_port_rx_packets_total{port="n1p1"}`, `tortie_port_tx_packets_total{port="host"}`,
 		`tortie_router_drops_total{reason="spoofed_source"} 0`, `tortie_fib_routes 6`, `tortie_underlay_path_mtu_bytes 1500`,
-		`tortie_input_loop_inputs{loop="0"} 4`, `tortie_input_loop_total{event="batch",loop="0"}`} {
+		`tortie_input_loop_inputs{loop="0"} 4`, `tortie_input_loop_reads_total{loop="0"}`} {
 		if !strings.Contains(body, w) {
 			t.Errorf("/metrics lacks %s", w)
 		}
