@@ -122,10 +122,10 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// TestInputLoopTakesTurns: an input with one packet queued is read after
-// at most one batch of a busy input, not after the busy input runs dry.
-func TestInputLoopTakesTurns(t *testing.T) {
-	log := &stepLog{}
+// busyAndQuiet makes a loop, not yet running, of two inputs: "busy" with
+// 50 packets queued and "quiet" with 1.
+func busyAndQuiet(t *testing.T, log *stepLog) (*inputLoop, *pipeInput) {
+	t.Helper()
 	busy, quiet := newPipeInput(t, "busy", log), newPipeInput(t, "quiet", log)
 	busy.send(t, 50)
 	quiet.send(t, 1)
@@ -135,6 +135,14 @@ func TestInputLoopTakesTurns(t *testing.T) {
 	}
 	addInput(t, l, busy)
 	addInput(t, l, quiet)
+	return l, quiet
+}
+
+// TestInputLoopTakesTurns: an input with one packet queued is read after
+// at most one batch of a busy input, not after the busy input runs dry.
+func TestInputLoopTakesTurns(t *testing.T) {
+	log := &stepLog{}
+	l, _ := busyAndQuiet(t, log)
 	go l.run()
 	defer l.stop()
 	waitFor(t, "51 steps", func() bool { return len(log.get()) == 51 })
@@ -155,15 +163,7 @@ func TestInputLoopTakesTurns(t *testing.T) {
 // sent to the quiet input one at a time, each once the loop is done with
 // the one before: each wakes the loop for one turn.
 func TestInputLoopStats(t *testing.T) {
-	busy, quiet := newPipeInput(t, "busy", nil), newPipeInput(t, "quiet", nil)
-	busy.send(t, 50)
-	quiet.send(t, 1)
-	l, err := newInputLoop(zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	addInput(t, l, busy)
-	addInput(t, l, quiet)
+	l, quiet := busyAndQuiet(t, nil)
 	if st := l.stats(); st != (LoopStats{Inputs: 2}) {
 		t.Fatalf("before the loop runs: %+v", st)
 	}
