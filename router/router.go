@@ -478,7 +478,7 @@ func (r *Router) AddPort(cfg PortConfig, dev Device) (*Port, error) {
 		w := r.portWorker(p)
 		if pd != nil {
 			try := pd.TryReadQueue
-			e, added := r.addInput(pd, q, p.polled, func() stepResult { return r.portBatch(p, w, q, try) })
+			e, added := r.addInput(func() (int, error) { return pd.QueuePollFD(q) }, p.polled, func() stepResult { return r.portBatch(p, w, q, try) })
 			if added == inputStopped {
 				// Close began after the check above: nobody would
 				// read or close the port. Take it back, earlier
@@ -521,15 +521,16 @@ const (
 	inputStopped                     // the router is closing: nobody reads it
 )
 
-// addInput puts an input on the loop with the fewest inputs, leaving out
-// the loops of taken (the other queues of the same device) while any other
-// loop is left, so that a device's queues are read on different threads
-// (while there are loops enough) however uneven removals left the loops.
-func (r *Router) addInput(d interface{ QueuePollFD(int) (int, error) }, q int, taken []loopEntry, step func() stepResult) (loopEntry, inputPlace) {
+// addInput puts an input, whose descriptor pollFD gives, on the loop with
+// the fewest inputs, leaving out the loops of taken (the other queues of
+// the same device) while any other loop is left, so that a device's queues
+// are read on different threads (while there are loops enough) however
+// uneven removals left the loops.
+func (r *Router) addInput(pollFD func() (int, error), taken []loopEntry, step func() stepResult) (loopEntry, inputPlace) {
 	if len(r.loops) == 0 {
 		return loopEntry{}, inputNotPolled
 	}
-	fd, err := d.QueuePollFD(q)
+	fd, err := pollFD()
 	if err != nil {
 		r.log.Warn("input cannot be polled: read on its own goroutine", zap.Error(err))
 		return loopEntry{}, inputNotPolled
@@ -566,11 +567,6 @@ func leastLoaded(loops []*inputLoop, taken []loopEntry) *inputLoop {
 	}
 	return best
 }
-
-// receiverFD adapts a PolledReceiver to addInput.
-type receiverFD struct{ PolledReceiver }
-
-func (r receiverFD) QueuePollFD(int) (int, error) { return r.PollFD() }
 
 // RemovePort withdraws the pod's route, closes its device and waits for its
 // reader to stop.
@@ -632,7 +628,7 @@ func (r *Router) AttachHost(dev Device) {
 	w := r.newWorker(dev.BatchSize(), size)
 	if pd, ok := dev.(PolledDevice); ok {
 		try := pd.TryReadQueue
-		if _, added := r.addInput(pd, 0, nil, func() stepResult { return r.hostBatch(h, w, try) }); added != inputNotPolled {
+		if _, added := r.addInput(func() (int, error) { return pd.QueuePollFD(0) }, nil, func() stepResult { return r.hostBatch(h, w, try) }); added != inputNotPolled {
 			return
 		}
 	}
@@ -650,7 +646,7 @@ func (r *Router) AttachUnderlay(rx UnderlayReceiver) {
 	u.srcs, u.segs = make([][4]byte, len(u.w.bufs)), make([]int, len(u.w.bufs))
 	if pr, ok := rx.(PolledReceiver); ok {
 		try := pr.TryRecv
-		if _, added := r.addInput(receiverFD{pr}, 0, nil, func() stepResult { return r.underlayBatch(u, try) }); added != inputNotPolled {
+		if _, added := r.addInput(pr.PollFD, nil, func() stepResult { return r.underlayBatch(u, try) }); added != inputNotPolled {
 			return
 		}
 	}
