@@ -187,6 +187,63 @@ func (w *Writer) send(pkts [][]byte, dsts [][4]byte) (int, error) {
 // MTU reads the underlay interface's current MTU.
 func (w *Writer) MTU() (int, error) { return w.s.MTU() }
 
+// ethtoolValue is the kernel's struct ethtool_value: a command and its
+// one value.
+type ethtoolValue struct {
+	cmd, data uint32
+}
+
+// ethtool runs one ETHTOOL_G*/ETHTOOL_S* command of a single value on the
+// named interface.
+func ethtool(name string, cmd, data uint32) (uint32, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(fd)
+	if len(name) >= unix.IFNAMSIZ {
+		return 0, fmt.Errorf("interface name %q too long", name)
+	}
+	v := ethtoolValue{cmd: cmd, data: data}
+	// struct ifreq: the name, then a pointer to the command (ifr_data).
+	var ifr struct {
+		name [unix.IFNAMSIZ]byte
+		data unsafe.Pointer
+		_    [24 - unsafe.Sizeof(uintptr(0))]byte
+	}
+	copy(ifr.name[:], name)
+	ifr.data = unsafe.Pointer(&v)
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr))); e != 0 {
+		return 0, e
+	}
+	return v.data, nil
+}
+
+// InterfaceGRO reports whether the named interface coalesces what it
+// receives (generic receive offload, as `ethtool -k` shows it). Natively
+// routed and IPIP TCP reach tortie as superframes only where the underlay
+// coalesces; a NIC has GRO on by default.
+func InterfaceGRO(name string) (bool, error) {
+	v, err := ethtool(name, unix.ETHTOOL_GGRO, 0)
+	if err != nil {
+		return false, fmt.Errorf("underlay: GRO of %s: %w", name, err)
+	}
+	return v != 0, nil
+}
+
+// SetInterfaceGRO turns the named interface's GRO on or off (as `ethtool
+// -K NAME gro on|off`); it needs CAP_NET_ADMIN.
+func SetInterfaceGRO(name string, on bool) error {
+	var v uint32
+	if on {
+		v = 1
+	}
+	if _, err := ethtool(name, unix.ETHTOOL_SGRO, v); err != nil {
+		return fmt.Errorf("underlay: set GRO of %s: %w", name, err)
+	}
+	return nil
+}
+
 // InterfaceMTU returns the MTU of the named interface.
 func InterfaceMTU(name string) (int, error) {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -329,5 +330,45 @@ func TestTryRecv(t *testing.T) {
 	rx.Close()
 	if _, _, err := rx.TryRecv(bufs, sizes, segs, srcs, 64); !errors.Is(err, os.ErrClosed) {
 		t.Fatalf("TryRecv after Close: %v, want os.ErrClosed", err)
+	}
+}
+
+// TestInterfaceGRO reads and sets a veth's GRO, checked against ethtool's
+// own reading: a veth starts without it; on and off take; an unknown
+// interface is an error naming it.
+func TestInterfaceGRO(t *testing.T) {
+	ns := testutil.Netns(t)
+	testutil.Run(t, "ip", "-n", ns, "link", "add", "ua", "type", "veth", "peer", "name", "ub")
+	ethtoolGRO := func() string {
+		out := testutil.Run(t, "ip", "netns", "exec", ns, "ethtool", "-k", "ua")
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, "generic-receive-offload:") {
+				return strings.Fields(l)[1]
+			}
+		}
+		t.Fatalf("ethtool -k ua has no generic-receive-offload line:\n%s", out)
+		return ""
+	}
+	in := func(f func() error) {
+		t.Helper()
+		if err := nsutil.Do(testutil.NetnsPath(ns), f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, want := range []bool{false, true, false} {
+		if want {
+			in(func() error { return SetInterfaceGRO("ua", true) })
+		} else if ethtoolGRO() == "on" {
+			in(func() error { return SetInterfaceGRO("ua", false) })
+		}
+		var got bool
+		in(func() (err error) { got, err = InterfaceGRO("ua"); return err })
+		if got != want || ethtoolGRO() != map[bool]string{true: "on", false: "off"}[want] {
+			t.Fatalf("GRO: InterfaceGRO says %v, ethtool says %s; want %v", got, ethtoolGRO(), want)
+		}
+	}
+	err := nsutil.Do(testutil.NetnsPath(ns), func() error { _, err := InterfaceGRO("nosuch0"); return err })
+	if err == nil || !strings.Contains(err.Error(), "nosuch0") {
+		t.Fatalf("GRO of a missing interface: %v", err)
 	}
 }
