@@ -129,6 +129,15 @@ type File struct {
 	// and 1.91 -> 1.30 ms native with loops, idle p50 5-9 µs higher; see
 	// the README).
 	InputLoops *bool `json:"inputLoops,omitempty"`
+	// UnderlayGRO true has tortied turn on the underlay interface's
+	// generic receive offload at start if it is off (as `ethtool -K
+	// <interface> gro on`). Natively routed and IPIP TCP cross the wire
+	// in segments and reach tortie as superframes only where the
+	// receiving NIC coalesces them, as a NIC does by default; without
+	// it tortie gets them one segment at a time. Unset, tortied only
+	// logs the setting it found (a veth, as in the lab, carries a
+	// sender's superframes whole without it).
+	UnderlayGRO bool `json:"underlayGRO,omitempty"`
 }
 
 // Loops says whether inputs are read on loops (inputLoops, default true).

@@ -55,6 +55,12 @@ func TestParse(t *testing.T) {
 	if c, err = Parse([]byte(sample + "realtimePriority: 1\n")); err != nil || c.RealtimePriority != 1 {
 		t.Fatalf("realtimePriority 1: %+v, %v", c, err)
 	}
+	if c, err = Parse([]byte(sample)); err != nil || c.UnderlayGRO {
+		t.Fatalf("underlayGRO without the key: %v, %v", c.UnderlayGRO, err)
+	}
+	if c, err = Parse([]byte(sample + "underlayGRO: true\n")); err != nil || !c.UnderlayGRO {
+		t.Fatalf("underlayGRO: true: %v, %v", c.UnderlayGRO, err)
+	}
 	// Input loops: on unless inputLoops says false.
 	for _, l := range []struct {
 		extra string

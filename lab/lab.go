@@ -67,6 +67,10 @@ type Options struct {
 	// GoroutineReaders sets each tortied's inputLoops to false: a
 	// goroutine per input instead of a read loop per thread.
 	GoroutineReaders bool
+	// TortiedUnderlayGRO sets each tortied's underlayGRO: tortied turns
+	// on its node's underlay GRO itself (UnderlayGRO has the lab do it,
+	// with the fabric's help, for every node).
+	TortiedUnderlayGRO bool
 	// UnderlayGRO makes every node's underlay interface coalesce what it
 	// receives as a NIC's GRO does (a veth forwards packets one by one;
 	// this turns on its NAPI GRO, holds a poll's packets a little for
@@ -141,6 +145,8 @@ type Lab struct {
 	RealtimePriority int `json:"realtimePriority,omitempty"`
 	// GoroutineReaders is Options.GoroutineReaders.
 	GoroutineReaders bool `json:"goroutineReaders,omitempty"`
+	// TortiedUnderlayGRO is Options.TortiedUnderlayGRO.
+	TortiedUnderlayGRO bool `json:"tortiedUnderlayGRO,omitempty"`
 	// Manifest is Options.Manifest, kept for DeployTortie.
 	Manifest string `json:"manifest,omitempty"`
 	// K8sBinDir holds the Kubernetes binaries of the lab's control plane
@@ -294,7 +300,7 @@ func Up(o Options) (l *Lab, err error) {
 	l = &Lab{Name: o.Name, Mode: o.Mode, Encap: enc, CrossSubnet: cross, Subnets: o.Subnets, Fabric: o.Name + "-fab", Datastore: !o.Static,
 		Tortied: o.Tortied, LogLevel: o.LogLevel, BGP: o.BGP && !o.Static, EtcdTLS: o.EtcdTLS,
 		DaemonSet: o.DaemonSet, Manifest: o.Manifest, Threads: o.Threads, PodQueues: o.PodQueues,
-		RealtimePriority: o.RealtimePriority, GoroutineReaders: o.GoroutineReaders}
+		RealtimePriority: o.RealtimePriority, GoroutineReaders: o.GoroutineReaders, TortiedUnderlayGRO: o.TortiedUnderlayGRO}
 	if l.Datastore {
 		if err := l.prepareCNI(o); err != nil {
 			return nil, err
@@ -558,7 +564,7 @@ func (l *Lab) startTortied(o Options, n *Node) error {
 	if l.Threads > 1 {
 		cfg.CPUs, cfg.CPUSet = l.Threads, ""
 	}
-	cfg.PodQueues, cfg.RealtimePriority = l.PodQueues, l.RealtimePriority
+	cfg.PodQueues, cfg.RealtimePriority, cfg.UnderlayGRO = l.PodQueues, l.RealtimePriority, l.TortiedUnderlayGRO
 	if l.GoroutineReaders {
 		no := false
 		cfg.InputLoops = &no

@@ -68,6 +68,26 @@ type Node struct {
 	closers []func() // in the order things were opened
 }
 
+// underlayGRO logs whether the underlay interface coalesces what it
+// receives, and turns that on if it is off and the config asks
+// (underlayGRO). A failure is logged: the node forwards either way.
+func underlayGRO(cfg *config.Config, log *zap.Logger) {
+	name := zap.String("interface", cfg.Interface)
+	on, err := underlay.InterfaceGRO(cfg.Interface)
+	switch {
+	case err != nil:
+		log.Info("underlay GRO unknown", name, zap.Error(err))
+	case on || !cfg.UnderlayGRO:
+		log.Info("underlay GRO", name, zap.Bool("on", on))
+	default:
+		if err := underlay.SetInterfaceGRO(cfg.Interface, true); err != nil {
+			log.Warn("underlay GRO is off and could not be turned on: TCP from other nodes reaches tortie a segment at a time", name, zap.Error(err))
+			return
+		}
+		log.Info("underlay GRO turned on", name)
+	}
+}
+
 // New constructs the node described by cfg. It opens the devices, sockets
 // and the datastore, but starts no goroutine of its own.
 func New(cfg *config.Config, log *zap.Logger) (n *Node, err error) {
@@ -84,6 +104,7 @@ func New(cfg *config.Config, log *zap.Logger) (n *Node, err error) {
 		}
 	}
 	n.podMTU = cfg.PodMTU(n.underlayMTU)
+	underlayGRO(cfg, log)
 	n.stateFile = filepath.Join(cfg.StateDir, "endpoints.json")
 	withStore := cfg.Datastore != nil
 

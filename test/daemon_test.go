@@ -25,9 +25,17 @@ import (
 
 // TestOperatorViews: tortiectl and /metrics show what the daemon does.
 func TestOperatorViews(t *testing.T) {
-	l := up(t, lab.Options{Name: "to1", Nodes: 2, Pods: 2, Mode: "ipip", Static: true})
+	l := up(t, lab.Options{Name: "to1", Nodes: 2, Pods: 2, Mode: "ipip", Static: true, TortiedUnderlayGRO: true})
 	n1 := l.Nodes[0]
 	ping(t, l, "n1p1", l.Pod("n2p1").Address)
+	// underlayGRO: true: each tortied turned on its node's underlay GRO,
+	// off on a fresh veth.
+	for _, n := range l.Nodes {
+		out, err := exec.Command("ip", "netns", "exec", n.Netns, "ethtool", "-k", "eth0").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "generic-receive-offload: on") {
+			t.Errorf("%s: underlay GRO not on (%v):\n%s", n.Name, err, out)
+		}
+	}
 	// The pod's TAP hands over superframes that fit one UDP GSO send.
 	if out, _ := exec.Command("ip", "-d", "-n", l.Pod("n1p1").Netns, "link", "show", "eth0").CombinedOutput(); !strings.Contains(string(out), "gso_max_segs 43 ") {
 		t.Errorf("pod eth0 (MTU 1480) should have gso_max_segs 43:\n%s", out)
