@@ -134,9 +134,10 @@ type File struct {
 	// <interface> gro on`). Natively routed and IPIP TCP cross the wire
 	// in segments and reach tortie as superframes only where the
 	// receiving NIC coalesces them, as a NIC does by default; without
-	// it tortie gets them one segment at a time. Unset, tortied only
-	// logs the setting it found (a veth, as in the lab, carries a
-	// sender's superframes whole without it).
+	// it tortie gets them one segment at a time. The setting stays after
+	// tortied exits. On a VLAN or bond, what coalesces is the physical
+	// NIC under it. Unset, tortied only logs the setting it found (a veth,
+	// as in the lab, carries a sender's superframes whole without it).
 	UnderlayGRO bool `json:"underlayGRO,omitempty"`
 }
 

@@ -68,8 +68,10 @@ type Options struct {
 	// goroutine per input instead of a read loop per thread.
 	GoroutineReaders bool
 	// TortiedUnderlayGRO sets each tortied's underlayGRO: tortied turns
-	// on its node's underlay GRO itself (UnderlayGRO has the lab do it,
-	// with the fabric's help, for every node).
+	// on its node's underlay GRO itself. That alone does not make a veth
+	// coalesce: UnderlayGRO has the lab do it with the fabric's help
+	// (segments instead of superframes, and a flush timeout), for every
+	// node.
 	TortiedUnderlayGRO bool
 	// UnderlayGRO makes every node's underlay interface coalesce what it
 	// receives as a NIC's GRO does (a veth forwards packets one by one;

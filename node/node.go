@@ -70,11 +70,14 @@ type Node struct {
 
 // underlayGRO logs whether the underlay interface coalesces what it
 // receives, and turns that on if it is off and the config asks
-// (underlayGRO). A failure is logged: the node forwards either way.
+// (underlayGRO); it stays on after tortied exits. A failure is logged,
+// as a warning if the config asked: the node forwards either way.
 func underlayGRO(cfg *config.Config, log *zap.Logger) {
 	name := zap.String("interface", cfg.Interface)
 	on, err := underlay.InterfaceGRO(cfg.Interface)
 	switch {
+	case err != nil && cfg.UnderlayGRO:
+		log.Warn("underlay GRO unknown, so not turned on", name, zap.Error(err))
 	case err != nil:
 		log.Info("underlay GRO unknown", name, zap.Error(err))
 	case on || !cfg.UnderlayGRO:
@@ -82,6 +85,10 @@ func underlayGRO(cfg *config.Config, log *zap.Logger) {
 	default:
 		if err := underlay.SetInterfaceGRO(cfg.Interface, true); err != nil {
 			log.Warn("underlay GRO is off and could not be turned on: TCP from other nodes reaches tortie a segment at a time", name, zap.Error(err))
+			return
+		}
+		if on, err := underlay.InterfaceGRO(cfg.Interface); err != nil || !on {
+			log.Warn("underlay GRO still off after turning it on: TCP from other nodes reaches tortie a segment at a time", name, zap.Error(err))
 			return
 		}
 		log.Info("underlay GRO turned on", name)

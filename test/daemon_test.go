@@ -25,15 +25,18 @@ import (
 
 // TestOperatorViews: tortiectl and /metrics show what the daemon does.
 func TestOperatorViews(t *testing.T) {
-	l := up(t, lab.Options{Name: "to1", Nodes: 2, Pods: 2, Mode: "ipip", Static: true, TortiedUnderlayGRO: true})
+	l := up(t, lab.Options{Name: "to1", Nodes: 2, Pods: 2, Mode: "ipip", Static: true, TortiedUnderlayGRO: true, LogLevel: "info"})
 	n1 := l.Nodes[0]
 	ping(t, l, "n1p1", l.Pod("n2p1").Address)
 	// underlayGRO: true: each tortied turned on its node's underlay GRO,
-	// off on a fresh veth.
+	// off on a fresh veth, and says so.
 	for _, n := range l.Nodes {
 		out, err := exec.Command("ip", "netns", "exec", n.Netns, "ethtool", "-k", "eth0").CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "generic-receive-offload: on") {
 			t.Errorf("%s: underlay GRO not on (%v):\n%s", n.Name, err, out)
+		}
+		if b, err := os.ReadFile(n.Log); err != nil || !strings.Contains(string(b), `"underlay GRO turned on"`) {
+			t.Errorf("%s: tortied's log does not say it turned the underlay's GRO on (%v)", n.Name, err)
 		}
 	}
 	// The pod's TAP hands over superframes that fit one UDP GSO send.

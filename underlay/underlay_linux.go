@@ -196,14 +196,14 @@ type ethtoolValue struct {
 // ethtool runs one ETHTOOL_G*/ETHTOOL_S* command of a single value on the
 // named interface.
 func ethtool(name string, cmd, data uint32) (uint32, error) {
+	if len(name) >= unix.IFNAMSIZ {
+		return 0, fmt.Errorf("interface name %q too long", name)
+	}
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return 0, err
 	}
 	defer unix.Close(fd)
-	if len(name) >= unix.IFNAMSIZ {
-		return 0, fmt.Errorf("interface name %q too long", name)
-	}
 	v := ethtoolValue{cmd: cmd, data: data}
 	// struct ifreq: the name, then a pointer to the command (ifr_data).
 	var ifr struct {
