@@ -91,12 +91,19 @@ func (in *pipeInput) send(t *testing.T, n int) {
 	}
 }
 
-func startLoop(t *testing.T) *inputLoop {
+// newLoop makes a loop that is not running yet.
+func newLoop(t *testing.T) *inputLoop {
 	t.Helper()
 	l, err := newInputLoop(zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
+	return l
+}
+
+func startLoop(t *testing.T) *inputLoop {
+	t.Helper()
+	l := newLoop(t)
 	go l.run()
 	t.Cleanup(l.stop)
 	return l
@@ -129,10 +136,7 @@ func busyAndQuiet(t *testing.T, log *stepLog) (*inputLoop, *pipeInput) {
 	busy, quiet := newPipeInput(t, "busy", log), newPipeInput(t, "quiet", log)
 	busy.send(t, 50)
 	quiet.send(t, 1)
-	l, err := newInputLoop(zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := newLoop(t)
 	addInput(t, l, busy)
 	addInput(t, l, quiet)
 	return l, quiet
@@ -302,10 +306,7 @@ func TestInputLoopFailedInput(t *testing.T) {
 
 // TestInputLoopStop: stop ends run; later adds fail and removes do nothing.
 func TestInputLoopStop(t *testing.T) {
-	l, err := newInputLoop(zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := newLoop(t)
 	in := newPipeInput(t, "x", &stepLog{})
 	id := addInput(t, l, in)
 	go l.run()
@@ -322,10 +323,7 @@ func TestInputLoopStop(t *testing.T) {
 // TestInputLoopTurnAllocatesNothing: a wait and a turn over ready inputs
 // allocate nothing.
 func TestInputLoopTurnAllocatesNothing(t *testing.T) {
-	l, err := newInputLoop(zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := newLoop(t)
 	defer func() { go l.run(); l.stop() }()
 	a, b := newPipeInput(t, "a", nil), newPipeInput(t, "b", nil)
 	addInput(t, l, a)
@@ -368,10 +366,7 @@ func TestInputLoopWakeDuringTurn(t *testing.T) {
 
 // TestInputLoopStopWhileBusy: stop ends a loop whose inputs never run dry.
 func TestInputLoopStopWhileBusy(t *testing.T) {
-	l, err := newInputLoop(zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := newLoop(t)
 	in := newPipeInput(t, "x", nil)
 	in.send(t, 1)
 	var steps atomic.Int64
@@ -407,10 +402,7 @@ func TestInputLoopManyReady(t *testing.T) {
 		}
 		ins[i] = in
 	}
-	l, err := newInputLoop(zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := newLoop(t)
 	for _, in := range ins {
 		addInput(t, l, in)
 	}
