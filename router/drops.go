@@ -30,6 +30,7 @@ const (
 	DropHostLoop                           // host sent us a packet the FIB routes back to the host
 	DropNoPort                             // route names a pod port that is gone
 	DropTxError                            // a device or socket write failed
+	DropTxFull                             // the underlay socket's send buffer was full (the path beyond drains slower than it is fed)
 	DropBadOffload                         // virtio-net header we cannot honour (unknown GSO type, checksum offsets outside the frame)
 	DropPolicyDenied                       // network policy denied the packet's flow (SetPolicy)
 	NumDropReasons
@@ -39,7 +40,7 @@ var dropNames = [NumDropReasons]string{
 	"too_short", "malformed", "bad_checksum", "bad_version", "ipv6", "unsupported_ethertype",
 	"arp_ignored", "arp_ratelimited", "spoofed_source", "pod_encap", "martian", "not_unicast",
 	"no_route", "blackhole", "ttl_exceeded", "frag_needed", "mtu_exceeded", "icmp_ratelimited",
-	"unknown_node", "decap_failed", "decap_not_local", "host_loop", "no_port", "tx_error", "bad_offload", "policy_denied",
+	"unknown_node", "decap_failed", "decap_not_local", "host_loop", "no_port", "tx_error", "tx_full", "bad_offload", "policy_denied",
 }
 
 func (d DropReason) String() string {

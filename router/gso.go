@@ -15,7 +15,9 @@ import (
 // concurrent use; every worker gets its own from Underlay.GSO.
 type GSOSender interface {
 	// SendGSO sends payload as datagrams of segSize bytes (the last may
-	// be shorter) to dst; hash picks the source port.
+	// be shorter) to dst; hash picks the source port. A full send buffer
+	// is syscall.EAGAIN, returned at once with nothing sent, as for
+	// UnderlaySender.Send.
 	SendGSO(payload []byte, segSize int, dst [4]byte, hash uint32) error
 	// Source says which source (a socket, and so a source port) a hash
 	// leaves from, a number from 0: datagrams whose hashes share a
@@ -121,7 +123,8 @@ func (w *worker) flushGSO() {
 }
 
 // flushRun sends one gathered run. A refusal for size means the underlay
-// MTU shrank: the path MTU is lowered; the run itself is counted lost.
+// MTU shrank: the path MTU is lowered; the run itself is counted lost. A
+// full send buffer loses the run too (tx_full).
 func (w *worker) flushRun(g *gsoRun) {
 	if g.count == 0 {
 		return
@@ -133,6 +136,8 @@ func (w *worker) flushRun(g *gsoRun) {
 	err := w.gso.send.SendGSO(run, g.seg, g.dst, g.hash)
 	switch {
 	case err == nil:
+	case errors.Is(err, syscall.EAGAIN):
+		w.drops[DropTxFull] += uint64(g.count)
 	case errors.Is(err, syscall.EMSGSIZE) || errors.Is(err, syscall.EINVAL):
 		w.drops[DropMTUExceeded] += uint64(g.count)
 		if mtu, merr := w.gso.send.MTU(); merr == nil {

@@ -93,7 +93,9 @@ type Device interface {
 // (they may share a socket, but no send state).
 type UnderlaySender interface {
 	// Send sends pkts[i] toward dsts[i]. It returns how many were sent before
-	// the first failure, and that failure.
+	// the first failure, and that failure. A full send buffer is
+	// syscall.EAGAIN, returned at once: Send never waits for room, which
+	// would hold up every input its worker serves.
 	Send(pkts [][]byte, dsts [][4]byte) (int, error)
 	// MTU re-reads the underlay's MTU (after EMSGSIZE).
 	MTU() (int, error)

@@ -428,6 +428,49 @@ func TestPathMTULearnt(t *testing.T) {
 	}
 }
 
+// TestUnderlayFull: a send that finds the underlay's send buffer full
+// loses what did not fit, counted once as tx_full (not a failed send per
+// packet, not tx_error), and the worker goes on: a pod on this node is
+// still reached, and once there is room the underlay carries again. Both
+// ways out: raw sends (IPIP here) and UDP GSO runs (VXLAN).
+func TestUnderlayFull(t *testing.T) {
+	batch := func(dst [4]byte, n int) [][]byte {
+		var frames [][]byte
+		for i := 0; i < n; i++ {
+			frames = append(frames, eth(header.EtherTypeIPv4, pkt{src: podA, dst: dst, payload: 100}.ip()))
+		}
+		return frames
+	}
+	check := func(h *harness, sent func() int, wantSent, wantFull int) {
+		t.Helper()
+		if got := sent(); got != wantSent || h.r.Drops(DropTxFull) != uint64(wantFull) || h.r.Drops(DropTxError) != 0 {
+			t.Fatalf("%d sent (want %d), drops %v (want %d tx_full)", got, wantSent, h.drops(), wantFull)
+		}
+		h.fromPodA(eth(header.EtherTypeIPv4, pkt{src: podA, dst: podB}.ip()))
+		if n := len(h.devB.Take()); n != 1 {
+			t.Fatalf("pod B got %d frames with the underlay full, want 1", n)
+		}
+	}
+
+	h := newHarness(t)
+	h.u.SetRoom(3)
+	h.fromPodA(batch(remoteI, 8)...)
+	check(h, func() int { return len(h.u.Take()) }, 3, 5)
+	h.fromPodA(batch(remoteI, 8)...)
+	check(h, func() int { return len(h.u.Take()) }, 0, 13)
+	h.u.SetRoom(-1)
+	h.fromPodA(batch(remoteI, 8)...)
+	check(h, func() int { return len(h.u.Take()) }, 8, 13)
+
+	h = newGSOHarness(t)
+	h.gso.SetRoom(0)
+	h.fromPodA(batch(remoteV, 8)...) // one run of eight datagrams
+	check(h, func() int { return len(h.gso.Take()) }, 0, 8)
+	h.gso.SetRoom(-1)
+	h.fromPodA(batch(remoteV, 8)...)
+	check(h, func() int { return len(h.gso.Take()) }, 1, 8)
+}
+
 func TestICMPRules(t *testing.T) {
 	h := newHarness(t)
 	// No error about an ICMP error.

@@ -715,6 +715,12 @@ func (w *worker) flushUnder() {
 		if err == nil {
 			break
 		}
+		if errors.Is(err, syscall.EAGAIN) {
+			// The send buffer is full: what is left would find it full
+			// too. Drop it all, as a full transmit queue would.
+			w.drops[DropTxFull] += uint64(len(q.pkts) - sent)
+			break
+		}
 		failed := sent
 		sent++
 		if errors.Is(err, syscall.EMSGSIZE) {

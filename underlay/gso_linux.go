@@ -103,17 +103,15 @@ type GSOWriter struct {
 func (w *GSOWriter) send(fd uintptr) bool {
 	// Raw: the socket is non-blocking, so the call never waits; see the package comment.
 	_, _, e := unix.RawSyscall(unix.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&w.msg)), 0)
-	if e == unix.EAGAIN {
-		return false
-	}
-	if e != 0 {
+	if e != 0 { // EAGAIN included: a full buffer is reported, not waited for
 		w.err = e
 	}
 	return true
 }
 
 // SendGSO sends payload to dst:4789 as datagrams of segSize bytes (the last
-// may be shorter); hash picks the socket, and so the source port.
+// may be shorter); hash picks the socket, and so the source port. A full
+// socket buffer is syscall.EAGAIN, at once, and nothing of the run went.
 func (w *GSOWriter) SendGSO(payload []byte, segSize int, dst [4]byte, hash uint32) error {
 	if len(payload) == 0 || segSize <= 0 {
 		return fmt.Errorf("underlay: GSO run of %d bytes in segments of %d", len(payload), segSize)

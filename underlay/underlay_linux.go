@@ -17,6 +17,13 @@
 // its message buffers apart per call. A Receiver has one reader; Close
 // may come from any goroutine.
 //
+// A send that finds its socket's buffer full fails at once with
+// syscall.EAGAIN rather than wait for room: the buffer fills only when
+// the path beyond drains slower than it is fed (a shaped or congested
+// underlay), and a router thread that waited there would hold up every
+// other input it serves, pods on this node included. The caller drops
+// what did not go, as a full transmit queue does.
+//
 // The sends and receives themselves are raw system calls: every
 // socket is non-blocking, so a call never waits, and the scheduler's
 // bookkeeping around an ordinary system call costs more than it saves here.
@@ -104,7 +111,7 @@ func NewSender(ifname string) (*Sender, error) {
 		return nil, err
 	}
 	fd := int(f.Fd())
-	// Large send buffer: a batch of VXLAN superframes must not block.
+	// Large send buffer: a batch of superframes must find room.
 	setBuffer(fd, unix.SO_SNDBUFFORCE, unix.SO_SNDBUF)
 	return &Sender{f: f, rc: rc, ifname: ifname}, nil
 }
@@ -138,10 +145,7 @@ type Writer struct {
 func (w *Writer) write(fd uintptr) bool {
 	// Raw: the socket is non-blocking, so the call never waits; see the package comment.
 	r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&w.b.msgs[0])), uintptr(w.n), 0, 0, 0)
-	if e == unix.EAGAIN {
-		return false
-	}
-	if e != 0 {
+	if e != 0 { // EAGAIN included: a full buffer is reported, not waited for
 		w.err = e
 		return true
 	}
@@ -150,7 +154,8 @@ func (w *Writer) write(fd uintptr) bool {
 }
 
 // Send sends pkts[i] to dsts[i], in batches of BatchSize, and reports how
-// many went before the first failure.
+// many went before the first failure; a full socket buffer is
+// syscall.EAGAIN, at once.
 func (w *Writer) Send(pkts [][]byte, dsts [][4]byte) (int, error) {
 	total, err := w.send(pkts, dsts)
 	for i := range w.b.iovs {

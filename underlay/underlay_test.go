@@ -372,3 +372,90 @@ func TestInterfaceGRO(t *testing.T) {
 		t.Fatalf("GRO of a missing interface: %v", err)
 	}
 }
+
+// TestFullSendBuffer: behind a link whose queue holds what it is given and
+// sends nearly nothing (tbf at 8 bit/s, with room for 100 MB), each
+// sender's socket buffer fills, and the send that finds it full fails at
+// once with EAGAIN, having sent only what fit, rather than wait for room
+// that may never come.
+func TestFullSendBuffer(t *testing.T) {
+	ns := testutil.Netns(t)
+	testutil.Run(t, "ip", "-n", ns, "link", "add", "d0", "type", "veth", "peer", "name", "d1")
+	testutil.Run(t, "ip", "-n", ns, "addr", "add", "10.9.0.1/24", "dev", "d0")
+	testutil.Run(t, "ip", "-n", ns, "link", "set", "d0", "up")
+	testutil.Run(t, "ip", "-n", ns, "link", "set", "d1", "up")
+	testutil.Run(t, "ip", "-n", ns, "neigh", "add", "10.9.0.2", "lladdr", "02:00:00:00:00:02", "dev", "d0")
+	testutil.Run(t, "ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "d0", "root", "tbf", "rate", "8bit", "burst", "1600", "limit", "100000000")
+	self, peer := [4]byte{10, 9, 0, 1}, [4]byte{10, 9, 0, 2}
+	var (
+		s *Sender
+		g *GSOSender
+	)
+	err := nsutil.Do(testutil.NetnsPath(ns), func() (err error) {
+		if s, err = NewSender("d0"); err != nil {
+			return err
+		}
+		g, err = NewGSOSender(netip.AddrFrom4(self), 1, "d0")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	defer g.Close()
+
+	// Each sender goes until a send fails; the test waits for that with
+	// a deadline, which a sender that waits for room never meets.
+	const most = 200 << 20 // bytes: over the queue's limit, so EAGAIN must come first
+	until := func(name string, send func() (int, error)) {
+		t.Helper()
+		done := make(chan error, 1)
+		var went, calls int
+		go func() {
+			for went < most {
+				calls++
+				n, err := send()
+				went += n
+				if err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+		select {
+		case err := <-done:
+			if !errors.Is(err, syscall.EAGAIN) {
+				t.Fatalf("%s: after %d bytes in %d sends: %v, want EAGAIN", name, went, calls, err)
+			}
+			t.Logf("%s: EAGAIN after %d bytes in %d sends", name, went, calls)
+		case <-time.After(time.Minute):
+			t.Fatalf("%s: a send waited for room in a full socket buffer", name)
+		}
+	}
+
+	pkts := make([][]byte, BatchSize)
+	dsts := make([][4]byte, BatchSize)
+	for i := range pkts {
+		pkts[i] = make([]byte, 1400)
+		header.IPv4(pkts[i]).Encode(&header.IPv4Fields{TotalLen: 1400, TTL: 64, Protocol: header.ProtocolUDP, Src: self, Dst: peer})
+		dsts[i] = peer
+	}
+	w := s.NewWriter()
+	until("raw", func() (int, error) {
+		n, err := w.Send(pkts, dsts)
+		if err != nil && n >= len(pkts) {
+			t.Errorf("raw: %d of %d sent with %v", n, len(pkts), err)
+		}
+		return n * 1400, err
+	})
+
+	run := make([]byte, 45*1400)
+	gw := g.NewWriter()
+	until("GSO", func() (int, error) {
+		if err := gw.SendGSO(run, 1400, peer, 0); err != nil {
+			return 0, err
+		}
+		return len(run), nil
+	})
+}

@@ -278,12 +278,14 @@ type Sent struct {
 }
 
 // Underlay is an in-memory underlay network: it records what the router's
-// senders put on the wire, and fails sends larger than its MTU with
-// EMSGSIZE, as a raw socket does. Underlay is safe for concurrent use; the
-// senders it opens, one per worker, are not.
+// senders put on the wire, fails sends larger than its MTU with EMSGSIZE,
+// as a raw socket does, and, once its room is used up, fails them with
+// EAGAIN, as a socket does whose send buffer is full. Underlay is safe for
+// concurrent use; the senders it opens, one per worker, are not.
 type Underlay struct {
-	mu      sync.Mutex // the wire
+	mu      sync.Mutex // the wire and the room
 	mtu     atomic.Int64
+	room    room
 	sent    []Sent
 	Discard bool // record nothing (for benchmarks); set before use
 }
@@ -291,6 +293,39 @@ type Underlay struct {
 // SetMTU changes the underlay's MTU (0: unlimited), as an operator
 // lowering the interface's MTU at run time.
 func (u *Underlay) SetMTU(mtu int) { u.mtu.Store(int64(mtu)) }
+
+// SetRoom lets n more packets onto the wire; every send after them finds
+// the send buffer full. n < 0 lifts the limit (the default).
+func (u *Underlay) SetRoom(n int) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.room.set(n)
+}
+
+// room is what a send buffer still takes, when limited. Its owner's
+// mutex guards it; limited is also read without it, to skip the lock
+// when there is no limit.
+type room struct {
+	limited atomic.Bool
+	left    int
+}
+
+func (r *room) set(n int) {
+	r.left = n
+	r.limited.Store(n >= 0)
+}
+
+// take returns how many of n fit, and uses them up; mu is the owner's lock.
+func (r *room) take(mu *sync.Mutex, n int) int {
+	if !r.limited.Load() {
+		return n
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	n = min(n, r.left)
+	r.left -= n
+	return n
+}
 
 // NewSender opens one worker's sender (a router.UnderlaySender).
 func (u *Underlay) NewSender() *UnderlaySender { return &UnderlaySender{u: u} }
@@ -314,7 +349,7 @@ type UnderlaySender struct {
 }
 
 // Send puts pkts[i] on the wire toward dsts[i], stopping at the first that
-// exceeds the MTU.
+// exceeds the MTU or finds no room.
 func (s *UnderlaySender) Send(pkts [][]byte, dsts [][4]byte) (int, error) {
 	s.own.enter("UnderlaySender.Send")
 	defer s.own.exit()
@@ -325,6 +360,9 @@ func (s *UnderlaySender) Send(pkts [][]byte, dsts [][4]byte) (int, error) {
 			n, err = i, syscall.EMSGSIZE
 			break
 		}
+	}
+	if fit := s.u.room.take(&s.u.mu, n); fit < n {
+		n, err = fit, syscall.EAGAIN
 	}
 	if s.u.Discard || n == 0 {
 		return n, err
@@ -355,11 +393,21 @@ type GSOSend struct {
 	Data []byte // the run
 }
 
-// GSO is an in-memory underlay for UDP GSO runs: it records them. GSO is
-// safe for concurrent use; the writers it opens, one per worker, are not.
+// GSO is an in-memory underlay for UDP GSO runs: it records them, and
+// once its room is used up, fails them with EAGAIN. GSO is safe for
+// concurrent use; the writers it opens, one per worker, are not.
 type GSO struct {
-	mu    sync.Mutex // the wire
+	mu    sync.Mutex // the wire and the room
+	room  room
 	sends []GSOSend
+}
+
+// SetRoom lets n more runs onto the wire; every send after them finds the
+// send buffer full. n < 0 lifts the limit (the default).
+func (g *GSO) SetRoom(n int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.room.set(n)
 }
 
 // NewWriter opens one worker's GSO sender (a router.GSOSender).
@@ -381,10 +429,13 @@ type GSOWriter struct {
 	own owner
 }
 
-// SendGSO records the run.
+// SendGSO records the run, or finds no room for it.
 func (w *GSOWriter) SendGSO(p []byte, seg int, dst [4]byte, hash uint32) error {
 	w.own.enter("GSOWriter.SendGSO")
 	defer w.own.exit()
+	if w.g.room.take(&w.g.mu, 1) == 0 {
+		return syscall.EAGAIN
+	}
 	s := GSOSend{seg, dst, hash, append([]byte(nil), p...)}
 	w.g.mu.Lock()
 	w.g.sends = append(w.g.sends, s)
