@@ -32,9 +32,10 @@ import (
 // its input was found empty, and its arrival, made readable afresh, wakes
 // the loop through Go's poller. That saves a system call per turn.
 //
-// A step that waits (an underlay send waiting for room in a full socket
-// buffer) holds up the loop's other inputs, and remove and stop, until it
-// goes on.
+// A step that waits holds up the loop's other inputs, and remove and stop,
+// until it goes on. The router's steps do not wait: its writes to pods and
+// the host never do, and an underlay send that finds its socket's buffer
+// full drops what did not fit (tx_full) rather than wait for room.
 //
 // The nesting has a price: a wake-up that goes through the private epoll
 // into Go's costs more than one straight from Go's poller (1-2 µs per hop
