@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -664,13 +665,17 @@ func TestRemovePortWhileAdding(t *testing.T) {
 	}
 	removed := make(chan error, 1)
 	go func() { removed <- r.RemovePort(ps[0]) }()
-	select {
-	case err := <-removed:
-		t.Fatalf("RemovePort returned (%v) while AddPort was still placing the port's queues", err)
-	case <-added:
-		t.Fatal("AddPort returned before its second queue was placed")
-	default:
-	}
+	// RemovePort must come to wait for the port's lock, not return.
+	testutil.WaitFor(t, time.Minute, "RemovePort to wait for the port", func() bool {
+		select {
+		case err := <-removed:
+			t.Fatalf("RemovePort returned (%v) while AddPort was still placing the port's queues", err)
+		case <-added:
+			t.Fatal("AddPort returned before its second queue was placed")
+		default:
+		}
+		return waitsToLock("github.com/tortie-net/tortie/router.(*Router).RemovePort")
+	})
 	letGo()
 	if err := <-added; err != nil {
 		t.Fatal(err)
@@ -684,6 +689,25 @@ func TestRemovePortWhileAdding(t *testing.T) {
 	if nh := r.FIB().Load().Lookup(fib.AddrU32(netip.AddrFrom4(podA))); nh != nil {
 		t.Fatalf("the removed port's route stayed: %+v", nh)
 	}
+}
+
+// waitsToLock reports whether a goroutine is blocked in sync.Mutex.Lock
+// called by the function fn itself (its frame right below Lock), as
+// runtime.Stack shows every goroutine.
+func waitsToLock(fn string) bool {
+	buf := make([]byte, 1<<20)
+	for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+		if !strings.Contains(g, "[sync.Mutex.Lock") {
+			continue
+		}
+		lines := strings.Split(g, "\n")
+		for i := 0; i+2 < len(lines); i++ {
+			if strings.HasPrefix(lines[i], "sync.(*Mutex).Lock(") && strings.HasPrefix(lines[i+2], fn+"(") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // TestAddPortWhileClosingQueues: Close stops the loops one by one; a pod
