@@ -429,10 +429,11 @@ func TestPathMTULearnt(t *testing.T) {
 }
 
 // TestUnderlayFull: a send that finds the underlay's send buffer full
-// loses what did not fit, counted once as tx_full (not a failed send per
-// packet, not tx_error), and the worker goes on: a pod on this node is
-// still reached, and once there is room the underlay carries again. Both
-// ways out: raw sends (IPIP here) and UDP GSO runs (VXLAN).
+// loses what did not fit, counted as tx_full (not tx_error) after that one
+// refused send (not a send per packet left), and the worker goes on: a pod
+// on this node is still reached, and once there is room the underlay
+// carries again. Both ways out: raw sends (IPIP here) and UDP GSO runs
+// (VXLAN).
 func TestUnderlayFull(t *testing.T) {
 	batch := func(dst [4]byte, n int) [][]byte {
 		var frames [][]byte
@@ -441,10 +442,13 @@ func TestUnderlayFull(t *testing.T) {
 		}
 		return frames
 	}
-	check := func(h *harness, sent func() int, wantSent, wantFull int) {
+	check := func(h *harness, sent, refused func() int, wantSent, wantFull, wantRefused int) {
 		t.Helper()
 		if got := sent(); got != wantSent || h.r.Drops(DropTxFull) != uint64(wantFull) || h.r.Drops(DropTxError) != 0 {
 			t.Fatalf("%d sent (want %d), drops %v (want %d tx_full)", got, wantSent, h.drops(), wantFull)
+		}
+		if got := refused(); got != wantRefused {
+			t.Fatalf("%d sends refused for want of room, want %d", got, wantRefused)
 		}
 		h.fromPodA(eth(header.EtherTypeIPv4, pkt{src: podA, dst: podB}.ip()))
 		if n := len(h.devB.Take()); n != 1 {
@@ -453,22 +457,24 @@ func TestUnderlayFull(t *testing.T) {
 	}
 
 	h := newHarness(t)
+	wire, refused := func() int { return len(h.u.Take()) }, h.u.Refusals
 	h.u.SetRoom(3)
 	h.fromPodA(batch(remoteI, 8)...)
-	check(h, func() int { return len(h.u.Take()) }, 3, 5)
+	check(h, wire, refused, 3, 5, 1)
 	h.fromPodA(batch(remoteI, 8)...)
-	check(h, func() int { return len(h.u.Take()) }, 0, 13)
+	check(h, wire, refused, 0, 13, 2)
 	h.u.SetRoom(-1)
 	h.fromPodA(batch(remoteI, 8)...)
-	check(h, func() int { return len(h.u.Take()) }, 8, 13)
+	check(h, wire, refused, 8, 13, 2)
 
 	h = newGSOHarness(t)
+	wire, refused = func() int { return len(h.gso.Take()) }, h.gso.Refusals
 	h.gso.SetRoom(0)
 	h.fromPodA(batch(remoteV, 8)...) // one run of eight datagrams
-	check(h, func() int { return len(h.gso.Take()) }, 0, 8)
+	check(h, wire, refused, 0, 8, 1)
 	h.gso.SetRoom(-1)
 	h.fromPodA(batch(remoteV, 8)...)
-	check(h, func() int { return len(h.gso.Take()) }, 1, 8)
+	check(h, wire, refused, 1, 8, 1)
 }
 
 func TestICMPRules(t *testing.T) {

@@ -374,18 +374,21 @@ func TestInterfaceGRO(t *testing.T) {
 }
 
 // TestFullSendBuffer: behind a link whose queue holds what it is given and
-// sends nearly nothing (tbf at 8 bit/s, with room for 100 MB), each
+// sends nearly nothing (tbf at 8 kbit/s, with room for 100 MB), each
 // sender's socket buffer fills, and the send that finds it full fails at
-// once with EAGAIN, having sent only what fit, rather than wait for room
-// that may never come.
+// once with EAGAIN rather than wait for room that may never come. What
+// the senders say went is exactly what reached the link's queue: a
+// sendmmsg cut short counts only the packets it sent.
 func TestFullSendBuffer(t *testing.T) {
 	ns := testutil.Netns(t)
+	// No IPv6: nothing but the test's packets reaches the link's queue.
+	testutil.Run(t, "ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
 	testutil.Run(t, "ip", "-n", ns, "link", "add", "d0", "type", "veth", "peer", "name", "d1")
 	testutil.Run(t, "ip", "-n", ns, "addr", "add", "10.9.0.1/24", "dev", "d0")
 	testutil.Run(t, "ip", "-n", ns, "link", "set", "d0", "up")
 	testutil.Run(t, "ip", "-n", ns, "link", "set", "d1", "up")
 	testutil.Run(t, "ip", "-n", ns, "neigh", "add", "10.9.0.2", "lladdr", "02:00:00:00:00:02", "dev", "d0")
-	testutil.Run(t, "ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "d0", "root", "tbf", "rate", "8bit", "burst", "1600", "limit", "100000000")
+	testutil.Run(t, "ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "d0", "root", "tbf", "rate", "8kbit", "burst", "1600", "limit", "100000000")
 	self, peer := [4]byte{10, 9, 0, 1}, [4]byte{10, 9, 0, 2}
 	var (
 		s *Sender
@@ -404,6 +407,15 @@ func TestFullSendBuffer(t *testing.T) {
 	defer s.Close()
 	defer g.Close()
 
+	// queued is how many packets the link took: sent on, and waiting.
+	queued := func() int {
+		t.Helper()
+		q := testutil.QdiscStats(t, ns, "d0")
+		if q.Drops != 0 {
+			t.Fatalf("the link dropped %d packets", q.Drops)
+		}
+		return q.Packets + q.Qlen
+	}
 	// Each sender goes until a send fails; the test waits for that with
 	// a deadline, which a sender that waits for room never meets.
 	const most = 200 << 20 // bytes: over the queue's limit, so EAGAIN must come first
@@ -442,20 +454,32 @@ func TestFullSendBuffer(t *testing.T) {
 		dsts[i] = peer
 	}
 	w := s.NewWriter()
+	raw := 0
 	until("raw", func() (int, error) {
 		n, err := w.Send(pkts, dsts)
 		if err != nil && n >= len(pkts) {
 			t.Errorf("raw: %d of %d sent with %v", n, len(pkts), err)
 		}
+		raw += n
 		return n * 1400, err
 	})
+	if q := queued(); q != raw {
+		t.Fatalf("raw: the senders say %d packets went, the link took %d", raw, q)
+	}
 
+	// A run of 45 datagrams reaches the link as one packet, which tbf
+	// cuts into its 45 datagrams: the whole is larger than its burst.
 	run := make([]byte, 45*1400)
 	gw := g.NewWriter()
+	runs := 0
 	until("GSO", func() (int, error) {
 		if err := gw.SendGSO(run, 1400, peer, 0); err != nil {
 			return 0, err
 		}
+		runs++
 		return len(run), nil
 	})
+	if q := queued(); q != raw+45*runs {
+		t.Fatalf("GSO: %d runs of 45 went after %d raw packets, the link took %d packets", runs, raw, q)
+	}
 }

@@ -1,9 +1,10 @@
 // Package testutil holds helpers shared by tortie's tests: skipping tests
-// that need root, throwaway network namespaces, and polling with a deadline
-// instead of sleeping.
+// that need root, throwaway network namespaces, a queue's counters as tc
+// reports them, and polling with a deadline instead of sleeping.
 package testutil
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -79,4 +80,31 @@ func Readable(tb testing.TB, fd int, timeout time.Duration) bool {
 		}
 		return n == 1 && pfd[0].Revents&unix.POLLIN != 0
 	}
+}
+
+// Qdisc is what `tc -s qdisc` reports of an interface's root queue.
+type Qdisc struct {
+	Root    bool `json:"root"`
+	Packets int  `json:"packets"` // sent on
+	Drops   int  `json:"drops"`
+	Backlog int  `json:"backlog"` // bytes waiting
+	Qlen    int  `json:"qlen"`    // packets waiting
+}
+
+// QdiscStats reads the root qdisc of interface dev in network namespace
+// ns, through `tc -s -j qdisc show`.
+func QdiscStats(tb testing.TB, ns, dev string) Qdisc {
+	tb.Helper()
+	out := Run(tb, "ip", "netns", "exec", ns, "tc", "-s", "-j", "qdisc", "show", "dev", dev)
+	var qs []Qdisc
+	if err := json.Unmarshal([]byte(out), &qs); err != nil {
+		tb.Fatalf("tc -s -j qdisc show dev %s: %v\n%s", dev, err, out)
+	}
+	for _, q := range qs {
+		if q.Root {
+			return q
+		}
+	}
+	tb.Fatalf("tc: %s has no root qdisc\n%s", dev, out)
+	return Qdisc{}
 }

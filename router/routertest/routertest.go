@@ -302,12 +302,17 @@ func (u *Underlay) SetRoom(n int) {
 	u.room.set(n)
 }
 
+// Refusals is how many sends found no room for all they carried (each
+// returned EAGAIN).
+func (u *Underlay) Refusals() int { return u.room.refusals(&u.mu) }
+
 // room is what a send buffer still takes, when limited. Its owner's
 // mutex guards it; limited is also read without it, to skip the lock
 // when there is no limit.
 type room struct {
 	limited atomic.Bool
 	left    int
+	refused int // sends that found no room for all they carried
 }
 
 func (r *room) set(n int) {
@@ -315,14 +320,27 @@ func (r *room) set(n int) {
 	r.limited.Store(n >= 0)
 }
 
-// take returns how many of n fit, and uses them up; mu is the owner's lock.
+func (r *room) refusals(mu *sync.Mutex) int {
+	mu.Lock()
+	defer mu.Unlock()
+	return r.refused
+}
+
+// take returns how many of n fit, and uses them up; mu is the owner's
+// lock. A send that finds no room for all n is counted as refused.
 func (r *room) take(mu *sync.Mutex, n int) int {
 	if !r.limited.Load() {
 		return n
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	n = min(n, r.left)
+	if r.left < 0 { // the limit was lifted since the look above
+		return n
+	}
+	if n > r.left {
+		n = r.left
+		r.refused++
+	}
 	r.left -= n
 	return n
 }
@@ -409,6 +427,9 @@ func (g *GSO) SetRoom(n int) {
 	defer g.mu.Unlock()
 	g.room.set(n)
 }
+
+// Refusals is how many runs found no room (each returned EAGAIN).
+func (g *GSO) Refusals() int { return g.room.refusals(&g.mu) }
 
 // NewWriter opens one worker's GSO sender (a router.GSOSender).
 func (g *GSO) NewWriter() *GSOWriter { return &GSOWriter{g: g} }
