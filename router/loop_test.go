@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"reflect"
 	"runtime"
 	"strings"
 	"sync"
@@ -674,7 +675,7 @@ func TestRemovePortWhileAdding(t *testing.T) {
 			t.Fatal("AddPort returned before its second queue was placed")
 		default:
 		}
-		return waitsToLock("github.com/tortie-net/tortie/router.(*Router).RemovePort")
+		return waitsToLock(runtime.FuncForPC(reflect.ValueOf((*Router).RemovePort).Pointer()).Name())
 	})
 	letGo()
 	if err := <-added; err != nil {
@@ -693,10 +694,16 @@ func TestRemovePortWhileAdding(t *testing.T) {
 
 // waitsToLock reports whether a goroutine is blocked in sync.Mutex.Lock
 // called by the function fn itself (its frame right below Lock), as
-// runtime.Stack shows every goroutine.
+// runtime.Stack shows every goroutine; fn is the full name the runtime
+// gives it.
 func waitsToLock(fn string) bool {
 	buf := make([]byte, 1<<20)
-	for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+	n := runtime.Stack(buf, true)
+	for n == len(buf) { // cut short: every goroutine must be seen
+		buf = make([]byte, 2*len(buf))
+		n = runtime.Stack(buf, true)
+	}
+	for _, g := range strings.Split(string(buf[:n]), "\n\n") {
 		if !strings.Contains(g, "[sync.Mutex.Lock") {
 			continue
 		}

@@ -382,7 +382,9 @@ func TestInterfaceGRO(t *testing.T) {
 func TestFullSendBuffer(t *testing.T) {
 	ns := testutil.Netns(t)
 	// No IPv6: nothing but the test's packets reaches the link's queue.
-	testutil.Run(t, "ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+	if _, err := os.Stat("/proc/sys/net/ipv6"); err == nil {
+		testutil.Run(t, "ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+	}
 	testutil.Run(t, "ip", "-n", ns, "link", "add", "d0", "type", "veth", "peer", "name", "d1")
 	testutil.Run(t, "ip", "-n", ns, "addr", "add", "10.9.0.1/24", "dev", "d0")
 	testutil.Run(t, "ip", "-n", ns, "link", "set", "d0", "up")
@@ -408,13 +410,23 @@ func TestFullSendBuffer(t *testing.T) {
 	defer g.Close()
 
 	// queued is how many packets the link took: sent on, and waiting.
+	// The two counters are not read at one instant, so a packet leaving
+	// between them (one every 1.4 s) would count twice: two readings
+	// must agree.
 	queued := func() int {
 		t.Helper()
-		q := testutil.QdiscStats(t, ns, "d0")
-		if q.Drops != 0 {
-			t.Fatalf("the link dropped %d packets", q.Drops)
+		read := func() int {
+			q := testutil.QdiscStats(t, ns, "d0")
+			if q.Drops != 0 {
+				t.Fatalf("the link dropped %d packets", q.Drops)
+			}
+			return q.Packets + q.Qlen
 		}
-		return q.Packets + q.Qlen
+		for {
+			if a, b := read(), read(); a == b {
+				return a
+			}
+		}
 	}
 	// Each sender goes until a send fails; the test waits for that with
 	// a deadline, which a sender that waits for room never meets.

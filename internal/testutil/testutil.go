@@ -95,9 +95,15 @@ type Qdisc struct {
 // ns, through `tc -s -j qdisc show`.
 func QdiscStats(tb testing.TB, ns, dev string) Qdisc {
 	tb.Helper()
-	out := Run(tb, "ip", "netns", "exec", ns, "tc", "-s", "-j", "qdisc", "show", "dev", dev)
+	cmd := exec.Command("ip", "netns", "exec", ns, "tc", "-s", "-j", "qdisc", "show", "dev", dev)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr // kept apart: a warning there must not spoil the JSON
+	out, err := cmd.Output()
+	if err != nil {
+		tb.Fatalf("tc -s -j qdisc show dev %s: %v\n%s", dev, err, stderr.String())
+	}
 	var qs []Qdisc
-	if err := json.Unmarshal([]byte(out), &qs); err != nil {
+	if err := json.Unmarshal(out, &qs); err != nil {
 		tb.Fatalf("tc -s -j qdisc show dev %s: %v\n%s", dev, err, out)
 	}
 	for _, q := range qs {
