@@ -13,10 +13,10 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/tortie-net/tortie/datastore"
 	"github.com/tortie-net/tortie/fib"
+	"github.com/tortie-net/tortie/internal/kubefake"
 	"github.com/tortie-net/tortie/kubeview"
 	"github.com/tortie-net/tortie/policy"
 	"github.com/tortie-net/tortie/resources"
@@ -322,7 +322,7 @@ func TestPolicyFromKubernetes(t *testing.T) {
 	t.Cleanup(func() { _ = r.Close() })
 	apply(t, s, policyPods)
 	web := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "prod", Name: "web", Labels: map[string]string{"app": "web"}}}
-	cs := fake.NewClientset(
+	cs := kubefake.NewClientset(
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "prod"}},
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "dev", Labels: map[string]string{"env": "dev"}}},
 		web,
@@ -352,6 +352,7 @@ func TestPolicyFromKubernetes(t *testing.T) {
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
 		},
 	}
+	cs.WaitWatched(t, "networkpolicies", "pods")
 	if _, err := cs.NetworkingV1().NetworkPolicies("prod").Create(ctx, np, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

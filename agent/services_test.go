@@ -12,10 +12,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/tortie-net/tortie/dsync"
 	"github.com/tortie-net/tortie/fib"
+	"github.com/tortie-net/tortie/internal/kubefake"
 	"github.com/tortie-net/tortie/kubeview"
 	"github.com/tortie-net/tortie/resources"
 )
@@ -45,7 +45,7 @@ func TestServiceAdvertisement(t *testing.T) {
 		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.244.0.5"}, NodeName: &n1,
 			Conditions: discoveryv1.EndpointConditions{Ready: &ready}}},
 	}
-	cs := fake.NewClientset(
+	cs := kubefake.NewClientset(
 		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "web"},
 			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyLocal,
 				ClusterIP: "10.96.0.20", ClusterIPs: []string{"10.96.0.20"}, ExternalIPs: []string{"192.0.2.10"}},
@@ -122,6 +122,7 @@ func TestServiceAdvertisement(t *testing.T) {
 
 	// The endpoint no longer ready: only the ranges.
 	ready = false
+	cs.WaitWatched(t, "endpointslices")
 	if _, err := cs.DiscoveryV1().EndpointSlices("x").Update(ctx, slice, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -11,8 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/tortie-net/tortie/internal/kubefake"
 	"github.com/tortie-net/tortie/policy"
 )
 
@@ -41,7 +41,7 @@ func waitChanged(t *testing.T, v *View, what string) {
 }
 
 func TestView(t *testing.T) {
-	cs := fake.NewClientset(
+	cs := kubefake.NewClientset(
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "x", Labels: map[string]string{"ns": "x"}}},
 		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "default", Labels: map[string]string{"sa": "d"}}},
 		pod("x", "a", map[string]string{"pod": "a"}),
@@ -93,6 +93,7 @@ func TestView(t *testing.T) {
 	// A label change is signalled and shows in the next snapshot; the
 	// snapshot taken before does not change.
 	p := pod("x", "a", map[string]string{"pod": "b"})
+	cs.WaitWatched(t, "pods", "networkpolicies")
 	if _, err := cs.CoreV1().Pods("x").Update(ctx, p, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}

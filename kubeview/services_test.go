@@ -11,7 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/tortie-net/tortie/internal/kubefake"
 )
 
 func lbService(ns, name string) *corev1.Service {
@@ -62,7 +63,7 @@ func waitServicesChanged(t *testing.T, v *View, what string) {
 
 func TestServices(t *testing.T) {
 	yes, no := true, false
-	cs := fake.NewClientset(
+	cs := kubefake.NewClientset(
 		lbService("x", "web"),
 		slice("x", "web-1", "web", endpoint("n1", &yes), endpoint("n2", &no)),
 		slice("x", "web-2", "web", endpoint("n3", nil), endpoint("", &yes)),
@@ -122,6 +123,7 @@ func TestServices(t *testing.T) {
 	// An endpoint becoming ready on n2 is signalled and seen; the policy
 	// objects, followed apart, have their own sync.
 	s := slice("x", "web-1", "web", endpoint("n1", &yes), endpoint("n2", &yes))
+	cs.WaitWatched(t, "endpointslices", "services")
 	if _, err := cs.DiscoveryV1().EndpointSlices("x").Update(ctx, s, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
