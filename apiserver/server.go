@@ -82,6 +82,8 @@ func (s *Server) Handler() http.Handler {
 		switch {
 		case errors.Is(err, endpoint.ErrExists):
 			reply(w, http.StatusConflict, api.Error{Error: err.Error()})
+		case errors.Is(err, endpoint.ErrDetached):
+			reply(w, http.StatusServiceUnavailable, api.Error{Error: err.Error()})
 		case err != nil:
 			reply(w, http.StatusUnprocessableEntity, api.Error{Error: err.Error()})
 		default:
@@ -90,7 +92,12 @@ func (s *Server) Handler() http.Handler {
 	})
 	// A pod's endpoint is deleted by its key, "namespace/name".
 	mux.HandleFunc("DELETE /v1/endpoints/{key...}", func(w http.ResponseWriter, r *http.Request) {
-		if err := s.Endpoints.Delete(r.PathValue("key")); err != nil {
+		err := s.Endpoints.Delete(r.PathValue("key"))
+		switch {
+		case errors.Is(err, endpoint.ErrDetached):
+			reply(w, http.StatusServiceUnavailable, api.Error{Error: err.Error()})
+			return
+		case err != nil:
 			reply(w, http.StatusInternalServerError, api.Error{Error: err.Error()})
 			return
 		}

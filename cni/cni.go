@@ -256,6 +256,9 @@ func (s *Service) Add(ctx context.Context, r Request) (Result, error) {
 		if rerr := s.release(context.WithoutCancel(ctx), handle); rerr != nil {
 			s.Log.Error("rollback: address not released", zap.String("handle", handle), zap.Error(rerr))
 		}
+		if errors.Is(err, endpoint.ErrDetached) {
+			return Result{}, coded(CodeTryAgainLater, "tortied is stopping (address %s released); try again later", addr)
+		}
 		return Result{}, coded(CodeIOFailure, "attaching the pod failed (address %s released): %v", addr, err)
 	}
 	rollback := func() {
@@ -417,7 +420,13 @@ func (s *Service) Del(ctx context.Context, r Request) error {
 	}
 	// Found by container, not by name: a DEL need not carry the pod's name,
 	// and endpoints of earlier versions are named otherwise.
-	if err := s.Endpoints.DeleteAttachment(r.ContainerID, r.IfName); err != nil {
+	err := s.Endpoints.DeleteAttachment(r.ContainerID, r.IfName)
+	if errors.Is(err, endpoint.ErrDetached) {
+		// The next tortied restores the endpoint: its address stays
+		// held until a DEL it serves releases both.
+		return coded(CodeTryAgainLater, "tortied is stopping; try again later")
+	}
+	if err != nil {
 		s.Log.Warn("endpoint removal", zap.Error(err))
 	}
 	if err := s.release(ctx, HandleID(r.Network, r.ContainerID)); err != nil {

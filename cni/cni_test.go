@@ -90,15 +90,28 @@ func ipamAddrs(ss ...string) []netip.Addr {
 }
 
 // fakeEndpoints keeps endpoints as endpoint.Manager does, by key and with
-// one per container interface, without TAPs (which need root).
+// one per container interface, without TAPs (which need root); once
+// detached (tortied stopping) it refuses every change, as the Manager does.
 type fakeEndpoints struct {
-	mu  sync.Mutex
-	eps map[string]endpoint.Info
+	mu       sync.Mutex
+	eps      map[string]endpoint.Info
+	detached bool
+}
+
+// setDetached detaches (tortied stopping) or, with false, stands for the
+// next run, which has restored every endpoint.
+func (f *fakeEndpoints) setDetached(d bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.detached = d
 }
 
 func (f *fakeEndpoints) Add(s endpoint.Spec) (endpoint.Info, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.detached {
+		return endpoint.Info{}, endpoint.ErrDetached
+	}
 	if s.IfName == "" {
 		s.IfName = "eth0"
 	}
@@ -139,6 +152,9 @@ func (f *fakeEndpoints) Attachment(containerID, ifName string) (endpoint.Info, b
 func (f *fakeEndpoints) Delete(key string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.detached {
+		return endpoint.ErrDetached
+	}
 	delete(f.eps, key)
 	return nil
 }
@@ -146,6 +162,9 @@ func (f *fakeEndpoints) Delete(key string) error {
 func (f *fakeEndpoints) DeleteAttachment(containerID, ifName string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.detached {
+		return endpoint.ErrDetached
+	}
 	for k, e := range f.eps {
 		if e.ContainerID == containerID && e.IfName == ifName {
 			delete(f.eps, k)
@@ -389,6 +408,39 @@ func TestNewSandboxReplacesEarlier(t *testing.T) {
 	}
 	if got := handleIDs(t, svc); !slices.Equal(got, []string{"k8s-pod-network.2222222222222222"}) {
 		t.Fatalf("handles %q", got)
+	}
+}
+
+// TestWhileStopping: while tortied stops (its endpoints detached for the
+// next run), an ADD is refused with code 11, try again later, holding no
+// address, and so is a DEL, which keeps the pod's address: the next run
+// restores the endpoint from its state, and the DEL retried then releases
+// both. (A DEL that released the address of an endpoint the next run
+// restores would let another pod take it.)
+func TestWhileStopping(t *testing.T) {
+	ctx := context.Background()
+	svc, eps := newTestService(t)
+	web0 := podReq("1111111111111111", "shop", "web-0")
+	if _, err := svc.Add(ctx, web0); err != nil {
+		t.Fatal(err)
+	}
+	eps.setDetached(true)
+	var ce *Error
+	if _, err := svc.Add(ctx, podReq("2222222222222222", "shop", "web-1")); !errors.As(err, &ce) || ce.Code != CodeTryAgainLater {
+		t.Errorf("ADD while stopping: %v, want code %d", err, CodeTryAgainLater)
+	}
+	if err := svc.Del(ctx, web0); !errors.As(err, &ce) || ce.Code != CodeTryAgainLater {
+		t.Errorf("DEL while stopping: %v, want code %d", err, CodeTryAgainLater)
+	}
+	if got := handleIDs(t, svc); !slices.Equal(got, []string{"k8s-pod-network.1111111111111111"}) {
+		t.Fatalf("handles while stopping %q, want web-0's alone", got)
+	}
+	eps.setDetached(false)
+	if err := svc.Del(ctx, web0); err != nil {
+		t.Fatal(err)
+	}
+	if got := handleIDs(t, svc); len(got) != 0 || len(eps.keys()) != 0 {
+		t.Fatalf("after the retried DEL: handles %q, endpoints %q", got, eps.keys())
 	}
 }
 

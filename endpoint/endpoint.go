@@ -47,6 +47,9 @@ type Manager struct {
 
 	mu  sync.Mutex
 	eps map[string]*entry // by Spec.Key
+	// detached: Detach has let every endpoint go for the next run; the
+	// state file keeps them, and nothing changes it any more.
+	detached bool
 }
 
 type entry struct {
@@ -79,6 +82,11 @@ func (m *Manager) SetMTU(mtu int) {
 // container's interface, is taken.
 var ErrExists = errors.New("endpoint exists")
 
+// ErrDetached refuses a change after Detach: tortied is stopping, and its
+// state file must stay as Detach found it for the next start to restore.
+// The caller tries again once tortied is back.
+var ErrDetached = errors.New("endpoint: tortied is stopping; pods stay attached for its next start")
+
 // Add creates and attaches a pod endpoint. On failure nothing is left behind.
 func (m *Manager) Add(s Spec) (Info, error) {
 	if s.Name == "" {
@@ -98,6 +106,9 @@ func (m *Manager) Add(s Spec) (Info, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.detached {
+		return Info{}, ErrDetached
+	}
 	if err := m.conflict(s); err != nil {
 		return Info{}, err
 	}
@@ -219,9 +230,13 @@ func configure(s Spec) (net.HardwareAddr, error) {
 }
 
 // Delete detaches and removes the endpoint of a key (Spec.Key). Unknown
-// keys are not an error.
+// keys are not an error; after Detach every call is ErrDetached.
 func (m *Manager) Delete(key string) error {
 	m.mu.Lock()
+	if m.detached {
+		m.mu.Unlock()
+		return ErrDetached
+	}
 	e, ok := m.eps[key]
 	delete(m.eps, key)
 	m.mu.Unlock()
@@ -234,9 +249,14 @@ func (m *Manager) Delete(key string) error {
 // DeleteAttachment detaches and removes the endpoint of a container's
 // interface, whatever it is named; none is not an error. Finding and
 // removing are one step, so that an endpoint added meanwhile under the same
-// key for another container is left alone.
+// key for another container is left alone. After Detach every call is
+// ErrDetached.
 func (m *Manager) DeleteAttachment(containerID, ifName string) error {
 	m.mu.Lock()
+	if m.detached {
+		m.mu.Unlock()
+		return ErrDetached
+	}
 	key, e := m.attachment(containerID, ifName)
 	if e != nil {
 		delete(m.eps, key)
@@ -249,7 +269,10 @@ func (m *Manager) DeleteAttachment(containerID, ifName string) error {
 }
 
 // detach stops serving an endpoint already taken out of m.eps and removes
-// its TAP.
+// its TAP. A Detach that came meanwhile (the endpoint was out of m.eps,
+// so it saw the others only) leaves the state file as it was, this
+// endpoint included: detach then says ErrDetached, and the caller's
+// removal is tried again against the next run, which restores it first.
 func (m *Manager) detach(key string, e *entry) error {
 	m.log.Info("endpoint deleted", zap.String("name", key))
 	// Without the persistent flag, closing the descriptor removes the TAP.
@@ -259,7 +282,7 @@ func (m *Manager) detach(key string, e *entry) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.save()
+	return m.save() // ErrDetached after a Detach
 }
 
 // Get returns the endpoint of a key (Spec.Key).

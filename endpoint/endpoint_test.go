@@ -2,12 +2,19 @@ package endpoint
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	"go.uber.org/zap/zaptest"
+
+	"github.com/tortie-net/tortie/fib"
+	"github.com/tortie-net/tortie/internal/testutil"
+	"github.com/tortie-net/tortie/router"
+	"github.com/tortie-net/tortie/router/routertest"
 )
 
 // managerWith is a manager holding endpoints as records only: finding and
@@ -97,5 +104,63 @@ func TestAttachment(t *testing.T) {
 	}
 	if want := []string{"shop/c2c2c2c2c2c2-eth0", "shop/n1-k8s-web-eth0", "static"}; !slices.Equal(keys, want) {
 		t.Errorf("List: %q, want %q", keys, want)
+	}
+}
+
+// TestDetachKeepsState: Detach leaves the state file listing every
+// endpoint for the next run, and nothing after it changes the file: an
+// Add or a removal is refused with ErrDetached, and a removal already
+// under way when Detach came (its endpoint out of the table, its save
+// still to come) does not write the file without the endpoints Detach let
+// go, which would have the next run restore none of them.
+func TestDetachKeepsState(t *testing.T) {
+	testutil.RequireRoot(t)
+	r := router.New(router.Config{NodeAddr: [4]byte{10, 0, 0, 1}, UnderlayMTU: 1500}, fib.New(),
+		router.Underlay{Sender: func() router.UnderlaySender { return (&routertest.Underlay{}).NewSender() }})
+	t.Cleanup(func() { r.Close() })
+	state := filepath.Join(t.TempDir(), "endpoints.json")
+	m := New(zaptest.NewLogger(t), r, 1500, state)
+	pod := func(i int) Spec {
+		s := spec(fmt.Sprintf("p%d", i), "shop", fmt.Sprintf("c%d", i), fmt.Sprintf("10.1.0.%d", i+1))
+		s.Netns = testutil.NetnsPath(testutil.Netns(t))
+		return s
+	}
+	var want []string
+	for i := range 3 {
+		s := pod(i)
+		if _, err := m.Add(s); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, s.Key())
+	}
+	// A removal under way: p0 is out of the table, its detach to come.
+	m.mu.Lock()
+	e := m.eps["shop/p0"]
+	delete(m.eps, "shop/p0")
+	m.mu.Unlock()
+	m.Detach()
+	if err := m.detach("shop/p0", e); !errors.Is(err, ErrDetached) {
+		t.Errorf("a removal finished after Detach: %v, want ErrDetached", err)
+	}
+	if _, err := m.Add(pod(3)); !errors.Is(err, ErrDetached) {
+		t.Errorf("Add after Detach: %v, want ErrDetached", err)
+	}
+	if err := m.Delete("shop/p1"); !errors.Is(err, ErrDetached) {
+		t.Errorf("Delete after Detach: %v, want ErrDetached", err)
+	}
+	if err := m.DeleteAttachment("c2", "eth0"); !errors.Is(err, ErrDetached) {
+		t.Errorf("DeleteAttachment after Detach: %v, want ErrDetached", err)
+	}
+	specs, err := LoadState(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range specs {
+		got = append(got, s.Key())
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Fatalf("the state file after Detach lists %q, want %q", got, want)
 	}
 }

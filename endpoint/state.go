@@ -24,8 +24,12 @@ type stateFile struct {
 var ErrBadState = errors.New("endpoint state file unusable")
 
 // save writes every endpoint atomically (temporary file, fsync, rename).
-// Callers hold m.mu.
+// Callers hold m.mu. After Detach it writes nothing: the file is what the
+// next run restores.
 func (m *Manager) save() error {
+	if m.detached {
+		return ErrDetached
+	}
 	if m.state == "" {
 		return nil
 	}
@@ -116,11 +120,15 @@ func (m *Manager) Restore(specs []Spec) (gone []Spec) {
 }
 
 // Detach stops serving every endpoint but leaves the persistent TAPs in
-// place for the next run (a planned restart).
+// place, and the state file as it is, for the next run (a planned
+// restart). Changes after it are refused (ErrDetached): a removal saved
+// now would write the file without the endpoints Detach let go, and the
+// next run would restore none of them.
 func (m *Manager) Detach() {
 	m.mu.Lock()
 	eps := m.eps
 	m.eps = map[string]*entry{}
+	m.detached = true
 	m.mu.Unlock()
 	for _, e := range eps {
 		_ = m.r.RemovePort(e.port)
