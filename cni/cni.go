@@ -150,6 +150,16 @@ type Endpoints interface {
 	Delete(key string) error
 	DeleteAttachment(containerID, ifName string) error
 	List() []endpoint.Info
+	// Detached says tortied is stopping: its endpoints are set aside for
+	// the next run, and changes are refused (endpoint.ErrDetached).
+	Detached() bool
+}
+
+// errStopping answers a command that would change the node's endpoints
+// while tortied stops: the runtime tries again, and the next tortied,
+// which has restored every endpoint, serves it.
+func errStopping() *Error {
+	return coded(CodeTryAgainLater, "tortied is stopping; try again later")
 }
 
 // Service serves the CNI commands for one node.
@@ -232,6 +242,12 @@ func (s *Service) Add(ctx context.Context, r Request) (Result, error) {
 	if e := validate(r, true); e != nil {
 		return Result{}, e
 	}
+	// Stopping, the endpoints are set aside: a retried ADD would not
+	// find its own, and IPAM would hand back the address the next run
+	// restores it with, only for the failed attach to release it.
+	if s.Endpoints.Detached() {
+		return Result{}, errStopping()
+	}
 	// A retried ADD finds the endpoint by container, whatever it is named.
 	if info, ok := s.Endpoints.Attachment(r.ContainerID, r.IfName); ok {
 		return result(info), nil
@@ -257,23 +273,37 @@ func (s *Service) Add(ctx context.Context, r Request) (Result, error) {
 			s.Log.Error("rollback: address not released", zap.String("handle", handle), zap.Error(rerr))
 		}
 		if errors.Is(err, endpoint.ErrDetached) {
-			return Result{}, coded(CodeTryAgainLater, "tortied is stopping (address %s released); try again later", addr)
+			return Result{}, errStopping()
 		}
 		return Result{}, coded(CodeIOFailure, "attaching the pod failed (address %s released): %v", addr, err)
 	}
-	rollback := func() {
-		if derr := s.Endpoints.DeleteAttachment(r.ContainerID, r.IfName); derr != nil {
+	// rollback takes the pod off again: its endpoint, then its
+	// WorkloadEndpoint (if recorded) and address. When tortied is
+	// stopping the endpoint stays in the state the next run restores, and
+	// so do its record and address; rollback then says false.
+	rollback := func(recorded bool) bool {
+		derr := s.Endpoints.DeleteAttachment(r.ContainerID, r.IfName)
+		if errors.Is(derr, endpoint.ErrDetached) {
+			return false
+		}
+		if derr != nil {
 			s.Log.Error("rollback: endpoint not removed", zap.String("endpoint", spec.Key()), zap.Error(derr))
+		}
+		if recorded {
+			s.deleteWorkloadEndpoint(context.WithoutCancel(ctx), info.PodNamespace, info.Name, r.ContainerID)
 		}
 		if rerr := s.release(context.WithoutCancel(ctx), handle); rerr != nil {
 			s.Log.Error("rollback: address not released", zap.String("handle", handle), zap.Error(rerr))
 		}
+		return true
 	}
 	// Policy selects the pod through its WorkloadEndpoint: a pod without
 	// one would escape every policy, so ADD fails without it, as Calico's
 	// does.
 	if err := s.putWorkloadEndpoint(ctx, info); err != nil {
-		rollback()
+		if !rollback(false) {
+			return Result{}, errStopping()
+		}
 		return Result{}, s.storeErr(fmt.Sprintf("recording the WorkloadEndpoint (address %s released)", addr), err)
 	}
 	// The pod's containers start when ADD returns: not before its policy
@@ -284,8 +314,9 @@ func (s *Service) Add(ctx context.Context, r Request) (Result, error) {
 		err := s.PolicyReady(wctx, info.PodNamespace+"/"+info.PodName)
 		cancel()
 		if err != nil {
-			s.deleteWorkloadEndpoint(context.WithoutCancel(ctx), info.PodNamespace, info.Name, r.ContainerID)
-			rollback()
+			if !rollback(true) {
+				return Result{}, errStopping()
+			}
 			return Result{}, coded(CodeTryAgainLater, "the pod's network policy is not in force yet (address %s released): %v; try again later", addr, err)
 		}
 	}
@@ -296,8 +327,9 @@ func (s *Service) Add(ctx context.Context, r Request) (Result, error) {
 		err := s.Routed(wctx, addr)
 		cancel()
 		if err != nil {
-			s.deleteWorkloadEndpoint(context.WithoutCancel(ctx), info.PodNamespace, info.Name, r.ContainerID)
-			rollback()
+			if !rollback(true) {
+				return Result{}, errStopping()
+			}
 			return Result{}, coded(CodeTryAgainLater, "the node cannot route to %s yet (address released): %v; try again later", addr, err)
 		}
 	}
@@ -409,25 +441,32 @@ func (s *Service) Del(ctx context.Context, r Request) error {
 	if e := validate(r, false); e != nil {
 		return e
 	}
-	// The pod's record goes first: found by the attachment's name, or,
-	// when the endpoint is already gone, by the name ADD would give.
-	if info, ok := s.Endpoints.Attachment(r.ContainerID, r.IfName); ok {
+	// Stopping, the endpoints are set aside for the next run, which
+	// restores them: the pod's record and address stay until a DEL it
+	// serves removes all three.
+	if s.Endpoints.Detached() {
+		return errStopping()
+	}
+	// The endpoint is found by container, not by name: a DEL need not
+	// carry the pod's name, and endpoints of earlier versions are named
+	// otherwise. It goes first: a DEL refused because tortied began to
+	// stop meanwhile must leave the pod's record for the next run too.
+	info, attached := s.Endpoints.Attachment(r.ContainerID, r.IfName)
+	err := s.Endpoints.DeleteAttachment(r.ContainerID, r.IfName)
+	if errors.Is(err, endpoint.ErrDetached) {
+		return errStopping()
+	}
+	if err != nil {
+		s.Log.Warn("endpoint removal", zap.Error(err))
+	}
+	// The pod's record: by the attachment's name, or, when the endpoint
+	// was already gone, by the name ADD would give.
+	if attached {
 		s.deleteWorkloadEndpoint(ctx, info.PodNamespace, info.Name, r.ContainerID)
 	} else if r.PodNamespace != "" && r.PodName != "" {
 		if name, e := s.endpointName(r); e == nil {
 			s.deleteWorkloadEndpoint(ctx, r.PodNamespace, name, r.ContainerID)
 		}
-	}
-	// Found by container, not by name: a DEL need not carry the pod's name,
-	// and endpoints of earlier versions are named otherwise.
-	err := s.Endpoints.DeleteAttachment(r.ContainerID, r.IfName)
-	if errors.Is(err, endpoint.ErrDetached) {
-		// The next tortied restores the endpoint: its address stays
-		// held until a DEL it serves releases both.
-		return coded(CodeTryAgainLater, "tortied is stopping; try again later")
-	}
-	if err != nil {
-		s.Log.Warn("endpoint removal", zap.Error(err))
 	}
 	if err := s.release(ctx, HandleID(r.Network, r.ContainerID)); err != nil {
 		var ce *Error
@@ -606,6 +645,12 @@ func (s *Service) Status(ctx context.Context) error {
 func (s *Service) GC(ctx context.Context, r GCRequest) error {
 	if r.Network == "" {
 		return coded(CodeInvalidConfig, "the network configuration has no name")
+	}
+	// Stopping, the endpoints are set aside: the list below would be
+	// empty, and IPAM's collection would free addresses the next run
+	// restores.
+	if s.Endpoints.Detached() {
+		return errStopping()
 	}
 	valid := map[Attachment]bool{}
 	validIDs := map[string]bool{}

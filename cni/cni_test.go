@@ -90,20 +90,41 @@ func ipamAddrs(ss ...string) []netip.Addr {
 }
 
 // fakeEndpoints keeps endpoints as endpoint.Manager does, by key and with
-// one per container interface, without TAPs (which need root); once
-// detached (tortied stopping) it refuses every change, as the Manager does.
+// one per container interface, without TAPs (which need root). Detached
+// (tortied stopping), it sets its endpoints aside and refuses every
+// change, as the Manager does.
 type fakeEndpoints struct {
 	mu       sync.Mutex
 	eps      map[string]endpoint.Info
 	detached bool
+	aside    map[string]endpoint.Info // what the next run restores
+	// detachInRemoval: tortied begins to stop while a DeleteAttachment
+	// removes its endpoint, which then stays for the next run.
+	detachInRemoval bool
 }
 
 // setDetached detaches (tortied stopping) or, with false, stands for the
-// next run, which has restored every endpoint.
+// next run, which has restored every endpoint set aside.
 func (f *fakeEndpoints) setDetached(d bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.detachLocked(d)
+}
+
+func (f *fakeEndpoints) detachLocked(d bool) {
+	switch {
+	case d && !f.detached:
+		f.aside, f.eps = f.eps, nil
+	case !d && f.detached:
+		f.eps, f.aside = f.aside, nil
+	}
 	f.detached = d
+}
+
+func (f *fakeEndpoints) Detached() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.detached
 }
 
 func (f *fakeEndpoints) Add(s endpoint.Spec) (endpoint.Info, error) {
@@ -163,6 +184,10 @@ func (f *fakeEndpoints) DeleteAttachment(containerID, ifName string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.detached {
+		return endpoint.ErrDetached
+	}
+	if f.detachInRemoval {
+		f.detachLocked(true)
 		return endpoint.ErrDetached
 	}
 	for k, e := range f.eps {
@@ -411,12 +436,14 @@ func TestNewSandboxReplacesEarlier(t *testing.T) {
 	}
 }
 
-// TestWhileStopping: while tortied stops (its endpoints detached for the
-// next run), an ADD is refused with code 11, try again later, holding no
-// address, and so is a DEL, which keeps the pod's address: the next run
-// restores the endpoint from its state, and the DEL retried then releases
-// both. (A DEL that released the address of an endpoint the next run
-// restores would let another pod take it.)
+// TestWhileStopping: while tortied stops (its endpoints set aside for the
+// next run), ADD, DEL and GC answer code 11, try again later, and change
+// nothing the next run restores: no address is released (a retried ADD
+// would be handed its pod's address by IPAM, then release it), no
+// WorkloadEndpoint deleted. Three ways in: a command that comes after
+// the stop began; an ADD whose wait for policy is cut short by the stop
+// (its rollback finds the endpoint kept); a DEL whose endpoint removal
+// meets the stop. Once the next run serves, the retried DEL removes all.
 func TestWhileStopping(t *testing.T) {
 	ctx := context.Background()
 	svc, eps := newTestService(t)
@@ -424,23 +451,70 @@ func TestWhileStopping(t *testing.T) {
 	if _, err := svc.Add(ctx, web0); err != nil {
 		t.Fatal(err)
 	}
+	stopping := func(what string, err error) {
+		t.Helper()
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Code != CodeTryAgainLater {
+			t.Errorf("%s while stopping: %v, want code %d", what, err, CodeTryAgainLater)
+		}
+	}
+	kept := func(when string, handles []string, weps ...string) {
+		t.Helper()
+		if got := handleIDs(t, svc); !slices.Equal(got, handles) {
+			t.Fatalf("%s: handles %q, want %q", when, got, handles)
+		}
+		for _, name := range weps {
+			if w, err := (resources.Client{S: svc.IPAM.S}).WorkloadEndpoint(ctx, "shop", name); err != nil || w == nil {
+				t.Fatalf("%s: WorkloadEndpoint %s gone (%v)", when, name, err)
+			}
+		}
+	}
+	const wep0, wep1 = "node--1-k8s-web--0-eth0", "node--1-k8s-web--1-eth0"
+	h0, h1 := "k8s-pod-network.1111111111111111", "k8s-pod-network.2222222222222222"
+
 	eps.setDetached(true)
-	var ce *Error
-	if _, err := svc.Add(ctx, podReq("2222222222222222", "shop", "web-1")); !errors.As(err, &ce) || ce.Code != CodeTryAgainLater {
-		t.Errorf("ADD while stopping: %v, want code %d", err, CodeTryAgainLater)
-	}
-	if err := svc.Del(ctx, web0); !errors.As(err, &ce) || ce.Code != CodeTryAgainLater {
-		t.Errorf("DEL while stopping: %v, want code %d", err, CodeTryAgainLater)
-	}
-	if got := handleIDs(t, svc); !slices.Equal(got, []string{"k8s-pod-network.1111111111111111"}) {
-		t.Fatalf("handles while stopping %q, want web-0's alone", got)
-	}
+	_, err := svc.Add(ctx, podReq("2222222222222222", "shop", "web-1"))
+	stopping("ADD", err)
+	_, err = svc.Add(ctx, web0)
+	stopping("a retried ADD", err)
+	stopping("DEL", svc.Del(ctx, web0))
+	stopping("GC", svc.GC(ctx, GCRequest{Network: "k8s-pod-network"}))
+	kept("after commands while stopping", []string{h0}, wep0)
+
+	// An ADD whose policy wait the stop cuts short.
 	eps.setDetached(false)
-	if err := svc.Del(ctx, web0); err != nil {
-		t.Fatal(err)
+	svc.PolicyReady = func(context.Context, string) error {
+		eps.setDetached(true)
+		return context.Canceled
+	}
+	_, err = svc.Add(ctx, podReq("2222222222222222", "shop", "web-1"))
+	stopping("an ADD cut short", err)
+	svc.PolicyReady = nil
+	kept("after an ADD cut short", []string{h0, h1}, wep0, wep1)
+
+	// A DEL whose endpoint removal meets the stop.
+	eps.setDetached(false)
+	eps.mu.Lock()
+	eps.detachInRemoval = true
+	eps.mu.Unlock()
+	stopping("a DEL under way", svc.Del(ctx, web0))
+	kept("after a DEL under way", []string{h0, h1}, wep0, wep1)
+
+	// The next run: the retried DELs remove both pods.
+	eps.mu.Lock()
+	eps.detachInRemoval = false
+	eps.mu.Unlock()
+	eps.setDetached(false)
+	if got := eps.keys(); !slices.Equal(got, []string{"shop/" + wep0, "shop/" + wep1}) {
+		t.Fatalf("the next run has endpoints %q", got)
+	}
+	for _, r := range []Request{web0, podReq("2222222222222222", "shop", "web-1")} {
+		if err := svc.Del(ctx, r); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if got := handleIDs(t, svc); len(got) != 0 || len(eps.keys()) != 0 {
-		t.Fatalf("after the retried DEL: handles %q, endpoints %q", got, eps.keys())
+		t.Fatalf("after the retried DELs: handles %q, endpoints %q", got, eps.keys())
 	}
 }
 

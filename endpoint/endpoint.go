@@ -85,7 +85,7 @@ var ErrExists = errors.New("endpoint exists")
 // ErrDetached refuses a change after Detach: tortied is stopping, and its
 // state file must stay as Detach found it for the next start to restore.
 // The caller tries again once tortied is back.
-var ErrDetached = errors.New("endpoint: tortied is stopping; pods stay attached for its next start")
+var ErrDetached = errors.New("endpoint: tortied is stopping; pods' interfaces stay for its next start")
 
 // Add creates and attaches a pod endpoint. On failure nothing is left behind.
 func (m *Manager) Add(s Spec) (Info, error) {
@@ -277,12 +277,24 @@ func (m *Manager) detach(key string, e *entry) error {
 	m.log.Info("endpoint deleted", zap.String("name", key))
 	// Without the persistent flag, closing the descriptor removes the TAP.
 	_ = e.dev.Unpersist()
-	if err := m.r.RemovePort(e.port); err != nil && !errors.Is(err, os.ErrClosed) {
-		return fmt.Errorf("endpoint %s: %w", key, err)
-	}
+	rerr := m.r.RemovePort(e.port)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.save() // ErrDetached after a Detach
+	if m.detached {
+		return ErrDetached // the state keeps the endpoint: see above
+	}
+	if rerr != nil && !errors.Is(rerr, os.ErrClosed) {
+		return fmt.Errorf("endpoint %s: %w", key, rerr)
+	}
+	return m.save()
+}
+
+// Detached says Detach has let the endpoints go for the next run: every
+// change is refused (ErrDetached).
+func (m *Manager) Detached() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.detached
 }
 
 // Get returns the endpoint of a key (Spec.Key).
