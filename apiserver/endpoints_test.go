@@ -3,6 +3,8 @@ package apiserver
 import (
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -19,8 +21,14 @@ func TestEndpointsWhileStopping(t *testing.T) {
 	m := endpoint.New(zaptest.NewLogger(t), nil, 1500, "")
 	m.Detach()
 	h := (&Server{Endpoints: m}).Handler()
+	// A plain file as the namespace: it exists, as Add checks first, and
+	// could be entered by nothing, should Add ever go further.
+	netns := filepath.Join(t.TempDir(), "netns")
+	if err := os.WriteFile(netns, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct{ method, path, body string }{
-		{"POST", "/v1/endpoints", `{"name":"p1","netns":"/proc/self/ns/net","address":"10.1.0.1"}`},
+		{"POST", "/v1/endpoints", `{"name":"p1","netns":"` + netns + `","address":"10.1.0.1"}`},
 		{"DELETE", "/v1/endpoints/shop/p1", ""},
 	} {
 		w := httptest.NewRecorder()

@@ -242,52 +242,58 @@ func (s *Service) Add(ctx context.Context, r Request) (Result, error) {
 	if e := validate(r, true); e != nil {
 		return Result{}, e
 	}
-	// Stopping, the endpoints are set aside: a retried ADD would not
-	// find its own, and IPAM would hand back the address the next run
-	// restores it with, only for the failed attach to release it.
+	// A retried ADD finds the endpoint by container, whatever it is
+	// named, and then records and waits as the first did: the first may
+	// have been cut short after its attach (tortied stopping, the
+	// endpoint kept for the next run, its record maybe not written).
+	info, retried := s.Endpoints.Attachment(r.ContainerID, r.IfName)
+	// Stopping, the endpoints are set aside: a retried ADD would not find
+	// its own, and IPAM would hand back the address the next run restores
+	// it with, only for the refused attach to release it. Asked after the
+	// lookup: Detach sets the endpoints aside and says so in one step, so
+	// an endpoint not found by a tortied not stopping was not there.
 	if s.Endpoints.Detached() {
 		return Result{}, errStopping()
 	}
-	// A retried ADD finds the endpoint by container, whatever it is named.
-	if info, ok := s.Endpoints.Attachment(r.ContainerID, r.IfName); ok {
-		return result(info), nil
-	}
-	name, e := s.endpointName(r)
-	if e != nil {
-		return Result{}, e
-	}
 	handle := HandleID(r.Network, r.ContainerID)
-	addr, err := s.assign(ctx, ipam.Request{Handle: handle, Node: s.Node, NodeLabels: s.NodeLabels, Pools: r.Pools,
-		Attrs: s.ipamAttrs(r, time.Now())})
-	if err != nil {
-		return Result{}, err
-	}
-	spec := endpoint.Spec{
-		Name: name, Netns: r.Netns, Address: addr, IfName: r.IfName, MTU: r.MTU,
-		ContainerID: r.ContainerID, Network: r.Network, Handle: handle, PodNamespace: r.PodNamespace, PodName: r.PodName,
-	}
-	s.replaceEarlierSandbox(spec)
-	info, err := s.Endpoints.Add(spec)
-	if err != nil {
-		if rerr := s.release(context.WithoutCancel(ctx), handle); rerr != nil {
-			s.Log.Error("rollback: address not released", zap.String("handle", handle), zap.Error(rerr))
+	if !retried {
+		name, e := s.endpointName(r)
+		if e != nil {
+			return Result{}, e
 		}
-		if errors.Is(err, endpoint.ErrDetached) {
-			return Result{}, errStopping()
+		addr, err := s.assign(ctx, ipam.Request{Handle: handle, Node: s.Node, NodeLabels: s.NodeLabels, Pools: r.Pools,
+			Attrs: s.ipamAttrs(r, time.Now())})
+		if err != nil {
+			return Result{}, err
 		}
-		return Result{}, coded(CodeIOFailure, "attaching the pod failed (address %s released): %v", addr, err)
+		spec := endpoint.Spec{
+			Name: name, Netns: r.Netns, Address: addr, IfName: r.IfName, MTU: r.MTU,
+			ContainerID: r.ContainerID, Network: r.Network, Handle: handle, PodNamespace: r.PodNamespace, PodName: r.PodName,
+		}
+		s.replaceEarlierSandbox(spec)
+		if info, err = s.Endpoints.Add(spec); err != nil {
+			if rerr := s.release(context.WithoutCancel(ctx), handle); rerr != nil {
+				s.Log.Error("rollback: address not released", zap.String("handle", handle), zap.Error(rerr))
+			}
+			if errors.Is(err, endpoint.ErrDetached) {
+				return Result{}, errStopping()
+			}
+			return Result{}, coded(CodeIOFailure, "attaching the pod failed (address %s released): %v", addr, err)
+		}
 	}
+	addr := info.Address
 	// rollback takes the pod off again: its endpoint, then its
 	// WorkloadEndpoint (if recorded) and address. When tortied is
 	// stopping the endpoint stays in the state the next run restores, and
-	// so do its record and address; rollback then says false.
+	// so does its address, and its record if written (a retried ADD
+	// writes one); rollback then says false.
 	rollback := func(recorded bool) bool {
 		derr := s.Endpoints.DeleteAttachment(r.ContainerID, r.IfName)
 		if errors.Is(derr, endpoint.ErrDetached) {
 			return false
 		}
 		if derr != nil {
-			s.Log.Error("rollback: endpoint not removed", zap.String("endpoint", spec.Key()), zap.Error(derr))
+			s.Log.Error("rollback: endpoint not removed", zap.String("endpoint", info.Key()), zap.Error(derr))
 		}
 		if recorded {
 			s.deleteWorkloadEndpoint(context.WithoutCancel(ctx), info.PodNamespace, info.Name, r.ContainerID)
@@ -482,16 +488,19 @@ func (s *Service) Del(ctx context.Context, r Request) error {
 // container the runtime no longer has and whose endpoint is gone (left by
 // pods that went while tortied was down): they would keep an address that
 // another pod may get in policy's view. Failures are logged; the next GC
-// tries again.
-func (s *Service) gcWorkloadEndpoints(ctx context.Context, validIDs map[string]bool) {
+// tries again. Once tortied is stopping it removes nothing and says so.
+func (s *Service) gcWorkloadEndpoints(ctx context.Context, validIDs map[string]bool) *Error {
 	weps, err := s.workloadEndpoints(ctx)
 	if err != nil {
 		s.Log.Warn("GC: WorkloadEndpoints not read", zap.Error(err))
-		return
+		return nil
 	}
 	attached := map[string]bool{}
 	for _, info := range s.Endpoints.List() {
 		attached[info.ContainerID] = true
+	}
+	if s.Endpoints.Detached() { // the list may have been taken after the stop
+		return errStopping()
 	}
 	for _, w := range weps {
 		id := w.Spec.ContainerID
@@ -501,6 +510,7 @@ func (s *Service) gcWorkloadEndpoints(ctx context.Context, validIDs map[string]b
 		s.Log.Info("GC: removing stale WorkloadEndpoint", zap.String("namespace", w.Metadata.Namespace), zap.String("name", w.Metadata.Name))
 		s.deleteWorkloadEndpoint(ctx, w.Metadata.Namespace, w.Metadata.Name, id)
 	}
+	return nil
 }
 
 func (s *Service) workloadEndpoints(ctx context.Context) ([]*resources.WorkloadEndpoint, error) {
@@ -658,7 +668,11 @@ func (s *Service) GC(ctx context.Context, r GCRequest) error {
 		valid[a] = true
 		validIDs[a.ContainerID] = true
 	}
-	for _, info := range s.Endpoints.List() {
+	eps := s.Endpoints.List()
+	if s.Endpoints.Detached() { // asked again: the list may have been taken after the stop
+		return errStopping()
+	}
+	for _, info := range eps {
 		if info.Network == r.Network && !valid[Attachment{ContainerID: info.ContainerID, IfName: info.IfName}] {
 			s.Log.Info("GC: removing stale attachment", zap.String("endpoint", info.Key()))
 			if err := s.Del(ctx, Request{Attachment: Attachment{ContainerID: info.ContainerID, IfName: info.IfName}, Network: r.Network}); err != nil {
@@ -666,12 +680,17 @@ func (s *Service) GC(ctx context.Context, r GCRequest) error {
 			}
 		}
 	}
-	s.gcWorkloadEndpoints(ctx, validIDs)
+	if err := s.gcWorkloadEndpoints(ctx, validIDs); err != nil {
+		return err
+	}
 	prefix := r.Network + "."
 	if err := s.ipamLock.acquire(ctx); err != nil {
 		return err
 	}
 	defer s.ipamLock.release()
+	if s.Endpoints.Detached() { // the endpoints' addresses are the next run's
+		return errStopping()
+	}
 	_, err := s.IPAM.GC(ctx, s.Node, func(h string) bool {
 		id, ours := strings.CutPrefix(h, prefix)
 		return !ours || validIDs[id]

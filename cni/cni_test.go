@@ -101,6 +101,23 @@ type fakeEndpoints struct {
 	// detachInRemoval: tortied begins to stop while a DeleteAttachment
 	// removes its endpoint, which then stays for the next run.
 	detachInRemoval bool
+	// detachAtLook: tortied begins to stop as an Attachment or List
+	// comes to look at the endpoints, which it then finds set aside.
+	detachAtLook bool
+}
+
+// stopAfter makes the next stop come where the fake's flags say.
+func (f *fakeEndpoints) stopAfter(inRemoval, atLook bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.detachInRemoval, f.detachAtLook = inRemoval, atLook
+}
+
+// look detaches first if told to; callers hold mu.
+func (f *fakeEndpoints) look() {
+	if f.detachAtLook {
+		f.detachLocked(true)
+	}
 }
 
 // setDetached detaches (tortied stopping) or, with false, stands for the
@@ -162,6 +179,7 @@ func (f *fakeEndpoints) Get(key string) (endpoint.Info, bool) {
 func (f *fakeEndpoints) Attachment(containerID, ifName string) (endpoint.Info, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.look()
 	for _, e := range f.eps {
 		if e.ContainerID == containerID && e.IfName == ifName {
 			return e, true
@@ -201,6 +219,7 @@ func (f *fakeEndpoints) DeleteAttachment(containerID, ifName string) error {
 func (f *fakeEndpoints) List() []endpoint.Info {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.look()
 	var out []endpoint.Info
 	for _, e := range f.eps {
 		out = append(out, e)
@@ -494,16 +513,22 @@ func TestWhileStopping(t *testing.T) {
 
 	// A DEL whose endpoint removal meets the stop.
 	eps.setDetached(false)
-	eps.mu.Lock()
-	eps.detachInRemoval = true
-	eps.mu.Unlock()
+	eps.stopAfter(true, false)
 	stopping("a DEL under way", svc.Del(ctx, web0))
 	kept("after a DEL under way", []string{h0, h1}, wep0, wep1)
 
+	// A retried ADD, and a GC, whose look at the endpoints found them
+	// set aside by a stop that came just after the command began.
+	eps.setDetached(false)
+	eps.stopAfter(false, true)
+	_, err = svc.Add(ctx, web0)
+	stopping("a retried ADD meeting the stop", err)
+	eps.setDetached(false)
+	stopping("a GC meeting the stop", svc.GC(ctx, GCRequest{Network: "k8s-pod-network"}))
+	kept("after commands meeting the stop", []string{h0, h1}, wep0, wep1)
+
 	// The next run: the retried DELs remove both pods.
-	eps.mu.Lock()
-	eps.detachInRemoval = false
-	eps.mu.Unlock()
+	eps.stopAfter(false, false)
 	eps.setDetached(false)
 	if got := eps.keys(); !slices.Equal(got, []string{"shop/" + wep0, "shop/" + wep1}) {
 		t.Fatalf("the next run has endpoints %q", got)
@@ -515,6 +540,37 @@ func TestWhileStopping(t *testing.T) {
 	}
 	if got := handleIDs(t, svc); len(got) != 0 || len(eps.keys()) != 0 {
 		t.Fatalf("after the retried DELs: handles %q, endpoints %q", got, eps.keys())
+	}
+}
+
+// TestRetriedAddRecords: a retried ADD, which finds its endpoint, records
+// the pod's WorkloadEndpoint and waits for its policy as the first did: a
+// first ADD cut short once its attach was done (tortied stopping) may
+// have left the endpoint without its record, and the pod would escape
+// policy.
+func TestRetriedAddRecords(t *testing.T) {
+	ctx := context.Background()
+	svc, _ := newTestService(t)
+	waits := 0
+	svc.PolicyReady = func(context.Context, string) error { waits++; return nil }
+	web0 := podReq("1111111111111111", "shop", "web-0")
+	first, err := svc.Add(ctx, web0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := resources.Client{S: svc.IPAM.S}
+	if err := c.DeleteWorkloadEndpoint(ctx, "shop", "node--1-k8s-web--0-eth0", "1111111111111111"); err != nil {
+		t.Fatal(err)
+	}
+	again, err := svc.Add(ctx, web0)
+	if err != nil || again.Address != first.Address {
+		t.Fatalf("retried ADD: %+v %v, want %+v", again, err, first)
+	}
+	if w, err := c.WorkloadEndpoint(ctx, "shop", "node--1-k8s-web--0-eth0"); err != nil || w == nil {
+		t.Fatalf("the retried ADD left no WorkloadEndpoint (%v)", err)
+	}
+	if waits != 2 {
+		t.Fatalf("policy waited for %d times, want 2", waits)
 	}
 }
 

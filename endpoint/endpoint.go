@@ -85,7 +85,7 @@ var ErrExists = errors.New("endpoint exists")
 // ErrDetached refuses a change after Detach: tortied is stopping, and its
 // state file must stay as Detach found it for the next start to restore.
 // The caller tries again once tortied is back.
-var ErrDetached = errors.New("endpoint: tortied is stopping; pods' interfaces stay for its next start")
+var ErrDetached = errors.New("endpoint: tortied is stopping; its pods are kept for its next start")
 
 // Add creates and attaches a pod endpoint. On failure nothing is left behind.
 func (m *Manager) Add(s Spec) (Info, error) {
