@@ -447,16 +447,11 @@ func (s *Service) Del(ctx context.Context, r Request) error {
 	if e := validate(r, false); e != nil {
 		return e
 	}
-	// Stopping, the endpoints are set aside for the next run, which
-	// restores them: the pod's record and address stay until a DEL it
-	// serves removes all three.
-	if s.Endpoints.Detached() {
-		return errStopping()
-	}
 	// The endpoint is found by container, not by name: a DEL need not
 	// carry the pod's name, and endpoints of earlier versions are named
-	// otherwise. It goes first: a DEL refused because tortied began to
-	// stop meanwhile must leave the pod's record for the next run too.
+	// otherwise. It goes first: while tortied stops the endpoints are set
+	// aside for the next run, which restores them, and the pod's record
+	// and address stay too, until a DEL it serves removes all three.
 	info, attached := s.Endpoints.Attachment(r.ContainerID, r.IfName)
 	err := s.Endpoints.DeleteAttachment(r.ContainerID, r.IfName)
 	if errors.Is(err, endpoint.ErrDetached) {
@@ -656,20 +651,17 @@ func (s *Service) GC(ctx context.Context, r GCRequest) error {
 	if r.Network == "" {
 		return coded(CodeInvalidConfig, "the network configuration has no name")
 	}
-	// Stopping, the endpoints are set aside: the list below would be
-	// empty, and IPAM's collection would free addresses the next run
-	// restores.
-	if s.Endpoints.Detached() {
-		return errStopping()
-	}
 	valid := map[Attachment]bool{}
 	validIDs := map[string]bool{}
 	for _, a := range r.Valid {
 		valid[a] = true
 		validIDs[a.ContainerID] = true
 	}
+	// Stopping, the endpoints are set aside: the list would be empty,
+	// and IPAM's collection would free addresses the next run restores.
+	// Asked after the list, which Detach empties in the same step.
 	eps := s.Endpoints.List()
-	if s.Endpoints.Detached() { // asked again: the list may have been taken after the stop
+	if s.Endpoints.Detached() {
 		return errStopping()
 	}
 	for _, info := range eps {
