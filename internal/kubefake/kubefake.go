@@ -8,6 +8,7 @@
 package kubefake
 
 import (
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/tortie-net/tortie/internal/testutil"
 )
 
 // Clientset is a fake clientset that counts the watches opened on each
@@ -52,15 +55,14 @@ func NewClientset(objs ...runtime.Object) *Clientset {
 // names, as "pods" or "networkpolicies"), failing tb after a minute.
 func (c *Clientset) WaitWatched(tb testing.TB, resources ...string) {
 	tb.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for _, r := range resources {
-		for !c.watched(r) {
-			if time.Now().After(deadline) {
-				tb.Fatalf("no watch of %s opened", r)
+	testutil.WaitFor(tb, time.Minute, fmt.Sprintf("watches of %v", resources), func() bool {
+		for _, r := range resources {
+			if !c.watched(r) {
+				return false
 			}
-			time.Sleep(5 * time.Millisecond)
 		}
-	}
+		return true
+	})
 }
 
 func (c *Clientset) watched(resource string) bool {
