@@ -307,18 +307,14 @@ func (u *Underlay) SetRoom(n int) {
 func (u *Underlay) Refusals() int { return u.room.refusals(&u.mu) }
 
 // room is what a send buffer still takes, when limited. Its owner's
-// mutex guards it; limited is also read without it, to skip the lock
-// when there is no limit.
+// mutex guards it.
 type room struct {
-	limited atomic.Bool
+	limited bool
 	left    int
 	refused int // sends that found no room for all they carried
 }
 
-func (r *room) set(n int) {
-	r.left = n
-	r.limited.Store(n >= 0)
-}
+func (r *room) set(n int) { r.limited, r.left = n >= 0, n }
 
 func (r *room) refusals(mu *sync.Mutex) int {
 	mu.Lock()
@@ -329,12 +325,9 @@ func (r *room) refusals(mu *sync.Mutex) int {
 // take returns how many of n fit, and uses them up; mu is the owner's
 // lock. A send that finds no room for all n is counted as refused.
 func (r *room) take(mu *sync.Mutex, n int) int {
-	if !r.limited.Load() {
-		return n
-	}
 	mu.Lock()
 	defer mu.Unlock()
-	if r.left < 0 { // the limit was lifted since the look above
+	if !r.limited {
 		return n
 	}
 	if n > r.left {
