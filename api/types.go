@@ -168,10 +168,13 @@ type Counters struct {
 // counts them, a read that found the input empty included). A turn after
 // which an input's batch came back full (FullTurns) is followed at once by
 // another: a loop whose turns are mostly full is busy all the time, and a
-// packet arriving on it waits for one batch of each busy input.
+// packet arriving on it waits for one batch of each busy input. A loop
+// that busy-polls (busyPoll) asks its inputs for a while after they ran
+// dry before it waits: BusyPolls counts the times that found one ready,
+// each a wake-up saved.
 type LoopStats struct {
-	Inputs                           int
-	Wakeups, Turns, Reads, FullTurns uint64
+	Inputs                                      int
+	Wakeups, Turns, Reads, FullTurns, BusyPolls uint64
 }
 
 // PeerStatus is one BGP session as `tortiectl node status` shows it.

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"go.uber.org/zap"
@@ -37,6 +38,16 @@ import (
 // the host never do, and an underlay send that finds its socket's buffer
 // full drops what did not fit (tx_full) rather than wait for room.
 //
+// A loop may spin before it waits (busyPoll, Config.BusyPoll): after a turn
+// that left its inputs empty it keeps asking its epoll, without sleeping,
+// for up to busyPoll, and a packet that comes meanwhile (a reply to what
+// the turn sent, typically) is read without a wake-up. A wake-up costs more
+// than the work it announces at low rates: the thread, and on a virtual
+// machine its CPU, has gone to sleep and must be woken by another CPU. Each
+// ask is followed by sched_yield, so a thread waiting for this CPU (a pod
+// on a busy node) runs before the loop asks again, as the kernel's own busy
+// polling gives way when its CPU is wanted.
+//
 // The nesting has a price: a wake-up that goes through the private epoll
 // into Go's costs more than one straight from Go's poller (1-2 µs per hop
 // here, measured as idle latency with labs side by side), so an idle
@@ -66,8 +77,10 @@ type inputLoop struct {
 	// mu), read without it to place inputs.
 	count atomic.Int32
 
+	busyPoll time.Duration // how long to spin before waiting; 0: never
+
 	// The loop's work, written by its goroutine, read by Stats.
-	wakeups, turns, reads, fullTurns atomic.Uint64
+	wakeups, turns, reads, fullTurns, busyPolls atomic.Uint64
 
 	// The loop goroutine's own: what the last epoll_wait found.
 	served  bool // serve ran once: later calls follow a wait
@@ -102,7 +115,9 @@ func (s stepResult) goOn() bool { return s == stepMore || s == stepDrained }
 // later turn (the epoll hands out its ready inputs in rotation).
 const loopEvents = 64
 
-func newInputLoop(log *zap.Logger) (*inputLoop, error) {
+// newInputLoop makes a loop that spins for busyPoll before it waits (0:
+// not at all).
+func newInputLoop(log *zap.Logger, busyPoll time.Duration) (*inputLoop, error) {
 	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("router: epoll: %w", err)
@@ -118,7 +133,7 @@ func newInputLoop(log *zap.Logger) (*inputLoop, error) {
 		return nil, err
 	}
 	l := &inputLoop{ep: f, epfd: fd, rc: rc, log: log, ins: map[int32]*loopInput{}, evs: make([]unix.EpollEvent, loopEvents),
-		done: make(chan struct{})}
+		busyPoll: busyPoll, done: make(chan struct{})}
 	l.serveFn = l.serve
 	return l, nil
 }
@@ -140,24 +155,48 @@ func (l *inputLoop) run() {
 
 // serve is the poller callback that runs the loop: it takes the ready
 // inputs without waiting, steps each once, and goes on while inputs may
-// hold more. It returns false to wait on Go's poller for the epoll to poll
-// readable, and true to end the loop: on stop, or if the epoll fails.
+// hold more, or while spinning finds more. It returns false to wait on
+// Go's poller for the epoll to poll readable, and true to end the loop:
+// on stop, or if the epoll fails.
 func (l *inputLoop) serve(fd uintptr) bool {
 	if l.served {
 		l.wakeups.Add(1)
 	}
 	l.served = true
+	ready := l.poll(fd)
 	for {
 		if l.quit.Load() {
 			return true
 		}
-		if !l.poll(fd) {
-			return l.err != nil
+		if !ready && !l.spin(fd) {
+			return l.err != nil || l.quit.Load()
 		}
-		if !l.turn() && l.nready < len(l.evs) {
+		more := l.turn() || l.nready == len(l.evs)
+		ready = more && l.poll(fd)
+	}
+}
+
+// spin asks the epoll for ready inputs, yielding the CPU between asks,
+// until one is found (true), busyPoll has passed, stop begins or the
+// epoll fails. It returns false at once if the loop does not spin.
+func (l *inputLoop) spin(fd uintptr) bool {
+	if l.busyPoll <= 0 || l.err != nil {
+		return false
+	}
+	start := time.Now()
+	for !l.quit.Load() && time.Since(start) < l.busyPoll {
+		// Raw, as poll: sched_yield never sleeps; it lets a task
+		// waiting for this CPU run first and returns at once if none is.
+		unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+		if l.poll(fd) {
+			l.busyPolls.Add(1)
+			return true
+		}
+		if l.err != nil {
 			return false
 		}
 	}
+	return false
 }
 
 // poll takes the ready inputs without waiting; false: none (or the epoll
@@ -259,7 +298,7 @@ func (l *inputLoop) size() int { return int(l.count.Load()) }
 // stats is a snapshot of the loop's counters; it does not wait for a turn.
 func (l *inputLoop) stats() LoopStats {
 	return LoopStats{Inputs: l.size(), Wakeups: l.wakeups.Load(), Turns: l.turns.Load(), Reads: l.reads.Load(),
-		FullTurns: l.fullTurns.Load()}
+		FullTurns: l.fullTurns.Load(), BusyPolls: l.busyPolls.Load()}
 }
 
 // stop ends run (waiting for its turn to finish) and closes the epoll; the

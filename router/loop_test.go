@@ -93,10 +93,17 @@ func (in *pipeInput) send(t *testing.T, n int) {
 	}
 }
 
-// newLoop makes a loop that is not running yet.
+// newLoop makes a loop that is not running yet and does not spin.
 func newLoop(t *testing.T) *inputLoop {
 	t.Helper()
-	l, err := newInputLoop(zap.NewNop())
+	return newSpinningLoop(t, 0)
+}
+
+// newSpinningLoop makes a loop that is not running yet and spins for
+// busyPoll before it waits.
+func newSpinningLoop(t *testing.T, busyPoll time.Duration) *inputLoop {
+	t.Helper()
+	l, err := newInputLoop(zap.NewNop(), busyPoll)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,8 +337,8 @@ func TestInputLoopTurnAllocatesNothing(t *testing.T) {
 	a, b := newPipeInput(t, "a", nil), newPipeInput(t, "b", nil)
 	addInput(t, l, a)
 	addInput(t, l, b)
-	a.send(t, 200)
-	b.send(t, 200)
+	a.send(t, 300) // 101 turns of each AllocsPerRun below, one byte each
+	b.send(t, 300)
 	allocs := testing.AllocsPerRun(100, func() {
 		if !l.poll(uintptr(l.epfd)) || l.nready != 2 {
 			t.Fatalf("poll: %v, %d ready; want 2", l.err, l.nready)
@@ -341,6 +348,53 @@ func TestInputLoopTurnAllocatesNothing(t *testing.T) {
 	if allocs != 0 {
 		t.Errorf("%v allocations per turn, want 0", allocs)
 	}
+	l.busyPoll = time.Hour
+	allocs = testing.AllocsPerRun(100, func() {
+		if !l.spin(uintptr(l.epfd)) || l.nready != 2 {
+			t.Fatalf("spin: %v, %d ready; want 2", l.err, l.nready)
+		}
+		l.turn()
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per spin and turn, want 0", allocs)
+	}
+}
+
+// TestInputLoopBusyPoll: a loop that spins reads a packet that comes
+// after its inputs ran dry without waiting for a wake-up, and stop ends the
+// spin. The spin here would last an hour, so the loop never waits: every
+// packet after the first is found by spinning.
+func TestInputLoopBusyPoll(t *testing.T) {
+	log := &stepLog{}
+	in := newPipeInput(t, "a", log)
+	in.step = func() stepResult { // one byte per step, then drained
+		var b [1]byte
+		if n, _ := unix.Read(in.r, b[:]); n == 1 {
+			log.add("a")
+		}
+		return stepDrained
+	}
+	l := newSpinningLoop(t, time.Hour)
+	addInput(t, l, in)
+	go l.run()
+	for i := 1; i <= 5; i++ {
+		in.send(t, 1)
+		waitFor(t, fmt.Sprint(i, " steps"), func() bool { return log.count("a") == i })
+	}
+	st := l.stats()
+	if st.Wakeups != 0 || st.BusyPolls < 4 {
+		t.Errorf("loop stats %+v: want no wake-ups and at least 4 busy polls (every packet after the first)", st)
+	}
+	stopped := make(chan struct{})
+	go func() { l.stop(); close(stopped) }()
+	waitFor(t, "stop to end the spin", func() bool {
+		select {
+		case <-stopped:
+			return true
+		default:
+			return false
+		}
+	})
 }
 
 // TestInputLoopWakeDuringTurn: a packet that reaches another input while a

@@ -41,6 +41,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -152,7 +153,11 @@ type Config struct {
 	// turn with the others there (see inputLoop). 0: a goroutine per
 	// input, as for inputs that cannot be polled.
 	InputLoops int
-	Logger     *zap.Logger
+	// BusyPoll is how long an input loop keeps asking its inputs, without
+	// sleeping, after a turn that left them empty, before it waits for a
+	// wake-up (see inputLoop.spin). 0: it waits at once.
+	BusyPoll time.Duration
+	Logger   *zap.Logger
 }
 
 // Counters are a port's traffic counters.
@@ -388,7 +393,7 @@ func New(cfg Config, f *fib.FIB, ul Underlay) *Router {
 	empty := []*Port{}
 	r.ports.Store(&empty)
 	for range cfg.InputLoops {
-		l, err := newInputLoop(r.log)
+		l, err := newInputLoop(r.log, cfg.BusyPoll)
 		if err != nil {
 			r.log.Warn("input loops unavailable: a goroutine per input", zap.Error(err))
 			for _, l := range r.loops {
