@@ -35,13 +35,14 @@ var (
 	loopTurns = prometheus.NewDesc("tortie_input_loop_turns_total", "Turns an input loop took, each reading one batch of every input it found ready.", []string{"loop"}, nil)
 	loopReads = prometheus.NewDesc("tortie_input_loop_reads_total", "Batch reads an input loop made (one per ready input per turn; a read may find the input empty).", []string{"loop"}, nil)
 	loopFull  = prometheus.NewDesc("tortie_input_loop_full_turns_total", "Turns after which an input came back with a full batch, so another turn followed at once.", []string{"loop"}, nil)
+	loopBusy  = prometheus.NewDesc("tortie_input_loop_busy_polls_total", "Times an input loop spinning after its inputs ran dry (busyPoll) found one ready, each a wake-up saved.", []string{"loop"}, nil)
 	offDesc   = prometheus.NewDesc("tortie_offload_total", "TCP superframes from pods and the host segmented (tso), passed on whole to the host's kernel or from it to pods (whole), or coalesced toward pods (gro), and the segments involved.", []string{"kind", "unit"}, nil)
 )
 
 type collector struct{ r *router.Router }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dropsDesc, rxPkts, rxBytes, txPkts, txBytes, fibDesc, mtuDesc, offDesc, flowsDesc, flowsCap, flowEvt, viaHost, polGen, polEP, polBy, polLogs, loopIns, loopWake, loopTurns, loopReads, loopFull} {
+	for _, d := range []*prometheus.Desc{dropsDesc, rxPkts, rxBytes, txPkts, txBytes, fibDesc, mtuDesc, offDesc, flowsDesc, flowsCap, flowEvt, viaHost, polGen, polEP, polBy, polLogs, loopIns, loopWake, loopTurns, loopReads, loopFull, loopBusy} {
 		ch <- d
 	}
 }
@@ -64,6 +65,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(loopTurns, prometheus.CounterValue, float64(l.Turns), loop)
 		ch <- prometheus.MustNewConstMetric(loopReads, prometheus.CounterValue, float64(l.Reads), loop)
 		ch <- prometheus.MustNewConstMetric(loopFull, prometheus.CounterValue, float64(l.FullTurns), loop)
+		ch <- prometheus.MustNewConstMetric(loopBusy, prometheus.CounterValue, float64(l.BusyPolls), loop)
 	}
 	ch <- prometheus.MustNewConstMetric(fibDesc, prometheus.GaugeValue, float64(s.FIBSize))
 	ch <- prometheus.MustNewConstMetric(mtuDesc, prometheus.GaugeValue, float64(s.PathMTU))

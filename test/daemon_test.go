@@ -78,7 +78,7 @@ func TestOperatorViews(t *testing.T) {
 		"routes":    {"10.244.2.0/24", "remote", "10.0.1.2 (n2)", "ipip", "10.244.1.0/24", "blackhole", "10.244.1.10/32", "local"},
 		// One loop (one thread) reads the host TUN, both pods' TAPs and
 		// the IPIP socket.
-		"counters": {"n1p1", "host", "INPUT LOOP", "FULL TURNS"},
+		"counters": {"n1p1", "host", "INPUT LOOP", "FULL TURNS", "BUSY POLLS"},
 	} {
 		out := ctl(args)
 		for _, w := range want {

@@ -297,13 +297,13 @@ func run(c *api.Client, output string, args []string) error {
 				fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", p.Name, p.RxPackets, p.RxBytes, p.TxPackets, p.TxBytes)
 			}
 			if len(s.Loops) > 0 {
-				fmt.Fprintln(tw, "\nINPUT LOOP\tINPUTS\tWAKE-UPS\tTURNS\tREADS PER TURN\tFULL TURNS")
+				fmt.Fprintln(tw, "\nINPUT LOOP\tINPUTS\tWAKE-UPS\tTURNS\tREADS PER TURN\tFULL TURNS\tBUSY POLLS")
 				for i, l := range s.Loops {
 					per := 0.0
 					if l.Turns > 0 {
 						per = float64(l.Reads) / float64(l.Turns)
 					}
-					fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%.2f\t%d\n", i, l.Inputs, l.Wakeups, l.Turns, per, l.FullTurns)
+					fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%.2f\t%d\t%d\n", i, l.Inputs, l.Wakeups, l.Turns, per, l.FullTurns, l.BusyPolls)
 				}
 			}
 			o := s.Offload
