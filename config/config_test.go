@@ -4,6 +4,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"sigs.k8s.io/yaml"
 
@@ -61,6 +62,16 @@ func TestParse(t *testing.T) {
 	if c, err = Parse([]byte(sample + "underlayGRO: true\n")); err != nil || !c.UnderlayGRO {
 		t.Fatalf("underlayGRO: true: %v, %v", c.UnderlayGRO, err)
 	}
+	// Busy polling: none unless busyPoll says.
+	for _, b := range []struct {
+		extra string
+		want  time.Duration
+	}{{"", 0}, {"busyPoll: 0s\n", 0}, {"busyPoll: 50us\n", 50 * time.Microsecond}, {"busyPoll: 1ms\n", time.Millisecond},
+		{"busyPoll: 0s\ninputLoops: false\n", 0}} {
+		if c, err = Parse([]byte(sample + b.extra)); err != nil || c.BusyPoll != b.want {
+			t.Errorf("%q: busy poll %v, want %v (%v)", b.extra, c.BusyPoll, b.want, err)
+		}
+	}
 	// Input loops: on unless inputLoops says false.
 	for _, l := range []struct {
 		extra string
@@ -84,6 +95,11 @@ func TestParseErrors(t *testing.T) {
 		{"nodeName: a\naddress: 10.0.0.1/24\nencapsulation: vxlan\npodCIDR: 10.1.0.0/24\nrealtimePriority: -1", "realtimePriority -1"},
 		{"nodeName: a\naddress: 10.0.0.1/24\nencapsulation: vxlan\npodCIDR: 10.1.0.0/24\nrealtimePriority: 1\ncpuSet: \"1\"\ncpus: 2", "realtimePriority: cpus 2 is more than the 1 CPUs of cpuSet 1"},
 		{"nodeName: a\naddress: 10.0.0.1/24\nencapsulation: vxlan\npodCIDR: 10.1.0.0/24\ncpuSet: 3-1", "cpuSet: CPU list \"3-1\": range 3-1 runs backwards"},
+		{"nodeName: a\naddress: 10.0.0.1/24\nencapsulation: vxlan\npodCIDR: 10.1.0.0/24\nbusyPoll: 2ms", "busyPoll \"2ms\": want a duration from 0 to 1ms"},
+		{"nodeName: a\naddress: 10.0.0.1/24\nencapsulation: vxlan\npodCIDR: 10.1.0.0/24\nbusyPoll: -1us", "busyPoll \"-1us\""},
+		{"nodeName: a\naddress: 10.0.0.1/24\nencapsulation: vxlan\npodCIDR: 10.1.0.0/24\nbusyPoll: 50", "busyPoll \"50\""},
+		{"nodeName: a\naddress: 10.0.0.1/24\nencapsulation: vxlan\npodCIDR: 10.1.0.0/24\nbusyPoll: 50us\ninputLoops: false", "busyPoll: only input loops spin"},
+		{"nodeName: a\naddress: 10.0.0.1/24\nencapsulation: vxlan\npodCIDR: 10.1.0.0/24\nbusyPoll: 50us\nrealtimePriority: 1", "busyPoll with realtimePriority"},
 	} {
 		if _, err := Parse([]byte(c.in)); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Parse(%q) = %v, want error containing %q", c.in, err, c.want)

@@ -156,6 +156,7 @@ func New(cfg *config.Config, log *zap.Logger) (n *Node, err error) {
 		// share inputs (each loop's wake-up costs the same however many
 		// it serves).
 		rcfg.InputLoops = min(threads(cfg), maxVXLANQueues)
+		rcfg.BusyPoll = cfg.BusyPoll
 	}
 	if cfg.TunnelAddr.IsValid() {
 		rcfg.TunnelAddr = cfg.TunnelAddr.As4()
