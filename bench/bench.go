@@ -47,6 +47,10 @@ var Setups = []Setup{
 	// per thread, against the loops of tortie-native and tortie-vxlan.
 	{Name: "tortie-native-goroutines", Mode: "native", GoroutineReaders: true},
 	{Name: "tortie-vxlan-goroutines", Mode: "vxlan", GoroutineReaders: true},
+	// Native and VXLAN whose input loops spin for 50 µs before they
+	// sleep (busyPoll), so a reply that comes meanwhile wakes no thread.
+	{Name: "tortie-native-poll", Mode: "native", BusyPoll: 50 * time.Microsecond},
+	{Name: "tortie-vxlan-poll", Mode: "vxlan", BusyPoll: 50 * time.Microsecond},
 	{Name: "tortie-vxlan-no-policy", Mode: "vxlan", Datastore: true},
 	{Name: "tortie-vxlan-policy", Mode: "vxlan", Datastore: true, Policies: true},
 	// One node, four pods, two TCP pairs at once and one pair with four
@@ -87,6 +91,9 @@ type Setup struct {
 	// GoroutineReaders is the lab's GoroutineReaders: a goroutine per
 	// input instead of a read loop per thread.
 	GoroutineReaders bool `json:"goroutineReaders,omitempty"`
+	// BusyPoll is the lab's BusyPoll: how long tortied's loops spin
+	// before they sleep (0: not at all).
+	BusyPoll time.Duration `json:"busyPoll,omitempty"`
 }
 
 // runs reports whether the setup has any of tests to run: the scale test
@@ -113,8 +120,8 @@ func (s Setup) Reference() string {
 	if s.Policies {
 		return "tortie-" + s.Mode + "-no-policy"
 	}
-	if s.Realtime > 0 || s.GoroutineReaders {
-		return "tortie-" + s.Mode // what real-time threads, or goroutines instead of loops, change
+	if s.Realtime > 0 || s.GoroutineReaders || s.BusyPoll > 0 {
+		return "tortie-" + s.Mode // what real-time threads, goroutines instead of loops, or spinning change
 	}
 	if s.Mode == "native" {
 		return "kernel-native"
@@ -314,6 +321,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			"tortie-ipip-gro is tortie-ipip with the nodes' underlay veths coalescing what they receive as a NIC's GRO does (tortie-lab --underlay-gro): a veth does not by default, a real NIC does",
 			"tortie-vxlan-rt is tortie-vxlan with every thread of each tortied under SCHED_FIFO at priority 1 (realtimePriority: 1, tortie-lab --realtime 1): it preempts the pods and generators on its CPU as the kernel's softirqs do",
 			"tortie-native-goroutines and tortie-vxlan-goroutines read each input on a goroutine of its own (inputLoops: false, tortie-lab --goroutine-readers), where the other tortie setups read them on one loop per thread",
+			"tortie-native-poll and tortie-vxlan-poll are tortie-native and tortie-vxlan whose input loops spin for 50 µs, yielding the CPU between asks, before they sleep (busyPoll: 50us, tortie-lab --busy-poll 50us): a packet that comes meanwhile wakes no thread",
 		}}
 	if slices.Contains(o.Tests, "zeroloss") || slices.Contains(o.Tests, "imix") {
 		rep.TrialDuration, rep.SearchSteps = o.TrialDuration.String(), o.SearchSteps
@@ -563,7 +571,8 @@ type groupLab struct {
 func upGroup(o Options, group []Setup, name string) (*groupLab, error) {
 	s := group[0]
 	opts := lab.Options{Name: name, Nodes: 2, Pods: 2, Mode: s.Mode, Static: !s.Datastore, Tortied: o.Tortied, LogLevel: "warn", Threads: s.Threads,
-		PodQueues: s.PodQueues, UnderlayGRO: s.UnderlayGRO, RealtimePriority: s.Realtime, GoroutineReaders: s.GoroutineReaders}
+		PodQueues: s.PodQueues, UnderlayGRO: s.UnderlayGRO, RealtimePriority: s.Realtime, GoroutineReaders: s.GoroutineReaders,
+		BusyPoll: s.BusyPoll}
 	if s.Local {
 		opts.Nodes, opts.Pods = 1, 4
 	}

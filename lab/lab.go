@@ -67,6 +67,9 @@ type Options struct {
 	// GoroutineReaders sets each tortied's inputLoops to false: a
 	// goroutine per input instead of a read loop per thread.
 	GoroutineReaders bool
+	// BusyPoll is each tortied's busyPoll: how long its input loops spin
+	// before they sleep (0: not at all).
+	BusyPoll time.Duration
 	// TortiedUnderlayGRO sets each tortied's underlayGRO: tortied turns
 	// on its node's underlay GRO itself. That alone does not make a veth
 	// coalesce: UnderlayGRO has the lab do it with the fabric's help
@@ -147,6 +150,8 @@ type Lab struct {
 	RealtimePriority int `json:"realtimePriority,omitempty"`
 	// GoroutineReaders is Options.GoroutineReaders.
 	GoroutineReaders bool `json:"goroutineReaders,omitempty"`
+	// BusyPoll is Options.BusyPoll.
+	BusyPoll time.Duration `json:"busyPoll,omitempty"`
 	// TortiedUnderlayGRO is Options.TortiedUnderlayGRO.
 	TortiedUnderlayGRO bool `json:"tortiedUnderlayGRO,omitempty"`
 	// Manifest is Options.Manifest, kept for DeployTortie.
@@ -302,7 +307,8 @@ func Up(o Options) (l *Lab, err error) {
 	l = &Lab{Name: o.Name, Mode: o.Mode, Encap: enc, CrossSubnet: cross, Subnets: o.Subnets, Fabric: o.Name + "-fab", Datastore: !o.Static,
 		Tortied: o.Tortied, LogLevel: o.LogLevel, BGP: o.BGP && !o.Static, EtcdTLS: o.EtcdTLS,
 		DaemonSet: o.DaemonSet, Manifest: o.Manifest, Threads: o.Threads, PodQueues: o.PodQueues,
-		RealtimePriority: o.RealtimePriority, GoroutineReaders: o.GoroutineReaders, TortiedUnderlayGRO: o.TortiedUnderlayGRO}
+		RealtimePriority: o.RealtimePriority, GoroutineReaders: o.GoroutineReaders, TortiedUnderlayGRO: o.TortiedUnderlayGRO,
+		BusyPoll: o.BusyPoll}
 	if l.Datastore {
 		if err := l.prepareCNI(o); err != nil {
 			return nil, err
@@ -570,6 +576,9 @@ func (l *Lab) startTortied(o Options, n *Node) error {
 	if l.GoroutineReaders {
 		no := false
 		cfg.InputLoops = &no
+	}
+	if l.BusyPoll > 0 {
+		cfg.BusyPoll = l.BusyPoll.String()
 	}
 	if l.Datastore {
 		cfg.PodCIDR, cfg.ClusterCIDRs, cfg.TunnelAddress, cfg.Nodes, cfg.Encapsulation, cfg.CrossSubnet = "", nil, "", nil, "", false
