@@ -171,7 +171,7 @@ type Counters struct {
 // packet arriving on it waits for one batch of each busy input. A loop
 // that busy-polls (busyPoll) asks its inputs for a while after they ran
 // dry before it waits: BusyPolls counts the times that found one ready,
-// each a wake-up saved.
+// so the loop took another turn without being woken.
 type LoopStats struct {
 	Inputs                                      int
 	Wakeups, Turns, Reads, FullTurns, BusyPolls uint64

@@ -48,7 +48,8 @@ var Setups = []Setup{
 	{Name: "tortie-native-goroutines", Mode: "native", GoroutineReaders: true},
 	{Name: "tortie-vxlan-goroutines", Mode: "vxlan", GoroutineReaders: true},
 	// Native and VXLAN whose input loops spin for 50 µs before they
-	// sleep (busyPoll), so a reply that comes meanwhile wakes no thread.
+	// sleep (busyPoll), so a reply that comes meanwhile is read without
+	// a wake-up (each tortied runs one Go thread).
 	{Name: "tortie-native-poll", Mode: "native", BusyPoll: 50 * time.Microsecond},
 	{Name: "tortie-vxlan-poll", Mode: "vxlan", BusyPoll: 50 * time.Microsecond},
 	{Name: "tortie-vxlan-no-policy", Mode: "vxlan", Datastore: true},
@@ -321,7 +322,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			"tortie-ipip-gro is tortie-ipip with the nodes' underlay veths coalescing what they receive as a NIC's GRO does (tortie-lab --underlay-gro): a veth does not by default, a real NIC does",
 			"tortie-vxlan-rt is tortie-vxlan with every thread of each tortied under SCHED_FIFO at priority 1 (realtimePriority: 1, tortie-lab --realtime 1): it preempts the pods and generators on its CPU as the kernel's softirqs do",
 			"tortie-native-goroutines and tortie-vxlan-goroutines read each input on a goroutine of its own (inputLoops: false, tortie-lab --goroutine-readers), where the other tortie setups read them on one loop per thread",
-			"tortie-native-poll and tortie-vxlan-poll are tortie-native and tortie-vxlan whose input loops spin for 50 µs, yielding the CPU between asks, before they sleep (busyPoll: 50us, tortie-lab --busy-poll 50us): a packet that comes meanwhile wakes no thread",
+			"tortie-native-poll and tortie-vxlan-poll are tortie-native and tortie-vxlan whose input loops spin for 50 µs, yielding the CPU between asks, before they sleep (busyPoll: 50us, tortie-lab --busy-poll 50us): a packet that comes meanwhile is read without a wake-up",
 		}}
 	if slices.Contains(o.Tests, "zeroloss") || slices.Contains(o.Tests, "imix") {
 		rep.TrialDuration, rep.SearchSteps = o.TrialDuration.String(), o.SearchSteps

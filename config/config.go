@@ -131,18 +131,14 @@ type File struct {
 	InputLoops *bool `json:"inputLoops,omitempty"`
 	// BusyPoll is how long each input loop goes on asking its inputs for
 	// packets, without sleeping, after it has read them dry, before it
-	// sleeps until one turns readable: a Go duration such as "50us", at
-	// most 1ms (default 0: it sleeps at once). A packet that comes
-	// meanwhile, such as the reply to one just forwarded, is read without
-	// waking a sleeping thread, which is most of what each of a round
-	// trip's four passes through a tortied costs at low rates (measured
-	// here with VXLAN: idle p50 about half with 50us; see the README).
-	// The loop yields its CPU between asks, so a pod waiting for that CPU
-	// runs first, but the CPU does not sleep: a node pays up to that long
-	// of a CPU's time after every burst. Like the kernel's
-	// net.core.busy_poll, it trades CPU for latency. It needs inputLoops
-	// and cannot be combined with realtimePriority (a real-time loop would
-	// keep a pod whose reply it waits for off its CPU).
+	// sleeps until one turns readable: 0 (the default: it sleeps at once)
+	// or a Go duration from "1us" to "1ms". A packet that comes meanwhile
+	// is read without the loop being woken; the CPU spends up to that long
+	// spinning after every burst (yielding to tasks that want it). It
+	// trades CPU for latency, as the kernel's net.core.busy_poll does (see
+	// "Busy polling" in the README's Benchmarks). It needs inputLoops and
+	// cannot be combined with realtimePriority (a real-time loop would keep
+	// a pod whose reply it waits for off its CPU).
 	BusyPoll string `json:"busyPoll,omitempty"`
 	// UnderlayGRO true has tortied turn on the underlay interface's
 	// generic receive offload at start if it is off (as `ethtool -K
@@ -393,8 +389,8 @@ func (f File) Validate() (*Config, error) {
 	}
 	if f.BusyPoll != "" {
 		switch d, err := time.ParseDuration(f.BusyPoll); {
-		case err != nil || d < 0 || d > MaxBusyPoll:
-			bad("busyPoll %q: want a duration from 0 to %v, such as 50us", f.BusyPoll, MaxBusyPoll)
+		case err != nil || d < 0 || d > 0 && d < time.Microsecond || d > MaxBusyPoll:
+			bad("busyPoll %q: want 0 or a duration from 1us to %v, such as 50us", f.BusyPoll, MaxBusyPoll)
 		case d > 0 && !f.Loops():
 			bad("busyPoll: only input loops spin; it needs inputLoops")
 		case d > 0 && c.RealtimePriority > 0:

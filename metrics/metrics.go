@@ -35,7 +35,7 @@ var (
 	loopTurns = prometheus.NewDesc("tortie_input_loop_turns_total", "Turns an input loop took, each reading one batch of every input it found ready.", []string{"loop"}, nil)
 	loopReads = prometheus.NewDesc("tortie_input_loop_reads_total", "Batch reads an input loop made (one per ready input per turn; a read may find the input empty).", []string{"loop"}, nil)
 	loopFull  = prometheus.NewDesc("tortie_input_loop_full_turns_total", "Turns after which an input came back with a full batch, so another turn followed at once.", []string{"loop"}, nil)
-	loopBusy  = prometheus.NewDesc("tortie_input_loop_busy_polls_total", "Times an input loop spinning after its inputs ran dry (busyPoll) found one ready, each a wake-up saved.", []string{"loop"}, nil)
+	loopBusy  = prometheus.NewDesc("tortie_input_loop_busy_polls_total", "Times an input loop spinning after its inputs ran dry (busyPoll) found one ready, so it took another turn without being woken.", []string{"loop"}, nil)
 	offDesc   = prometheus.NewDesc("tortie_offload_total", "TCP superframes from pods and the host segmented (tso), passed on whole to the host's kernel or from it to pods (whole), or coalesced toward pods (gro), and the segments involved.", []string{"kind", "unit"}, nil)
 )
 

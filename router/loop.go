@@ -41,12 +41,17 @@ import (
 // A loop may spin before it waits (busyPoll, Config.BusyPoll): after a turn
 // that left its inputs empty it keeps asking its epoll, without sleeping,
 // for up to busyPoll, and a packet that comes meanwhile (a reply to what
-// the turn sent, typically) is read without a wake-up. A wake-up costs more
-// than the work it announces at low rates: the thread, and on a virtual
-// machine its CPU, has gone to sleep and must be woken by another CPU. Each
-// ask is followed by sched_yield, so a thread waiting for this CPU (a pod
-// on a busy node) runs before the loop asks again, as the kernel's own busy
-// polling gives way when its CPU is wanted.
+// the turn sent, typically) is read without the loop being woken: a thread,
+// and on a virtual machine its CPU, that has gone to sleep must be woken by
+// another CPU, which at low rates costs more than the work it announces.
+// Each ask is preceded by sched_yield, so a thread waiting for this CPU (a
+// pod on a busy node) runs first, as the kernel's own busy polling gives
+// way when its CPU is wanted; but the spin keeps the goroutine's P, so the
+// process's other goroutines wait up to busyPoll when tortied runs one Go
+// thread. With more Go threads, one may sleep in Go's poller, which still
+// watches the loop's epoll: a packet found by the spin may wake that thread
+// too, and leave the loop a stale readiness that its next wait returns at
+// once with (the loop then finds nothing and waits again, without a spin).
 //
 // The nesting has a price: a wake-up that goes through the private epoll
 // into Go's costs more than one straight from Go's poller (1-2 µs per hop
@@ -163,16 +168,20 @@ func (l *inputLoop) serve(fd uintptr) bool {
 		l.wakeups.Add(1)
 	}
 	l.served = true
-	ready := l.poll(fd)
+	if !l.poll(fd) {
+		// Woken (or started) with nothing to read: wait again without
+		// a spin, which a stale readiness from Go's poller would
+		// otherwise start after every spin.
+		return l.err != nil
+	}
 	for {
 		if l.quit.Load() {
 			return true
 		}
-		if !ready && !l.spin(fd) {
+		more := l.turn() || l.nready == len(l.evs)
+		if !(more && l.poll(fd)) && !l.spin(fd) {
 			return l.err != nil || l.quit.Load()
 		}
-		more := l.turn() || l.nready == len(l.evs)
-		ready = more && l.poll(fd)
 	}
 }
 

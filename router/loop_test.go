@@ -348,13 +348,14 @@ func TestInputLoopTurnAllocatesNothing(t *testing.T) {
 	if allocs != 0 {
 		t.Errorf("%v allocations per turn, want 0", allocs)
 	}
-	l.busyPoll = time.Hour
+	l.busyPoll = time.Second
 	allocs = testing.AllocsPerRun(100, func() {
 		if !l.spin(uintptr(l.epfd)) || l.nready != 2 {
 			t.Fatalf("spin: %v, %d ready; want 2", l.err, l.nready)
 		}
 		l.turn()
 	})
+	l.busyPoll = 0
 	if allocs != 0 {
 		t.Errorf("%v allocations per spin and turn, want 0", allocs)
 	}
@@ -377,6 +378,7 @@ func TestInputLoopBusyPoll(t *testing.T) {
 	l := newSpinningLoop(t, time.Hour)
 	addInput(t, l, in)
 	go l.run()
+	t.Cleanup(l.stop) // after a failure; stopping twice does nothing
 	for i := 1; i <= 5; i++ {
 		in.send(t, 1)
 		waitFor(t, fmt.Sprint(i, " steps"), func() bool { return log.count("a") == i })
@@ -395,6 +397,34 @@ func TestInputLoopBusyPoll(t *testing.T) {
 			return false
 		}
 	})
+}
+
+// TestInputLoopSpinEnds: a spin ends when its time is up and the loop
+// waits, and packets sent one at a time, each after the last was read, are
+// all read: those that came after a spin ended woke the loop. A 1 µs spin
+// is up long before the test sends again (it sends once it has seen the
+// last step, polling every millisecond), so most packets need a wake-up.
+func TestInputLoopSpinEnds(t *testing.T) {
+	log := &stepLog{}
+	in := newPipeInput(t, "a", log)
+	in.step = func() stepResult {
+		var b [1]byte
+		if n, _ := unix.Read(in.r, b[:]); n == 1 {
+			log.add("a")
+		}
+		return stepDrained
+	}
+	l := newSpinningLoop(t, time.Microsecond)
+	addInput(t, l, in)
+	go l.run()
+	t.Cleanup(l.stop)
+	for i := 1; i <= 20; i++ {
+		in.send(t, 1)
+		waitFor(t, fmt.Sprint(i, " steps"), func() bool { return log.count("a") == i })
+	}
+	if st := l.stats(); st.Wakeups < 1 {
+		t.Fatalf("loop stats %+v: 20 packets sent one at a time woke a loop spinning 1 µs 0 times", st)
+	}
 }
 
 // TestInputLoopWakeDuringTurn: a packet that reaches another input while a
