@@ -45,13 +45,15 @@ import (
 // and on a virtual machine its CPU, that has gone to sleep must be woken by
 // another CPU, which at low rates costs more than the work it announces.
 // Each ask is preceded by sched_yield, so a thread waiting for this CPU (a
-// pod on a busy node) runs first, as the kernel's own busy polling gives
-// way when its CPU is wanted; but the spin keeps the goroutine's P, so the
-// process's other goroutines wait up to busyPoll when tortied runs one Go
-// thread. With more Go threads, one may sleep in Go's poller, which still
-// watches the loop's epoll: a packet found by the spin may wake that thread
-// too, and leave the loop a stale readiness that its next wait returns at
-// once with (the loop then finds nothing and waits again, without a spin).
+// pod on a busy node) may run first, as the kernel's own busy polling gives
+// way when its CPU is wanted; but the spin keeps the goroutine's P, so with
+// one Go thread the process's other goroutines wait up to busyPoll after
+// the last packet, or until Go's scheduler preempts the loop (about 10 ms)
+// while packets keep coming within busyPoll of each other. Go's poller
+// (another thread sleeping in it, or the runtime's monitor) still watches
+// the loop's epoll: a packet the spin found may leave the loop a stale
+// readiness that its next wait returns at once with; the loop then finds
+// nothing and waits again, without a spin.
 //
 // The nesting has a price: a wake-up that goes through the private epoll
 // into Go's costs more than one straight from Go's poller (1-2 µs per hop
