@@ -85,6 +85,21 @@ func newPipeInput(t *testing.T, name string, log *stepLog) *pipeInput {
 	return in
 }
 
+// newDrainingInput is a pipeInput whose step reads one byte and says the
+// input was found empty, as a step that reads its input dry does.
+func newDrainingInput(t *testing.T, name string, log *stepLog) *pipeInput {
+	t.Helper()
+	in := newPipeInput(t, name, log)
+	in.step = func() stepResult {
+		var b [1]byte
+		if n, _ := unix.Read(in.r, b[:]); n == 1 {
+			log.add(name)
+		}
+		return stepDrained
+	}
+	return in
+}
+
 // send queues n bytes on the input.
 func (in *pipeInput) send(t *testing.T, n int) {
 	t.Helper()
@@ -367,14 +382,7 @@ func TestInputLoopTurnAllocatesNothing(t *testing.T) {
 // packet after the first is found by spinning.
 func TestInputLoopBusyPoll(t *testing.T) {
 	log := &stepLog{}
-	in := newPipeInput(t, "a", log)
-	in.step = func() stepResult { // one byte per step, then drained
-		var b [1]byte
-		if n, _ := unix.Read(in.r, b[:]); n == 1 {
-			log.add("a")
-		}
-		return stepDrained
-	}
+	in := newDrainingInput(t, "a", log)
 	l := newSpinningLoop(t, time.Hour)
 	addInput(t, l, in)
 	in.send(t, 1) // before the loop runs: its first poll finds it
@@ -405,14 +413,7 @@ func TestInputLoopBusyPoll(t *testing.T) {
 // waits in Go's poller; a packet sent then wakes it and is read.
 func TestInputLoopSpinEnds(t *testing.T) {
 	log := &stepLog{}
-	in := newPipeInput(t, "a", log)
-	in.step = func() stepResult {
-		var b [1]byte
-		if n, _ := unix.Read(in.r, b[:]); n == 1 {
-			log.add("a")
-		}
-		return stepDrained
-	}
+	in := newDrainingInput(t, "a", log)
 	l := newSpinningLoop(t, time.Millisecond)
 	addInput(t, l, in)
 	go l.run()
