@@ -75,6 +75,9 @@ type Memory struct {
 	rev      int64
 	kv       map[string]KV
 	watchers map[*memWatch]struct{}
+	// history is the latest changes, oldest first (at most memHistory
+	// kept), which a watch from a revision replays.
+	history []Event
 	// Down makes every call fail with ErrUnavailable (an unreachable store).
 	Down bool
 }
@@ -89,7 +92,16 @@ func NewMemory() *Memory {
 	return &Memory{kv: map[string]KV{}, watchers: map[*memWatch]struct{}{}}
 }
 
+// memHistory is how many changes Memory keeps for watches from a revision;
+// a watch from an older one ends at once, as etcd's does from a compacted
+// revision, and its caller re-lists.
+const memHistory = 4096
+
 func (m *Memory) notify(e Event) {
+	if len(m.history) == 2*memHistory {
+		m.history = append(m.history[:0], m.history[memHistory:]...)
+	}
+	m.history = append(m.history, e)
 	for w := range m.watchers {
 		if strings.HasPrefix(e.KV.Key, w.prefix) {
 			select {
@@ -198,15 +210,27 @@ func (m *Memory) Delete(_ context.Context, key string, rev int64) error {
 	return nil
 }
 
-// Watch streams changes under prefix from now on until ctx ends; rev is
-// ignored (no history is kept). Events are dropped if the watcher falls
-// more than 1024 behind.
-func (m *Memory) Watch(ctx context.Context, prefix string, _ int64) <-chan Event {
+// Watch streams changes under prefix after revision rev (0: from now)
+// until ctx ends: the changes since rev that it still keeps first (a
+// revision older than those ends the watch at once), then new ones. Events
+// are dropped if the watcher falls more than 1024 behind.
+func (m *Memory) Watch(ctx context.Context, prefix string, rev int64) <-chan Event {
 	w := &memWatch{prefix: prefix, ch: make(chan Event, 1024)}
-	m.mu.Lock()
-	m.watchers[w] = struct{}{}
-	m.mu.Unlock()
 	out := make(chan Event)
+	var replay []Event
+	m.mu.Lock()
+	if rev > 0 && rev < m.rev && (len(m.history) == 0 || m.history[0].KV.Rev > rev+1) {
+		m.mu.Unlock()
+		close(out) // compacted: the caller re-lists
+		return out
+	}
+	for _, e := range m.history {
+		if rev > 0 && e.KV.Rev > rev && strings.HasPrefix(e.KV.Key, prefix) {
+			replay = append(replay, e)
+		}
+	}
+	m.watchers[w] = struct{}{} // under the same lock: no change between replay and stream
+	m.mu.Unlock()
 	go func() {
 		defer close(out)
 		defer func() {
@@ -214,6 +238,13 @@ func (m *Memory) Watch(ctx context.Context, prefix string, _ int64) <-chan Event
 			delete(m.watchers, w)
 			m.mu.Unlock()
 		}()
+		for _, e := range replay {
+			select {
+			case out <- e:
+			case <-ctx.Done():
+				return
+			}
+		}
 		for {
 			select {
 			case <-ctx.Done():

@@ -40,8 +40,8 @@ func nodeOf(t testing.TB, b []byte) string {
 
 // Contract checks what every Store must do: not found, create once,
 // compare-and-swap updates and deletes, prefix lists, a watch that sees
-// every change in order from a revision, and no lost update under
-// contention.
+// every change in order from a revision (changes made before it was
+// established included), and no lost update under contention.
 func Contract(t *testing.T, s datastore.Store) {
 	ctx := context.Background()
 	a, ab, nope := handles+"a", handles+"ab", handles+"nope"
@@ -118,6 +118,27 @@ func Contract(t *testing.T, s datastore.Store) {
 	}
 	if want := "[0:a=1 0:a=2 0:ab=4 1:a=]"; fmt.Sprint(got) != want {
 		t.Fatalf("watch %v, want %s", got, want)
+	}
+	// A change made after a list and before the watch from the list's
+	// revision is established is not lost.
+	c := handles + "c"
+	_, rev, err = s.List(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Put(ctx, c, handle("c", "6")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e, ok := <-s.Watch(watchCtx, c, rev):
+		if !ok || e.Type != datastore.EventPut || e.KV.Key != c || nodeOf(t, e.KV.Value) != "6" {
+			t.Fatalf("watch from the revision before a put: %+v (open %v)", e, ok)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a watch from the revision before a put did not see it")
+	}
+	if err := s.Delete(ctx, c, 0); err != nil { // later checks may share the store
+		t.Fatal(err)
 	}
 	// Compare-and-swap under contention: no increment is lost.
 	n := handles + "n"
