@@ -75,8 +75,8 @@ type Memory struct {
 	rev      int64
 	kv       map[string]KV
 	watchers map[*memWatch]struct{}
-	// history is the latest changes, oldest first (at most memHistory
-	// kept), which a watch from a revision replays.
+	// history is the latest changes, oldest first (memHistory to twice
+	// that many), which a watch from a revision replays.
 	history []Event
 	// Down makes every call fail with ErrUnavailable (an unreachable store).
 	Down bool
@@ -85,6 +85,10 @@ type Memory struct {
 type memWatch struct {
 	prefix string
 	ch     chan Event
+	// lost is closed when a change did not fit in ch: the watch ends
+	// rather than go on with a gap, and its caller re-lists.
+	lost     chan struct{}
+	overflow bool // lost is closed (under Memory.mu)
 }
 
 // NewMemory returns an empty store.
@@ -106,7 +110,11 @@ func (m *Memory) notify(e Event) {
 		if strings.HasPrefix(e.KV.Key, w.prefix) {
 			select {
 			case w.ch <- e:
-			default: // a stuck watcher loses events; tests keep up
+			default:
+				if !w.overflow {
+					w.overflow = true
+					close(w.lost)
+				}
 			}
 		}
 	}
@@ -212,10 +220,10 @@ func (m *Memory) Delete(_ context.Context, key string, rev int64) error {
 
 // Watch streams changes under prefix after revision rev (0: from now)
 // until ctx ends: the changes since rev that it still keeps first (a
-// revision older than those ends the watch at once), then new ones. Events
-// are dropped if the watcher falls more than 1024 behind.
+// revision older than those ends the watch at once), then new ones. A
+// watcher that falls more than 1024 changes behind has its watch ended.
 func (m *Memory) Watch(ctx context.Context, prefix string, rev int64) <-chan Event {
-	w := &memWatch{prefix: prefix, ch: make(chan Event, 1024)}
+	w := &memWatch{prefix: prefix, ch: make(chan Event, 1024), lost: make(chan struct{})}
 	out := make(chan Event)
 	var replay []Event
 	m.mu.Lock()
@@ -238,10 +246,17 @@ func (m *Memory) Watch(ctx context.Context, prefix string, rev int64) <-chan Eve
 			delete(m.watchers, w)
 			m.mu.Unlock()
 		}()
-		for _, e := range replay {
+		send := func(e Event) bool {
 			select {
 			case out <- e:
+				return true
 			case <-ctx.Done():
+			case <-w.lost:
+			}
+			return false
+		}
+		for _, e := range replay {
+			if !send(e) {
 				return
 			}
 		}
@@ -249,10 +264,10 @@ func (m *Memory) Watch(ctx context.Context, prefix string, rev int64) <-chan Eve
 			select {
 			case <-ctx.Done():
 				return
+			case <-w.lost:
+				return
 			case e := <-w.ch:
-				select {
-				case out <- e:
-				case <-ctx.Done():
+				if !send(e) {
 					return
 				}
 			}
