@@ -32,7 +32,10 @@ func TestBusyPoll(t *testing.T) {
 		return sum
 	}
 	before := busyPolls()
-	out := ping(t, l, "n1p1", l.Pod("n2p1").Address, "-c", "20", "-i", "0.01")
+	// -w: wait for every reply (up to 10 s), not only about twice the
+	// slowest round trip after the last request; on a loaded machine a
+	// reply may come later than that.
+	out := ping(t, l, "n1p1", l.Pod("n2p1").Address, "-c", "20", "-i", "0.01", "-w", "10")
 	if !strings.Contains(out, " 0% packet loss") {
 		t.Fatalf("ping n1p1 -> n2p1:\n%s", out)
 	}
