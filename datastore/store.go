@@ -85,10 +85,10 @@ type Memory struct {
 type memWatch struct {
 	prefix string
 	ch     chan Event
-	// lost is closed when a change did not fit in ch: the watch ends
-	// rather than go on with a gap, and its caller re-lists.
-	lost     chan struct{}
-	overflow bool // lost is closed (under Memory.mu)
+	// lost is closed (under Memory.mu) when a change did not fit in ch:
+	// the watch ends rather than go on with a gap, and its caller
+	// re-lists.
+	lost chan struct{}
 }
 
 // NewMemory returns an empty store.
@@ -111,8 +111,9 @@ func (m *Memory) notify(e Event) {
 			select {
 			case w.ch <- e:
 			default:
-				if !w.overflow {
-					w.overflow = true
+				select {
+				case <-w.lost: // already ended
+				default:
 					close(w.lost)
 				}
 			}
@@ -232,9 +233,11 @@ func (m *Memory) Watch(ctx context.Context, prefix string, rev int64) <-chan Eve
 		close(out) // compacted: the caller re-lists
 		return out
 	}
-	for _, e := range m.history {
-		if rev > 0 && e.KV.Rev > rev && strings.HasPrefix(e.KV.Key, prefix) {
-			replay = append(replay, e)
+	if rev > 0 {
+		for _, e := range m.history {
+			if e.KV.Rev > rev && strings.HasPrefix(e.KV.Key, prefix) {
+				replay = append(replay, e)
+			}
 		}
 	}
 	m.watchers[w] = struct{}{} // under the same lock: no change between replay and stream
