@@ -52,6 +52,11 @@ var Setups = []Setup{
 	// a wake-up (each tortied runs one Go thread).
 	{Name: "tortie-native-poll", Mode: "native", BusyPoll: 50 * time.Microsecond},
 	{Name: "tortie-vxlan-poll", Mode: "vxlan", BusyPoll: 50 * time.Microsecond},
+	// VXLAN on two unpinned Go threads per tortied (two read loops), with
+	// and without the spin: whether busy polling still pays when a packet
+	// may wake a second thread.
+	{Name: "tortie-vxlan-2", Mode: "vxlan", Threads: 2},
+	{Name: "tortie-vxlan-poll-2", Mode: "vxlan", Threads: 2, BusyPoll: 50 * time.Microsecond},
 	{Name: "tortie-vxlan-no-policy", Mode: "vxlan", Datastore: true},
 	{Name: "tortie-vxlan-policy", Mode: "vxlan", Datastore: true, Policies: true},
 	// One node, four pods, two TCP pairs at once and one pair with four
@@ -121,8 +126,11 @@ func (s Setup) Reference() string {
 	if s.Policies {
 		return "tortie-" + s.Mode + "-no-policy"
 	}
-	if s.Realtime > 0 || s.GoroutineReaders || s.BusyPoll > 0 {
-		return "tortie-" + s.Mode // what real-time threads, goroutines instead of loops, or spinning change
+	if s.Threads > 1 && s.BusyPoll > 0 {
+		return "tortie-" + s.Mode + "-2" // what spinning changes on two threads
+	}
+	if s.Realtime > 0 || s.GoroutineReaders || s.BusyPoll > 0 || s.Threads > 1 {
+		return "tortie-" + s.Mode // what real-time threads, goroutines instead of loops, spinning or a second thread change
 	}
 	if s.Mode == "native" {
 		return "kernel-native"
