@@ -101,6 +101,7 @@ func daemonSetCluster(t *testing.T, o lab.Options, proxyMode string) (*lab.Lab, 
 			}
 		}
 		logKubelets(t, cp, l)
+		logServiceState(ctx, t, cp, l)
 	})
 	for _, n := range l.Nodes {
 		if err := l.StartKubelet(cp, bins, n, n.Containerd.Socket); err != nil {
@@ -121,6 +122,30 @@ func daemonSetCluster(t *testing.T, o lab.Options, proxyMode string) (*lab.Lab, 
 	}
 	waitNodesReady(t, cp, l)
 	return l, cp, work
+}
+
+// logServiceState logs, if t failed, what a Service's path through the
+// cluster depends on: where the pods run and whether they are ready, the
+// Services' endpoints, the end of each node's kube-proxy log and the drops
+// each node's tortied counted.
+func logServiceState(ctx context.Context, t *testing.T, cp *lab.ControlPlane, l *lab.Lab) {
+	if !t.Failed() {
+		return
+	}
+	t.Logf("pods:\n%s", kubectlOut(ctx, cp, "get", "pods", "-A", "-o", "wide"))
+	t.Logf("endpoint slices:\n%s", kubectlOut(ctx, cp, "get", "endpointslices", "-A", "-o",
+		`jsonpath={range .items[*]}{.metadata.name}:{range .endpoints[*]} {.addresses[0]}@{.nodeName} ready={.conditions.ready}{end}{"\n"}{end}`))
+	for _, n := range l.Nodes {
+		if b, err := os.ReadFile(filepath.Join(cp.Dir, "kube-proxy-"+n.Name+".log")); err == nil {
+			t.Logf("kube-proxy on %s:\n%s", n.Name, labtest.TailLines(string(b), 15))
+		}
+		c, err := api.NewClient(n.Socket).Counters()
+		if err != nil {
+			t.Logf("tortied on %s: counters: %v", n.Name, err)
+			continue
+		}
+		t.Logf("tortied on %s: drops %v", n.Name, c.Drops)
+	}
 }
 
 // kubectlOut is kubectl's output, or its error as text.
