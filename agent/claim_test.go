@@ -5,12 +5,16 @@ import (
 	"errors"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/tortie-net/tortie/datastore"
+	"github.com/tortie-net/tortie/datastore/etcdtest"
+	"github.com/tortie-net/tortie/datastore/kubestore"
+	"github.com/tortie-net/tortie/datastore/kubetest"
 	"github.com/tortie-net/tortie/resources"
 )
 
@@ -77,4 +81,146 @@ func registered(t *testing.T, store datastore.Store) string {
 	}
 	t.Fatal("n1 is not registered")
 	return ""
+}
+
+// TestNameClaimOtherNames: node n10's live heartbeat, whose key has n1's
+// as its prefix, is not n1's; a new n1 takes over a name whose holder has
+// stopped while n10 beats on.
+func TestNameClaimOtherNames(t *testing.T) {
+	store := datastore.NewMemory()
+	ctx := context.Background()
+	n := func(name, addr string, every time.Duration) *Agent {
+		return &Agent{Node: name, Addr: netip.MustParsePrefix(addr), Store: store, Log: zap.NewNop(), HeartbeatEvery: every}
+	}
+	stale := n("n1", "10.0.1.1/24", time.Hour)
+	if err := stale.register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// One heartbeat, then the holder is gone.
+	sctx, stop := context.WithCancel(ctx)
+	stop()
+	stale.beat(sctx)
+
+	other := n("n10", "10.0.1.10/24", 10*time.Millisecond)
+	if err := other.register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	octx, ostop := context.WithCancel(ctx)
+	beating := make(chan struct{})
+	go func() { other.beat(octx); close(beating) }()
+	t.Cleanup(func() { ostop(); <-beating })
+
+	if err := n("n1", "10.0.1.2/24", 40*time.Millisecond).register(ctx); err != nil {
+		t.Fatalf("n1's holder stopped, n10 beats: %v", err)
+	}
+	if got := registered(t, store); got != "10.0.1.2/24" {
+		t.Fatalf("record after the take-over: %s", got)
+	}
+}
+
+// shortWatches is a store whose watches all end at once, as a store's do
+// that keeps dropping them (a compacted revision, a lost connection). It
+// is safe for concurrent use, as the store it wraps is.
+type shortWatches struct {
+	datastore.Store
+	watches atomic.Int64
+}
+
+func (s *shortWatches) Watch(context.Context, string, int64) <-chan datastore.Event {
+	s.watches.Add(1)
+	ch := make(chan datastore.Event)
+	close(ch)
+	return ch
+}
+
+// TestNameClaimWatchEnds: a watch that ends before the window is not a
+// holder's silence. With every watch ending at once, a live holder is still
+// seen (its claim read again has moved on) and refuses the newcomer; a
+// stopped one is taken over only when the whole window has passed.
+func TestNameClaimWatchEnds(t *testing.T) {
+	store := &shortWatches{Store: datastore.NewMemory()}
+	ctx := context.Background()
+	n := func(addr string, every time.Duration) *Agent {
+		return &Agent{Node: "n1", Addr: netip.MustParsePrefix(addr), Store: store, Log: zap.NewNop(), HeartbeatEvery: every}
+	}
+	holder := n("10.0.1.1/24", 10*time.Millisecond)
+	if err := holder.register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	hctx, stop := context.WithCancel(ctx)
+	beating := make(chan struct{})
+	go func() { holder.beat(hctx); close(beating) }()
+	t.Cleanup(func() { stop(); <-beating })
+	waitFor(t, "the first heartbeat", func() bool {
+		_, err := store.Get(ctx, heartbeatPrefix+"n1")
+		return err == nil
+	})
+
+	if err := n("10.0.1.2/24", 2*time.Second).register(ctx); !errors.Is(err, ErrNameHeld) {
+		t.Fatalf("a live holder behind watches that end: %v, want ErrNameHeld", err)
+	}
+
+	stop()
+	<-beating
+	store.watches.Store(0)
+	every := 40 * time.Millisecond
+	start := time.Now()
+	if err := n("10.0.1.2/24", every).register(ctx); err != nil {
+		t.Fatalf("after the holder stopped: %v", err)
+	}
+	if waited, window := time.Since(start), every*5/2; waited < window {
+		t.Fatalf("took the name over after %v, before the %v window ended", waited, window)
+	}
+	if w := store.watches.Load(); w < 2 {
+		t.Fatalf("%d watches over the window: an ended watch was not resumed", w)
+	}
+	if got := registered(t, store); got != "10.0.1.2/24" {
+		t.Fatalf("record after the take-over: %s", got)
+	}
+}
+
+// TestNameClaimStores: on each real store (etcd, the Kubernetes API) a
+// live holder's heartbeats are seen, so a newcomer of its name is refused,
+// and the name is taken over once the holder stops. The Kubernetes API does
+// not count a write of the value a Lease already holds as a change, so a
+// holder rewriting the same record there would look silent.
+func TestNameClaimStores(t *testing.T) {
+	stores := map[string]func(*testing.T) datastore.Store{
+		"etcd": func(t *testing.T) datastore.Store { return etcdtest.Start(t) },
+		"kubernetes": func(t *testing.T) datastore.Store {
+			s, err := kubestore.New(kubetest.Start(t).Config)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		},
+	}
+	for name, open := range stores {
+		t.Run(name, func(t *testing.T) {
+			store := open(t)
+			ctx := context.Background()
+			n := func(addr string, every time.Duration) *Agent {
+				return &Agent{Node: "n1", Addr: netip.MustParsePrefix(addr), Store: store, Log: zap.NewNop(), HeartbeatEvery: every}
+			}
+			held := netip.MustParsePrefix("10.0.1.1/24")
+			holder := n(held.String(), 50*time.Millisecond)
+			hctx, stop := context.WithCancel(ctx)
+			beating := make(chan struct{})
+			go func() { holder.beat(hctx); close(beating) }()
+			t.Cleanup(func() { stop(); <-beating })
+			waitFor(t, "the first heartbeat", func() bool {
+				_, err := store.Get(ctx, heartbeatPrefix+"n1")
+				return err == nil
+			})
+			if err := n("10.0.1.2/24", 4*time.Second).claimFree(ctx, held); !errors.Is(err, ErrNameHeld) {
+				t.Fatalf("a live holder: %v, want ErrNameHeld", err)
+			}
+			stop()
+			<-beating
+			if err := n("10.0.1.2/24", 50*time.Millisecond).claimFree(ctx, held); err != nil {
+				t.Fatalf("after the holder stopped: %v", err)
+			}
+		})
+	}
 }
