@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -50,11 +51,14 @@ func (a *Agent) heartbeatEvery() time.Duration {
 // claimFree returns nil once the name is free for this node: its record's
 // address is ours, or no heartbeat of the holder's arrives within two and
 // a half of its periods. A holder's heartbeat within that window is
-// ErrNameHeld. A watch that ends before the window does (a compacted
-// revision, a store that dropped it) is not silence: the claim is read
-// again, a newer one than last seen counts as a heartbeat, and the watch
-// resumes from there. A store that cannot be read within the window is an
-// error, never a take-over.
+// ErrNameHeld. Every beat changes the record (its time), so a record that
+// differs from the one first read, and is not this node's own, is a beat,
+// however it is seen: on the watch, on a read after a watch the store
+// ended early (a compacted revision, an expired resource version), or on
+// the read that closes the window, which decides when the watch saw
+// nothing (a watch may also stall without ending). A store that cannot be
+// read is an error, and the registration is tried again; never a
+// take-over.
 func (a *Agent) claimFree(ctx context.Context, held netip.Prefix) error {
 	key := heartbeatPrefix + a.Node
 	kv, err := a.Store.Get(ctx, key)
@@ -75,64 +79,87 @@ func (a *Agent) claimFree(ctx context.Context, held netip.Prefix) error {
 	heldErr := fmt.Errorf("%w: node %s is running at %s (its heartbeat is current); this node (%s) is refused. "+
 		"Give this node another nodeName, or stop the other one: its claim lapses %v after it stops",
 		ErrNameHeld, a.Node, held, a.Addr, window)
-	pause := window / 25
+	c := claimWatch{a: a, key: key, first: kv.Value}
 	rev := kv.Rev
 	for {
-		var beat bool
-		if beat, rev = a.watchBeat(wctx, key, rev); beat {
+		if c.watch(wctx, rev) {
 			return heldErr
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		if wctx.Err() != nil {
-			break // the whole window without a heartbeat
-		}
-		// The watch ended early. Pause so that a store refusing watches
-		// is not asked in a tight loop, then read what it holds now.
-		select {
-		case <-wctx.Done():
-		case <-time.After(pause):
-		}
-		cur, err := a.Store.Get(wctx, key)
-		switch {
-		case err == nil && cur.Rev > rev && !a.ownBeat(cur.Value):
-			return heldErr
-		case err == nil:
-			rev = max(rev, cur.Rev)
-		case errors.Is(err, datastore.ErrNotFound):
-			// Deleted by hand: no holder's beat; go on watching.
-		case ctx.Err() != nil:
-			return ctx.Err()
-		case wctx.Err() != nil:
-			// The window ended during the read: silence throughout.
-		default:
-			return fmt.Errorf("node %s: reading the claim on its name while waiting for its holder %s: %w", a.Node, held, err)
-		}
-		if wctx.Err() != nil {
 			break
 		}
+		// The watch ended early. Pause so that a store refusing watches
+		// is not asked in a tight loop, then read the record and resume
+		// from the store's current revision (the one the watch started
+		// from may be gone for good).
+		select {
+		case <-wctx.Done():
+		case <-time.After(window / 25):
+		}
+		beat, cur, err := c.read(ctx, window)
+		if err != nil {
+			return err
+		}
+		if beat {
+			return heldErr
+		}
+		rev = cur
+	}
+	beat, _, err := c.read(ctx, window)
+	if err != nil {
+		return err
+	}
+	if beat {
+		return heldErr
 	}
 	a.Log.Warn("taking over the node name: the node registered under it sent no heartbeat",
 		zap.String("node", a.Node), zap.Stringer("was", held), zap.Duration("waited", window))
 	return nil
 }
 
-// watchBeat watches key from rev until ctx ends or the watch does, and
-// says whether a heartbeat not this node's own was written; it returns the
-// revision of the last change it saw. Keys that only share key's prefix
-// (node n10's claim under n1's) are not key.
-func (a *Agent) watchBeat(ctx context.Context, key string, rev int64) (bool, int64) {
-	for e := range a.Store.Watch(ctx, key, rev) {
-		if e.KV.Key != key {
-			continue
-		}
-		rev = max(rev, e.KV.Rev)
-		if e.Type == datastore.EventPut && !a.ownBeat(e.KV.Value) {
-			return true, rev
+// claimWatch looks for a beat on one node's claim: a record that differs
+// from the first one read and is not this node's own.
+type claimWatch struct {
+	a     *Agent
+	key   string
+	first []byte
+}
+
+func (c claimWatch) beat(value []byte) bool {
+	return !bytes.Equal(value, c.first) && !c.a.ownBeat(value)
+}
+
+// watch watches the claim from rev until ctx ends or the watch does, and
+// says whether it saw a beat. Keys that only share the claim's prefix
+// (node n10's claim under n1's) are not the claim.
+func (c claimWatch) watch(ctx context.Context, rev int64) bool {
+	for e := range c.a.Store.Watch(ctx, c.key, rev) {
+		if e.KV.Key == c.key && e.Type == datastore.EventPut && c.beat(e.KV.Value) {
+			return true
 		}
 	}
-	return false, rev
+	return false
+}
+
+// read reads the claim and the store's revision, taking at most timeout,
+// and says whether the record is a beat. A deleted claim (by hand) is no
+// beat.
+func (c claimWatch) read(ctx context.Context, timeout time.Duration) (bool, int64, error) {
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	kvs, rev, err := c.a.Store.List(rctx, c.key)
+	if err != nil {
+		return false, 0, fmt.Errorf("node %s: reading the claim on its name while waiting for its holder: %w", c.a.Node, err)
+	}
+	for _, kv := range kvs {
+		if kv.Key == c.key {
+			return c.beat(kv.Value), rev, nil
+		}
+	}
+	return false, rev, nil
 }
 
 // ownBeat says whether a claim record is this node's (its address).

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/netip"
@@ -109,6 +110,10 @@ func TestNameClaimOtherNames(t *testing.T) {
 	beating := make(chan struct{})
 	go func() { other.beat(octx); close(beating) }()
 	t.Cleanup(func() { ostop(); <-beating })
+	waitFor(t, "n10's first heartbeat", func() bool {
+		_, err := store.Get(ctx, heartbeatPrefix+"n10")
+		return err == nil
+	})
 
 	if err := n("n1", "10.0.1.2/24", 40*time.Millisecond).register(ctx); err != nil {
 		t.Fatalf("n1's holder stopped, n10 beats: %v", err)
@@ -131,6 +136,42 @@ func (s *shortWatches) Watch(context.Context, string, int64) <-chan datastore.Ev
 	ch := make(chan datastore.Event)
 	close(ch)
 	return ch
+}
+
+// stalledWatches is a store whose watches deliver nothing until they are
+// cancelled, as an etcd watch does while its connection is lost. It is
+// safe for concurrent use, as the store it wraps is.
+type stalledWatches struct{ datastore.Store }
+
+func (s stalledWatches) Watch(ctx context.Context, _ string, _ int64) <-chan datastore.Event {
+	ch := make(chan datastore.Event)
+	go func() { <-ctx.Done(); close(ch) }()
+	return ch
+}
+
+// TestNameClaimWatchStalls: a watch that sees nothing does not make a live
+// holder silent: the read that closes the window sees its beats.
+func TestNameClaimWatchStalls(t *testing.T) {
+	store := stalledWatches{datastore.NewMemory()}
+	ctx := context.Background()
+	n := func(addr string, every time.Duration) *Agent {
+		return &Agent{Node: "n1", Addr: netip.MustParsePrefix(addr), Store: store, Log: zap.NewNop(), HeartbeatEvery: every}
+	}
+	holder := n("10.0.1.1/24", 10*time.Millisecond)
+	if err := holder.register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	hctx, stop := context.WithCancel(ctx)
+	beating := make(chan struct{})
+	go func() { holder.beat(hctx); close(beating) }()
+	t.Cleanup(func() { stop(); <-beating })
+	waitFor(t, "the first heartbeat", func() bool {
+		_, err := store.Get(ctx, heartbeatPrefix+"n1")
+		return err == nil
+	})
+	if err := n("10.0.1.2/24", 100*time.Millisecond).register(ctx); !errors.Is(err, ErrNameHeld) {
+		t.Fatalf("a live holder behind a stalled watch: %v, want ErrNameHeld", err)
+	}
 }
 
 // TestNameClaimWatchEnds: a watch that ends before the window is not a
@@ -163,7 +204,7 @@ func TestNameClaimWatchEnds(t *testing.T) {
 	stop()
 	<-beating
 	store.watches.Store(0)
-	every := 40 * time.Millisecond
+	every := 200 * time.Millisecond
 	start := time.Now()
 	if err := n("10.0.1.2/24", every).register(ctx); err != nil {
 		t.Fatalf("after the holder stopped: %v", err)
@@ -218,9 +259,27 @@ func TestNameClaimStores(t *testing.T) {
 			}
 			stop()
 			<-beating
+			settled(t, store, heartbeatPrefix+"n1")
 			if err := n("10.0.1.2/24", 50*time.Millisecond).claimFree(ctx, held); err != nil {
 				t.Fatalf("after the holder stopped: %v", err)
 			}
 		})
 	}
+}
+
+// settled waits until key has kept one value for a while: a write whose
+// request was cancelled (a beat stopped in flight) may still land after
+// its writer returned.
+func settled(t *testing.T, store datastore.Store, key string) {
+	t.Helper()
+	var last []byte
+	since := time.Now()
+	waitFor(t, key+" to settle", func() bool {
+		kv, err := store.Get(context.Background(), key)
+		if err != nil || !bytes.Equal(kv.Value, last) {
+			last, since = kv.Value, time.Now()
+			return false
+		}
+		return time.Since(since) > 300*time.Millisecond
+	})
 }
