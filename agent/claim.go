@@ -28,6 +28,9 @@ const heartbeatPrefix = "/tortie/heartbeats/"
 // DefaultHeartbeatEvery is how often a node rewrites its claim.
 const DefaultHeartbeatEvery = 10 * time.Second
 
+// readTimeout is the least a read of a claim may take before it fails.
+const readTimeout = 5 * time.Second
+
 // ErrNameHeld says that another live node holds this node's name.
 var ErrNameHeld = errors.New("node name held by a live node")
 
@@ -79,7 +82,7 @@ func (a *Agent) claimFree(ctx context.Context, held netip.Prefix) error {
 	heldErr := fmt.Errorf("%w: node %s is running at %s (its heartbeat is current); this node (%s) is refused. "+
 		"Give this node another nodeName, or stop the other one: its claim lapses %v after it stops",
 		ErrNameHeld, a.Node, held, a.Addr, window)
-	c := claimWatch{a: a, key: key, first: kv.Value}
+	c := claimWatch{a: a, key: key, first: kv}
 	rev := kv.Rev
 	for {
 		if c.watch(wctx, rev) {
@@ -98,6 +101,9 @@ func (a *Agent) claimFree(ctx context.Context, held netip.Prefix) error {
 		select {
 		case <-wctx.Done():
 		case <-time.After(window / 25):
+		}
+		if wctx.Err() != nil {
+			break // the read that closes the window follows
 		}
 		beat, cur, err := c.read(ctx, window)
 		if err != nil {
@@ -121,15 +127,26 @@ func (a *Agent) claimFree(ctx context.Context, held netip.Prefix) error {
 }
 
 // claimWatch looks for a beat on one node's claim: a record that differs
-// from the first one read and is not this node's own.
+// from the first one read and is not this node's own. A holder of an
+// older release writes the same record each time (it has no time): from
+// such a holder, a newer revision is a beat (a store that skips a write
+// of the same value, the Kubernetes API, shows none).
 type claimWatch struct {
 	a     *Agent
 	key   string
-	first []byte
+	first datastore.KV
 }
 
-func (c claimWatch) beat(value []byte) bool {
-	return !bytes.Equal(value, c.first) && !c.a.ownBeat(value)
+func (c claimWatch) beat(kv datastore.KV) bool {
+	if c.a.ownBeat(kv.Value) {
+		return false
+	}
+	if !bytes.Equal(kv.Value, c.first.Value) {
+		return true
+	}
+	var hb heartbeat
+	timeless := json.Unmarshal(c.first.Value, &hb) != nil || hb.Renewed.IsZero()
+	return timeless && kv.Rev > c.first.Rev
 }
 
 // watch watches the claim from rev until ctx ends or the watch does, and
@@ -137,26 +154,29 @@ func (c claimWatch) beat(value []byte) bool {
 // (node n10's claim under n1's) are not the claim.
 func (c claimWatch) watch(ctx context.Context, rev int64) bool {
 	for e := range c.a.Store.Watch(ctx, c.key, rev) {
-		if e.KV.Key == c.key && e.Type == datastore.EventPut && c.beat(e.KV.Value) {
+		if e.KV.Key == c.key && e.Type == datastore.EventPut && c.beat(e.KV) {
 			return true
 		}
 	}
 	return false
 }
 
-// read reads the claim and the store's revision, taking at most timeout,
-// and says whether the record is a beat. A deleted claim (by hand) is no
-// beat.
+// read reads the claim and the store's revision, taking at most timeout
+// (and no less than readTimeout), and says whether the record is a beat. A
+// deleted claim (by hand) is no beat.
 func (c claimWatch) read(ctx context.Context, timeout time.Duration) (bool, int64, error) {
-	rctx, cancel := context.WithTimeout(ctx, timeout)
+	rctx, cancel := context.WithTimeout(ctx, max(timeout, readTimeout))
 	defer cancel()
 	kvs, rev, err := c.a.Store.List(rctx, c.key)
+	if ctx.Err() != nil {
+		return false, 0, ctx.Err()
+	}
 	if err != nil {
 		return false, 0, fmt.Errorf("node %s: reading the claim on its name while waiting for its holder: %w", c.a.Node, err)
 	}
 	for _, kv := range kvs {
 		if kv.Key == c.key {
-			return c.beat(kv.Value), rev, nil
+			return c.beat(kv), rev, nil
 		}
 	}
 	return false, rev, nil

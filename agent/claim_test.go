@@ -283,3 +283,34 @@ func settled(t *testing.T, store datastore.Store, key string) {
 		return time.Since(since) > 300*time.Millisecond
 	})
 }
+
+// TestNameClaimOlderHolder: a holder of an older release rewrites one
+// record without a time; in a store that counts each write (etcd, here the
+// memory store) its beats are still seen.
+func TestNameClaimOlderHolder(t *testing.T) {
+	store := datastore.NewMemory()
+	ctx, stop := context.WithCancel(context.Background())
+	key := heartbeatPrefix + "n1"
+	if _, err := store.Put(ctx, key, []byte(`{"address":"10.0.1.1/24","instance":"abc"}`)); err != nil {
+		t.Fatal(err)
+	}
+	beating := make(chan struct{})
+	go func() {
+		defer close(beating)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				_, _ = store.Put(ctx, key, []byte(`{"address":"10.0.1.1/24","instance":"abc"}`))
+			}
+		}
+	}()
+	t.Cleanup(func() { stop(); <-beating })
+	a := &Agent{Node: "n1", Addr: netip.MustParsePrefix("10.0.1.2/24"), Store: store, Log: zap.NewNop(), HeartbeatEvery: 2 * time.Second}
+	if err := a.claimFree(context.Background(), netip.MustParsePrefix("10.0.1.1/24")); !errors.Is(err, ErrNameHeld) {
+		t.Fatalf("an older holder beating: %v, want ErrNameHeld", err)
+	}
+}
