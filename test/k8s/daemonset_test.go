@@ -101,7 +101,9 @@ func daemonSetCluster(t *testing.T, o lab.Options, proxyMode string) (*lab.Lab, 
 			}
 		}
 		logKubelets(t, cp, l)
-		logServiceState(ctx, t, cp, l)
+		sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer scancel()
+		logServiceState(sctx, t, cp, l)
 	})
 	for _, n := range l.Nodes {
 		if err := l.StartKubelet(cp, bins, n, n.Containerd.Socket); err != nil {
