@@ -320,7 +320,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		Duration: o.Duration.String(), Reps: o.Reps, FrameSize: o.FrameSize + 4,
 		Notes: []string{
 			"two nodes, one pod each (two for the 2-stream test), one generator; all on this machine",
-			"each tortie node's tortied runs one Go thread pinned to a CPU of its own (node 1 on the first CPU, node 2 on the next), as a node would give its vRouter a core; pods, generators and the kernel path are not pinned; setups named -2 run two Go threads (two read loops) per tortied, unpinned",
+			"each tortie node's tortied runs one Go thread pinned to a CPU of its own (node 1 on the first CPU, node 2 on the next), as a node would give its vRouter a core; pods, generators and the kernel path are not pinned; tortie-vxlan-2, tortie-vxlan-poll-2, tortie-local-2 and tortie-local-2-2q run two Go threads (two read loops) per tortied, unpinned",
 			"with the kernel, the generator's own sends carry the forwarding (veth, VXLAN and the peer's receive run in its context), so the offered load is what one CPU forwards; into a TAP, sends only queue",
 			"veth offloads are the kernel's defaults (TSO, GSO, checksum offload on); tortie's pod TAPs have checksum and TSO offload (virtio-net headers): tortie segments pods' TCP superframes and coalesces segments toward pods",
 			"the unpaced flood (trafgen, no pacing) has no backpressure: tortie's loss is frames dropped at the sending pod's TAP queue, and its CPU per packet includes the generator's work on frames that were dropped",
