@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,23 +28,13 @@ func TestNameClaim(t *testing.T) {
 	store := datastore.NewMemory()
 	// A node waits for two and a half of its own heartbeat periods: the
 	// holder beats every 20 ms, and the one refused waits 5 s for that.
-	node := func(addr string, every time.Duration) *Agent {
-		return &Agent{Node: "n1", Addr: netip.MustParsePrefix(addr), Store: store, Log: zap.NewNop(), HeartbeatEvery: every}
-	}
+	node := n1On(store)
 	ctx := context.Background()
 	holder := node("10.0.1.1/24", 20*time.Millisecond)
 	if err := holder.register(ctx); err != nil {
 		t.Fatal(err)
 	}
-	hctx, stop := context.WithCancel(ctx)
-	beating := make(chan struct{})
-	go func() { holder.beat(hctx); close(beating) }()
-	t.Cleanup(func() { stop(); <-beating })
-
-	waitFor(t, "the first heartbeat", func() bool {
-		_, err := store.Get(ctx, heartbeatPrefix+"n1")
-		return err == nil
-	})
+	stop := beating(t, holder)
 
 	err := node("10.0.1.2/24", 2*time.Second).register(ctx)
 	if !errors.Is(err, ErrNameHeld) || !strings.Contains(err.Error(), "10.0.1.1/24") {
@@ -59,7 +50,6 @@ func TestNameClaim(t *testing.T) {
 
 	// The holder stops: its claim lapses and the name is taken over.
 	stop()
-	<-beating
 	if err := node("10.0.1.2/24", 20*time.Millisecond).register(ctx); err != nil {
 		t.Fatalf("after the holder stopped: %v", err)
 	}
@@ -106,14 +96,7 @@ func TestNameClaimOtherNames(t *testing.T) {
 	if err := other.register(ctx); err != nil {
 		t.Fatal(err)
 	}
-	octx, ostop := context.WithCancel(ctx)
-	beating := make(chan struct{})
-	go func() { other.beat(octx); close(beating) }()
-	t.Cleanup(func() { ostop(); <-beating })
-	waitFor(t, "n10's first heartbeat", func() bool {
-		_, err := store.Get(ctx, heartbeatPrefix+"n10")
-		return err == nil
-	})
+	beating(t, other)
 
 	if err := n("n1", "10.0.1.2/24", 40*time.Millisecond).register(ctx); err != nil {
 		t.Fatalf("n1's holder stopped, n10 beats: %v", err)
@@ -154,21 +137,8 @@ func (s stalledWatches) Watch(ctx context.Context, _ string, _ int64) <-chan dat
 func TestNameClaimWatchStalls(t *testing.T) {
 	store := stalledWatches{datastore.NewMemory()}
 	ctx := context.Background()
-	n := func(addr string, every time.Duration) *Agent {
-		return &Agent{Node: "n1", Addr: netip.MustParsePrefix(addr), Store: store, Log: zap.NewNop(), HeartbeatEvery: every}
-	}
-	holder := n("10.0.1.1/24", 10*time.Millisecond)
-	if err := holder.register(ctx); err != nil {
-		t.Fatal(err)
-	}
-	hctx, stop := context.WithCancel(ctx)
-	beating := make(chan struct{})
-	go func() { holder.beat(hctx); close(beating) }()
-	t.Cleanup(func() { stop(); <-beating })
-	waitFor(t, "the first heartbeat", func() bool {
-		_, err := store.Get(ctx, heartbeatPrefix+"n1")
-		return err == nil
-	})
+	n := n1On(store)
+	live(t, n("10.0.1.1/24", 10*time.Millisecond))
 	if err := n("10.0.1.2/24", 100*time.Millisecond).register(ctx); !errors.Is(err, ErrNameHeld) {
 		t.Fatalf("a live holder behind a stalled watch: %v, want ErrNameHeld", err)
 	}
@@ -181,28 +151,14 @@ func TestNameClaimWatchStalls(t *testing.T) {
 func TestNameClaimWatchEnds(t *testing.T) {
 	store := &shortWatches{Store: datastore.NewMemory()}
 	ctx := context.Background()
-	n := func(addr string, every time.Duration) *Agent {
-		return &Agent{Node: "n1", Addr: netip.MustParsePrefix(addr), Store: store, Log: zap.NewNop(), HeartbeatEvery: every}
-	}
-	holder := n("10.0.1.1/24", 10*time.Millisecond)
-	if err := holder.register(ctx); err != nil {
-		t.Fatal(err)
-	}
-	hctx, stop := context.WithCancel(ctx)
-	beating := make(chan struct{})
-	go func() { holder.beat(hctx); close(beating) }()
-	t.Cleanup(func() { stop(); <-beating })
-	waitFor(t, "the first heartbeat", func() bool {
-		_, err := store.Get(ctx, heartbeatPrefix+"n1")
-		return err == nil
-	})
+	n := n1On(store)
+	stop := live(t, n("10.0.1.1/24", 10*time.Millisecond))
 
 	if err := n("10.0.1.2/24", 2*time.Second).register(ctx); !errors.Is(err, ErrNameHeld) {
 		t.Fatalf("a live holder behind watches that end: %v, want ErrNameHeld", err)
 	}
 
 	stop()
-	<-beating
 	store.watches.Store(0)
 	every := 200 * time.Millisecond
 	start := time.Now()
@@ -241,24 +197,14 @@ func TestNameClaimStores(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			store := open(t)
 			ctx := context.Background()
-			n := func(addr string, every time.Duration) *Agent {
-				return &Agent{Node: "n1", Addr: netip.MustParsePrefix(addr), Store: store, Log: zap.NewNop(), HeartbeatEvery: every}
-			}
+			n := n1On(store)
 			held := netip.MustParsePrefix("10.0.1.1/24")
 			holder := n(held.String(), 50*time.Millisecond)
-			hctx, stop := context.WithCancel(ctx)
-			beating := make(chan struct{})
-			go func() { holder.beat(hctx); close(beating) }()
-			t.Cleanup(func() { stop(); <-beating })
-			waitFor(t, "the first heartbeat", func() bool {
-				_, err := store.Get(ctx, heartbeatPrefix+"n1")
-				return err == nil
-			})
+			stop := beating(t, holder)
 			if err := n("10.0.1.2/24", 4*time.Second).claimFree(ctx, held); !errors.Is(err, ErrNameHeld) {
 				t.Fatalf("a live holder: %v, want ErrNameHeld", err)
 			}
 			stop()
-			<-beating
 			settled(t, store, heartbeatPrefix+"n1")
 			if err := n("10.0.1.2/24", 50*time.Millisecond).claimFree(ctx, held); err != nil {
 				t.Fatalf("after the holder stopped: %v", err)
@@ -294,9 +240,9 @@ func TestNameClaimOlderHolder(t *testing.T) {
 	if _, err := store.Put(ctx, key, []byte(`{"address":"10.0.1.1/24","instance":"abc"}`)); err != nil {
 		t.Fatal(err)
 	}
-	beating := make(chan struct{})
+	done := make(chan struct{})
 	go func() {
-		defer close(beating)
+		defer close(done)
 		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
 		for {
@@ -308,9 +254,44 @@ func TestNameClaimOlderHolder(t *testing.T) {
 			}
 		}
 	}()
-	t.Cleanup(func() { stop(); <-beating })
+	t.Cleanup(func() { stop(); <-done })
 	a := &Agent{Node: "n1", Addr: netip.MustParsePrefix("10.0.1.2/24"), Store: store, Log: zap.NewNop(), HeartbeatEvery: 2 * time.Second}
 	if err := a.claimFree(context.Background(), netip.MustParsePrefix("10.0.1.1/24")); !errors.Is(err, ErrNameHeld) {
 		t.Fatalf("an older holder beating: %v, want ErrNameHeld", err)
 	}
+}
+
+// beating starts a's heartbeat and waits for its first beat; the stop it
+// returns ends the heartbeat and waits until it has (the test's cleanup
+// calls it too).
+func beating(t *testing.T, a *Agent) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.beat(ctx); close(done) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	waitFor(t, a.Node+"'s first heartbeat", func() bool {
+		_, err := a.Store.Get(ctx, heartbeatPrefix+a.Node)
+		return err == nil
+	})
+	return stop
+}
+
+// n1On makes agents of node n1 on store, at an address and with a
+// heartbeat period.
+func n1On(store datastore.Store) func(addr string, every time.Duration) *Agent {
+	return func(addr string, every time.Duration) *Agent {
+		return &Agent{Node: "n1", Addr: netip.MustParsePrefix(addr), Store: store, Log: zap.NewNop(), HeartbeatEvery: every}
+	}
+}
+
+// live registers a and starts its heartbeat, as beating does.
+func live(t *testing.T, a *Agent) (stop func()) {
+	t.Helper()
+	if err := a.register(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return beating(t, a)
 }
