@@ -91,20 +91,18 @@ func (a *Agent) claimFree(ctx context.Context, held netip.Prefix) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if wctx.Err() != nil {
-			break
+		if wctx.Err() == nil {
+			// The watch ended early. Pause so that a store refusing
+			// watches is not asked in a tight loop.
+			select {
+			case <-wctx.Done():
+			case <-time.After(window / 25):
+			}
 		}
-		// The watch ended early. Pause so that a store refusing watches
-		// is not asked in a tight loop, then read the record and resume
+		// Read the record: the read that closes the window decides when
+		// the watch saw nothing; one after a watch ended early resumes it
 		// from the store's current revision (the one the watch started
 		// from may be gone for good).
-		select {
-		case <-wctx.Done():
-		case <-time.After(window / 25):
-		}
-		if wctx.Err() != nil {
-			break // the read that closes the window follows
-		}
 		beat, cur, err := c.read(ctx, window)
 		if err != nil {
 			return err
@@ -112,14 +110,10 @@ func (a *Agent) claimFree(ctx context.Context, held netip.Prefix) error {
 		if beat {
 			return heldErr
 		}
+		if wctx.Err() != nil {
+			break
+		}
 		rev = cur
-	}
-	beat, _, err := c.read(ctx, window)
-	if err != nil {
-		return err
-	}
-	if beat {
-		return heldErr
 	}
 	a.Log.Warn("taking over the node name: the node registered under it sent no heartbeat",
 		zap.String("node", a.Node), zap.Stringer("was", held), zap.Duration("waited", window))
