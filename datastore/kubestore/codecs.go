@@ -7,7 +7,9 @@ import (
 	"hash/fnv"
 	"net/netip"
 	"strings"
+	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/validation"
 
@@ -259,7 +261,11 @@ func (handleCodec) remove(*unstructured.Unstructured) *unstructured.Unstructured
 }
 
 // leaseCodec keeps a node's heartbeat as a Lease "tortie-<node>" in
-// kube-node-lease, the record in an annotation.
+// kube-node-lease, the record in an annotation; the record's time of
+// renewal (a JSON field "renewed", RFC 3339) is also the Lease's
+// spec.renewTime, and the node its holderIdentity, so that `kubectl get
+// lease` shows them as it shows a kubelet's. A record without a valid
+// time (an older release's) leaves spec.renewTime as it was.
 type leaseCodec struct{}
 
 const (
@@ -286,6 +292,18 @@ func (leaseCodec) object(rest string, value []byte, cur *unstructured.Unstructur
 	}
 	ann[heartbeatAnnotation] = string(value)
 	u.SetAnnotations(ann)
+	if err := unstructured.SetNestedField(u.Object, rest, "spec", "holderIdentity"); err != nil {
+		return nil, fmt.Errorf("lease %s: %w", rest, err)
+	}
+	var beat struct {
+		Renewed time.Time `json:"renewed"`
+	}
+	if json.Unmarshal(value, &beat) == nil && !beat.Renewed.IsZero() {
+		// A Lease's times are MicroTime: RFC 3339 with microseconds.
+		if err := unstructured.SetNestedField(u.Object, beat.Renewed.UTC().Format(metav1.RFC3339Micro), "spec", "renewTime"); err != nil {
+			return nil, fmt.Errorf("lease %s: %w", rest, err)
+		}
+	}
 	return u, nil
 }
 

@@ -43,6 +43,7 @@ func start(t *testing.T) (*kubestore.Store, dynamic.Interface, *kubetest.APIServ
 
 var (
 	nodes   = schema.GroupVersionResource{Version: "v1", Resource: "nodes"}
+	leases  = schema.GroupVersionResource{Group: "coordination.k8s.io", Version: "v1", Resource: "leases"}
 	ippools = schema.GroupVersionResource{Group: "crd.projectcalico.org", Version: "v1", Resource: "ippools"}
 )
 
@@ -54,6 +55,7 @@ func TestKubernetes(t *testing.T) {
 	t.Run("node", func(t *testing.T) { testNode(t, s, dyn) })
 	t.Run("kubectl", func(t *testing.T) { testForeignObjects(t, s, dyn) })
 	t.Run("sameState", func(t *testing.T) { testSameState(t, s, api) })
+	t.Run("lease", func(t *testing.T) { testLease(t, s, dyn) })
 	t.Run("noPlace", func(t *testing.T) {
 		if _, err := s.Put(context.Background(), "/elsewhere/x", []byte("{}")); !errors.Is(err, kubestore.ErrNoPlace) {
 			t.Fatalf("put outside tortie's directories: %v", err)
@@ -286,5 +288,39 @@ spec: {cidr: 10.88.0.0/16, blockSize: 27, ipipMode: CrossSubnet, natOutgoing: tr
 	}
 	if err := c.Delete(ctx, resources.KindIPPool, "same"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A heartbeat is a Lease whose holderIdentity is the node and whose
+// renewTime is the beat's, as `kubectl get lease` shows a kubelet's; a
+// record without a time (an older release's) leaves renewTime alone.
+func testLease(t *testing.T, s *kubestore.Store, dyn dynamic.Interface) {
+	ctx := context.Background()
+	spec := func() map[string]any {
+		t.Helper()
+		u, err := dyn.Resource(leases).Namespace("kube-node-lease").Get(ctx, "tortie-kl1", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, _, _ := unstructured.NestedMap(u.Object, "spec")
+		return m
+	}
+	for _, c := range []struct{ value, renewTime string }{
+		{`{"address":"10.0.1.1/24","instance":"a","renewed":"2026-12-02T15:04:05.123456789Z"}`, "2026-12-02T15:04:05.123456Z"},
+		{`{"address":"10.0.1.1/24","instance":"a","renewed":"2026-12-02T16:04:05+01:00"}`, "2026-12-02T15:04:05.000000Z"},
+		{`{"address":"10.0.1.1/24","instance":"a","renewed":"2026-12-02T15:04:15.5Z"}`, "2026-12-02T15:04:15.500000Z"},
+		{`{"address":"10.0.1.1/24","instance":"old"}`, "2026-12-02T15:04:15.500000Z"},
+		{`not json`, "2026-12-02T15:04:15.500000Z"},
+	} {
+		if _, err := s.Put(ctx, "/tortie/heartbeats/kl1", []byte(c.value)); err != nil {
+			t.Fatal(err)
+		}
+		kv, err := s.Get(ctx, "/tortie/heartbeats/kl1")
+		if err != nil || string(kv.Value) != c.value {
+			t.Fatalf("read back %q, %v; want %q", kv.Value, err, c.value)
+		}
+		if m := spec(); m["holderIdentity"] != "kl1" || m["renewTime"] != c.renewTime {
+			t.Errorf("after %s: spec %v, want holderIdentity kl1, renewTime %s", c.value, m, c.renewTime)
+		}
 	}
 }
