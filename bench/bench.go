@@ -213,6 +213,14 @@ type Options struct {
 	// minutes, a setup and its reference are then measured close
 	// together.
 	Interleave bool
+	// Congestion is the TCP congestion control of every TCP test (both
+	// ends, iperf3 -C); empty: the pods' default, which a network
+	// namespace takes from the machine's. The tools set it to cubic,
+	// Linux's default and a Kubernetes node's unless its operator chose
+	// otherwise: the rate of a BBR sender, which paces at the bandwidth it
+	// has measured, depends on the path's delay and its variation, not
+	// only on what the path can carry (see the README's Benchmarks).
+	Congestion string
 }
 
 // Measurement is one metric of one setup over all repetitions.
@@ -255,6 +263,9 @@ type Report struct {
 	// Interleaved: the setups' labs were up at once, measured in turn
 	// within each repetition (Options.Interleave).
 	Interleaved bool `json:"interleaved,omitempty"`
+	// Congestion is the TCP tests' congestion control (Options.Congestion;
+	// empty: the pods' default).
+	Congestion string `json:"congestion,omitempty"`
 	// Stopped is why the run ended before every repetition of every setup
 	// was measured (empty when it did not): the report then holds what was
 	// measured until then.
@@ -317,7 +328,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	rep := &Report{Date: time.Now().UTC(), CPUs: runtime.NumCPU(), Kernel: strings.TrimSpace(string(kernel)),
-		Duration: o.Duration.String(), Reps: o.Reps, FrameSize: o.FrameSize + 4,
+		Duration: o.Duration.String(), Reps: o.Reps, FrameSize: o.FrameSize + 4, Congestion: o.Congestion,
 		Notes: []string{
 			"two nodes, one pod each (two for the 2-stream test), one generator; all on this machine",
 			"each tortie node's tortied runs one Go thread pinned to a CPU of its own (node 1 on the first CPU, node 2 on the next), as a node would give its vRouter a core; pods, generators and the kernel path are not pinned; tortie-vxlan-2, tortie-vxlan-poll-2, tortie-local-2 and tortie-local-2-2q run two Go threads (two read loops) per tortied, unpinned",
@@ -751,7 +762,7 @@ func runTests(ctx context.Context, o Options, l *lab.Lab, newFlows bool, add fun
 	if run("tcp") {
 		meter := nodeCPUMeter(l, o.Log)
 		for _, streams := range []int{1, 2} {
-			r, cpu, err := tcpWithCPU(ctx, l, streams, o.Duration, meter)
+			r, cpu, err := tcpWithCPU(ctx, l, streams, o.Duration, o.Congestion, meter)
 			if err != nil {
 				return err
 			}
@@ -778,7 +789,7 @@ func runTests(ctx context.Context, o Options, l *lab.Lab, newFlows bool, add fun
 	}
 	if run("latency") {
 		for _, loaded := range []bool{false, true} {
-			p50, p99, err := Latency(ctx, l, o.Duration, loaded)
+			p50, p99, err := Latency(ctx, l, o.Duration, loaded, o.Congestion)
 			if err != nil {
 				// Too few replies for percentiles (heavy loss under
 				// load) is a result, not a failure: leave it blank.
@@ -813,7 +824,7 @@ func runScale(ctx context.Context, o Options, l *lab.Lab, _ bool, add func(metri
 		}
 		receivers = append(receivers, p)
 	}
-	r, cpu, err := windowCPU(ctx, func() (lab.IperfResult, error) { return TwoPairs(ctx, l, o.Duration) }, receivers, o.Duration, nodeCPUMeter(l, o.Log))
+	r, cpu, err := windowCPU(ctx, func() (lab.IperfResult, error) { return TwoPairs(ctx, l, o.Duration, o.Congestion) }, receivers, o.Duration, nodeCPUMeter(l, o.Log))
 	if err != nil {
 		return err
 	}
@@ -826,7 +837,7 @@ func runScale(ctx context.Context, o Options, l *lab.Lab, _ bool, add func(metri
 		}
 		add(MetricScaleCPUMachine, cpu.machine)
 	}
-	one, err := l.IperfWith(ctx, "n1p1", "n1p2", lab.IperfOptions{Duration: o.Duration, Streams: 4})
+	one, err := l.IperfWith(ctx, "n1p1", "n1p2", lab.IperfOptions{Duration: o.Duration, Streams: 4, Congestion: o.Congestion})
 	if err != nil {
 		return fmt.Errorf("one pair, four streams: %w", err)
 	}
@@ -875,17 +886,17 @@ type tcpCPU struct {
 	machine float64
 }
 
-// tcpWithCPU runs TCP and meanwhile measures its CPU cost over a window
+// tcpWithCPU runs TCP (under congestion control cc) and meanwhile measures its CPU cost over a window
 // inside the transfer (from a quarter of d, at most 1s, to an eighth of d,
 // at most 0.5s, before its end), so that starting iperf3, which costs CPU
 // and moves nothing, is left out. What moved in the window is what the
 // receiving pod's interface received (frames with their headers).
-func tcpWithCPU(ctx context.Context, l *lab.Lab, streams int, d time.Duration, meter cpuMeter) (lab.IperfResult, tcpCPU, error) {
+func tcpWithCPU(ctx context.Context, l *lab.Lab, streams int, d time.Duration, cc string, meter cpuMeter) (lab.IperfResult, tcpCPU, error) {
 	dst := l.Pod("n2p1")
 	if dst == nil {
 		return lab.IperfResult{}, tcpCPU{}, fmt.Errorf("no pod n2p1")
 	}
-	return windowCPU(ctx, func() (lab.IperfResult, error) { return TCP(ctx, l, streams, d) }, []*lab.Pod{dst}, d, meter)
+	return windowCPU(ctx, func() (lab.IperfResult, error) { return TCP(ctx, l, streams, d, cc) }, []*lab.Pod{dst}, d, meter)
 }
 
 // windowCPU runs test, a TCP test of length d, and measures its CPU cost

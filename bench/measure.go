@@ -240,14 +240,15 @@ func PacedTrials(l *lab.Lab, from, to string, sizes []int, d time.Duration) (Tri
 	return trial, p.Close, nil
 }
 
-// TCP runs iperf3 from n1p1 to n2p1 with 1 or 2 streams.
-func TCP(ctx context.Context, l *lab.Lab, streams int, d time.Duration) (lab.IperfResult, error) {
-	return l.IperfWith(ctx, "n1p1", "n2p1", lab.IperfOptions{Duration: d, Streams: streams})
+// TCP runs iperf3 from n1p1 to n2p1 with 1 or 2 streams, under
+// congestion control cc (empty: the pods' default).
+func TCP(ctx context.Context, l *lab.Lab, streams int, d time.Duration, cc string) (lab.IperfResult, error) {
+	return l.IperfWith(ctx, "n1p1", "n2p1", lab.IperfOptions{Duration: d, Streams: streams, Congestion: cc})
 }
 
 // TwoPairs runs two iperf3 tests at once on a one-node lab, n1p1 to n1p2
 // and n1p3 to n1p4, one stream each, and returns their sum.
-func TwoPairs(ctx context.Context, l *lab.Lab, d time.Duration) (lab.IperfResult, error) {
+func TwoPairs(ctx context.Context, l *lab.Lab, d time.Duration, cc string) (lab.IperfResult, error) {
 	type result struct {
 		r   lab.IperfResult
 		err error
@@ -256,7 +257,7 @@ func TwoPairs(ctx context.Context, l *lab.Lab, d time.Duration) (lab.IperfResult
 	done := make(chan result, len(pairs))
 	for i, p := range pairs {
 		go func() {
-			r, err := l.IperfWith(ctx, p[0], p[1], lab.IperfOptions{Duration: d, Port: 5201 + i})
+			r, err := l.IperfWith(ctx, p[0], p[1], lab.IperfOptions{Duration: d, Port: 5201 + i, Congestion: cc})
 			if err != nil {
 				err = fmt.Errorf("%s to %s: %w", p[0], p[1], err)
 			}
@@ -280,8 +281,9 @@ var pctRe = regexp.MustCompile(`percentile (\d+\.\d+) =\s+([\d.]+)`)
 
 // Latency measures one-way UDP latency (half the round trip) between n1p1
 // and n2p1 with sockperf ping-pong; with loaded set, a TCP stream between
-// the other two pods runs meanwhile. It returns p50 and p99 in µs.
-func Latency(ctx context.Context, l *lab.Lab, d time.Duration, loaded bool) (p50, p99 float64, err error) {
+// the other two pods runs meanwhile, under congestion control cc. It
+// returns p50 and p99 in µs.
+func Latency(ctx context.Context, l *lab.Lab, d time.Duration, loaded bool, cc string) (p50, p99 float64, err error) {
 	dst := l.Pod("n2p1")
 	srv := exec.CommandContext(ctx, "ip", "netns", "exec", dst.Netns, "sockperf", "server", "-i", dst.Address, "-p", "11111")
 	if err := srv.Start(); err != nil {
@@ -302,7 +304,7 @@ func Latency(ctx context.Context, l *lab.Lab, d time.Duration, loaded bool) (p50
 	loadDone := make(chan error, 1)
 	if loaded {
 		go func() {
-			_, err := l.IperfWith(ctx, "n1p2", "n2p2", lab.IperfOptions{Duration: d + 2*time.Second, Port: 5202})
+			_, err := l.IperfWith(ctx, "n1p2", "n2p2", lab.IperfOptions{Duration: d + 2*time.Second, Port: 5202, Congestion: cc})
 			loadDone <- err
 		}()
 		// Give the stream a moment to reach full speed before measuring.

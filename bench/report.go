@@ -101,6 +101,11 @@ func (r *Report) Markdown() string {
 	if r.Interleaved {
 		b.WriteString("; setups interleaved (all labs up, measured in turn in each repetition)")
 	}
+	if r.Congestion != "" {
+		fmt.Fprintf(&b, "; TCP tests under %s congestion control", r.Congestion)
+	} else {
+		b.WriteString("; TCP tests under the pods' default congestion control")
+	}
 	b.WriteString(".\n\n")
 	if r.Stopped != "" {
 		fmt.Fprintf(&b, "**The run stopped part-way** (%s): these are the figures of what was measured until then; "+

@@ -134,3 +134,18 @@ func TestPairedRatios(t *testing.T) {
 		t.Errorf("paired ratio over a zero reference: %v", p)
 	}
 }
+
+// TestReportCongestion: the report says which congestion control its TCP
+// tests ran under, and a report from before the option (none recorded)
+// says they ran under the pods' default.
+func TestReportCongestion(t *testing.T) {
+	for cc, want := range map[string]string{
+		"cubic": "TCP tests under cubic congestion control",
+		"":      "TCP tests under the pods' default congestion control",
+	} {
+		r := &Report{CPUs: 2, Reps: 1, Congestion: cc}
+		if md := r.Markdown(); !strings.Contains(md, want) {
+			t.Errorf("congestion %q: no %q in\n%s", cc, want, md)
+		}
+	}
+}

@@ -128,8 +128,9 @@ func Failed(ps []*Probe) []*Probe {
 type IperfResult struct {
 	BitsPerSecond float64 // as measured by the receiver
 	Retransmits   int
-	Sent          int64 // bytes the sender wrote
-	Received      int64 // bytes the receiver had counted when the test ended
+	Sent          int64  // bytes the sender wrote
+	Received      int64  // bytes the receiver had counted when the test ended
+	Congestion    string // the sender's TCP congestion control, as iperf3 reports it
 }
 
 // IperfOptions shape an iperf3 run.
@@ -139,6 +140,15 @@ type IperfOptions struct {
 	Reverse  bool          // TO sends to FROM
 	Streams  int           // parallel streams (default 1)
 	Port     int           // server port (default 5201)
+	// Congestion is the TCP congestion control both ends' sockets use
+	// (iperf3 -C: "cubic", "bbr", ...); empty: the pods' default, which
+	// a network namespace takes from the machine's. For the test, both
+	// pods' default is set to it where the kernel lets a namespace choose
+	// it, and to reno otherwise (then each socket switches to it), so that
+	// no socket starts under BBR, which turns on pacing that a socket
+	// switched to another congestion control keeps: the pods' defaults
+	// are restored afterwards.
+	Congestion string
 }
 
 // Iperf runs a TCP iperf3 test from one pod to another for the given time
@@ -173,6 +183,13 @@ func (l *Lab) IperfWith(ctx context.Context, from, to string, o IperfOptions) (I
 	if _, err := exec.LookPath("iperf3"); err != nil {
 		return IperfResult{}, errors.New("iperf3 not installed (make deps installs it)")
 	}
+	if o.Congestion != "" {
+		restore, err := podCongestion([]string{src, dstNS}, o.Congestion)
+		defer restore()
+		if err != nil {
+			return IperfResult{}, err
+		}
+	}
 	srv := exec.CommandContext(ctx, "ip", "netns", "exec", dstNS, "iperf3", "-s", "-1", "-B", dstAddr, "-p", port)
 	if err := srv.Start(); err != nil {
 		return IperfResult{}, err
@@ -189,6 +206,9 @@ func (l *Lab) IperfWith(ctx context.Context, from, to string, o IperfOptions) (I
 	}
 	if o.Streams > 1 {
 		args = append(args, "-P", strconv.Itoa(o.Streams))
+	}
+	if o.Congestion != "" {
+		args = append(args, "-C", o.Congestion)
 	}
 	// Poll until the server listens, then run the client once.
 	deadline := time.Now().Add(5 * time.Second)
@@ -214,6 +234,7 @@ func (l *Lab) IperfWith(ctx context.Context, from, to string, o IperfOptions) (I
 				Bytes         int64   `json:"bytes"`
 				BitsPerSecond float64 `json:"bits_per_second"`
 			} `json:"sum_received"`
+			SenderCongestion string `json:"sender_tcp_congestion"`
 		} `json:"end"`
 		Error string `json:"error"`
 	}
@@ -221,7 +242,41 @@ func (l *Lab) IperfWith(ctx context.Context, from, to string, o IperfOptions) (I
 		return IperfResult{}, fmt.Errorf("iperf3 %s -> %s: %v %s: %s", from, to, err, rep.Error, tail(string(out), 400))
 	}
 	return IperfResult{BitsPerSecond: rep.End.SumReceived.BitsPerSecond, Retransmits: rep.End.SumSent.Retransmits,
-		Sent: rep.End.SumSent.Bytes, Received: rep.End.SumReceived.Bytes}, nil
+		Sent: rep.End.SumSent.Bytes, Received: rep.End.SumReceived.Bytes, Congestion: rep.End.SenderCongestion}, nil
+}
+
+// congestionKey is the sysctl of a network namespace's default TCP
+// congestion control.
+const congestionKey = "net.ipv4.tcp_congestion_control"
+
+// podCongestion sets each namespace's default congestion control to cc,
+// or to reno where the kernel does not let a namespace choose cc (only
+// the machine's allowed ones, net.ipv4.tcp_allowed_congestion_control),
+// and returns what puts the defaults back.
+func podCongestion(namespaces []string, cc string) (restore func(), err error) {
+	var undo []func()
+	restore = func() {
+		for _, u := range undo {
+			u()
+		}
+	}
+	for _, ns := range namespaces {
+		out, err := exec.Command("ip", "netns", "exec", ns, "sysctl", "-n", congestionKey).Output()
+		if err != nil {
+			return restore, fmt.Errorf("%s in %s: %w", congestionKey, ns, err)
+		}
+		was := strings.TrimSpace(string(out))
+		set := func(v string) error {
+			return exec.Command("ip", "netns", "exec", ns, "sysctl", "-qw", congestionKey+"="+v).Run()
+		}
+		if set(cc) != nil {
+			if err := set("reno"); err != nil {
+				return restore, fmt.Errorf("%s in %s: %w", congestionKey, ns, err)
+			}
+		}
+		undo = append(undo, func() { _ = set(was) })
+	}
+	return restore, nil
 }
 
 func tail(s string, n int) string {

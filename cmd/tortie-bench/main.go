@@ -41,6 +41,8 @@ func main() {
 	flag.StringVar(&o.Tortied, "tortied", "", "tortied binary (default: next to tortie-bench)")
 	flag.BoolVar(&o.Interleave, "interleave", false, "bring every setup's lab up at once and measure the setups in turn in each repetition "+
 		"(a setup and its reference measured close together, on a machine whose speed drifts), instead of each setup's repetitions in a row")
+	flag.StringVar(&o.Congestion, "congestion", "cubic", "TCP congestion control of every TCP test, both ends (iperf3 -C); empty: the pods' default, "+
+		"which a network namespace takes from the machine's")
 	render := flag.String("render", "", "only re-render results.md and chart.png from this results.json into --out")
 	flag.Parse()
 	if *render != "" {

@@ -95,11 +95,12 @@ var commands = []command{
 	{"iperf", "FROM TO", "TCP throughput between two pods (iperf3)", func(fs *flag.FlagSet, name *string) func() error {
 		secs := fs.Int("t", 3, "seconds")
 		rev := fs.Bool("R", false, "reverse (TO sends to FROM)")
+		cc := fs.String("congestion", "", "TCP congestion control of both ends (iperf3 -C, e.g. cubic or bbr; default: the pods', which is the machine's)")
 		return func() error {
 			if fs.NArg() != 2 {
 				return errUsage
 			}
-			return iperf(*name, fs.Arg(0), fs.Arg(1), time.Duration(*secs)*time.Second, *rev)
+			return iperf(*name, fs.Arg(0), fs.Arg(1), lab.IperfOptions{Duration: time.Duration(*secs) * time.Second, Reverse: *rev, Congestion: *cc})
 		}
 	}},
 	{"exec", "TARGET -- CMD...", "run a command in a node (n1) or pod (n1p2)", func(fs *flag.FlagSet, name *string) func() error {
@@ -310,17 +311,17 @@ func check(name string) error {
 	return nil
 }
 
-func iperf(name, from, to string, d time.Duration, rev bool) error {
+func iperf(name, from, to string, o lab.IperfOptions) error {
 	l, err := lab.Load(name)
 	if err != nil {
 		return err
 	}
-	r, err := l.Iperf(context.Background(), from, to, d, 0, rev)
+	r, err := l.IperfWith(context.Background(), from, to, o)
 	if err != nil {
 		return err
 	}
 	dir := from + " -> " + to
-	if rev {
+	if o.Reverse {
 		dir = to + " -> " + from
 	}
 	fmt.Printf("iperf3 TCP %s: %.2f Gbit/s, %d retransmits, %d MB\n", dir, r.BitsPerSecond/1e9, r.Retransmits, r.Received>>20)
