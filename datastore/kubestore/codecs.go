@@ -265,7 +265,8 @@ func (handleCodec) remove(*unstructured.Unstructured) *unstructured.Unstructured
 // renewal (a JSON field "renewed", RFC 3339) is also the Lease's
 // spec.renewTime, and the node its holderIdentity, so that `kubectl get
 // lease` shows them as it shows a kubelet's. A record without a valid
-// time (an older release's) leaves spec.renewTime as it was.
+// time (an older release's, or one whose year MicroTime cannot hold)
+// leaves spec.renewTime as it was.
 type leaseCodec struct{}
 
 const (
@@ -292,13 +293,17 @@ func (leaseCodec) object(rest string, value []byte, cur *unstructured.Unstructur
 	}
 	ann[heartbeatAnnotation] = string(value)
 	u.SetAnnotations(ann)
+	if _, ok := u.Object["spec"].(map[string]any); !ok {
+		u.Object["spec"] = map[string]any{} // none, or not an object (written by hand)
+	}
 	if err := unstructured.SetNestedField(u.Object, rest, "spec", "holderIdentity"); err != nil {
 		return nil, fmt.Errorf("lease %s: %w", rest, err)
 	}
 	var beat struct {
 		Renewed time.Time `json:"renewed"`
 	}
-	if json.Unmarshal(value, &beat) == nil && !beat.Renewed.IsZero() {
+	// MicroTime holds four-digit years only.
+	if json.Unmarshal(value, &beat) == nil && !beat.Renewed.IsZero() && beat.Renewed.UTC().Year() >= 0 && beat.Renewed.UTC().Year() <= 9999 {
 		// A Lease's times are MicroTime: RFC 3339 with microseconds.
 		if err := unstructured.SetNestedField(u.Object, beat.Renewed.UTC().Format(metav1.RFC3339Micro), "spec", "renewTime"); err != nil {
 			return nil, fmt.Errorf("lease %s: %w", rest, err)

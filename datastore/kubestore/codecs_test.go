@@ -16,10 +16,17 @@ func FuzzLeaseRecord(f *testing.F) {
 	f.Add([]byte(`{"renewed":null}`))
 	f.Add([]byte(`{"address":"10.0.1.1/24","instance":"old"}`))
 	f.Add([]byte(`[]`))
+	f.Add([]byte(`{"renewed":"9999-12-31T23:59:59-23:59"}`))
+	f.Add([]byte(`{"renewed":"0000-01-01T00:00:00+01:00"}`))
+	odd := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "spec": "by hand"}}
 	f.Fuzz(func(t *testing.T, value []byte) {
 		u, err := leaseCodec{}.object("n1", value, nil)
 		if err != nil {
 			t.Fatal(err)
+		}
+		// An existing Lease whose spec is not an object gets one.
+		if _, err := (leaseCodec{}).object("n1", value, odd); err != nil {
+			t.Fatalf("over a spec that is not an object: %v", err)
 		}
 		if v, ok := (leaseCodec{}).value(u); !ok || string(v) != string(value) {
 			t.Fatalf("record %q read back as %q", value, v)
