@@ -886,11 +886,12 @@ type tcpCPU struct {
 	machine float64
 }
 
-// tcpWithCPU runs TCP (under congestion control cc) and meanwhile measures its CPU cost over a window
-// inside the transfer (from a quarter of d, at most 1s, to an eighth of d,
-// at most 0.5s, before its end), so that starting iperf3, which costs CPU
-// and moves nothing, is left out. What moved in the window is what the
-// receiving pod's interface received (frames with their headers).
+// tcpWithCPU runs TCP (under congestion control cc) and meanwhile
+// measures its CPU cost over a window inside the transfer (from a quarter
+// of d, at most 1s, to an eighth of d, at most 0.5s, before its end), so
+// that starting iperf3, which costs CPU and moves nothing, is left out.
+// What moved in the window is what the receiving pod's interface received
+// (frames with their headers).
 func tcpWithCPU(ctx context.Context, l *lab.Lab, streams int, d time.Duration, cc string, meter cpuMeter) (lab.IperfResult, tcpCPU, error) {
 	dst := l.Pod("n2p1")
 	if dst == nil {

@@ -145,9 +145,10 @@ type IperfOptions struct {
 	// a network namespace takes from the machine's. For the test, both
 	// pods' default is set to it where the kernel lets a namespace choose
 	// it, and to reno otherwise (then each socket switches to it), so that
-	// no socket starts under BBR, which turns on pacing that a socket
-	// switched to another congestion control keeps: the pods' defaults
-	// are restored afterwards.
+	// no socket starts under a default it did not ask for (one started
+	// under BBR keeps BBR's pacing after a switch); the pods' defaults are
+	// put back afterwards. Concurrent calls with Congestion set must not
+	// share a pod: each saves and restores the pods' default.
 	Congestion string
 }
 
@@ -158,7 +159,7 @@ func (l *Lab) Iperf(ctx context.Context, from, to string, d time.Duration, n int
 }
 
 // IperfWith runs iperf3 with the given options.
-func (l *Lab) IperfWith(ctx context.Context, from, to string, o IperfOptions) (IperfResult, error) {
+func (l *Lab) IperfWith(ctx context.Context, from, to string, o IperfOptions) (_ IperfResult, err error) {
 	if o.Port == 0 {
 		o.Port = 5201
 	}
@@ -184,10 +185,14 @@ func (l *Lab) IperfWith(ctx context.Context, from, to string, o IperfOptions) (I
 		return IperfResult{}, errors.New("iperf3 not installed (make deps installs it)")
 	}
 	if o.Congestion != "" {
-		restore, err := podCongestion([]string{src, dstNS}, o.Congestion)
-		defer restore()
-		if err != nil {
-			return IperfResult{}, err
+		restore, cerr := podCongestion([]string{src, dstNS}, o.Congestion)
+		defer func() {
+			if rerr := restore(); rerr != nil && err == nil {
+				err = fmt.Errorf("putting the pods' congestion control back: %w", rerr)
+			}
+		}()
+		if cerr != nil {
+			return IperfResult{}, cerr
 		}
 	}
 	srv := exec.CommandContext(ctx, "ip", "netns", "exec", dstNS, "iperf3", "-s", "-1", "-B", dstAddr, "-p", port)
@@ -252,29 +257,34 @@ const congestionKey = "net.ipv4.tcp_congestion_control"
 // podCongestion sets each namespace's default congestion control to cc,
 // or to reno where the kernel does not let a namespace choose cc (only
 // the machine's allowed ones, net.ipv4.tcp_allowed_congestion_control),
-// and returns what puts the defaults back.
-func podCongestion(namespaces []string, cc string) (restore func(), err error) {
-	var undo []func()
-	restore = func() {
-		for _, u := range undo {
-			u()
+// and returns what puts the defaults back (a namespace named twice is
+// set and restored once).
+func podCongestion(namespaces []string, cc string) (restore func() error, err error) {
+	var undo []func() error
+	restore = func() error {
+		var errs []error
+		for i := len(undo) - 1; i >= 0; i-- {
+			errs = append(errs, undo[i]())
 		}
+		return errors.Join(errs...)
 	}
-	for _, ns := range namespaces {
-		out, err := exec.Command("ip", "netns", "exec", ns, "sysctl", "-n", congestionKey).Output()
+	seen := map[string]bool{}
+	for _, name := range namespaces {
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		out, err := exec.Command("ip", "netns", "exec", name, "sysctl", "-n", congestionKey).Output()
 		if err != nil {
-			return restore, fmt.Errorf("%s in %s: %w", congestionKey, ns, err)
+			return restore, fmt.Errorf("%s in %s: %w", congestionKey, name, err)
 		}
 		was := strings.TrimSpace(string(out))
-		set := func(v string) error {
-			return exec.Command("ip", "netns", "exec", ns, "sysctl", "-qw", congestionKey+"="+v).Run()
-		}
-		if set(cc) != nil {
-			if err := set("reno"); err != nil {
-				return restore, fmt.Errorf("%s in %s: %w", congestionKey, ns, err)
+		if sysctl(name, congestionKey, cc) != nil {
+			if err := sysctl(name, congestionKey, "reno"); err != nil {
+				return restore, fmt.Errorf("%s in %s: %w", congestionKey, name, err)
 			}
 		}
-		undo = append(undo, func() { _ = set(was) })
+		undo = append(undo, func() error { return sysctl(name, congestionKey, was) })
 	}
 	return restore, nil
 }

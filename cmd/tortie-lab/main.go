@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -316,7 +317,11 @@ func iperf(name, from, to string, o lab.IperfOptions) error {
 	if err != nil {
 		return err
 	}
-	r, err := l.IperfWith(context.Background(), from, to, o)
+	// Interrupted, the test still puts back what it changed (the pods'
+	// congestion control).
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	r, err := l.IperfWith(ctx, from, to, o)
 	if err != nil {
 		return err
 	}
