@@ -82,7 +82,7 @@ func (a *Agent) claimFree(ctx context.Context, held netip.Prefix) error {
 	heldErr := fmt.Errorf("%w: node %s is running at %s (its heartbeat is current); this node (%s) is refused. "+
 		"Give this node another nodeName, or stop the other one: its claim lapses %v after it stops",
 		ErrNameHeld, a.Node, held, a.Addr, window)
-	c := claimWatch{a: a, key: key, first: kv}
+	c := newClaimWatch(a, key, kv)
 	rev := kv.Rev
 	for {
 		if c.watch(wctx, rev) {
@@ -129,6 +129,14 @@ type claimWatch struct {
 	a     *Agent
 	key   string
 	first datastore.KV
+	// timeless: the first record has no time (an older release's).
+	timeless bool
+}
+
+func newClaimWatch(a *Agent, key string, first datastore.KV) claimWatch {
+	var hb heartbeat
+	timeless := json.Unmarshal(first.Value, &hb) != nil || hb.Renewed.IsZero()
+	return claimWatch{a: a, key: key, first: first, timeless: timeless}
 }
 
 func (c claimWatch) beat(kv datastore.KV) bool {
@@ -138,9 +146,7 @@ func (c claimWatch) beat(kv datastore.KV) bool {
 	if !bytes.Equal(kv.Value, c.first.Value) {
 		return true
 	}
-	var hb heartbeat
-	timeless := json.Unmarshal(c.first.Value, &hb) != nil || hb.Renewed.IsZero()
-	return timeless && kv.Rev > c.first.Rev
+	return c.timeless && kv.Rev > c.first.Rev
 }
 
 // watch watches the claim from rev until ctx ends or the watch does, and

@@ -30,11 +30,7 @@ func TestNameClaim(t *testing.T) {
 	// holder beats every 20 ms, and the one refused waits 5 s for that.
 	node := n1On(store)
 	ctx := context.Background()
-	holder := node("10.0.1.1/24", 20*time.Millisecond)
-	if err := holder.register(ctx); err != nil {
-		t.Fatal(err)
-	}
-	stop := beating(t, holder)
+	stop := live(t, node("10.0.1.1/24", 20*time.Millisecond))
 
 	err := node("10.0.1.2/24", 2*time.Second).register(ctx)
 	if !errors.Is(err, ErrNameHeld) || !strings.Contains(err.Error(), "10.0.1.1/24") {
@@ -92,11 +88,7 @@ func TestNameClaimOtherNames(t *testing.T) {
 	stop()
 	stale.beat(sctx)
 
-	other := n("n10", "10.0.1.10/24", 10*time.Millisecond)
-	if err := other.register(ctx); err != nil {
-		t.Fatal(err)
-	}
-	beating(t, other)
+	live(t, n("n10", "10.0.1.10/24", 10*time.Millisecond))
 
 	if err := n("n1", "10.0.1.2/24", 40*time.Millisecond).register(ctx); err != nil {
 		t.Fatalf("n1's holder stopped, n10 beats: %v", err)
@@ -255,7 +247,7 @@ func TestNameClaimOlderHolder(t *testing.T) {
 		}
 	}()
 	t.Cleanup(func() { stop(); <-done })
-	a := &Agent{Node: "n1", Addr: netip.MustParsePrefix("10.0.1.2/24"), Store: store, Log: zap.NewNop(), HeartbeatEvery: 2 * time.Second}
+	a := n1On(store)("10.0.1.2/24", 2*time.Second)
 	if err := a.claimFree(context.Background(), netip.MustParsePrefix("10.0.1.1/24")); !errors.Is(err, ErrNameHeld) {
 		t.Fatalf("an older holder beating: %v, want ErrNameHeld", err)
 	}

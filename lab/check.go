@@ -260,31 +260,28 @@ const congestionKey = "net.ipv4.tcp_congestion_control"
 // and returns what puts the defaults back (a namespace named twice is
 // set and restored once).
 func podCongestion(namespaces []string, cc string) (restore func() error, err error) {
-	var undo []func() error
+	was := map[string]string{} // each namespace's default before
 	restore = func() error {
 		var errs []error
-		for i := len(undo) - 1; i >= 0; i-- {
-			errs = append(errs, undo[i]())
+		for name, v := range was {
+			errs = append(errs, sysctl(name, congestionKey, v))
 		}
 		return errors.Join(errs...)
 	}
-	seen := map[string]bool{}
 	for _, name := range namespaces {
-		if seen[name] {
+		if _, ok := was[name]; ok {
 			continue
 		}
-		seen[name] = true
 		out, err := exec.Command("ip", "netns", "exec", name, "sysctl", "-n", congestionKey).Output()
 		if err != nil {
 			return restore, fmt.Errorf("%s in %s: %w", congestionKey, name, err)
 		}
-		was := strings.TrimSpace(string(out))
+		was[name] = strings.TrimSpace(string(out))
 		if sysctl(name, congestionKey, cc) != nil {
 			if err := sysctl(name, congestionKey, "reno"); err != nil {
 				return restore, fmt.Errorf("%s in %s: %w", congestionKey, name, err)
 			}
 		}
-		undo = append(undo, func() error { return sysctl(name, congestionKey, was) })
 	}
 	return restore, nil
 }

@@ -302,10 +302,12 @@ func (leaseCodec) object(rest string, value []byte, cur *unstructured.Unstructur
 	var beat struct {
 		Renewed time.Time `json:"renewed"`
 	}
-	// MicroTime holds four-digit years only.
-	if json.Unmarshal(value, &beat) == nil && !beat.Renewed.IsZero() && beat.Renewed.UTC().Year() >= 0 && beat.Renewed.UTC().Year() <= 9999 {
-		// A Lease's times are MicroTime: RFC 3339 with microseconds.
-		if err := unstructured.SetNestedField(u.Object, beat.Renewed.UTC().Format(metav1.RFC3339Micro), "spec", "renewTime"); err != nil {
+	valid := json.Unmarshal(value, &beat) == nil && !beat.Renewed.IsZero()
+	renewed := beat.Renewed.UTC()
+	// A Lease's times are MicroTime: RFC 3339 with microseconds, and
+	// four-digit years only.
+	if valid && renewed.Year() >= 0 && renewed.Year() <= 9999 {
+		if err := unstructured.SetNestedField(u.Object, renewed.Format(metav1.RFC3339Micro), "spec", "renewTime"); err != nil {
 			return nil, fmt.Errorf("lease %s: %w", rest, err)
 		}
 	}
