@@ -46,9 +46,9 @@ lab: deps build
 	$(BIN)/tortiectl --socket /run/tortie-lab/$(LAB)/n1.sock ipam; echo; \
 	echo "== tortie-lab check: every pod to every pod, nodes to pods and back"; \
 	$(BIN)/tortie-lab check --name $(LAB); echo; \
-	echo "== iperf3, pod n1p1 -> pod n2p1 across nodes, and back"; \
-	$(BIN)/tortie-lab iperf --name $(LAB) -t 3 n1p1 n2p1; \
-	$(BIN)/tortie-lab iperf --name $(LAB) -t 3 -R n1p1 n2p1; echo; \
+	echo "== iperf3, pod n1p1 -> pod n2p1 across nodes, and back (TCP under cubic, as the benchmarks)"; \
+	$(BIN)/tortie-lab iperf --name $(LAB) -t 3 --congestion cubic n1p1 n2p1; \
+	$(BIN)/tortie-lab iperf --name $(LAB) -t 3 --congestion cubic -R n1p1 n2p1; echo; \
 	$(BIN)/tortiectl --socket /run/tortie-lab/$(LAB)/n1.sock counters; echo; \
 	echo "== tortie-lab down"
 

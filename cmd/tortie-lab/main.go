@@ -329,7 +329,11 @@ func iperf(name, from, to string, o lab.IperfOptions) error {
 	if o.Reverse {
 		dir = to + " -> " + from
 	}
-	fmt.Printf("iperf3 TCP %s: %.2f Gbit/s, %d retransmits, %d MB\n", dir, r.BitsPerSecond/1e9, r.Retransmits, r.Received>>20)
+	cc := r.Congestion
+	if cc == "" {
+		cc = "congestion control not reported"
+	}
+	fmt.Printf("iperf3 TCP %s (%s): %.2f Gbit/s, %d retransmits, %d MB\n", dir, cc, r.BitsPerSecond/1e9, r.Retransmits, r.Received>>20)
 	return nil
 }
 
