@@ -419,6 +419,52 @@ func TestGROMessageSplit(t *testing.T) {
 	}
 }
 
+// TestGROMessageChecksums: the datagrams of a UDP GRO message came under
+// UDP checksums the kernel verified (UnderlayReceiver), so their segments
+// join a superframe without a second pass over them, even one whose TCP
+// checksum is wrong (as a sender could make, under a right UDP checksum);
+// the same segments in single datagrams, which may have come without a
+// UDP checksum, are verified, and the bad one is written alone.
+func TestGROMessageChecksums(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		gro    bool
+		writes int
+		bad    uint64
+	}{{"gro", true, 1, 0}, {"single", false, 3, 1}} {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHarness(t)
+			_, devC := withOffloadPort(t, h)
+			rx := routertest.NewReceiver(fib.ModeVXLAN)
+			h.r.AttachUnderlay(rx)
+			a, b, d := seg(1000, 1000, header.TCPFlagACK, 1), seg(2000, 1000, header.TCPFlagACK, 1), seg(3000, 1000, header.TCPFlagACK, 1)
+			b[len(b)-1] ^= 0x40
+			if c.gro {
+				rx.InjectGRO(nodeB, append(append(append([]byte{}, a...), b...), d...), len(a))
+			} else {
+				for _, p := range [][]byte{a, b, d} {
+					rx.InjectFrom(nodeB, p)
+				}
+			}
+			var out [][]byte
+			testutil.WaitFor(t, 30*time.Second, "writes to pod C", func() bool {
+				out = append(out, devC.Take()...)
+				n := 0
+				for _, f := range out {
+					n += max(1, (header.IPv4(f[header.VirtioNetHdrLen+14:]).TotalLen()-52)/1000)
+				}
+				return n >= 3
+			})
+			if len(out) != c.writes {
+				t.Fatalf("pod C got %d writes, want %d (drops %v)", len(out), c.writes, h.drops())
+			}
+			if o := h.r.Stats().Offload; o.GROBadChecksums != c.bad {
+				t.Fatalf("%d bad checksums counted, want %d", o.GROBadChecksums, c.bad)
+			}
+		})
+	}
+}
+
 // BenchmarkSuperframeVXLAN: one 64 KB TCP superframe from a pod, segmented
 // into MSS-sized segments, each encapsulated in VXLAN and queued as one UDP
 // GSO run (the in-memory underlay discards it).

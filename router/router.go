@@ -111,7 +111,13 @@ type UnderlaySender interface {
 // call while Recv is in progress, and makes it return os.ErrClosed.
 type UnderlayReceiver interface {
 	// segs[i] > 0 says message i holds several datagrams of that size
-	// (UDP GRO), the last possibly shorter.
+	// (UDP GRO), the last possibly shorter. Such a message's datagrams
+	// each came with a UDP checksum, over the whole inner frame, that
+	// the kernel verified: its GRO joins only datagrams with a nonzero
+	// checksum (verified, by it or the NIC), and the other way a message
+	// arrives in one piece, a UDP GSO send on this host, cannot turn
+	// checksums off. The router verifies inner TCP checksums of single
+	// datagrams only, which may have come without one.
 	Recv(bufs [][]byte, sizes, segs []int, srcs [][4]byte, offset int) (int, error)
 	Mode() fib.Mode
 	BatchSize() int
@@ -896,9 +902,14 @@ func (r *Router) underlayBatch(u *underlayReader, recv func(bufs [][]byte, sizes
 			if u.segs[i] > 0 {
 				step = u.segs[i]
 			}
+			// A GRO message's inner frames came under a UDP checksum
+			// the kernel verified (see UnderlayReceiver): their TCP
+			// checksums need no second pass.
+			w.csumKnown = u.segs[i] > 0
 			for d := Headroom; d < end; d += step {
 				w.fromVXLAN(u.srcs[i], w.bufs[i], d, min(d+step, end))
 			}
+			w.csumKnown = false
 		} else {
 			w.fromIPIP(w.bufs[i], Headroom, Headroom+w.sizes[i])
 		}

@@ -41,8 +41,10 @@ type worker struct {
 	from  *Port        // the pod port of the packet being forwarded (fromPod)
 	// csumKnown: the packet being forwarded from the host or the
 	// underlay has its TCP checksum computed here (a superframe cut, a
-	// CHECKSUM_PARTIAL finished) or verified by the kernel (DATA_VALID);
-	// set by fromOffload around the packet, false otherwise.
+	// CHECKSUM_PARTIAL finished) or verified by the kernel (DATA_VALID,
+	// or a VXLAN datagram of a GRO message, under a verified UDP
+	// checksum); set by fromOffload and underlayBatch around the
+	// packet, false otherwise.
 	csumKnown bool
 	// super: the packet being forwarded is a TCP superframe that leaves
 	// whole, a pod's to the host, the host's or the underlay's to a pod
