@@ -300,8 +300,15 @@ func (w *worker) conntrack(ps *policyState, o origin, src, dst *portPolicy, from
 	typ, code := icmpTypeCode(ip)
 	switch p.Kind {
 	case flow.Plain:
+		m := ctMemo{set: true, key: p.Key, tcp: p.TCP & memoTCPFlags, src: src, dst: dst, fromNode: fromNode, toHost: toHost}
+		if m == w.ct {
+			return true // as the packet before it, in this batch
+		}
 		if _, v, ok := t.Seen(p.Key, false, p.TCP, w.now); ok && v.Flags != 0 {
 			if v.Gen == ps.gen {
+				if v.Flags == flow.PolicyAllowed {
+					w.remember(m)
+				}
 				return w.cached(ps, v, src, dst)
 			}
 			return w.judge(ps, p.Key, typ, code, src, dst, fromNode, toHost, p.TCP)
@@ -309,6 +316,7 @@ func (w *worker) conntrack(ps *policyState, o origin, src, dst *portPolicy, from
 		rk := p.Key.Reverse()
 		if _, v, ok := t.Seen(rk, true, p.TCP, w.now); ok && v.Flags == flow.PolicyAllowed {
 			if v.Gen == ps.gen {
+				w.remember(m)
 				return true
 			}
 			// A reply of a flow allowed under an older state: judge the
@@ -339,6 +347,35 @@ func (w *worker) conntrack(ps *policyState, o origin, src, dst *portPolicy, from
 		return false
 	}
 	return true
+}
+
+// ctMemo is the last packet conntrack let pass on its flow's entry in
+// the flow table, in the current batch (reset by begin, with the policy
+// state and the time): a packet like it (same flow, direction and
+// endpoints, same TCP flags of those the table reads) would find the
+// entry as that packet left it and pass the same way, and Seen again with
+// the batch's time would change nothing, so it passes without the table:
+// the segments of a superframe take one lookup, not one each. What
+// another worker changes in the entry meanwhile (a reply that completes
+// the handshake) the next batch's first packet sees. A TCP packet with
+// SYN, FIN or RST, which moves a flow's state, is never remembered; nor
+// is a denied one, which is counted each time.
+type ctMemo struct {
+	set              bool
+	key              flow.Key
+	tcp              uint8
+	src, dst         *portPolicy
+	fromNode, toHost bool
+}
+
+// memoTCPFlags are the TCP flags the flow table reads (PSH is not).
+const memoTCPFlags = flow.TCPSyn | flow.TCPFin | flow.TCPRst | flow.TCPAck
+
+// remember keeps m as the last packet passed (see ctMemo).
+func (w *worker) remember(m ctMemo) {
+	if m.tcp&(flow.TCPSyn|flow.TCPFin|flow.TCPRst) == 0 {
+		w.ct = m
+	}
 }
 
 // judge decides flow k, records the verdict in the flow table and says

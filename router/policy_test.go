@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/tortie-net/tortie/flow"
 	"github.com/tortie-net/tortie/header"
 	"github.com/tortie-net/tortie/internal/testutil"
 	"github.com/tortie-net/tortie/policy"
@@ -224,6 +225,64 @@ func TestPolicyChange(t *testing.T) {
 	}
 }
 
+// TestPolicyBatchMemo: segments of an allowed flow in one batch pass on
+// the first one's lookup (ctMemo), and a batch after a policy change
+// judges them again: each is denied and counted.
+func TestPolicyBatchMemo(t *testing.T) {
+	h := newHarness(t)
+	h.setPolicy(bIsolated(t))
+	h.fromPodPkts(h.pA, tcp4(podA, 40000, podB, 80, syn))
+	h.fromPodPkts(h.pB, tcp4(podB, 80, podA, 40000, synAck))
+	h.fromPodPkts(h.pB, tcp4(podB, 80, podA, 40000, ack), tcp4(podB, 80, podA, 40000, ack))
+	h.expect("the replies in one batch", len(h.devA.Take()), 3)
+	seg := func() []byte { return tcp4(podA, 40000, podB, 80, ack) }
+	h.fromPodPkts(h.pA, seg(), seg(), seg())
+	h.expect("the flow's segments in one batch", len(h.devB.Take()), 4)
+	// The next batch's first segment takes the table again: the flow's
+	// timeout starts again.
+	expires := func() int64 {
+		flows, _ := h.r.flows.Snapshot(100, flow.Now())
+		for _, f := range flows {
+			if f.Key == (flow.Key{Src: binary.BigEndian.Uint32(podA[:]), Dst: binary.BigEndian.Uint32(podB[:]), SrcPort: 40000, DstPort: 80, Proto: header.ProtocolTCP}) {
+				return f.Expires
+			}
+		}
+		t.Fatal("the flow is not in the table")
+		return 0
+	}
+	was := expires()
+	for now := flow.Now(); flow.Now() == now; {
+	}
+	h.fromPodPkts(h.pA, seg())
+	h.expect("a segment in the next batch", len(h.devB.Take()), 1)
+	if e := expires(); e <= was {
+		t.Fatalf("the flow expires at %d after a later batch, %d before: its timeout did not start again", e, was)
+	}
+
+	h.setPolicy(compilePolicy(t, policy.Policy{Name: "b-in2", Selector: "app == 'b'", Types: []policy.Direction{policy.Ingress}}))
+	h.fromPodPkts(h.pA, seg(), seg(), seg())
+	h.expect("the flow's segments after the change", len(h.devB.Take()), 0)
+	if n := h.r.Drops(DropPolicyDenied); n != 3 {
+		t.Fatalf("policy_denied %d, want 3", n)
+	}
+	// FIN still moves the flow on, after segments that passed on the memo.
+	h.setPolicy(bIsolated(t))
+	h.fromPodPkts(h.pA, tcp4(podA, 40001, podB, 80, syn))
+	h.fromPodPkts(h.pB, tcp4(podB, 80, podA, 40001, synAck))
+	h.fromPodPkts(h.pA, tcp4(podA, 40001, podB, 80, ack), tcp4(podA, 40001, podB, 80, ack|header.TCPFlagPSH), tcp4(podA, 40001, podB, 80, ack|header.TCPFlagFIN))
+	h.expect("segments and FIN", len(h.devB.Take()), 4)
+	flows, _ := h.r.flows.Snapshot(100, flow.Now())
+	var state string
+	for _, f := range flows {
+		if f.Key.SrcPort == 40001 && f.Key.DstPort == 80 {
+			state = f.State
+		}
+	}
+	if state != "closing" {
+		t.Fatalf("flow after FIN is %q, want closing", state)
+	}
+}
+
 // TestPolicyFromHost: the node's own packets reach a pod whatever its
 // policy (kubelet's probes), and the pod's replies return; a packet the
 // node forwarded from elsewhere is judged.
@@ -385,7 +444,10 @@ func BenchmarkPolicy(b *testing.B) {
 				Nets: []string{fmt.Sprintf("172.%d.%d.0/24", 16+i%16, i%256)}}, Destination: policy.Entity{Ports: tcpPorts(uint16(1000 + i))}})
 		}
 		rules = append(rules, policy.Rule{Action: policy.Allow, Protocol: "TCP", Source: policy.Entity{Selector: "app == 'a'"}})
-		for _, kind := range []string{"first", "established"} {
+		// first: a new flow each packet; established: a packet of an
+		// allowed flow, each in a batch of its own (a flow table
+		// lookup); batched: the same, all in one batch (ctMemo).
+		for _, kind := range []string{"first", "established", "batched"} {
 			b.Run(fmt.Sprintf("rules=%d/%s", n, kind), func(b *testing.B) {
 				h := newHarness(b)
 				h.u.Discard, h.devB.Discard, h.devA.Discard, h.host.Discard = true, true, true, true
@@ -401,6 +463,9 @@ func BenchmarkPolicy(b *testing.B) {
 				b.ReportAllocs()
 				h.w.begin()
 				for b.Loop() {
+					if kind != "batched" {
+						h.w.begin()
+					}
 					m := copy(buf[Headroom:], f)
 					if kind == "first" {
 						flows++

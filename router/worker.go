@@ -38,6 +38,7 @@ type worker struct {
 	ports []*Port
 	pol   *policyState // nil: no policy installed
 	now   int64        // flow.Now() at the start of the batch
+	ct    ctMemo       // the last packet conntrack passed in the batch
 	from  *Port        // the pod port of the packet being forwarded (fromPod)
 	// csumKnown: the packet being forwarded from the host or the
 	// underlay has its TCP checksum computed here (a superframe cut, a
@@ -109,6 +110,7 @@ func (w *worker) begin() {
 	w.ports = *w.r.ports.Load()
 	w.pol = w.r.pol.Load() // after the ports: see publishPolicy
 	w.now = flow.Now()
+	w.ct = ctMemo{}
 }
 
 func (w *worker) drop(d DropReason) { w.drops[d]++ }
