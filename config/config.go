@@ -138,7 +138,9 @@ type File struct {
 	// trades CPU for latency, as the kernel's net.core.busy_poll does (see
 	// "Busy polling" in the README's Benchmarks). It needs inputLoops and
 	// cannot be combined with realtimePriority (a real-time loop would keep
-	// a pod whose reply it waits for off its CPU).
+	// a pod whose reply it waits for off its CPU). With more than one
+	// thread (cpus above 1, or unset on a machine of several CPUs) every
+	// loop spins, which made latency worse here: tortied warns.
 	BusyPoll string `json:"busyPoll,omitempty"`
 	// UnderlayGRO true has tortied turn on the underlay interface's
 	// generic receive offload at start if it is off (as `ethtool -K
@@ -397,6 +399,16 @@ func (f File) Validate() (*Config, error) {
 			bad("busyPoll with realtimePriority: a real-time loop spinning for a reply would keep the pod that sends it off its CPU")
 		default:
 			c.BusyPoll = d
+			if d > 0 && c.Threads() != 1 {
+				// Not refused: a node with CPUs to spare may want it.
+				threads := "a thread per CPU (cpus unset)"
+				if c.Threads() > 1 {
+					threads = fmt.Sprintf("%d threads", c.Threads())
+				}
+				c.Warnings = append(c.Warnings, fmt.Sprintf("busyPoll with %s: each thread's input loop spins after its own bursts, "+
+					"and on a 2-CPU machine two spinning loops per tortied made latency worse than none (see the README's \"Busy polling\"); "+
+					"cpus: 1 keeps one loop", threads))
+			}
 		}
 	}
 	c.VTEPMAC = calico.VTEPMAC(c.NodeName)

@@ -2,6 +2,7 @@ package config
 
 import (
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -70,6 +71,21 @@ func TestParse(t *testing.T) {
 		{"busyPoll: 0s\ninputLoops: false\n", 0}} {
 		if c, err = Parse([]byte(sample + b.extra)); err != nil || c.BusyPoll != b.want {
 			t.Errorf("%q: busy poll %v, want %v (%v)", b.extra, c.BusyPoll, b.want, err)
+		}
+	}
+	// Busy polling on more than one thread is warned about, not refused.
+	for _, b := range []struct {
+		extra string
+		warn  bool
+	}{{"busyPoll: 50us\n", true}, {"busyPoll: 50us\ncpus: 2\n", true}, {"busyPoll: 50us\ncpuSet: \"0-1\"\n", true},
+		{"busyPoll: 50us\ncpus: 1\n", false}, {"busyPoll: 50us\ncpuSet: \"1\"\n", false}, {"cpus: 2\n", false}} {
+		c, err := Parse([]byte(sample + b.extra))
+		if err != nil {
+			t.Fatalf("%q: %v", b.extra, err)
+		}
+		warned := slices.ContainsFunc(c.Warnings, func(w string) bool { return strings.HasPrefix(w, "busyPoll with ") })
+		if warned != b.warn {
+			t.Errorf("%q: warned %v, want %v (%q)", b.extra, warned, b.warn, c.Warnings)
 		}
 	}
 	// Input loops: on unless inputLoops says false.
