@@ -158,7 +158,7 @@ func (w *worker) whole(in ingress, buf []byte, frame, end int, h header.VirtioNe
 		h.CsumStart() != l2+hl || h.CsumOffset() != header.TCPChecksumOffset {
 		return false
 	}
-	nh := w.tab.Lookup(ip.DstU32())
+	nh := w.lookup(ip.DstU32())
 	if nh == nil {
 		return false
 	}
@@ -318,7 +318,7 @@ func (w *worker) backToBack(dst uint32, ipLen int) bool {
 	if w.gso.send == nil {
 		return false
 	}
-	nh := w.tab.Lookup(dst)
+	nh := w.lookup(dst)
 	return nh != nil && nh.Kind == fib.KindRemote && nh.Mode == fib.ModeVXLAN &&
 		ipLen <= int(w.r.pathMTU.Load())-encap.Overhead(fib.ModeVXLAN)
 }

@@ -746,3 +746,41 @@ func TestWorkersSendAtOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestFIBMemo: lookups remembered in a batch (fibMemo) answer for that
+// batch only: packets to two destinations in one batch each take their
+// own route, and a route or a node changed between batches is seen by
+// the next.
+func TestFIBMemo(t *testing.T) {
+	h := newHarness(t)
+	ipipDst := [4]byte{10, 244, 3, 5}
+	h.fromPodA(eth(header.EtherTypeIPv4, pkt{src: podA, dst: remoteV, payload: 10}.ip()),
+		eth(header.EtherTypeIPv4, pkt{src: podA, dst: ipipDst, payload: 10}.ip()),
+		eth(header.EtherTypeIPv4, pkt{src: podA, dst: remoteV, payload: 10}.ip()))
+	to := func() map[[4]byte]int {
+		m := map[[4]byte]int{}
+		for _, s := range h.u.Take() {
+			m[s.Dst]++
+		}
+		return m
+	}
+	if m := to(); m[nodeB] != 2 || m[nodeC] != 1 || len(m) != 2 {
+		t.Fatalf("one batch: packets by node %v; want 2 to n2 and 1 to n3 (drops %v)", m, h.drops())
+	}
+	// remoteV's block moves to node C over IPIP; node B is gone.
+	err := h.r.FIB().Update(func(tx fib.Tx) error {
+		return tx.Set(fib.Route{Prefix: netip.MustParsePrefix("10.244.2.0/26"), Source: fib.SourceStatic,
+			NextHop: fib.NextHop{Kind: fib.KindRemote, Node: nodeC, Mode: fib.ModeIPIP}})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.fromPodA(eth(header.EtherTypeIPv4, pkt{src: podA, dst: remoteV, payload: 10}.ip()))
+	if m := to(); m[nodeC] != 1 || len(m) != 1 {
+		t.Fatalf("after the change: packets by node %v; want one to n3", m)
+	}
+	h.fromVXLANPkt(pkt{src: remoteV, dst: podA, payload: 10}.ip())
+	if got := len(h.devA.Take()); got != 0 || h.r.Drops(DropUnknownNode) != 1 {
+		t.Fatalf("VXLAN from n2, no longer a node: %d delivered, unknown_node %d; want 0 and 1", got, h.r.Drops(DropUnknownNode))
+	}
+}

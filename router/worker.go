@@ -39,6 +39,7 @@ type worker struct {
 	pol   *policyState // nil: no policy installed
 	now   int64        // flow.Now() at the start of the batch
 	ct    ctMemo       // the last packet conntrack passed in the batch
+	fm    fibMemo      // the last FIB answers in the batch
 	from  *Port        // the pod port of the packet being forwarded (fromPod)
 	// csumKnown: the packet being forwarded from the host or the
 	// underlay has its TCP checksum computed here (a superframe cut, a
@@ -111,6 +112,40 @@ func (w *worker) begin() {
 	w.pol = w.r.pol.Load() // after the ports: see publishPolicy
 	w.now = flow.Now()
 	w.ct = ctMemo{}
+	w.fm = fibMemo{}
+}
+
+// fibMemo is the worker's last FIB lookup and last node address found in
+// the batch: the FIB is one snapshot for the whole batch (begin), so the
+// same address gets the same answer, and the segments of a flow, which
+// come in runs, ask the table once a run.
+type fibMemo struct {
+	set  bool
+	addr uint32
+	nh   *fib.NextHop
+	node [4]byte // a remote node's underlay address (zero: none yet)
+}
+
+// lookup is w.tab.Lookup through the memo.
+func (w *worker) lookup(addr uint32) *fib.NextHop {
+	if w.fm.set && w.fm.addr == addr {
+		return w.fm.nh
+	}
+	nh := w.tab.Lookup(addr)
+	w.fm.set, w.fm.addr, w.fm.nh = true, addr, nh
+	return nh
+}
+
+// isRemoteNode is w.tab.IsNode through the memo.
+func (w *worker) isRemoteNode(a [4]byte) bool {
+	if a == w.fm.node && a != [4]byte{} {
+		return true
+	}
+	if !w.tab.IsNode(a) {
+		return false
+	}
+	w.fm.node = a
+	return true
 }
 
 func (w *worker) drop(d DropReason) { w.drops[d]++ }
@@ -223,7 +258,7 @@ func (w *worker) fromHost(buf []byte, off, end int) {
 
 // fromVXLAN handles one UDP payload received on port 4789 from src.
 func (w *worker) fromVXLAN(src [4]byte, buf []byte, off, end int) {
-	if !w.tab.IsNode(src) {
+	if !w.isRemoteNode(src) {
 		w.drop(DropUnknownNode)
 		return
 	}
@@ -249,7 +284,7 @@ func (w *worker) fromIPIP(buf []byte, off, end int) {
 		w.drop(DropDecapFailed)
 		return
 	}
-	if !w.tab.IsNode(outer.Src()) {
+	if !w.isRemoteNode(outer.Src()) {
 		w.drop(DropUnknownNode)
 		return
 	}
@@ -286,7 +321,7 @@ func (w *worker) forward(o origin, buf []byte, start, end int) {
 		w.drop(DropNotUnicast)
 		return
 	}
-	nh := w.tab.Lookup(dst)
+	nh := w.lookup(dst)
 	if nh == nil && o == fromTunnel {
 		w.drop(DropDecapNotLocal)
 		return
