@@ -100,6 +100,33 @@ type Setup struct {
 	// BusyPoll is the lab's BusyPoll: how long tortied's loops spin
 	// before they sleep (0: not at all).
 	BusyPoll time.Duration `json:"busyPoll,omitempty"`
+	// Baseline runs Options.Baseline's tortied: it is the setup named
+	// without BaselineSuffix, with another build (see withBaselines).
+	Baseline bool `json:"baseline,omitempty"`
+}
+
+// BaselineSuffix ends the name of a setup run with the baseline build.
+const BaselineSuffix = "-baseline"
+
+// withBaselines follows each group of tortie setups with the same group
+// run with the baseline build, its setups named with BaselineSuffix:
+// interleaved, each is measured right after the one it differs from in
+// the build alone. Kernel setups have no build and no copy.
+func withBaselines(groups [][]Setup) [][]Setup {
+	var out [][]Setup
+	for _, g := range groups {
+		out = append(out, g)
+		if g[0].Kernel {
+			continue
+		}
+		b := slices.Clone(g)
+		for i := range b {
+			b[i].Name += BaselineSuffix
+			b[i].Baseline = true
+		}
+		out = append(out, b)
+	}
+	return out
 }
 
 // runs reports whether the setup has any of tests to run: the scale test
@@ -207,6 +234,11 @@ type Options struct {
 	OutDir        string
 	Tortied       string
 	Log           func(format string, a ...any)
+	// Baseline is another tortied binary (an earlier build, say): each
+	// tortie setup is also measured with it, as the setup's name with
+	// BaselineSuffix, interleaved (Baseline implies Interleave), and
+	// compared with it. Empty: none.
+	Baseline string
 	// Interleave brings every setup's lab up at once and measures the
 	// setups in turn within each repetition, instead of one setup's
 	// repetitions after another's: on a machine whose speed drifts over
@@ -266,6 +298,9 @@ type Report struct {
 	// Congestion is the TCP tests' congestion control (Options.Congestion;
 	// empty: the pods' default).
 	Congestion string `json:"congestion,omitempty"`
+	// Baseline is the file name of Options.Baseline's tortied, when the
+	// run compared builds.
+	Baseline string `json:"baseline,omitempty"`
 	// Stopped is why the run ended before every repetition of every setup
 	// was measured (empty when it did not): the report then holds what was
 	// measured until then.
@@ -374,6 +409,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			"busy time of all CPUs, which counts iperf3 and everything else running on this shared machine")
 	}
 	groups := groupSetups(selected)
+	if o.Baseline != "" {
+		groups = withBaselines(groups)
+		o.Interleave = true
+		rep.Baseline = filepath.Base(o.Baseline)
+		rep.Notes = append(rep.Notes, fmt.Sprintf("a setup named with %q is the setup named without it, run with another tortied build (%s; the others ran %s), "+
+			"measured right after it in each repetition: the paired ratio of the two is the build's change on this machine with its drift taken out",
+			BaselineSuffix, rep.Baseline, filepath.Base(o.Tortied)))
+	}
 	for _, g := range groups {
 		for _, x := range g {
 			if x.Policies {
@@ -382,7 +425,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 	// Labs a killed run left behind.
-	for i := range Setups {
+	for i := range 2 * len(Setups) { // with baselines, up to two labs a setup
 		_ = lab.Down(fmt.Sprintf("bn%d", i+1))
 	}
 	// Interleaved, every group's lab is up at once; else one after another.
@@ -458,20 +501,22 @@ func ratios(ms []Measurement, paired bool) []Ratio {
 	}
 	var out []Ratio
 	for _, s := range Setups {
-		ref := s.Reference()
-		if ref == "" {
-			continue
-		}
-		for _, metric := range []string{MetricPPS, MetricPPSZeroLoss, MetricIMIXZeroLoss, MetricIMIXGbpsZeroLoss, MetricNewFlowPPS,
-			MetricTCP1, MetricTCP2, MetricTCP1CPUMachine, MetricLatP50, MetricLatP99, MetricLoadP99, MetricCPU, MetricScaleTCP, MetricScaleCPUMachine, MetricScaleOnePair} {
-			t, ok1 := get(s.Name, metric)
-			k, ok2 := get(ref, metric)
-			if ok1 && ok2 && k > 0 {
-				r := Ratio{Setup: s.Name, Reference: ref, Metric: metric, Ratio: t / k}
-				if paired {
-					r.Paired = pairedRatio(find(s.Name, metric), find(ref, metric))
+		// Its reference, and the same setup with the baseline build.
+		for _, ref := range []string{s.Reference(), s.Name + BaselineSuffix} {
+			if ref == "" {
+				continue
+			}
+			for _, metric := range []string{MetricPPS, MetricPPSZeroLoss, MetricIMIXZeroLoss, MetricIMIXGbpsZeroLoss, MetricNewFlowPPS,
+				MetricTCP1, MetricTCP2, MetricTCP1CPUMachine, MetricLatP50, MetricLatP99, MetricLoadP99, MetricCPU, MetricScaleTCP, MetricScaleCPUMachine, MetricScaleOnePair} {
+				t, ok1 := get(s.Name, metric)
+				k, ok2 := get(ref, metric)
+				if ok1 && ok2 && k > 0 {
+					r := Ratio{Setup: s.Name, Reference: ref, Metric: metric, Ratio: t / k}
+					if paired {
+						r.Paired = pairedRatio(find(s.Name, metric), find(ref, metric))
+					}
+					out = append(out, r)
 				}
-				out = append(out, r)
 			}
 		}
 	}
@@ -590,7 +635,11 @@ type groupLab struct {
 // upGroup builds the lab, named name, for the setups of a group.
 func upGroup(o Options, group []Setup, name string) (*groupLab, error) {
 	s := group[0]
-	opts := lab.Options{Name: name, Nodes: 2, Pods: 2, Mode: s.Mode, Static: !s.Datastore, Tortied: o.Tortied, LogLevel: "warn", Threads: s.Threads,
+	tortied := o.Tortied
+	if s.Baseline {
+		tortied = o.Baseline
+	}
+	opts := lab.Options{Name: name, Nodes: 2, Pods: 2, Mode: s.Mode, Static: !s.Datastore, Tortied: tortied, LogLevel: "warn", Threads: s.Threads,
 		PodQueues: s.PodQueues, UnderlayGRO: s.UnderlayGRO, RealtimePriority: s.Realtime, GoroutineReaders: s.GoroutineReaders,
 		BusyPoll: s.BusyPoll}
 	if s.Local {

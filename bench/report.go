@@ -62,10 +62,12 @@ func (r *Report) value(setup, metric string) (float64, bool) {
 func (r *Report) setups() []string {
 	var out []string
 	for _, s := range Setups {
-		for _, m := range r.Measurements {
-			if m.Setup == s.Name {
-				out = append(out, s.Name)
-				break
+		for _, name := range []string{s.Name, s.Name + BaselineSuffix} {
+			for _, m := range r.Measurements {
+				if m.Setup == name {
+					out = append(out, name)
+					break
+				}
 			}
 		}
 	}

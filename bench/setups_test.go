@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -81,6 +82,46 @@ func TestGroupSetups(t *testing.T) {
 	}
 	if g := groupSetups(pick("tortie-vxlan-policy")); len(g) != 1 || groupNames(g[0]) != "tortie-vxlan-policy" {
 		t.Fatalf("policy setup alone: %v", g)
+	}
+}
+
+// TestBaselines: with a baseline build, each tortie group is followed by
+// its copy under the baseline's names (a datastore group whole), kernel
+// setups are not copied, and a setup is compared with its baseline as
+// well as with its reference; the table shows the baseline beside it.
+func TestBaselines(t *testing.T) {
+	pick := func(names ...string) func(Setup) bool {
+		return func(s Setup) bool { return slices.Contains(names, s.Name) }
+	}
+	var got []string
+	for _, g := range withBaselines(groupSetups(pick("kernel-vxlan", "tortie-vxlan", "tortie-vxlan-no-policy", "tortie-vxlan-policy"))) {
+		got = append(got, groupNames(g))
+		for _, s := range g {
+			if s.Baseline != strings.HasSuffix(s.Name, BaselineSuffix) {
+				t.Errorf("%s: Baseline %v", s.Name, s.Baseline)
+			}
+		}
+	}
+	want := []string{"kernel-vxlan", "tortie-vxlan", "tortie-vxlan-baseline",
+		"tortie-vxlan-no-policy, tortie-vxlan-policy", "tortie-vxlan-no-policy-baseline, tortie-vxlan-policy-baseline"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("groups %q, want %q", got, want)
+	}
+	r := &Report{Interleaved: true, Measurements: []Measurement{
+		{Setup: "kernel-vxlan", Metric: MetricTCP1, Values: []float64{20, 20}, Repetitions: []int{1, 2}, Median: 20},
+		{Setup: "tortie-vxlan", Metric: MetricTCP1, Values: []float64{12, 15}, Repetitions: []int{1, 2}, Median: 13.5},
+		{Setup: "tortie-vxlan-baseline", Metric: MetricTCP1, Values: []float64{10, 10}, Repetitions: []int{1, 2}, Median: 10},
+	}}
+	r.Ratios = ratios(r.Measurements, true)
+	var pairs []string
+	for _, x := range r.Ratios {
+		pairs = append(pairs, fmt.Sprintf("%s/%s %.2f %.2f", x.Setup, x.Reference, x.Ratio, x.Paired))
+	}
+	if want := []string{"tortie-vxlan/kernel-vxlan 0.68 0.68", "tortie-vxlan/tortie-vxlan-baseline 1.35 1.35"}; !slices.Equal(pairs, want) {
+		t.Fatalf("ratios %q, want %q", pairs, want)
+	}
+	if got := r.setups(); !slices.Equal(got, []string{"kernel-vxlan", "tortie-vxlan", "tortie-vxlan-baseline"}) {
+		t.Fatalf("table columns %q", got)
 	}
 }
 

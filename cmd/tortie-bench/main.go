@@ -39,6 +39,8 @@ func main() {
 	flag.IntVar(&o.Policies, "policies", 100, "policies in force for tortie-vxlan-policy (measured against tortie-vxlan-no-policy)")
 	flag.StringVar(&o.OutDir, "out", "bench/out", "output directory")
 	flag.StringVar(&o.Tortied, "tortied", "", "tortied binary (default: next to tortie-bench)")
+	flag.StringVar(&o.Baseline, "baseline", "", "another tortied binary (an earlier build) to measure every tortie setup with too, "+
+		"as <setup>"+bench.BaselineSuffix+", interleaved, and compare with (implies --interleave)")
 	flag.BoolVar(&o.Interleave, "interleave", false, "bring every setup's lab up at once and measure the setups in turn in each repetition "+
 		"(a setup and its reference measured close together, on a machine whose speed drifts), instead of each setup's repetitions in a row")
 	flag.StringVar(&o.Congestion, "congestion", "cubic", "TCP congestion control of every TCP test, both ends (iperf3 -C); empty: the pods' default, "+
