@@ -706,7 +706,11 @@ func (g *groupLab) measure(ctx context.Context, o Options, rep int) error {
 		if x.Local {
 			run = runScale
 		}
-		if err := run(ctx, o, l, x.Datastore, add, note); err != nil {
+		ox := o
+		if x.Baseline {
+			ox.Tortied = o.Baseline // the binary its nodes run
+		}
+		if err := run(ctx, ox, l, x.Datastore, add, note); err != nil {
 			return err
 		}
 		if x.Datastore {
@@ -809,7 +813,7 @@ func runTests(ctx context.Context, o Options, l *lab.Lab, newFlows bool, add fun
 		}
 	}
 	if run("tcp") {
-		meter := nodeCPUMeter(l, o.Log)
+		meter := nodeCPUMeter(l, o.Tortied, o.Log)
 		for _, streams := range []int{1, 2} {
 			r, cpu, err := tcpWithCPU(ctx, l, streams, o.Duration, o.Congestion, meter)
 			if err != nil {
@@ -873,7 +877,7 @@ func runScale(ctx context.Context, o Options, l *lab.Lab, _ bool, add func(metri
 		}
 		receivers = append(receivers, p)
 	}
-	r, cpu, err := windowCPU(ctx, func() (lab.IperfResult, error) { return TwoPairs(ctx, l, o.Duration, o.Congestion) }, receivers, o.Duration, nodeCPUMeter(l, o.Log))
+	r, cpu, err := windowCPU(ctx, func() (lab.IperfResult, error) { return TwoPairs(ctx, l, o.Duration, o.Congestion) }, receivers, o.Duration, nodeCPUMeter(l, o.Tortied, o.Log))
 	if err != nil {
 		return err
 	}
@@ -1003,16 +1007,21 @@ func windowCPU(ctx context.Context, test func() (lab.IperfResult, error), receiv
 	}
 }
 
-// nodeCPUMeter measures each node's tortied; kernel nodes have none.
-func nodeCPUMeter(l *lab.Lab, log func(string, ...any)) cpuMeter {
+// nodeCPUMeter measures each node's tortied, the binary tortied;
+// kernel nodes have none.
+func nodeCPUMeter(l *lab.Lab, tortied string, log func(string, ...any)) cpuMeter {
 	var m cpuMeter
+	want := filepath.Base(tortied)
+	if len(want) > 15 {
+		want = want[:15] // a process's name as the kernel keeps it
+	}
 	for _, n := range l.Nodes {
 		pid := 0
 		if !n.Kernel && n.PID > 0 {
-			if name := procName(n.PID); name == "tortied" {
+			if name := procName(n.PID); name == want {
 				pid = n.PID
 			} else {
-				log("  node %s: process %d is %q, not tortied: its CPU is not measured", n.Name, n.PID, name)
+				log("  node %s: process %d is %q, not %s: its CPU is not measured", n.Name, n.PID, name, want)
 			}
 		}
 		m.pids = append(m.pids, pid)
