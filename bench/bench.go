@@ -108,6 +108,11 @@ type Setup struct {
 // BaselineSuffix ends the name of a setup run with the baseline build.
 const BaselineSuffix = "-baseline"
 
+// shortPath is a binary's directory and name, for notes.
+func shortPath(p string) string {
+	return filepath.Join(filepath.Base(filepath.Dir(p)), filepath.Base(p))
+}
+
 // withBaselines follows each group of tortie setups with the same group
 // run with the baseline build, its setups named with BaselineSuffix:
 // interleaved, each is measured right after the one it differs from in
@@ -298,8 +303,8 @@ type Report struct {
 	// Congestion is the TCP tests' congestion control (Options.Congestion;
 	// empty: the pods' default).
 	Congestion string `json:"congestion,omitempty"`
-	// Baseline is the file name of Options.Baseline's tortied, when the
-	// run compared builds.
+	// Baseline is Options.Baseline as it was given, when the run
+	// compared builds.
 	Baseline string `json:"baseline,omitempty"`
 	// Stopped is why the run ended before every repetition of every setup
 	// was measured (empty when it did not): the report then holds what was
@@ -412,10 +417,13 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Baseline != "" {
 		groups = withBaselines(groups)
 		o.Interleave = true
-		rep.Baseline = filepath.Base(o.Baseline)
+		rep.Baseline = o.Baseline
+		if abs, err := filepath.Abs(o.Baseline); err == nil {
+			o.Baseline = abs // the labs start it from elsewhere
+		}
 		rep.Notes = append(rep.Notes, fmt.Sprintf("a setup named with %q is the setup named without it, run with another tortied build (%s; the others ran %s), "+
 			"measured right after it in each repetition: the paired ratio of the two is the build's change on this machine with its drift taken out",
-			BaselineSuffix, rep.Baseline, filepath.Base(o.Tortied)))
+			BaselineSuffix, rep.Baseline, shortPath(o.Tortied)))
 	}
 	for _, g := range groups {
 		for _, x := range g {
@@ -635,11 +643,13 @@ type groupLab struct {
 // upGroup builds the lab, named name, for the setups of a group.
 func upGroup(o Options, group []Setup, name string) (*groupLab, error) {
 	s := group[0]
-	tortied := o.Tortied
+	tortied, cni := o.Tortied, ""
 	if s.Baseline {
-		tortied = o.Baseline
+		// The baseline's own tortied; the CNI plugin of the build under
+		// test, which the baseline's directory need not hold.
+		tortied, cni = o.Baseline, filepath.Join(filepath.Dir(o.Tortied), "tortie-cni")
 	}
-	opts := lab.Options{Name: name, Nodes: 2, Pods: 2, Mode: s.Mode, Static: !s.Datastore, Tortied: tortied, LogLevel: "warn", Threads: s.Threads,
+	opts := lab.Options{Name: name, Nodes: 2, Pods: 2, Mode: s.Mode, Static: !s.Datastore, Tortied: tortied, CNIPlugin: cni, LogLevel: "warn", Threads: s.Threads,
 		PodQueues: s.PodQueues, UnderlayGRO: s.UnderlayGRO, RealtimePriority: s.Realtime, GoroutineReaders: s.GoroutineReaders,
 		BusyPoll: s.BusyPoll}
 	if s.Local {

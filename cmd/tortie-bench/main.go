@@ -67,6 +67,12 @@ func main() {
 		self, _ := os.Executable()
 		o.Tortied = filepath.Join(filepath.Dir(self), "tortied")
 	}
+	if o.Baseline != "" {
+		if _, err := os.Stat(o.Baseline); err != nil {
+			fmt.Fprintln(os.Stderr, "tortie-bench: --baseline:", err)
+			os.Exit(2)
+		}
+	}
 	o.Log = func(format string, a ...any) { fmt.Fprintf(os.Stderr, format+"\n", a...) }
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
