@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -399,11 +400,12 @@ func (f File) Validate() (*Config, error) {
 			bad("busyPoll with realtimePriority: a real-time loop spinning for a reply would keep the pod that sends it off its CPU")
 		default:
 			c.BusyPoll = d
-			if d > 0 && c.Threads() != 1 {
+			// Unset, tortied runs a thread per CPU it may use.
+			if n := c.Threads(); d > 0 && (n > 1 || n == 0 && runtime.GOMAXPROCS(0) > 1) {
 				// Not refused: a node with CPUs to spare may want it.
-				threads := "a thread per CPU (cpus unset)"
-				if c.Threads() > 1 {
-					threads = fmt.Sprintf("%d threads", c.Threads())
+				threads := fmt.Sprintf("%d threads", n)
+				if n == 0 {
+					threads = fmt.Sprintf("a thread per CPU (cpus unset: %d)", runtime.GOMAXPROCS(0))
 				}
 				c.Warnings = append(c.Warnings, fmt.Sprintf("busyPoll with %s: each thread's input loop spins after its own bursts, "+
 					"and on a 2-CPU machine two spinning loops per tortied made latency worse than none (see the README's \"Busy polling\"); "+

@@ -2,6 +2,7 @@ package config
 
 import (
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -77,7 +78,7 @@ func TestParse(t *testing.T) {
 	for _, b := range []struct {
 		extra string
 		warn  bool
-	}{{"busyPoll: 50us\n", true}, {"busyPoll: 50us\ncpus: 2\n", true}, {"busyPoll: 50us\ncpuSet: \"0-1\"\n", true},
+	}{{"busyPoll: 50us\n", runtime.GOMAXPROCS(0) > 1}, {"busyPoll: 50us\ncpus: 2\n", true}, {"busyPoll: 50us\ncpuSet: \"0-1\"\n", true},
 		{"busyPoll: 50us\ncpus: 1\n", false}, {"busyPoll: 50us\ncpuSet: \"1\"\n", false}, {"cpus: 2\n", false}} {
 		c, err := Parse([]byte(sample + b.extra))
 		if err != nil {

@@ -436,9 +436,10 @@ func TestGROMessageChecksums(t *testing.T) {
 			h := newHarness(t)
 			_, devC := withOffloadPort(t, h)
 			rx := routertest.NewReceiver(fib.ModeVXLAN)
-			h.r.AttachUnderlay(rx)
 			a, b, d := seg(1000, 1000, header.TCPFlagACK, 1), seg(2000, 1000, header.TCPFlagACK, 1), seg(3000, 1000, header.TCPFlagACK, 1)
 			b[len(b)-1] ^= 0x40
+			// Queued before the reader starts, so that the single
+			// datagrams are read in one batch, as the GRO message is.
 			if c.gro {
 				rx.InjectGRO(nodeB, append(append(append([]byte{}, a...), b...), d...), len(a))
 			} else {
@@ -446,6 +447,7 @@ func TestGROMessageChecksums(t *testing.T) {
 					rx.InjectFrom(nodeB, p)
 				}
 			}
+			h.r.AttachUnderlay(rx)
 			var out [][]byte
 			testutil.WaitFor(t, 30*time.Second, "writes to pod C", func() bool {
 				out = append(out, devC.Take()...)

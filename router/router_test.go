@@ -767,6 +767,10 @@ func TestFIBMemo(t *testing.T) {
 	if m := to(); m[nodeB] != 2 || m[nodeC] != 1 || len(m) != 2 {
 		t.Fatalf("one batch: packets by node %v; want 2 to n2 and 1 to n3 (drops %v)", m, h.drops())
 	}
+	h.fromVXLANPkt(pkt{src: remoteV, dst: podA, payload: 10}.ip())
+	if got := len(h.devA.Take()); got != 1 {
+		t.Fatalf("VXLAN from n2: %d delivered, want 1 (drops %v)", got, h.drops())
+	}
 	// remoteV's block moves to node C over IPIP; node B is gone.
 	err := h.r.FIB().Update(func(tx fib.Tx) error {
 		return tx.Set(fib.Route{Prefix: netip.MustParsePrefix("10.244.2.0/26"), Source: fib.SourceStatic,
