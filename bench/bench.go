@@ -108,6 +108,14 @@ type Setup struct {
 // BaselineSuffix ends the name of a setup run with the baseline build.
 const BaselineSuffix = "-baseline"
 
+// tortiedOf is the tortied binary the nodes of setup s run.
+func (o Options) tortiedOf(s Setup) string {
+	if s.Baseline {
+		return o.Baseline
+	}
+	return o.Tortied
+}
+
 // shortPath is a binary's directory and name, for notes.
 func shortPath(p string) string {
 	return filepath.Join(filepath.Base(filepath.Dir(p)), filepath.Base(p))
@@ -508,25 +516,25 @@ func ratios(ms []Measurement, paired bool) []Ratio {
 		return 0, false
 	}
 	var out []Ratio
-	for _, s := range Setups {
-		// Its reference, and the same setup with the baseline build.
-		for _, ref := range []string{s.Reference(), s.Name + BaselineSuffix} {
-			if ref == "" {
-				continue
-			}
-			for _, metric := range []string{MetricPPS, MetricPPSZeroLoss, MetricIMIXZeroLoss, MetricIMIXGbpsZeroLoss, MetricNewFlowPPS,
-				MetricTCP1, MetricTCP2, MetricTCP1CPUMachine, MetricLatP50, MetricLatP99, MetricLoadP99, MetricCPU, MetricScaleTCP, MetricScaleCPUMachine, MetricScaleOnePair} {
-				t, ok1 := get(s.Name, metric)
-				k, ok2 := get(ref, metric)
-				if ok1 && ok2 && k > 0 {
-					r := Ratio{Setup: s.Name, Reference: ref, Metric: metric, Ratio: t / k}
-					if paired {
-						r.Paired = pairedRatio(find(s.Name, metric), find(ref, metric))
-					}
-					out = append(out, r)
+	compare := func(setup, ref string) {
+		for _, metric := range []string{MetricPPS, MetricPPSZeroLoss, MetricIMIXZeroLoss, MetricIMIXGbpsZeroLoss, MetricNewFlowPPS,
+			MetricTCP1, MetricTCP2, MetricTCP1CPUMachine, MetricLatP50, MetricLatP99, MetricLoadP99, MetricCPU, MetricScaleTCP, MetricScaleCPUMachine, MetricScaleOnePair} {
+			t, ok1 := get(setup, metric)
+			k, ok2 := get(ref, metric)
+			if ok1 && ok2 && k > 0 {
+				r := Ratio{Setup: setup, Reference: ref, Metric: metric, Ratio: t / k}
+				if paired {
+					r.Paired = pairedRatio(find(setup, metric), find(ref, metric))
 				}
+				out = append(out, r)
 			}
 		}
+	}
+	for _, s := range Setups {
+		if ref := s.Reference(); ref != "" {
+			compare(s.Name, ref)
+		}
+		compare(s.Name, s.Name+BaselineSuffix) // nothing unless a baseline ran
 	}
 	return out
 }
@@ -643,13 +651,10 @@ type groupLab struct {
 // upGroup builds the lab, named name, for the setups of a group.
 func upGroup(o Options, group []Setup, name string) (*groupLab, error) {
 	s := group[0]
-	tortied, cni := o.Tortied, ""
-	if s.Baseline {
-		// The baseline's own tortied; the CNI plugin of the build under
-		// test, which the baseline's directory need not hold.
-		tortied, cni = o.Baseline, filepath.Join(filepath.Dir(o.Tortied), "tortie-cni")
-	}
-	opts := lab.Options{Name: name, Nodes: 2, Pods: 2, Mode: s.Mode, Static: !s.Datastore, Tortied: tortied, CNIPlugin: cni, LogLevel: "warn", Threads: s.Threads,
+	// A baseline's labs take the CNI plugin of the build under test,
+	// which the baseline's directory need not hold.
+	cni := filepath.Join(filepath.Dir(o.Tortied), "tortie-cni")
+	opts := lab.Options{Name: name, Nodes: 2, Pods: 2, Mode: s.Mode, Static: !s.Datastore, Tortied: o.tortiedOf(s), CNIPlugin: cni, LogLevel: "warn", Threads: s.Threads,
 		PodQueues: s.PodQueues, UnderlayGRO: s.UnderlayGRO, RealtimePriority: s.Realtime, GoroutineReaders: s.GoroutineReaders,
 		BusyPoll: s.BusyPoll}
 	if s.Local {
@@ -717,9 +722,7 @@ func (g *groupLab) measure(ctx context.Context, o Options, rep int) error {
 			run = runScale
 		}
 		ox := o
-		if x.Baseline {
-			ox.Tortied = o.Baseline // the binary its nodes run
-		}
+		ox.Tortied = o.tortiedOf(x) // the binary its nodes run
 		if err := run(ctx, ox, l, x.Datastore, add, note); err != nil {
 			return err
 		}

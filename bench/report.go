@@ -60,14 +60,15 @@ func (r *Report) value(setup, metric string) (float64, bool) {
 }
 
 func (r *Report) setups() []string {
+	measured := map[string]bool{}
+	for _, m := range r.Measurements {
+		measured[m.Setup] = true
+	}
 	var out []string
 	for _, s := range Setups {
 		for _, name := range []string{s.Name, s.Name + BaselineSuffix} {
-			for _, m := range r.Measurements {
-				if m.Setup == name {
-					out = append(out, name)
-					break
-				}
+			if measured[name] {
+				out = append(out, name)
 			}
 		}
 	}
