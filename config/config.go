@@ -179,6 +179,15 @@ func (c *Config) Threads() int {
 	return c.CPUs
 }
 
+// RunThreads is how many threads tortied runs Go code on, and so how
+// many forward: Threads, or, unset, every one Go may use (GOMAXPROCS).
+func (c *Config) RunThreads() int {
+	if n := c.Threads(); n > 0 {
+		return n
+	}
+	return max(runtime.GOMAXPROCS(0), 1)
+}
+
 // Offload reports whether pod TAPs get offloads.
 func (f *File) Offload() bool { return f.PodOffload == nil || *f.PodOffload }
 
@@ -400,12 +409,11 @@ func (f File) Validate() (*Config, error) {
 			bad("busyPoll with realtimePriority: a real-time loop spinning for a reply would keep the pod that sends it off its CPU")
 		default:
 			c.BusyPoll = d
-			// Unset, tortied runs a thread per CPU it may use.
-			if n := c.Threads(); d > 0 && (n > 1 || n == 0 && runtime.GOMAXPROCS(0) > 1) {
+			if n := c.RunThreads(); d > 0 && n > 1 {
 				// Not refused: a node with CPUs to spare may want it.
 				threads := fmt.Sprintf("%d threads", n)
-				if n == 0 {
-					threads = fmt.Sprintf("a thread per CPU (cpus unset: %d)", runtime.GOMAXPROCS(0))
+				if c.Threads() == 0 {
+					threads = fmt.Sprintf("a thread per CPU (cpus unset: %d)", n)
 				}
 				c.Warnings = append(c.Warnings, fmt.Sprintf("busyPoll with %s: each thread's input loop spins after its own bursts, "+
 					"and on a 2-CPU machine two spinning loops per tortied made latency worse than none (see the README's \"Busy polling\"); "+

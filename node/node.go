@@ -18,7 +18,6 @@ import (
 	"net/http"
 	"net/netip"
 	"path/filepath"
-	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -155,7 +154,7 @@ func New(cfg *config.Config, log *zap.Logger) (n *Node, err error) {
 		// the VXLAN sockets at most, so a large machine's loops still
 		// share inputs (each loop's wake-up costs the same however many
 		// it serves).
-		rcfg.InputLoops = min(threads(cfg), maxVXLANQueues)
+		rcfg.InputLoops = min(cfg.RunThreads(), maxVXLANQueues)
 		rcfg.BusyPoll = cfg.BusyPoll
 	}
 	if cfg.TunnelAddr.IsValid() {
@@ -447,15 +446,5 @@ const maxVXLANQueues = 8
 // vxlanQueues is how many VXLAN sockets share the node's port 4789: one
 // for each thread tortied runs Go code on.
 func vxlanQueues(cfg *config.Config) int {
-	return min(threads(cfg), maxVXLANQueues)
-}
-
-// threads is how many threads forward: the configured count, or all Go
-// may use.
-func threads(cfg *config.Config) int {
-	n := cfg.Threads()
-	if n <= 0 {
-		n = runtime.GOMAXPROCS(0)
-	}
-	return max(n, 1)
+	return min(cfg.RunThreads(), maxVXLANQueues)
 }
