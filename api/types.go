@@ -99,9 +99,11 @@ type OffloadStats struct {
 	// the underlay coalesced, the node's own), other local pods', and
 	// IPIP the underlay coalesced.
 	WholeToHost, WholeToPods uint64
-	// FromUnderlay counts TCP superframes in IPIP that the underlay's
-	// kernel coalesced (GRO on the NIC); each is then written to its pod
-	// whole (and counted in WholeToPods) or cut (in TSOFrames).
+	// FromUnderlay counts TCP superframes that came through the underlay
+	// whole: IPIP that the underlay's kernel coalesced (GRO on the NIC),
+	// and VXLAN from a sender that segments late (UDP tunnel GSO) over a
+	// wire that carried it whole; each is then written to its pod whole
+	// (and counted in WholeToPods) or cut (in TSOFrames).
 	FromUnderlay uint64
 }
 

@@ -52,9 +52,15 @@ type Options struct {
 	Mode        string // native, ipip, vxlan, ipip-crosssubnet, vxlan-crosssubnet
 	Subnets     int    // 1 or 2; 0 = 2 for crosssubnet modes, else 1
 	KernelNodes int    // the last KernelNodes nodes are Calico-style kernel nodes
-	Tortied     string // tortied binary
-	UnderlayMTU int    // 0 = 1500
-	LogLevel    string
+	// KernelOffloads keeps the kernel nodes' underlay offloads in a lab
+	// that mixes them with tortie nodes, as nodes in containers joined by
+	// veths have them: their VXLAN then reaches tortie nodes in whole
+	// superframes (UDP tunnel GSO), checksums unfinished. Without it their
+	// underlay behaves like a wire (checksums completed, segments cut).
+	KernelOffloads bool
+	Tortied        string // tortied binary
+	UnderlayMTU    int    // 0 = 1500
+	LogLevel       string
 	// Threads is each tortied's OS threads (its config's cpus): 0 or 1 is
 	// one thread pinned to a CPU of its own where there are enough; more
 	// run unpinned, with that many VXLAN sockets sharing port 4789.
@@ -505,7 +511,7 @@ func (l *Lab) buildNode(o Options, n *Node) error {
 		// its inner TCP checksum unfinished. In a lab that mixes kernel
 		// and tortie nodes, the kernel nodes' underlay veth behaves like a
 		// wire (TX checksum offload off); all-kernel labs keep the defaults.
-		if o.KernelNodes+o.BirdNodes < o.Nodes {
+		if o.KernelNodes+o.BirdNodes < o.Nodes && !o.KernelOffloads {
 			if err := run("ip", "netns", "exec", n.Netns, "ethtool", "-K", "eth0", "tx", "off"); err != nil {
 				return err
 			}

@@ -214,3 +214,80 @@ func TestIPIPCoalescedReplyViaHost(t *testing.T) {
 		t.Fatalf("offload counters %+v", o)
 	}
 }
+
+// vxlanWhole is the inner packet of a VXLAN datagram from node B whose
+// sender segments late (UDP tunnel GSO), as a veth, or a NIC with tunnel
+// segmentation offload, delivers it: a TCP superframe from remoteV to dst
+// whole, its lengths covering all of it, its TCP checksum field holding
+// the pseudo-header sum.
+func vxlanWhole(dst [4]byte, payload int) []byte {
+	inner := hostSuper(dst, payload, 1000, header.TCPFlagACK)[header.VirtioNetHdrLen:]
+	setSource(header.IPv4(inner), remoteV)
+	return inner
+}
+
+// vxlanSegment is one ordinary segment from remoteV, its checksum complete.
+func vxlanSegment(dst [4]byte, payload int) []byte {
+	ip := header.IPv4(vxlanWhole(dst, payload))
+	tcp := header.TCP(ip[20:])
+	tcp.SetChecksum(0)
+	tcp.SetChecksum(^header.Checksum(tcp, header.PseudoHeaderSum(ip.Src(), ip.Dst(), header.ProtocolTCP, len(tcp))))
+	return ip
+}
+
+// TestVXLANSuperframeWholeToPod: a VXLAN datagram that carries a whole TCP
+// superframe is taken as IPIP's coalesced ones are: written to a pod on an
+// offload port whole, behind a GSO header whose segment size is the
+// largest the VXLAN tunnel carries, in order with the segments around it;
+// cut into segments with their checksums complete for a plain pod. A
+// lone segment whose checksum was left partial is finished, not passed on
+// unfinished.
+func TestVXLANSuperframeWholeToPod(t *testing.T) {
+	h, pC, _ := newNativeHarness(t)
+	dev := pC.dev.(*routertest.Device)
+	super := vxlanWhole(podC, 5000)
+	for _, p := range [][]byte{vxlanSegment(podC, 100), super, vxlanSegment(podC, 100)} {
+		h.fromVXLANPkt(p)
+	}
+	const mss = 1500 - 50 - 20 - 20 // underlay MTU, VXLAN's overhead, inner IPv4 and TCP headers
+	out := dev.Take()
+	ip := wholeAmidSegments(t, h, out, mss)
+	if ip.TTL() != header.IPv4(super).TTL()-1 || !bytes.Equal(ip[20:], super[20:]) {
+		t.Fatalf("the superframe changed on its way (TTL %d)", ip.TTL())
+	}
+	v := header.VirtioNetHdr(out[1])
+	if !finishChecksum(out[1][header.VirtioNetHdrLen:], header.EthernetLen, v.CsumStart(), v.CsumOffset()) || !tcpChecksumOK(ip) {
+		t.Fatal("the TCP checksum cannot be finished")
+	}
+	if o := h.r.Stats().Offload; o.FromUnderlay != 1 || o.WholeToPods != 1 || o.TSOFrames != 0 {
+		t.Fatalf("offload counters %+v", o)
+	}
+
+	h.fromVXLANPkt(vxlanWhole(podB, 5000))
+	segs := h.devB.Take()
+	var payload int
+	for _, f := range segs {
+		ip := header.IPv4(f[header.EthernetLen:])
+		if len(ip) > 1450 || !tcpChecksumOK(ip) || ip.TTL() != 63 {
+			t.Fatalf("segment of %d bytes, TTL %d, checksum ok %v", len(ip), ip.TTL(), tcpChecksumOK(ip))
+		}
+		payload += len(ip) - 40
+	}
+	if len(segs) != 4 || payload != 5000 {
+		t.Fatalf("a superframe for a plain pod became %d frames of %d bytes, want 4 of 5000 (drops %v)", len(segs), payload, h.drops())
+	}
+
+	// A segment the sender's kernel left "checksum partial", as a veth
+	// carries it: pod B, which verifies nothing it is not told to, gets
+	// it with its checksum finished.
+	h.fromVXLANPkt(vxlanWhole(podB, 300))
+	if segs := h.devB.Take(); len(segs) != 1 || !tcpChecksumOK(header.IPv4(segs[0][header.EthernetLen:])) {
+		t.Fatalf("pod B got %d frames for a partial segment, or its checksum unfinished", len(segs))
+	}
+	if o := h.r.Stats().Offload; o.FromUnderlay != 3 {
+		t.Fatalf("offload counters %+v", o)
+	}
+	if d := h.drops(); len(d) != 0 {
+		t.Fatalf("drops %v", d)
+	}
+}

@@ -37,15 +37,17 @@ func (in ingress) linkHeaderLen() int {
 	return header.EthernetLen
 }
 
-// coalesced reports whether ip, a packet decapsulated from IPIP, is a
-// TCP superframe the underlay's kernel coalesced (GRO on the NIC, which
-// Linux does for IPIP with or without an ipip module): its segments were
-// verified and joined, its IPv4 length rewritten, and its TCP checksum
-// field left holding the pseudo-header sum, as for CHECKSUM_PARTIAL. A
-// raw socket says no more than that. A segment whose real checksum
-// happens to equal that sum (one in 65,536) is taken as a superframe too,
-// harmlessly: its checksum is then computed again or left to the pod's
-// kernel, and comes out the same.
+// coalesced reports whether ip, a packet decapsulated from IPIP or VXLAN,
+// is a TCP superframe: one the underlay's kernel coalesced (GRO on the
+// NIC, which Linux does for IPIP with or without an ipip module), or one
+// that crossed whole from a sender whose kernel segments VXLAN late (UDP
+// tunnel GSO, which a veth, or a NIC with tunnel segmentation offload,
+// carries whole to the end of its wire). Either way its IPv4 length
+// covers all of it and its TCP checksum field holds the pseudo-header
+// sum, as for CHECKSUM_PARTIAL; a UDP or raw socket says no more than
+// that. A segment whose real checksum happens to equal that sum (one in
+// 65,536) is taken as a superframe too, harmlessly: its checksum is then
+// computed again or left to the pod's kernel, and comes out the same.
 func coalesced(ip header.IPv4) bool {
 	hl := ip.HeaderLen()
 	if ip.Protocol() != header.ProtocolTCP || ip.IsFragment() || len(ip) < hl+header.TCPMinLen {
@@ -54,19 +56,19 @@ func coalesced(ip header.IPv4) bool {
 	return header.TCP(ip[hl:]).Checksum() == header.PartialChecksum(ip.Src(), ip.Dst(), header.ProtocolTCP, len(ip)-hl)
 }
 
-// fromCoalesced takes a TCP superframe the underlay coalesced, the IPv4
-// packet at buf[start:end] (see coalesced), as one that came with a
-// virtio-net header: the header is written in front of it, over the
-// outer IPv4 header already read. The raw socket does not say the
-// segment size the sender used; the largest segment a pod's MTU holds
-// here (the IPIP tunnel's) stands for it, which is what the pod's kernel
-// or our own segmentation needs of it. fromOffload checks the headers
-// against the packet as it does any sender's.
-func (w *worker) fromCoalesced(buf []byte, start, end int) {
+// fromCoalesced takes a TCP superframe that came through the underlay in
+// mode (IPIP or VXLAN), the IPv4 packet at buf[start:end] (see
+// coalesced), as one that came with a virtio-net header: the header is
+// written in front of it, over the outer headers already read. The socket
+// does not say the segment size the sender used; the largest segment a
+// pod's MTU holds here (the tunnel's) stands for it, which is what the
+// pod's kernel or our own segmentation needs of it. fromOffload checks
+// the headers against the packet as it does any sender's.
+func (w *worker) fromCoalesced(mode fib.Mode, buf []byte, start, end int) {
 	ip := header.IPv4(buf[start:end])
 	hl := ip.HeaderLen()
 	thl := header.TCP(ip[hl:]).HeaderLen()
-	mss := int(w.r.pathMTU.Load()) - encap.Overhead(fib.ModeIPIP) - hl - thl
+	mss := int(w.r.pathMTU.Load()) - encap.Overhead(mode) - hl - thl
 	w.r.offload.underlaySuperframes.Add(1)
 	at := start - header.VirtioNetHdrLen
 	header.VirtioNetHdr(buf[at:start]).Encode(header.VirtioNetHdrFNeedsCsum, header.VirtioGSOTCPv4, hl+thl, mss,

@@ -719,7 +719,7 @@ type offloadCounters struct {
 	groBadChecksums atomic.Uint64
 	// Superframes passed on whole (WholeToHost, WholeToPods).
 	wholeToHost, wholeToPods atomic.Uint64
-	// underlaySuperframes: IPIP the underlay coalesced (FromUnderlay).
+	// underlaySuperframes: TCP superframes in IPIP or VXLAN (FromUnderlay).
 	underlaySuperframes atomic.Uint64
 }
 

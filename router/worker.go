@@ -273,6 +273,10 @@ func (w *worker) fromVXLAN(src [4]byte, buf []byte, off, end int) {
 		w.drop(ipv4Drop(st))
 		return
 	}
+	if coalesced(ip) {
+		w.fromCoalesced(fib.ModeVXLAN, buf, start, start+len(ip))
+		return
+	}
 	w.forward(fromTunnel, buf, start, start+len(ip))
 }
 
@@ -295,7 +299,7 @@ func (w *worker) fromIPIP(buf []byte, off, end int) {
 		return
 	}
 	if coalesced(ip) {
-		w.fromCoalesced(buf, start, start+len(ip))
+		w.fromCoalesced(fib.ModeIPIP, buf, start, start+len(ip))
 		return
 	}
 	w.forward(fromTunnel, buf, start, start+len(ip))
