@@ -99,6 +99,10 @@ type OffloadStats struct {
 	// the underlay coalesced, the node's own), other local pods', and
 	// IPIP the underlay coalesced.
 	WholeToHost, WholeToPods uint64
+	// WholeToTunnel counts pods' superframes to VXLAN nodes handed to
+	// the node's kernel whole, for it (or the underlay's NIC) to cut
+	// into datagrams (UDP tunnel GSO; not in TSOFrames).
+	WholeToTunnel uint64
 	// FromUnderlay counts TCP superframes that came through the underlay
 	// whole: IPIP that the underlay's kernel coalesced (GRO on the NIC),
 	// and VXLAN from a sender that segments late (UDP tunnel GSO) over a

@@ -153,6 +153,14 @@ type File struct {
 	// NIC under it. Unset, tortied only logs the setting it found (a veth,
 	// as in the lab, carries a sender's superframes whole without it).
 	UnderlayGRO bool `json:"underlayGRO,omitempty"`
+	// TunnelGSO true has pods' TCP superframes to VXLAN nodes leave whole,
+	// handed to the node's kernel through a TAP of their own (the host
+	// interface's name with "-gso" added) for the kernel, or the
+	// underlay's NIC, to cut into datagrams (UDP tunnel GSO, Linux
+	// 6.17+), instead of being cut here. The kernel forwards them as
+	// packets from this node's address, so its FORWARD chain sees them.
+	// Where the kernel cannot, tortied logs it and cuts them as before.
+	TunnelGSO bool `json:"tunnelGSO,omitempty"`
 }
 
 // Loops says whether inputs are read on loops (inputLoops, default true).

@@ -29,6 +29,38 @@ const (
 	VirtioGSOECN   = 0x80
 )
 
+// The UDP tunnel form of the header (virtio 1.4 §5.1.6.2.2; Linux 6.17's
+// struct virtio_net_hdr_v1_hash_tunnel), on a TAP that was given a
+// 24-byte header and the UDP tunnel offload: the 10 bytes above, the
+// num_buffers and hash fields (zero when sending), then where the outer
+// UDP header and the inner IPv4 header begin, counted from the frame's
+// first byte. gso_type is the inner packet's type with
+// VirtioGSOUDPTunnelIPv4 added; csum_start and csum_offset point at the
+// inner TCP checksum, and VirtioNetHdrFUDPTunnelCsum asks for the outer
+// UDP checksum of each segment too (its field holding the pseudo-header
+// sum, as PartialChecksum makes it).
+//
+//	10           12          16           18         20              22              24
+//	+------------+-----------+------------+----------+---------------+---------------+
+//	|num_buffers |hash_value |hash_report | reserved |outer_th_offset|inner_nh_offset|
+//	+------------+-----------+------------+----------+---------------+---------------+
+const (
+	VirtioNetHdrTunnelLen      = 24
+	VirtioGSOUDPTunnelIPv4     = 0x20
+	VirtioNetHdrFUDPTunnelCsum = 0x08
+)
+
+// EncodeTunnel writes a 24-byte UDP tunnel header into v[:24]: the fields
+// Encode writes, the outer UDP header's and the inner IPv4 header's
+// offsets, and zeros between.
+func (v VirtioNetHdr) EncodeTunnel(flags, gsoType uint8, hdrLen, gsoSize, csumStart, csumOffset, outerUDP, innerIP int) {
+	v = v[:VirtioNetHdrTunnelLen]
+	v.Encode(flags, gsoType, hdrLen, gsoSize, csumStart, csumOffset)
+	clear(v[VirtioNetHdrLen:20])
+	binary.LittleEndian.PutUint16(v[20:22], uint16(outerUDP))
+	binary.LittleEndian.PutUint16(v[22:24], uint16(innerIP))
+}
+
 // VirtioNetHdr is a view of the 10-byte header. Callers check the length.
 type VirtioNetHdr []byte
 

@@ -76,6 +76,9 @@ type Options struct {
 	// BusyPoll is each tortied's busyPoll: how long its input loops spin
 	// before they sleep (0: not at all).
 	BusyPoll time.Duration
+	// TunnelGSO sets each tortied's tunnelGSO: pods' TCP superframes to
+	// VXLAN nodes leave whole, for the node's kernel to cut.
+	TunnelGSO bool
 	// TortiedUnderlayGRO sets each tortied's underlayGRO: tortied turns
 	// on its node's underlay GRO itself. That alone does not make a veth
 	// coalesce: UnderlayGRO has the lab do it with the fabric's help
@@ -158,6 +161,8 @@ type Lab struct {
 	GoroutineReaders bool `json:"goroutineReaders,omitempty"`
 	// BusyPoll is Options.BusyPoll.
 	BusyPoll time.Duration `json:"busyPoll,omitempty"`
+	// TunnelGSO is Options.TunnelGSO.
+	TunnelGSO bool `json:"tunnelGSO,omitempty"`
 	// TortiedUnderlayGRO is Options.TortiedUnderlayGRO.
 	TortiedUnderlayGRO bool `json:"tortiedUnderlayGRO,omitempty"`
 	// Manifest is Options.Manifest, kept for DeployTortie.
@@ -314,7 +319,7 @@ func Up(o Options) (l *Lab, err error) {
 		Tortied: o.Tortied, LogLevel: o.LogLevel, BGP: o.BGP && !o.Static, EtcdTLS: o.EtcdTLS,
 		DaemonSet: o.DaemonSet, Manifest: o.Manifest, Threads: o.Threads, PodQueues: o.PodQueues,
 		RealtimePriority: o.RealtimePriority, GoroutineReaders: o.GoroutineReaders, TortiedUnderlayGRO: o.TortiedUnderlayGRO,
-		BusyPoll: o.BusyPoll}
+		BusyPoll: o.BusyPoll, TunnelGSO: o.TunnelGSO}
 	if l.Datastore {
 		if err := l.prepareCNI(o); err != nil {
 			return nil, err
@@ -579,6 +584,7 @@ func (l *Lab) startTortied(o Options, n *Node) error {
 		cfg.CPUs, cfg.CPUSet = l.Threads, ""
 	}
 	cfg.PodQueues, cfg.RealtimePriority, cfg.UnderlayGRO = l.PodQueues, l.RealtimePriority, l.TortiedUnderlayGRO
+	cfg.TunnelGSO = l.TunnelGSO
 	if l.GoroutineReaders {
 		no := false
 		cfg.InputLoops = &no

@@ -22,6 +22,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/tortie-net/tortie/agent"
 	"github.com/tortie-net/tortie/api"
@@ -63,6 +64,8 @@ type Node struct {
 	apiLn      net.Listener
 	metricsLn  net.Listener           // nil: no metrics server
 	collectors []prometheus.Collector // metrics beyond the router's
+
+	tunnel *hostif.Tunnel // nil: pods' superframes to VXLAN nodes are cut here
 
 	closers []func() // in the order things were opened
 }
@@ -178,6 +181,16 @@ func New(cfg *config.Config, log *zap.Logger) (n *Node, err error) {
 		ClusterCIDRs: cluster, Underlay: cfg.Interface}); err != nil {
 		return nil, err
 	}
+	if cfg.TunnelGSO && (withStore || cfg.Mode == fib.ModeVXLAN) {
+		name := cfg.HostInterface + "-gso"
+		if t, err := hostif.CreateTunnel(name[:min(len(name), unix.IFNAMSIZ-1)]); err != nil {
+			log.Warn("UDP tunnel GSO unavailable: pods' TCP to VXLAN nodes is cut into datagrams here", zap.Error(err))
+		} else {
+			n.tunnel = t
+			n.closers = append(n.closers, func() { t.Close() })
+			log.Info("UDP tunnel GSO: pods' TCP to VXLAN nodes leaves whole for the kernel to cut", zap.String("interface", name))
+		}
+	}
 	if !withStore {
 		var native []hostif.NativeRoute
 		for _, p := range cfg.Peers {
@@ -273,6 +286,9 @@ func staticFIB(cfg *config.Config) (*fib.FIB, error) {
 // datastore, serves the API and metrics, and returns when ctx ends. A
 // planned stop leaves the pods' persistent TAPs for the next run.
 func (n *Node) Run(ctx context.Context) error {
+	if n.tunnel != nil {
+		n.router.AttachTunnel(n.tunnel)
+	}
 	n.router.AttachHost(n.host)
 	for _, rx := range n.receivers {
 		n.router.AttachUnderlay(rx)

@@ -23,6 +23,10 @@ type GSOSender interface {
 	// leaves from, a number from 0: datagrams whose hashes share a
 	// source may share a run.
 	Source(hash uint32) int
+	// SourcePort is the UDP source port a source's datagrams carry, for
+	// a flow's datagrams that leave another way (TunnelWriter) to carry
+	// it too.
+	SourcePort(source int) uint16
 	// MTU re-reads the underlay's MTU (after EMSGSIZE).
 	MTU() (int, error)
 }
@@ -87,6 +91,9 @@ func (g *gsoRun) follows(b []byte) bool {
 // to the run of its flow's source, sending that run first if the datagram
 // cannot join it.
 func (w *worker) gsoAppend(buf []byte, v, end int, dst [4]byte, ip header.IPv4) {
+	if len(w.tun.pkts) > 0 {
+		w.flushTunnel() // keep the order routed
+	}
 	hash := uint32(encap.SourcePort(ip))
 	src := w.gso.send.Source(hash)
 	g := &w.gso.lane[src%gsoLanes]
@@ -113,6 +120,16 @@ func (w *worker) gsoAppend(buf []byte, v, end int, dst [4]byte, ip header.IPv4) 
 	}
 	g.count++
 	g.closed = size < g.seg
+}
+
+// gsoPending says whether some run is being gathered.
+func (w *worker) gsoPending() bool {
+	for i := range w.gso.lane {
+		if w.gso.lane[i].count > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // flushGSO sends every gathered run.

@@ -123,7 +123,8 @@ type superframe struct {
 // without cutting it where it can leave as it is: a pod's to the host (a
 // natively routed node, for the kernel to forward and segment, or the
 // underlay's NIC, or no one: a veth carries it whole; or the node
-// itself), a pod's to another pod of this node on an offload port, and
+// itself), a pod's to a VXLAN node through the TunnelWriter (see
+// toTunnel), a pod's to another pod of this node on an offload port, and
 // the host's or the underlay's to such a pod (natively routed traffic or
 // IPIP the kernel received coalesced, or the node's own): the pod's
 // kernel takes it as it would a coalesced one. It reports false, having done nothing, for any other
@@ -169,7 +170,8 @@ func (w *worker) whole(in ingress, buf []byte, frame, end int, h header.VirtioNe
 		if !toOffloadPod {
 			return false
 		}
-	} else if !toOffloadPod && nh.Kind != fib.KindHost && (nh.Kind != fib.KindRemote || nh.Mode != fib.ModeNative) {
+	} else if !toOffloadPod && nh.Kind != fib.KindHost && (nh.Kind != fib.KindRemote || nh.Mode != fib.ModeNative) &&
+		(nh.Kind != fib.KindRemote || nh.Mode != fib.ModeVXLAN || !w.tunnelFits(frame+l2, hl+thl+mss)) {
 		return false
 	}
 	w.super = superframe{on: true, gsoType: h.GSOType(), mss: mss, hdrLen: hl + thl, csumStart: hl}

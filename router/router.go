@@ -296,16 +296,18 @@ type Router struct {
 	tunnel  atomic.Uint32 // our tunnel address: decapsulated packets may reach the host only for it
 	vxlan   encap.VXLANTunnel
 
-	mu      sync.Mutex // serialises port table edits
-	ports   atomic.Pointer[[]*Port]
-	host    atomic.Pointer[hostPort]
-	drops   [NumDropReasons]atomic.Uint64
-	offload offloadCounters
-	icmp    sharedBucket
-	readers sync.WaitGroup
-	closed  atomic.Bool
-	closers []func() error
-	loops   []*inputLoop // fixed by New
+	mu    sync.Mutex // serialises port table edits
+	ports atomic.Pointer[[]*Port]
+	host  atomic.Pointer[hostPort]
+	// gsoTunnel takes pods' superframes to VXLAN nodes whole (tunnel.go).
+	gsoTunnel atomic.Pointer[tunnelPort]
+	drops     [NumDropReasons]atomic.Uint64
+	offload   offloadCounters
+	icmp      sharedBucket
+	readers   sync.WaitGroup
+	closed    atomic.Bool
+	closers   []func() error
+	loops     []*inputLoop // fixed by New
 
 	// flows is the router's one flow table; nodeAddr the node's address
 	// (packets from it are the node's own, not forwarded ones).
@@ -717,8 +719,9 @@ type offloadCounters struct {
 	// groBadChecksums counts segments kept out of superframes because
 	// their TCP checksum is wrong (the pod's kernel drops them).
 	groBadChecksums atomic.Uint64
-	// Superframes passed on whole (WholeToHost, WholeToPods).
-	wholeToHost, wholeToPods atomic.Uint64
+	// Superframes passed on whole (WholeToHost, WholeToPods,
+	// WholeToTunnel).
+	wholeToHost, wholeToPods, wholeToTunnel atomic.Uint64
 	// underlaySuperframes: TCP superframes in IPIP or VXLAN (FromUnderlay).
 	underlaySuperframes atomic.Uint64
 }
@@ -741,7 +744,8 @@ func (r *Router) Stats() Stats {
 			GROFrames: r.offload.groFrames.Load(), GROSegments: r.offload.groSegments.Load(),
 			GROBadChecksums: r.offload.groBadChecksums.Load(),
 			WholeToHost:     r.offload.wholeToHost.Load(), WholeToPods: r.offload.wholeToPods.Load(),
-			FromUnderlay: r.offload.underlaySuperframes.Load()}}
+			WholeToTunnel: r.offload.wholeToTunnel.Load(),
+			FromUnderlay:  r.offload.underlaySuperframes.Load()}}
 	fs := r.flows.Stats()
 	s.Flows = api.FlowStats{Entries: fs.Entries, Capacity: fs.Capacity, Inserts: fs.Inserts, Evictions: fs.Evictions,
 		Refusals: fs.Refusals, Expired: fs.Expired, RepliesViaHost: r.viaHost.Load()}

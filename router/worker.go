@@ -62,8 +62,13 @@ type worker struct {
 	// (the host's OffloadWriter). At most one of host and hostOff holds
 	// packets at a time, so the host sees them in the order routed.
 	hostOff hostQueue
-	pods    podQueue // frames for offload ports, coalesced at flush
-	gso     gsoRuns  // VXLAN datagrams gathered for UDP GSO sends
+	// tun: pods' superframes for the TunnelWriter, behind their own
+	// virtio-net headers. A datagram gathered for a UDP GSO send and a
+	// superframe queued here never wait at the same time, so a flow's
+	// packets leave in the order routed.
+	tun  hostQueue
+	pods podQueue // frames for offload ports, coalesced at flush
+	gso  gsoRuns  // VXLAN datagrams gathered for UDP GSO sends
 
 	icmpBufs [][]byte
 	icmpUsed int
@@ -96,6 +101,7 @@ func (r *Router) newWorker(batch, bufSize int) *worker {
 	w.under = newUnderQueue(r.ul.Sender(), q)
 	w.host = hostQueue{pkts: make([][]byte, 0, q)}
 	w.hostOff = hostQueue{pkts: make([][]byte, 0, q)}
+	w.tun = hostQueue{pkts: make([][]byte, 0, q)}
 	w.pods = newPodQueue(q)
 	w.icmpBufs = make([][]byte, batch)
 	for i := range w.icmpBufs {
@@ -394,6 +400,14 @@ func (w *worker) forward(o origin, buf []byte, start, end int) {
 			// The kernel forwards it (and decrements its TTL, once
 			// for this node, as for a Calico pod's packet).
 			w.toHostOffload(buf, start, end)
+			return
+		}
+		if w.super.on && o == fromPod && nh.Mode == fib.ModeVXLAN && w.r.gsoTunnel.Load() != nil {
+			// Whole, for the kernel to cut (see whole and toTunnel).
+			if !w.decTTL(o, ip) {
+				return
+			}
+			w.toTunnel(nh, buf, start, end)
 			return
 		}
 		if w.super.on {
@@ -746,6 +760,7 @@ func (q *underQueue) reset() {
 }
 
 func (w *worker) flushUnder() {
+	w.flushTunnel()
 	if w.gso.send != nil {
 		w.flushGSO()
 	}

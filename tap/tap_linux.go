@@ -24,6 +24,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tortie-net/tortie/header"
 	"github.com/tortie-net/tortie/internal/uring"
 )
 
@@ -99,7 +100,21 @@ type Options struct {
 	// TAP (IFF_MULTI_QUEUE) whose flows a steering program spreads over the
 	// queues by flow hash, each queue read on its own (ReadQueue). 0 is 1.
 	Queues int
+	// TunnelGSO (with Offload) gives the TAP the 24-byte UDP tunnel
+	// virtio-net header and the UDP tunnel segmentation offload (Linux
+	// 6.17+): frames written to it may be VXLAN packets carrying whole TCP
+	// superframes (header.VirtioNetHdr.EncodeTunnel), which the kernel cuts
+	// into datagrams where it must, inner TCP and outer UDP checksums
+	// done. An older kernel refuses it (Open fails).
+	TunnelGSO bool
 }
+
+// The UDP tunnel offloads' TUNSETOFFLOAD bits (Linux 6.17's
+// TUN_F_UDP_TUNNEL_GSO and TUN_F_UDP_TUNNEL_GSO_CSUM).
+const (
+	tunFUDPTunnelGSO     = 0x080
+	tunFUDPTunnelGSOCsum = 0x100
+)
 
 // tapFlags are the flags every open of a pod TAP asks for.
 const tapFlags = unix.IFF_TAP | unix.IFF_NO_PI
@@ -205,11 +220,16 @@ func setup(fd int, name string, o Options) error {
 	if !o.Offload {
 		return nil
 	}
-	hdr := int32(10)
+	hdr := int32(header.VirtioNetHdrLen)
+	offloads := unix.TUN_F_CSUM | unix.TUN_F_TSO4
+	if o.TunnelGSO {
+		hdr = header.VirtioNetHdrTunnelLen
+		offloads |= tunFUDPTunnelGSO | tunFUDPTunnelGSOCsum
+	}
 	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.TUNSETVNETHDRSZ, uintptr(unsafe.Pointer(&hdr))); e != 0 {
 		return fmt.Errorf("tap: virtio-net header size on %s: %w", name, e)
 	}
-	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, unix.TUN_F_CSUM|unix.TUN_F_TSO4); err != nil {
+	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, offloads); err != nil {
 		return fmt.Errorf("tap: offloads on %s: %w", name, err)
 	}
 	return nil

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tortie-net/tortie/api"
 	"github.com/tortie-net/tortie/internal/labtest"
+	"github.com/tortie-net/tortie/internal/testutil"
 	"github.com/tortie-net/tortie/lab"
 )
 
@@ -188,5 +189,48 @@ func TestKernelInterop(t *testing.T) {
 				t.Logf("superframes from the kernel node whole: %d", s.Offload.FromUnderlay)
 			}
 		})
+	}
+}
+
+// TestTunnelGSO: with tunnelGSO, a pod's TCP superframes to a VXLAN node
+// leave whole through the node's kernel (UDP tunnel GSO): between tortie
+// nodes the veths carry them whole and the receiving tortie writes them
+// to its pod whole; to a Calico-style kernel node its kernel takes them;
+// and where the underlay cannot segment tunnels (a NIC without the
+// offload, here a veth told so) the sending kernel cuts them in software,
+// with inner TCP and outer UDP checksums the receiving tortie and kernel
+// accept.
+func TestTunnelGSO(t *testing.T) {
+	l := up(t, lab.Options{Name: "tgs", Nodes: 3, Pods: 1, KernelNodes: 1, Mode: "vxlan", TunnelGSO: true})
+	checkAll(t, l)
+	offload := func(n *lab.Node) api.OffloadStats {
+		t.Helper()
+		s, err := api.NewClient(n.Socket).Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.Offload
+	}
+	transfer(t, l, "n1p1", "n2p1", false)
+	transfer(t, l, "n1p1", "n2p1", true)
+	s1, s2 := offload(l.Nodes[0]), offload(l.Nodes[1])
+	if s1.WholeToTunnel == 0 || s2.WholeToTunnel == 0 || s2.FromUnderlay == 0 || s1.FromUnderlay == 0 {
+		t.Fatalf("superframes did not cross whole: n1 %+v, n2 %+v", s1, s2)
+	}
+	transfer(t, l, "n1p1", "n3p1", false)
+	transfer(t, l, "n1p1", "n3p1", true)
+
+	// The sending node's underlay without tunnel segmentation or
+	// checksum offload: its kernel cuts each superframe and computes
+	// every checksum; the receiving tortie verifies the segments it
+	// joins.
+	testutil.Run(t, "ip", "netns", "exec", l.Nodes[0].Netns, "ethtool", "-K", "eth0", "tx", "off",
+		"tx-udp_tnl-segmentation", "off", "tx-udp_tnl-csum-segmentation", "off")
+	before, bad := offload(l.Nodes[0]).WholeToTunnel, offload(l.Nodes[1]).GROBadChecksums
+	transfer(t, l, "n1p1", "n2p1", false)
+	transfer(t, l, "n1p1", "n3p1", false)
+	if s1, s2 := offload(l.Nodes[0]), offload(l.Nodes[1]); s1.WholeToTunnel == before || s2.GROBadChecksums != bad {
+		t.Fatalf("cut by the kernel: %d superframes sent whole (%d before), %d bad checksums at n2 (%d before)",
+			s1.WholeToTunnel, before, s2.GROBadChecksums, bad)
 	}
 }

@@ -28,8 +28,9 @@ type GSOSender struct {
 }
 
 type gsoSock struct {
-	f  *os.File
-	rc syscall.RawConn
+	f    *os.File
+	rc   syscall.RawConn
+	port uint16 // the source port it was bound to
 }
 
 // NewGSOSender opens n UDP sockets on local, each on its own ephemeral port.
@@ -54,7 +55,13 @@ func NewGSOSender(local netip.Addr, n int, ifname string) (*GSOSender, error) {
 			g.Close()
 			return nil, fmt.Errorf("underlay: bind VXLAN sender on %s: %w", local, err)
 		}
-		g.socks = append(g.socks, gsoSock{f: f, rc: rc})
+		sa, err := unix.Getsockname(fd)
+		if err != nil {
+			f.Close()
+			g.Close()
+			return nil, fmt.Errorf("underlay: VXLAN sender's port: %w", err)
+		}
+		g.socks = append(g.socks, gsoSock{f: f, rc: rc, port: uint16(sa.(*unix.SockaddrInet4).Port)})
 	}
 	return g, nil
 }
@@ -139,6 +146,9 @@ func (w *GSOWriter) SendGSO(payload []byte, segSize int, dst [4]byte, hash uint3
 
 // Source is the socket a hash picks, and so its source port.
 func (w *GSOWriter) Source(hash uint32) int { return int(hash % uint32(len(w.g.socks))) }
+
+// SourcePort is the port a source's datagrams leave from.
+func (w *GSOWriter) SourcePort(source int) uint16 { return w.g.socks[source].port }
 
 // MTU reads the underlay interface's MTU.
 func (w *GSOWriter) MTU() (int, error) { return w.g.MTU() }

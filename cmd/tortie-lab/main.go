@@ -41,6 +41,7 @@ var commands = []command{
 		fs.IntVar(&o.PodQueues, "pod-queues", 0, "queues per pod TAP, each read on its own (0: one)")
 		fs.IntVar(&o.RealtimePriority, "realtime", 0, "run every tortied's threads real-time, SCHED_FIFO at this priority (1-99; 0: the normal scheduler)")
 		fs.BoolVar(&o.GoroutineReaders, "goroutine-readers", false, "give each input a goroutine of its own (inputLoops: false) instead of a read loop per thread")
+		fs.BoolVar(&o.TunnelGSO, "tunnel-gso", false, "each tortied hands pods' TCP superframes to VXLAN nodes to its kernel whole, to be cut there (UDP tunnel GSO)")
 		fs.DurationVar(&o.BusyPoll, "busy-poll", 0, "each tortied's busyPoll: how long its input loops spin for more packets before they sleep (e.g. 50us; at most 1ms)")
 		fs.IntVar(&o.UnderlayMTU, "mtu", 1500, "underlay MTU")
 		fs.BoolVar(&o.UnderlayGRO, "underlay-gro", false, "nodes' underlay interfaces coalesce what they receive (GRO), as a NIC does")

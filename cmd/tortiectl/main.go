@@ -312,6 +312,7 @@ func run(c *api.Client, output string, args []string) error {
 			fmt.Fprintf(tw, "whole (from pods to the host's kernel)\t%d\t\n", o.WholeToHost)
 			fmt.Fprintf(tw, "whole (to pods: from the host's kernel, other pods, the underlay)\t%d\t\n", o.WholeToPods)
 			fmt.Fprintf(tw, "underlay (IPIP or VXLAN coalesced, or sent whole)\t%d\t\n", o.FromUnderlay)
+			fmt.Fprintf(tw, "whole (from pods to VXLAN nodes, cut by the kernel)\t%d\t\n", o.WholeToTunnel)
 			fmt.Fprintf(tw, "gro (to pods, coalesced)\t%d\t%d\n", o.GROFrames, o.GROSegments)
 			fmt.Fprintf(tw, "gro: bad TCP checksums, not coalesced\t\t%d\n", o.GROBadChecksums)
 			f := s.Flows

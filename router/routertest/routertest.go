@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/tortie-net/tortie/fib"
+	"github.com/tortie-net/tortie/header"
 )
 
 // owner catches a one-owner method entered by a second goroutine while the
@@ -463,6 +464,9 @@ const GSOSources = 4
 // Source is the hash modulo GSOSources.
 func (w *GSOWriter) Source(hash uint32) int { return int(hash % GSOSources) }
 
+// SourcePort is 40000 plus the source.
+func (w *GSOWriter) SourcePort(source int) uint16 { return 40000 + uint16(source) }
+
 // MTU is 1500.
 func (w *GSOWriter) MTU() (int, error) {
 	w.own.enter("GSOWriter.MTU")
@@ -512,3 +516,38 @@ func (r *Receiver) Recv(bufs [][]byte, sizes, segs []int, srcs [][4]byte, offset
 
 // Mode returns r.M.
 func (r *Receiver) Mode() fib.Mode { return r.M }
+
+// Tunnel is an in-memory router.TunnelWriter: it records each frame with
+// its 24-byte header. Safe for concurrent use.
+type Tunnel struct {
+	mu     sync.Mutex
+	frames [][]byte
+	writes int
+}
+
+// TunnelMAC is the address a Tunnel reports.
+var TunnelMAC = header.MAC{0x02, 0x74, 0x75, 0x6e, 0, 1}
+
+// MAC returns TunnelMAC.
+func (t *Tunnel) MAC() header.MAC { return TunnelMAC }
+
+// WriteTunnel records copies of the frames.
+func (t *Tunnel) WriteTunnel(frames [][]byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.writes++
+	for _, f := range frames {
+		t.frames = append(t.frames, append([]byte(nil), f...))
+	}
+	return len(frames), nil
+}
+
+// Take returns and forgets the frames written so far, and how many
+// WriteTunnel calls wrote them.
+func (t *Tunnel) Take() ([][]byte, int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	f, n := t.frames, t.writes
+	t.frames, t.writes = nil, 0
+	return f, n
+}
