@@ -88,6 +88,22 @@ func TestSuperframeWholeToTunnel(t *testing.T) {
 	h.u.Take()
 }
 
+// TestTunnelAllocatesNothing: a superframe sent whole through the
+// TunnelWriter costs no allocation.
+func TestTunnelAllocatesNothing(t *testing.T) {
+	h, pC, _ := newNativeHarness(t)
+	tun := &routertest.Tunnel{Discard: true}
+	h.r.AttachTunnel(tun)
+	f := tcpSuper(remoteV, 8000, 1400, header.TCPFlagACK)
+	h.fromOffload(podIngress(pC), f)
+	if n := testing.AllocsPerRun(100, func() { h.fromOffload(podIngress(pC), f) }); n != 0 {
+		t.Fatalf("%v allocations per superframe", n)
+	}
+	if _, writes := tun.Take(); writes != 102 { // AllocsPerRun warms up with one more run
+		t.Fatalf("%d writes to the tunnel, want 102", writes)
+	}
+}
+
 // TestTunnelNeedsRoom: a superframe without room in front for the tunnel's
 // headers is cut here, as without a TunnelWriter.
 func TestTunnelNeedsRoom(t *testing.T) {

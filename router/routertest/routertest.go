@@ -518,11 +518,13 @@ func (r *Receiver) Recv(bufs [][]byte, sizes, segs []int, srcs [][4]byte, offset
 func (r *Receiver) Mode() fib.Mode { return r.M }
 
 // Tunnel is an in-memory router.TunnelWriter: it records each frame with
-// its 24-byte header. Safe for concurrent use.
+// its 24-byte header (unless Discard). Safe for concurrent use; set
+// Discard before the router writes.
 type Tunnel struct {
-	mu     sync.Mutex
-	frames [][]byte
-	writes int
+	Discard bool // count writes, keep no frames
+	mu      sync.Mutex
+	frames  [][]byte
+	writes  int
 }
 
 // TunnelMAC is the address a Tunnel reports.
@@ -536,6 +538,9 @@ func (t *Tunnel) WriteTunnel(frames [][]byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.writes++
+	if t.Discard {
+		return len(frames), nil
+	}
 	for _, f := range frames {
 		t.frames = append(t.frames, append([]byte(nil), f...))
 	}
