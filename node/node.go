@@ -97,6 +97,12 @@ func underlayGRO(cfg *config.Config, log *zap.Logger) {
 	}
 }
 
+// tunnelTAPName names the TAP of tunnelGSO after the host interface:
+// hostInterface with "-gso", cut to fit a Linux interface name.
+func tunnelTAPName(hostInterface string) string {
+	return hostInterface[:min(len(hostInterface), unix.IFNAMSIZ-1-len("-gso"))] + "-gso"
+}
+
 // New constructs the node described by cfg. It opens the devices, sockets
 // and the datastore, but starts no goroutine of its own.
 func New(cfg *config.Config, log *zap.Logger) (n *Node, err error) {
@@ -163,6 +169,18 @@ func New(cfg *config.Config, log *zap.Logger) (n *Node, err error) {
 	if cfg.TunnelAddr.IsValid() {
 		rcfg.TunnelAddr = cfg.TunnelAddr.As4()
 	}
+	if cfg.TunnelGSO && (withStore || cfg.Mode == fib.ModeVXLAN) {
+		// Opened before the router, so that it closes after the router
+		// has stopped writing to it.
+		name := tunnelTAPName(cfg.HostInterface)
+		if t, err := hostif.CreateTunnel(name); err != nil {
+			log.Warn("UDP tunnel GSO unavailable: pods' TCP to VXLAN nodes is cut into datagrams here", zap.String("interface", name), zap.Error(err))
+		} else {
+			n.tunnel = t
+			n.closers = append(n.closers, func() { t.Close() })
+			log.Info("UDP tunnel GSO: pods' TCP to VXLAN nodes leaves whole for the kernel to cut", zap.String("interface", name))
+		}
+	}
 	n.router = router.New(rcfg, n.fib, ul)
 	n.closers = append(n.closers, func() { n.router.Close() })
 	if withStore || cfg.Mode == fib.ModeIPIP {
@@ -180,16 +198,6 @@ func New(cfg *config.Config, log *zap.Logger) (n *Node, err error) {
 	if n.host, err = hostif.Create(hostif.Config{Name: cfg.HostInterface, MTU: n.podMTU, TunnelAddr: cfg.TunnelAddr,
 		ClusterCIDRs: cluster, Underlay: cfg.Interface}); err != nil {
 		return nil, err
-	}
-	if cfg.TunnelGSO && (withStore || cfg.Mode == fib.ModeVXLAN) {
-		name := cfg.HostInterface + "-gso"
-		if t, err := hostif.CreateTunnel(name[:min(len(name), unix.IFNAMSIZ-1)]); err != nil {
-			log.Warn("UDP tunnel GSO unavailable: pods' TCP to VXLAN nodes is cut into datagrams here", zap.Error(err))
-		} else {
-			n.tunnel = t
-			n.closers = append(n.closers, func() { t.Close() })
-			log.Info("UDP tunnel GSO: pods' TCP to VXLAN nodes leaves whole for the kernel to cut", zap.String("interface", name))
-		}
 	}
 	if !withStore {
 		var native []hostif.NativeRoute

@@ -291,3 +291,42 @@ func TestVXLANSuperframeWholeToPod(t *testing.T) {
 		t.Fatalf("drops %v", d)
 	}
 }
+
+// TestVXLANPartialUDPFinished: a UDP datagram whose sender's kernel left
+// its checksum to finish (a veth carries it so) reaches the pod with its
+// checksum complete; one with a complete checksum, or none, is untouched.
+func TestVXLANPartialUDPFinished(t *testing.T) {
+	h := newHarness(t)
+	udp := func(csum func(ip header.IPv4) uint16) []byte {
+		ip := header.IPv4(pkt{src: remoteV, dst: podB, payload: 8 + 301}.ip())
+		u := header.UDP(ip[20:])
+		u.Encode(5353, 53, len(ip)-20, 0)
+		u.Encode(5353, 53, len(ip)-20, csum(ip))
+		return ip
+	}
+	full := func(ip header.IPv4) uint16 {
+		return ^header.Checksum(ip[20:], header.PseudoHeaderSum(ip.Src(), ip.Dst(), header.ProtocolUDP, len(ip)-20))
+	}
+	partial := func(ip header.IPv4) uint16 {
+		return header.PartialChecksum(ip.Src(), ip.Dst(), header.ProtocolUDP, len(ip)-20)
+	}
+	none := func(header.IPv4) uint16 { return 0 }
+	for _, c := range []struct {
+		name string
+		csum func(header.IPv4) uint16
+		want func(header.IPv4) uint16
+	}{{"partial", partial, full}, {"full", full, full}, {"none", none, none}} {
+		in := udp(c.csum)
+		h.fromVXLANPkt(in)
+		out := h.devB.Take()
+		if len(out) != 1 {
+			t.Fatalf("%s: pod B got %d frames (drops %v)", c.name, len(out), h.drops())
+		}
+		ip := header.IPv4(out[0][header.EthernetLen:])
+		ref := header.IPv4(bytes.Clone(in))
+		header.UDP(ref[20:]).Encode(5353, 53, len(ref)-20, 0)
+		if got, want := header.UDP(ip[20:]).Checksum(), c.want(ref); got != want || !bytes.Equal(ip[28:], in[28:]) {
+			t.Fatalf("%s: UDP checksum %#04x, want %#04x", c.name, got, want)
+		}
+	}
+}

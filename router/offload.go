@@ -56,6 +56,29 @@ func coalesced(ip header.IPv4) bool {
 	return header.TCP(ip[hl:]).Checksum() == header.PartialChecksum(ip.Src(), ip.Dst(), header.ProtocolTCP, len(ip)-hl)
 }
 
+// finishPartialUDP completes the UDP checksum of ip, decapsulated from
+// VXLAN, where the sender's kernel left it to finish (CHECKSUM_PARTIAL,
+// which a veth carries across as it is): its field holds the
+// pseudo-header sum, and the pod, told nothing, would drop the datagram.
+// As for coalesced, a datagram whose real checksum equals that sum
+// comes out the same.
+func finishPartialUDP(ip header.IPv4) {
+	hl := ip.HeaderLen()
+	if ip.Protocol() != header.ProtocolUDP || ip.IsFragment() || len(ip) < hl+header.UDPLen {
+		return
+	}
+	c := header.UDP(ip[hl:]).Checksum()
+	if c != 0 && c == header.PartialChecksum(ip.Src(), ip.Dst(), header.ProtocolUDP, len(ip)-hl) {
+		finishChecksum(ip, 0, hl, udpChecksumOffset)
+		if u := header.UDP(ip[hl:]); u.Checksum() == 0 {
+			u.Encode(u.SrcPort(), u.DstPort(), u.Length(), 0xffff) // 0 would say "none" (RFC 768)
+		}
+	}
+}
+
+// udpChecksumOffset is where the checksum lies in a UDP header.
+const udpChecksumOffset = 6
+
 // fromCoalesced takes a TCP superframe that came through the underlay in
 // mode (IPIP or VXLAN), the IPv4 packet at buf[start:end] (see
 // coalesced), as one that came with a virtio-net header: the header is
@@ -171,7 +194,7 @@ func (w *worker) whole(in ingress, buf []byte, frame, end int, h header.VirtioNe
 			return false
 		}
 	} else if !toOffloadPod && nh.Kind != fib.KindHost && (nh.Kind != fib.KindRemote || nh.Mode != fib.ModeNative) &&
-		(nh.Kind != fib.KindRemote || nh.Mode != fib.ModeVXLAN || !w.tunnelFits(frame+l2, hl+thl+mss)) {
+		(nh.Kind != fib.KindRemote || nh.Mode != fib.ModeVXLAN || !w.tunnelFits(frame+l2, len(ip), hl+thl+mss)) {
 		return false
 	}
 	w.super = superframe{on: true, gsoType: h.GSOType(), mss: mss, hdrLen: hl + thl, csumStart: hl}

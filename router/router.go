@@ -911,9 +911,10 @@ func (r *Router) underlayBatch(u *underlayReader, recv func(bufs [][]byte, sizes
 			// checksums need no second pass.
 			w.csumKnown = u.segs[i] > 0
 			for d := Headroom; d < end; d += step {
+				w.packed = d > Headroom
 				w.fromVXLAN(u.srcs[i], w.bufs[i], d, min(d+step, end))
 			}
-			w.csumKnown = false
+			w.csumKnown, w.packed = false, false
 		} else {
 			w.fromIPIP(w.bufs[i], Headroom, Headroom+w.sizes[i])
 		}

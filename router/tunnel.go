@@ -1,6 +1,8 @@
 package router
 
 import (
+	"go.uber.org/zap"
+
 	"github.com/tortie-net/tortie/encap"
 	"github.com/tortie-net/tortie/fib"
 	"github.com/tortie-net/tortie/header"
@@ -41,12 +43,14 @@ func (r *Router) AttachTunnel(t TunnelWriter) {
 }
 
 // tunnelFits says whether a pod's superframe to a VXLAN node, whose IPv4
-// header begins at start and whose segments carry segLen bytes of IPv4,
-// can leave whole through the TunnelWriter: one is attached, the worker
-// sends VXLAN with UDP GSO, there is room in front for the headers, and
-// every segment fits the tunnel.
-func (w *worker) tunnelFits(start, segLen int) bool {
+// header begins at start, which is ipLen bytes long and whose segments
+// carry segLen bytes of IPv4, can leave whole through the TunnelWriter:
+// one is attached, the worker sends VXLAN with UDP GSO, there is room in
+// front for the headers, the outer packet's length fits its IPv4 header
+// (a pod may write a frame of 64 KB), and every segment fits the tunnel.
+func (w *worker) tunnelFits(start, ipLen, segLen int) bool {
 	return w.r.gsoTunnel.Load() != nil && w.gso.send != nil && start >= tunnelRoom &&
+		ipLen+encap.Overhead(fib.ModeVXLAN) <= header.IPv4MaxLen &&
 		segLen <= int(w.r.pathMTU.Load())-encap.Overhead(fib.ModeVXLAN)
 }
 
@@ -79,13 +83,14 @@ func (w *worker) toTunnel(nh *fib.NextHop, buf []byte, start, end int) {
 	if w.gsoPending() {
 		w.flushGSO() // keep the order routed
 	}
-	w.r.offload.wholeToTunnel.Add(1)
 	if w.tun.add(buf[at:end]) {
 		w.flushTunnel()
 	}
 }
 
-// flushTunnel writes the superframes queued for the TunnelWriter.
+// flushTunnel writes the superframes queued for the TunnelWriter. Those
+// it refuses are counted as tx_error (the kernel refuses a header it
+// cannot follow with EINVAL) and logged at debug level.
 func (w *worker) flushTunnel() {
 	q := &w.tun
 	if len(q.pkts) == 0 {
@@ -93,8 +98,10 @@ func (w *worker) flushTunnel() {
 	}
 	t := w.r.gsoTunnel.Load()
 	n, err := t.w.WriteTunnel(q.pkts)
+	w.r.offload.wholeToTunnel.Add(uint64(n))
 	if err != nil {
 		w.drops[DropTxError] += uint64(len(q.pkts) - n)
+		w.r.log.Debug("tunnel write failed", zap.Int("superframes", len(q.pkts)-n), zap.Error(err))
 	}
 	q.reset()
 }

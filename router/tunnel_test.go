@@ -3,6 +3,7 @@ package router
 import (
 	"bytes"
 	"encoding/binary"
+	"slices"
 	"testing"
 
 	"github.com/tortie-net/tortie/encap"
@@ -70,21 +71,33 @@ func TestSuperframeWholeToTunnel(t *testing.T) {
 		t.Fatalf("offload counters %+v", o)
 	}
 
-	// A plain segment of the flow before a superframe, in one batch: the
-	// segment's datagram is sent before the superframe is queued, so the
-	// kernel sees them in the order routed.
+	// A plain segment of the flow and a superframe in one batch, either
+	// way round: they leave in the order routed, whichever way each goes.
+	ord := &routertest.Order{}
+	h.gso.Order, tun.Order = ord, ord
 	small := tcpSuper(remoteV, 500, 1000, header.TCPFlagACK)
-	h.fromOffload(podIngress(pC), small, tcpSuper(remoteV, 3000, 1000, header.TCPFlagACK))
-	if frames, _ := tun.Take(); len(frames) != 1 || len(h.gso.Take()) != 1 {
-		t.Fatalf("%d frames to the tunnel, want 1 (drops %v)", len(frames), h.drops())
+	super := tcpSuper(remoteV, 3000, 1000, header.TCPFlagACK)
+	h.fromOffload(podIngress(pC), small, super)
+	if got := ord.Take(); !slices.Equal(got, []string{"gso", "tunnel"}) {
+		t.Fatalf("a segment then a superframe left as %v (drops %v)", got, h.drops())
 	}
-
-	// Segments that would not fit the tunnel are no superframe for it.
-	h.fromOffload(podIngress(pC), tcpSuper(remoteV, 3000, 1420, header.TCPFlagACK))
-	if frames, _ := tun.Take(); len(frames) != 0 {
-		t.Fatal("a superframe of segments too big for the tunnel went to it")
+	h.fromOffload(podIngress(pC), super, small)
+	if got := ord.Take(); !slices.Equal(got, []string{"tunnel", "gso"}) {
+		t.Fatalf("a superframe then a segment left as %v (drops %v)", got, h.drops())
 	}
+	tun.Take()
 	h.gso.Take()
+
+	// Segments that would not fit the tunnel, or a superframe whose
+	// outer packet would be longer than IPv4 can say, are cut here.
+	h.fromOffload(podIngress(pC), tcpSuper(remoteV, 3000, 1420, header.TCPFlagACK))
+	h.fromOffload(podIngress(pC), tcpSuper(remoteV, header.IPv4MaxLen-40, 1000, header.TCPFlagACK))
+	if frames, _ := tun.Take(); len(frames) != 0 {
+		t.Fatalf("%d superframes the tunnel cannot carry went to it", len(frames))
+	}
+	if runs := h.gso.Take(); len(runs) == 0 {
+		t.Fatal("the 64 KB superframe was not cut into UDP GSO runs")
+	}
 	h.u.Take()
 }
 

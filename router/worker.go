@@ -48,6 +48,10 @@ type worker struct {
 	// checksum); set by fromOffload and underlayBatch around the
 	// packet, false otherwise.
 	csumKnown bool
+	// packed: the VXLAN datagram being handled follows another in its
+	// buffer (a GRO message), so nothing may be written in front of its
+	// own VXLAN header; set by underlayBatch around the datagram.
+	packed bool
 	// super: the packet being forwarded is a TCP superframe that leaves
 	// whole, a pod's to the host, the host's or the underlay's to a pod
 	// (set by whole around it).
@@ -280,9 +284,17 @@ func (w *worker) fromVXLAN(src [4]byte, buf []byte, off, end int) {
 		return
 	}
 	if coalesced(ip) {
-		w.fromCoalesced(fib.ModeVXLAN, buf, start, start+len(ip))
-		return
+		if !w.packed {
+			w.fromCoalesced(fib.ModeVXLAN, buf, start, start+len(ip))
+			return
+		}
+		// A segment joined with others by the kernel (a superframe is
+		// never): no room in front for a virtio-net header, which would
+		// overwrite the datagram before it. Its checksum is finished
+		// here instead, and it goes on as any segment.
+		finishChecksum(ip, 0, ip.HeaderLen(), header.TCPChecksumOffset)
 	}
+	finishPartialUDP(ip)
 	w.forward(fromTunnel, buf, start, start+len(ip))
 }
 

@@ -7,6 +7,7 @@ package test
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"slices"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/tortie-net/tortie/internal/labtest"
 	"github.com/tortie-net/tortie/internal/testutil"
 	"github.com/tortie-net/tortie/lab"
+	"github.com/tortie-net/tortie/nsutil"
 )
 
 func TestMain(m *testing.M) { labtest.Main(m, "..") }
@@ -187,9 +189,43 @@ func TestKernelInterop(t *testing.T) {
 					t.Fatalf("no superframe came whole from the kernel node: %+v", s.Offload)
 				}
 				t.Logf("superframes from the kernel node whole: %d", s.Offload.FromUnderlay)
+				// UDP from the kernel's pod comes with its checksum
+				// left to finish, too.
+				udpExchange(t, l.Pod("n2p1"), l.Pod("n1p1"))
 			}
 		})
 	}
+}
+
+// udpExchange sends datagrams from pod from to a socket in pod to until
+// one arrives whole, and fails after a deadline.
+func udpExchange(t *testing.T, from, to *lab.Pod) {
+	t.Helper()
+	var ln net.PacketConn
+	if err := nsutil.Do(testutil.NetnsPath(to.Netns), func() (err error) { ln, err = net.ListenPacket("udp4", ":7100"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var c net.Conn
+	dst := strings.Split(to.Address, "/")[0] + ":7100"
+	if err := nsutil.Do(testutil.NetnsPath(from.Netns), func() (err error) { c, err = net.Dial("udp4", dst); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	msg := []byte(strings.Repeat("udp from "+from.Name+" ", 40))
+	buf := make([]byte, 2048)
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		ln.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		n, _, err := ln.ReadFrom(buf)
+		if err == nil && string(buf[:n]) == string(msg) {
+			return
+		}
+	}
+	t.Fatalf("no UDP datagram from %s reached %s intact", from.Name, to.Name)
 }
 
 // TestTunnelGSO: with tunnelGSO, a pod's TCP superframes to a VXLAN node

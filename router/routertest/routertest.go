@@ -409,9 +409,37 @@ type GSOSend struct {
 // once its room is used up, fails them with EAGAIN. GSO is safe for
 // concurrent use; the writers it opens, one per worker, are not.
 type GSO struct {
+	// Order, when set (before the router sends), hears "gso" for each
+	// run sent.
+	Order *Order
 	mu    sync.Mutex // the wire and the room
 	room  room
 	sends []GSOSend
+}
+
+// Order records, across the doubles that share it, which of them was
+// written to in which order. Safe for concurrent use.
+type Order struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (o *Order) add(e string) {
+	if o == nil {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.events = append(o.events, e)
+}
+
+// Take returns and forgets what was recorded.
+func (o *Order) Take() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	e := o.events
+	o.events = nil
+	return e
 }
 
 // SetRoom lets n more runs onto the wire; every send after them finds the
@@ -452,6 +480,7 @@ func (w *GSOWriter) SendGSO(p []byte, seg int, dst [4]byte, hash uint32) error {
 		return syscall.EAGAIN
 	}
 	s := GSOSend{seg, dst, hash, append([]byte(nil), p...)}
+	w.g.Order.add("gso")
 	w.g.mu.Lock()
 	w.g.sends = append(w.g.sends, s)
 	w.g.mu.Unlock()
@@ -521,7 +550,8 @@ func (r *Receiver) Mode() fib.Mode { return r.M }
 // its 24-byte header (unless Discard). Safe for concurrent use; set
 // Discard before the router writes.
 type Tunnel struct {
-	Discard bool // count writes, keep no frames
+	Discard bool   // count writes, keep no frames
+	Order   *Order // when set, hears "tunnel" for each frame written
 	mu      sync.Mutex
 	frames  [][]byte
 	writes  int
@@ -538,6 +568,9 @@ func (t *Tunnel) WriteTunnel(frames [][]byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.writes++
+	for range frames {
+		t.Order.add("tunnel")
+	}
 	if t.Discard {
 		return len(frames), nil
 	}
