@@ -448,14 +448,8 @@ func TestGROMessageChecksums(t *testing.T) {
 				}
 			}
 			h.r.AttachUnderlay(rx)
-			var out [][]byte
-			testutil.WaitFor(t, 30*time.Second, "writes to pod C", func() bool {
-				out = append(out, devC.Take()...)
-				n := 0
-				for _, f := range out {
-					n += max(1, (header.IPv4(f[header.VirtioNetHdrLen+14:]).TotalLen()-52)/1000)
-				}
-				return n >= 3
+			out := takeSegments(t, devC, 3, func(f []byte) int {
+				return max(1, (header.IPv4(f[header.VirtioNetHdrLen+14:]).TotalLen()-52)/1000)
 			})
 			if len(out) != c.writes {
 				t.Fatalf("pod C got %d writes, want %d (drops %v)", len(out), c.writes, h.drops())
@@ -678,15 +672,7 @@ func TestGROMessagePartialSegment(t *testing.T) {
 	header.TCP(ic[20:]).SetChecksum(header.PartialChecksum(ic.Src(), ic.Dst(), header.ProtocolTCP, len(ic)-20))
 	rx.InjectGRO(nodeB, append(append(append([]byte{}, a...), b...), c...), len(a))
 	h.r.AttachUnderlay(rx)
-	var out [][]byte
-	testutil.WaitFor(t, 30*time.Second, "writes to pod C", func() bool {
-		out = append(out, devC.Take()...)
-		n := 0
-		for _, f := range out {
-			n += header.IPv4(f[header.VirtioNetHdrLen+14:]).TotalLen() - 52
-		}
-		return n >= 3000
-	})
+	out := takeSegments(t, devC, 3000, func(f []byte) int { return header.IPv4(f[header.VirtioNetHdrLen+14:]).TotalLen() - 52 })
 	var payload []byte
 	for _, f := range out {
 		v := header.VirtioNetHdr(f)
@@ -706,4 +692,20 @@ func TestGROMessagePartialSegment(t *testing.T) {
 	if !bytes.Equal(payload, want) {
 		t.Fatalf("pod C got %d bytes of payload that differ from the %d sent", len(payload), len(want))
 	}
+}
+
+// takeSegments takes what dev is written until the frames add up to
+// want, as count counts each (segments, or payload bytes).
+func takeSegments(t *testing.T, dev *routertest.Device, want int, count func(f []byte) int) [][]byte {
+	t.Helper()
+	var out [][]byte
+	testutil.WaitFor(t, 30*time.Second, "writes to pod C", func() bool {
+		out = append(out, dev.Take()...)
+		n := 0
+		for _, f := range out {
+			n += count(f)
+		}
+		return n >= want
+	})
+	return out
 }
