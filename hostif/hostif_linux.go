@@ -20,6 +20,10 @@
 // (the kernel, or the underlay's NIC, segments them), go through the
 // batched writer behind virtio-net headers of the router's own
 // (WriteOffload).
+//
+// With tunnelGSO a second device joins the node's stack: a TAP (Tunnel)
+// through which the router hands the kernel pods' TCP superframes to VXLAN
+// nodes as whole VXLAN packets, for it or the NIC to cut (UDP tunnel GSO).
 package hostif
 
 import (
