@@ -36,7 +36,7 @@ var (
 	loopReads = prometheus.NewDesc("tortie_input_loop_reads_total", "Batch reads an input loop made (one per ready input per turn; a read may find the input empty).", []string{"loop"}, nil)
 	loopFull  = prometheus.NewDesc("tortie_input_loop_full_turns_total", "Turns after which an input came back with a full batch, so another turn followed at once.", []string{"loop"}, nil)
 	loopBusy  = prometheus.NewDesc("tortie_input_loop_busy_polls_total", "Times an input loop spinning after its inputs ran dry (busyPoll) found one ready, so it took another turn without being woken.", []string{"loop"}, nil)
-	offDesc   = prometheus.NewDesc("tortie_offload_total", "TCP superframes from pods and the host segmented (tso), passed on whole to the host's kernel or from it to pods (whole), or coalesced toward pods (gro), and the segments involved.", []string{"kind", "unit"}, nil)
+	offDesc   = prometheus.NewDesc("tortie_offload_total", "TCP superframes from pods and the host segmented (tso), passed on whole to the host's kernel, to pods, or to VXLAN nodes through the tunnel TAP for the kernel to cut (whole), coalesced toward pods (gro), or taken whole from the underlay (underlay_gro), and the segments involved.", []string{"kind", "unit"}, nil)
 )
 
 type collector struct{ r *router.Router }
@@ -91,6 +91,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		{"gro", "superframes", s.Offload.GROFrames}, {"gro", "segments", s.Offload.GROSegments},
 		{"gro", "bad_checksum_segments", s.Offload.GROBadChecksums},
 		{"whole", "to_host", s.Offload.WholeToHost}, {"whole", "to_pods", s.Offload.WholeToPods},
+		{"whole", "to_tunnel", s.Offload.WholeToTunnel},
 		{"underlay_gro", "superframes", s.Offload.FromUnderlay}} {
 		ch <- prometheus.MustNewConstMetric(offDesc, prometheus.CounterValue, float64(o.v), o.kind, o.unit)
 	}

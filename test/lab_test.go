@@ -7,6 +7,7 @@ package test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"slices"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/tortie-net/tortie/api"
 	"github.com/tortie-net/tortie/internal/labtest"
+	"github.com/tortie-net/tortie/internal/nsdial"
 	"github.com/tortie-net/tortie/internal/testutil"
 	"github.com/tortie-net/tortie/lab"
 	"github.com/tortie-net/tortie/nsutil"
@@ -255,6 +257,17 @@ func TestTunnelGSO(t *testing.T) {
 	}
 	transfer(t, l, "n1p1", "n3p1", false)
 	transfer(t, l, "n1p1", "n3p1", true)
+	// /metrics says it too.
+	resp, err := nsdial.HTTPClient(testutil.NetnsPath(l.Nodes[0].Netns), 10*time.Second).Get("http://" + l.Nodes[0].Metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	const series = `tortie_offload_total{kind="whole",unit="to_tunnel"} `
+	if err != nil || !strings.Contains(string(body), series) || strings.Contains(string(body), series+"0\n") {
+		t.Errorf("/metrics lacks a nonzero %s(%v)", series, err)
+	}
 
 	// The sending node's underlay without tunnel segmentation or
 	// checksum offload: its kernel cuts each superframe and computes
