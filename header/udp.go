@@ -6,6 +6,9 @@ import "encoding/binary"
 // port, length, checksum.
 const UDPLen = 8
 
+// UDPChecksumOffset is where the checksum lies in a UDP header.
+const UDPChecksumOffset = 6
+
 // UDP is a view of a UDP header and payload.
 type UDP []byte
 
@@ -20,6 +23,9 @@ func (u UDP) Length() int { return int(binary.BigEndian.Uint16(u[4:6])) }
 
 // Checksum returns the checksum field (0 means none).
 func (u UDP) Checksum() uint16 { return binary.BigEndian.Uint16(u[6:8]) }
+
+// SetChecksum sets the checksum field.
+func (u UDP) SetChecksum(c uint16) { binary.BigEndian.PutUint16(u[6:8], c) }
 
 // Encode writes the header. A zero checksum means "none", which RFC 768
 // allows for IPv4 and which is what Linux VXLAN sends by default.

@@ -69,15 +69,12 @@ func finishPartialUDP(ip header.IPv4) {
 	}
 	c := header.UDP(ip[hl:]).Checksum()
 	if c != 0 && c == header.PartialChecksum(ip.Src(), ip.Dst(), header.ProtocolUDP, len(ip)-hl) {
-		finishChecksum(ip, 0, hl, udpChecksumOffset)
+		finishChecksum(ip, 0, hl, header.UDPChecksumOffset)
 		if u := header.UDP(ip[hl:]); u.Checksum() == 0 {
-			u.Encode(u.SrcPort(), u.DstPort(), u.Length(), 0xffff) // 0 would say "none" (RFC 768)
+			u.SetChecksum(0xffff) // 0 would say "none" (RFC 768)
 		}
 	}
 }
-
-// udpChecksumOffset is where the checksum lies in a UDP header.
-const udpChecksumOffset = 6
 
 // fromCoalesced takes a TCP superframe that came through the underlay in
 // mode (IPIP or VXLAN), the IPv4 packet at buf[start:end] (see

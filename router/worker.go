@@ -414,8 +414,9 @@ func (w *worker) forward(o origin, buf []byte, start, end int) {
 			w.toHostOffload(buf, start, end)
 			return
 		}
-		if w.super.on && o == fromPod && nh.Mode == fib.ModeVXLAN && w.r.gsoTunnel.Load() != nil {
-			// Whole, for the kernel to cut (see whole and toTunnel).
+		if w.super.on && nh.Mode == fib.ModeVXLAN {
+			// A pod's superframe that whole let through for the
+			// TunnelWriter (tunnelFits): whole, for the kernel to cut.
 			if !w.decTTL(o, ip) {
 				return
 			}
