@@ -17,7 +17,7 @@ K8S_LAB ?= k8s
 # and containernetworking-plugins for the loopback plugin the CRI calls).
 # cnitool comes from the Go module proxy, installed by the tests themselves.
 PKGS    := iproute2 iputils-ping iperf3 tshark ethtool procps nftables iptables etcd-server netsniff-ng sockperf bird2 frr containerd runc containernetworking-plugins
-TOOLS   := ip ping iperf3 tshark ethtool sysctl nft iptables etcd trafgen sockperf bird birdc vtysh containerd ctr runc /usr/lib/cni/loopback
+TOOLS   := ip ping iperf3 tshark ethtool sysctl nft iptables iptables-legacy etcd trafgen sockperf bird birdc vtysh containerd ctr runc /usr/lib/cni/loopback
 
 .PHONY: all build deps lab k8s-demo test test-prereqs unit integration bench fuzz vet lint fmt-check clean lab-down k8s-bins k8s-bin-dir coredns-bin coredns-bin-path
 
