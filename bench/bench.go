@@ -40,9 +40,9 @@ var Setups = []Setup{
 	// veth does not unless told to): what a real node's NIC does for it.
 	{Name: "tortie-ipip-gro", Mode: "ipip", UnderlayGRO: true},
 	{Name: "tortie-vxlan", Mode: "vxlan"},
-	// VXLAN whose pods' TCP superframes leave whole for the kernel to
-	// cut (tunnelGSO): a veth carries them whole to the other node.
-	{Name: "tortie-vxlan-tgso", Mode: "vxlan", TunnelGSO: true},
+	// VXLAN whose pods' TCP superframes tortied cuts itself (tunnelGSO:
+	// false), where tortie-vxlan leaves them whole for the kernel to cut.
+	{Name: "tortie-vxlan-cut", Mode: "vxlan", TunnelGSO: new(false)},
 	// VXLAN with each tortied's threads real-time (realtimePriority 1),
 	// preempting the pods as the kernel's softirqs do.
 	{Name: "tortie-vxlan-rt", Mode: "vxlan", Realtime: 1},
@@ -103,9 +103,9 @@ type Setup struct {
 	// BusyPoll is the lab's BusyPoll: how long tortied's loops spin
 	// before they sleep (0: not at all).
 	BusyPoll time.Duration `json:"busyPoll,omitempty"`
-	// TunnelGSO is the lab's TunnelGSO: pods' superframes to VXLAN nodes
-	// leave whole, for the kernel to cut.
-	TunnelGSO bool `json:"tunnelGSO,omitempty"`
+	// TunnelGSO is the lab's TunnelGSO (nil: tortied's default, whole
+	// where the kernel takes the offload; false: cut by tortied).
+	TunnelGSO *bool `json:"tunnelGSO,omitempty"`
 	// Baseline runs Options.Baseline's tortied: it is the setup named
 	// without BaselineSuffix, with another build (see withBaselines).
 	Baseline bool `json:"baseline,omitempty"`
@@ -175,7 +175,7 @@ func (s Setup) Reference() string {
 	if s.Threads > 1 && s.BusyPoll > 0 {
 		return "tortie-" + s.Mode + "-2" // what spinning changes on two threads
 	}
-	if s.Realtime > 0 || s.GoroutineReaders || s.BusyPoll > 0 || s.Threads > 1 || s.TunnelGSO {
+	if s.Realtime > 0 || s.GoroutineReaders || s.BusyPoll > 0 || s.Threads > 1 || s.TunnelGSO != nil {
 		return "tortie-" + s.Mode // what real-time threads, goroutines instead of loops, spinning, a second thread or the kernel's segmentation change
 	}
 	if s.Mode == "native" {
@@ -393,7 +393,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			"CPU per packet = busy time of all CPUs during the unpaced 64-byte flood / packets delivered",
 			"tortie-ipip is compared with kernel-vxlan: the kernel ipip module is not available here",
 			"tortie-ipip-gro is tortie-ipip with the nodes' underlay veths coalescing what they receive as a NIC's GRO does (tortie-lab --underlay-gro): a veth does not by default, a real NIC does",
-			"tortie-vxlan-tgso is tortie-vxlan whose pods' TCP superframes to the other node leave whole through the node's kernel, which cuts them (tunnelGSO: true, tortie-lab --tunnel-gso; UDP tunnel GSO, Linux 6.17+): the lab's veths carry them whole, as they carry the kernel path's",
+			"tortie-vxlan's pods' TCP superframes to the other node leave whole through the node's kernel, which cuts them (tunnelGSO's default where the kernel takes UDP tunnel GSO, Linux 6.17+): the lab's veths carry them whole, as they carry the kernel path's; tortie-vxlan-cut is tortie-vxlan with tortied cutting them itself (tunnelGSO: false, tortie-lab --tunnel-gso off)",
 			"tortie-vxlan-rt is tortie-vxlan with every thread of each tortied under SCHED_FIFO at priority 1 (realtimePriority: 1, tortie-lab --realtime 1): it preempts the pods and generators on its CPU as the kernel's softirqs do",
 			"tortie-native-goroutines and tortie-vxlan-goroutines read each input on a goroutine of its own (inputLoops: false, tortie-lab --goroutine-readers), where the other tortie setups read them on one loop per thread",
 			"tortie-native-poll and tortie-vxlan-poll are tortie-native and tortie-vxlan whose input loops spin for 50 µs, yielding the CPU between asks, before they sleep (busyPoll: 50us, tortie-lab --busy-poll 50us): a packet that comes meanwhile is read without a wake-up",

@@ -24,7 +24,7 @@ func TestLocalSetups(t *testing.T) {
 	}
 	want := map[string]string{"kernel-local": "", "tortie-local-1": "kernel-local", "tortie-local-2": "tortie-local-1", "tortie-local-2-2q": "tortie-local-2",
 		"tortie-vxlan-rt": "tortie-vxlan", "tortie-vxlan": "kernel-vxlan", "tortie-vxlan-poll": "tortie-vxlan", "tortie-native-poll": "tortie-native",
-		"tortie-vxlan-2": "tortie-vxlan", "tortie-vxlan-poll-2": "tortie-vxlan-2", "tortie-vxlan-tgso": "tortie-vxlan",
+		"tortie-vxlan-2": "tortie-vxlan", "tortie-vxlan-poll-2": "tortie-vxlan-2", "tortie-vxlan-cut": "tortie-vxlan",
 		"tortie-vxlan-goroutines": "tortie-vxlan", "tortie-native-goroutines": "tortie-native"}
 	for _, s := range Setups {
 		if ref, ok := want[s.Name]; ok && s.Reference() != ref {

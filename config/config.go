@@ -153,14 +153,20 @@ type File struct {
 	// NIC under it. Unset, tortied only logs the setting it found (a veth,
 	// as in the lab, carries a sender's superframes whole without it).
 	UnderlayGRO bool `json:"underlayGRO,omitempty"`
-	// TunnelGSO true has pods' TCP superframes to VXLAN nodes leave whole,
+	// TunnelGSO has pods' TCP superframes to VXLAN nodes leave whole,
 	// handed to the node's kernel through a TAP of their own (the host
 	// interface's name with "-gso" added) for the kernel, or the
 	// underlay's NIC, to cut into datagrams (UDP tunnel GSO, Linux
 	// 6.17+), instead of being cut here. The kernel forwards them as
-	// packets from this node's address, so its FORWARD chain sees them.
-	// Where the kernel cannot, tortied logs it and cuts them as before.
-	TunnelGSO bool `json:"tunnelGSO,omitempty"`
+	// packets from this node's address, so its FORWARD chain sees them:
+	// tortied puts a rule accepting them at the head of iptables' FORWARD
+	// chain (nftables' "ip filter FORWARD", and iptables-legacy's where
+	// that table exists) and keeps it there. Unset, tortied uses it where
+	// the kernel takes the offload and no forward chain it cannot open
+	// drops by policy, and cuts superframes itself elsewhere, saying why
+	// in its log. true uses it wherever the kernel takes it (a chain it
+	// could not open is logged as a warning); false never.
+	TunnelGSO *bool `json:"tunnelGSO,omitempty"`
 }
 
 // Loops says whether inputs are read on loops (inputLoops, default true).

@@ -76,9 +76,10 @@ type Options struct {
 	// BusyPoll is each tortied's busyPoll: how long its input loops spin
 	// before they sleep (0: not at all).
 	BusyPoll time.Duration
-	// TunnelGSO sets each tortied's tunnelGSO: pods' TCP superframes to
-	// VXLAN nodes leave whole, for the node's kernel to cut.
-	TunnelGSO bool
+	// TunnelGSO sets each tortied's tunnelGSO (nil: tortied's default):
+	// pods' TCP superframes to VXLAN nodes leave whole, for the node's
+	// kernel to cut.
+	TunnelGSO *bool
 	// TortiedUnderlayGRO sets each tortied's underlayGRO: tortied turns
 	// on its node's underlay GRO itself. That alone does not make a veth
 	// coalesce: UnderlayGRO has the lab do it with the fabric's help
@@ -162,7 +163,7 @@ type Lab struct {
 	// BusyPoll is Options.BusyPoll.
 	BusyPoll time.Duration `json:"busyPoll,omitempty"`
 	// TunnelGSO is Options.TunnelGSO.
-	TunnelGSO bool `json:"tunnelGSO,omitempty"`
+	TunnelGSO *bool `json:"tunnelGSO,omitempty"`
 	// TortiedUnderlayGRO is Options.TortiedUnderlayGRO.
 	TortiedUnderlayGRO bool `json:"tortiedUnderlayGRO,omitempty"`
 	// Manifest is Options.Manifest, kept for DeployTortie.

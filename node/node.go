@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/netip"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,6 +36,7 @@ import (
 	"github.com/tortie-net/tortie/encap"
 	"github.com/tortie-net/tortie/endpoint"
 	"github.com/tortie-net/tortie/fib"
+	"github.com/tortie-net/tortie/fwdchain"
 	"github.com/tortie-net/tortie/hostif"
 	"github.com/tortie-net/tortie/ipam"
 	"github.com/tortie-net/tortie/kubeview"
@@ -103,6 +105,58 @@ func tunnelTAPName(hostInterface string) string {
 	return hostInterface[:min(len(hostInterface), unix.IFNAMSIZ-1-len("-gso"))] + "-gso"
 }
 
+// openTunnel opens the TAP of tunnelGSO and the FORWARD chain to what
+// enters the kernel through it. It returns nil where the kernel refuses
+// the offload, and, unless tunnelGSO is set explicitly (explicit), where
+// a forward chain would drop the tunnel's packets.
+func openTunnel(name string, explicit bool, log *zap.Logger) *hostif.Tunnel {
+	iface := zap.String("interface", name)
+	t, err := hostif.CreateTunnel(name)
+	if err != nil {
+		log.Warn("UDP tunnel GSO unavailable: pods' TCP to VXLAN nodes is cut into datagrams here", iface, zap.Error(err))
+		return nil
+	}
+	if _, err := fwdchain.Open(name); err != nil {
+		if !explicit {
+			t.Close()
+			fwdchain.Close()
+			log.Warn("UDP tunnel GSO off: the node's forward chains may drop what the kernel would forward for it, so pods' TCP to VXLAN nodes is cut into datagrams here (tunnelGSO: true uses it anyway)", iface, zap.Error(err))
+			return nil
+		}
+		log.Warn("UDP tunnel GSO: the node's forward chains may drop what the kernel forwards for it (pods' bulk TCP to VXLAN nodes)", iface, zap.Error(err))
+	}
+	log.Info("UDP tunnel GSO: pods' TCP to VXLAN nodes leaves whole for the kernel to cut", iface)
+	return t
+}
+
+// forwardReassert is how often tortied puts its FORWARD rule back at the
+// head of the chain if another program removed or passed it (a firewall
+// reloaded, Docker restarted).
+const forwardReassert = 10 * time.Second
+
+// keepForwardOpen keeps tortied's rule at the head of the FORWARD chain
+// until ctx ends, logging what it restored and a failure once.
+func keepForwardOpen(ctx context.Context, name string, log *zap.Logger) {
+	t := time.NewTicker(forwardReassert)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		changed, err := fwdchain.Open(name)
+		switch {
+		case err != nil && !failing:
+			log.Warn("UDP tunnel GSO: the node's forward chains may drop what the kernel forwards for it (pods' bulk TCP to VXLAN nodes)", zap.String("interface", name), zap.Error(err))
+		case changed:
+			log.Info("UDP tunnel GSO: FORWARD rule put back at the head of the chain", zap.String("interface", name))
+		}
+		failing = err != nil
+	}
+}
+
 // New constructs the node described by cfg. It opens the devices, sockets
 // and the datastore, but starts no goroutine of its own.
 func New(cfg *config.Config, log *zap.Logger) (n *Node, err error) {
@@ -169,16 +223,17 @@ func New(cfg *config.Config, log *zap.Logger) (n *Node, err error) {
 	if cfg.TunnelAddr.IsValid() {
 		rcfg.TunnelAddr = cfg.TunnelAddr.As4()
 	}
-	if cfg.TunnelGSO && (withStore || cfg.Mode == fib.ModeVXLAN) {
+	if (cfg.TunnelGSO == nil || *cfg.TunnelGSO) && (withStore || cfg.Mode == fib.ModeVXLAN) {
 		// Opened before the router, so that it closes after the router
 		// has stopped writing to it.
-		name := tunnelTAPName(cfg.HostInterface)
-		if t, err := hostif.CreateTunnel(name); err != nil {
-			log.Warn("UDP tunnel GSO unavailable: pods' TCP to VXLAN nodes is cut into datagrams here", zap.String("interface", name), zap.Error(err))
-		} else {
-			n.tunnel = t
-			n.closers = append(n.closers, func() { t.Close() })
-			log.Info("UDP tunnel GSO: pods' TCP to VXLAN nodes leaves whole for the kernel to cut", zap.String("interface", name))
+		n.tunnel = openTunnel(tunnelTAPName(cfg.HostInterface), cfg.TunnelGSO != nil, log)
+		if n.tunnel != nil {
+			n.closers = append(n.closers, func() {
+				n.tunnel.Close()
+				if err := fwdchain.Close(); err != nil {
+					log.Warn("removing the FORWARD rule of UDP tunnel GSO", zap.Error(err))
+				}
+			})
 		}
 	}
 	n.router = router.New(rcfg, n.fib, ul)
@@ -296,6 +351,12 @@ func staticFIB(cfg *config.Config) (*fib.FIB, error) {
 func (n *Node) Run(ctx context.Context) error {
 	if n.tunnel != nil {
 		n.router.AttachTunnel(n.tunnel)
+		// Stopped before Run returns, so before Close removes the rule.
+		var keeper sync.WaitGroup
+		defer keeper.Wait()
+		kctx, stop := context.WithCancel(ctx)
+		defer stop()
+		keeper.Go(func() { keepForwardOpen(kctx, tunnelTAPName(n.cfg.HostInterface), n.log) })
 	}
 	n.router.AttachHost(n.host)
 	for _, rx := range n.receivers {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tortie-net/tortie/api"
+	"github.com/tortie-net/tortie/fwdchain"
 	"github.com/tortie-net/tortie/internal/labtest"
 	"github.com/tortie-net/tortie/internal/nsdial"
 	"github.com/tortie-net/tortie/internal/testutil"
@@ -81,8 +82,14 @@ func TestStaticModes(t *testing.T) {
 		readers    bool
 	}{{"ipip", "ipip", false}, {"vxlan-crosssubnet", "vxlan-crosssubnet", false}, {"goroutine-readers", "vxlan-crosssubnet", true}} {
 		t.Run(c.name, func(t *testing.T) {
-			l := up(t, lab.Options{Name: fmt.Sprintf("ts%d", i), Nodes: 3, Pods: 1, Mode: c.mode, Static: true,
-				GoroutineReaders: c.readers})
+			o := lab.Options{Name: fmt.Sprintf("ts%d", i), Nodes: 3, Pods: 1, Mode: c.mode, Static: true,
+				GoroutineReaders: c.readers}
+			if c.readers {
+				// And tortied cutting pods' superframes to VXLAN nodes
+				// itself, where the kernel would cut them by default.
+				o.TunnelGSO = new(false)
+			}
+			l := up(t, o)
 			// Go's poller holds one epoll; a read loop (one thread:
 			// one loop) holds another, watching the host TUN, the pod's
 			// TAP and the underlay socket.
@@ -95,6 +102,9 @@ func TestStaticModes(t *testing.T) {
 			}
 			checkAll(t, l)
 			transfer(t, l, "n1p1", "n2p1", false)
+			if s, err := api.NewClient(l.Nodes[0].Socket).Counters(); err != nil || c.readers && s.Offload.WholeToTunnel != 0 {
+				t.Fatalf("tunnelGSO off, yet superframes went whole to the tunnel: %+v, %v", s.Offload, err)
+			}
 		})
 	}
 }
@@ -230,16 +240,50 @@ func udpExchange(t *testing.T, from, to *lab.Pod) {
 	t.Fatalf("no UDP datagram from %s reached %s intact", from.Name, to.Name)
 }
 
-// TestTunnelGSO: with tunnelGSO, a pod's TCP superframes to a VXLAN node
-// leave whole through the node's kernel (UDP tunnel GSO): between tortie
-// nodes the veths carry them whole and the receiving tortie writes them
-// to its pod whole; to a Calico-style kernel node its kernel takes them;
-// and where the underlay cannot segment tunnels (a NIC without the
-// offload, here a veth told so) the sending kernel cuts them in software,
-// with inner TCP and outer UDP checksums the receiving tortie and kernel
-// accept.
+// TestTunnelGSO: by default (tunnelGSO unset) a pod's TCP superframes to
+// a VXLAN node leave whole through the node's kernel (UDP tunnel GSO):
+// between tortie nodes the veths carry them whole and the receiving
+// tortie writes them to its pod whole; to a Calico-style kernel node its
+// kernel takes them; and where the underlay cannot segment tunnels (a NIC
+// without the offload, here a veth told so) the sending kernel cuts them
+// in software, with inner TCP and outer UDP checksums the receiving
+// tortie and kernel accept. The nodes' FORWARD chains drop by policy, as
+// Docker leaves them, set after tortied started: tortied puts its rule
+// for the tunnel TAP at the chain's head, and the kernel forwards the
+// superframes through it.
 func TestTunnelGSO(t *testing.T) {
-	l := up(t, lab.Options{Name: "tgs", Nodes: 3, Pods: 1, KernelNodes: 1, Mode: "vxlan", TunnelGSO: true})
+	l := up(t, lab.Options{Name: "tgs", Nodes: 3, Pods: 1, KernelNodes: 1, Mode: "vxlan"})
+	for _, n := range l.Nodes[:2] {
+		testutil.Run(t, "ip", "netns", "exec", n.Netns, "iptables", "-P", "FORWARD", "DROP")
+		testutil.Run(t, "ip", "netns", "exec", n.Netns, "iptables", "-A", "FORWARD", "-j", "DROP")
+	}
+	// ruleBytes reads the bytes tortied's rule passed, and whether it is
+	// the chain's first: "-A FORWARD -i tortie0-gso -m comment --comment
+	// "..." -c <packets> <bytes> -j ACCEPT".
+	ruleBytes := func(n *lab.Node) (uint64, bool) {
+		t.Helper()
+		out := testutil.Run(t, "ip", "netns", "exec", n.Netns, "iptables", "-S", "FORWARD", "-v")
+		for _, line := range strings.Split(out, "\n") {
+			if _, counters, ok := strings.Cut(line, " -c "); ok && strings.HasPrefix(line, "-A FORWARD") {
+				var p, b uint64
+				_, err := fmt.Sscanf(counters, "%d %d", &p, &b)
+				return b, err == nil && strings.Contains(line, "-i tortie0-gso ") && strings.Contains(line, fwdchain.Comment)
+			}
+		}
+		return 0, false
+	}
+	// tortied looks every 10 s (forwardReassert); polled more gently than
+	// WaitFor would, each look being two processes.
+	deadline := time.Now().Add(time.Minute)
+	for _, n := range l.Nodes[:2] {
+		for _, first := ruleBytes(n); !first; _, first = ruleBytes(n) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: tortied's rule is not at the head of the FORWARD chain:\n%s", n.Name,
+					testutil.Run(t, "ip", "netns", "exec", n.Netns, "iptables", "-S", "FORWARD"))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
 	checkAll(t, l)
 	offload := func(n *lab.Node) api.OffloadStats {
 		t.Helper()
@@ -254,6 +298,11 @@ func TestTunnelGSO(t *testing.T) {
 	s1, s2 := offload(l.Nodes[0]), offload(l.Nodes[1])
 	if s1.WholeToTunnel == 0 || s2.WholeToTunnel == 0 || s2.FromUnderlay == 0 || s1.FromUnderlay == 0 {
 		t.Fatalf("superframes did not cross whole: n1 %+v, n2 %+v", s1, s2)
+	}
+	for _, n := range l.Nodes[:2] {
+		if b, _ := ruleBytes(n); b == 0 {
+			t.Fatalf("%s: nothing passed tortied's FORWARD rule", n.Name)
+		}
 	}
 	transfer(t, l, "n1p1", "n3p1", false)
 	transfer(t, l, "n1p1", "n3p1", true)

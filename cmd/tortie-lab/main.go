@@ -41,7 +41,17 @@ var commands = []command{
 		fs.IntVar(&o.PodQueues, "pod-queues", 0, "queues per pod TAP, each read on its own (0: one)")
 		fs.IntVar(&o.RealtimePriority, "realtime", 0, "run every tortied's threads real-time, SCHED_FIFO at this priority (1-99; 0: the normal scheduler)")
 		fs.BoolVar(&o.GoroutineReaders, "goroutine-readers", false, "give each input a goroutine of its own (inputLoops: false) instead of a read loop per thread")
-		fs.BoolVar(&o.TunnelGSO, "tunnel-gso", false, "each tortied hands pods' TCP superframes to VXLAN nodes to its kernel whole, to be cut there (UDP tunnel GSO)")
+		fs.Func("tunnel-gso", "each tortied's tunnelGSO, on or off (default: tortied's, on where the kernel takes UDP tunnel GSO): pods' TCP superframes to VXLAN nodes leave whole for the kernel to cut", func(s string) error {
+			switch s {
+			case "on", "true":
+				o.TunnelGSO = new(true)
+			case "off", "false":
+				o.TunnelGSO = new(false)
+			default:
+				return fmt.Errorf("want on or off, not %q", s)
+			}
+			return nil
+		})
 		fs.DurationVar(&o.BusyPoll, "busy-poll", 0, "each tortied's busyPoll: how long its input loops spin for more packets before they sleep (e.g. 50us; at most 1ms)")
 		fs.IntVar(&o.UnderlayMTU, "mtu", 1500, "underlay MTU")
 		fs.BoolVar(&o.UnderlayGRO, "underlay-gro", false, "nodes' underlay interfaces coalesce what they receive (GRO), as a NIC does")
