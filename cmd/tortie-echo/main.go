@@ -4,7 +4,8 @@
 //
 //   - HTTP on TCP: GET / returns JSON with the client's source address as
 //     the server saw it and the pod's hostname; GET /healthz returns "ok"
-//     (a readiness endpoint);
+//     (a readiness endpoint); GET /bytes?n=N returns N pseudo-random bytes
+//     (bulk TCP, at most 1 GiB) and their SHA-256 in the trailer Sha256;
 //   - UDP: every datagram is answered with the same JSON and the datagram's
 //     payload as "data".
 //
@@ -17,17 +18,21 @@
 //	tortie-echo resolve kubernetes.default     (through the pod's resolv.conf)
 //	tortie-echo apiserver /api                 (https://kubernetes.default.svc with the pod's service-account token)
 //	tortie-echo probe 10.244.0.5:8080          (a datagram every 10 ms until stdin ends; prints the longest gap)
+//	tortie-echo fetch http://10.244.0.5:8080/bytes?n=67108864  (prints "intact N bytes" if the SHA-256 matches)
 package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -54,7 +59,7 @@ func main() {
 		}
 		return
 	}
-	if len(os.Args) > 1 && slices.Contains([]string{"get", "udp", "resolve", "apiserver"}, os.Args[1]) {
+	if len(os.Args) > 1 && slices.Contains([]string{"get", "fetch", "udp", "resolve", "apiserver"}, os.Args[1]) {
 		if err := client(os.Args[1], os.Args[2:], os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "tortie-echo:", err)
 			os.Exit(1)
@@ -138,6 +143,7 @@ func serve(ctx context.Context, addr, host string, ready chan<- [2]net.Addr) err
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /bytes", serveBytes)
 	mux.HandleFunc("GET /", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(Reply{Client: r.RemoteAddr, Hostname: host})
@@ -161,6 +167,58 @@ func serve(ctx context.Context, addr, host string, ready chan<- [2]net.Addr) err
 	return err
 }
 
+// maxBytes bounds GET /bytes.
+const maxBytes = 1 << 30
+
+// serveBytes answers GET /bytes?n=N: N pseudo-random bytes, then their
+// SHA-256 (hex) in the trailer Sha256.
+func serveBytes(w http.ResponseWriter, r *http.Request) {
+	n, err := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
+	if err != nil || n < 0 || n > maxBytes {
+		http.Error(w, fmt.Sprintf("n: want 0 to %d bytes", maxBytes), http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("Trailer", "Sha256")
+	w.Header().Set("Content-Type", "application/octet-stream")
+	h := sha256.New()
+	rng := rand.NewChaCha8([32]byte{'t', 'o', 'r', 't', 'i', 'e'})
+	buf := make([]byte, 64<<10)
+	for n > 0 {
+		b := buf[:min(int64(len(buf)), n)]
+		_, _ = rng.Read(b)
+		h.Write(b)
+		if _, err := w.Write(b); err != nil {
+			return
+		}
+		n -= int64(len(b))
+	}
+	w.Header().Set("Sha256", hex.EncodeToString(h.Sum(nil)))
+}
+
+// fetch reads url's body, checks it against the trailer Sha256, and says
+// how many bytes came intact.
+func fetch(url string, out io.Writer) error {
+	c := &http.Client{Timeout: 2 * time.Minute}
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, resp.Body)
+	if err != nil {
+		return fmt.Errorf("%s: after %d bytes: %w", url, n, err)
+	}
+	if got, want := hex.EncodeToString(h.Sum(nil)), resp.Trailer.Get("Sha256"); got != want {
+		return fmt.Errorf("%s: %d bytes whose SHA-256 is %s, the server's %q", url, n, got, want)
+	}
+	_, err = fmt.Fprintf(out, "intact %d bytes\n", n)
+	return err
+}
+
 func serveUDP(pc net.PacketConn, host string) error {
 	buf := make([]byte, 65536)
 	for {
@@ -177,6 +235,8 @@ func serveUDP(pc net.PacketConn, host string) error {
 func client(mode string, args []string, out io.Writer) error {
 	const timeout = 10 * time.Second
 	switch {
+	case mode == "fetch" && len(args) == 1:
+		return fetch(args[0], out)
 	case mode == "get" && len(args) == 1:
 		c := &http.Client{Timeout: timeout}
 		resp, err := c.Get(args[0])

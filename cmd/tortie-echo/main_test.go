@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"slices"
@@ -45,6 +46,18 @@ func TestServeAndClient(t *testing.T) {
 	}
 	if err := client("get", nil, &out); err == nil {
 		t.Error("get without URL: no error")
+	}
+	// Bulk bytes, checked against their trailer; a bad count refused.
+	for _, n := range []int{0, 1, 3<<20 + 5} {
+		out.Reset()
+		if err := client("fetch", []string{fmt.Sprintf("http://%s/bytes?n=%d", addrs[0], n)}, &out); err != nil || out.String() != fmt.Sprintf("intact %d bytes\n", n) {
+			t.Errorf("fetch %d: %v %q", n, err, out.String())
+		}
+	}
+	for _, q := range []string{"n=-1", "n=x", fmt.Sprintf("n=%d", maxBytes+1)} {
+		if err := client("fetch", []string{"http://" + addrs[0].String() + "/bytes?" + q}, &out); err == nil || !strings.Contains(err.Error(), "400") {
+			t.Errorf("fetch %s: %v", q, err)
+		}
 	}
 	cancel()
 	if err := <-done; err != nil {

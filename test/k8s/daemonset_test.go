@@ -159,6 +159,43 @@ func kubectlOut(ctx context.Context, cp *lab.ControlPlane, args ...string) strin
 	return out
 }
 
+// bulkToVXLANNode fetches 64 MiB from an echo pod on n1 or n3 to one on
+// n2, across VXLAN, under kube-proxy's iptables rules: it must come
+// intact, its TCP superframes leaving the sending node whole through the
+// kernel (tunnelGSO's default) past the FORWARD chain tortied opened.
+func bulkToVXLANNode(t *testing.T, l *lab.Lab, cp *lab.ControlPlane, echo []pod) {
+	t.Helper()
+	var from, to pod
+	for _, p := range echo {
+		if p.node == "n2" {
+			to = p
+		} else {
+			from = p
+		}
+	}
+	if from.name == "" || to.name == "" {
+		t.Fatalf("want echo pods on n2 and on another node: %v", echo)
+	}
+	sender := api.NewClient(l.Node(from.node).Socket)
+	before, err := sender.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 64 << 20
+	if out := kubectl(t, cp, "exec", to.name, "--", "/tortie-echo", "fetch", fmt.Sprintf("http://%s:8080/bytes?n=%d", from.ip, n)); strings.TrimSpace(out) != fmt.Sprintf("intact %d bytes", n) {
+		t.Fatalf("%s -> %s: %s", from.name, to.name, out)
+	}
+	after, err := sender.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole := after.Offload.WholeToTunnel - before.Offload.WholeToTunnel
+	if whole == 0 {
+		t.Fatalf("%s's tortied sent no superframe whole through the kernel: %+v", from.node, after.Offload)
+	}
+	t.Logf("%d MiB %s (%s) -> %s (n2) intact, %d superframes cut by %s's kernel", n>>20, from.name, from.node, to.name, whole, from.node)
+}
+
 // TestTortieDaemonSet runs tortie as users run Calico: deploy/ applied
 // with kubectl on a 3-node cluster, n1 and n3 on one subnet (native
 // routing between them) and n2 on another (VXLAN to both), routes
@@ -197,6 +234,7 @@ func TestTortieDaemonSet(t *testing.T) {
 	if !strings.Contains(reply, `"client":"`+client.ip+":") {
 		t.Fatalf("%s -> %s: %s", client.name, target.name, reply)
 	}
+	bulkToVXLANNode(t, l, cp, echo)
 	// Each pod's endpoint is named as Calico names its WorkloadEndpoint,
 	// on the node the kubelet runs it on.
 	for _, p := range echo {
