@@ -349,14 +349,22 @@ func staticFIB(cfg *config.Config) (*fib.FIB, error) {
 // datastore, serves the API and metrics, and returns when ctx ends. A
 // planned stop leaves the pods' persistent TAPs for the next run.
 func (n *Node) Run(ctx context.Context) error {
+	// Background work ends before Run returns: the FORWARD rule's keeper
+	// before Close removes the rule.
+	var background sync.WaitGroup
+	defer background.Wait()
+	bctx, stop := context.WithCancel(ctx)
+	defer stop()
 	if n.tunnel != nil {
 		n.router.AttachTunnel(n.tunnel)
-		// Stopped before Run returns, so before Close removes the rule.
-		var keeper sync.WaitGroup
-		defer keeper.Wait()
-		kctx, stop := context.WithCancel(ctx)
-		defer stop()
-		keeper.Go(func() { keepForwardOpen(kctx, tunnelTAPName(n.cfg.HostInterface), n.log) })
+		background.Go(func() { keepForwardOpen(bctx, tunnelTAPName(n.cfg.HostInterface), n.log) })
+	}
+	// The path MTU follows the underlay's at once, rather than after a
+	// packet is refused.
+	if err := underlay.WatchMTU(bctx, n.cfg.Interface, n.router.UnderlayMTUChanged, func(err error) {
+		n.log.Warn("underlay MTU no longer watched: a change is learnt when a packet is refused", zap.Error(err))
+	}); err != nil {
+		n.log.Warn("underlay MTU not watched: a change is learnt when a packet is refused", zap.Error(err))
 	}
 	n.router.AttachHost(n.host)
 	for _, rx := range n.receivers {

@@ -695,6 +695,21 @@ func (r *Router) lowerPathMTU(mtu int) {
 	r.log.Info("underlay path MTU lowered", zap.Int("mtu", mtu))
 }
 
+// UnderlayMTUChanged takes the underlay interface's MTU as the kernel
+// reports a change of it: the path MTU follows it at once, never above the
+// configured UnderlayMTU, so that no packet has to be refused first (with
+// tunnelGSO a refused superframe costs its flow a retransmission
+// timeout). It is safe for concurrent use.
+func (r *Router) UnderlayMTUChanged(mtu int) {
+	mtu = min(mtu, r.cfg.UnderlayMTU)
+	if mtu < 68 {
+		return
+	}
+	if old := r.pathMTU.Swap(int32(mtu)); old != int32(mtu) {
+		r.log.Info("underlay MTU changed", zap.Int("pathMTU", mtu), zap.Int32("was", old))
+	}
+}
+
 // Close stops every reader and closes every device.
 func (r *Router) Close() error {
 	r.closed.Store(true)

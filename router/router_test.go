@@ -428,6 +428,23 @@ func TestPathMTULearnt(t *testing.T) {
 	}
 }
 
+// TestUnderlayMTUChanged: the path MTU follows the underlay's reported
+// MTU both ways, never above the configured one, and a too-big DF packet
+// is then refused up front, nothing sent or dropped as refused.
+func TestUnderlayMTUChanged(t *testing.T) {
+	h := newHarness(t)
+	for _, c := range []struct{ mtu, want int }{{1400, 1400}, {9000, 1500}, {1300, 1300}, {40, 1300}, {1500, 1500}, {1400, 1400}} {
+		h.r.UnderlayMTUChanged(c.mtu)
+		if got := h.r.PathMTU(); got != c.want {
+			t.Fatalf("after MTU %d: path MTU %d, want %d", c.mtu, got, c.want)
+		}
+	}
+	h.fromPodA(eth(header.EtherTypeIPv4, pkt{src: podA, dst: remoteV, payload: 1400, flags: header.IPv4FlagDF}.ip()))
+	if mtu := h.icmpToA(header.ICMPDestUnreach, header.ICMPCodeFragNeeded); mtu != 1350 || h.r.Drops(DropMTUExceeded) != 0 || len(h.u.Take()) != 0 {
+		t.Fatalf("ICMP MTU %d (want 1350), drops %v", mtu, h.drops())
+	}
+}
+
 // TestUnderlayFull: a send that finds the underlay's send buffer full
 // loses what did not fit, counted as tx_full (not tx_error) after that one
 // refused send (not a send per packet left), and the worker goes on: a pod

@@ -3,6 +3,7 @@ package test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tortie-net/tortie/api"
 	"github.com/tortie-net/tortie/header"
 	"github.com/tortie-net/tortie/internal/testutil"
 	"github.com/tortie-net/tortie/lab"
@@ -130,15 +132,29 @@ func TestTsharkDecodesUnderlay(t *testing.T) {
 	})
 }
 
-// TestPathMTU: the underlay MTU drops at run time; the pod's DF packets
-// that no longer fit get "fragmentation needed" with the new tunnel MTU
-// (1400 - 50), and smaller ones keep flowing.
+// TestPathMTU: the underlay MTU drops at run time; tortied takes the new
+// MTU from the kernel's report before any packet is refused; the pod's DF
+// packets that no longer fit get "fragmentation needed" with the new
+// tunnel MTU (1400 - 50), and smaller ones keep flowing; with the MTU back,
+// full-size packets pass again.
 func TestPathMTU(t *testing.T) {
 	l := up(t, lab.Options{Name: "tp1", Nodes: 2, Pods: 1, Mode: "vxlan"})
-	if out := ping(t, l, "n1p1", l.Pod("n2p1").Address, "-M", "do", "-s", "1422"); !strings.Contains(out, " 0% packet loss") {
-		t.Fatalf("a full-size 1450-byte DF packet should pass:\n%s", out)
+	full := func() {
+		t.Helper()
+		if out := ping(t, l, "n1p1", l.Pod("n2p1").Address, "-M", "do", "-s", "1422"); !strings.Contains(out, " 0% packet loss") {
+			t.Fatalf("a full-size 1450-byte DF packet should pass:\n%s", out)
+		}
 	}
+	pathMTU := func(want int) {
+		t.Helper()
+		testutil.WaitFor(t, 10*time.Second, fmt.Sprintf("n1's path MTU %d", want), func() bool {
+			st, err := api.NewClient(l.Nodes[0].Socket).Status()
+			return err == nil && st.PathMTU == want
+		})
+	}
+	full()
 	testutil.Run(t, "ip", "-n", l.Nodes[0].Netns, "link", "set", "eth0", "mtu", "1400")
+	pathMTU(1400)
 	out := ping(t, l, "n1p1", l.Pod("n2p1").Address, "-M", "do", "-s", "1400")
 	if !strings.Contains(out, "mtu = 1350") && !strings.Contains(out, "mtu=1350") {
 		t.Fatalf("want frag needed with MTU 1350:\n%s", out)
@@ -149,6 +165,12 @@ func TestPathMTU(t *testing.T) {
 	if out := ping(t, l, "n1p1", l.Pod("n2p1").Address, "-M", "do", "-s", "1300"); !strings.Contains(out, " 0% packet loss") {
 		t.Fatalf("packets that fit must keep flowing:\n%s", out)
 	}
+	testutil.Run(t, "ip", "-n", l.Nodes[0].Netns, "link", "set", "eth0", "mtu", "1500")
+	pathMTU(1500)
+	// The pod's kernel remembers the smaller path MTU for a while; a new
+	// destination address is not needed: its cache entry is flushed.
+	testutil.Run(t, "ip", "-n", l.Pod("n1p1").Netns, "route", "flush", "cache")
+	full()
 }
 
 // TestLiveFaults: a pod spoofing its source and VXLAN from an address that
