@@ -35,6 +35,9 @@ type Status struct {
 	Endpoints   int    `json:"endpoints"`
 	VTEPMAC     string `json:"vtepMAC"`
 	Ready       bool   `json:"ready"`
+	// TunnelGSO says whether pods' TCP superframes to VXLAN nodes leave
+	// whole for the kernel to cut, and if not why ("" without VXLAN).
+	TunnelGSO string `json:"tunnelGSO,omitempty"`
 }
 
 // EndpointSpec asks for a pod endpoint: a TAP named IfName in the pod's

@@ -19,6 +19,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -68,6 +69,9 @@ type Node struct {
 	collectors []prometheus.Collector // metrics beyond the router's
 
 	tunnel *hostif.Tunnel // nil: pods' superframes to VXLAN nodes are cut here
+	// tunnelGSO is what the status says of tunnelGSO (nil: nothing, no
+	// VXLAN); set in New and by the FORWARD chain's keeper.
+	tunnelGSO atomic.Pointer[string]
 
 	closers []func() // in the order things were opened
 }
@@ -105,28 +109,39 @@ func tunnelTAPName(hostInterface string) string {
 	return hostInterface[:min(len(hostInterface), unix.IFNAMSIZ-1-len("-gso"))] + "-gso"
 }
 
+// The status's words for tunnelGSO.
+const (
+	tunnelGSOOn       = "on: pods' TCP superframes to VXLAN nodes cut by the kernel; FORWARD chain opened"
+	tunnelGSOOff      = "off (tunnelGSO: false)"
+	tunnelGSOChainsAt = "on, but the forward chains may drop it: "
+)
+
 // openTunnel opens the TAP of tunnelGSO and the FORWARD chain to what
-// enters the kernel through it. It returns nil where the kernel refuses
-// the offload, and, unless tunnelGSO is set explicitly (explicit), where
-// a forward chain would drop the tunnel's packets.
-func openTunnel(name string, explicit bool, log *zap.Logger) *hostif.Tunnel {
+// enters the kernel through it, and says so in a status line. It returns
+// nil where the kernel refuses the offload, and, unless tunnelGSO is set
+// explicitly (explicit), where a forward chain would drop the tunnel's
+// packets.
+func openTunnel(name string, explicit bool, log *zap.Logger) (*hostif.Tunnel, string) {
 	iface := zap.String("interface", name)
 	t, err := hostif.CreateTunnel(name)
 	if err != nil {
 		log.Warn("UDP tunnel GSO unavailable: pods' TCP to VXLAN nodes is cut into datagrams here", iface, zap.Error(err))
-		return nil
+		return nil, "off: the kernel refused it: " + err.Error()
 	}
 	if _, err := fwdchain.Open(name); err != nil {
 		if !explicit {
 			t.Close()
-			fwdchain.Close()
+			if cerr := fwdchain.Close(); cerr != nil {
+				log.Warn("removing the FORWARD rule of UDP tunnel GSO", zap.Error(cerr))
+			}
 			log.Warn("UDP tunnel GSO off: the node's forward chains may drop what the kernel would forward for it, so pods' TCP to VXLAN nodes is cut into datagrams here (tunnelGSO: true uses it anyway)", iface, zap.Error(err))
-			return nil
+			return nil, "off: the forward chains may drop it: " + err.Error()
 		}
 		log.Warn("UDP tunnel GSO: the node's forward chains may drop what the kernel forwards for it (pods' bulk TCP to VXLAN nodes)", iface, zap.Error(err))
+		return t, tunnelGSOChainsAt + err.Error()
 	}
 	log.Info("UDP tunnel GSO: pods' TCP to VXLAN nodes leaves whole for the kernel to cut", iface)
-	return t
+	return t, tunnelGSOOn
 }
 
 // forwardReassert is how often tortied puts its FORWARD rule back at the
@@ -135,8 +150,9 @@ func openTunnel(name string, explicit bool, log *zap.Logger) *hostif.Tunnel {
 const forwardReassert = 10 * time.Second
 
 // keepForwardOpen keeps tortied's rule at the head of the FORWARD chain
-// until ctx ends, logging what it restored and a failure once.
-func keepForwardOpen(ctx context.Context, name string, log *zap.Logger) {
+// until ctx ends, logging what it restored and a failure once, and
+// keeping the status line current.
+func keepForwardOpen(ctx context.Context, name string, state *atomic.Pointer[string], log *zap.Logger) {
 	t := time.NewTicker(forwardReassert)
 	defer t.Stop()
 	failing := false
@@ -154,6 +170,11 @@ func keepForwardOpen(ctx context.Context, name string, log *zap.Logger) {
 			log.Info("UDP tunnel GSO: FORWARD rule put back at the head of the chain", zap.String("interface", name))
 		}
 		failing = err != nil
+		s := tunnelGSOOn
+		if err != nil {
+			s = tunnelGSOChainsAt + err.Error()
+		}
+		state.Store(&s)
 	}
 }
 
@@ -223,10 +244,15 @@ func New(cfg *config.Config, log *zap.Logger) (n *Node, err error) {
 	if cfg.TunnelAddr.IsValid() {
 		rcfg.TunnelAddr = cfg.TunnelAddr.As4()
 	}
-	if (cfg.TunnelGSO == nil || *cfg.TunnelGSO) && (withStore || cfg.Mode == fib.ModeVXLAN) {
+	if vxlan := withStore || cfg.Mode == fib.ModeVXLAN; vxlan && cfg.TunnelGSO != nil && !*cfg.TunnelGSO {
+		state := tunnelGSOOff
+		n.tunnelGSO.Store(&state)
+	} else if vxlan {
 		// Opened before the router, so that it closes after the router
 		// has stopped writing to it.
-		n.tunnel = openTunnel(tunnelTAPName(cfg.HostInterface), cfg.TunnelGSO != nil, log)
+		var state string
+		n.tunnel, state = openTunnel(tunnelTAPName(cfg.HostInterface), cfg.TunnelGSO != nil, log)
+		n.tunnelGSO.Store(&state)
 		if n.tunnel != nil {
 			n.closers = append(n.closers, func() {
 				n.tunnel.Close()
@@ -357,7 +383,7 @@ func (n *Node) Run(ctx context.Context) error {
 	defer stop()
 	if n.tunnel != nil {
 		n.router.AttachTunnel(n.tunnel)
-		background.Go(func() { keepForwardOpen(bctx, tunnelTAPName(n.cfg.HostInterface), n.log) })
+		background.Go(func() { keepForwardOpen(bctx, tunnelTAPName(n.cfg.HostInterface), &n.tunnelGSO, n.log) })
 	}
 	// The path MTU follows the underlay's at once, rather than after a
 	// packet is refused.
@@ -461,7 +487,15 @@ func (n *Node) status() api.Status {
 	}
 	return api.Status{Node: n.cfg.NodeName, Address: n.cfg.Addr.String(), Mode: n.mode(), CrossSubnet: n.cfg.CrossSubnet,
 		PodMTU: podMTU, PathMTU: n.router.PathMTU(), FIBRoutes: n.fib.Load().Len(), Endpoints: len(n.endpoints.List()),
-		VTEPMAC: n.cfg.VTEPMAC.String(), Ready: n.ready()}
+		VTEPMAC: n.cfg.VTEPMAC.String(), Ready: n.ready(), TunnelGSO: n.tunnelGSOState()}
+}
+
+// tunnelGSOState is the status's line for tunnelGSO ("" without VXLAN).
+func (n *Node) tunnelGSOState() string {
+	if s := n.tunnelGSO.Load(); s != nil {
+		return *s
+	}
+	return ""
 }
 
 func (n *Node) logStart() {

@@ -105,6 +105,15 @@ func TestStaticModes(t *testing.T) {
 			if s, err := api.NewClient(l.Nodes[0].Socket).Counters(); err != nil || c.readers && s.Offload.WholeToTunnel != 0 {
 				t.Fatalf("tunnelGSO off, yet superframes went whole to the tunnel: %+v, %v", s.Offload, err)
 			}
+			st, err := api.NewClient(l.Nodes[0].Socket).Status()
+			switch {
+			case err != nil:
+				t.Fatal(err)
+			case c.mode == "ipip" && st.TunnelGSO != "",
+				c.readers && st.TunnelGSO != "off (tunnelGSO: false)",
+				c.mode != "ipip" && !c.readers && !strings.HasPrefix(st.TunnelGSO, "on: "):
+				t.Fatalf("status says tunnel GSO %q", st.TunnelGSO)
+			}
 		})
 	}
 }
@@ -302,6 +311,9 @@ func TestTunnelGSO(t *testing.T) {
 	for _, n := range l.Nodes[:2] {
 		if b, _ := ruleBytes(n); b == 0 {
 			t.Fatalf("%s: nothing passed tortied's FORWARD rule", n.Name)
+		}
+		if st, err := api.NewClient(n.Socket).Status(); err != nil || !strings.HasPrefix(st.TunnelGSO, "on: ") {
+			t.Fatalf("%s: status says tunnel GSO %q (%v)", n.Name, st.TunnelGSO, err)
 		}
 	}
 	transfer(t, l, "n1p1", "n3p1", false)

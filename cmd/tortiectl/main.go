@@ -255,6 +255,9 @@ func run(c *api.Client, output string, args []string) error {
 			}
 			fmt.Fprintf(tw, "tortie process is running.\n\nNODE\t%s\nADDRESS\t%s\nENCAPSULATION\t%s\nREADY\t%s\nPOD MTU\t%d\nPATH MTU\t%d\nVTEP MAC\t%s\nFIB ROUTES\t%d\nENDPOINTS\t%d\n",
 				s.Node, s.Address, mode, ready, s.PodMTU, s.PathMTU, s.VTEPMAC, s.FIBRoutes, s.Endpoints)
+			if s.TunnelGSO != "" {
+				fmt.Fprintf(tw, "TUNNEL GSO\t%s\n", s.TunnelGSO)
+			}
 		})
 	case "endpoints":
 		eps, err := c.Endpoints()
