@@ -21,12 +21,15 @@ package fwdchain
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
+	"time"
 )
 
 // Comment marks the rules Open inserts; a rule carrying it is tortied's.
@@ -53,12 +56,14 @@ type Chain struct {
 func (c Chain) String() string { return c.Family + " " + c.Table + " " + c.Name }
 
 // Rule is a rule of a chain as `nft -j list chain` gives it: its handle,
-// its comment, and the input interface it matches, if it matches one by
-// name and nothing else is needed to read the rules Open inserts.
+// its comment, the input interface it matches, if it matches one by name,
+// and whether it drops or rejects every packet that reaches it (a verdict
+// with no condition before it: only counters and logging).
 type Rule struct {
 	Handle  uint64
 	Comment string
 	IIFName string
+	Drops   bool
 }
 
 // list is the shape of nft's JSON output: a list of objects of one key.
@@ -117,6 +122,7 @@ func ParseRules(out []byte) ([]Rule, error) {
 			continue
 		}
 		rule := Rule{Handle: r.Handle, Comment: r.Comment}
+		rule.Drops = dropsAll(r.Expr)
 		for _, e := range r.Expr {
 			var m match
 			if json.Unmarshal(e, &m) != nil || m.Match == nil || m.Match.Op != "==" ||
@@ -131,6 +137,27 @@ func ParseRules(out []byte) ([]Rule, error) {
 		rs = append(rs, rule)
 	}
 	return rs, nil
+}
+
+// dropsAll says whether a rule's expressions drop or reject every packet:
+// a drop or reject verdict after nothing but counters and logging.
+func dropsAll(exprs []json.RawMessage) bool {
+	for _, e := range exprs {
+		var m map[string]json.RawMessage
+		if json.Unmarshal(e, &m) != nil || len(m) != 1 {
+			return false
+		}
+		for k := range m {
+			switch k {
+			case "counter", "log":
+			case "drop", "reject":
+				return true
+			default:
+				return false
+			}
+		}
+	}
+	return false
 }
 
 // Plan says what makes a chain's rules (in order) begin with tortied's
@@ -154,20 +181,31 @@ func Plan(rules []Rule, iface string) (insert bool, remove []uint64) {
 // forward hook drops by policy; the rules it could put stay. changed
 // says whether it changed a chain.
 func Open(iface string) (changed bool, err error) {
+	if err := validName(iface); err != nil {
+		return false, err
+	}
 	var errs []error
 	chains, err := nftChains()
 	if err != nil {
 		return false, err
 	}
 	for _, c := range chains {
-		if c.Family == family && c.Table == table && c.Name == chain {
+		switch {
+		case c.Family == family && c.Table == table && c.Name == chain:
 			ch, err := openNFT(iface)
 			changed = changed || ch
 			if err != nil {
 				errs = append(errs, err)
 			}
-		} else if c.Policy == "drop" {
+		case c.Policy == "drop":
 			errs = append(errs, fmt.Errorf("fwdchain: chain %s drops forwarded packets by policy, and tortied opens only iptables' FORWARD chain", c))
+		default:
+			rules, err := nftRules(c)
+			if err != nil {
+				errs = append(errs, err)
+			} else if slices.ContainsFunc(rules, func(r Rule) bool { return r.Drops }) {
+				errs = append(errs, fmt.Errorf("fwdchain: chain %s ends in a rule that drops or rejects every forwarded packet left, and tortied opens only iptables' FORWARD chain", c))
+			}
 		}
 	}
 	if legacyFilter() {
@@ -189,7 +227,7 @@ func Close() error {
 	}
 	for _, c := range chains {
 		if c.Family == family && c.Table == table && c.Name == chain {
-			rules, err := nftRules()
+			rules, err := nftRules(Chain{Family: family, Table: table, Name: chain})
 			if err != nil {
 				errs = append(errs, err)
 				break
@@ -216,8 +254,27 @@ func nftChains() ([]Chain, error) {
 	return ParseChains(out)
 }
 
-func nftRules() ([]Rule, error) {
-	out, err := nft("", "-j", "list", "chain", family, table, chain)
+// nftRules lists a chain's rules. The command goes to nft as JSON, so
+// that any name is read as a name (nft's command line reads a chain named
+// "forward" as a keyword, and takes no quoted names there).
+func nftRules(c Chain) ([]Rule, error) {
+	type ref struct {
+		Family string `json:"family"`
+		Table  string `json:"table"`
+		Name   string `json:"name"`
+	}
+	type list struct {
+		List struct {
+			Chain ref `json:"chain"`
+		} `json:"list"`
+	}
+	var cmd list
+	cmd.List.Chain = ref{c.Family, c.Table, c.Name}
+	in, err := json.Marshal(map[string][]list{"nftables": {cmd}})
+	if err != nil {
+		return nil, err
+	}
+	out, err := nft(string(in), "-j", "-f", "-")
 	if err != nil {
 		return nil, err
 	}
@@ -225,7 +282,7 @@ func nftRules() ([]Rule, error) {
 }
 
 func openNFT(iface string) (changed bool, err error) {
-	rules, err := nftRules()
+	rules, err := nftRules(Chain{Family: family, Table: table, Name: chain})
 	if err != nil {
 		return false, err
 	}
@@ -249,18 +306,21 @@ func nftApply(insert bool, iface string, remove []uint64) error {
 	return err
 }
 
-func nft(stdin string, args ...string) ([]byte, error) {
-	cmd := exec.Command("nft", args...)
-	if stdin != "" {
-		cmd.Stdin = strings.NewReader(stdin)
+func nft(stdin string, args ...string) ([]byte, error) { return run(stdin, "nft", args...) }
+
+// validName refuses an interface name that could not go into a rule as
+// it is: Linux allows any byte but '/', ':' and whitespace in one, nft and
+// iptables-restore read fewer.
+func validName(iface string) error {
+	if iface == "" || len(iface) > 15 {
+		return fmt.Errorf("fwdchain: interface name %q: want 1 to 15 characters", iface)
 	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return nil, fmt.Errorf("fwdchain: nft %s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(stderr.Bytes()))
+	for _, r := range iface {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._-@+", r)) {
+			return fmt.Errorf("fwdchain: interface name %q: only letters, digits and ._-@+ go into a rule here", iface)
+		}
 	}
-	return out, nil
+	return nil
 }
 
 // legacyFilter says whether the legacy iptables filter table exists in
@@ -302,40 +362,65 @@ func ParseIptables(out string) []Rule {
 }
 
 // openLegacy does for iptables-legacy's FORWARD chain what openNFT does
-// for nftables'; with iface empty it only removes tortied's rules.
+// for nftables', in one iptables-legacy-restore transaction that deletes
+// tortied's rules by their specification (not their position, which
+// another program may change meanwhile) and inserts the new one; with
+// iface empty it only removes tortied's rules.
 func openLegacy(iface string) (changed bool, err error) {
-	out, err := legacy("-S", chain)
+	out, err := run("", "iptables-legacy", "-w", lockWait, "-S", chain)
 	if err != nil {
 		return false, err
 	}
-	insert, remove := Plan(ParseIptables(string(out)), iface)
-	if iface == "" {
-		insert = false
+	rules := ParseIptables(string(out))
+	insert, remove := Plan(rules, iface)
+	insert = insert && iface != ""
+	if !insert && len(remove) == 0 {
+		return false, nil
+	}
+	var b strings.Builder
+	b.WriteString("*filter\n")
+	for _, r := range rules {
+		if slices.Contains(remove, r.Handle) {
+			fmt.Fprintf(&b, "-D %s\n", legacySpec(r.IIFName))
+		}
 	}
 	if insert {
-		spec := []string{"-I", chain, "1", "-i", iface, "-m", "comment", "--comment", Comment, "-j", "ACCEPT"}
-		if _, err := legacy(spec...); err != nil {
-			return false, err
-		}
+		fmt.Fprintf(&b, "-I FORWARD 1 %s\n", legacySpec(iface)[len("FORWARD "):])
 	}
-	// From the last, so that the positions before stay; one further down
-	// for the rule inserted.
-	for i := len(remove) - 1; i >= 0; i-- {
-		pos := remove[i]
-		if insert {
-			pos++
-		}
-		if _, err := legacy("-D", chain, fmt.Sprint(pos)); err != nil {
-			return true, err
-		}
+	b.WriteString("COMMIT\n")
+	if _, err := run(b.String(), "iptables-legacy-restore", "-w", lockWait, "--noflush"); err != nil {
+		return false, err
 	}
-	return insert || len(remove) > 0, nil
+	return true, nil
 }
 
-func legacy(args ...string) ([]byte, error) {
-	out, err := exec.Command("iptables-legacy", append([]string{"-w"}, args...)...).CombinedOutput()
+// legacySpec is tortied's rule for iface as iptables-restore reads it,
+// after "-A" or "-D".
+func legacySpec(iface string) string {
+	return fmt.Sprintf("FORWARD -i %s -m comment --comment %q -j ACCEPT", iface, Comment)
+}
+
+// lockWait is how long iptables waits for the xtables lock (seconds), and
+// runTimeout how long any program run here may take.
+const (
+	lockWait   = "5"
+	runTimeout = 15 * time.Second
+)
+
+// run runs a program with stdin (if any), returning its output; an error
+// carries what it wrote to stderr.
+func run(stdin, name string, args ...string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		return nil, fmt.Errorf("fwdchain: the legacy iptables filter table exists: iptables-legacy %s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
+		return nil, fmt.Errorf("fwdchain: %s %s: %v: %s", name, strings.Join(args, " "), err, bytes.TrimSpace(stderr.Bytes()))
 	}
 	return out, nil
 }

@@ -35,12 +35,15 @@ func TestParseRules(t *testing.T) {
 {"rule": {"family": "ip", "table": "filter", "chain": "FORWARD", "handle": 4, "comment": "` + Comment + `", "expr": [
   {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "t0-gso"}}, {"counter": {"packets": 0, "bytes": 0}}, {"accept": null}]}},
 {"rule": {"family": "ip", "table": "filter", "chain": "FORWARD", "handle": 2, "expr": [
-  {"match": {"op": "!=", "left": {"meta": {"key": "iifname"}}, "right": "x"}}, {"match": {"op": "==", "left": {"payload": {}}, "right": {"set": [1]}}}, {"drop": null}]}}]}`
+  {"match": {"op": "!=", "left": {"meta": {"key": "iifname"}}, "right": "x"}}, {"match": {"op": "==", "left": {"payload": {}}, "right": {"set": [1]}}}, {"drop": null}]}},
+{"rule": {"family": "inet", "table": "firewalld", "chain": "filter_FORWARD", "handle": 7, "expr": [
+  {"counter": null}, {"log": {"prefix": "x"}}, {"reject": {"type": "icmpx", "expr": "admin-prohibited"}}]}},
+{"rule": {"family": "inet", "table": "t", "chain": "c", "handle": 8, "expr": [{"limit": {"rate": 1}}, {"drop": null}]}}]}`
 	rs, err := ParseRules([]byte(out))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Rule{{4, Comment, "t0-gso"}, {2, "", ""}}
+	want := []Rule{{4, Comment, "t0-gso", false}, {2, "", "", false}, {7, "", "", true}, {8, "", "", false}}
 	if !slices.Equal(rs, want) {
 		t.Fatalf("got %+v, want %+v", rs, want)
 	}
@@ -48,14 +51,14 @@ func TestParseRules(t *testing.T) {
 
 func TestParseIptables(t *testing.T) {
 	out := "-P FORWARD DROP\n-A FORWARD -j DOCKER-USER\n-A FORWARD -i t0-gso -m comment --comment \"" + Comment + "\" -j ACCEPT\n-A FORWARD -i eth0 -j DROP\n-A OTHER -j ACCEPT\n"
-	want := []Rule{{1, "", ""}, {2, Comment, "t0-gso"}, {3, "", "eth0"}}
+	want := []Rule{{Handle: 1}, {Handle: 2, Comment: Comment, IIFName: "t0-gso"}, {Handle: 3, IIFName: "eth0"}}
 	if got := ParseIptables(out); !slices.Equal(got, want) {
 		t.Fatalf("got %+v, want %+v", got, want)
 	}
 }
 
 func TestPlan(t *testing.T) {
-	ours := func(h uint64, iface string) Rule { return Rule{h, Comment, iface} }
+	ours := func(h uint64, iface string) Rule { return Rule{Handle: h, Comment: Comment, IIFName: iface} }
 	other := Rule{Handle: 9}
 	for _, c := range []struct {
 		name   string
@@ -185,13 +188,45 @@ func TestOpenInNamespace(t *testing.T) {
 	if rules := in("iptables-legacy", "-S", "FORWARD"); rules != "-P FORWARD DROP\n"+ours+"\n" {
 		t.Fatalf("legacy FORWARD reads\n%s", rules)
 	}
+	in("iptables-legacy", "-I", "FORWARD", "1", "-s", "10.9.9.9", "-j", "ACCEPT")
+	if changed, err := open("t0-gso"); err != nil || !changed {
+		t.Fatalf("legacy open after a rule was put first: changed %v, %v", changed, err)
+	}
+	if rules := in("iptables-legacy", "-S", "FORWARD"); rules != "-P FORWARD DROP\n"+ours+"\n-A FORWARD -s 10.9.9.9/32 -j ACCEPT\n" {
+		t.Fatalf("legacy FORWARD reads\n%s", rules)
+	}
 
-	// A firewall's chain of its own that drops by policy cannot be
-	// opened: an error names it, and the rest stays open.
-	in("nft", "add table inet fw")
+	// A firewall's chain of its own that accepts by policy but ends in a
+	// reject (as firewalld's), named with a word of nft's, cannot be
+	// opened either: an error names it.
+	// (nft's command line cannot name a chain "forward"; its JSON can.)
+	nftJSON := func(cmds string) {
+		t.Helper()
+		cmd := exec.Command("ip", "netns", "exec", ns, "nft", "-j", "-f", "-")
+		cmd.Stdin = strings.NewReader(`{"nftables": [` + cmds + `]}`)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("nft %s: %v\n%s", cmds, err, out)
+		}
+	}
+	nftJSON(`{"add": {"table": {"family": "inet", "name": "fw"}}},
+		{"add": {"chain": {"family": "inet", "table": "fw", "name": "forward", "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}}}`)
+	if _, err := open("t0-gso"); err != nil {
+		t.Fatalf("open with an accepting chain of another table: %v", err)
+	}
+	nftJSON(`{"add": {"rule": {"family": "inet", "table": "fw", "chain": "forward", "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "established"}}, {"accept": null}]}}},
+		{"add": {"rule": {"family": "inet", "table": "fw", "chain": "forward", "expr": [{"counter": null}, {"reject": {"type": "icmpx", "expr": "admin-prohibited"}}]}}}`)
+	if _, err := open("t0-gso"); err == nil || !strings.Contains(err.Error(), "inet fw forward ends in a rule") {
+		t.Fatalf("open with a rejecting chain of another table: %v", err)
+	}
+	nftJSON(`{"delete": {"chain": {"family": "inet", "table": "fw", "name": "forward"}}}`)
+	// One that drops by policy: an error names it, and the rest stays
+	// open.
 	in("nft", "add chain inet fw filter_fwd { type filter hook forward priority 0; policy drop; }")
-	if _, err := open("t0-gso"); err == nil || !strings.Contains(err.Error(), "inet fw filter_fwd") {
+	if _, err := open("t0-gso"); err == nil || !strings.Contains(err.Error(), "inet fw filter_fwd drops") {
 		t.Fatalf("open with a dropping chain of another table: %v", err)
+	}
+	if _, err := open(`t0"x`); err == nil {
+		t.Fatal("an interface name with a quote went into a rule")
 	}
 	if err := nsutil.Do(testutil.NetnsPath(ns), Close); err != nil {
 		t.Fatal(err)
