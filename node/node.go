@@ -69,9 +69,11 @@ type Node struct {
 	collectors []prometheus.Collector // metrics beyond the router's
 
 	tunnel *hostif.Tunnel // nil: pods' superframes to VXLAN nodes are cut here
-	// tunnelGSO is what the status says of tunnelGSO (nil: nothing, no
-	// VXLAN); set in New and by the FORWARD chain's keeper.
-	tunnelGSO atomic.Pointer[string]
+	// tunnelGSO is how tunnelGSO is used (nil without VXLAN); its status
+	// line is set in New and by keepForwardOpen. tunnelFailing says
+	// whether New found the forward chains closed to the tunnel.
+	tunnelGSO     *tunnelUse
+	tunnelFailing bool
 
 	closers []func() // in the order things were opened
 }
@@ -113,68 +115,94 @@ func tunnelTAPName(hostInterface string) string {
 const (
 	tunnelGSOOn       = "on: pods' TCP superframes to VXLAN nodes cut by the kernel; FORWARD chain opened"
 	tunnelGSOOff      = "off (tunnelGSO: false)"
+	tunnelGSOPaused   = "off for now (looked at again every 10 s): the forward chains may drop it: "
 	tunnelGSOChainsAt = "on, but the forward chains may drop it: "
 )
 
-// openTunnel opens the TAP of tunnelGSO and the FORWARD chain to what
-// enters the kernel through it, and says so in a status line. It returns
-// nil where the kernel refuses the offload, and, unless tunnelGSO is set
-// explicitly (explicit), where a forward chain would drop the tunnel's
-// packets.
-func openTunnel(name string, explicit bool, log *zap.Logger) (*hostif.Tunnel, string) {
-	iface := zap.String("interface", name)
-	t, err := hostif.CreateTunnel(name)
-	if err != nil {
-		log.Warn("UDP tunnel GSO unavailable: pods' TCP to VXLAN nodes is cut into datagrams here", iface, zap.Error(err))
-		return nil, "off: the kernel refused it: " + err.Error()
-	}
-	if _, err := fwdchain.Open(name); err != nil {
-		if !explicit {
-			t.Close()
-			if cerr := fwdchain.Close(); cerr != nil {
-				log.Warn("removing the FORWARD rule of UDP tunnel GSO", zap.Error(cerr))
-			}
-			log.Warn("UDP tunnel GSO off: the node's forward chains may drop what the kernel would forward for it, so pods' TCP to VXLAN nodes is cut into datagrams here (tunnelGSO: true uses it anyway)", iface, zap.Error(err))
-			return nil, "off: the forward chains may drop it: " + err.Error()
-		}
-		log.Warn("UDP tunnel GSO: the node's forward chains may drop what the kernel forwards for it (pods' bulk TCP to VXLAN nodes)", iface, zap.Error(err))
-		return t, tunnelGSOChainsAt + err.Error()
-	}
-	log.Info("UDP tunnel GSO: pods' TCP to VXLAN nodes leaves whole for the kernel to cut", iface)
-	return t, tunnelGSOOn
+// tunnelUse is how tunnelGSO is used: whether it is set explicitly, the
+// TAP's name, and what the status says.
+type tunnelUse struct {
+	name     string
+	explicit bool // tunnelGSO: true, used whatever the forward chains
+	state    atomic.Pointer[string]
 }
 
-// forwardReassert is how often tortied puts its FORWARD rule back at the
-// head of the chain if another program removed or passed it (a firewall
-// reloaded, Docker restarted).
+func (u *tunnelUse) say(s string) { u.state.Store(&s) }
+
+// check opens the FORWARD chain to the tunnel, says so in the status,
+// and returns whether the tunnel is to be used, whether the chain
+// changed, and what was wrong.
+func (u *tunnelUse) check() (use, changed bool, err error) {
+	changed, err = fwdchain.Open(u.name)
+	switch {
+	case err == nil:
+		u.say(tunnelGSOOn)
+	case u.explicit:
+		u.say(tunnelGSOChainsAt + err.Error())
+	default:
+		u.say(tunnelGSOPaused + err.Error())
+	}
+	return err == nil || u.explicit, changed, err
+}
+
+// openTunnel opens the TAP of tunnelGSO and the FORWARD chain to what
+// enters the kernel through it. It returns nil where the kernel refuses
+// the offload; else the TAP and whether to use it now: unless tunnelGSO
+// is set explicitly, not while a forward chain may drop the tunnel's
+// packets (keepForwardOpen looks again).
+func openTunnel(u *tunnelUse, log *zap.Logger) (*hostif.Tunnel, bool) {
+	iface := zap.String("interface", u.name)
+	t, err := hostif.CreateTunnel(u.name)
+	if err != nil {
+		log.Warn("UDP tunnel GSO unavailable: pods' TCP to VXLAN nodes is cut into datagrams here", iface, zap.Error(err))
+		u.say("off: the kernel refused it: " + err.Error())
+		return nil, false
+	}
+	use, _, err := u.check()
+	switch {
+	case err == nil:
+		log.Info("UDP tunnel GSO: pods' TCP to VXLAN nodes leaves whole for the kernel to cut", iface)
+	case use:
+		log.Warn("UDP tunnel GSO: the node's forward chains may drop what the kernel forwards for it (pods' bulk TCP to VXLAN nodes)", iface, zap.Error(err))
+	default:
+		log.Warn("UDP tunnel GSO off for now: the node's forward chains may drop what the kernel would forward for it, so pods' TCP to VXLAN nodes is cut into datagrams here; looked at again every 10 s (tunnelGSO: true uses it anyway)", iface, zap.Error(err))
+	}
+	return t, use
+}
+
+// forwardReassert is how often tortied looks at the forward chains again:
+// it puts its FORWARD rule back at the head of the chain if another
+// program removed or passed it (a firewall reloaded, Docker restarted),
+// and, unless tunnelGSO is set explicitly, stops or resumes using the
+// tunnel as a chain it cannot open appears or goes.
 const forwardReassert = 10 * time.Second
 
-// keepForwardOpen keeps tortied's rule at the head of the FORWARD chain
-// until ctx ends, logging what it restored and a failure once, and
-// keeping the status line current.
-func keepForwardOpen(ctx context.Context, name string, state *atomic.Pointer[string], log *zap.Logger) {
+// keepForwardOpen looks at the forward chains every forwardReassert until
+// ctx ends, telling r whether to use the tunnel, logging each change.
+// failing is whether the last look found something wrong.
+func keepForwardOpen(ctx context.Context, u *tunnelUse, failing bool, r *router.Router, log *zap.Logger) {
 	t := time.NewTicker(forwardReassert)
 	defer t.Stop()
-	failing := false
+	iface := zap.String("interface", u.name)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		changed, err := fwdchain.Open(name)
+		use, changed, err := u.check()
+		r.UseTunnel(use)
 		switch {
+		case err != nil && !failing && use:
+			log.Warn("UDP tunnel GSO: the node's forward chains may drop what the kernel forwards for it (pods' bulk TCP to VXLAN nodes)", iface, zap.Error(err))
 		case err != nil && !failing:
-			log.Warn("UDP tunnel GSO: the node's forward chains may drop what the kernel forwards for it (pods' bulk TCP to VXLAN nodes)", zap.String("interface", name), zap.Error(err))
+			log.Warn("UDP tunnel GSO off for now: the node's forward chains may drop what the kernel would forward for it, so pods' TCP to VXLAN nodes is cut into datagrams here", iface, zap.Error(err))
+		case err == nil && failing:
+			log.Info("UDP tunnel GSO: the forward chains are open to it again; pods' TCP to VXLAN nodes leaves whole for the kernel to cut", iface)
 		case changed:
-			log.Info("UDP tunnel GSO: FORWARD rule put back at the head of the chain", zap.String("interface", name))
+			log.Info("UDP tunnel GSO: FORWARD rule put back at the head of the chain", iface)
 		}
 		failing = err != nil
-		s := tunnelGSOOn
-		if err != nil {
-			s = tunnelGSOChainsAt + err.Error()
-		}
-		state.Store(&s)
 	}
 }
 
@@ -244,15 +272,16 @@ func New(cfg *config.Config, log *zap.Logger) (n *Node, err error) {
 	if cfg.TunnelAddr.IsValid() {
 		rcfg.TunnelAddr = cfg.TunnelAddr.As4()
 	}
-	if vxlan := withStore || cfg.Mode == fib.ModeVXLAN; vxlan && cfg.TunnelGSO != nil && !*cfg.TunnelGSO {
-		state := tunnelGSOOff
-		n.tunnelGSO.Store(&state)
-	} else if vxlan {
+	useTunnel := false
+	if vxlan := withStore || cfg.Mode == fib.ModeVXLAN; vxlan {
+		n.tunnelGSO = &tunnelUse{name: tunnelTAPName(cfg.HostInterface), explicit: cfg.TunnelGSO != nil}
+		n.tunnelGSO.say(tunnelGSOOff)
+	}
+	if n.tunnelGSO != nil && (cfg.TunnelGSO == nil || *cfg.TunnelGSO) {
 		// Opened before the router, so that it closes after the router
 		// has stopped writing to it.
-		var state string
-		n.tunnel, state = openTunnel(tunnelTAPName(cfg.HostInterface), cfg.TunnelGSO != nil, log)
-		n.tunnelGSO.Store(&state)
+		n.tunnel, useTunnel = openTunnel(n.tunnelGSO, log)
+		n.tunnelFailing = n.tunnelGSOState() != tunnelGSOOn
 		if n.tunnel != nil {
 			n.closers = append(n.closers, func() {
 				n.tunnel.Close()
@@ -262,7 +291,14 @@ func New(cfg *config.Config, log *zap.Logger) (n *Node, err error) {
 			})
 		}
 	}
+	if n.tunnel == nil {
+		// A rule a previous run left, if any.
+		if err := fwdchain.Close(); err != nil {
+			log.Debug("removing a FORWARD rule of UDP tunnel GSO", zap.Error(err))
+		}
+	}
 	n.router = router.New(rcfg, n.fib, ul)
+	n.router.UseTunnel(useTunnel)
 	n.closers = append(n.closers, func() { n.router.Close() })
 	if withStore || cfg.Mode == fib.ModeIPIP {
 		rx, err := underlay.ListenIPIP()
@@ -383,15 +419,15 @@ func (n *Node) Run(ctx context.Context) error {
 	defer stop()
 	if n.tunnel != nil {
 		n.router.AttachTunnel(n.tunnel)
-		background.Go(func() { keepForwardOpen(bctx, tunnelTAPName(n.cfg.HostInterface), &n.tunnelGSO, n.log) })
+		background.Go(func() { keepForwardOpen(bctx, n.tunnelGSO, n.tunnelFailing, n.router, n.log) })
 	}
 	// The path MTU follows the underlay's at once, rather than after a
 	// packet is refused.
-	if err := underlay.WatchMTU(bctx, n.cfg.Interface, n.router.UnderlayMTUChanged, func(err error) {
-		n.log.Warn("underlay MTU no longer watched: a change is learnt when a packet is refused", zap.Error(err))
-	}); err != nil {
-		n.log.Warn("underlay MTU not watched: a change is learnt when a packet is refused", zap.Error(err))
-	}
+	background.Go(func() {
+		underlay.WatchMTU(bctx, n.cfg.Interface, n.router.UnderlayMTUChanged, func(err error) {
+			n.log.Warn("underlay MTU not watched for now: a change is learnt when a packet is refused", zap.Error(err))
+		})
+	})
 	n.router.AttachHost(n.host)
 	for _, rx := range n.receivers {
 		n.router.AttachUnderlay(rx)
@@ -492,7 +528,10 @@ func (n *Node) status() api.Status {
 
 // tunnelGSOState is the status's line for tunnelGSO ("" without VXLAN).
 func (n *Node) tunnelGSOState() string {
-	if s := n.tunnelGSO.Load(); s != nil {
+	if n.tunnelGSO == nil {
+		return ""
+	}
+	if s := n.tunnelGSO.state.Load(); s != nil {
 		return *s
 	}
 	return ""

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"os/exec"
 	"strings"
 	"testing"
 
@@ -14,16 +13,18 @@ import (
 
 // TestOpenTunnel: in a namespace under a Docker-like DROP policy tortied
 // opens the FORWARD chain and uses the tunnel; where a firewall's own
-// chain drops by policy, unset tunnelGSO gives the tunnel up (its TAP and
-// rule removed) and says why, and tunnelGSO: true keeps it, warning.
+// chain drops by policy, unset tunnelGSO keeps the TAP but does not use it
+// (the status says why), and tunnelGSO: true uses it, saying what may
+// drop it. Once the firewall's chain is gone, the next look uses it.
 func TestOpenTunnel(t *testing.T) {
 	ns := testutil.Netns(t)
 	testutil.Run(t, "ip", "netns", "exec", ns, "iptables", "-P", "FORWARD", "DROP")
-	open := func(explicit bool) (ok bool, state string) {
+	open := func(explicit bool) (ok, use bool, state string) {
 		t.Helper()
+		u := &tunnelUse{name: "tt0-gso", explicit: explicit}
 		err := nsutil.Do(testutil.NetnsPath(ns), func() error {
-			tun, s := openTunnel("tt0-gso", explicit, zap.NewNop())
-			state, ok = s, tun != nil
+			tun, used := openTunnel(u, zap.NewNop())
+			ok, use = tun != nil, used
 			if tun != nil {
 				tun.Close()
 			}
@@ -32,22 +33,24 @@ func TestOpenTunnel(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return ok, state
+		return ok, use, *u.state.Load()
 	}
 	rules := func() string { return testutil.Run(t, "ip", "netns", "exec", ns, "iptables", "-S", "FORWARD") }
-	if ok, state := open(false); !ok || state != tunnelGSOOn || !strings.Contains(rules(), fwdchain.Comment) {
-		t.Fatalf("under a DROP policy: tunnel %v, status %q, FORWARD:\n%s", ok, state, rules())
+	if ok, use, state := open(false); !ok || !use || state != tunnelGSOOn || !strings.Contains(rules(), fwdchain.Comment) {
+		t.Fatalf("under a DROP policy: tunnel %v, used %v, status %q, FORWARD:\n%s", ok, use, state, rules())
 	}
 	testutil.Run(t, "ip", "netns", "exec", ns, "nft", "add table inet fw")
 	testutil.Run(t, "ip", "netns", "exec", ns, "nft", "add chain inet fw filter_fwd { type filter hook forward priority 0; policy drop; }")
-	ok, state := open(false)
-	if ok || !strings.HasPrefix(state, "off: ") || !strings.Contains(state, "inet fw filter_fwd") || strings.Contains(rules(), fwdchain.Comment) {
-		t.Fatalf("with a firewall's dropping chain, unset: tunnel %v, status %q, FORWARD:\n%s", ok, state, rules())
+	if ok, use, state := open(false); !ok || use || !strings.HasPrefix(state, tunnelGSOPaused) || !strings.Contains(state, "inet fw filter_fwd") {
+		t.Fatalf("with a firewall's dropping chain, unset: tunnel %v, used %v, status %q", ok, use, state)
 	}
-	if out, err := exec.Command("ip", "-n", ns, "link", "show", "tt0-gso").CombinedOutput(); err == nil {
-		t.Fatalf("the tunnel TAP stayed:\n%s", out)
+	if ok, use, state := open(true); !ok || !use || !strings.HasPrefix(state, tunnelGSOChainsAt) {
+		t.Fatalf("with a firewall's dropping chain, true: tunnel %v, used %v, status %q", ok, use, state)
 	}
-	if ok, state := open(true); !ok || !strings.HasPrefix(state, tunnelGSOChainsAt) {
-		t.Fatalf("with a firewall's dropping chain, true: tunnel %v, status %q", ok, state)
+	testutil.Run(t, "ip", "netns", "exec", ns, "nft", "delete table inet fw")
+	u := &tunnelUse{name: "tt0-gso"}
+	var use bool
+	if err := nsutil.Do(testutil.NetnsPath(ns), func() (err error) { use, _, err = u.check(); return err }); err != nil || !use || *u.state.Load() != tunnelGSOOn {
+		t.Fatalf("the firewall's chain gone: used %v, status %q, %v", use, *u.state.Load(), err)
 	}
 }

@@ -301,13 +301,16 @@ type Router struct {
 	host  atomic.Pointer[hostPort]
 	// gsoTunnel takes pods' superframes to VXLAN nodes whole (tunnel.go).
 	gsoTunnel atomic.Pointer[tunnelPort]
-	drops     [NumDropReasons]atomic.Uint64
-	offload   offloadCounters
-	icmp      sharedBucket
-	readers   sync.WaitGroup
-	closed    atomic.Bool
-	closers   []func() error
-	loops     []*inputLoop // fixed by New
+	// tunnelPaused keeps superframes from the attached tunnel (UseTunnel).
+	tunnelPaused atomic.Bool
+
+	drops   [NumDropReasons]atomic.Uint64
+	offload offloadCounters
+	icmp    sharedBucket
+	readers sync.WaitGroup
+	closed  atomic.Bool
+	closers []func() error
+	loops   []*inputLoop // fixed by New
 
 	// flows is the router's one flow table; nodeAddr the node's address
 	// (packets from it are the node's own, not forwarded ones).
@@ -686,12 +689,13 @@ func (r *Router) spawn(read func()) {
 
 // lowerPathMTU takes a smaller underlay MTU, read after the underlay
 // refused a packet's size: later packets are fragmented or refused with
-// ICMP up front.
-func (r *Router) lowerPathMTU(mtu int) {
-	if mtu < 68 || int32(mtu) >= r.pathMTU.Load() {
+// ICMP up front. seen is the path MTU loaded before mtu was read: if it
+// changed meanwhile (UnderlayMTUChanged took a newer MTU), mtu is stale
+// and dropped.
+func (r *Router) lowerPathMTU(seen int32, mtu int) {
+	if mtu < 68 || int32(mtu) >= seen || !r.pathMTU.CompareAndSwap(seen, int32(mtu)) {
 		return
 	}
-	r.pathMTU.Store(int32(mtu))
 	r.log.Info("underlay path MTU lowered", zap.Int("mtu", mtu))
 }
 

@@ -42,6 +42,12 @@ func (r *Router) AttachTunnel(t TunnelWriter) {
 	r.gsoTunnel.Store(&tunnelPort{w: t, mac: t.MAC()})
 }
 
+// UseTunnel says whether pods' superframes to VXLAN nodes go to the
+// attached TunnelWriter (true from AttachTunnel on) or are cut here, as
+// the node finds its forward chains open to them or not. Superframes
+// already queued still go. It is safe for concurrent use.
+func (r *Router) UseTunnel(on bool) { r.tunnelPaused.Store(!on) }
+
 // tunnelFits says whether a pod's superframe to a VXLAN node, whose IPv4
 // header begins at start, which is ipLen bytes long and whose segments
 // carry segLen bytes of IPv4, can leave whole through the TunnelWriter:
@@ -49,7 +55,7 @@ func (r *Router) AttachTunnel(t TunnelWriter) {
 // front for the headers, the outer packet's length fits its IPv4 header
 // (a pod may write a frame of 64 KB), and every segment fits the tunnel.
 func (w *worker) tunnelFits(start, ipLen, segLen int) bool {
-	return w.r.gsoTunnel.Load() != nil && w.gso.send != nil && start >= tunnelRoom &&
+	return w.r.gsoTunnel.Load() != nil && !w.r.tunnelPaused.Load() && w.gso.send != nil && start >= tunnelRoom &&
 		ipLen+encap.Overhead(fib.ModeVXLAN) <= header.IPv4MaxLen &&
 		segLen <= int(w.r.pathMTU.Load())-encap.Overhead(fib.ModeVXLAN)
 }

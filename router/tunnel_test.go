@@ -133,3 +133,21 @@ func TestTunnelNeedsRoom(t *testing.T) {
 		t.Fatalf("%d frames to the tunnel, want the superframe cut into one UDP GSO run (drops %v)", len(frames), h.drops())
 	}
 }
+
+// TestUseTunnel: with the tunnel paused (the node's forward chains found
+// closed to it) superframes are cut here; resumed, they go whole again.
+func TestUseTunnel(t *testing.T) {
+	h, pC, _ := newNativeHarness(t)
+	tun := &routertest.Tunnel{}
+	h.r.AttachTunnel(tun)
+	f := tcpSuper(remoteV, 3000, 1000, header.TCPFlagACK)
+	for _, on := range []bool{false, true, false} {
+		h.r.UseTunnel(on)
+		h.fromOffload(podIngress(pC), f)
+		frames, _ := tun.Take()
+		runs := h.gso.Take()
+		if on && (len(frames) != 1 || len(runs) != 0) || !on && (len(frames) != 0 || len(runs) != 1) {
+			t.Fatalf("tunnel in use %v: %d frames to the tunnel, %d UDP GSO runs (drops %v)", on, len(frames), len(runs), h.drops())
+		}
+	}
+}

@@ -809,11 +809,12 @@ func (w *worker) flushUnder() {
 // sender (fault 14); the next packets are fragmented or refused up front.
 func (w *worker) learnMTU(i int) {
 	w.drop(DropMTUExceeded)
+	seen := w.r.pathMTU.Load()
 	mtu, err := w.under.send.MTU()
 	if err != nil || mtu < 68 {
 		return
 	}
-	w.r.lowerPathMTU(mtu)
+	w.r.lowerPathMTU(seen, mtu)
 	pkt := w.under.pkts[i]
 	inner := header.IPv4(pkt[w.under.inner[i]:])
 	if inner.DF() {
