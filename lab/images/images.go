@@ -347,7 +347,8 @@ func ProgramsImage(ctx context.Context, name string, env []string, bins ...strin
 var TortiePrograms = []string{"tortied", "tortie-cni", "tortiectl"}
 
 // TortieImage is tortie's image (Tortie) for a lab: TortiePrograms from
-// dir and this machine's nft, which tortied runs to program natOutgoing,
+// dir and this machine's nft, which tortied runs to program natOutgoing
+// and to open the FORWARD chain to its tunnel TAP,
 // each at the root with the libraries it loads; the root is first on the
 // image's PATH. env is added to the image's environment.
 func TortieImage(ctx context.Context, dir string, env ...string) (Image, error) {
@@ -357,7 +358,7 @@ func TortieImage(ctx context.Context, dir string, env ...string) (Image, error) 
 	}
 	nft, err := exec.LookPath("nft")
 	if err != nil {
-		return Image{}, errors.New("nft not found (Debian package nftables): tortie's image carries it for natOutgoing")
+		return Image{}, errors.New("nft not found (Debian package nftables): tortie's image carries it for natOutgoing and the FORWARD chain")
 	}
 	bins = append(bins, nft)
 	env = append([]string{"PATH=/:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, env...)
