@@ -414,13 +414,17 @@ func containsPod(ps []pod, p pod) bool {
 // straddle three times.
 func deployEcho(t *testing.T, cp *lab.ControlPlane, n int) []pod {
 	t.Helper()
-	kubectl(t, cp, "create", "deployment", "echo", "--image", images.Echo, "--replicas", fmt.Sprint(n), "--port", "8080")
+	// Created with no pod and scaled once its template is whole: pods of a
+	// first template would count against the spread while the patched
+	// ones are placed (a rollout), and could leave a node without one.
+	kubectl(t, cp, "create", "deployment", "echo", "--image", images.Echo, "--replicas", "0", "--port", "8080")
 	kubectl(t, cp, "patch", "deployment", "echo", "--type", "json", "-p",
 		`[{"op":"add","path":"/spec/template/spec/containers/0/imagePullPolicy","value":"Never"},`+
 			`{"op":"add","path":"/spec/template/spec/containers/0/readinessProbe","value":{"httpGet":{"path":"/healthz","port":8080},"periodSeconds":2}},`+
 			`{"op":"add","path":"/spec/template/spec/containers/0/livenessProbe","value":{"httpGet":{"path":"/healthz","port":8080},"periodSeconds":10,"failureThreshold":3}},`+
 			`{"op":"add","path":"/spec/template/spec/topologySpreadConstraints","value":[{"maxSkew":1,`+
 			`"topologyKey":"kubernetes.io/hostname","whenUnsatisfiable":"DoNotSchedule","labelSelector":{"matchLabels":{"app":"echo"}}}]}]`)
+	kubectl(t, cp, "scale", "deployment/echo", "--replicas", fmt.Sprint(n))
 	kubectl(t, cp, "rollout", "status", "deployment/echo", "--timeout=180s")
 	ps := deployedEcho(t, cp)
 	if len(ps) != n {
