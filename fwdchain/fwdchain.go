@@ -55,6 +55,14 @@ type Chain struct {
 
 func (c Chain) String() string { return c.Family + " " + c.Table + " " + c.Name }
 
+// iptablesForward is the chain Open opens in nftables.
+var iptablesForward = Chain{Family: family, Table: table, Name: chain}
+
+// is says whether c names the same chain as o.
+func (c Chain) is(o Chain) bool {
+	return c.Family == o.Family && c.Table == o.Table && c.Name == o.Name
+}
+
 // Rule is a rule of a chain as `nft -j list chain` gives it: its handle,
 // its comment, the input interface it matches, if it matches one by name,
 // and whether it drops or rejects every packet that reaches it (a verdict
@@ -191,7 +199,7 @@ func Open(iface string) (changed bool, err error) {
 	}
 	for _, c := range chains {
 		switch {
-		case c.Family == family && c.Table == table && c.Name == chain:
+		case c.is(iptablesForward):
 			ch, err := openNFT(iface)
 			changed = changed || ch
 			if err != nil {
@@ -220,22 +228,14 @@ func Open(iface string) (changed bool, err error) {
 
 // Close removes tortied's rules from the FORWARD chains.
 func Close() error {
-	var errs []error
 	chains, err := nftChains()
 	if err != nil {
 		return err
 	}
-	for _, c := range chains {
-		if c.Family == family && c.Table == table && c.Name == chain {
-			rules, err := nftRules(Chain{Family: family, Table: table, Name: chain})
-			if err != nil {
-				errs = append(errs, err)
-				break
-			}
-			_, remove := Plan(rules, "")
-			if err := nftApply(false, "", remove); err != nil {
-				errs = append(errs, err)
-			}
+	var errs []error
+	if slices.ContainsFunc(chains, iptablesForward.is) {
+		if _, err := openNFT(""); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if legacyFilter() {
@@ -281,17 +281,16 @@ func nftRules(c Chain) ([]Rule, error) {
 	return ParseRules(out)
 }
 
+// openNFT makes nftables' FORWARD chain begin with tortied's one rule
+// for iface, inserting it and deleting the others in one transaction;
+// with iface empty it only removes tortied's rules.
 func openNFT(iface string) (changed bool, err error) {
-	rules, err := nftRules(Chain{Family: family, Table: table, Name: chain})
+	rules, err := nftRules(iptablesForward)
 	if err != nil {
 		return false, err
 	}
 	insert, remove := Plan(rules, iface)
-	return insert || len(remove) > 0, nftApply(insert, iface, remove)
-}
-
-// nftApply inserts the rule and deletes the others in one transaction.
-func nftApply(insert bool, iface string, remove []uint64) error {
+	insert = insert && iface != ""
 	var b strings.Builder
 	if insert {
 		fmt.Fprintf(&b, "insert rule %s %s %s iifname %q counter accept comment %q\n", family, table, chain, iface, Comment)
@@ -300,10 +299,10 @@ func nftApply(insert bool, iface string, remove []uint64) error {
 		fmt.Fprintf(&b, "delete rule %s %s %s handle %d\n", family, table, chain, h)
 	}
 	if b.Len() == 0 {
-		return nil
+		return false, nil
 	}
-	_, err := nft(b.String(), "-f", "-")
-	return err
+	_, err = nft(b.String(), "-f", "-")
+	return err == nil, err
 }
 
 func nft(stdin string, args ...string) ([]byte, error) { return run(stdin, "nft", args...) }

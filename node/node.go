@@ -70,10 +70,8 @@ type Node struct {
 
 	tunnel *hostif.Tunnel // nil: pods' superframes to VXLAN nodes are cut here
 	// tunnelGSO is how tunnelGSO is used (nil without VXLAN); its status
-	// line is set in New and by keepForwardOpen. tunnelFailing says
-	// whether New found the forward chains closed to the tunnel.
-	tunnelGSO     *tunnelUse
-	tunnelFailing bool
+	// line is set in New and by keepForwardOpen.
+	tunnelGSO *tunnelUse
 
 	closers []func() // in the order things were opened
 }
@@ -179,8 +177,8 @@ const forwardReassert = 10 * time.Second
 
 // keepForwardOpen looks at the forward chains every forwardReassert until
 // ctx ends, telling r whether to use the tunnel, logging each change.
-// failing is whether the last look found something wrong.
-func keepForwardOpen(ctx context.Context, u *tunnelUse, failing bool, r *router.Router, log *zap.Logger) {
+func keepForwardOpen(ctx context.Context, u *tunnelUse, r *router.Router, log *zap.Logger) {
+	failing := *u.state.Load() != tunnelGSOOn // what the last look found
 	t := time.NewTicker(forwardReassert)
 	defer t.Stop()
 	iface := zap.String("interface", u.name)
@@ -281,7 +279,6 @@ func New(cfg *config.Config, log *zap.Logger) (n *Node, err error) {
 		// Opened before the router, so that it closes after the router
 		// has stopped writing to it.
 		n.tunnel, useTunnel = openTunnel(n.tunnelGSO, log)
-		n.tunnelFailing = n.tunnelGSOState() != tunnelGSOOn
 		if n.tunnel != nil {
 			n.closers = append(n.closers, func() {
 				n.tunnel.Close()
@@ -419,7 +416,7 @@ func (n *Node) Run(ctx context.Context) error {
 	defer stop()
 	if n.tunnel != nil {
 		n.router.AttachTunnel(n.tunnel)
-		background.Go(func() { keepForwardOpen(bctx, n.tunnelGSO, n.tunnelFailing, n.router, n.log) })
+		background.Go(func() { keepForwardOpen(bctx, n.tunnelGSO, n.router, n.log) })
 	}
 	// The path MTU follows the underlay's at once, rather than after a
 	// packet is refused.
