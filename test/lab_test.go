@@ -6,12 +6,16 @@ package test
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,23 +49,114 @@ func checkAll(t *testing.T, l *lab.Lab) {
 	}
 }
 
-// transfer moves a fixed amount of data over TCP and checks all of it arrived.
+// transfer moves 20 MiB over TCP from one pod to another (from to's side
+// when reverse) and checks all of it arrived as sent.
 func transfer(t *testing.T, l *lab.Lab, from, to string, reverse bool) {
 	t.Helper()
-	const n = 20 << 20
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	r, err := l.Iperf(ctx, from, to, 0, n, reverse)
-	if err != nil {
+	sender, receiver := l.Pod(from), l.Pod(to)
+	if reverse {
+		sender, receiver = receiver, sender
+	}
+	rate := sendAll(t, sender, receiver, 1, 20<<20)
+	t.Logf("TCP %s -> %s reverse=%v: %.2f Gbit/s", from, to, reverse, rate/1e9)
+}
+
+// sendAll sends size bytes from one pod to another over streams TCP
+// connections at once, size/streams bytes on each, and fails unless every
+// connection's bytes arrive as they were sent (a SHA-256 on each end). It
+// waits for each receiver to read to the end of its connection, where
+// iperf3's summary of a -n test counts what the receiver had when the
+// sender finished, and so trails by whatever was still in flight. It
+// returns the rate in bits per second.
+func sendAll(t *testing.T, sender, receiver *lab.Pod, streams, size int) float64 {
+	t.Helper()
+	if sender == nil || receiver == nil {
+		t.Fatal("sendAll: no such pod")
+	}
+	var ln net.Listener
+	if err := nsutil.Do(testutil.NetnsPath(receiver.Netns), func() (err error) { ln, err = net.Listen("tcp4", ":0"); return err }); err != nil {
 		t.Fatal(err)
 	}
-	// iperf3 completes a -n test only when the sender wrote all n bytes
-	// over the connection; the receiver's count may trail by what was in
-	// flight when it summarised.
-	if r.Sent < n || r.Received < n/2 {
-		t.Fatalf("%s -> %s (reverse %v): sent %d, received %d of %d bytes", from, to, reverse, r.Sent, r.Received, n)
+	defer ln.Close()
+	type result struct {
+		sum [32]byte
+		n   int64
+		err error
 	}
-	t.Logf("TCP %s -> %s reverse=%v: %.2f Gbit/s, %d retransmits", from, to, reverse, r.BitsPerSecond/1e9, r.Retransmits)
+	got := make(chan result, streams)
+	go func() {
+		for range streams {
+			c, err := ln.Accept()
+			if err != nil {
+				return // the listener closed: the test ended
+			}
+			go func() {
+				defer c.Close()
+				h := sha256.New()
+				n, err := io.Copy(h, c)
+				r := result{n: n, err: err}
+				copy(r.sum[:], h.Sum(nil))
+				got <- r
+			}()
+		}
+	}()
+
+	data := make([]byte, size/streams)
+	rng := rand.New(rand.NewPCG(uint64(size), uint64(streams)))
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	want := sha256.Sum256(data)
+	addr := net.JoinHostPort(strings.Split(receiver.Address, "/")[0], strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	deadline, _ := ctx.Deadline()
+	start := time.Now()
+	sent := make(chan error, streams)
+	var conns []net.Conn
+	var mu sync.Mutex
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range streams {
+		go func() {
+			sent <- func() error {
+				c, err := nsdial.Dial(ctx, testutil.NetnsPath(sender.Netns), addr)
+				if err != nil {
+					return err
+				}
+				mu.Lock()
+				conns = append(conns, c) // closed once the receivers are done
+				mu.Unlock()
+				c.SetDeadline(deadline)
+				if _, err := c.Write(data); err != nil {
+					return err
+				}
+				return c.(*net.TCPConn).CloseWrite()
+			}()
+		}()
+	}
+	for range streams {
+		if err := <-sent; err != nil {
+			t.Fatalf("%s -> %s: %v", sender.Name, receiver.Name, err)
+		}
+	}
+	for i := range streams {
+		select {
+		case r := <-got:
+			if r.err != nil || r.n != int64(len(data)) || r.sum != want {
+				t.Fatalf("%s -> %s, connection %d of %d: received %d of %d bytes (%v), intact %v",
+					sender.Name, receiver.Name, i+1, streams, r.n, len(data), r.err, r.sum == want)
+			}
+		case <-ctx.Done():
+			t.Fatalf("%s -> %s: %d of %d connections did not end", sender.Name, receiver.Name, streams-i, streams)
+		}
+	}
+	return float64(len(data)*streams*8) / time.Since(start).Seconds()
 }
 
 func counters(t *testing.T, n *lab.Node) map[string]uint64 {
