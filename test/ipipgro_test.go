@@ -24,11 +24,7 @@ func TestIPIPUnderlayGRO(t *testing.T) {
 			rx = l.Nodes[0]
 		}
 		before := fromUnderlay(t, rx)
-		sender, receiver := l.Pod("n1p1"), l.Pod("n2p1")
-		if reverse {
-			sender, receiver = receiver, sender
-		}
-		rate := sendAll(t, sender, receiver, 1, n)
+		rate := sendAll(t, l.Pod("n1p1"), l.Pod("n2p1"), 1, n, reverse)
 		got := fromUnderlay(t, rx) - before
 		if got == 0 {
 			t.Fatalf("reverse %v: %s took no superframe from the underlay", reverse, rx.Name)

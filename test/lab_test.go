@@ -15,7 +15,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -49,114 +48,125 @@ func checkAll(t *testing.T, l *lab.Lab) {
 	}
 }
 
-// transfer moves 20 MiB over TCP from one pod to another (from to's side
-// when reverse) and checks all of it arrived as sent.
+// transfer moves 20 MiB over TCP from one pod to another, or back over
+// the connection from opened when reverse (as iperf3 -R), and checks all of
+// it arrived as sent.
 func transfer(t *testing.T, l *lab.Lab, from, to string, reverse bool) {
 	t.Helper()
-	sender, receiver := l.Pod(from), l.Pod(to)
-	if reverse {
-		sender, receiver = receiver, sender
-	}
-	rate := sendAll(t, sender, receiver, 1, 20<<20)
+	rate := sendAll(t, l.Pod(from), l.Pod(to), 1, 20<<20, reverse)
 	t.Logf("TCP %s -> %s reverse=%v: %.2f Gbit/s", from, to, reverse, rate/1e9)
 }
 
-// sendAll sends size bytes from one pod to another over streams TCP
-// connections at once, size/streams bytes on each, and fails unless every
-// connection's bytes arrive as they were sent (a SHA-256 on each end). It
-// waits for each receiver to read to the end of its connection, where
+// sendAll opens streams TCP connections from one pod to another and sends
+// size/streams bytes over each at once, from the pod that opened it, or
+// when reverse from the pod that accepted it (as iperf3 -R). It fails
+// unless every connection's bytes arrive as they were sent (a SHA-256 on
+// each end). Each receiver reads to the end of its connection, where
 // iperf3's summary of a -n test counts what the receiver had when the
 // sender finished, and so trails by whatever was still in flight. It
 // returns the rate in bits per second.
-func sendAll(t *testing.T, sender, receiver *lab.Pod, streams, size int) float64 {
+func sendAll(t *testing.T, from, to *lab.Pod, streams, size int, reverse bool) float64 {
 	t.Helper()
-	if sender == nil || receiver == nil {
+	if from == nil || to == nil {
 		t.Fatal("sendAll: no such pod")
 	}
 	var ln net.Listener
-	if err := nsutil.Do(testutil.NetnsPath(receiver.Netns), func() (err error) { ln, err = net.Listen("tcp4", ":0"); return err }); err != nil {
+	if err := nsutil.Do(testutil.NetnsPath(to.Netns), func() (err error) { ln, err = net.Listen("tcp4", ":0"); return err }); err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	type result struct {
-		sum [32]byte
-		n   int64
-		err error
-	}
-	got := make(chan result, streams)
-	go func() {
-		for range streams {
-			c, err := ln.Accept()
-			if err != nil {
-				return // the listener closed: the test ended
-			}
-			go func() {
-				defer c.Close()
-				h := sha256.New()
-				n, err := io.Copy(h, c)
-				r := result{n: n, err: err}
-				copy(r.sum[:], h.Sum(nil))
-				got <- r
-			}()
-		}
-	}()
-
 	data := make([]byte, size/streams)
 	rng := rand.New(rand.NewPCG(uint64(size), uint64(streams)))
 	for i := range data {
 		data[i] = byte(rng.Uint32())
 	}
 	want := sha256.Sum256(data)
-	addr := net.JoinHostPort(strings.Split(receiver.Address, "/")[0], strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	deadline, _ := ctx.Deadline()
-	start := time.Now()
-	sent := make(chan error, streams)
-	var conns []net.Conn
-	var mu sync.Mutex
-	defer func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
+
+	type result struct {
+		sum [32]byte
+		n   int64
+	}
+	// Each connection has a reader and a writer; every goroutine ends by
+	// the deadline, and the channels hold all they can be sent.
+	read := make(chan result, streams)
+	errs := make(chan error, 3*streams)
+	serve := func(c net.Conn, reads bool) {
+		defer c.Close()
+		c.SetDeadline(deadline)
+		if reads {
+			h := sha256.New()
+			n, err := io.Copy(h, c)
+			if err != nil {
+				errs <- fmt.Errorf("reading: %w", err)
+				return
+			}
+			r := result{n: n}
+			copy(r.sum[:], h.Sum(nil))
+			read <- r
+			return
+		}
+		_, err := c.Write(data)
+		if err == nil {
+			err = c.(*net.TCPConn).CloseWrite()
+		}
+		if err == nil {
+			// Closed once the reader has read to the end and closed
+			// its side, so that nothing in flight is reset.
+			_, err = io.Copy(io.Discard, c)
+		}
+		errs <- err
+	}
+	go func() {
+		for range streams {
+			c, err := ln.Accept()
+			if err != nil {
+				return // the listener closed: sendAll returned
+			}
+			go serve(c, !reverse)
 		}
 	}()
+	start := time.Now()
+	addr := net.JoinHostPort(strings.Split(to.Address, "/")[0], strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
 	for range streams {
 		go func() {
-			sent <- func() error {
-				c, err := nsdial.Dial(ctx, testutil.NetnsPath(sender.Netns), addr)
-				if err != nil {
-					return err
-				}
-				mu.Lock()
-				conns = append(conns, c) // closed once the receivers are done
-				mu.Unlock()
-				c.SetDeadline(deadline)
-				if _, err := c.Write(data); err != nil {
-					return err
-				}
-				return c.(*net.TCPConn).CloseWrite()
-			}()
+			c, err := nsdial.Dial(ctx, testutil.NetnsPath(from.Netns), addr)
+			if err != nil {
+				errs <- err
+				return
+			}
+			serve(c, reverse)
 		}()
 	}
-	for range streams {
-		if err := <-sent; err != nil {
-			t.Fatalf("%s -> %s: %v", sender.Name, receiver.Name, err)
-		}
+	src, dst := from.Name, to.Name
+	if reverse {
+		src, dst = dst, src
 	}
-	for i := range streams {
+	var elapsed time.Duration
+	for reads, writes := 0, 0; reads < streams || writes < streams; {
 		select {
-		case r := <-got:
-			if r.err != nil || r.n != int64(len(data)) || r.sum != want {
-				t.Fatalf("%s -> %s, connection %d of %d: received %d of %d bytes (%v), intact %v",
-					sender.Name, receiver.Name, i+1, streams, r.n, len(data), r.err, r.sum == want)
+		case r := <-read:
+			reads++
+			if r.n != int64(len(data)) || r.sum != want {
+				t.Fatalf("%s -> %s: a connection of %d carried %d of %d bytes, intact %v",
+					src, dst, streams, r.n, len(data), r.sum == want)
 			}
+			if reads == streams {
+				elapsed = time.Since(start)
+			}
+		case err := <-errs:
+			if err != nil {
+				t.Fatalf("%s -> %s: %v", src, dst, err)
+			}
+			writes++
 		case <-ctx.Done():
-			t.Fatalf("%s -> %s: %d of %d connections did not end", sender.Name, receiver.Name, streams-i, streams)
+			t.Fatalf("%s -> %s: %d of %d connections read to the end, %d written, in %v",
+				src, dst, reads, streams, writes, time.Since(start).Round(time.Second))
 		}
 	}
-	return float64(len(data)*streams*8) / time.Since(start).Seconds()
+	return float64(len(data)*streams*8) / elapsed.Seconds()
 }
 
 // fabricUnfiltered checks that the lab's fabric bridges frames as a
