@@ -157,10 +157,7 @@ func (w *worker) flushRun(g *gsoRun) {
 		w.drops[DropTxFull] += uint64(g.count)
 	case errors.Is(err, syscall.EMSGSIZE) || errors.Is(err, syscall.EINVAL):
 		w.drops[DropMTUExceeded] += uint64(g.count)
-		seen := w.r.pathMTU.Load()
-		if mtu, merr := w.gso.send.MTU(); merr == nil {
-			w.r.lowerPathMTU(seen, mtu)
-		}
+		w.r.relearnPathMTU(w.gso.send)
 	default:
 		w.drops[DropTxError] += uint64(g.count)
 	}

@@ -687,16 +687,22 @@ func (r *Router) spawn(read func()) {
 	}()
 }
 
-// lowerPathMTU takes a smaller underlay MTU, read after the underlay
-// refused a packet's size: later packets are fragmented or refused with
-// ICMP up front. seen is the path MTU loaded before mtu was read: if it
-// changed meanwhile (UnderlayMTUChanged took a newer MTU), mtu is stale
-// and dropped.
-func (r *Router) lowerPathMTU(seen int32, mtu int) {
-	if mtu < 68 || int32(mtu) >= seen || !r.pathMTU.CompareAndSwap(seen, int32(mtu)) {
-		return
+// relearnPathMTU reads the underlay's MTU from s after the underlay
+// refused a packet's size, and lowers the path MTU to it: later packets
+// are fragmented or refused with ICMP up front. The path MTU is loaded
+// before the MTU is read, so that a newer one UnderlayMTUChanged stored
+// meanwhile is not overwritten by a stale read. It returns the MTU read,
+// and false if none could be.
+func (r *Router) relearnPathMTU(s interface{ MTU() (int, error) }) (int, bool) {
+	seen := r.pathMTU.Load()
+	mtu, err := s.MTU()
+	if err != nil || mtu < 68 {
+		return 0, false
 	}
-	r.log.Info("underlay path MTU lowered", zap.Int("mtu", mtu))
+	if int32(mtu) < seen && r.pathMTU.CompareAndSwap(seen, int32(mtu)) {
+		r.log.Info("underlay path MTU lowered", zap.Int("mtu", mtu))
+	}
+	return mtu, true
 }
 
 // UnderlayMTUChanged takes the underlay interface's MTU as the kernel

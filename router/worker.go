@@ -809,12 +809,10 @@ func (w *worker) flushUnder() {
 // sender (fault 14); the next packets are fragmented or refused up front.
 func (w *worker) learnMTU(i int) {
 	w.drop(DropMTUExceeded)
-	seen := w.r.pathMTU.Load()
-	mtu, err := w.under.send.MTU()
-	if err != nil || mtu < 68 {
+	mtu, ok := w.r.relearnPathMTU(w.under.send)
+	if !ok {
 		return
 	}
-	w.r.lowerPathMTU(seen, mtu)
 	pkt := w.under.pkts[i]
 	inner := header.IPv4(pkt[w.under.inner[i]:])
 	if inner.DF() {
