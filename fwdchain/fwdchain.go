@@ -171,15 +171,15 @@ func dropsAll(exprs []json.RawMessage) bool {
 // Plan says what makes a chain's rules (in order) begin with tortied's
 // one rule accepting packets in from iface: whether to insert it, and the
 // handles of tortied's rules to delete (any not first, or for another
-// interface).
+// interface). With iface empty it inserts nothing and deletes them all.
 func Plan(rules []Rule, iface string) (insert bool, remove []uint64) {
-	keep := len(rules) > 0 && rules[0].Comment == Comment && rules[0].IIFName == iface
+	keep := iface != "" && len(rules) > 0 && rules[0].Comment == Comment && rules[0].IIFName == iface
 	for i, r := range rules {
 		if r.Comment == Comment && (i > 0 || !keep) {
 			remove = append(remove, r.Handle)
 		}
 	}
-	return !keep, remove
+	return iface != "" && !keep, remove
 }
 
 // Open puts tortied's accept rule for packets in from iface at the head of
@@ -290,7 +290,6 @@ func openNFT(iface string) (changed bool, err error) {
 		return false, err
 	}
 	insert, remove := Plan(rules, iface)
-	insert = insert && iface != ""
 	var b strings.Builder
 	if insert {
 		fmt.Fprintf(&b, "insert rule %s %s %s iifname %q counter accept comment %q\n", family, table, chain, iface, Comment)
@@ -372,7 +371,6 @@ func openLegacy(iface string) (changed bool, err error) {
 	}
 	rules := ParseIptables(string(out))
 	insert, remove := Plan(rules, iface)
-	insert = insert && iface != ""
 	if !insert && len(remove) == 0 {
 		return false, nil
 	}
@@ -380,11 +378,11 @@ func openLegacy(iface string) (changed bool, err error) {
 	b.WriteString("*filter\n")
 	for _, r := range rules {
 		if slices.Contains(remove, r.Handle) {
-			fmt.Fprintf(&b, "-D %s\n", legacySpec(r.IIFName))
+			fmt.Fprintf(&b, "-D %s %s\n", chain, legacySpec(r.IIFName))
 		}
 	}
 	if insert {
-		fmt.Fprintf(&b, "-I FORWARD 1 %s\n", legacySpec(iface)[len("FORWARD "):])
+		fmt.Fprintf(&b, "-I %s 1 %s\n", chain, legacySpec(iface))
 	}
 	b.WriteString("COMMIT\n")
 	if _, err := run(b.String(), "iptables-legacy-restore", "-w", lockWait, "--noflush"); err != nil {
@@ -394,9 +392,9 @@ func openLegacy(iface string) (changed bool, err error) {
 }
 
 // legacySpec is tortied's rule for iface as iptables-restore reads it,
-// after "-A" or "-D".
+// after "-D FORWARD" or "-I FORWARD 1".
 func legacySpec(iface string) string {
-	return fmt.Sprintf("FORWARD -i %s -m comment --comment %q -j ACCEPT", iface, Comment)
+	return fmt.Sprintf("-i %s -m comment --comment %q -j ACCEPT", iface, Comment)
 }
 
 // lockWait is how long iptables waits for the xtables lock (seconds), and
