@@ -156,16 +156,31 @@ func openTunnel(u *tunnelUse, log *zap.Logger) (*hostif.Tunnel, bool) {
 		u.say("off: the kernel refused it: " + err.Error())
 		return nil, false
 	}
-	use, _, err := u.check()
-	switch {
-	case err == nil:
-		log.Info("UDP tunnel GSO: pods' TCP to VXLAN nodes leaves whole for the kernel to cut", iface)
-	case use:
-		log.Warn("UDP tunnel GSO: the node's forward chains may drop what the kernel forwards for it (pods' bulk TCP to VXLAN nodes)", iface, zap.Error(err))
-	default:
-		log.Warn("UDP tunnel GSO off for now: the node's forward chains may drop what the kernel would forward for it, so pods' TCP to VXLAN nodes is cut into datagrams here; looked at again every 10 s (tunnelGSO: true uses it anyway)", iface, zap.Error(err))
-	}
+	use, _ := u.look(log, true, false)
 	return t, use
+}
+
+// look opens the forward chains to the tunnel (check) and logs what
+// differs from the look before, whose failing says whether it failed
+// (first: there was none). It returns whether to use the tunnel and
+// whether this look failed.
+func (u *tunnelUse) look(log *zap.Logger, first, wasFailing bool) (use, failing bool) {
+	use, changed, err := u.check()
+	iface := zap.String("interface", u.name)
+	switch {
+	case err != nil && wasFailing:
+	case err != nil && use:
+		log.Warn("UDP tunnel GSO: the node's forward chains may drop what the kernel forwards for it (pods' bulk TCP to VXLAN nodes)", iface, zap.Error(err))
+	case err != nil:
+		log.Warn("UDP tunnel GSO off for now: the node's forward chains may drop what the kernel would forward for it, so pods' TCP to VXLAN nodes is cut into datagrams here; looked at again every 10 s (tunnelGSO: true uses it anyway)", iface, zap.Error(err))
+	case first:
+		log.Info("UDP tunnel GSO: pods' TCP to VXLAN nodes leaves whole for the kernel to cut", iface)
+	case wasFailing:
+		log.Info("UDP tunnel GSO: the forward chains are open to it again; pods' TCP to VXLAN nodes leaves whole for the kernel to cut", iface)
+	case changed:
+		log.Info("UDP tunnel GSO: FORWARD rule put back at the head of the chain", iface)
+	}
+	return use, err != nil
 }
 
 // forwardReassert is how often tortied looks at the forward chains again:
@@ -181,26 +196,15 @@ func keepForwardOpen(ctx context.Context, u *tunnelUse, r *router.Router, log *z
 	failing := *u.state.Load() != tunnelGSOOn // what the last look found
 	t := time.NewTicker(forwardReassert)
 	defer t.Stop()
-	iface := zap.String("interface", u.name)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		use, changed, err := u.check()
+		var use bool
+		use, failing = u.look(log, false, failing)
 		r.UseTunnel(use)
-		switch {
-		case err != nil && !failing && use:
-			log.Warn("UDP tunnel GSO: the node's forward chains may drop what the kernel forwards for it (pods' bulk TCP to VXLAN nodes)", iface, zap.Error(err))
-		case err != nil && !failing:
-			log.Warn("UDP tunnel GSO off for now: the node's forward chains may drop what the kernel would forward for it, so pods' TCP to VXLAN nodes is cut into datagrams here", iface, zap.Error(err))
-		case err == nil && failing:
-			log.Info("UDP tunnel GSO: the forward chains are open to it again; pods' TCP to VXLAN nodes leaves whole for the kernel to cut", iface)
-		case changed:
-			log.Info("UDP tunnel GSO: FORWARD rule put back at the head of the chain", iface)
-		}
-		failing = err != nil
 	}
 }
 
