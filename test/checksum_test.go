@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/tortie-net/tortie/api"
+	"github.com/tortie-net/tortie/internal/labtest"
 	"github.com/tortie-net/tortie/internal/testutil"
 	"github.com/tortie-net/tortie/lab"
 	"github.com/tortie-net/tortie/nsutil"
@@ -84,7 +85,7 @@ func sendIntact(t *testing.T, client *api.Client, sender, receiver *lab.Pod) {
 	csumErrors := func() uint64 { return tcpInCsumErrors(t, receiver.Netns) }
 	before, offBefore := csumErrors(), counters()
 	const size = 64 << 20
-	sendAll(t, sender, receiver, 1, size, false)
+	labtest.SendAll(t, sender, receiver, 1, size, false)
 	o := counters()
 	bad, dropped := o.GROBadChecksums-offBefore.GROBadChecksums, csumErrors()-before
 	t.Logf("%d MiB intact; tortie kept %d segments with bad checksums out of superframes; the pod dropped %d (TcpInCsumErrors); %d superframes carried %d segments",

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/tortie-net/tortie/api"
+	"github.com/tortie-net/tortie/internal/labtest"
 	"github.com/tortie-net/tortie/lab"
 )
 
@@ -24,7 +25,7 @@ func TestIPIPUnderlayGRO(t *testing.T) {
 			rx = l.Nodes[0]
 		}
 		before := fromUnderlay(t, rx)
-		rate := sendAll(t, l.Pod("n1p1"), l.Pod("n2p1"), 1, n, reverse)
+		rate := labtest.SendAll(t, l.Pod("n1p1"), l.Pod("n2p1"), 1, n, reverse)
 		got := fromUnderlay(t, rx) - before
 		if got == 0 {
 			t.Fatalf("reverse %v: %s took no superframe from the underlay", reverse, rx.Name)

@@ -39,7 +39,7 @@ func TestVXLANWorkers(t *testing.T) {
 	checkAll(t, l)
 	const n = 40 << 20
 	for _, reverse := range []bool{false, true} {
-		rate := sendAll(t, l.Pod("n1p1"), l.Pod("n2p1"), 4, n, reverse)
+		rate := labtest.SendAll(t, l.Pod("n1p1"), l.Pod("n2p1"), 4, n, reverse)
 		t.Logf("4 streams, reverse %v: %.2f Gbit/s", reverse, rate/1e9)
 	}
 	podQueues(t, l)
@@ -110,7 +110,7 @@ func podQueues(t *testing.T, l *lab.Lab) {
 		t.Fatalf("tortiectl endpoints shows %d rows for %d endpoints:\n%s", len(lines)-1, len(eps), out)
 	}
 	const n = 32 << 20
-	rate := sendAll(t, pod, l.Pod("n2p1"), 16, n, false)
+	rate := labtest.SendAll(t, pod, l.Pod("n2p1"), 16, n, false)
 	sent := queueBytes(t, testutil.Run(t, "ip", "netns", "exec", pod.Netns, "tc", "-s", "qdisc", "show", "dev", "eth0"))
 	if len(sent) != 2 || sent[":1"] < n/64 || sent[":2"] < n/64 {
 		t.Fatalf("bytes each queue of n1p1's eth0 sent: %v, want both queues busy", sent)
