@@ -1,7 +1,8 @@
 // Package labtest is what the root integration test packages share: the
 // binaries they build once (tortied under the race detector), and a lab
 // that is removed when its test ends and whose tortied logs fail the test
-// on any data race.
+// on any data race, and TCP transfers between its pods whose every byte
+// the receivers check (SendAll).
 package labtest
 
 import (
