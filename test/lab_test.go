@@ -349,13 +349,8 @@ func TestTunnelGSO(t *testing.T) {
 	}
 	waitStatus := func(n *lab.Node, prefix string) {
 		t.Helper()
-		deadline := time.Now().Add(time.Minute)
-		for s := status(n); !strings.HasPrefix(s, prefix); s = status(n) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: status says tunnel GSO %q, want %q...", n.Name, s, prefix)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+		testutil.WaitFor(t, time.Minute, fmt.Sprintf("%s's status to say tunnel GSO %q...", n.Name, prefix),
+			func() bool { return strings.HasPrefix(status(n), prefix) })
 	}
 	testutil.Run(t, "ip", "netns", "exec", l.Nodes[0].Netns, "nft", "add table inet fw")
 	testutil.Run(t, "ip", "netns", "exec", l.Nodes[0].Netns, "nft", "add chain inet fw fw_forward { type filter hook forward priority 0; policy drop; }")
